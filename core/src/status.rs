@@ -1,0 +1,218 @@
+//! Statuses of runs and tasks, progress values and timestamps.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $ty:ident, $what:literal { $($(#[$vmeta:meta])* $variant:ident = $s:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $ty { $($(#[$vmeta])* $variant),+ }
+
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $s),+ }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                match s {
+                    $($s => Ok($ty::$variant),)+
+                    _ => Err(Error::InvalidValue {
+                        what: $what,
+                        input: s.to_owned(),
+                        reason: format!("expected one of: {}", [$($s),+].join(", ")),
+                    }),
+                }
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// Where a run is in its life.
+    RunStatus, "run status" {
+        /// Created, no task started yet.
+        Pending = "pending",
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        /// Stopped by the user (Ctrl-C) or by the scheduler.
+        Cancelled = "cancelled",
+    }
+);
+
+impl RunStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
+}
+
+string_enum!(
+    /// Where a task (or one attempt at it) is in its life.
+    TaskStatus, "task status" {
+        /// Known to the run, not started.
+        Pending = "pending",
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        /// Its lease expired: it hung or its process died.
+        Lost = "lost",
+        Cancelled = "cancelled",
+    }
+);
+
+impl TaskStatus {
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, TaskStatus::Pending | TaskStatus::Running)
+    }
+}
+
+/// A progress report: percent done (0 to 100) and a message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub percent: f32,
+    pub message: String,
+}
+
+/// Longest progress message kept, in bytes; longer ones are cut at a char boundary.
+pub const MAX_PROGRESS_MESSAGE: usize = 1024;
+
+impl Progress {
+    /// Validates `percent` (finite, 0 to 100) and bounds the message.
+    pub fn new(percent: f32, message: impl Into<String>) -> Result<Self> {
+        if !percent.is_finite() {
+            return Err(Error::InvalidProgress {
+                reason: format!("percent must be a finite number from 0 to 100, got {percent}"),
+            });
+        }
+        if !(0.0..=100.0).contains(&percent) {
+            return Err(Error::InvalidProgress {
+                reason: format!("percent must be from 0 to 100, got {percent}"),
+            });
+        }
+        let mut message = message.into();
+        if message.len() > MAX_PROGRESS_MESSAGE {
+            let mut cut = MAX_PROGRESS_MESSAGE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        Ok(Progress { percent, message })
+    }
+}
+
+/// A point in time, as microseconds since the Unix epoch (UTC). Small and `Copy`, so
+/// records can carry many; converted to `jiff::Timestamp` for display and arithmetic.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        Timestamp(jiff::Timestamp::now().as_microsecond())
+    }
+
+    pub fn from_micros(us: i64) -> Self {
+        Timestamp(us)
+    }
+
+    pub fn as_micros(self) -> i64 {
+        self.0
+    }
+
+    pub fn to_jiff(self) -> jiff::Timestamp {
+        jiff::Timestamp::from_microsecond(self.0).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+    }
+
+    pub fn from_jiff(ts: jiff::Timestamp) -> Self {
+        Timestamp(ts.as_microsecond())
+    }
+
+    pub fn plus(self, d: std::time::Duration) -> Self {
+        Timestamp(
+            self.0
+                .saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+        )
+    }
+
+    /// Time from `earlier` to `self`, zero if `earlier` is later.
+    pub fn since(self, earlier: Timestamp) -> std::time::Duration {
+        std::time::Duration::from_micros(
+            u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0),
+        )
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.to_jiff(), f)
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Timestamp({})", self.to_jiff())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip() {
+        for s in TaskStatus::ALL {
+            assert_eq!(s.as_str().parse::<TaskStatus>().unwrap(), *s);
+        }
+        for s in RunStatus::ALL {
+            assert_eq!(s.to_string().parse::<RunStatus>().unwrap(), *s);
+        }
+        let e = "done".parse::<RunStatus>().unwrap_err().to_string();
+        assert!(e.contains("succeeded") && e.contains("\"done\""), "{e}");
+        assert_eq!(
+            serde_json::to_string(&TaskStatus::Lost).unwrap(),
+            "\"lost\""
+        );
+    }
+
+    #[test]
+    fn progress_is_validated() {
+        Progress::new(0.0, "").unwrap();
+        Progress::new(100.0, "done").unwrap();
+        for bad in [-0.1, 100.1, f32::NAN, f32::INFINITY] {
+            let e = Progress::new(bad, "x").unwrap_err().to_string();
+            assert!(e.contains("0 to 100"), "{e}");
+        }
+        let p = Progress::new(5.0, "é".repeat(1000)).unwrap();
+        assert!(p.message.len() <= MAX_PROGRESS_MESSAGE);
+    }
+
+    #[test]
+    fn timestamps() {
+        let t = Timestamp::now();
+        let later = t.plus(std::time::Duration::from_millis(1500));
+        assert_eq!(later.since(t).as_millis(), 1500);
+        assert_eq!(t.since(later).as_millis(), 0);
+        assert!(t.to_string().ends_with('Z'));
+    }
+}

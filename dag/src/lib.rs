@@ -1,0 +1,1 @@
+//! placeholder: the dag crate lands in the next commit

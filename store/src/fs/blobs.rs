@@ -1,0 +1,249 @@
+//! Blobs of an fs store. Small ones (up to [`INLINE_MAX`]) live in the record database,
+//! so a few-hundred-byte artifact costs a row, not a file and an fsync; larger ones are
+//! files `blobs/<2 hex>/<64 hex>`, written to `tmp/` first, fsynced and renamed.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, params};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::db::{Db, db_err};
+use crate::blob::{BlobKey, BlobReader, BlobStore, VerifyingReader, verify};
+use crate::error::{Error, Result};
+
+/// Blobs up to this size are stored inline in the record database.
+pub const INLINE_MAX: usize = 32 * 1024;
+const STREAM_CHUNK: usize = 1024 * 1024;
+
+/// Blobs of an fs store.
+#[derive(Debug, Clone)]
+pub struct FsBlobs {
+    pub(crate) root: PathBuf,
+    pub(crate) db: Arc<Db>,
+}
+
+impl FsBlobs {
+    pub(crate) fn blob_path(&self, key: &BlobKey) -> PathBuf {
+        let hex = key.to_hex();
+        self.root.join("blobs").join(&hex[..2]).join(hex)
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        let unique = format!(
+            "{}-{}-{:x}.tmp",
+            std::process::id(),
+            braid_core::Timestamp::now().as_micros(),
+            rand_u64()
+        );
+        self.root.join("tmp").join(unique)
+    }
+
+    async fn put_inline(&self, key: BlobKey, bytes: Vec<u8>) -> Result<()> {
+        let path = self.db.path().to_owned();
+        self.db
+            .write(move |c| {
+                c.prepare_cached("INSERT OR IGNORE INTO blobs (blob_key, data) VALUES (?1, ?2)")
+                    .and_then(|mut s| s.execute(params![&key.0[..], bytes]))
+                    .map_err(|e| db_err(&path, format!("store blob {key}"), e))?;
+                Ok(())
+            })
+            .await
+    }
+
+    fn get_inline(&self, key: &BlobKey) -> Result<Option<Vec<u8>>> {
+        let path = self.db.path().to_owned();
+        self.db.read(|c| {
+            c.prepare_cached("SELECT data FROM blobs WHERE blob_key = ?1")
+                .and_then(|mut s| s.query_row([&key.0[..]], |r| r.get(0)).optional())
+                .map_err(|e| db_err(&path, format!("read blob {key}"), e))
+        })
+    }
+
+    fn inline_size(&self, key: &BlobKey) -> Result<Option<u64>> {
+        let path = self.db.path().to_owned();
+        self.db.read(|c| {
+            c.prepare_cached("SELECT length(data) FROM blobs WHERE blob_key = ?1")
+                .and_then(|mut s| s.query_row([&key.0[..]], |r| r.get::<_, i64>(0)).optional())
+                .map(|o| o.map(|n| n as u64))
+                .map_err(|e| db_err(&path, format!("read blob {key}"), e))
+        })
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(braid_core::Timestamp::now().as_micros() as u64);
+    h.finish()
+}
+
+/// Moves a finished temp file to its content-addressed place, durably: the file was
+/// fsynced, the rename is atomic, and the directory is fsynced so the rename survives a
+/// power cut. If the blob is already there, the temp file is dropped.
+fn publish(tmp: &Path, dest: &Path) -> Result<()> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+    if dest.exists() {
+        let _ = std::fs::remove_file(tmp);
+        return Ok(());
+    }
+    std::fs::rename(tmp, dest).map_err(|e| Error::io("rename temp file to", dest, e))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+fn write_file_blob(tmp: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = std::fs::File::create(tmp).map_err(|e| Error::io("create temp file", tmp, e))?;
+    f.write_all(bytes)
+        .map_err(|e| Error::io("write temp file", tmp, e))?;
+    f.sync_all()
+        .map_err(|e| Error::io("fsync temp file", tmp, e))?;
+    drop(f);
+    publish(tmp, dest)
+}
+
+fn join_err(e: tokio::task::JoinError) -> Error {
+    Error::io(
+        "run blocking file work",
+        "blobs",
+        std::io::Error::other(e.to_string()),
+    )
+}
+
+#[async_trait]
+impl BlobStore for FsBlobs {
+    async fn put(&self, bytes: Vec<u8>) -> Result<BlobKey> {
+        let key = BlobKey::of(&bytes);
+        if bytes.len() <= INLINE_MAX {
+            self.put_inline(key, bytes).await?;
+            return Ok(key);
+        }
+        let dest = self.blob_path(&key);
+        if dest.exists() {
+            return Ok(key);
+        }
+        let tmp = self.tmp_path();
+        tokio::task::spawn_blocking(move || write_file_blob(&tmp, &dest, &bytes))
+            .await
+            .map_err(join_err)??;
+        Ok(key)
+    }
+
+    async fn put_stream(
+        &self,
+        reader: &mut (dyn AsyncRead + Send + Unpin),
+    ) -> Result<(BlobKey, u64)> {
+        // Small content stays in memory and goes inline; past INLINE_MAX it spills to a
+        // temp file, hashed as it is written, so any size streams in bounded memory.
+        let mut hasher = blake3::Hasher::new();
+        let mut head: Vec<u8> = Vec::new();
+        let mut chunk = vec![0u8; STREAM_CHUNK];
+        let mut file: Option<(std::fs::File, PathBuf)> = None;
+        let mut total: u64 = 0;
+        loop {
+            let n = reader
+                .read(&mut chunk)
+                .await
+                .map_err(|e| Error::io("read blob stream for", &self.root, e))?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            hasher.update(&chunk[..n]);
+            match &mut file {
+                Some((f, tmp)) => f
+                    .write_all(&chunk[..n])
+                    .map_err(|e| Error::io("write temp file", &*tmp, e))?,
+                None => {
+                    head.extend_from_slice(&chunk[..n]);
+                    if head.len() > INLINE_MAX {
+                        let tmp = self.tmp_path();
+                        let mut f = std::fs::File::create(&tmp)
+                            .map_err(|e| Error::io("create temp file", &tmp, e))?;
+                        f.write_all(&head)
+                            .map_err(|e| Error::io("write temp file", &tmp, e))?;
+                        head = Vec::new();
+                        file = Some((f, tmp));
+                    }
+                }
+            }
+        }
+        let key = BlobKey(*hasher.finalize().as_bytes());
+        match file {
+            None => {
+                self.put_inline(key, head).await?;
+            }
+            Some((f, tmp)) => {
+                let dest = self.blob_path(&key);
+                tokio::task::spawn_blocking(move || {
+                    f.sync_all()
+                        .map_err(|e| Error::io("fsync temp file", &tmp, e))?;
+                    drop(f);
+                    publish(&tmp, &dest)
+                })
+                .await
+                .map_err(join_err)??;
+            }
+        }
+        Ok((key, total))
+    }
+
+    async fn get(&self, key: &BlobKey) -> Result<Vec<u8>> {
+        if let Some(bytes) = self.get_inline(key)? {
+            verify(key, &bytes, &self.db.path().display().to_string())?;
+            return Ok(bytes);
+        }
+        let path = self.blob_path(key);
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound {
+                    what: format!("blob {key}"),
+                });
+            }
+            Err(e) => return Err(Error::io("read blob file", &path, e)),
+        };
+        verify(key, &bytes, &path.display().to_string())?;
+        Ok(bytes)
+    }
+
+    async fn get_stream(&self, key: &BlobKey) -> Result<BlobReader> {
+        if let Some(bytes) = self.get_inline(key)? {
+            verify(key, &bytes, &self.db.path().display().to_string())?;
+            return Ok(Box::new(std::io::Cursor::new(bytes)));
+        }
+        let path = self.blob_path(key);
+        let f = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound {
+                    what: format!("blob {key}"),
+                });
+            }
+            Err(e) => return Err(Error::io("open blob file", &path, e)),
+        };
+        let reader = tokio::io::BufReader::with_capacity(STREAM_CHUNK, f);
+        Ok(Box::new(VerifyingReader::new(
+            reader,
+            *key,
+            path.display().to_string(),
+        )))
+    }
+
+    async fn size(&self, key: &BlobKey) -> Result<Option<u64>> {
+        if let Some(n) = self.inline_size(key)? {
+            return Ok(Some(n));
+        }
+        let path = self.blob_path(key);
+        match tokio::fs::metadata(&path).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("stat blob file", &path, e)),
+        }
+    }
+}

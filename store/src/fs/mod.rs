@@ -1,0 +1,231 @@
+//! The fs backend, braid's embedded default. On-disk layout of a store root
+//! (`./.braid` unless `--store` or `BRAID_STORE` say otherwise):
+//!
+//! ```text
+//! FORMAT            "braid-store <version>\n"; a newer version is refused
+//! records.sqlite    records and small blobs (SQLite, WAL mode) + -wal/-shm files
+//! blobs/ab/<hex>    blobs over 32 KiB, named by the blake3 of their content
+//! tmp/              temp files of blob writes in progress; never read
+//! ```
+//!
+//! Every write is atomic: records commit in SQLite transactions, blob files are written
+//! to `tmp/`, fsynced, then renamed into place. Every blob read is verified against its
+//! key. Several processes may use one store at once: SQLite serialises writers, blob
+//! files are immutable once named.
+
+mod blobs;
+mod db;
+mod records;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub use blobs::{FsBlobs, INLINE_MAX};
+pub use records::FsRecords;
+
+use crate::blob::BlobKey;
+use crate::error::{Error, Result};
+
+/// The on-disk format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+const FORMAT_FILE: &str = "FORMAT";
+const DB_FILE: &str = "records.sqlite";
+/// Temp files older than this are leftovers of a crashed writer and are removed at open.
+const STALE_TEMP: Duration = Duration::from_secs(3600);
+
+/// Opens (creating if needed) the fs store at `root`.
+pub(crate) fn open(root: &Path) -> Result<(FsBlobs, FsRecords)> {
+    std::fs::create_dir_all(root).map_err(|e| Error::io("create store directory", root, e))?;
+    check_format(root)?;
+    for dir in ["blobs", "tmp"] {
+        let p = root.join(dir);
+        std::fs::create_dir_all(&p).map_err(|e| Error::io("create directory", &p, e))?;
+    }
+    let leftovers = clean_temp(root, STALE_TEMP);
+    if !leftovers.is_empty() {
+        tracing::warn!(store = %root.display(), count = leftovers.len(), "removed temp files left by a crashed writer");
+    }
+    let db = Arc::new(db::Db::open(&root.join(DB_FILE))?);
+    Ok((
+        FsBlobs {
+            root: root.to_owned(),
+            db: db.clone(),
+        },
+        FsRecords { db },
+    ))
+}
+
+fn check_format(root: &Path) -> Result<()> {
+    let path = root.join(FORMAT_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let version = text
+                .trim()
+                .strip_prefix("braid-store ")
+                .and_then(|v| v.parse::<u32>().ok())
+                .ok_or_else(|| Error::Corrupt {
+                    what: "format file".into(),
+                    path: path.display().to_string(),
+                    reason: format!(
+                        "expected \"braid-store <version>\", found {:?}",
+                        truncate(&text, 40)
+                    ),
+                })?;
+            if version > FORMAT_VERSION {
+                return Err(Error::UnsupportedFormat {
+                    path: root.display().to_string(),
+                    found: version,
+                    supported: FORMAT_VERSION,
+                });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Written atomically, so a concurrent opener sees none or all of it.
+            let tmp = root.join(format!("{FORMAT_FILE}.{}.tmp", std::process::id()));
+            std::fs::write(&tmp, format!("braid-store {FORMAT_VERSION}\n"))
+                .map_err(|e| Error::io("write format file", &tmp, e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| Error::io("write format file", &path, e))
+        }
+        Err(e) => Err(Error::io("read format file", &path, e)),
+    }
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// Removes temp files older than `age`; returns their paths.
+fn clean_temp(root: &Path, age: Duration) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(root.join("tmp")) else {
+        return removed;
+    };
+    let now = SystemTime::now();
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .map(|t| now.duration_since(t).unwrap_or_default() >= age)
+            .unwrap_or(false);
+        if old && std::fs::remove_file(entry.path()).is_ok() {
+            removed.push(entry.path());
+        }
+    }
+    removed
+}
+
+/// A problem found by [`verify`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    pub path: String,
+    pub what: String,
+}
+
+/// Checks a whole fs store: the database's integrity, every blob (file or inline)
+/// against its key, artifact rows pointing at missing blobs, and leftover temp files.
+/// Reports each problem with the file it is in; changes nothing.
+pub async fn verify(root: &Path) -> Result<Vec<Problem>> {
+    let (blobs, records) = open(root)?;
+    let mut problems = Vec::new();
+    let db_path = records.db.path().display().to_string();
+    let integrity: Vec<String> = records.db.read(|c| {
+        c.prepare("PRAGMA quick_check")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(|e| db::db_err(records.db.path(), "check integrity", e))
+    })?;
+    for line in integrity.into_iter().filter(|l| l != "ok") {
+        problems.push(Problem {
+            path: db_path.clone(),
+            what: line,
+        });
+    }
+    let inline: Vec<(Vec<u8>, Vec<u8>)> = records.db.read(|c| {
+        c.prepare("SELECT blob_key, data FROM blobs")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(|e| db::db_err(records.db.path(), "read inline blobs", e))
+    })?;
+    for (key, data) in inline {
+        let Ok(key) = <[u8; 32]>::try_from(key) else {
+            problems.push(Problem {
+                path: db_path.clone(),
+                what: "inline blob with a malformed key".into(),
+            });
+            continue;
+        };
+        if let Err(e) = crate::blob::verify(&BlobKey(key), &data, &db_path) {
+            problems.push(Problem {
+                path: db_path.clone(),
+                what: e.to_string(),
+            });
+        }
+    }
+    let blob_root = root.join("blobs");
+    for shard in std::fs::read_dir(&blob_root)
+        .map_err(|e| Error::io("list", &blob_root, e))?
+        .flatten()
+    {
+        for entry in std::fs::read_dir(shard.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(key) = BlobKey::parse(&name) else {
+                problems.push(Problem {
+                    path: path.display().to_string(),
+                    what: "not a blob file name".into(),
+                });
+                continue;
+            };
+            match std::fs::read(&path) {
+                Ok(bytes) => {
+                    if let Err(e) = crate::blob::verify(&key, &bytes, &path.display().to_string()) {
+                        problems.push(Problem {
+                            path: path.display().to_string(),
+                            what: e.to_string(),
+                        });
+                    }
+                }
+                Err(e) => problems.push(Problem {
+                    path: path.display().to_string(),
+                    what: e.to_string(),
+                }),
+            }
+        }
+    }
+    let keys: Vec<Vec<u8>> = records.db.read(|c| {
+        c.prepare("SELECT DISTINCT blob_key FROM artifacts")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(|e| db::db_err(records.db.path(), "list artifact blobs", e))
+    })?;
+    for key in keys {
+        let Ok(key) = <[u8; 32]>::try_from(key) else {
+            continue;
+        };
+        let key = BlobKey(key);
+        if crate::blob::BlobStore::size(&blobs, &key).await?.is_none() {
+            problems.push(Problem {
+                path: blobs.blob_path(&key).display().to_string(),
+                what: format!("blob {key} is referenced by an artifact but missing"),
+            });
+        }
+    }
+    for entry in std::fs::read_dir(root.join("tmp"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        problems.push(Problem {
+            path: entry.path().display().to_string(),
+            what: "temp file left by an interrupted write (harmless; removed when an hour old)"
+                .into(),
+        });
+    }
+    Ok(problems)
+}

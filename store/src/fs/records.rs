@@ -1,0 +1,931 @@
+//! `RecordStore` over the SQLite database.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use braid_core::codec::Preview;
+use braid_core::{
+    ArtifactName, Attempt, FlowName, Progress, RunId, RunStatus, StepName, Tag, TaskId, TaskStatus,
+    Timestamp,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::{Deserialize, Serialize};
+
+use super::db::{Db, db_err};
+use crate::blob::BlobKey;
+use crate::error::{Error, Result};
+use crate::record::*;
+
+/// Records of an fs store.
+#[derive(Debug, Clone)]
+pub struct FsRecords {
+    pub(crate) db: Arc<Db>,
+}
+
+fn ts(v: Option<i64>) -> Option<Timestamp> {
+    v.map(Timestamp::from_micros)
+}
+
+fn id_i64(t: TaskId) -> i64 {
+    t.0 as i64
+}
+
+/// Columns of `tasks` that are read rarely, kept as one JSON text.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct TaskExtra {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    foreach_stack: Vec<ForeachFrame>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    inputs: Vec<TaskId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<TaskError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    origin: Option<(RunId, TaskId)>,
+}
+
+impl FsRecords {
+    fn corrupt(&self, what: String, reason: impl ToString) -> Error {
+        Error::Corrupt {
+            what,
+            path: self.db.path().display().to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn read<T>(
+        &self,
+        context: &str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let path = self.db.path().to_owned();
+        self.db
+            .read(|c| f(c).map_err(|e| db_err(&path, context, e)))
+    }
+
+    fn run_from_row(&self, row: &Row<'_>) -> rusqlite::Result<Result<RunRecord>> {
+        let id: String = row.get("run_id")?;
+        let flow: String = row.get("flow")?;
+        let status: String = row.get("status")?;
+        let params: String = row.get("params")?;
+        let tags: String = row.get("tags")?;
+        let meta: String = row.get("meta")?;
+        let origin: Option<String> = row.get("origin_run")?;
+        let created_at: i64 = row.get("created_at")?;
+        let started_at: Option<i64> = row.get("started_at")?;
+        let ended_at: Option<i64> = row.get("ended_at")?;
+        let name: Option<String> = row.get("name")?;
+        let error: Option<String> = row.get("error")?;
+        let revision: i64 = row.get("revision")?;
+        let what = || format!("run row {id}");
+        Ok((|| {
+            Ok(RunRecord {
+                flow: FlowName::new(&flow).map_err(|e| self.corrupt(what(), e))?,
+                id: RunId::parse(&id).map_err(|e| self.corrupt(what(), e))?,
+                status: status
+                    .parse::<RunStatus>()
+                    .map_err(|e| self.corrupt(what(), e))?,
+                params: serde_json::from_str(&params).map_err(|e| self.corrupt(what(), e))?,
+                tags: serde_json::from_str::<BTreeSet<Tag>>(&tags)
+                    .map_err(|e| self.corrupt(what(), e))?,
+                created_at: Timestamp::from_micros(created_at),
+                started_at: ts(started_at),
+                ended_at: ts(ended_at),
+                origin_run: origin
+                    .map(|o| RunId::parse(&o))
+                    .transpose()
+                    .map_err(|e| self.corrupt(what(), e))?,
+                name,
+                error,
+                meta: serde_json::from_str(&meta).map_err(|e| self.corrupt(what(), e))?,
+                revision: revision as u64,
+            })
+        })())
+    }
+
+    fn task_from_row(
+        &self,
+        flow_hint: Option<&FlowName>,
+        row: &Row<'_>,
+    ) -> rusqlite::Result<Result<TaskRecord>> {
+        let run: String = row.get("run_id")?;
+        let task: i64 = row.get("task_id")?;
+        let flow: String = row.get("flow")?;
+        let step: String = row.get("step")?;
+        let status: String = row.get("status")?;
+        let attempt: i64 = row.get("attempt")?;
+        let iteration: i64 = row.get("iteration")?;
+        let parent: Option<i64> = row.get("parent")?;
+        let created_at: i64 = row.get("created_at")?;
+        let started_at: Option<i64> = row.get("started_at")?;
+        let ended_at: Option<i64> = row.get("ended_at")?;
+        let lease: Option<i64> = row.get("lease_deadline")?;
+        let pct: Option<f64> = row.get("progress_pct")?;
+        let msg: Option<String> = row.get("progress_msg")?;
+        let progress_at: Option<i64> = row.get("progress_at")?;
+        let extra: Option<String> = row.get("extra")?;
+        let revision: i64 = row.get("revision")?;
+        let what = || format!("task row {run}/{task}");
+        Ok((|| {
+            let extra: TaskExtra = match extra {
+                Some(e) => serde_json::from_str(&e).map_err(|e| self.corrupt(what(), e))?,
+                None => TaskExtra::default(),
+            };
+            let flow = match flow_hint {
+                Some(f) if f.as_str() == flow => f.clone(),
+                _ => FlowName::new(&flow).map_err(|e| self.corrupt(what(), e))?,
+            };
+            Ok(TaskRecord {
+                key: TaskKey {
+                    flow,
+                    run: RunId::parse(&run).map_err(|e| self.corrupt(what(), e))?,
+                    step: StepName::new(&step).map_err(|e| self.corrupt(what(), e))?,
+                    task: TaskId(task as u64),
+                },
+                status: status
+                    .parse::<TaskStatus>()
+                    .map_err(|e| self.corrupt(what(), e))?,
+                attempt: Attempt(attempt as u32),
+                foreach_stack: extra.foreach_stack,
+                iteration: iteration as u32,
+                parent: parent.map(|p| TaskId(p as u64)),
+                inputs: extra.inputs,
+                created_at: Timestamp::from_micros(created_at),
+                started_at: ts(started_at),
+                ended_at: ts(ended_at),
+                lease_deadline: ts(lease),
+                progress: pct.map(|p| Progress {
+                    percent: p as f32,
+                    message: msg.unwrap_or_default(),
+                }),
+                progress_at: ts(progress_at),
+                error: extra.error,
+                origin: extra.origin,
+                revision: revision as u64,
+            })
+        })())
+    }
+
+    fn artifact_from_row(
+        &self,
+        row: &Row<'_>,
+        what: &dyn Fn() -> String,
+    ) -> rusqlite::Result<Result<ArtifactRecord>> {
+        let name: String = row.get("name")?;
+        let key: Vec<u8> = row.get("blob_key")?;
+        let type_name: String = row.get("type_name")?;
+        let size: i64 = row.get("size")?;
+        let preview: String = row.get("preview")?;
+        let cut: bool = row.get("preview_cut")?;
+        Ok((|| {
+            let key: [u8; 32] = key
+                .try_into()
+                .map_err(|_| self.corrupt(what(), "blob key is not 32 bytes"))?;
+            Ok(ArtifactRecord {
+                name: ArtifactName::new(&name).map_err(|e| self.corrupt(what(), e))?,
+                key: BlobKey(key),
+                type_name,
+                size: size as u64,
+                preview: Preview {
+                    text: preview,
+                    truncated: cut,
+                },
+            })
+        })())
+    }
+}
+
+const TASK_COLUMNS: &str = "run_id, task_id, flow, step, status, attempt, iteration, parent, created_at, started_at, \
+    ended_at, lease_deadline, progress_pct, progress_msg, progress_at, extra, revision";
+
+fn put_task(conn: &Connection, t: &TaskRecord, revision: u64) -> rusqlite::Result<()> {
+    let extra = TaskExtra {
+        foreach_stack: t.foreach_stack.clone(),
+        inputs: t.inputs.clone(),
+        error: t.error.clone(),
+        origin: t.origin,
+    };
+    let extra = if extra.foreach_stack.is_empty()
+        && extra.inputs.is_empty()
+        && extra.error.is_none()
+        && extra.origin.is_none()
+    {
+        None
+    } else {
+        Some(
+            serde_json::to_string(&extra)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+        )
+    };
+    let mut stmt = conn.prepare_cached(
+        "INSERT OR REPLACE INTO tasks (run_id, task_id, flow, step, status, attempt, foreach_index, iteration, parent, \
+         created_at, started_at, ended_at, lease_deadline, progress_pct, progress_msg, progress_at, extra, revision) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+    )?;
+    stmt.execute(params![
+        t.key.run.to_string(),
+        id_i64(t.key.task),
+        t.key.flow.as_str(),
+        t.key.step.as_str(),
+        t.status.as_str(),
+        t.attempt.0,
+        t.foreach_index().map(|i| i as i64),
+        t.iteration,
+        t.parent.map(id_i64),
+        t.created_at.as_micros(),
+        t.started_at.map(Timestamp::as_micros),
+        t.ended_at.map(Timestamp::as_micros),
+        t.lease_deadline.map(Timestamp::as_micros),
+        t.progress.as_ref().map(|p| f64::from(p.percent)),
+        t.progress.as_ref().map(|p| p.message.as_str()),
+        t.progress_at.map(Timestamp::as_micros),
+        extra,
+        revision as i64,
+    ])?;
+    Ok(())
+}
+
+fn stored_task(
+    conn: &Connection,
+    run: &str,
+    task: TaskId,
+) -> rusqlite::Result<Option<crate::record::StoredTask>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT revision, attempt, status FROM tasks WHERE run_id = ?1 AND task_id = ?2",
+    )?;
+    stmt.query_row(params![run, id_i64(task)], |r| {
+        let status: String = r.get(2)?;
+        Ok(crate::record::StoredTask {
+            revision: r.get::<_, i64>(0)? as u64,
+            attempt: Attempt(r.get::<_, i64>(1)? as u32),
+            status: status.parse().unwrap_or(TaskStatus::Failed),
+        })
+    })
+    .optional()
+}
+
+fn write_one(conn: &Connection, w: TaskWrite) -> rusqlite::Result<WriteOutcome> {
+    let run = w.task.key.run.to_string();
+    let stored = stored_task(conn, &run, w.task.key.task)?;
+    if let Some(reason) = check_precondition(&w.task.key, stored, w.precondition) {
+        return Ok(WriteOutcome::Rejected { reason });
+    }
+    let revision = stored.map_or(1, |s| s.revision + 1);
+    put_task(conn, &w.task, revision)?;
+    let task = id_i64(w.task.key.task);
+    if let Some(arts) = &w.artifacts {
+        conn.prepare_cached("DELETE FROM artifacts WHERE run_id = ?1 AND task_id = ?2")?
+            .execute(params![run, task])?;
+        let mut ins = conn.prepare_cached(
+            "INSERT INTO artifacts (run_id, task_id, name, blob_key, type_name, size, preview, preview_cut) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        for a in arts {
+            ins.execute(params![
+                run,
+                task,
+                a.name.as_str(),
+                &a.key.0[..],
+                a.type_name,
+                a.size as i64,
+                a.preview.text,
+                a.preview.truncated
+            ])?;
+        }
+    }
+    if let Some(a) = &w.attempt {
+        let error = a
+            .error
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO attempts (run_id, task_id, attempt, status, started_at, ended_at, error) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            run,
+            task,
+            a.attempt.0,
+            a.status.as_str(),
+            a.started_at.as_micros(),
+            a.ended_at.map(Timestamp::as_micros),
+            error
+        ])?;
+    }
+    Ok(WriteOutcome::Applied { revision })
+}
+
+fn put_run(conn: &Connection, r: &RunRecord, revision: u64) -> rusqlite::Result<()> {
+    let json = |v: &dyn erased::Json| {
+        v.to_json()
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+    };
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO runs (run_id, flow, status, created_at, started_at, ended_at, origin_run, name, error, \
+         params, tags, meta, revision) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        r.id.to_string(),
+        r.flow.as_str(),
+        r.status.as_str(),
+        r.created_at.as_micros(),
+        r.started_at.map(Timestamp::as_micros),
+        r.ended_at.map(Timestamp::as_micros),
+        r.origin_run.map(|o| o.to_string()),
+        r.name,
+        r.error,
+        json(&r.params)?,
+        json(&r.tags)?,
+        json(&r.meta)?,
+        revision as i64
+    ])?;
+    let id = r.id.to_string();
+    conn.prepare_cached("DELETE FROM run_tags WHERE run_id = ?1")?
+        .execute([&id])?;
+    let mut ins = conn.prepare_cached("INSERT INTO run_tags (run_id, tag) VALUES (?1, ?2)")?;
+    for t in &r.tags {
+        ins.execute(params![id, t.as_str()])?;
+    }
+    Ok(())
+}
+
+mod erased {
+    pub(super) trait Json {
+        fn to_json(&self) -> serde_json::Result<String>;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> serde_json::Result<String> {
+            serde_json::to_string(self)
+        }
+    }
+}
+
+fn cursor<T: std::str::FromStr>(after: &Option<String>, what: &str) -> Result<Option<T>> {
+    after
+        .as_deref()
+        .map(|s| {
+            s.parse::<T>().map_err(|_| Error::Invalid {
+                what: format!("{what} cursor {s:?}"),
+                reason: "pass back the `next` value of the previous page".into(),
+            })
+        })
+        .transpose()
+}
+
+#[async_trait]
+impl RecordStore for FsRecords {
+    async fn put_flow(&self, flow: FlowRecord) -> Result<()> {
+        let path = self.db.path().to_owned();
+        let spec = serde_json::to_string(&flow.spec).map_err(|e| Error::Invalid {
+            what: format!("spec of flow {}", flow.name),
+            reason: e.to_string(),
+        })?;
+        self.db
+            .write(move |c| {
+                c.prepare_cached(
+                    "INSERT OR REPLACE INTO flows (name, spec, updated_at) VALUES (?1, ?2, ?3)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        flow.name.as_str(),
+                        spec,
+                        flow.updated_at.as_micros()
+                    ])
+                })
+                .map_err(|e| db_err(&path, format!("write flow {}", flow.name), e))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn get_flow(&self, name: &FlowName) -> Result<Option<FlowRecord>> {
+        let row: Option<(String, i64)> = self.read("read flow", |c| {
+            c.prepare_cached("SELECT spec, updated_at FROM flows WHERE name = ?1")?
+                .query_row([name.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })?;
+        row.map(|(spec, at)| {
+            Ok(FlowRecord {
+                name: name.clone(),
+                spec: serde_json::from_str(&spec)
+                    .map_err(|e| self.corrupt(format!("flow row {name}"), e))?,
+                updated_at: Timestamp::from_micros(at),
+            })
+        })
+        .transpose()
+    }
+
+    async fn list_flows(&self) -> Result<Vec<FlowRecord>> {
+        let rows: Vec<(String, String, i64)> = self.read("list flows", |c| {
+            c.prepare_cached("SELECT name, spec, updated_at FROM flows ORDER BY name")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        })?;
+        rows.into_iter()
+            .map(|(name, spec, at)| {
+                let what = || format!("flow row {name}");
+                Ok(FlowRecord {
+                    name: FlowName::new(&name).map_err(|e| self.corrupt(what(), e))?,
+                    spec: serde_json::from_str(&spec).map_err(|e| self.corrupt(what(), e))?,
+                    updated_at: Timestamp::from_micros(at),
+                })
+            })
+            .collect()
+    }
+
+    async fn create_run(&self, run: &RunRecord) -> Result<()> {
+        let run = run.clone();
+        let path = self.db.path().to_owned();
+        self.db
+            .write(move |c| {
+                let exists = c
+                    .prepare_cached("SELECT 1 FROM runs WHERE run_id = ?1")
+                    .and_then(|mut s| s.exists([run.id.to_string()]))
+                    .map_err(|e| db_err(&path, "check run", e))?;
+                if exists {
+                    return Err(Error::Conflict {
+                        what: format!("run {}/{}", run.flow, run.id),
+                        reason: "a run with this id exists".into(),
+                    });
+                }
+                put_run(c, &run, 1)
+                    .map_err(|e| db_err(&path, format!("create run {}/{}", run.flow, run.id), e))
+            })
+            .await
+    }
+
+    async fn update_run(&self, run: &RunRecord) -> Result<RunRecord> {
+        let run = run.clone();
+        let path = self.db.path().to_owned();
+        self.db
+            .write(move |c| {
+                let what = format!("run {}/{}", run.flow, run.id);
+                let stored: Option<(i64, String)> = c
+                    .prepare_cached("SELECT revision, flow FROM runs WHERE run_id = ?1")
+                    .and_then(|mut s| {
+                        s.query_row([run.id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+                            .optional()
+                    })
+                    .map_err(|e| db_err(&path, "read run", e))?;
+                let Some((rev, flow)) = stored
+                    .filter(|(_, f)| f == run.flow.as_str())
+                    .map(|(r, f)| (r as u64, f))
+                else {
+                    return Err(Error::NotFound { what });
+                };
+                let _ = flow;
+                if rev != run.revision {
+                    return Err(Error::Conflict {
+                        what,
+                        reason: format!("expected revision {}, stored is {rev}", run.revision),
+                    });
+                }
+                let mut run = run;
+                run.revision = rev + 1;
+                put_run(c, &run, run.revision)
+                    .map_err(|e| db_err(&path, format!("update {what}"), e))?;
+                Ok(run)
+            })
+            .await
+    }
+
+    async fn get_run(&self, flow: &FlowName, id: RunId) -> Result<Option<RunRecord>> {
+        self.read("read run", |c| {
+            c.prepare_cached("SELECT * FROM runs WHERE run_id = ?1 AND flow = ?2")?
+                .query_row(params![id.to_string(), flow.as_str()], |r| {
+                    self.run_from_row(r)
+                })
+                .optional()
+        })?
+        .transpose()
+    }
+
+    async fn list_runs(&self, flow: &FlowName, query: &RunQuery) -> Result<Page<RunRecord>> {
+        let limit = effective_limit(query.limit, 100);
+        let after: Option<RunId> = cursor(&query.after, "run")?;
+        // Any id sorts below "~", so no cursor means "from the newest".
+        let after = after.map_or_else(|| "~".to_owned(), |a| a.to_string());
+        let rows: Vec<Result<RunRecord>> = self.read("list runs", |c| {
+            let mut sql = String::from("SELECT * FROM runs WHERE flow = ?1 AND run_id < ?2");
+            if query.status.is_some() {
+                sql.push_str(" AND status = ?3");
+            }
+            if query.tag.is_some() {
+                sql.push_str(" AND run_id IN (SELECT run_id FROM run_tags WHERE tag = ?4)");
+            }
+            sql.push_str(" ORDER BY run_id DESC LIMIT ?5");
+            let mut stmt = c.prepare_cached(&sql)?;
+            let status = query.status.map(|s| s.as_str());
+            let tag = query.tag.as_ref().map(|t| t.as_str());
+            let flow_s = flow.as_str();
+            let mut bind: Vec<(usize, &dyn rusqlite::ToSql)> = vec![(1, &flow_s), (2, &after)];
+            let lim = (limit + 1) as i64;
+            if let Some(s) = &status {
+                bind.push((3, s));
+            }
+            if let Some(t) = &tag {
+                bind.push((4, t));
+            }
+            bind.push((5, &lim));
+            for (i, v) in bind {
+                stmt.raw_bind_parameter(i, v)?;
+            }
+            let mut rows = stmt.raw_query();
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(self.run_from_row(r)?);
+            }
+            Ok(out)
+        })?;
+        let items = rows.into_iter().collect::<Result<Vec<_>>>()?;
+        Ok(page(items, limit, |r| r.id.to_string()))
+    }
+
+    async fn update_tags(
+        &self,
+        flow: &FlowName,
+        id: RunId,
+        add: &[Tag],
+        remove: &[Tag],
+    ) -> Result<RunRecord> {
+        loop {
+            let mut run = self
+                .get_run(flow, id)
+                .await?
+                .ok_or_else(|| Error::NotFound {
+                    what: format!("run {flow}/{id}"),
+                })?;
+            for t in remove {
+                run.tags.remove(t);
+            }
+            run.tags.extend(add.iter().cloned());
+            match self.update_run(&run).await {
+                Err(e) if e.is_conflict() => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn write_tasks(&self, writes: Vec<TaskWrite>) -> Result<Vec<WriteOutcome>> {
+        let path = self.db.path().to_owned();
+        self.db
+            .write(move |c| {
+                let mut out = Vec::with_capacity(writes.len());
+                for w in writes {
+                    let key = w.task.key.clone();
+                    out.push(
+                        write_one(c, w)
+                            .map_err(|e| db_err(&path, format!("write task {key}"), e))?,
+                    );
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn get_task(
+        &self,
+        flow: &FlowName,
+        run: RunId,
+        task: TaskId,
+    ) -> Result<Option<TaskRecord>> {
+        self.read("read task", |c| {
+            c.prepare_cached(&format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE run_id = ?1 AND task_id = ?2 AND flow = ?3"
+            ))?
+            .query_row(params![run.to_string(), id_i64(task), flow.as_str()], |r| {
+                self.task_from_row(Some(flow), r)
+            })
+            .optional()
+        })?
+        .transpose()
+    }
+
+    async fn list_tasks(
+        &self,
+        flow: &FlowName,
+        run: RunId,
+        query: &TaskQuery,
+    ) -> Result<Page<TaskRecord>> {
+        let limit = effective_limit(query.limit, 1000);
+        let after: Option<u64> = cursor(&query.after, "task")?;
+        let after = after.map_or(-1, |a| a as i64);
+        let rows: Vec<Result<TaskRecord>> = self.read("list tasks", |c| {
+            let mut sql = format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE run_id = ?1 AND flow = ?2 AND task_id > ?3"
+            );
+            if query.step.is_some() {
+                sql.push_str(" AND step = ?4");
+            }
+            if query.status.is_some() {
+                sql.push_str(" AND status = ?5");
+            }
+            sql.push_str(" ORDER BY task_id LIMIT ?6");
+            let mut stmt = c.prepare_cached(&sql)?;
+            let run_s = run.to_string();
+            let step = query.step.as_ref().map(|s| s.as_str());
+            let status = query.status.map(|s| s.as_str());
+            let lim = (limit + 1) as i64;
+            let flow_s = flow.as_str();
+            let mut bind: Vec<(usize, &dyn rusqlite::ToSql)> =
+                vec![(1, &run_s), (2, &flow_s), (3, &after)];
+            if let Some(s) = &step {
+                bind.push((4, s));
+            }
+            if let Some(s) = &status {
+                bind.push((5, s));
+            }
+            bind.push((6, &lim));
+            for (i, v) in bind {
+                stmt.raw_bind_parameter(i, v)?;
+            }
+            let mut rows = stmt.raw_query();
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(self.task_from_row(Some(flow), r)?);
+            }
+            Ok(out)
+        })?;
+        let items = rows.into_iter().collect::<Result<Vec<_>>>()?;
+        Ok(page(items, limit, |t| t.key.task.to_string()))
+    }
+
+    async fn tasks_by_index(
+        &self,
+        flow: &FlowName,
+        run: RunId,
+        step: &StepName,
+        index: u64,
+    ) -> Result<Vec<TaskRecord>> {
+        let rows: Vec<Result<TaskRecord>> = self.read("find task by index", |c| {
+            c.prepare_cached(&format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE run_id = ?1 AND step = ?2 AND foreach_index = ?3 AND flow = ?4 ORDER BY task_id"
+            ))?
+            .query_map(params![run.to_string(), step.as_str(), index as i64, flow.as_str()], |r| {
+                self.task_from_row(Some(flow), r)
+            })?
+            .collect()
+        })?;
+        rows.into_iter().collect()
+    }
+
+    async fn step_summaries(&self, flow: &FlowName, run: RunId) -> Result<Vec<StepSummary>> {
+        type Row = (String, String, i64, Option<i64>, Option<i64>, i64);
+        let rows: Vec<Row> = self.read("summarise steps", |c| {
+            c.prepare_cached(
+                "SELECT step, status, COUNT(*), MIN(started_at), MAX(ended_at), MIN(task_id) FROM tasks \
+                 WHERE run_id = ?1 AND flow = ?2 GROUP BY step, status",
+            )?
+            .query_map(params![run.to_string(), flow.as_str()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            })?
+            .collect()
+        })?;
+        let mut by_step: BTreeMap<String, (i64, StepSummary)> = BTreeMap::new();
+        for (step, status, count, started, ended, first) in rows {
+            let what = || format!("task rows of {flow}/{run}/{step}");
+            let name = StepName::new(&step).map_err(|e| self.corrupt(what(), e))?;
+            let status: TaskStatus = status.parse().map_err(|e| self.corrupt(what(), e))?;
+            let e = by_step.entry(step).or_insert_with(|| {
+                (
+                    first,
+                    StepSummary {
+                        step: name,
+                        counts: BTreeMap::new(),
+                        first_started: None,
+                        last_ended: None,
+                    },
+                )
+            });
+            e.0 = e.0.min(first);
+            e.1.counts.insert(status, count as u64);
+            let started = ts(started);
+            e.1.first_started = match (e.1.first_started, started) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            e.1.last_ended = e.1.last_ended.max(ts(ended));
+        }
+        let mut out: Vec<(i64, StepSummary)> = by_step.into_values().collect();
+        out.sort_by_key(|(first, _)| *first);
+        Ok(out.into_iter().map(|(_, s)| s).collect())
+    }
+
+    async fn list_attempts(
+        &self,
+        flow: &FlowName,
+        run: RunId,
+        task: TaskId,
+    ) -> Result<Vec<AttemptRecord>> {
+        type Row = (i64, String, i64, Option<i64>, Option<String>);
+        let rows: Vec<Row> = self.read("list attempts", |c| {
+            c.prepare_cached(
+                "SELECT a.attempt, a.status, a.started_at, a.ended_at, a.error FROM attempts a \
+                 JOIN tasks t ON t.run_id = a.run_id AND t.task_id = a.task_id \
+                 WHERE a.run_id = ?1 AND a.task_id = ?2 AND t.flow = ?3 ORDER BY a.attempt",
+            )?
+            .query_map(params![run.to_string(), id_i64(task), flow.as_str()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect()
+        })?;
+        rows.into_iter()
+            .map(|(attempt, status, started, ended, error)| {
+                let what = || format!("attempt row {run}/{task}/{attempt}");
+                Ok(AttemptRecord {
+                    attempt: Attempt(attempt as u32),
+                    status: status.parse().map_err(|e| self.corrupt(what(), e))?,
+                    started_at: Timestamp::from_micros(started),
+                    ended_at: ts(ended),
+                    error: error
+                        .map(|e| serde_json::from_str(&e))
+                        .transpose()
+                        .map_err(|e| self.corrupt(what(), e))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn task_artifacts(
+        &self,
+        flow: &FlowName,
+        run: RunId,
+        task: TaskId,
+    ) -> Result<Vec<ArtifactRecord>> {
+        let what = || format!("artifact rows of {flow}/{run}/{task}");
+        let rows: Vec<Result<ArtifactRecord>> = self.read("list artifacts", |c| {
+            c.prepare_cached(
+                "SELECT a.* FROM artifacts a JOIN tasks t ON t.run_id = a.run_id AND t.task_id = a.task_id \
+                 WHERE a.run_id = ?1 AND a.task_id = ?2 AND t.flow = ?3 ORDER BY a.name",
+            )?
+            .query_map(params![run.to_string(), id_i64(task), flow.as_str()], |r| self.artifact_from_row(r, &what))?
+            .collect()
+        })?;
+        rows.into_iter().collect()
+    }
+
+    async fn visible_artifacts(
+        &self,
+        flow: &FlowName,
+        run: RunId,
+        task: TaskId,
+    ) -> Result<Vec<VisibleArtifact>> {
+        let what = || format!("artifact rows seen by {flow}/{run}/{task}");
+        // Walk the parent chain in SQL: depth orders nearer tasks first, and the first
+        // row per name wins.
+        let rows: Vec<(i64, i64, Result<ArtifactRecord>)> = self.read("resolve artifacts", |c| {
+            c.prepare_cached(
+                "WITH RECURSIVE chain(task_id, depth) AS ( \
+                     SELECT task_id, 0 FROM tasks WHERE run_id = ?1 AND task_id = ?2 AND flow = ?3 \
+                     UNION ALL \
+                     SELECT t.parent, chain.depth + 1 FROM chain JOIN tasks t ON t.run_id = ?1 AND t.task_id = chain.task_id \
+                     WHERE t.parent IS NOT NULL AND chain.depth < 1000000 \
+                 ) \
+                 SELECT chain.depth, a.task_id, a.* FROM chain JOIN artifacts a ON a.run_id = ?1 AND a.task_id = chain.task_id \
+                 ORDER BY a.name, chain.depth",
+            )?
+            .query_map(params![run.to_string(), id_i64(task), flow.as_str()], |r| {
+                Ok((r.get(0)?, r.get(1)?, self.artifact_from_row(r, &what)?))
+            })?
+            .collect()
+        })?;
+        let mut out: Vec<VisibleArtifact> = Vec::new();
+        for (_, set_by, art) in rows {
+            let art = art?;
+            if out.last().is_some_and(|l| l.artifact.name == art.name) {
+                continue;
+            }
+            out.push(VisibleArtifact {
+                artifact: art,
+                set_by: TaskId(set_by as u64),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn step_artifacts(
+        &self,
+        flow: &FlowName,
+        run: RunId,
+        step: &StepName,
+        name: &ArtifactName,
+    ) -> Result<Vec<StepArtifact>> {
+        let what = || format!("artifact {name} of {flow}/{run}/{step}");
+        let rows: Vec<(i64, Option<i64>, Result<ArtifactRecord>)> = self.read("read artifact across step", |c| {
+            c.prepare_cached(
+                "SELECT t.task_id AS tid, t.foreach_index AS fi, a.* FROM tasks t \
+                 JOIN artifacts a ON a.run_id = t.run_id AND a.task_id = t.task_id AND a.name = ?3 \
+                 WHERE t.run_id = ?1 AND t.step = ?2 AND t.flow = ?4 ORDER BY t.foreach_index, t.task_id",
+            )?
+            .query_map(params![run.to_string(), step.as_str(), name.as_str(), flow.as_str()], |r| {
+                Ok((r.get("tid")?, r.get("fi")?, self.artifact_from_row(r, &what)?))
+            })?
+            .collect()
+        })?;
+        rows.into_iter()
+            .map(|(task, fi, art)| {
+                Ok(StepArtifact {
+                    task: TaskId(task as u64),
+                    foreach_index: fi.map(|i| i as u64),
+                    artifact: art?,
+                })
+            })
+            .collect()
+    }
+
+    async fn append_logs(&self, lines: Vec<LogLine>) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let path = self.db.path().to_owned();
+        self.db
+            .write(move |c| {
+                let res: rusqlite::Result<()> = (|| {
+                    let mut next = c.prepare_cached(
+                        "SELECT COALESCE(MAX(seq), 0) FROM logs WHERE run_id = ?1 AND task_id = ?2",
+                    )?;
+                    let mut ins = c.prepare_cached(
+                        "INSERT INTO logs (run_id, task_id, seq, attempt, at, level, line) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )?;
+                    let mut last: Option<(RunId, TaskId, i64)> = None;
+                    for l in &lines {
+                        let seq = match last {
+                            Some((r, t, s)) if r == l.run && t == l.task => s + 1,
+                            _ => next.query_row(params![l.run.to_string(), id_i64(l.task)], |r| r.get::<_, i64>(0))? + 1,
+                        };
+                        ins.execute(params![
+                            l.run.to_string(),
+                            id_i64(l.task),
+                            seq,
+                            l.attempt.0,
+                            l.at.as_micros(),
+                            l.level,
+                            l.line
+                        ])?;
+                        last = Some((l.run, l.task, seq));
+                    }
+                    Ok(())
+                })();
+                res.map_err(|e| db_err(&path, "append logs", e))
+            })
+            .await
+    }
+
+    async fn read_logs(
+        &self,
+        flow: &FlowName,
+        run: RunId,
+        task: TaskId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LogLine>> {
+        let limit = if limit == 0 { i64::MAX } else { limit as i64 };
+        type Row = (i64, i64, i64, String, String);
+        let rows: Vec<Row> = self.read("read logs", |c| {
+            c.prepare_cached(
+                "SELECT l.seq, l.attempt, l.at, l.level, l.line FROM logs l \
+                 JOIN tasks t ON t.run_id = l.run_id AND t.task_id = l.task_id \
+                 WHERE l.run_id = ?1 AND l.task_id = ?2 AND l.seq > ?3 AND t.flow = ?4 ORDER BY l.seq LIMIT ?5",
+            )?
+            .query_map(params![run.to_string(), id_i64(task), after as i64, flow.as_str(), limit], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect()
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, attempt, at, level, line)| LogLine {
+                run,
+                task,
+                attempt: Attempt(attempt as u32),
+                seq: seq as u64,
+                at: Timestamp::from_micros(at),
+                level,
+                line,
+            })
+            .collect())
+    }
+
+    async fn try_claim(&self, scope: &str, key: &str, holder: &str) -> Result<bool> {
+        let (scope, key, holder) = (scope.to_owned(), key.to_owned(), holder.to_owned());
+        let path = self.db.path().to_owned();
+        self.db
+            .write(move |c| {
+                c.prepare_cached("INSERT OR IGNORE INTO claims (scope, key, holder, claimed_at) VALUES (?1, ?2, ?3, ?4)")
+                    .and_then(|mut s| s.execute(params![scope, key, holder, Timestamp::now().as_micros()]))
+                    .map(|n| n == 1)
+                    .map_err(|e| db_err(&path, format!("claim {scope}/{key}"), e))
+            })
+            .await
+    }
+
+    async fn claim_holder(&self, scope: &str, key: &str) -> Result<Option<String>> {
+        self.read("read claim", |c| {
+            c.prepare_cached("SELECT holder FROM claims WHERE scope = ?1 AND key = ?2")?
+                .query_row(params![scope, key], |r| r.get(0))
+                .optional()
+        })
+    }
+}

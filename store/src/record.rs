@@ -1,0 +1,470 @@
+//! Records: flows, runs, tasks, attempts, artifacts, logs and claims, and the
+//! [`RecordStore`] trait every backend implements.
+//!
+//! The API is shaped for a database server as much as for the embedded default: no
+//! file paths, pagination on every list that can grow, batched writes, and conditional
+//! updates ([`Precondition`]) wherever two writers can race.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use async_trait::async_trait;
+use braid_core::codec::Preview;
+use braid_core::{
+    ArtifactName, Attempt, FlowName, Progress, RunId, RunStatus, StepName, Tag, TaskId, TaskStatus,
+    Timestamp,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::blob::BlobKey;
+use crate::error::Result;
+
+/// A flow as registered by the binary that runs it: its graph spec (the `dag` crate's
+/// JSON), so tools can show the flow without its code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowRecord {
+    pub name: FlowName,
+    pub spec: serde_json::Value,
+    pub updated_at: Timestamp,
+}
+
+/// One run of a flow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub flow: FlowName,
+    pub id: RunId,
+    pub status: RunStatus,
+    /// Parameter values the run was started with, by parameter name.
+    pub params: BTreeMap<String, serde_json::Value>,
+    pub tags: BTreeSet<Tag>,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+    /// For a resumed run, the run it resumed.
+    pub origin_run: Option<RunId>,
+    /// A readable name, e.g. `data_sync_hourly_site1` for a run a launch plan started.
+    pub name: Option<String>,
+    /// Why the run failed, naming step, task and attempt.
+    pub error: Option<String>,
+    /// Free-form facts about how the run was launched (plan, version, tick, host, ...).
+    pub meta: serde_json::Map<String, serde_json::Value>,
+    /// Bumped by every write; the precondition of [`RecordStore::update_run`].
+    pub revision: u64,
+}
+
+impl RunRecord {
+    pub fn new(flow: FlowName, id: RunId) -> Self {
+        RunRecord {
+            flow,
+            id,
+            status: RunStatus::Pending,
+            params: BTreeMap::new(),
+            tags: BTreeSet::new(),
+            created_at: Timestamp::now(),
+            started_at: None,
+            ended_at: None,
+            origin_run: None,
+            name: None,
+            error: None,
+            meta: serde_json::Map::new(),
+            revision: 0,
+        }
+    }
+}
+
+/// Where a task is: flow, run, step, task id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TaskKey {
+    pub flow: FlowName,
+    pub run: RunId,
+    pub step: StepName,
+    pub task: TaskId,
+}
+
+impl fmt::Display for TaskKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}/{}", self.flow, self.run, self.step, self.task)
+    }
+}
+
+/// One level of foreach nesting a task sits in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForeachFrame {
+    /// The foreach step that fanned out.
+    pub step: StepName,
+    /// The artifact it fanned out over.
+    pub over: ArtifactName,
+    pub index: u64,
+    pub len: u64,
+}
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskError {
+    /// A short kind: `error`, `panic`, `timeout`, `lost`, `cancelled`, or the error's type.
+    pub kind: String,
+    pub message: String,
+}
+
+/// A task of a run: one execution unit of a step (one per foreach item, per loop
+/// iteration, ...). Holds status, progress and lease in one record, so a write that
+/// extends the lease can never drop progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub key: TaskKey,
+    pub status: TaskStatus,
+    /// The current (or last) attempt; also the lease's fencing token.
+    pub attempt: Attempt,
+    /// Foreach frames, outermost first; empty outside a foreach.
+    pub foreach_stack: Vec<ForeachFrame>,
+    /// Loop iteration (0 outside a loop or on the first pass).
+    pub iteration: u32,
+    /// The task whose artifacts this one starts with (by reference); `None` for
+    /// `start` and for joins, which start empty.
+    pub parent: Option<TaskId>,
+    /// For a join: the branch tasks, in foreach index (or declared branch) order.
+    pub inputs: Vec<TaskId>,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+    pub lease_deadline: Option<Timestamp>,
+    pub progress: Option<Progress>,
+    pub progress_at: Option<Timestamp>,
+    pub error: Option<TaskError>,
+    /// For a task reused by `resume`: the run and task it was cloned from.
+    pub origin: Option<(RunId, TaskId)>,
+    pub revision: u64,
+}
+
+impl TaskRecord {
+    pub fn new(key: TaskKey) -> Self {
+        TaskRecord {
+            key,
+            status: TaskStatus::Pending,
+            attempt: Attempt::FIRST,
+            foreach_stack: Vec::new(),
+            iteration: 0,
+            parent: None,
+            inputs: Vec::new(),
+            created_at: Timestamp::now(),
+            started_at: None,
+            ended_at: None,
+            lease_deadline: None,
+            progress: None,
+            progress_at: None,
+            error: None,
+            origin: None,
+            revision: 0,
+        }
+    }
+
+    /// The index in the innermost foreach, if any.
+    pub fn foreach_index(&self) -> Option<u64> {
+        self.foreach_stack.last().map(|f| f.index)
+    }
+}
+
+/// One attempt at a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub attempt: Attempt,
+    pub status: TaskStatus,
+    pub started_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+    pub error: Option<TaskError>,
+}
+
+/// An artifact a task set: name → blob, with what is needed to show it without the blob.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactRecord {
+    pub name: ArtifactName,
+    pub key: BlobKey,
+    pub type_name: String,
+    /// Size of the stored envelope in bytes.
+    pub size: u64,
+    pub preview: Preview,
+}
+
+/// An artifact as a task sees it, with the task that set it (itself or an ancestor).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VisibleArtifact {
+    pub artifact: ArtifactRecord,
+    pub set_by: TaskId,
+}
+
+/// One value of an artifact across a step: which task, its foreach index, the artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepArtifact {
+    pub task: TaskId,
+    pub foreach_index: Option<u64>,
+    pub artifact: ArtifactRecord,
+}
+
+/// A line a task logged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub run: RunId,
+    pub task: TaskId,
+    pub attempt: Attempt,
+    /// Order of the line within the task, assigned by the writer, starting at 1.
+    pub seq: u64,
+    pub at: Timestamp,
+    pub level: String,
+    pub line: String,
+}
+
+/// What must hold for a conditional task write to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// Always applies (creates or replaces).
+    None,
+    /// Applies only if no such task exists yet.
+    Absent,
+    /// Applies only if the stored record has this revision.
+    Revision(u64),
+    /// Applies only if the stored record's attempt is this one and it is not finished:
+    /// the fencing check of a lease holder.
+    Attempt(Attempt),
+}
+
+/// A task write: the record, the artifacts it set (replacing any set before by this
+/// task), the attempt to record, and the precondition.
+#[derive(Debug, Clone)]
+pub struct TaskWrite {
+    pub task: TaskRecord,
+    pub artifacts: Option<Vec<ArtifactRecord>>,
+    pub attempt: Option<AttemptRecord>,
+    pub precondition: Precondition,
+}
+
+impl TaskWrite {
+    pub fn new(task: TaskRecord) -> Self {
+        TaskWrite {
+            task,
+            artifacts: None,
+            attempt: None,
+            precondition: Precondition::None,
+        }
+    }
+}
+
+/// Whether a conditional write applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Applied; the record now has this revision.
+    Applied { revision: u64 },
+    /// Not applied; says what did not hold.
+    Rejected { reason: String },
+}
+
+impl WriteOutcome {
+    pub fn is_applied(&self) -> bool {
+        matches!(self, WriteOutcome::Applied { .. })
+    }
+}
+
+/// A page of a list: pass `next` back as `after` for the following page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+/// Which runs to list; newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunQuery {
+    pub status: Option<RunStatus>,
+    pub tag: Option<Tag>,
+    /// A cursor from a previous page.
+    pub after: Option<String>,
+    /// At most this many (0 means a backend default of 100).
+    pub limit: usize,
+}
+
+/// Which tasks of a run to list; in task id order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskQuery {
+    pub step: Option<StepName>,
+    pub status: Option<TaskStatus>,
+    pub after: Option<String>,
+    /// At most this many (0 means a backend default of 1000).
+    pub limit: usize,
+}
+
+pub(crate) fn effective_limit(limit: usize, default: usize) -> usize {
+    if limit == 0 { default } else { limit }
+}
+
+/// Counts of a step's tasks by status, and when the step started and ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepSummary {
+    pub step: StepName,
+    pub counts: BTreeMap<TaskStatus, u64>,
+    pub first_started: Option<Timestamp>,
+    pub last_ended: Option<Timestamp>,
+}
+
+/// The records half of a store.
+#[async_trait]
+pub trait RecordStore: Send + Sync + fmt::Debug {
+    /// Registers or replaces a flow's spec.
+    async fn put_flow(&self, flow: FlowRecord) -> Result<()>;
+    async fn get_flow(&self, name: &FlowName) -> Result<Option<FlowRecord>>;
+    /// Every flow, by name. Flows are few; runs and tasks are paged.
+    async fn list_flows(&self) -> Result<Vec<FlowRecord>>;
+
+    /// Creates a run; `Conflict` if its id exists.
+    async fn create_run(&self, run: &RunRecord) -> Result<()>;
+    /// Replaces a run if its stored revision is `run.revision`; returns the stored
+    /// record (revision bumped) or `Conflict`.
+    async fn update_run(&self, run: &RunRecord) -> Result<RunRecord>;
+    async fn get_run(&self, flow: &FlowName, id: RunId) -> Result<Option<RunRecord>>;
+    /// Runs of a flow, newest first.
+    async fn list_runs(&self, flow: &FlowName, query: &RunQuery) -> Result<Page<RunRecord>>;
+    /// Adds and removes tags in one write; returns the run as stored.
+    async fn update_tags(
+        &self,
+        flow: &FlowName,
+        id: RunId,
+        add: &[Tag],
+        remove: &[Tag],
+    ) -> Result<RunRecord>;
+
+    /// Applies task writes in one batch; each write's precondition is checked on its
+    /// own, and the outcomes come back in order.
+    async fn write_tasks(&self, writes: Vec<TaskWrite>) -> Result<Vec<WriteOutcome>>;
+    async fn get_task(
+        &self,
+        flow: &FlowName,
+        run: RunId,
+        task: TaskId,
+    ) -> Result<Option<TaskRecord>>;
+    async fn list_tasks(
+        &self,
+        flow: &FlowName,
+        run: RunId,
+        query: &TaskQuery,
+    ) -> Result<Page<TaskRecord>>;
+    /// Tasks of `step` whose innermost foreach index is `index`, found through an index
+    /// (one task, or one per outer branch when foreach steps nest).
+    async fn tasks_by_index(
+        &self,
+        flow: &FlowName,
+        run: RunId,
+        step: &StepName,
+        index: u64,
+    ) -> Result<Vec<TaskRecord>>;
+    /// Per-step counts by status, in order of each step's first task.
+    async fn step_summaries(&self, flow: &FlowName, run: RunId) -> Result<Vec<StepSummary>>;
+    async fn list_attempts(
+        &self,
+        flow: &FlowName,
+        run: RunId,
+        task: TaskId,
+    ) -> Result<Vec<AttemptRecord>>;
+
+    /// Artifacts the task itself set.
+    async fn task_artifacts(
+        &self,
+        flow: &FlowName,
+        run: RunId,
+        task: TaskId,
+    ) -> Result<Vec<ArtifactRecord>>;
+    /// Artifacts the task sees: its own, then its parent's and so on up, nearer ones
+    /// shadowing farther ones; sorted by name.
+    async fn visible_artifacts(
+        &self,
+        flow: &FlowName,
+        run: RunId,
+        task: TaskId,
+    ) -> Result<Vec<VisibleArtifact>>;
+    /// The artifact `name` as set by each task of `step`, in foreach index (then task id) order.
+    async fn step_artifacts(
+        &self,
+        flow: &FlowName,
+        run: RunId,
+        step: &StepName,
+        name: &ArtifactName,
+    ) -> Result<Vec<StepArtifact>>;
+
+    /// Appends log lines; `seq` is assigned here, continuing each task's sequence.
+    async fn append_logs(&self, lines: Vec<LogLine>) -> Result<()>;
+    /// A task's log lines with `seq > after`, at most `limit` (0: all).
+    async fn read_logs(
+        &self,
+        flow: &FlowName,
+        run: RunId,
+        task: TaskId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LogLine>>;
+
+    /// Claims `key` in `scope` for `holder` if nobody has; true if this call won. The
+    /// building block of at-most-once work (schedule ticks, task claims).
+    async fn try_claim(&self, scope: &str, key: &str, holder: &str) -> Result<bool>;
+    /// Who holds a claim.
+    async fn claim_holder(&self, scope: &str, key: &str) -> Result<Option<String>>;
+}
+
+/// What a precondition is checked against.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StoredTask {
+    pub(crate) revision: u64,
+    pub(crate) attempt: braid_core::Attempt,
+    pub(crate) status: braid_core::TaskStatus,
+}
+
+impl StoredTask {
+    pub(crate) fn of(t: &TaskRecord) -> Self {
+        StoredTask {
+            revision: t.revision,
+            attempt: t.attempt,
+            status: t.status,
+        }
+    }
+}
+
+/// Shared by backends: checks a precondition against the stored task; `Some(reason)`
+/// when it does not hold.
+pub(crate) fn check_precondition(
+    key: &TaskKey,
+    stored: Option<StoredTask>,
+    pre: Precondition,
+) -> Option<String> {
+    match (pre, stored) {
+        (Precondition::None, _) => None,
+        (Precondition::Absent, None) => None,
+        (Precondition::Absent, Some(s)) => {
+            Some(format!("task {key} exists (revision {})", s.revision))
+        }
+        (Precondition::Revision(_), None) | (Precondition::Attempt(_), None) => {
+            Some("task does not exist".into())
+        }
+        (Precondition::Revision(r), Some(s)) => {
+            (s.revision != r).then(|| format!("expected revision {r}, stored is {}", s.revision))
+        }
+        (Precondition::Attempt(a), Some(s)) => {
+            if s.attempt != a {
+                Some(format!(
+                    "stale attempt {a}: the task is on attempt {}",
+                    s.attempt
+                ))
+            } else if s.status.is_terminal() {
+                Some(format!("attempt {a} already ended as {}", s.status))
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// Cuts `items` (fetched with one extra) to `limit`, with a cursor if more remain.
+pub(crate) fn page<T>(mut items: Vec<T>, limit: usize, cursor: impl Fn(&T) -> String) -> Page<T> {
+    let next = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(cursor)
+    } else {
+        None
+    };
+    Page { items, next }
+}

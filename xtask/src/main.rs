@@ -1,0 +1,88 @@
+//! `cargo xtask <command>`: developer automation as Rust code (matklad's xtask pattern),
+//! run through the alias in `.cargo/config.toml`.
+//!
+//! - `ci`: what CI checks: formatting, clippy with warnings denied, the whole test suite.
+//! - `bench [--quick] [-- ARGS]`: builds in release mode and runs braid's benchmarks,
+//!   printing one table per benchmark.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "usage: cargo xtask <ci|bench [--quick]>";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("bench") => bench(&args[1..]),
+        Some("-h" | "--help") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command {other:?}; {USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    dir.parent().map(PathBuf::from).unwrap_or(dir)
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn run(what: &str, mut cmd: Command) -> Result<(), String> {
+    eprintln!("xtask: {what}");
+    let status = cmd
+        .status()
+        .map_err(|e| format!("{what}: cannot start: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status})"))
+    }
+}
+
+fn ci() -> Result<(), String> {
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--", "--check"]);
+    run("cargo fmt --check", fmt)?;
+    let mut clippy = cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run("cargo clippy", clippy)?;
+    let mut test = cargo();
+    test.args(["test", "--workspace"]);
+    run("cargo test --workspace", test)
+}
+
+fn bench(args: &[String]) -> Result<(), String> {
+    let mut pass: Vec<String> = Vec::new();
+    for a in args {
+        match a.as_str() {
+            "--quick" => pass.push("--quick".into()),
+            "--" => {}
+            other => pass.push(other.to_owned()),
+        }
+    }
+    let mut cmd = cargo();
+    cmd.args(["bench", "-p", "braid-store", "--bench", "store", "--"])
+        .args(&pass);
+    run("store benchmark (release)", cmd)
+}
