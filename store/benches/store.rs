@@ -73,6 +73,7 @@ async fn record_writes(root: &Path, n: u64) -> Vec<Row> {
         type_name: enc.type_name,
         size,
         preview: enc.preview,
+        elements: None,
     };
     let mut rows = Vec::new();
 

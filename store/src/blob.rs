@@ -77,6 +77,15 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     /// Stores `bytes`; storing content that is already there writes nothing.
     async fn put(&self, bytes: Vec<u8>) -> Result<BlobKey>;
 
+    /// Stores several blobs; backends override this to write small ones in one batch.
+    async fn put_many(&self, blobs: Vec<Vec<u8>>) -> Result<Vec<BlobKey>> {
+        let mut keys = Vec::with_capacity(blobs.len());
+        for b in blobs {
+            keys.push(self.put(b).await?);
+        }
+        Ok(keys)
+    }
+
     /// Stores everything `reader` yields without holding it whole in memory; returns
     /// the key and the size.
     async fn put_stream(

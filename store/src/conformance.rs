@@ -105,6 +105,7 @@ async fn artifact(store: &Store, name: &str, value: u64) -> ArtifactRecord {
         type_name: enc.type_name,
         size,
         preview: enc.preview,
+        elements: None,
     }
 }
 
@@ -126,6 +127,18 @@ pub async fn blob_round_trip_and_dedupe(store: &Store) {
         assert!(store.blobs.exists(&k1).await.unwrap());
         let many = store.blobs.get_many(&[k1, k1]).await.unwrap();
         assert_eq!(many, vec![bytes.clone(), bytes]);
+    }
+    let batch: Vec<Vec<u8>> = vec![
+        b"one".to_vec(),
+        vec![9u8; 100_000],
+        b"one".to_vec(),
+        b"two".to_vec(),
+    ];
+    let keys = store.blobs.put_many(batch.clone()).await.unwrap();
+    assert_eq!(keys.len(), 4);
+    assert_eq!(keys[0], keys[2]);
+    for (k, b) in keys.iter().zip(&batch) {
+        assert_eq!(&store.blobs.get(k).await.unwrap(), b);
     }
 }
 
@@ -595,6 +608,7 @@ pub async fn artifact_visibility_and_bulk_reads(store: &Store) {
         r.parent = Some(TaskId(2));
         r.foreach_stack = vec![ForeachFrame {
             step: step("mid"),
+            task: TaskId(2),
             over: ArtifactName::new("items").unwrap(),
             index: idx,
             len: 5,
@@ -890,12 +904,14 @@ pub async fn records_keep_all_fields(store: &Store) {
     t.foreach_stack = vec![
         ForeachFrame {
             step: step("outer"),
+            task: TaskId(1),
             over: ArtifactName::new("xs").unwrap(),
             index: 1,
             len: 2,
         },
         ForeachFrame {
             step: step("inner"),
+            task: TaskId(2),
             over: ArtifactName::new("ys").unwrap(),
             index: 7,
             len: 8,
@@ -926,4 +942,23 @@ pub async fn records_keep_all_fields(store: &Store) {
         .unwrap();
     assert_eq!(TaskRecord { revision: 1, ..t }, got);
     assert_eq!(got.foreach_index(), Some(7));
+
+    let mut art = artifact(store, "xs", 5).await;
+    art.elements = Some(ElementsRef {
+        key: BlobKey::of(b"manifest"),
+        len: 12,
+    });
+    let w = TaskWrite {
+        artifacts: Some(vec![art.clone()]),
+        ..TaskWrite::new(got)
+    };
+    applied(&store.records.write_tasks(vec![w]).await.unwrap());
+    assert_eq!(
+        store
+            .records
+            .task_artifacts(&flow(), run.id, TaskId(9))
+            .await
+            .unwrap(),
+        vec![art]
+    );
 }

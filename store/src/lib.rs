@@ -25,9 +25,9 @@ use std::sync::Arc;
 pub use blob::{BlobKey, BlobReader, BlobStore};
 pub use error::{Error, Result};
 pub use record::{
-    ArtifactRecord, AttemptRecord, FlowRecord, ForeachFrame, LogLine, Page, Precondition,
-    RecordStore, RunQuery, RunRecord, StepArtifact, StepSummary, TaskError, TaskKey, TaskQuery,
-    TaskRecord, TaskWrite, VisibleArtifact, WriteOutcome,
+    ArtifactRecord, AttemptRecord, ElementsRef, FlowRecord, ForeachFrame, LogLine, Page,
+    Precondition, RecordStore, RunQuery, RunRecord, StepArtifact, StepSummary, TaskError, TaskKey,
+    TaskQuery, TaskRecord, TaskWrite, VisibleArtifact, WriteOutcome,
 };
 
 /// The environment variable naming the store when no `--store` flag is given.

@@ -92,6 +92,8 @@ impl fmt::Display for TaskKey {
 pub struct ForeachFrame {
     /// The foreach step that fanned out.
     pub step: StepName,
+    /// The task of that step that fanned out (whose `over` artifact holds the items).
+    pub task: TaskId,
     /// The artifact it fanned out over.
     pub over: ArtifactName,
     pub index: u64,
@@ -183,6 +185,16 @@ pub struct ArtifactRecord {
     /// Size of the stored envelope in bytes.
     pub size: u64,
     pub preview: Preview,
+    /// For a sequence that a foreach may fan out over: its elements, each in its own
+    /// envelope, stored as one blob (see `braid_core::codec::encode_elements`).
+    pub elements: Option<ElementsRef>,
+}
+
+/// Where the per-element envelopes of a sequence artifact are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElementsRef {
+    pub key: BlobKey,
+    pub len: u64,
 }
 
 /// An artifact as a task sees it, with the task that set it (itself or an ancestor).

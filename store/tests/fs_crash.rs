@@ -219,6 +219,7 @@ async fn child_writer(root: &str, run: RunId, count: u64) {
                 type_name: enc.type_name,
                 size,
                 preview: enc.preview,
+                elements: None,
             };
             writes.push(TaskWrite {
                 artifacts: Some(vec![art]),

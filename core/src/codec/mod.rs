@@ -15,6 +15,9 @@
 //! | 10.. | the Rust type name (UTF-8), then the payload |
 
 mod bincode_v2;
+mod elements;
+
+pub use elements::encode_elements;
 
 use std::io::Write;
 
@@ -95,25 +98,77 @@ pub struct EncodedArtifact {
     pub preview: Preview,
 }
 
-/// The type name recorded for `T` and checked on decode.
-pub fn type_name_of<T: ?Sized>() -> &'static str {
-    std::any::type_name::<T>()
+/// The type name recorded for `T` and checked on decode: `std::any::type_name`, with
+/// the wrappers that serialize exactly like what they wrap taken off the top level (`&T`,
+/// `Box<T>`, `Arc<T>`, `Rc<T>`, `Cow<T>`), and `str` / `[T]` named as their owned forms,
+/// so a value set as `&str` reads back as `String`.
+pub fn type_name_of<T: ?Sized>() -> String {
+    canonical_type_name(std::any::type_name::<T>())
+}
+
+fn canonical_type_name(mut name: &str) -> String {
+    loop {
+        if let Some(rest) = name
+            .strip_prefix("&mut ")
+            .or_else(|| name.strip_prefix('&'))
+        {
+            name = rest;
+            continue;
+        }
+        let wrapped = [
+            "alloc::boxed::Box<",
+            "alloc::sync::Arc<",
+            "alloc::rc::Rc<",
+            "alloc::borrow::Cow<",
+        ]
+        .iter()
+        .find_map(|w| name.strip_prefix(w).and_then(|r| r.strip_suffix('>')));
+        match wrapped {
+            Some(inner) => name = inner,
+            None => break,
+        }
+    }
+    if name == "str" {
+        return "alloc::string::String".to_owned();
+    }
+    if let Some(inner) = name.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        // `[T]` (a slice) serializes like `Vec<T>`; `[T; N]` (an array) does not.
+        let mut depth = 0i32;
+        let top_level_semicolon = inner.chars().any(|c| {
+            match c {
+                '<' | '(' | '[' => depth += 1,
+                '>' | ')' | ']' => depth -= 1,
+                _ => {}
+            }
+            c == ';' && depth == 0
+        });
+        if !top_level_semicolon {
+            return format!("alloc::vec::Vec<{}>", canonical_type_name(inner));
+        }
+    }
+    name.to_owned()
 }
 
 /// Encodes `value` in an envelope and renders its preview.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<EncodedArtifact> {
     let type_name = type_name_of::<T>();
+    let bytes = encode_payload_envelope(value)?;
+    Ok(EncodedArtifact {
+        bytes,
+        type_name,
+        preview: preview_of(value),
+    })
+}
+
+/// An envelope without a preview: for per-element envelopes, which are never shown alone.
+pub(crate) fn encode_payload_envelope<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    let type_name = type_name_of::<T>();
     let payload = bincode_v2::encode(value).map_err(|reason| Error::Encode {
-        type_name: type_name.to_owned(),
+        type_name: type_name.clone(),
         reason,
     })?;
     let (payload, compressed) = maybe_compress(payload);
-    let bytes = wrap(type_name, CodecId::Bincode2, compressed, &payload)?;
-    Ok(EncodedArtifact {
-        bytes,
-        type_name: type_name.to_owned(),
-        preview: preview_of(value),
-    })
+    wrap(&type_name, CodecId::Bincode2, compressed, &payload)
 }
 
 fn maybe_compress(payload: Vec<u8>) -> (Vec<u8>, bool) {
@@ -195,7 +250,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     if header.type_name != requested {
         return Err(Error::TypeMismatch {
             stored: header.type_name,
-            requested: requested.to_owned(),
+            requested,
         });
     }
     decode_payload(bytes, &header)
@@ -221,7 +276,7 @@ fn decode_payload<T: DeserializeOwned>(bytes: &[u8], header: &EnvelopeHeader) ->
     };
     match header.codec {
         CodecId::Bincode2 => bincode_v2::decode(payload).map_err(|reason| Error::Decode {
-            type_name: type_name_of::<T>().to_owned(),
+            type_name: type_name_of::<T>(),
             reason,
         }),
     }
@@ -376,6 +431,20 @@ mod tests {
             decode::<String>(&b),
             Err(Error::CorruptEnvelope { .. })
         ));
+    }
+
+    #[test]
+    fn equivalent_types_share_a_name() {
+        let enc = encode("abc").unwrap();
+        assert_eq!(decode::<String>(&enc.bytes).unwrap(), "abc");
+        let v = vec![1u64, 2];
+        let enc = encode(&v[..]).unwrap();
+        assert_eq!(decode::<Vec<u64>>(&enc.bytes).unwrap(), v);
+        let enc = encode(&Box::new(&5u8)).unwrap();
+        assert_eq!(decode::<u8>(&enc.bytes).unwrap(), 5);
+        // Arrays are not vectors: different encodings.
+        assert_eq!(type_name_of::<[u8; 4]>(), "[u8; 4]");
+        assert_eq!(type_name_of::<[[u8; 2]]>(), "alloc::vec::Vec<[u8; 2]>");
     }
 
     #[test]

@@ -87,6 +87,8 @@ CREATE TABLE IF NOT EXISTS artifacts (
     size        INTEGER NOT NULL,
     preview     TEXT NOT NULL,
     preview_cut INTEGER NOT NULL,
+    elements_key BLOB,
+    elements_len INTEGER,
     PRIMARY KEY (run_id, task_id, name)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS logs (

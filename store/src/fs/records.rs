@@ -177,7 +177,19 @@ impl FsRecords {
         let size: i64 = row.get("size")?;
         let preview: String = row.get("preview")?;
         let cut: bool = row.get("preview_cut")?;
+        let elements_key: Option<Vec<u8>> = row.get("elements_key")?;
+        let elements_len: Option<i64> = row.get("elements_len")?;
         Ok((|| {
+            let elements = match (elements_key, elements_len) {
+                (Some(k), Some(len)) => Some(ElementsRef {
+                    key: BlobKey(
+                        k.try_into()
+                            .map_err(|_| self.corrupt(what(), "elements key is not 32 bytes"))?,
+                    ),
+                    len: len as u64,
+                }),
+                _ => None,
+            };
             let key: [u8; 32] = key
                 .try_into()
                 .map_err(|_| self.corrupt(what(), "blob key is not 32 bytes"))?;
@@ -190,6 +202,7 @@ impl FsRecords {
                     text: preview,
                     truncated: cut,
                 },
+                elements,
             })
         })())
     }
@@ -277,8 +290,8 @@ fn write_one(conn: &Connection, w: TaskWrite) -> rusqlite::Result<WriteOutcome> 
         conn.prepare_cached("DELETE FROM artifacts WHERE run_id = ?1 AND task_id = ?2")?
             .execute(params![run, task])?;
         let mut ins = conn.prepare_cached(
-            "INSERT INTO artifacts (run_id, task_id, name, blob_key, type_name, size, preview, preview_cut) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO artifacts (run_id, task_id, name, blob_key, type_name, size, preview, preview_cut, \
+             elements_key, elements_len) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?;
         for a in arts {
             ins.execute(params![
@@ -289,7 +302,9 @@ fn write_one(conn: &Connection, w: TaskWrite) -> rusqlite::Result<WriteOutcome> 
                 a.type_name,
                 a.size as i64,
                 a.preview.text,
-                a.preview.truncated
+                a.preview.truncated,
+                a.elements.as_ref().map(|e| e.key.0.to_vec()),
+                a.elements.as_ref().map(|e| e.len as i64),
             ])?;
         }
     }
