@@ -17,6 +17,16 @@ pub fn encode_elements<T: Serialize + ?Sized>(value: &T) -> Result<Vec<Vec<u8>>>
     })
 }
 
+/// Packs per-element envelopes into one blob: the manifest a foreach reads its items from.
+pub fn encode_manifest(elements: &[Vec<u8>]) -> Result<Vec<u8>> {
+    encode_payload_envelope(elements)
+}
+
+/// Unpacks a manifest made by [`encode_manifest`].
+pub fn decode_manifest(bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
+    super::decode_unchecked::<Vec<Vec<u8>>>(bytes)
+}
+
 #[derive(Debug)]
 pub(crate) struct SplitError(String);
 
@@ -234,6 +244,9 @@ mod tests {
         let parts = encode_elements(&nested).unwrap();
         assert_eq!(decode::<Vec<u32>>(&parts[1]).unwrap(), vec![3]);
         assert!(encode_elements(&Vec::<u64>::new()).unwrap().is_empty());
+        let m = encode_manifest(&encode_elements(&v).unwrap()).unwrap();
+        let back = decode_manifest(&m).unwrap();
+        assert_eq!(decode::<u64>(&back[3]).unwrap(), 3);
         let arr = [1.5f64, 2.5];
         assert_eq!(
             decode::<f64>(&encode_elements(&arr).unwrap()[1]).unwrap(),

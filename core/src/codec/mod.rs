@@ -17,7 +17,7 @@
 mod bincode_v2;
 mod elements;
 
-pub use elements::encode_elements;
+pub use elements::{decode_manifest, encode_elements, encode_manifest};
 
 use std::io::Write;
 
