@@ -1,0 +1,198 @@
+//! The serializable description of a flow graph: the JSON spec a flow binary exports and
+//! the CLI, client and UI read back.
+
+use std::collections::BTreeMap;
+
+use braid_core::{ArtifactName, FlowName, StepName};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, ParamSpec};
+
+/// The spec format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Where a step goes when its task finishes. Serialized as a tagged object, e.g.
+/// `{"type":"next","to":"a"}` or `{"type":"foreach","over":"items","to":"work"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Transition {
+    /// The flow finishes; only the `end` step has it.
+    End,
+    /// Linear: one successor.
+    Next { to: StepName },
+    /// A static split: one branch per target, all closed by one join.
+    Split { to: Vec<StepName> },
+    /// One task of `to` per item of the artifact `over`, closed by a join.
+    Foreach { over: ArtifactName, to: StepName },
+    /// The task sets the artifact `on` to a string; the case with that key is taken.
+    /// A case that goes back to the switch step or to a step every path to it passes
+    /// through forms a loop.
+    Switch {
+        on: ArtifactName,
+        cases: BTreeMap<String, StepName>,
+    },
+}
+
+impl Transition {
+    /// The distinct target steps, in declaration order (case-key order for switches).
+    pub fn targets(&self) -> Vec<&StepName> {
+        let all: Vec<&StepName> = match self {
+            Transition::End => Vec::new(),
+            Transition::Next { to } | Transition::Foreach { to, .. } => vec![to],
+            Transition::Split { to } => to.iter().collect(),
+            Transition::Switch { cases, .. } => cases.values().collect(),
+        };
+        let mut out: Vec<&StepName> = Vec::with_capacity(all.len());
+        for s in all {
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    /// `end`, `next`, `split`, `foreach` or `switch`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Transition::End => "end",
+            Transition::Next { .. } => "next",
+            Transition::Split { .. } => "split",
+            Transition::Foreach { .. } => "foreach",
+            Transition::Switch { .. } => "switch",
+        }
+    }
+}
+
+/// Whether a step is an ordinary step or a join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    #[default]
+    Normal,
+    /// Receives the branches of the innermost open split or foreach.
+    Join,
+}
+
+/// One step of a flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepSpec {
+    pub name: StepName,
+    #[serde(default)]
+    pub kind: StepKind,
+    pub next: Transition,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doc: Option<String>,
+}
+
+/// The whole flow graph as data. Deserializing refuses a `format_version` other than
+/// [`FORMAT_VERSION`]; build a validated [`FlowGraph`](crate::FlowGraph) with
+/// [`FlowGraph::from_spec`](crate::FlowGraph::from_spec).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "SpecRepr")]
+pub struct FlowSpec {
+    pub format_version: u32,
+    pub name: FlowName,
+    #[serde(default)]
+    pub params: Vec<ParamSpec>,
+    pub steps: Vec<StepSpec>,
+}
+
+#[derive(Deserialize)]
+struct SpecRepr {
+    format_version: u32,
+    name: FlowName,
+    #[serde(default)]
+    params: Vec<ParamSpec>,
+    steps: Vec<StepSpec>,
+}
+
+impl TryFrom<SpecRepr> for FlowSpec {
+    type Error = Error;
+    fn try_from(r: SpecRepr) -> Result<Self, Error> {
+        check_version(r.format_version.into())?;
+        Ok(FlowSpec {
+            format_version: r.format_version,
+            name: r.name,
+            params: r.params,
+            steps: r.steps,
+        })
+    }
+}
+
+fn check_version(found: u64) -> Result<(), Error> {
+    if found == u64::from(FORMAT_VERSION) {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedFormatVersion {
+            found,
+            supported: FORMAT_VERSION,
+        })
+    }
+}
+
+impl FlowSpec {
+    /// Reads a JSON spec. The format version is checked before the rest, so a spec from
+    /// a newer braid gets a clear "upgrade" error rather than a shape mismatch.
+    pub fn from_json(text: &str) -> Result<FlowSpec, Error> {
+        #[derive(Deserialize)]
+        struct Probe {
+            format_version: Option<u64>,
+        }
+        if let Ok(Probe {
+            format_version: Some(v),
+        }) = serde_json::from_str::<Probe>(text)
+        {
+            check_version(v)?;
+        }
+        Ok(serde_json::from_str(text)?)
+    }
+
+    /// Writes the spec as pretty-printed JSON.
+    pub fn to_json(&self) -> Result<String, Error> {
+        Ok(serde_json::to_string_pretty(self)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_json_shape() {
+        let t = Transition::Next {
+            to: StepName::new("a").unwrap(),
+        };
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            r#"{"type":"next","to":"a"}"#
+        );
+        let t: Transition =
+            serde_json::from_str(r#"{"type":"foreach","over":"items","to":"work"}"#).unwrap();
+        assert_eq!(t.kind_name(), "foreach");
+        assert_eq!(t.targets(), [&StepName::new("work").unwrap()]);
+        assert_eq!(
+            serde_json::to_string(&Transition::End).unwrap(),
+            r#"{"type":"end"}"#
+        );
+        let bad = serde_json::from_str::<Transition>(r#"{"type":"next","to":"a/b"}"#);
+        assert!(bad.unwrap_err().to_string().contains("step name"));
+    }
+
+    #[test]
+    fn newer_format_version_is_refused() {
+        let text = r#"{"format_version": 2, "name": "f", "steps": [], "new_field": {"x": 1}}"#;
+        let e = FlowSpec::from_json(text).unwrap_err().to_string();
+        assert!(
+            e.contains("format version 2") && e.contains("upgrade braid"),
+            "{e}"
+        );
+        // also through plain serde, e.g. when the spec is embedded in another document
+        let text = r#"{"format_version": 7, "name": "f", "steps": []}"#;
+        let e = serde_json::from_str::<FlowSpec>(text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("format version 7"), "{e}");
+        let e = FlowSpec::from_json("{").unwrap_err().to_string();
+        assert!(e.contains("invalid flow spec JSON"), "{e}");
+    }
+}

@@ -1,0 +1,534 @@
+//! The task context a step function gets: artifacts, parameters, foreach input, join
+//! inputs, logs and progress.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use braid_core::codec::{self, EncodedArtifact};
+use braid_core::{ArtifactName, Attempt, Pathspec, Progress, RunId, StepName, TaskId, Timestamp};
+use braid_store::{ArtifactRecord, ElementsRef, ForeachFrame, LogLine, TaskRecord};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::executor::RunShared;
+use crate::namespace::{ArtRef, Namespace, sorted_names};
+use crate::progress::ProgressState;
+
+/// A foreach level the task sits in, with the items it fanned out over.
+#[derive(Debug, Clone)]
+pub(crate) struct Frame {
+    pub(crate) record: ForeachFrame,
+    pub(crate) elements: Arc<Vec<Vec<u8>>>,
+}
+
+/// A branch arriving at a join: the task, and everything it saw when it ended.
+#[derive(Debug, Clone)]
+pub(crate) struct Branch {
+    pub(crate) task: TaskId,
+    pub(crate) step: StepName,
+    pub(crate) index: u64,
+    pub(crate) ns: Arc<Namespace>,
+    pub(crate) reused: bool,
+}
+
+/// An artifact this task set (or took by reference in a merge).
+#[derive(Debug)]
+pub(crate) struct LocalSet {
+    pub(crate) art: Arc<ArtRef>,
+    /// Bytes to store: the envelope, and the elements manifest if there is one. Empty
+    /// when the value is already stored (merged by reference).
+    pub(crate) new_blobs: Vec<Vec<u8>>,
+}
+
+pub(crate) struct CtxInner {
+    pub(crate) shared: Arc<RunShared>,
+    pub(crate) step: StepName,
+    pub(crate) task: TaskId,
+    pub(crate) attempt: Attempt,
+    pub(crate) iteration: u32,
+    pub(crate) parent_ns: Arc<Namespace>,
+    pub(crate) sets: Mutex<BTreeMap<ArtifactName, LocalSet>>,
+    pub(crate) frames: Arc<Vec<Frame>>,
+    pub(crate) inputs: Option<Arc<Vec<Branch>>>,
+    pub(crate) record: Arc<Mutex<TaskRecord>>,
+    pub(crate) progress: Mutex<ProgressState>,
+}
+
+/// The context of one attempt at a task. Cheap to clone; move it into async blocks.
+#[derive(Clone)]
+pub struct Ctx {
+    pub(crate) inner: Arc<CtxInner>,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Ctx({})", self.pathspec())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Ctx {
+    pub fn run_id(&self) -> RunId {
+        self.inner.shared.run_id
+    }
+
+    pub fn step(&self) -> &StepName {
+        &self.inner.step
+    }
+
+    pub fn task_id(&self) -> TaskId {
+        self.inner.task
+    }
+
+    /// The attempt number, from 1.
+    pub fn attempt(&self) -> Attempt {
+        self.inner.attempt
+    }
+
+    /// How many times the flow looped back before this task (0 outside loops).
+    pub fn iteration(&self) -> u32 {
+        self.inner.iteration
+    }
+
+    /// `flow/run/step/task` of this task.
+    pub fn pathspec(&self) -> Pathspec {
+        Pathspec::task(
+            self.inner.shared.flow.name().clone(),
+            self.inner.shared.run_id,
+            self.inner.step.clone(),
+            self.inner.task,
+        )
+    }
+
+    fn lookup(&self, name: &str) -> Option<Arc<ArtRef>> {
+        if let Some(s) = lock(&self.inner.sets).get(name) {
+            return Some(s.art.clone());
+        }
+        self.inner.parent_ns.get(name).cloned()
+    }
+
+    /// The names this task sees now: inherited and set.
+    pub fn names(&self) -> Vec<String> {
+        let mut all: BTreeSet<String> =
+            self.inner.parent_ns.keys().map(|k| k.to_string()).collect();
+        all.extend(lock(&self.inner.sets).keys().map(|k| k.to_string()));
+        all.into_iter().collect()
+    }
+
+    fn missing(&self, name: &str) -> Error {
+        if let Some(inputs) = &self.inner.inputs
+            && let Ok(n) = ArtifactName::new(name)
+        {
+            let branches = inputs.iter().filter(|b| b.ns.contains_key(name)).count();
+            if branches > 0 {
+                return Error::BranchOnly {
+                    step: self.inner.step.clone(),
+                    name: n,
+                    branches,
+                };
+            }
+        }
+        let names = self.names();
+        let existing = if names.is_empty() {
+            "this task sees no artifacts".to_owned()
+        } else {
+            format!("the artifacts it sees are: {}", names.join(", "))
+        };
+        Error::ArtifactMissing {
+            step: self.inner.step.clone(),
+            name: name.to_owned(),
+            existing,
+        }
+    }
+
+    /// Reads artifact `name` as `T`: set by this task, or inherited from its ancestors.
+    pub async fn get<T: DeserializeOwned>(&self, name: &str) -> Result<T> {
+        let art = self.lookup(name).ok_or_else(|| self.missing(name))?;
+        let bytes = art.bytes(&*self.inner.shared.store.blobs).await?;
+        codec::decode(&bytes).map_err(|source| Error::Codec {
+            step: self.inner.step.clone(),
+            name: name.to_owned(),
+            source,
+        })
+    }
+
+    /// Whether artifact `name` is visible to this task.
+    pub fn has(&self, name: &str) -> bool {
+        self.lookup(name).is_some()
+    }
+
+    /// Sets artifact `name` for this task and its descendants. The value is encoded
+    /// now and stored when the task succeeds; a failed attempt's values are dropped.
+    pub fn set<T: Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<()> {
+        let n = ArtifactName::new(name)?;
+        let wrap = |source| Error::Codec {
+            step: self.inner.step.clone(),
+            name: name.to_owned(),
+            source,
+        };
+        let EncodedArtifact {
+            bytes,
+            type_name,
+            preview,
+        } = codec::encode(value).map_err(wrap)?;
+        let mut new_blobs = Vec::with_capacity(2);
+        let mut elements = None;
+        let mut elements_ref = None;
+        if self.inner.shared.flow.foreach_names.contains(&n) {
+            // A foreach may fan out over this name: keep each element in its own envelope.
+            let parts = codec::encode_elements(value).map_err(wrap)?;
+            let manifest = codec::encode_manifest(&parts).map_err(wrap)?;
+            elements_ref = Some(ElementsRef {
+                key: braid_store::BlobKey::of(&manifest),
+                len: parts.len() as u64,
+            });
+            elements = Some(Arc::new(parts));
+            new_blobs.push(manifest);
+        }
+        let record = ArtifactRecord {
+            name: n.clone(),
+            key: braid_store::BlobKey::of(&bytes),
+            type_name,
+            size: bytes.len() as u64,
+            preview,
+            elements: elements_ref,
+        };
+        let bytes = Arc::new(bytes);
+        let mut art = ArtRef::new(record).with_bytes(bytes.clone());
+        if let Some(e) = elements {
+            art = art.with_elements(e);
+        }
+        new_blobs.insert(0, Arc::try_unwrap(bytes).unwrap_or_else(|b| (*b).clone()));
+        lock(&self.inner.sets).insert(
+            n,
+            LocalSet {
+                art: Arc::new(art),
+                new_blobs,
+            },
+        );
+        Ok(())
+    }
+
+    /// Reads parameter `name` as `T`. Parameters are fixed for the run and visible in
+    /// every step.
+    pub fn param<T: DeserializeOwned>(&self, name: &str) -> Result<T> {
+        let params = &self.inner.shared.params;
+        let v = params.get(name).ok_or_else(|| Error::Param {
+            param: name.to_owned(),
+            reason: format!(
+                "not declared by flow `{}`; declared: {}",
+                self.inner.shared.flow.name(),
+                params.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        })?;
+        serde_json::from_value(v.clone()).map_err(|e| Error::Param {
+            param: name.to_owned(),
+            reason: format!(
+                "value {v} does not read as `{}`: {e}",
+                std::any::type_name::<T>()
+            ),
+        })
+    }
+
+    /// In a foreach task: its item.
+    pub fn input<T: DeserializeOwned>(&self) -> Result<T> {
+        let frame = self.inner.frames.last().ok_or_else(|| Error::WrongPlace {
+            step: self.inner.step.clone(),
+            what: "`input()`",
+            where_: "a task inside a foreach",
+        })?;
+        let bytes = frame
+            .elements
+            .get(frame.record.index as usize)
+            .ok_or_else(|| Error::Foreach {
+                step: frame.record.step.clone(),
+                over: frame.record.over.clone(),
+                reason: format!(
+                    "item {} is missing from the stored items",
+                    frame.record.index
+                ),
+            })?;
+        codec::decode(bytes).map_err(|source| Error::Codec {
+            step: self.inner.step.clone(),
+            name: format!("{} (item {})", frame.record.over, frame.record.index),
+            source,
+        })
+    }
+
+    /// In a foreach task: its index in the innermost foreach.
+    pub fn index(&self) -> Option<u64> {
+        self.inner.frames.last().map(|f| f.record.index)
+    }
+
+    /// Every foreach level this task sits in, outermost first.
+    pub fn foreach_stack(&self) -> Vec<ForeachFrame> {
+        self.inner.frames.iter().map(|f| f.record.clone()).collect()
+    }
+
+    /// In a foreach task: the item of the foreach `depth` levels out (0 = innermost).
+    pub fn outer_input<T: DeserializeOwned>(&self, depth: usize) -> Result<T> {
+        let frames = &self.inner.frames;
+        let frame = frames
+            .len()
+            .checked_sub(depth + 1)
+            .and_then(|i| frames.get(i))
+            .ok_or_else(|| Error::WrongPlace {
+                step: self.inner.step.clone(),
+                what: "`outer_input(depth)`",
+                where_: "a task nested at least depth+1 foreach levels deep",
+            })?;
+        let bytes = frame
+            .elements
+            .get(frame.record.index as usize)
+            .ok_or_else(|| Error::Foreach {
+                step: frame.record.step.clone(),
+                over: frame.record.over.clone(),
+                reason: format!("item {} is missing", frame.record.index),
+            })?;
+        codec::decode(bytes).map_err(|source| Error::Codec {
+            step: self.inner.step.clone(),
+            name: frame.record.over.to_string(),
+            source,
+        })
+    }
+
+    /// In a join: one entry per branch, in foreach index order (or declared branch
+    /// order for a split).
+    pub fn inputs(&self) -> Result<Vec<Input>> {
+        let inputs = self.join_inputs("`inputs()`")?;
+        Ok(inputs
+            .iter()
+            .map(|b| Input {
+                branch: b.clone(),
+                shared: self.inner.shared.clone(),
+            })
+            .collect())
+    }
+
+    fn join_inputs(&self, what: &'static str) -> Result<&Arc<Vec<Branch>>> {
+        self.inner.inputs.as_ref().ok_or_else(|| Error::WrongPlace {
+            step: self.inner.step.clone(),
+            what,
+            where_: "a join step",
+        })
+    }
+
+    /// In a join: sets every artifact whose value is the same in all branches that have
+    /// it (compared by content key, nothing decoded). See [`Merge`].
+    pub fn merge_artifacts(&self, merge: Merge) -> Result<()> {
+        let step = self.inner.step.clone();
+        let inputs = self.join_inputs("`merge_artifacts()`")?.clone();
+        let fail = |reason: String| Error::Merge {
+            step: step.clone(),
+            reason,
+        };
+        if !merge.include.is_empty() && !merge.exclude.is_empty() {
+            return Err(fail(
+                "give either an include list or an exclude list, not both".into(),
+            ));
+        }
+        let mut all: BTreeSet<ArtifactName> = BTreeSet::new();
+        for b in inputs.iter() {
+            all.extend(b.ns.keys().cloned());
+        }
+        let candidates: Vec<ArtifactName> = if merge.include.is_empty() {
+            let exclude: BTreeSet<&str> = merge.exclude.iter().map(String::as_str).collect();
+            all.iter()
+                .filter(|n| !exclude.contains(n.as_str()))
+                .cloned()
+                .collect()
+        } else {
+            let missing: Vec<&str> = merge
+                .include
+                .iter()
+                .map(String::as_str)
+                .filter(|n| !all.iter().any(|a| a == n))
+                .collect();
+            if !missing.is_empty() {
+                return Err(fail(format!(
+                    "include names artifacts no branch has: {}",
+                    missing.join(", ")
+                )));
+            }
+            merge
+                .include
+                .iter()
+                .filter_map(|n| ArtifactName::new(n).ok())
+                .collect()
+        };
+        let already: BTreeSet<ArtifactName> = lock(&self.inner.sets).keys().cloned().collect();
+        let mut taken = Vec::new();
+        let mut conflicts = Vec::new();
+        for name in candidates {
+            if already.contains(&name) {
+                continue; // Set in the join itself: the join's value wins.
+            }
+            let mut first: Option<&Arc<ArtRef>> = None;
+            let mut conflict = false;
+            for b in inputs.iter() {
+                if let Some(a) = b.ns.get(&name) {
+                    match first {
+                        None => first = Some(a),
+                        Some(f) if f.record.key != a.record.key => conflict = true,
+                        Some(_) => {}
+                    }
+                }
+            }
+            if conflict {
+                let steps: BTreeSet<String> = inputs
+                    .iter()
+                    .filter(|b| b.ns.contains_key(&name))
+                    .map(|b| b.step.to_string())
+                    .collect();
+                conflicts.push(format!(
+                    "`{name}` (differs between branches of {})",
+                    steps.into_iter().collect::<Vec<_>>().join(", ")
+                ));
+            } else if let Some(f) = first {
+                taken.push((name, f.clone()));
+            }
+        }
+        if !conflicts.is_empty() {
+            return Err(fail(format!(
+                "these artifacts have different values in different branches: {}; set them in the join, or exclude them",
+                conflicts.join(", ")
+            )));
+        }
+        let mut sets = lock(&self.inner.sets);
+        for (name, art) in taken {
+            sets.insert(
+                name,
+                LocalSet {
+                    art,
+                    new_blobs: Vec::new(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Adds a line to this task's log (kept in the store, shown by `braid logs`).
+    pub fn log(&self, line: impl Into<String>) {
+        self.log_at("INFO", line.into());
+    }
+
+    pub(crate) fn log_at(&self, level: &str, line: String) {
+        self.inner.shared.persister.logs(vec![LogLine {
+            run: self.inner.shared.run_id,
+            task: self.inner.task,
+            attempt: self.inner.attempt,
+            seq: 0,
+            at: Timestamp::now(),
+            level: level.to_owned(),
+            line,
+        }]);
+    }
+
+    /// Reports progress: `percent` from 0 to 100 and a message. Cheap in a hot loop:
+    /// reports are coalesced, and each one written also extends the task's lease.
+    pub fn progress(&self, percent: f32, message: impl Into<String>) -> Result<()> {
+        let p = Progress::new(percent, message).map_err(|source| Error::Progress {
+            step: self.inner.step.clone(),
+            source,
+        })?;
+        crate::progress::report(self, Some(p));
+        Ok(())
+    }
+
+    /// Says "still alive" without new progress: extends the lease.
+    pub fn heartbeat(&self) {
+        crate::progress::report(self, None);
+    }
+}
+
+/// Which artifacts `merge_artifacts` considers: all (default), all but `exclude`, or
+/// only `include`.
+#[derive(Debug, Clone, Default)]
+pub struct Merge {
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+}
+
+impl Merge {
+    pub fn all() -> Self {
+        Merge::default()
+    }
+
+    pub fn only(names: &[&str]) -> Self {
+        Merge {
+            include: names.iter().map(|s| (*s).to_owned()).collect(),
+            exclude: Vec::new(),
+        }
+    }
+
+    pub fn except(names: &[&str]) -> Self {
+        Merge {
+            include: Vec::new(),
+            exclude: names.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+}
+
+/// One branch as a join sees it.
+#[derive(Clone)]
+pub struct Input {
+    branch: Branch,
+    shared: Arc<RunShared>,
+}
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Input({}/{})", self.branch.step, self.branch.task)
+    }
+}
+
+impl Input {
+    /// The step the branch ended at.
+    pub fn step(&self) -> &StepName {
+        &self.branch.step
+    }
+
+    pub fn task_id(&self) -> TaskId {
+        self.branch.task
+    }
+
+    /// The branch's foreach index (or its position in a split).
+    pub fn index(&self) -> u64 {
+        self.branch.index
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        sorted_names(&self.branch.ns)
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.branch.ns.contains_key(name)
+    }
+
+    /// Reads artifact `name` of this branch as `T`.
+    pub async fn get<T: DeserializeOwned>(&self, name: &str) -> Result<T> {
+        let art = self
+            .branch
+            .ns
+            .get(name)
+            .ok_or_else(|| Error::ArtifactMissing {
+                step: self.branch.step.clone(),
+                name: name.to_owned(),
+                existing: format!(
+                    "branch task {} has: {}",
+                    self.branch.task,
+                    self.names().join(", ")
+                ),
+            })?;
+        let bytes = art.bytes(&*self.shared.store.blobs).await?;
+        codec::decode(&bytes).map_err(|source| Error::Codec {
+            step: self.branch.step.clone(),
+            name: name.to_owned(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,105 @@
+use braid_core::{ArtifactName, Attempt, StepName, TaskId};
+use thiserror::Error;
+
+/// Everything that can go wrong building or running a flow. Messages name the step,
+/// task and artifact concerned and, where there is one, the fix.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("flow `{flow}` is not valid:\n{problems}")]
+    InvalidFlow { flow: String, problems: String },
+
+    #[error("parameter `{param}`: {reason}")]
+    Param { param: String, reason: String },
+
+    #[error("step `{step}` reads artifact `{name}`, which does not exist; {existing}")]
+    ArtifactMissing {
+        step: StepName,
+        name: String,
+        existing: String,
+    },
+
+    #[error(
+        "join step `{step}` reads artifact `{name}`, which exists only inside the branches it joins ({branches} of them have it); a join starts empty: read it per branch with `ctx.inputs()`, or take it with `ctx.merge_artifacts(..)` if all branches agree"
+    )]
+    BranchOnly {
+        step: StepName,
+        name: ArtifactName,
+        branches: usize,
+    },
+
+    #[error("step `{step}`: {what} is only available in {where_}")]
+    WrongPlace {
+        step: StepName,
+        what: &'static str,
+        where_: &'static str,
+    },
+
+    #[error("merge_artifacts in join `{step}` failed, nothing was set: {reason}")]
+    Merge { step: StepName, reason: String },
+
+    #[error("step `{step}`, artifact `{name}`: {source}")]
+    Codec {
+        step: StepName,
+        name: String,
+        #[source]
+        source: braid_core::Error,
+    },
+
+    #[error("foreach step `{step}` over `{over}`: {reason}")]
+    Foreach {
+        step: StepName,
+        over: ArtifactName,
+        reason: String,
+    },
+
+    #[error(
+        "foreach step `{step}` fans out over {len} items, more than max_num_splits ({max}); raise it with `--max-num-splits {len}` or `Flow::max_num_splits`"
+    )]
+    TooManySplits { step: StepName, len: u64, max: u64 },
+
+    #[error("switch step `{step}` on `{on}`: {reason}")]
+    Switch {
+        step: StepName,
+        on: ArtifactName,
+        reason: String,
+    },
+
+    #[error(
+        "step `{step}` looped {max} times without taking its exit (max_iterations = {max}); fix its exit condition or raise it with `.max_iterations(n)`"
+    )]
+    LoopLimit { step: StepName, max: u32 },
+
+    #[error("step `{step}` task {task} failed on attempt {attempt}: {cause}")]
+    TaskFailed {
+        step: StepName,
+        task: TaskId,
+        attempt: Attempt,
+        cause: String,
+    },
+
+    #[error("run cancelled")]
+    Cancelled,
+
+    #[error("cannot resume: {reason}")]
+    Resume { reason: String },
+
+    #[error("invalid progress from step `{step}`: {source}")]
+    Progress {
+        step: StepName,
+        #[source]
+        source: braid_core::Error,
+    },
+
+    #[error(transparent)]
+    Store(#[from] braid_store::Error),
+
+    #[error(transparent)]
+    Core(#[from] braid_core::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a step function returns. Any error type converts into it with `?`.
+pub type StepResult = std::result::Result<(), BoxError>;
+/// An error from user code.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -1,0 +1,1353 @@
+//! The executor: runs a flow's tasks in-process on tokio, at most `max_workers` at once.
+//!
+//! One scheduler loop owns all run state (ready queue, join barriers), so routing needs
+//! no locks; each task runs as its own tokio task and hands back an outcome. Task ids
+//! are assigned in creation order, so foreach branches get consecutive ids in index order.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use braid_core::codec;
+use braid_core::{
+    ArtifactName, Attempt, FlowName, RunId, RunStatus, StepName, Tag, TaskId, TaskStatus, Timestamp,
+};
+use braid_dag::{StepKind, Transition};
+use braid_store::{
+    AttemptRecord, FlowRecord, ForeachFrame, Precondition, RunRecord, Store, TaskError, TaskKey,
+    TaskQuery, TaskRecord, TaskWrite, WriteOutcome,
+};
+use futures_util::FutureExt;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::context::{Branch, Ctx, CtxInner, Frame, LocalSet};
+use crate::error::{Error, Result};
+use crate::flow::{Flow, StepBody};
+use crate::namespace::{ArtRef, CACHE_MAX, Namespace};
+use crate::persist::Persister;
+use crate::progress::ProgressState;
+
+/// How to start a run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Parameter values as given on the command line (`name`, `text`), parsed against
+    /// the declared types.
+    pub params: Vec<(String, String)>,
+    /// Parameter values already typed (from a launch plan).
+    pub param_values: BTreeMap<String, serde_json::Value>,
+    pub tags: Vec<Tag>,
+    /// Tasks running at once (default: the number of cores).
+    pub max_workers: usize,
+    /// Bound on a foreach's width, overriding the flow's.
+    pub max_num_splits: Option<u64>,
+    /// Resume this run instead of starting from scratch.
+    pub resume: Option<Resume>,
+    /// A readable name for the run (launch plans set one).
+    pub name: Option<String>,
+    /// Facts recorded with the run (plan, version, tick, ...).
+    pub meta: serde_json::Map<String, serde_json::Value>,
+    /// Cancelling it stops the run (Ctrl-C).
+    pub cancel: CancellationToken,
+    /// Read `BRAID_PARAM_<NAME>` environment variables.
+    pub env_params: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            params: Vec::new(),
+            param_values: BTreeMap::new(),
+            tags: Vec::new(),
+            max_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_num_splits: None,
+            resume: None,
+            name: None,
+            meta: serde_json::Map::new(),
+            cancel: CancellationToken::new(),
+            env_params: true,
+        }
+    }
+}
+
+/// Which run to resume, and from which step to re-run everything.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    /// `None`: the latest run of the flow.
+    pub origin: Option<RunId>,
+    /// Re-run this step and everything after it even if it succeeded.
+    pub from: Option<StepName>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub flow: FlowName,
+    pub run_id: RunId,
+    pub status: RunStatus,
+    pub error: Option<String>,
+    /// Tasks executed in this run (attempted at least once).
+    pub executed: u64,
+    /// Tasks reused from the origin run of a resume.
+    pub reused: u64,
+    pub elapsed: Duration,
+}
+
+/// Counts per step, for live views.
+#[derive(Debug, Default, Clone)]
+pub struct StepCounts {
+    pub done: u64,
+    pub running: u64,
+    pub failed: u64,
+}
+
+/// What a live view can observe while a run goes.
+#[derive(Debug, Default)]
+pub struct RunProgress {
+    pub steps: Mutex<BTreeMap<String, StepCounts>>,
+}
+
+impl RunProgress {
+    fn update(&self, step: &StepName, f: impl FnOnce(&mut StepCounts)) {
+        let mut m = self.steps.lock().unwrap_or_else(|e| e.into_inner());
+        f(m.entry(step.to_string()).or_default());
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, StepCounts> {
+        self.steps.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// What every task of a run shares.
+pub(crate) struct RunShared {
+    pub(crate) flow: Arc<Flow>,
+    pub(crate) store: Store,
+    pub(crate) run_id: RunId,
+    pub(crate) params: BTreeMap<String, serde_json::Value>,
+    pub(crate) persister: Persister,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) progress: Arc<RunProgress>,
+    pub(crate) origin: Option<Origin>,
+    pub(crate) max_num_splits: u64,
+}
+
+/// The run being resumed: its successful tasks by identity.
+pub(crate) struct Origin {
+    run: RunId,
+    from: Option<StepName>,
+    tasks: HashMap<TaskIdentity, TaskRecord>,
+}
+
+/// What makes a task the "same" task in two runs of one flow.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct TaskIdentity {
+    step: StepName,
+    path: Vec<u64>,
+    iteration: u32,
+}
+
+/// An open fan-out a task sits in: which barrier, which branch.
+#[derive(Debug, Clone, Copy)]
+struct Fanout {
+    barrier: u64,
+    branch: usize,
+}
+
+/// A task to run.
+struct TaskPlan {
+    id: TaskId,
+    step: StepName,
+    parent: Option<TaskId>,
+    parent_ns: Arc<Namespace>,
+    fanouts: Arc<Vec<Fanout>>,
+    frames: Arc<Vec<Frame>>,
+    iteration: u32,
+    inputs: Option<Arc<Vec<Branch>>>,
+    /// The task in the origin run to reuse instead of running this one.
+    reuse: Option<TaskRecord>,
+}
+
+enum NextMove {
+    End,
+    Go {
+        to: StepName,
+        loop_back: bool,
+    },
+    Split(Vec<StepName>),
+    Foreach {
+        to: StepName,
+        over: ArtifactName,
+        elements: Arc<Vec<Vec<u8>>>,
+    },
+}
+
+enum Outcome {
+    Succeeded {
+        ns: Arc<Namespace>,
+        next: NextMove,
+        reused: bool,
+    },
+    Failed(Error),
+    Cancelled,
+}
+
+struct Barrier {
+    join: StepName,
+    arrived: Vec<Option<Branch>>,
+    count: usize,
+    outer_fanouts: Arc<Vec<Fanout>>,
+    outer_frames: Arc<Vec<Frame>>,
+    iteration: u32,
+    reused: bool,
+}
+
+/// A run whose record exists (its id is known) and that is ready to execute.
+pub struct PreparedRun {
+    shared: Arc<RunShared>,
+    max_workers: usize,
+}
+
+impl std::fmt::Debug for PreparedRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PreparedRun({}/{})",
+            self.shared.flow.name(),
+            self.shared.run_id
+        )
+    }
+}
+
+/// Resolves parameter values: typed values, then command-line text, then
+/// `BRAID_PARAM_<NAME>`, then the declared or computed default. Unknown, ill-typed and
+/// missing parameters are errors naming the parameter.
+pub fn resolve_params(
+    flow: &Flow,
+    opts: &RunOptions,
+) -> Result<BTreeMap<String, serde_json::Value>> {
+    let declared = &flow.graph.spec().params;
+    let known = || {
+        declared
+            .iter()
+            .map(|p| p.name.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = BTreeMap::new();
+    for (name, text) in &opts.params {
+        let spec = declared
+            .iter()
+            .find(|p| p.name.as_str() == name)
+            .ok_or_else(|| Error::Param {
+                param: name.clone(),
+                reason: format!(
+                    "flow `{}` has no such parameter; it declares: {}",
+                    flow.name(),
+                    if declared.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known()
+                    }
+                ),
+            })?;
+        if out.contains_key(name) {
+            return Err(Error::Param {
+                param: name.clone(),
+                reason: "given twice".into(),
+            });
+        }
+        let v = spec
+            .ty
+            .parse_value(&spec.name, text)
+            .map_err(|e| Error::Param {
+                param: name.clone(),
+                reason: e.to_string(),
+            })?;
+        out.insert(name.clone(), v);
+    }
+    for (name, v) in &opts.param_values {
+        let spec = declared
+            .iter()
+            .find(|p| p.name.as_str() == name)
+            .ok_or_else(|| Error::Param {
+                param: name.clone(),
+                reason: format!(
+                    "flow `{}` has no such parameter; it declares: {}",
+                    flow.name(),
+                    known()
+                ),
+            })?;
+        spec.ty
+            .check_value(&spec.name, v)
+            .map_err(|e| Error::Param {
+                param: name.clone(),
+                reason: e.to_string(),
+            })?;
+        out.entry(name.clone()).or_insert_with(|| v.clone());
+    }
+    for spec in declared {
+        let name = spec.name.to_string();
+        if out.contains_key(&name) {
+            continue;
+        }
+        if opts.env_params {
+            let var = format!("BRAID_PARAM_{}", name.to_uppercase());
+            if let Ok(text) = std::env::var(&var) {
+                let v = spec
+                    .ty
+                    .parse_value(&spec.name, &text)
+                    .map_err(|e| Error::Param {
+                        param: name.clone(),
+                        reason: format!("from environment variable {var}: {e}"),
+                    })?;
+                out.insert(name, v);
+                continue;
+            }
+        }
+        if let Some(f) = flow.computed.get(&spec.name) {
+            out.insert(name, f());
+        } else if let Some(d) = &spec.default {
+            out.insert(name, d.clone());
+        } else {
+            return Err(Error::Param {
+                param: name.clone(),
+                reason: format!("is required (it has no default); pass `--param {name}=VALUE`"),
+            });
+        }
+    }
+    Ok(out)
+}
+
+impl PreparedRun {
+    /// Registers the flow, resolves parameters and creates the run record, so the run
+    /// id is known before any step runs.
+    pub async fn prepare(flow: Arc<Flow>, store: Store, opts: RunOptions) -> Result<PreparedRun> {
+        let run_id = RunId::generate();
+        let mut params = resolve_params(&flow, &opts)?;
+        let mut origin = None;
+        let mut origin_run = None;
+        if let Some(resume) = &opts.resume {
+            let o = load_origin(&flow, &store, resume).await?;
+            if !opts.params.is_empty() || !opts.param_values.is_empty() {
+                return Err(Error::Resume {
+                    reason: format!(
+                        "a resumed run takes its parameters from run {}; drop --param",
+                        o.run
+                    ),
+                });
+            }
+            let rec = store
+                .records
+                .get_run(flow.name(), o.run)
+                .await?
+                .ok_or_else(|| Error::Resume {
+                    reason: format!("run {}/{} not found", flow.name(), o.run),
+                })?;
+            params = rec.params.clone();
+            origin_run = Some(o.run);
+            origin = Some(o);
+        }
+        let spec = serde_json::to_value(flow.graph.spec()).map_err(|e| Error::InvalidFlow {
+            flow: flow.name().to_string(),
+            problems: e.to_string(),
+        })?;
+        store
+            .records
+            .put_flow(FlowRecord {
+                name: flow.name().clone(),
+                spec,
+                updated_at: Timestamp::now(),
+            })
+            .await?;
+        let mut run = RunRecord::new(flow.name().clone(), run_id);
+        run.params = params.clone();
+        run.tags = opts.tags.iter().cloned().collect();
+        run.origin_run = origin_run;
+        run.name = opts.name.clone();
+        run.meta = opts.meta.clone();
+        store.records.create_run(&run).await?;
+        let max_num_splits = opts.max_num_splits.unwrap_or(flow.max_num_splits);
+        let shared = Arc::new(RunShared {
+            persister: Persister::start(store.clone()),
+            flow,
+            store,
+            run_id,
+            params,
+            cancel: opts.cancel.clone(),
+            progress: Arc::new(RunProgress::default()),
+            origin,
+            max_num_splits,
+        });
+        Ok(PreparedRun {
+            shared,
+            max_workers: opts.max_workers.max(1),
+        })
+    }
+
+    pub fn run_id(&self) -> RunId {
+        self.shared.run_id
+    }
+
+    /// Live counts per step while the run goes.
+    pub fn progress(&self) -> Arc<RunProgress> {
+        self.shared.progress.clone()
+    }
+
+    /// Runs the flow to its end, failure or cancellation.
+    pub async fn execute(self) -> Result<RunSummary> {
+        let started = Instant::now();
+        let shared = self.shared.clone();
+        let flow_name = shared.flow.name().clone();
+        let mut run = shared
+            .store
+            .records
+            .get_run(&flow_name, shared.run_id)
+            .await?
+            .ok_or_else(|| {
+                Error::Store(braid_store::Error::NotFound {
+                    what: format!("run {flow_name}/{}", shared.run_id),
+                })
+            })?;
+        run.status = RunStatus::Running;
+        run.started_at = Some(Timestamp::now());
+        run = shared.store.records.update_run(&run).await?;
+
+        let mut sched = Scheduler {
+            shared: shared.clone(),
+            next_id: 0,
+            ready: VecDeque::new(),
+            barriers: HashMap::new(),
+            next_barrier: 0,
+            running: JoinSet::new(),
+            max_workers: self.max_workers,
+            failure: None,
+            executed: 0,
+            reused: 0,
+            ended: false,
+        };
+        sched.run().await;
+        shared.persister.flush().await;
+
+        let (status, error) = match (&sched.failure, sched.ended) {
+            (None, true) => (RunStatus::Succeeded, None),
+            (Some(Error::Cancelled), _) => (RunStatus::Cancelled, Some("cancelled".to_owned())),
+            (Some(e), _) => (RunStatus::Failed, Some(e.to_string())),
+            (None, false) => (
+                RunStatus::Failed,
+                Some("the run stopped before reaching `end`".to_owned()),
+            ),
+        };
+        run.status = status;
+        run.ended_at = Some(Timestamp::now());
+        run.error = error.clone();
+        // Tags may have been changed by someone else meanwhile: retry on conflict.
+        loop {
+            match shared.store.records.update_run(&run).await {
+                Ok(_) => break,
+                Err(e) if e.is_conflict() => {
+                    if let Some(mut fresh) = shared
+                        .store
+                        .records
+                        .get_run(&flow_name, shared.run_id)
+                        .await?
+                    {
+                        fresh.status = run.status;
+                        fresh.ended_at = run.ended_at;
+                        fresh.error = run.error.clone();
+                        run = fresh;
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(RunSummary {
+            flow: flow_name,
+            run_id: shared.run_id,
+            status,
+            error,
+            executed: sched.executed,
+            reused: sched.reused,
+            elapsed: started.elapsed(),
+        })
+    }
+}
+
+async fn load_origin(flow: &Flow, store: &Store, resume: &Resume) -> Result<Origin> {
+    let run = match resume.origin {
+        Some(r) => r,
+        None => store
+            .records
+            .list_runs(
+                flow.name(),
+                &braid_store::RunQuery {
+                    limit: 1,
+                    ..Default::default()
+                },
+            )
+            .await?
+            .items
+            .first()
+            .map(|r| r.id)
+            .ok_or_else(|| Error::Resume {
+                reason: format!("flow `{}` has no runs to resume", flow.name()),
+            })?,
+    };
+    if store.records.get_run(flow.name(), run).await?.is_none() {
+        return Err(Error::Resume {
+            reason: format!("run {}/{run} not found", flow.name()),
+        });
+    }
+    if let Some(from) = &resume.from
+        && flow.graph.step(from.as_str()).is_none()
+    {
+        return Err(Error::Resume {
+            reason: format!(
+                "--from {from}: flow `{}` has no such step; its steps: {}",
+                flow.name(),
+                flow.graph
+                    .steps()
+                    .iter()
+                    .map(|s| s.name.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    }
+    let mut tasks = HashMap::new();
+    let mut q = TaskQuery {
+        status: Some(TaskStatus::Succeeded),
+        limit: 10_000,
+        ..Default::default()
+    };
+    loop {
+        let page = store.records.list_tasks(flow.name(), run, &q).await?;
+        for t in page.items {
+            let id = TaskIdentity {
+                step: t.key.step.clone(),
+                path: t.foreach_stack.iter().map(|f| f.index).collect(),
+                iteration: t.iteration,
+            };
+            tasks.insert(id, t);
+        }
+        match page.next {
+            Some(n) => q.after = Some(n),
+            None => break,
+        }
+    }
+    Ok(Origin {
+        run,
+        from: resume.from.clone(),
+        tasks,
+    })
+}
+
+struct Scheduler {
+    shared: Arc<RunShared>,
+    next_id: u64,
+    ready: VecDeque<TaskPlan>,
+    barriers: HashMap<u64, Barrier>,
+    next_barrier: u64,
+    running: JoinSet<(TaskPlan, Outcome)>,
+    max_workers: usize,
+    failure: Option<Error>,
+    executed: u64,
+    reused: u64,
+    ended: bool,
+}
+
+impl Scheduler {
+    async fn run(&mut self) {
+        let start = StepName::start();
+        self.plan(
+            start,
+            None,
+            Arc::new(Namespace::new()),
+            Arc::new(Vec::new()),
+            Arc::new(Vec::new()),
+            0,
+            None,
+            true,
+        );
+        loop {
+            while self.failure.is_none() && self.running.len() < self.max_workers {
+                if self.shared.cancel.is_cancelled() {
+                    self.fail(Error::Cancelled);
+                    break;
+                }
+                let Some(plan) = self.ready.pop_front() else {
+                    break;
+                };
+                let shared = self.shared.clone();
+                self.shared.progress.update(&plan.step, |c| c.running += 1);
+                self.running.spawn(async move {
+                    let outcome = run_task(&shared, &plan).await;
+                    (plan, outcome)
+                });
+            }
+            if self.running.is_empty() {
+                break;
+            }
+            let joined = tokio::select! {
+                j = self.running.join_next() => j,
+                _ = self.shared.cancel.cancelled(), if self.failure.is_none() => {
+                    self.fail(Error::Cancelled);
+                    continue;
+                }
+            };
+            let Some(joined) = joined else { break };
+            match joined {
+                Ok((plan, outcome)) => self.handle(plan, outcome),
+                Err(e) => self.fail(Error::TaskFailed {
+                    step: StepName::start(),
+                    task: TaskId(0),
+                    attempt: Attempt::FIRST,
+                    cause: format!("executor task crashed: {e}"),
+                }),
+            }
+        }
+    }
+
+    fn fail(&mut self, e: Error) {
+        if self.failure.is_none() {
+            self.failure = Some(e);
+        }
+        // Tasks still running see the token and stop; nothing new starts.
+        self.shared.cancel.cancel();
+        self.ready.clear();
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn plan(
+        &mut self,
+        step: StepName,
+        parent: Option<TaskId>,
+        parent_ns: Arc<Namespace>,
+        fanouts: Arc<Vec<Fanout>>,
+        frames: Arc<Vec<Frame>>,
+        iteration: u32,
+        inputs: Option<Arc<Vec<Branch>>>,
+        upstream_reused: bool,
+    ) {
+        self.next_id += 1;
+        let reuse = match &self.shared.origin {
+            Some(o) if upstream_reused && o.from.as_ref() != Some(&step) => o
+                .tasks
+                .get(&TaskIdentity {
+                    step: step.clone(),
+                    path: frames.iter().map(|f| f.record.index).collect(),
+                    iteration,
+                })
+                .cloned(),
+            _ => None,
+        };
+        self.ready.push_back(TaskPlan {
+            id: TaskId(self.next_id),
+            step,
+            parent,
+            parent_ns,
+            fanouts,
+            frames,
+            iteration,
+            inputs,
+            reuse,
+        });
+    }
+
+    fn handle(&mut self, plan: TaskPlan, outcome: Outcome) {
+        let step = plan.step.clone();
+        match outcome {
+            Outcome::Failed(e) => {
+                self.executed += 1;
+                self.shared.progress.update(&step, |c| {
+                    c.running -= 1;
+                    c.failed += 1;
+                });
+                self.fail(e);
+            }
+            Outcome::Cancelled => {
+                self.shared.progress.update(&step, |c| c.running -= 1);
+                self.fail(Error::Cancelled);
+            }
+            Outcome::Succeeded { ns, next, reused } => {
+                if reused {
+                    self.reused += 1;
+                } else {
+                    self.executed += 1;
+                }
+                self.shared.progress.update(&step, |c| {
+                    c.running -= 1;
+                    c.done += 1;
+                });
+                if self.failure.is_some() {
+                    return;
+                }
+                if let Err(e) = self.route(plan, ns, next, reused) {
+                    self.fail(e);
+                }
+            }
+        }
+    }
+
+    fn route(
+        &mut self,
+        plan: TaskPlan,
+        ns: Arc<Namespace>,
+        next: NextMove,
+        reused: bool,
+    ) -> Result<()> {
+        let graph = self.shared.flow.graph.clone();
+        match next {
+            NextMove::End => {
+                self.ended = true;
+                Ok(())
+            }
+            NextMove::Go { to, loop_back } => {
+                let iteration = if loop_back {
+                    let max = self
+                        .shared
+                        .flow
+                        .policy(&plan.step)
+                        .map_or(1000, |p| p.max_iterations);
+                    if plan.iteration + 1 > max {
+                        return Err(Error::LoopLimit {
+                            step: plan.step.clone(),
+                            max,
+                        });
+                    }
+                    plan.iteration + 1
+                } else {
+                    plan.iteration
+                };
+                let is_join = graph
+                    .step(to.as_str())
+                    .is_some_and(|s| s.kind == StepKind::Join);
+                if is_join {
+                    self.arrive(&plan, ns, reused);
+                } else {
+                    self.plan(
+                        to,
+                        Some(plan.id),
+                        ns,
+                        plan.fanouts.clone(),
+                        plan.frames.clone(),
+                        iteration,
+                        None,
+                        reused,
+                    );
+                }
+                Ok(())
+            }
+            NextMove::Split(targets) => {
+                let join = graph.join_of(plan.step.as_str()).cloned().ok_or_else(|| {
+                    Error::InvalidFlow {
+                        flow: graph.name().to_string(),
+                        problems: format!("split `{}` has no join", plan.step),
+                    }
+                })?;
+                let b = self.open_barrier(&plan, join, targets.len(), reused);
+                for (i, t) in targets.into_iter().enumerate() {
+                    let mut fanouts = (*plan.fanouts).clone();
+                    fanouts.push(Fanout {
+                        barrier: b,
+                        branch: i,
+                    });
+                    self.plan(
+                        t,
+                        Some(plan.id),
+                        ns.clone(),
+                        Arc::new(fanouts),
+                        plan.frames.clone(),
+                        plan.iteration,
+                        None,
+                        reused,
+                    );
+                }
+                Ok(())
+            }
+            NextMove::Foreach { to, over, elements } => {
+                let len = elements.len() as u64;
+                let join = graph.join_of(plan.step.as_str()).cloned().ok_or_else(|| {
+                    Error::InvalidFlow {
+                        flow: graph.name().to_string(),
+                        problems: format!("foreach `{}` has no join", plan.step),
+                    }
+                })?;
+                let b = self.open_barrier(&plan, join, elements.len(), reused);
+                for i in 0..elements.len() {
+                    let mut fanouts = (*plan.fanouts).clone();
+                    fanouts.push(Fanout {
+                        barrier: b,
+                        branch: i,
+                    });
+                    let mut frames = (*plan.frames).clone();
+                    frames.push(Frame {
+                        record: ForeachFrame {
+                            step: plan.step.clone(),
+                            task: plan.id,
+                            over: over.clone(),
+                            index: i as u64,
+                            len,
+                        },
+                        elements: elements.clone(),
+                    });
+                    self.plan(
+                        to.clone(),
+                        Some(plan.id),
+                        ns.clone(),
+                        Arc::new(fanouts),
+                        Arc::new(frames),
+                        plan.iteration,
+                        None,
+                        reused,
+                    );
+                }
+                if elements.is_empty() {
+                    self.close_barrier(b);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn open_barrier(&mut self, plan: &TaskPlan, join: StepName, n: usize, reused: bool) -> u64 {
+        self.next_barrier += 1;
+        let id = self.next_barrier;
+        self.barriers.insert(
+            id,
+            Barrier {
+                join,
+                arrived: vec![None; n],
+                count: 0,
+                outer_fanouts: plan.fanouts.clone(),
+                outer_frames: plan.frames.clone(),
+                iteration: plan.iteration,
+                reused,
+            },
+        );
+        id
+    }
+
+    fn arrive(&mut self, plan: &TaskPlan, ns: Arc<Namespace>, reused: bool) {
+        let Some(fanout) = plan.fanouts.last().copied() else {
+            self.fail(Error::InvalidFlow {
+                flow: self.shared.flow.name().to_string(),
+                problems: format!(
+                    "step `{}` reaches a join outside any split or foreach",
+                    plan.step
+                ),
+            });
+            return;
+        };
+        let full = match self.barriers.get_mut(&fanout.barrier) {
+            Some(b) => {
+                if b.arrived[fanout.branch].is_none() {
+                    b.count += 1;
+                }
+                b.arrived[fanout.branch] = Some(Branch {
+                    task: plan.id,
+                    step: plan.step.clone(),
+                    index: fanout.branch as u64,
+                    ns,
+                    reused,
+                });
+                b.count == b.arrived.len()
+            }
+            None => false,
+        };
+        if full {
+            self.close_barrier(fanout.barrier);
+        }
+    }
+
+    fn close_barrier(&mut self, id: u64) {
+        let Some(b) = self.barriers.remove(&id) else {
+            return;
+        };
+        let branches: Vec<Branch> = b.arrived.into_iter().flatten().collect();
+        let all_reused = b.reused && branches.iter().all(|br| br.reused);
+        self.plan(
+            b.join,
+            None,
+            Arc::new(Namespace::new()),
+            b.outer_fanouts,
+            b.outer_frames,
+            b.iteration,
+            Some(Arc::new(branches)),
+            all_reused,
+        );
+    }
+}
+
+fn task_key(shared: &RunShared, plan: &TaskPlan) -> TaskKey {
+    TaskKey {
+        flow: shared.flow.name().clone(),
+        run: shared.run_id,
+        step: plan.step.clone(),
+        task: plan.id,
+    }
+}
+
+fn base_record(shared: &RunShared, plan: &TaskPlan) -> TaskRecord {
+    let mut rec = TaskRecord::new(task_key(shared, plan));
+    rec.foreach_stack = plan.frames.iter().map(|f| f.record.clone()).collect();
+    rec.iteration = plan.iteration;
+    rec.parent = plan.parent;
+    rec.inputs = plan
+        .inputs
+        .as_ref()
+        .map(|i| i.iter().map(|b| b.task).collect())
+        .unwrap_or_default();
+    rec
+}
+
+async fn run_task(shared: &Arc<RunShared>, plan: &TaskPlan) -> Outcome {
+    if let Some(origin) = &plan.reuse {
+        match reuse_task(shared, plan, origin).await {
+            Ok(o) => return o,
+            Err(e) => {
+                tracing::warn!(step = %plan.step, error = %e, "could not reuse the origin task; running it");
+            }
+        }
+    }
+    execute_task(shared, plan).await
+}
+
+/// Clones a successful task of the origin run into this run, by reference: same
+/// artifact keys, no bytes copied, the step not executed.
+async fn reuse_task(
+    shared: &Arc<RunShared>,
+    plan: &TaskPlan,
+    origin: &TaskRecord,
+) -> Result<Outcome> {
+    let Some(o) = &shared.origin else {
+        return Err(Error::Resume {
+            reason: "no origin".into(),
+        });
+    };
+    let arts = shared
+        .store
+        .records
+        .task_artifacts(shared.flow.name(), o.run, origin.key.task)
+        .await?;
+    let mut ns: Namespace = (*plan.parent_ns).clone();
+    for a in &arts {
+        ns.insert(a.name.clone(), Arc::new(ArtRef::new(a.clone())));
+    }
+    let mut rec = base_record(shared, plan);
+    rec.status = TaskStatus::Succeeded;
+    rec.attempt = origin.attempt;
+    rec.started_at = origin.started_at;
+    rec.ended_at = origin.ended_at;
+    rec.progress = origin.progress.clone();
+    rec.progress_at = origin.progress_at;
+    rec.error = origin.error.clone();
+    rec.origin = Some((o.run, origin.key.task));
+    let write = TaskWrite {
+        artifacts: Some(arts),
+        ..TaskWrite::new(rec)
+    };
+    shared.persister.write(Vec::new(), write).await?;
+    let ns = Arc::new(ns);
+    let next = decide_next(shared, plan, &ns).await?;
+    Ok(Outcome::Succeeded {
+        ns,
+        next,
+        reused: true,
+    })
+}
+
+enum AttemptEnd {
+    Ok,
+    Failed(TaskError),
+    Cancelled,
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}
+
+async fn run_body(
+    body: &StepBody,
+    ctx: Ctx,
+    timeout: Option<Duration>,
+    cancel: &CancellationToken,
+) -> AttemptEnd {
+    let fut = match body {
+        StepBody::Async(f) => {
+            let fut = f(ctx);
+            async move {
+                match AssertUnwindSafe(fut).catch_unwind().await {
+                    Ok(Ok(())) => AttemptEnd::Ok,
+                    Ok(Err(e)) => AttemptEnd::Failed(TaskError {
+                        kind: "error".into(),
+                        message: e.to_string(),
+                    }),
+                    Err(p) => AttemptEnd::Failed(TaskError {
+                        kind: "panic".into(),
+                        message: panic_message(p),
+                    }),
+                }
+            }
+            .boxed()
+        }
+        StepBody::Blocking(f) => {
+            let f = f.clone();
+            async move {
+                match tokio::task::spawn_blocking(move || f(ctx)).await {
+                    Ok(Ok(())) => AttemptEnd::Ok,
+                    Ok(Err(e)) => AttemptEnd::Failed(TaskError {
+                        kind: "error".into(),
+                        message: e.to_string(),
+                    }),
+                    Err(e) if e.is_panic() => AttemptEnd::Failed(TaskError {
+                        kind: "panic".into(),
+                        message: panic_message(e.into_panic()),
+                    }),
+                    Err(e) => AttemptEnd::Failed(TaskError {
+                        kind: "error".into(),
+                        message: e.to_string(),
+                    }),
+                }
+            }
+            .boxed()
+        }
+    };
+    let timed = async {
+        match timeout {
+            None => fut.await,
+            Some(d) => match tokio::time::timeout(d, fut).await {
+                Ok(r) => r,
+                Err(_) => AttemptEnd::Failed(TaskError {
+                    kind: "timeout".into(),
+                    message: format!("attempt exceeded its timeout of {d:?}"),
+                }),
+            },
+        }
+    };
+    tokio::select! {
+        r = timed => r,
+        _ = cancel.cancelled() => AttemptEnd::Cancelled,
+    }
+}
+
+async fn execute_task(shared: &Arc<RunShared>, plan: &TaskPlan) -> Outcome {
+    let Some(step_impl) = shared.flow.steps.get(&plan.step) else {
+        return Outcome::Failed(Error::InvalidFlow {
+            flow: shared.flow.name().to_string(),
+            problems: format!("step `{}` has no function", plan.step),
+        });
+    };
+    let policy = &step_impl.policy;
+    let max_attempts = policy.retries.saturating_add(1);
+    let mut attempt = Attempt::FIRST;
+    loop {
+        let started = Timestamp::now();
+        let mut rec = base_record(shared, plan);
+        rec.status = TaskStatus::Running;
+        rec.attempt = attempt;
+        rec.started_at = Some(started);
+        rec.lease_deadline = Some(started.plus(policy.lease));
+        let running_attempt = AttemptRecord {
+            attempt,
+            status: TaskStatus::Running,
+            started_at: started,
+            ended_at: None,
+            error: None,
+        };
+        shared.persister.write_later(TaskWrite {
+            attempt: Some(running_attempt),
+            ..TaskWrite::new(rec.clone())
+        });
+        let record = Arc::new(Mutex::new(rec));
+        let ctx = Ctx {
+            inner: Arc::new(CtxInner {
+                shared: shared.clone(),
+                step: plan.step.clone(),
+                task: plan.id,
+                attempt,
+                iteration: plan.iteration,
+                parent_ns: plan.parent_ns.clone(),
+                sets: Mutex::new(BTreeMap::new()),
+                frames: plan.frames.clone(),
+                inputs: plan.inputs.clone(),
+                record: record.clone(),
+                progress: Mutex::new(ProgressState::new()),
+            }),
+        };
+        let end = run_body(&step_impl.body, ctx.clone(), policy.timeout, &shared.cancel).await;
+        let ended = Timestamp::now();
+        let last = attempt.0 >= max_attempts;
+        let (status, error) = match end {
+            AttemptEnd::Ok => (TaskStatus::Succeeded, None),
+            AttemptEnd::Cancelled => (
+                TaskStatus::Cancelled,
+                Some(TaskError {
+                    kind: "cancelled".into(),
+                    message: "the run was cancelled".into(),
+                }),
+            ),
+            AttemptEnd::Failed(e) => (TaskStatus::Failed, Some(e)),
+        };
+        match status {
+            TaskStatus::Succeeded => {
+                return finish(shared, plan, &ctx, &record, started, ended, None).await;
+            }
+            TaskStatus::Failed if !last => {
+                let e = error.unwrap_or(TaskError {
+                    kind: "error".into(),
+                    message: String::new(),
+                });
+                ctx.log_at(
+                    "ERROR",
+                    format!("attempt {attempt} failed ({}): {}", e.kind, e.message),
+                );
+                let mut rec = lock(&record).clone();
+                rec.status = TaskStatus::Failed;
+                rec.ended_at = Some(ended);
+                rec.error = Some(e.clone());
+                let a = AttemptRecord {
+                    attempt,
+                    status: TaskStatus::Failed,
+                    started_at: started,
+                    ended_at: Some(ended),
+                    error: Some(e),
+                };
+                // The failed attempt's artifacts are dropped: nothing of `ctx` is stored.
+                let w = TaskWrite {
+                    attempt: Some(a),
+                    artifacts: Some(Vec::new()),
+                    ..TaskWrite::new(rec)
+                };
+                if let Err(e) = shared.persister.write(Vec::new(), w).await {
+                    return Outcome::Failed(e);
+                }
+                let delay = policy.backoff.delay(attempt.0);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shared.cancel.cancelled() => return Outcome::Cancelled,
+                }
+                attempt = attempt.next();
+            }
+            TaskStatus::Failed if policy.catch.is_some() => {
+                let e = error.unwrap_or(TaskError {
+                    kind: "error".into(),
+                    message: String::new(),
+                });
+                let name = policy
+                    .catch
+                    .clone()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default();
+                if let Err(err) = ctx.set(&name, &e) {
+                    return Outcome::Failed(err);
+                }
+                return finish(shared, plan, &ctx, &record, started, ended, Some(e)).await;
+            }
+            _ => {
+                let e = error.unwrap_or(TaskError {
+                    kind: "error".into(),
+                    message: String::new(),
+                });
+                let mut rec = lock(&record).clone();
+                rec.status = status;
+                rec.ended_at = Some(ended);
+                rec.error = Some(e.clone());
+                let a = AttemptRecord {
+                    attempt,
+                    status,
+                    started_at: started,
+                    ended_at: Some(ended),
+                    error: Some(e.clone()),
+                };
+                let w = TaskWrite {
+                    attempt: Some(a),
+                    artifacts: Some(Vec::new()),
+                    ..TaskWrite::new(rec)
+                };
+                let _ = shared.persister.write(Vec::new(), w).await;
+                if status == TaskStatus::Cancelled {
+                    return Outcome::Cancelled;
+                }
+                return Outcome::Failed(Error::TaskFailed {
+                    step: plan.step.clone(),
+                    task: plan.id,
+                    attempt,
+                    cause: format!("{}: {}", e.kind, e.message),
+                });
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Stores a successful (or caught) attempt's artifacts and record, then decides where
+/// the flow goes next.
+async fn finish(
+    shared: &Arc<RunShared>,
+    plan: &TaskPlan,
+    ctx: &Ctx,
+    record: &Arc<Mutex<TaskRecord>>,
+    started: Timestamp,
+    ended: Timestamp,
+    caught: Option<TaskError>,
+) -> Outcome {
+    let sets: BTreeMap<ArtifactName, LocalSet> = std::mem::take(&mut *lock(&ctx.inner.sets));
+    let mut small_blobs = Vec::new();
+    let mut artifacts = Vec::with_capacity(sets.len());
+    let mut ns: Namespace = (*plan.parent_ns).clone();
+    for (name, set) in sets {
+        for blob in set.new_blobs {
+            if blob.len() > CACHE_MAX {
+                // Large values go straight to the blob store, not through the batch.
+                if let Err(e) = shared.store.blobs.put(blob).await {
+                    return Outcome::Failed(e.into());
+                }
+            } else {
+                small_blobs.push(blob);
+            }
+        }
+        artifacts.push(set.art.record.clone());
+        ns.insert(name, set.art);
+    }
+    let progress = {
+        let st = lock(&ctx.inner.progress);
+        (st.latest.clone(), st.latest_at)
+    };
+    let mut rec = lock(record).clone();
+    rec.status = TaskStatus::Succeeded;
+    rec.ended_at = Some(ended);
+    rec.lease_deadline = None;
+    if progress.0.is_some() {
+        rec.progress = progress.0;
+        rec.progress_at = progress.1;
+    }
+    rec.error = caught.clone();
+    let attempt = AttemptRecord {
+        attempt: rec.attempt,
+        status: if caught.is_some() {
+            TaskStatus::Failed
+        } else {
+            TaskStatus::Succeeded
+        },
+        started_at: started,
+        ended_at: Some(ended),
+        error: caught,
+    };
+    let write = TaskWrite {
+        artifacts: Some(artifacts),
+        attempt: Some(attempt),
+        precondition: Precondition::Attempt(rec.attempt),
+        task: rec,
+    };
+    match shared.persister.write(small_blobs, write).await {
+        Ok(WriteOutcome::Applied { .. }) => {}
+        Ok(WriteOutcome::Rejected { reason }) => {
+            tracing::warn!(step = %plan.step, task = %plan.id, %reason, "late write rejected");
+            return Outcome::Failed(Error::TaskFailed {
+                step: plan.step.clone(),
+                task: plan.id,
+                attempt: ctx.attempt(),
+                cause: format!("its result was rejected by the store: {reason}"),
+            });
+        }
+        Err(e) => return Outcome::Failed(e),
+    }
+    let ns = Arc::new(ns);
+    match decide_next(shared, plan, &ns).await {
+        Ok(next) => Outcome::Succeeded {
+            ns,
+            next,
+            reused: false,
+        },
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+/// Where the flow goes after a task of `plan.step` succeeded with namespace `ns`.
+async fn decide_next(shared: &RunShared, plan: &TaskPlan, ns: &Namespace) -> Result<NextMove> {
+    let graph = &shared.flow.graph;
+    let spec = graph
+        .step(plan.step.as_str())
+        .ok_or_else(|| Error::InvalidFlow {
+            flow: graph.name().to_string(),
+            problems: format!("unknown step `{}`", plan.step),
+        })?;
+    Ok(match &spec.next {
+        Transition::End => NextMove::End,
+        Transition::Next { to } => NextMove::Go {
+            to: to.clone(),
+            loop_back: false,
+        },
+        Transition::Split { to } => NextMove::Split(to.clone()),
+        Transition::Foreach { over, to } => {
+            let art = ns.get(over).ok_or_else(|| Error::Foreach {
+                step: plan.step.clone(),
+                over: over.clone(),
+                reason: format!(
+                    "artifact `{over}` is not set; set it in `{}` or an earlier step",
+                    plan.step
+                ),
+            })?;
+            let elements = art.elements(&*shared.store.blobs).await?.ok_or_else(|| Error::Foreach {
+                step: plan.step.clone(),
+                over: over.clone(),
+                reason: format!("`{over}` (a {}) holds no list of items; set it to a Vec, slice, array or tuple", art.record.type_name),
+            })?;
+            let len = elements.len() as u64;
+            let max = shared.max_num_splits;
+            if len > max {
+                return Err(Error::TooManySplits {
+                    step: plan.step.clone(),
+                    len,
+                    max,
+                });
+            }
+            NextMove::Foreach {
+                to: to.clone(),
+                over: over.clone(),
+                elements,
+            }
+        }
+        Transition::Switch { on, cases } => {
+            let art = ns.get(on).ok_or_else(|| Error::Switch {
+                step: plan.step.clone(),
+                on: on.clone(),
+                reason: format!(
+                    "the step must set `{on}` to one of: {}",
+                    cases.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            })?;
+            let value = match art.record.preview.to_json_value() {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            let to = cases.get(&value).ok_or_else(|| Error::Switch {
+                step: plan.step.clone(),
+                on: on.clone(),
+                reason: format!(
+                    "value {value:?} matches no case; cases: {}",
+                    cases.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            })?;
+            NextMove::Go {
+                to: to.clone(),
+                loop_back: graph.is_loop_back(plan.step.as_str(), to.as_str()),
+            }
+        }
+    })
+}
+
+/// Decodes an artifact's envelope bytes (used by tests and the CLI).
+pub fn decode_artifact<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    Ok(codec::decode(bytes)?)
+}

@@ -1,0 +1,199 @@
+//! The run's one path to the record store: every task write, blob and log line of a run
+//! goes through one queue, and whatever is queued is written as one batch (blobs, then
+//! task records, then logs). Thousands of small tasks cost a few transactions, not
+//! thousands.
+
+use std::collections::HashMap;
+
+use braid_core::{RunId, TaskId};
+use braid_store::{LogLine, Precondition, Store, TaskWrite, WriteOutcome};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{Error, Result};
+
+const MAX_BATCH: usize = 4096;
+
+enum Job {
+    Write {
+        blobs: Vec<Vec<u8>>,
+        write: Box<TaskWrite>,
+        reply: Option<oneshot::Sender<Result<WriteOutcome, String>>>,
+    },
+    Logs(Vec<LogLine>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// A handle to the run's writer task.
+#[derive(Debug, Clone)]
+pub(crate) struct Persister {
+    tx: mpsc::UnboundedSender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Job")
+    }
+}
+
+impl Persister {
+    pub(crate) fn start(store: Store) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(writer(store, rx));
+        Persister { tx }
+    }
+
+    /// Queues a write and waits until it is committed.
+    pub(crate) async fn write(
+        &self,
+        blobs: Vec<Vec<u8>>,
+        write: TaskWrite,
+    ) -> Result<WriteOutcome> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Write {
+                blobs,
+                write: Box::new(write),
+                reply: Some(reply),
+            })
+            .map_err(|_| Error::Store(braid_store::Error::Closed))?;
+        match rx.await {
+            Ok(Ok(o)) => Ok(o),
+            Ok(Err(e)) => Err(Error::Store(braid_store::Error::Invalid {
+                what: "task write".into(),
+                reason: e,
+            })),
+            Err(_) => Err(Error::Store(braid_store::Error::Closed)),
+        }
+    }
+
+    /// Queues a write without waiting (a task starting, a progress report).
+    pub(crate) fn write_later(&self, write: TaskWrite) {
+        let _ = self.tx.send(Job::Write {
+            blobs: Vec::new(),
+            write: Box::new(write),
+            reply: None,
+        });
+    }
+
+    pub(crate) fn logs(&self, lines: Vec<LogLine>) {
+        let _ = self.tx.send(Job::Logs(lines));
+    }
+
+    /// Waits until everything queued so far is written.
+    pub(crate) async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Job::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        jobs.push(first);
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        write_batch(&store, &mut jobs).await;
+    }
+}
+
+async fn write_batch(store: &Store, jobs: &mut Vec<Job>) {
+    let mut blobs = Vec::new();
+    let mut writes: Vec<TaskWrite> = Vec::new();
+    let mut replies: Vec<(usize, oneshot::Sender<Result<WriteOutcome, String>>)> = Vec::new();
+    let mut logs = Vec::new();
+    let mut flushes = Vec::new();
+    // A fire-and-forget write superseded by a later write of the same task in this batch
+    // is dropped: the later record holds everything the earlier one did.
+    let mut last_unconditional: HashMap<(RunId, TaskId), usize> = HashMap::new();
+    let mut dropped = vec![];
+    for job in jobs.drain(..) {
+        match job {
+            Job::Write {
+                blobs: b,
+                write,
+                reply,
+            } => {
+                blobs.extend(b);
+                let key = (write.task.key.run, write.task.key.task);
+                if write.precondition == Precondition::None
+                    && let Some(&prev) = last_unconditional.get(&key)
+                {
+                    dropped.push(prev);
+                }
+                if reply.is_none()
+                    && write.precondition == Precondition::None
+                    && write.artifacts.is_none()
+                {
+                    last_unconditional.insert(key, writes.len());
+                } else {
+                    last_unconditional.remove(&key);
+                }
+                if let Some(r) = reply {
+                    replies.push((writes.len(), r));
+                }
+                writes.push(*write);
+            }
+            Job::Logs(l) => logs.extend(l),
+            Job::Flush(tx) => flushes.push(tx),
+        }
+    }
+    let blob_result = if blobs.is_empty() {
+        Ok(Vec::new())
+    } else {
+        store.blobs.put_many(blobs).await
+    };
+    let outcome = match blob_result {
+        Err(e) => Err(e.to_string()),
+        Ok(_) => {
+            dropped.sort_unstable();
+            let mut index_map = Vec::with_capacity(writes.len());
+            let mut kept = Vec::with_capacity(writes.len());
+            let mut d = dropped.iter().peekable();
+            for (i, w) in writes.into_iter().enumerate() {
+                if d.peek() == Some(&&i) {
+                    d.next();
+                    index_map.push(None);
+                } else {
+                    index_map.push(Some(kept.len()));
+                    kept.push(w);
+                }
+            }
+            match store.records.write_tasks(kept).await {
+                Ok(outcomes) => Ok((index_map, outcomes)),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
+    if !logs.is_empty()
+        && let Err(e) = store.records.append_logs(logs).await
+    {
+        tracing::warn!(error = %e, "could not store task log lines");
+    }
+    match outcome {
+        Ok((index_map, outcomes)) => {
+            for (i, reply) in replies {
+                let o = index_map[i]
+                    .and_then(|k| outcomes.get(k).cloned())
+                    .unwrap_or(WriteOutcome::Rejected {
+                        reason: "superseded".into(),
+                    });
+                let _ = reply.send(Ok(o));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "task write batch failed");
+            for (_, reply) in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+    for f in flushes {
+        let _ = f.send(());
+    }
+}

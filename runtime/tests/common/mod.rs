@@ -1,0 +1,113 @@
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use braid_core::{ArtifactName, FlowName, RunId, RunStatus, StepName, TaskId};
+use braid_runtime::{Flow, Param, ParamType, RunOptions, RunSummary};
+use braid_store::{Store, TaskQuery, TaskRecord};
+
+/// A fresh fs store in a temp dir (kept alive by the guard).
+pub fn fs_store() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_fs(dir.path().join("store")).unwrap();
+    (store, dir)
+}
+
+pub async fn run(flow: &Arc<Flow>, store: &Store, params: &[(&str, &str)]) -> RunSummary {
+    let opts = RunOptions {
+        params: params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        env_params: false,
+        ..Default::default()
+    };
+    braid_runtime::run(flow.clone(), store.clone(), opts)
+        .await
+        .unwrap()
+}
+
+pub fn assert_ok(s: &RunSummary) {
+    assert_eq!(s.status, RunStatus::Succeeded, "run failed: {:?}", s.error);
+}
+
+pub async fn tasks(store: &Store, flow: &str, run: RunId, step: &str) -> Vec<TaskRecord> {
+    let q = TaskQuery {
+        step: Some(StepName::new(step).unwrap()),
+        limit: 1_000_000,
+        ..Default::default()
+    };
+    store
+        .records
+        .list_tasks(&FlowName::new(flow).unwrap(), run, &q)
+        .await
+        .unwrap()
+        .items
+}
+
+pub async fn value<T: serde::de::DeserializeOwned>(
+    store: &Store,
+    flow: &str,
+    run: RunId,
+    task: TaskId,
+    name: &str,
+) -> T {
+    let arts = store
+        .records
+        .visible_artifacts(&FlowName::new(flow).unwrap(), run, task)
+        .await
+        .unwrap();
+    let a = arts
+        .iter()
+        .find(|a| a.artifact.name == ArtifactName::new(name).unwrap())
+        .unwrap_or_else(|| panic!("task {task} has no artifact {name}: {arts:?}"));
+    braid_core::codec::decode(&store.blobs.get(&a.artifact.key).await.unwrap()).unwrap()
+}
+
+pub async fn only_task(store: &Store, flow: &str, run: RunId, step: &str) -> TaskRecord {
+    let mut t = tasks(store, flow, run, step).await;
+    assert_eq!(t.len(), 1, "step {step} has {} tasks", t.len());
+    t.remove(0)
+}
+
+/// The `fanout` flow of the examples, with a counter of `work` executions.
+pub fn fanout(work_runs: Arc<AtomicU64>) -> Arc<Flow> {
+    Arc::new(
+        Flow::builder("fanout")
+            .param(
+                Param::new("n", ParamType::UInt)
+                    .default(100u64)
+                    .help("how many items"),
+            )
+            .step("start", |ctx| async move {
+                let n: u64 = ctx.param("n")?;
+                ctx.set("items", &(0..n).collect::<Vec<u64>>())?;
+                Ok(())
+            })
+            .foreach("items", "work")
+            .step("work", move |ctx| {
+                let work_runs = work_runs.clone();
+                async move {
+                    work_runs.fetch_add(1, Ordering::SeqCst);
+                    let x: u64 = ctx.input()?;
+                    ctx.set("out", &(x * x))?;
+                    Ok(())
+                }
+            })
+            .next("join")
+            .join("join", |ctx| async move {
+                let mut total = 0u64;
+                for input in ctx.inputs()? {
+                    total += input.get::<u64>("out").await?;
+                }
+                ctx.set("total", &total)?;
+                Ok(())
+            })
+            .next("end")
+            .step("end", |_ctx| async move { Ok(()) })
+            .end()
+            .build()
+            .unwrap(),
+    )
+}
