@@ -5,35 +5,16 @@ use thiserror::Error;
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum Error {
     #[error("invalid {kind} {input:?}: {reason}; {rule}")]
-    InvalidName {
-        kind: &'static str,
-        input: String,
-        reason: String,
-        rule: &'static str,
-    },
+    InvalidName { kind: &'static str, input: String, reason: String, rule: &'static str },
 
     #[error("invalid {kind} {input:?}: {reason}")]
-    InvalidId {
-        kind: &'static str,
-        input: String,
-        reason: String,
-    },
+    InvalidId { kind: &'static str, input: String, reason: String },
 
-    #[error(
-        "invalid pathspec {input:?}: {part} {reason} (expected flow[/run[/step[/task]]], run may be `latest`)"
-    )]
-    InvalidPathspec {
-        input: String,
-        part: &'static str,
-        reason: String,
-    },
+    #[error("invalid pathspec {input:?}: {part} {reason} (expected flow[/run[/step[/task]]], run may be `latest`)")]
+    InvalidPathspec { input: String, part: &'static str, reason: String },
 
     #[error("invalid {what} {input:?}: {reason}")]
-    InvalidValue {
-        what: &'static str,
-        input: String,
-        reason: String,
-    },
+    InvalidValue { what: &'static str, input: String, reason: String },
 
     #[error("invalid progress: {reason}")]
     InvalidProgress { reason: String },
@@ -49,14 +30,10 @@ pub enum Error {
     )]
     UnsupportedFormat { found: u8, supported: u8 },
 
-    #[error(
-        "artifact was written with codec id {codec}, which this build does not know; upgrade braid to read it"
-    )]
+    #[error("artifact was written with codec id {codec}, which this build does not know; upgrade braid to read it")]
     UnknownCodec { codec: u8 },
 
-    #[error(
-        "artifact holds a value of type `{stored}`, but `{requested}` was requested; read it as `{stored}`"
-    )]
+    #[error("artifact holds a value of type `{stored}`, but `{requested}` was requested; read it as `{stored}`")]
     TypeMismatch { stored: String, requested: String },
 
     #[error("cannot decode artifact payload as `{type_name}`: {reason}")]

@@ -41,13 +41,11 @@ impl RunId {
                 reason: format!("a run id has 26 characters, this has {}", input.len()),
             });
         }
-        Ulid::from_string(input)
-            .map(RunId)
-            .map_err(|e| Error::InvalidId {
-                kind: "run id",
-                input: input.to_owned(),
-                reason: format!("{e} (run ids are ULIDs such as 01JDA3VQ4K3W8X5T2N0R6YB7CM)"),
-            })
+        Ulid::from_string(input).map(RunId).map_err(|e| Error::InvalidId {
+            kind: "run id",
+            input: input.to_owned(),
+            reason: format!("{e} (run ids are ULIDs such as 01JDA3VQ4K3W8X5T2N0R6YB7CM)"),
+        })
     }
 }
 
@@ -91,14 +89,11 @@ pub struct TaskId(pub u64);
 
 impl TaskId {
     pub fn parse(input: &str) -> Result<Self> {
-        input
-            .parse::<u64>()
-            .map(TaskId)
-            .map_err(|_| Error::InvalidId {
-                kind: "task id",
-                input: input.to_owned(),
-                reason: "task ids are non-negative integers such as 12".into(),
-            })
+        input.parse::<u64>().map(TaskId).map_err(|_| Error::InvalidId {
+            kind: "task id",
+            input: input.to_owned(),
+            reason: "task ids are non-negative integers such as 12".into(),
+        })
     }
 }
 
@@ -159,11 +154,8 @@ mod tests {
 
     #[test]
     fn run_ids_are_unique_across_threads() {
-        let handles: Vec<_> = (0..8)
-            .map(|_| {
-                std::thread::spawn(|| (0..5_000).map(|_| RunId::generate()).collect::<Vec<_>>())
-            })
-            .collect();
+        let handles: Vec<_> =
+            (0..8).map(|_| std::thread::spawn(|| (0..5_000).map(|_| RunId::generate()).collect::<Vec<_>>())).collect();
         let mut all = HashSet::new();
         for h in handles {
             for id in h.join().unwrap() {
@@ -177,9 +169,7 @@ mod tests {
     fn bad_ids_say_why() {
         let e = RunId::parse("abc").unwrap_err().to_string();
         assert!(e.contains("26 characters"), "{e}");
-        let e = RunId::parse("UUUUUUUUUUUUUUUUUUUUUUUUUU")
-            .unwrap_err()
-            .to_string();
+        let e = RunId::parse("UUUUUUUUUUUUUUUUUUUUUUUUUU").unwrap_err().to_string();
         assert!(e.contains("run id"), "{e}");
         let e = TaskId::parse("-1").unwrap_err().to_string();
         assert!(e.contains("task id"), "{e}");

@@ -17,8 +17,6 @@ pub mod status;
 
 pub use error::{Error, Result};
 pub use id::{Attempt, RunId, TaskId};
-pub use name::{
-    ArtifactName, FlowName, Label, LabelPart, MAX_NAME_LEN, ParamName, PlanName, StepName, Tag,
-};
+pub use name::{ArtifactName, FlowName, Label, LabelPart, MAX_NAME_LEN, ParamName, PlanName, StepName, Tag};
 pub use pathspec::{Pathspec, PathspecDepth, RunRef};
 pub use status::{Progress, RunStatus, TaskStatus, Timestamp};

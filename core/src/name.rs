@@ -38,20 +38,12 @@ impl Rule {
 
 /// Checks `input` against `rule`; the error quotes the input and states the rule.
 pub(crate) fn validate(kind: &'static str, rule: Rule, input: &str) -> Result<()> {
-    let fail = |reason: String| Error::InvalidName {
-        kind,
-        input: input.to_owned(),
-        reason,
-        rule: rule.describe(),
-    };
+    let fail = |reason: String| Error::InvalidName { kind, input: input.to_owned(), reason, rule: rule.describe() };
     if input.is_empty() {
         return Err(fail("it is empty".into()));
     }
     if input.len() > MAX_NAME_LEN {
-        return Err(fail(format!(
-            "it is {} bytes long, the limit is {MAX_NAME_LEN}",
-            input.len()
-        )));
+        return Err(fail(format!("it is {} bytes long, the limit is {MAX_NAME_LEN}", input.len())));
     }
     if let Some((pos, c)) = input.char_indices().find(|(_, c)| !c.is_ascii()) {
         return Err(fail(format!("non-ASCII character {c:?} at byte {pos}")));
@@ -236,10 +228,7 @@ impl FromStr for Label {
             input: s.to_owned(),
             reason: "expected key=value, e.g. team=sync".into(),
         })?;
-        Ok(Label {
-            key: LabelPart::new(k)?,
-            value: LabelPart::new(v)?,
-        })
+        Ok(Label { key: LabelPart::new(k)?, value: LabelPart::new(v)? })
     }
 }
 

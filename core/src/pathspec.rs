@@ -28,11 +28,7 @@ impl fmt::Display for RunRef {
 impl FromStr for RunRef {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        if s == "latest" {
-            Ok(RunRef::Latest)
-        } else {
-            RunId::parse(s).map(RunRef::Id)
-        }
+        if s == "latest" { Ok(RunRef::Latest) } else { RunId::parse(s).map(RunRef::Id) }
     }
 }
 
@@ -48,21 +44,11 @@ pub struct Pathspec {
 
 impl Pathspec {
     pub fn flow(flow: FlowName) -> Self {
-        Pathspec {
-            flow,
-            run: None,
-            step: None,
-            task: None,
-        }
+        Pathspec { flow, run: None, step: None, task: None }
     }
 
     pub fn task(flow: FlowName, run: RunId, step: StepName, task: TaskId) -> Self {
-        Pathspec {
-            flow,
-            run: Some(RunRef::Id(run)),
-            step: Some(step),
-            task: Some(task),
-        }
+        Pathspec { flow, run: Some(RunRef::Id(run)), step: Some(step), task: Some(task) }
     }
 
     /// How deep the pathspec goes.
@@ -76,27 +62,17 @@ impl Pathspec {
     }
 
     pub fn parse(input: &str) -> Result<Self> {
-        let fail = |part: &'static str, reason: String| Error::InvalidPathspec {
-            input: input.to_owned(),
-            part,
-            reason,
-        };
+        let fail =
+            |part: &'static str, reason: String| Error::InvalidPathspec { input: input.to_owned(), part, reason };
         let trimmed = input.strip_suffix('/').unwrap_or(input);
         let parts: Vec<&str> = trimmed.split('/').collect();
         if parts.len() > 4 {
-            return Err(fail(
-                "the whole",
-                format!("has {} parts, at most 4", parts.len()),
-            ));
+            return Err(fail("the whole", format!("has {} parts, at most 4", parts.len())));
         }
-        let flow =
-            FlowName::new(parts[0]).map_err(|e| fail("flow part", format!("is not valid: {e}")))?;
+        let flow = FlowName::new(parts[0]).map_err(|e| fail("flow part", format!("is not valid: {e}")))?;
         let run = parts
             .get(1)
-            .map(|s| {
-                s.parse::<RunRef>()
-                    .map_err(|e| fail("run part", format!("is not valid: {e}")))
-            })
+            .map(|s| s.parse::<RunRef>().map_err(|e| fail("run part", format!("is not valid: {e}"))))
             .transpose()?;
         let step = parts
             .get(2)
@@ -106,12 +82,7 @@ impl Pathspec {
             .get(3)
             .map(|s| TaskId::parse(s).map_err(|e| fail("task part", format!("is not valid: {e}"))))
             .transpose()?;
-        Ok(Pathspec {
-            flow,
-            run,
-            step,
-            task,
-        })
+        Ok(Pathspec { flow, run, step, task })
     }
 }
 
@@ -168,10 +139,7 @@ mod tests {
     #[test]
     fn parses_every_depth() {
         let id = RunId::generate();
-        assert_eq!(
-            Pathspec::parse("fanout").unwrap().depth(),
-            PathspecDepth::Flow
-        );
+        assert_eq!(Pathspec::parse("fanout").unwrap().depth(), PathspecDepth::Flow);
         let p = Pathspec::parse("fanout/latest").unwrap();
         assert_eq!(p.run, Some(RunRef::Latest));
         assert_eq!(p.depth(), PathspecDepth::Run);
@@ -181,10 +149,7 @@ mod tests {
         let p = Pathspec::parse(&format!("fanout/{id}/work/12")).unwrap();
         assert_eq!(p.task, Some(TaskId(12)));
         assert_eq!(p.to_string(), format!("fanout/{id}/work/12"));
-        assert_eq!(
-            Pathspec::parse("fanout/latest/").unwrap().to_string(),
-            "fanout/latest"
-        );
+        assert_eq!(Pathspec::parse("fanout/latest/").unwrap().to_string(), "fanout/latest");
     }
 
     #[test]

@@ -59,10 +59,7 @@ string_enum!(
 
 impl RunStatus {
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
-        )
+        matches!(self, RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled)
     }
 }
 
@@ -105,9 +102,7 @@ impl Progress {
             });
         }
         if !(0.0..=100.0).contains(&percent) {
-            return Err(Error::InvalidProgress {
-                reason: format!("percent must be from 0 to 100, got {percent}"),
-            });
+            return Err(Error::InvalidProgress { reason: format!("percent must be from 0 to 100, got {percent}") });
         }
         let mut message = message.into();
         if message.len() > MAX_PROGRESS_MESSAGE {
@@ -149,17 +144,12 @@ impl Timestamp {
     }
 
     pub fn plus(self, d: std::time::Duration) -> Self {
-        Timestamp(
-            self.0
-                .saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
-        )
+        Timestamp(self.0.saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)))
     }
 
     /// Time from `earlier` to `self`, zero if `earlier` is later.
     pub fn since(self, earlier: Timestamp) -> std::time::Duration {
-        std::time::Duration::from_micros(
-            u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0),
-        )
+        std::time::Duration::from_micros(u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0))
     }
 }
 
@@ -189,10 +179,7 @@ mod tests {
         }
         let e = "done".parse::<RunStatus>().unwrap_err().to_string();
         assert!(e.contains("succeeded") && e.contains("\"done\""), "{e}");
-        assert_eq!(
-            serde_json::to_string(&TaskStatus::Lost).unwrap(),
-            "\"lost\""
-        );
+        assert_eq!(serde_json::to_string(&TaskStatus::Lost).unwrap(), "\"lost\"");
     }
 
     #[test]

@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 use braid_core::{ArtifactName, FlowName, ParamName, StepName};
 
 use crate::validate::{self, ValidationError, ValidationErrors};
-use crate::{
-    FORMAT_VERSION, FlowGraph, FlowSpec, Param, ParamSpec, StepKind, StepSpec, Transition,
-};
+use crate::{FORMAT_VERSION, FlowGraph, FlowSpec, Param, ParamSpec, StepKind, StepSpec, Transition};
 
 /// Where a step goes, as written by the flow author: like [`Transition`] but with plain
 /// strings, so declaring cannot fail; `FlowBuilder::build` validates the names.
@@ -23,10 +21,7 @@ pub enum Next {
     /// Run `to` once per item of the artifact `over`; close with a join.
     Foreach { over: String, to: String },
     /// Take the case named by the string value of artifact `on`, as `(case, step)` pairs.
-    Switch {
-        on: String,
-        cases: Vec<(String, String)>,
-    },
+    Switch { on: String, cases: Vec<(String, String)> },
 }
 
 impl Next {
@@ -46,10 +41,7 @@ impl Next {
 
     /// `Next::Foreach`, e.g. `Next::foreach("items", "work")`.
     pub fn foreach(over: &str, to: &str) -> Self {
-        Next::Foreach {
-            over: over.to_owned(),
-            to: to.to_owned(),
-        }
+        Next::Foreach { over: over.to_owned(), to: to.to_owned() }
     }
 
     /// `Next::Switch`, e.g. `Next::switch("choice", [("left", "a"), ("right", "b")])`.
@@ -61,10 +53,7 @@ impl Next {
     {
         Next::Switch {
             on: on.to_owned(),
-            cases: cases
-                .into_iter()
-                .map(|(k, t)| (k.as_ref().to_owned(), t.as_ref().to_owned()))
-                .collect(),
+            cases: cases.into_iter().map(|(k, t)| (k.as_ref().to_owned(), t.as_ref().to_owned())).collect(),
         }
     }
 }
@@ -88,10 +77,7 @@ impl From<&Transition> for Next {
             Transition::End => Next::End,
             Transition::Next { to } => Next::To(s(to)),
             Transition::Split { to } => Next::Split(to.iter().map(s).collect()),
-            Transition::Foreach { over, to } => Next::Foreach {
-                over: over.as_str().to_owned(),
-                to: s(to),
-            },
+            Transition::Foreach { over, to } => Next::Foreach { over: over.as_str().to_owned(), to: s(to) },
             Transition::Switch { on, cases } => Next::Switch {
                 on: on.as_str().to_owned(),
                 cases: cases.iter().map(|(k, v)| (k.clone(), s(v))).collect(),
@@ -134,12 +120,7 @@ pub struct FlowBuilder {
 
 impl FlowBuilder {
     pub fn new(name: &str) -> Self {
-        FlowBuilder {
-            name: name.to_owned(),
-            params: Vec::new(),
-            steps: Vec::new(),
-            docs: Vec::new(),
-        }
+        FlowBuilder { name: name.to_owned(), params: Vec::new(), steps: Vec::new(), docs: Vec::new() }
     }
 
     /// Declares a parameter (a [`Param`] or an already validated [`ParamSpec`]).
@@ -166,12 +147,7 @@ impl FlowBuilder {
     }
 
     fn declare(mut self, name: &str, kind: StepKind, next: Next) -> Self {
-        self.steps.push(Decl {
-            name: name.to_owned(),
-            kind,
-            next,
-            doc: None,
-        });
+        self.steps.push(Decl { name: name.to_owned(), kind, next, doc: None });
         self
     }
 
@@ -185,8 +161,7 @@ impl FlowBuilder {
             }
         }
         let analysis = validate::analyze(&self.name, &self.params, &self.steps, errors)?;
-        let spec =
-            to_spec(&self.name, self.params, self.steps).map_err(|e| ValidationErrors(vec![e]))?;
+        let spec = to_spec(&self.name, self.params, self.steps).map_err(|e| ValidationErrors(vec![e]))?;
         Ok(FlowGraph::assemble(spec, analysis))
     }
 }
@@ -207,10 +182,7 @@ fn to_spec(name: &str, params: Vec<Param>, steps: Vec<Decl>) -> Result<FlowSpec,
                     None => None,
                     Some(Ok(v)) => Some(v),
                     Some(Err(reason)) => {
-                        return Err(ValidationError::InvalidDefault {
-                            param: p.name,
-                            reason,
-                        });
+                        return Err(ValidationError::InvalidDefault { param: p.name, reason });
                     }
                 },
                 help: p.help,
@@ -223,13 +195,8 @@ fn to_spec(name: &str, params: Vec<Param>, steps: Vec<Decl>) -> Result<FlowSpec,
             let next = match &d.next {
                 Next::End => Transition::End,
                 Next::To(to) => Transition::Next { to: step(to)? },
-                Next::Split(to) => Transition::Split {
-                    to: to.iter().map(|s| step(s)).collect::<Result<_, _>>()?,
-                },
-                Next::Foreach { over, to } => Transition::Foreach {
-                    over: artifact(over)?,
-                    to: step(to)?,
-                },
+                Next::Split(to) => Transition::Split { to: to.iter().map(|s| step(s)).collect::<Result<_, _>>()? },
+                Next::Foreach { over, to } => Transition::Foreach { over: artifact(over)?, to: step(to)? },
                 Next::Switch { on, cases } => Transition::Switch {
                     on: artifact(on)?,
                     cases: cases
@@ -238,12 +205,7 @@ fn to_spec(name: &str, params: Vec<Param>, steps: Vec<Decl>) -> Result<FlowSpec,
                         .collect::<Result<BTreeMap<_, _>, _>>()?,
                 },
             };
-            Ok(StepSpec {
-                name: step(&d.name)?,
-                kind: d.kind,
-                next,
-                doc: d.doc,
-            })
+            Ok(StepSpec { name: step(&d.name)?, kind: d.kind, next, doc: d.doc })
         })
         .collect::<Result<_, _>>()?;
     Ok(FlowSpec {

@@ -37,9 +37,7 @@ impl FlowGraph {
     pub fn from_spec(spec: FlowSpec) -> Result<FlowGraph, ValidationErrors> {
         let mut errors = Vec::new();
         if spec.format_version != FORMAT_VERSION {
-            errors.push(ValidationError::FormatVersion {
-                found: spec.format_version,
-            });
+            errors.push(ValidationError::FormatVersion { found: spec.format_version });
         }
         let params: Vec<Param> = spec.params.iter().cloned().map(Param::from).collect();
         let decls: Vec<Decl> = spec
@@ -73,37 +71,20 @@ impl FlowGraph {
             .map(|i| {
                 let stack = a.stacks.get(i).cloned().unwrap_or_default();
                 StepInfo {
-                    parents: a
-                        .parents
-                        .get(i)
-                        .into_iter()
-                        .flatten()
-                        .map(|&p| name(p))
-                        .collect(),
+                    parents: a.parents.get(i).into_iter().flatten().map(|&p| name(p)).collect(),
                     foreach_depth: stack
                         .iter()
-                        .filter(|&&f| {
-                            matches!(spec.steps[f].next, crate::Transition::Foreach { .. })
-                        })
+                        .filter(|&&f| matches!(spec.steps[f].next, crate::Transition::Foreach { .. }))
                         .count(),
                     fanout_stack: stack.into_iter().map(name).collect(),
                     join_of: a.join_of.get(i).copied().flatten().map(name),
                     fanout_of: a.fanout_of.get(i).copied().flatten().map(name),
-                    loops_to: a
-                        .loop_backs
-                        .iter()
-                        .filter(|&&(s, _)| s == i)
-                        .map(|&(_, t)| name(t))
-                        .collect(),
+                    loops_to: a.loop_backs.iter().filter(|&&(s, _)| s == i).map(|&(_, t)| name(t)).collect(),
                 }
             })
             .collect();
         FlowGraph {
-            index: names
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (n.clone(), i))
-                .collect(),
+            index: names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect(),
             info,
             topo: a.topo.iter().map(|&i| name(i)).collect(),
             spec,
@@ -172,8 +153,7 @@ impl FlowGraph {
 
     /// Whether `from -> to` is a switch case that closes a loop.
     pub fn is_loop_back(&self, from: &str, to: &str) -> bool {
-        self.info(from)
-            .is_some_and(|i| i.loops_to.iter().any(|t| *t == to))
+        self.info(from).is_some_and(|i| i.loops_to.iter().any(|t| *t == to))
     }
 
     /// All steps, parents before children (loop-back edges ignored); ties follow
@@ -203,11 +183,7 @@ mod tests {
 
     fn sample() -> FlowGraph {
         FlowBuilder::new("sample")
-            .param(
-                crate::Param::new("n", ParamType::UInt)
-                    .default(3)
-                    .help("count"),
-            )
+            .param(crate::Param::new("n", ParamType::UInt).default(3).help("count"))
             .param(crate::Param::new("name", ParamType::String))
             .step("start", Next::split(["a", "b"]))
             .step("a", Next::foreach("items", "work"))
@@ -215,10 +191,7 @@ mod tests {
             .join("wj", Next::to("j"))
             .step("b", Next::to("j"))
             .join("j", Next::to("loop"))
-            .step(
-                "loop",
-                Next::switch("state", [("again", "loop"), ("done", "end")]),
-            )
+            .step("loop", Next::switch("state", [("again", "loop"), ("done", "end")]))
             .step("end", Next::End)
             .doc("work", "does \"the\" work")
             .build()
@@ -230,10 +203,7 @@ mod tests {
         let g = sample();
         assert_eq!(g.name(), "sample");
         assert_eq!(g.steps().len(), 8);
-        assert_eq!(
-            g.step("work").unwrap().doc.as_deref(),
-            Some("does \"the\" work")
-        );
+        assert_eq!(g.step("work").unwrap().doc.as_deref(), Some("does \"the\" work"));
         assert!(g.step("zzz").is_none());
         assert!(g.param("n").is_some_and(|p| !p.is_required()));
         assert!(g.param("name").is_some_and(|p| p.is_required()));
@@ -245,10 +215,7 @@ mod tests {
         assert_eq!(g.join_of("start").unwrap(), "j");
         assert_eq!(g.fanout_of("j").unwrap(), "start");
         assert_eq!(g.parents("j"), ["wj", "b"]);
-        assert_eq!(
-            g.topological_order(),
-            ["start", "a", "work", "wj", "b", "j", "loop", "end"]
-        );
+        assert_eq!(g.topological_order(), ["start", "a", "work", "wj", "b", "j", "loop", "end"]);
         assert!(g.is_loop_back("loop", "loop"));
         assert!(!g.is_loop_back("j", "loop"));
     }
@@ -263,14 +230,11 @@ mod tests {
         assert_eq!(back.spec(), g.spec());
         assert_eq!(back.topological_order(), g.topological_order());
         // serde on the graph itself re-validates
-        let via_serde: FlowGraph =
-            serde_json::from_str(&serde_json::to_string(&g).unwrap()).unwrap();
+        let via_serde: FlowGraph = serde_json::from_str(&serde_json::to_string(&g).unwrap()).unwrap();
         assert_eq!(via_serde.spec(), g.spec());
         let mut broken: serde_json::Value = serde_json::from_str(&text).unwrap();
         broken["steps"][0]["next"] = serde_json::json!({"type": "next", "to": "nowhere"});
-        let e = FlowGraph::from_json(&broken.to_string())
-            .unwrap_err()
-            .to_string();
+        let e = FlowGraph::from_json(&broken.to_string()).unwrap_err().to_string();
         assert!(e.contains("step `start` goes to `nowhere`"), "{e}");
         assert!(serde_json::from_value::<FlowGraph>(broken).is_err());
     }
@@ -280,9 +244,6 @@ mod tests {
         let mut v: serde_json::Value = serde_json::from_str(&sample().to_json().unwrap()).unwrap();
         v["format_version"] = 2.into();
         let e = FlowGraph::from_json(&v.to_string()).unwrap_err();
-        assert!(
-            matches!(e, Error::UnsupportedFormatVersion { found: 2, .. }),
-            "{e}"
-        );
+        assert!(matches!(e, Error::UnsupportedFormatVersion { found: 2, .. }), "{e}");
     }
 }

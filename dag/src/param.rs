@@ -52,24 +52,14 @@ impl ParamType {
         };
         let t = text.trim();
         let int_detail = |e: std::num::ParseIntError| match e.kind() {
-            std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow => {
-                " (out of range)".to_owned()
-            }
-            _ if t.starts_with('-') && *self == ParamType::UInt => {
-                " (must not be negative)".to_owned()
-            }
+            std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow => " (out of range)".to_owned(),
+            _ if t.starts_with('-') && *self == ParamType::UInt => " (must not be negative)".to_owned(),
             _ => String::new(),
         };
         match self {
             ParamType::String => Ok(Value::String(text.to_owned())),
-            ParamType::Int => t
-                .parse::<i64>()
-                .map(Value::from)
-                .map_err(|e| fail(int_detail(e))),
-            ParamType::UInt => t
-                .parse::<u64>()
-                .map(Value::from)
-                .map_err(|e| fail(int_detail(e))),
+            ParamType::Int => t.parse::<i64>().map(Value::from).map_err(|e| fail(int_detail(e))),
+            ParamType::UInt => t.parse::<u64>().map(Value::from).map_err(|e| fail(int_detail(e))),
             ParamType::Float => {
                 let f: f64 = t.parse().map_err(|_| fail(String::new()))?;
                 serde_json::Number::from_f64(f)
@@ -141,11 +131,7 @@ pub struct ParamSpec {
     #[serde(rename = "type")]
     pub ty: ParamType,
     /// `Some(Value::Null)` is a real `null` default (for `json` parameters).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "present"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub default: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub help: Option<String>,
@@ -181,12 +167,7 @@ pub struct Param {
 
 impl Param {
     pub fn new(name: &str, ty: ParamType) -> Self {
-        Param {
-            name: name.to_owned(),
-            ty,
-            default: None,
-            help: None,
-        }
+        Param { name: name.to_owned(), ty, default: None, help: None }
     }
 
     /// Sets the default value (which makes the parameter optional).
@@ -203,12 +184,7 @@ impl Param {
 
 impl From<ParamSpec> for Param {
     fn from(p: ParamSpec) -> Self {
-        Param {
-            name: p.name.as_str().to_owned(),
-            ty: p.ty,
-            default: p.default.map(Ok),
-            help: p.help,
-        }
+        Param { name: p.name.as_str().to_owned(), ty: p.ty, default: p.default.map(Ok), help: p.help }
     }
 }
 
@@ -224,66 +200,31 @@ mod tests {
     #[test]
     fn parses_cli_text() {
         let p = n();
-        assert_eq!(
-            ParamType::UInt.parse_value(&p, "1000").unwrap(),
-            json!(1000)
-        );
+        assert_eq!(ParamType::UInt.parse_value(&p, "1000").unwrap(), json!(1000));
         assert_eq!(ParamType::Int.parse_value(&p, " -5 ").unwrap(), json!(-5));
         assert_eq!(ParamType::Float.parse_value(&p, "3.5").unwrap(), json!(3.5));
-        assert_eq!(
-            ParamType::Bool.parse_value(&p, "TRUE").unwrap(),
-            json!(true)
-        );
-        assert_eq!(
-            ParamType::String.parse_value(&p, " x ").unwrap(),
-            json!(" x ")
-        );
-        assert_eq!(
-            ParamType::Json.parse_value(&p, r#"{"a":[1]}"#).unwrap(),
-            json!({"a": [1]})
-        );
+        assert_eq!(ParamType::Bool.parse_value(&p, "TRUE").unwrap(), json!(true));
+        assert_eq!(ParamType::String.parse_value(&p, " x ").unwrap(), json!(" x "));
+        assert_eq!(ParamType::Json.parse_value(&p, r#"{"a":[1]}"#).unwrap(), json!({"a": [1]}));
     }
 
     #[test]
     fn parse_errors_name_param_type_and_text() {
         let p = n();
-        let e = ParamType::UInt
-            .parse_value(&p, "abc")
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            e,
-            r#"parameter `n` expects an unsigned integer (u64), got "abc""#
-        );
-        let e = ParamType::UInt
-            .parse_value(&p, "-1")
-            .unwrap_err()
-            .to_string();
+        let e = ParamType::UInt.parse_value(&p, "abc").unwrap_err().to_string();
+        assert_eq!(e, r#"parameter `n` expects an unsigned integer (u64), got "abc""#);
+        let e = ParamType::UInt.parse_value(&p, "-1").unwrap_err().to_string();
         assert!(e.contains("must not be negative"), "{e}");
-        let e = ParamType::Int
-            .parse_value(&p, "99999999999999999999")
-            .unwrap_err();
+        let e = ParamType::Int.parse_value(&p, "99999999999999999999").unwrap_err();
         assert!(e.to_string().contains("out of range"), "{e}");
-        let e = ParamType::Float
-            .parse_value(&p, "inf")
-            .unwrap_err()
-            .to_string();
+        let e = ParamType::Float.parse_value(&p, "inf").unwrap_err().to_string();
         assert!(e.contains("NaN"), "{e}");
-        let e = ParamType::Bool
-            .parse_value(&p, "yes")
-            .unwrap_err()
-            .to_string();
+        let e = ParamType::Bool.parse_value(&p, "yes").unwrap_err().to_string();
         assert!(e.contains("true or false") && e.contains("\"yes\""), "{e}");
-        let e = ParamType::Json
-            .parse_value(&p, "{")
-            .unwrap_err()
-            .to_string();
+        let e = ParamType::Json.parse_value(&p, "{").unwrap_err().to_string();
         assert!(e.contains("a JSON value") && e.contains("EOF"), "{e}");
         let long = "x".repeat(500);
-        let e = ParamType::Int
-            .parse_value(&p, &long)
-            .unwrap_err()
-            .to_string();
+        let e = ParamType::Int.parse_value(&p, &long).unwrap_err().to_string();
         assert!(e.len() < 200, "{e}");
     }
 
@@ -292,10 +233,7 @@ mod tests {
         let p = n();
         ParamType::Float.check_value(&p, &json!(3)).unwrap();
         ParamType::Json.check_value(&p, &json!(null)).unwrap();
-        let e = ParamType::UInt
-            .check_value(&p, &json!(-1))
-            .unwrap_err()
-            .to_string();
+        let e = ParamType::UInt.check_value(&p, &json!(-1)).unwrap_err().to_string();
         assert_eq!(e, "parameter `n` expects an unsigned integer (u64), got -1");
         assert!(ParamType::Int.check_value(&p, &json!(1.5)).is_err());
         assert!(ParamType::String.check_value(&p, &json!(1)).is_err());
@@ -305,12 +243,7 @@ mod tests {
     #[test]
     fn serde_names_and_null_default() {
         assert_eq!(serde_json::to_string(&ParamType::UInt).unwrap(), "\"uint\"");
-        let spec = ParamSpec {
-            name: n(),
-            ty: ParamType::Json,
-            default: Some(Value::Null),
-            help: None,
-        };
+        let spec = ParamSpec { name: n(), ty: ParamType::Json, default: Some(Value::Null), help: None };
         let text = serde_json::to_string(&spec).unwrap();
         let back: ParamSpec = serde_json::from_str(&text).unwrap();
         assert_eq!(back, spec);

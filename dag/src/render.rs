@@ -12,10 +12,9 @@ fn edges(step: &StepSpec) -> Vec<(&str, String)> {
         Transition::Next { to } => vec![(to.as_str(), String::new())],
         Transition::Split { to } => to.iter().map(|t| (t.as_str(), String::new())).collect(),
         Transition::Foreach { over, to } => vec![(to.as_str(), format!("foreach {over}"))],
-        Transition::Switch { on, cases } => cases
-            .iter()
-            .map(|(case, to)| (to.as_str(), format!("{on} = {case}")))
-            .collect(),
+        Transition::Switch { on, cases } => {
+            cases.iter().map(|(case, to)| (to.as_str(), format!("{on} = {case}"))).collect()
+        }
     }
 }
 
@@ -68,11 +67,7 @@ impl FlowGraph {
         for step in self.steps() {
             let from = step.name.as_str();
             for (to, label) in edges(step) {
-                let arrow = if self.is_loop_back(from, to) {
-                    "-.->"
-                } else {
-                    "-->"
-                };
+                let arrow = if self.is_loop_back(from, to) { "-.->" } else { "-->" };
                 if label.is_empty() {
                     let _ = writeln!(out, "    s_{from} {arrow} s_{to}");
                 } else {
@@ -96,11 +91,7 @@ impl FlowGraph {
                 (_, "start" | "end") => ", shape=oval",
                 _ => "",
             };
-            let tooltip = step
-                .doc
-                .as_deref()
-                .map(|d| format!(", tooltip=\"{}\"", dot_text(d)))
-                .unwrap_or_default();
+            let tooltip = step.doc.as_deref().map(|d| format!(", tooltip=\"{}\"", dot_text(d))).unwrap_or_default();
             let _ = writeln!(out, "    \"{name}\" [label=\"{name}\"{shape}{tooltip}];");
         }
         for step in self.steps() {
@@ -113,11 +104,7 @@ impl FlowGraph {
                 if self.is_loop_back(from, to) {
                     attrs.push("style=dashed".to_owned());
                 }
-                let attrs = if attrs.is_empty() {
-                    String::new()
-                } else {
-                    format!(" [{}]", attrs.join(", "))
-                };
+                let attrs = if attrs.is_empty() { String::new() } else { format!(" [{}]", attrs.join(", ")) };
                 let _ = writeln!(out, "    \"{from}\" -> \"{to}\"{attrs};");
             }
         }
@@ -135,10 +122,7 @@ mod tests {
             .step("start", Next::foreach("items", "work"))
             .step("work", Next::to("join"))
             .join("join", Next::to("check"))
-            .step(
-                "check",
-                Next::switch("state", [("again", "check"), ("done|\"x\"", "end")]),
-            )
+            .step("check", Next::switch("state", [("again", "check"), ("done|\"x\"", "end")]))
             .step("end", Next::End)
             .doc("work", "line1\n\"quoted\"")
             .build()
@@ -149,13 +133,9 @@ mod tests {
     fn mermaid_has_every_step_and_edge() {
         let m = graph().to_mermaid();
         assert!(m.starts_with("flowchart TD\n"), "{m}");
-        for node in [
-            "s_start([\"start\"])",
-            "s_work[\"work\"]",
-            "s_join{{\"join\"}}",
-            "s_check[\"check\"]",
-            "s_end([\"end\"])",
-        ] {
+        for node in
+            ["s_start([\"start\"])", "s_work[\"work\"]", "s_join{{\"join\"}}", "s_check[\"check\"]", "s_end([\"end\"])"]
+        {
             assert!(m.contains(node), "{node} missing:\n{m}");
         }
         for edge in [
@@ -172,14 +152,8 @@ mod tests {
     #[test]
     fn dot_has_every_step_and_edge() {
         let d = graph().to_dot();
-        assert!(
-            d.starts_with("digraph \"render\" {\n") && d.ends_with("}\n"),
-            "{d}"
-        );
-        for node in [
-            "\"start\" [label=\"start\", shape=oval]",
-            "\"join\" [label=\"join\", shape=hexagon]",
-        ] {
+        assert!(d.starts_with("digraph \"render\" {\n") && d.ends_with("}\n"), "{d}");
+        for node in ["\"start\" [label=\"start\", shape=oval]", "\"join\" [label=\"join\", shape=hexagon]"] {
             assert!(d.contains(node), "{node} missing:\n{d}");
         }
         assert!(d.contains("tooltip=\"line1\\n\\\"quoted\\\"\""), "{d}");

@@ -27,10 +27,7 @@ pub enum Transition {
     /// The task sets the artifact `on` to a string; the case with that key is taken.
     /// A case that goes back to the switch step or to a step every path to it passes
     /// through forms a loop.
-    Switch {
-        on: ArtifactName,
-        cases: BTreeMap<String, StepName>,
-    },
+    Switch { on: ArtifactName, cases: BTreeMap<String, StepName> },
 }
 
 impl Transition {
@@ -110,12 +107,7 @@ impl TryFrom<SpecRepr> for FlowSpec {
     type Error = Error;
     fn try_from(r: SpecRepr) -> Result<Self, Error> {
         check_version(r.format_version.into())?;
-        Ok(FlowSpec {
-            format_version: r.format_version,
-            name: r.name,
-            params: r.params,
-            steps: r.steps,
-        })
+        Ok(FlowSpec { format_version: r.format_version, name: r.name, params: r.params, steps: r.steps })
     }
 }
 
@@ -123,10 +115,7 @@ fn check_version(found: u64) -> Result<(), Error> {
     if found == u64::from(FORMAT_VERSION) {
         Ok(())
     } else {
-        Err(Error::UnsupportedFormatVersion {
-            found,
-            supported: FORMAT_VERSION,
-        })
+        Err(Error::UnsupportedFormatVersion { found, supported: FORMAT_VERSION })
     }
 }
 
@@ -138,10 +127,7 @@ impl FlowSpec {
         struct Probe {
             format_version: Option<u64>,
         }
-        if let Ok(Probe {
-            format_version: Some(v),
-        }) = serde_json::from_str::<Probe>(text)
-        {
+        if let Ok(Probe { format_version: Some(v) }) = serde_json::from_str::<Probe>(text) {
             check_version(v)?;
         }
         Ok(serde_json::from_str(text)?)
@@ -159,21 +145,12 @@ mod tests {
 
     #[test]
     fn transition_json_shape() {
-        let t = Transition::Next {
-            to: StepName::new("a").unwrap(),
-        };
-        assert_eq!(
-            serde_json::to_string(&t).unwrap(),
-            r#"{"type":"next","to":"a"}"#
-        );
-        let t: Transition =
-            serde_json::from_str(r#"{"type":"foreach","over":"items","to":"work"}"#).unwrap();
+        let t = Transition::Next { to: StepName::new("a").unwrap() };
+        assert_eq!(serde_json::to_string(&t).unwrap(), r#"{"type":"next","to":"a"}"#);
+        let t: Transition = serde_json::from_str(r#"{"type":"foreach","over":"items","to":"work"}"#).unwrap();
         assert_eq!(t.kind_name(), "foreach");
         assert_eq!(t.targets(), [&StepName::new("work").unwrap()]);
-        assert_eq!(
-            serde_json::to_string(&Transition::End).unwrap(),
-            r#"{"type":"end"}"#
-        );
+        assert_eq!(serde_json::to_string(&Transition::End).unwrap(), r#"{"type":"end"}"#);
         let bad = serde_json::from_str::<Transition>(r#"{"type":"next","to":"a/b"}"#);
         assert!(bad.unwrap_err().to_string().contains("step name"));
     }
@@ -182,15 +159,10 @@ mod tests {
     fn newer_format_version_is_refused() {
         let text = r#"{"format_version": 2, "name": "f", "steps": [], "new_field": {"x": 1}}"#;
         let e = FlowSpec::from_json(text).unwrap_err().to_string();
-        assert!(
-            e.contains("format version 2") && e.contains("upgrade braid"),
-            "{e}"
-        );
+        assert!(e.contains("format version 2") && e.contains("upgrade braid"), "{e}");
         // also through plain serde, e.g. when the spec is embedded in another document
         let text = r#"{"format_version": 7, "name": "f", "steps": []}"#;
-        let e = serde_json::from_str::<FlowSpec>(text)
-            .unwrap_err()
-            .to_string();
+        let e = serde_json::from_str::<FlowSpec>(text).unwrap_err().to_string();
         assert!(e.contains("format version 7"), "{e}");
         let e = FlowSpec::from_json("{").unwrap_err().to_string();
         assert!(e.contains("invalid flow spec JSON"), "{e}");

@@ -148,28 +148,18 @@ pub enum ValidationError {
 }
 
 fn ticks(names: &[String]) -> String {
-    names
-        .iter()
-        .map(|n| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
 }
 
 fn open(frames: &[String]) -> String {
-    if frames.is_empty() {
-        "outside any split or foreach".to_owned()
-    } else {
-        format!("inside {}", ticks(frames))
-    }
+    if frames.is_empty() { "outside any split or foreach".to_owned() } else { format!("inside {}", ticks(frames)) }
 }
 
 impl fmt::Display for ValidationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use ValidationError as E;
         match self {
-            E::InvalidName {
-                context, reason, ..
-            } => {
+            E::InvalidName { context, reason, .. } => {
                 write!(f, "{context}: {reason}; rename it")
             }
             E::FormatVersion { found } => write!(
@@ -191,10 +181,9 @@ impl fmt::Display for ValidationError {
                 "step `{step}` is declared {count} times; step names must be unique: \
                  rename or remove the extra declarations"
             ),
-            E::DuplicateParam { param, count } => write!(
-                f,
-                "parameter `{param}` is declared {count} times; rename or remove the extra declarations"
-            ),
+            E::DuplicateParam { param, count } => {
+                write!(f, "parameter `{param}` is declared {count} times; rename or remove the extra declarations")
+            }
             E::InvalidDefault { param, reason } => write!(
                 f,
                 "the default of parameter `{param}` is invalid: {reason}; change the default or the parameter's type"
@@ -203,27 +192,15 @@ impl fmt::Display for ValidationError {
                 f,
                 "a doc is attached to step `{step}`, which is not declared; declare the step or fix the name in `.doc(...)`"
             ),
-            E::UnknownTarget {
-                step,
-                target,
-                suggestion,
-                declared,
-            } => {
-                write!(
-                    f,
-                    "step `{step}` goes to `{target}`, which is not declared; "
-                )?;
+            E::UnknownTarget { step, target, suggestion, declared } => {
+                write!(f, "step `{step}` goes to `{target}`, which is not declared; ")?;
                 if let Some(s) = suggestion {
                     write!(f, "did you mean `{s}`? ")?;
                 }
                 const SHOWN: usize = 12;
                 let more = if declared.len() > SHOWN { ", ..." } else { "" };
                 let shown = &declared[..declared.len().min(SHOWN)];
-                write!(
-                    f,
-                    "fix the name or declare the step (declared steps: {}{more})",
-                    ticks(shown)
-                )
+                write!(f, "fix the name or declare the step (declared steps: {}{more})", ticks(shown))
             }
             E::EndNotFinal { transition } => write!(
                 f,
@@ -290,10 +267,7 @@ impl fmt::Display for ValidationError {
                 )
             }
             E::JoinOfDifferentFanouts { join, fanouts } => {
-                let list: Vec<String> = fanouts
-                    .iter()
-                    .map(|(fan, via)| format!("`{fan}` (via `{via}`)"))
-                    .collect();
+                let list: Vec<String> = fanouts.iter().map(|(fan, via)| format!("`{fan}` (via `{via}`)")).collect();
                 write!(
                     f,
                     "join `{join}` receives branches of different fan-outs: {}; a join closes exactly one \
@@ -307,11 +281,7 @@ impl fmt::Display for ValidationError {
                  which is not a join; declare `{step}` with `.join` or keep the branches apart until their join",
                 from[0], from[1]
             ),
-            E::MismatchedNesting {
-                step,
-                from,
-                open: o,
-            } => write!(
+            E::MismatchedNesting { step, from, open: o } => write!(
                 f,
                 "step `{step}` is reached {} (via `{}`) and {} (via `{}`); paths that meet must be inside \
                  the same splits and foreaches: add the missing join, or close inner fan-outs before `{step}`",
@@ -320,21 +290,13 @@ impl fmt::Display for ValidationError {
                 open(&o[1]),
                 from[1]
             ),
-            E::FanoutClosedTwice {
-                fanout,
-                kind,
-                joins,
-            } => write!(
+            E::FanoutClosedTwice { fanout, kind, joins } => write!(
                 f,
                 "the branches of {kind} `{fanout}` reach different joins {}; all branches of a fan-out \
                  must meet at one join: route them to the same join step",
                 ticks(joins)
             ),
-            E::MissingBranches {
-                join,
-                split,
-                missing,
-            } => write!(
+            E::MissingBranches { join, split, missing } => write!(
                 f,
                 "join `{join}` closes split `{split}`, but the branch(es) starting at {} never reach it; \
                  route every branch of the split to `{join}`",
@@ -345,12 +307,7 @@ impl fmt::Display for ValidationError {
                 "step `{fanout}` fans out straight into join `{join}`; every branch needs at least one \
                  step before its join: add a step in between, or drop the fan-out"
             ),
-            E::LoopAcrossFanout {
-                switch,
-                target,
-                switch_open,
-                target_open,
-            } => write!(
+            E::LoopAcrossFanout { switch, target, switch_open, target_open } => write!(
                 f,
                 "switch `{switch}` loops back to `{target}`, but `{switch}` is {} and `{target}` is {}; \
                  a loop cannot jump into or out of a split or foreach: loop back to a step in the same \
@@ -408,16 +365,8 @@ impl fmt::Display for ValidationErrors {
 impl std::error::Error for ValidationErrors {}
 
 /// Turns a naming error into a validation problem that says where the name appears.
-pub(crate) fn checked<T>(
-    r: braid_core::Result<T>,
-    input: &str,
-    context: String,
-) -> Result<T, ValidationError> {
-    r.map_err(|e| ValidationError::InvalidName {
-        context,
-        input: input.to_owned(),
-        reason: e.to_string(),
-    })
+pub(crate) fn checked<T>(r: braid_core::Result<T>, input: &str, context: String) -> Result<T, ValidationError> {
+    r.map_err(|e| ValidationError::InvalidName { context, input: input.to_owned(), reason: e.to_string() })
 }
 
 /// The facts a valid graph precomputes, by step index (declaration order).
@@ -444,21 +393,13 @@ pub(crate) fn analyze(
     check_params(params, &mut errors);
     let graph = Graph::new(decls, &mut errors);
     let analysis = graph.analyze(&mut errors);
-    if errors.is_empty() {
-        Ok(analysis)
-    } else {
-        Err(ValidationErrors(errors))
-    }
+    if errors.is_empty() { Ok(analysis) } else { Err(ValidationErrors(errors)) }
 }
 
 fn check_params(params: &[Param], errors: &mut Vec<ValidationError>) {
     let mut counts: Vec<(&str, usize)> = Vec::new();
     for p in params {
-        if let Err(e) = checked(
-            ParamName::new(&p.name),
-            &p.name,
-            "a parameter's name".into(),
-        ) {
+        if let Err(e) = checked(ParamName::new(&p.name), &p.name, "a parameter's name".into()) {
             errors.push(e);
         }
         match counts.iter_mut().find(|(n, _)| *n == p.name) {
@@ -474,18 +415,12 @@ fn check_params(params: &[Param], errors: &mut Vec<ValidationError>) {
             _ => None,
         };
         if let Some(reason) = bad_default {
-            errors.push(ValidationError::InvalidDefault {
-                param: p.name.clone(),
-                reason,
-            });
+            errors.push(ValidationError::InvalidDefault { param: p.name.clone(), reason });
         }
     }
     for (param, count) in counts {
         if count > 1 {
-            errors.push(ValidationError::DuplicateParam {
-                param: param.to_owned(),
-                count,
-            });
+            errors.push(ValidationError::DuplicateParam { param: param.to_owned(), count });
         }
     }
 }
@@ -503,9 +438,7 @@ fn suggest(target: &str, declared: &[String]) -> Option<String> {
         for i in 1..=a.len() {
             for j in 1..=b.len() {
                 let cost = usize::from(a[i - 1] != b[j - 1]);
-                let mut best = (d[i - 1][j] + 1)
-                    .min(d[i][j - 1] + 1)
-                    .min(d[i - 1][j - 1] + cost);
+                let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
                 if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                     best = best.min(d[i - 2][j - 2] + 1);
                 }
@@ -597,10 +530,7 @@ impl<'a> Graph<'a> {
         }
         for (i, &c) in counts.iter().enumerate() {
             if c > 1 {
-                errors.push(E::DuplicateStep {
-                    step: decls[i].name.clone(),
-                    count: c,
-                });
+                errors.push(E::DuplicateStep { step: decls[i].name.clone(), count: c });
             }
         }
         let start = index.get("start").copied();
@@ -611,10 +541,7 @@ impl<'a> Graph<'a> {
         if end.is_none() {
             errors.push(E::MissingEnd);
         }
-        let declared: Vec<String> = (0..n)
-            .filter(|&i| first[i])
-            .map(|i| decls[i].name.clone())
-            .collect();
+        let declared: Vec<String> = (0..n).filter(|&i| first[i]).map(|i| decls[i].name.clone()).collect();
         let mut succ = vec![Vec::new(); n];
         let mut broken = vec![false; n];
         for i in (0..n).filter(|&i| first[i]) {
@@ -622,12 +549,7 @@ impl<'a> Graph<'a> {
             let step = &d.name;
             let is_end = step == "end";
             let artifact = |a: &str, what: &str| {
-                checked(
-                    ArtifactName::new(a),
-                    a,
-                    format!("the {what} artifact of step `{step}`"),
-                )
-                .err()
+                checked(ArtifactName::new(a), a, format!("the {what} artifact of step `{step}`")).err()
             };
             let targets: Vec<&str> = match &d.next {
                 Next::End => {
@@ -649,16 +571,10 @@ impl<'a> Graph<'a> {
                         }
                     }
                     if distinct.len() < 2 {
-                        errors.push(E::SplitTooFew {
-                            step: step.clone(),
-                            count: distinct.len(),
-                        });
+                        errors.push(E::SplitTooFew { step: step.clone(), count: distinct.len() });
                     }
                     for t in dups {
-                        errors.push(E::DuplicateTarget {
-                            step: step.clone(),
-                            target: t.to_owned(),
-                        });
+                        errors.push(E::DuplicateTarget { step: step.clone(), target: t.to_owned() });
                     }
                     distinct
                 }
@@ -674,10 +590,7 @@ impl<'a> Graph<'a> {
                     let mut keys: Vec<&str> = Vec::new();
                     for (k, _) in cases {
                         if keys.contains(&k.as_str()) {
-                            errors.push(E::DuplicateCase {
-                                step: step.clone(),
-                                case: k.clone(),
-                            });
+                            errors.push(E::DuplicateCase { step: step.clone(), case: k.clone() });
                         }
                         keys.push(k);
                     }
@@ -685,9 +598,7 @@ impl<'a> Graph<'a> {
                 }
             };
             if is_end && !matches!(d.next, Next::End) {
-                errors.push(E::EndNotFinal {
-                    transition: d.next.kind_name(),
-                });
+                errors.push(E::EndNotFinal { transition: d.next.kind_name() });
                 continue;
             }
             for t in targets {
@@ -720,15 +631,7 @@ impl<'a> Graph<'a> {
                 pred[t].push(i);
             }
         }
-        Graph {
-            decls,
-            first,
-            succ,
-            pred,
-            broken,
-            start,
-            end,
-        }
+        Graph { decls, first, succ, pred, broken, start, end }
     }
 
     fn name(&self, i: usize) -> String {
@@ -862,12 +765,7 @@ impl<'a> Graph<'a> {
     }
 
     /// Strongly connected components (Kosaraju) of the graph without loop-back edges.
-    fn check_cycles(
-        &self,
-        fwd: &[Vec<usize>],
-        reachable: &[bool],
-        errors: &mut Vec<ValidationError>,
-    ) {
+    fn check_cycles(&self, fwd: &[Vec<usize>], reachable: &[bool], errors: &mut Vec<ValidationError>) {
         let n = fwd.len();
         let mut visited = vec![false; n];
         let mut post = Vec::new();
@@ -899,9 +797,7 @@ impl<'a> Graph<'a> {
             }
             if members.len() > 1 || fwd[root].contains(&root) {
                 members.sort_unstable();
-                errors.push(ValidationError::Cycle {
-                    steps: members.into_iter().map(|m| self.name(m)).collect(),
-                });
+                errors.push(ValidationError::Cycle { steps: members.into_iter().map(|m| self.name(m)).collect() });
             }
         }
     }
@@ -927,10 +823,8 @@ fn topological(fwd: &[Vec<usize>], reachable: &[bool]) -> Vec<usize> {
             indegree[t] += 1;
         }
     }
-    let mut ready: BinaryHeap<Reverse<usize>> = (0..n)
-        .filter(|&v| reachable[v] && indegree[v] == 0)
-        .map(Reverse)
-        .collect();
+    let mut ready: BinaryHeap<Reverse<usize>> =
+        (0..n).filter(|&v| reachable[v] && indegree[v] == 0).map(Reverse).collect();
     let mut order = Vec::with_capacity(n);
     while let Some(Reverse(v)) = ready.pop() {
         order.push(v);
@@ -982,10 +876,7 @@ impl Walk<'_, '_> {
                 if fans_out {
                     out.push((v, branch));
                     if self.g.decls[w].kind == StepKind::Join {
-                        errors.push(ValidationError::EmptyBranch {
-                            fanout: self.g.name(v),
-                            join: self.g.name(w),
-                        });
+                        errors.push(ValidationError::EmptyBranch { fanout: self.g.name(v), join: self.g.name(w) });
                     }
                 }
                 self.incoming[w].push((v, out));
@@ -1014,15 +905,10 @@ impl Walk<'_, '_> {
         let without = if ins.is_empty() {
             (v == self.start).then_some(None)
         } else {
-            ins.iter()
-                .find(|(_, s)| s.is_empty())
-                .map(|(from, _)| Some(g.name(*from)))
+            ins.iter().find(|(_, s)| s.is_empty()).map(|(from, _)| Some(g.name(*from)))
         };
         if let Some(from) = without {
-            errors.push(ValidationError::JoinWithoutFanout {
-                join: g.name(v),
-                from,
-            });
+            errors.push(ValidationError::JoinWithoutFanout { join: g.name(v), from });
             return None;
         }
         let mut tops: Vec<(usize, usize)> = Vec::new();
@@ -1035,10 +921,7 @@ impl Walk<'_, '_> {
         if tops.len() > 1 {
             errors.push(ValidationError::JoinOfDifferentFanouts {
                 join: g.name(v),
-                fanouts: tops
-                    .iter()
-                    .map(|&(f, via)| (g.name(f), g.name(via)))
-                    .collect(),
+                fanouts: tops.iter().map(|&(f, via)| (g.name(f), g.name(via))).collect(),
             });
             return None;
         }
@@ -1075,25 +958,14 @@ impl Walk<'_, '_> {
         let from = [g.name(fa), g.name(fb)];
         let k = a.iter().zip(b).position(|(x, y)| x != y);
         errors.push(match k {
-            Some(k) if a[k].0 == b[k].0 => ValidationError::BranchesMeet {
-                step: g.name(v),
-                fanout: g.name(a[k].0),
-                from,
-            },
-            _ => ValidationError::MismatchedNesting {
-                step: g.name(v),
-                from,
-                open: [g.names(a), g.names(b)],
-            },
+            Some(k) if a[k].0 == b[k].0 => {
+                ValidationError::BranchesMeet { step: g.name(v), fanout: g.name(a[k].0), from }
+            }
+            _ => ValidationError::MismatchedNesting { step: g.name(v), from, open: [g.names(a), g.names(b)] },
         });
     }
 
-    fn finish(
-        &self,
-        fwd: &[Vec<usize>],
-        loop_backs: &BTreeSet<(usize, usize)>,
-        errors: &mut Vec<ValidationError>,
-    ) {
+    fn finish(&self, fwd: &[Vec<usize>], loop_backs: &BTreeSet<(usize, usize)>, errors: &mut Vec<ValidationError>) {
         let g = self.g;
         for (f, joins) in self.closers.iter().enumerate() {
             if joins.len() > 1 {
@@ -1103,33 +975,21 @@ impl Walk<'_, '_> {
                     joins: joins.iter().map(|&j| g.name(j)).collect(),
                 });
             } else if let (Some(&j), Next::Split(_)) = (joins.first(), &g.decls[f].next) {
-                let missing: Vec<String> = (0..fwd[f].len())
-                    .filter(|b| !self.branches_at[j].contains(b))
-                    .map(|b| g.name(fwd[f][b]))
-                    .collect();
+                let missing: Vec<String> =
+                    (0..fwd[f].len()).filter(|b| !self.branches_at[j].contains(b)).map(|b| g.name(fwd[f][b])).collect();
                 if !missing.is_empty() {
-                    errors.push(ValidationError::MissingBranches {
-                        join: g.name(j),
-                        split: g.name(f),
-                        missing,
-                    });
+                    errors.push(ValidationError::MissingBranches { join: g.name(j), split: g.name(f), missing });
                 }
             }
         }
         if let Some(Some(stack)) = g.end.map(|e| &self.stacks[e]) {
             for &(f, _) in stack {
-                errors.push(ValidationError::UnclosedFanout {
-                    fanout: g.name(f),
-                    kind: g.fanout_kind(f),
-                });
+                errors.push(ValidationError::UnclosedFanout { fanout: g.name(f), kind: g.fanout_kind(f) });
             }
         }
         for &(s, t) in loop_backs {
             if g.decls[t].kind == StepKind::Join {
-                errors.push(ValidationError::LoopIntoJoin {
-                    switch: g.name(s),
-                    target: g.name(t),
-                });
+                errors.push(ValidationError::LoopIntoJoin { switch: g.name(s), target: g.name(t) });
             } else if let (Some(a), Some(b)) = (&self.stacks[s], &self.stacks[t]) {
                 if a != b {
                     errors.push(ValidationError::LoopAcrossFanout {

@@ -13,11 +13,7 @@ fn fails(b: FlowBuilder, needles: &[&str]) -> Vec<E> {
     for n in needles {
         assert!(text.contains(n), "{n:?} not in:\n{text}");
     }
-    assert_eq!(
-        text.lines().count(),
-        errs.len(),
-        "one problem per line:\n{text}"
-    );
+    assert_eq!(text.lines().count(), errs.len(), "one problem per line:\n{text}");
     errs.0
 }
 
@@ -31,12 +27,7 @@ fn only(b: FlowBuilder, needles: &[&str]) -> E {
 
 #[test]
 fn linear() {
-    let g = flow()
-        .step("start", Next::to("a"))
-        .step("a", Next::to("end"))
-        .step("end", Next::End)
-        .build()
-        .unwrap();
+    let g = flow().step("start", Next::to("a")).step("a", Next::to("end")).step("end", Next::End).build().unwrap();
     assert_eq!(g.parents("a"), ["start"]);
     assert!(g.parents("start").is_empty());
     assert_eq!(g.topological_order(), ["start", "a", "end"]);
@@ -102,10 +93,7 @@ fn static_split() {
 #[test]
 fn switch_cases_converge_on_a_normal_step() {
     let g = flow()
-        .step(
-            "start",
-            Next::switch("choice", [("left", "a"), ("right", "b")]),
-        )
+        .step("start", Next::switch("choice", [("left", "a"), ("right", "b")]))
         .step("a", Next::to("c"))
         .step("b", Next::to("c"))
         .step("c", Next::to("end"))
@@ -120,10 +108,7 @@ fn switch_cases_converge_on_a_normal_step() {
 fn recursive_switch_loop() {
     let g = flow()
         .step("start", Next::to("loop"))
-        .step(
-            "loop",
-            Next::switch("state", [("again", "loop"), ("done", "end")]),
-        )
+        .step("loop", Next::switch("state", [("again", "loop"), ("done", "end")]))
         .step("end", Next::End)
         .build()
         .unwrap();
@@ -138,10 +123,7 @@ fn loop_inside_a_foreach_branch() {
     let g = flow()
         .step("start", Next::foreach("items", "body"))
         .step("body", Next::to("check"))
-        .step(
-            "check",
-            Next::switch("state", [("again", "body"), ("done", "join")]),
-        )
+        .step("check", Next::switch("state", [("again", "body"), ("done", "join")]))
         .join("join", Next::to("end"))
         .step("end", Next::End)
         .build()
@@ -215,12 +197,7 @@ fn invalid_names_are_quoted_and_do_not_cascade() {
 fn missing_start_and_end() {
     let errs = fails(
         flow().step("a", Next::to("b")).step("b", Next::to("a")),
-        &[
-            "no `start` step",
-            "`.step(\"start\"",
-            "no `end` step",
-            "Next::End",
-        ],
+        &["no `start` step", "`.step(\"start\"", "no `end` step", "Next::End"],
     );
     assert!(errs.contains(&E::MissingStart) && errs.contains(&E::MissingEnd));
 }
@@ -228,10 +205,7 @@ fn missing_start_and_end() {
 #[test]
 fn duplicate_step() {
     let e = only(
-        flow()
-            .step("start", Next::to("end"))
-            .step("start", Next::to("end"))
-            .step("end", Next::End),
+        flow().step("start", Next::to("end")).step("start", Next::to("end")).step("end", Next::End),
         &["step `start` is declared 2 times", "unique"],
     );
     assert!(matches!(e, E::DuplicateStep { count: 2, .. }));
@@ -261,11 +235,7 @@ fn duplicate_param_and_bad_defaults() {
 #[test]
 fn doc_for_unknown_step() {
     only(
-        flow()
-            .step("start", Next::to("end"))
-            .step("end", Next::End)
-            .doc("start", "begins")
-            .doc("nope", "?"),
+        flow().step("start", Next::to("end")).step("end", Next::End).doc("start", "begins").doc("nope", "?"),
         &["step `nope`, which is not declared", "`.doc(...)`"],
     );
 }
@@ -273,15 +243,8 @@ fn doc_for_unknown_step() {
 #[test]
 fn unknown_target_suggests() {
     let errs = fails(
-        flow()
-            .step("start", Next::to("wrok"))
-            .step("work", Next::to("end"))
-            .step("end", Next::End),
-        &[
-            "step `start` goes to `wrok`",
-            "did you mean `work`?",
-            "`start`, `work`, `end`",
-        ],
+        flow().step("start", Next::to("wrok")).step("work", Next::to("end")).step("end", Next::End),
+        &["step `start` goes to `wrok`", "did you mean `work`?", "`start`, `work`, `end`"],
     );
     assert!(matches!(errs[0], E::UnknownTarget { .. }));
     // the steps cut off by the typo are reported as unreachable, not as dead ends
@@ -289,30 +252,18 @@ fn unknown_target_suggests() {
         flow().step("start", Next::to("zzz")).step("end", Next::End),
         &["goes to `zzz`", "step `end` is unreachable"],
     );
-    assert!(
-        !errs.iter().any(|e| matches!(e, E::NoPathToEnd { .. })),
-        "{errs:?}"
-    );
+    assert!(!errs.iter().any(|e| matches!(e, E::NoPathToEnd { .. })), "{errs:?}");
 }
 
 #[test]
 fn end_must_end_and_only_end() {
     only(
-        flow()
-            .step("start", Next::to("end"))
-            .step("end", Next::to("start")),
+        flow().step("start", Next::to("end")).step("end", Next::to("start")),
         &["step `end` has a `next` transition", "give it `Next::End`"],
     );
     only(
-        flow()
-            .step("start", Next::switch("x", [("a", "a"), ("b", "end")]))
-            .step("a", Next::End)
-            .step("end", Next::End),
-        &[
-            "step `a` finishes the flow",
-            "only the step named `end`",
-            "Next::to(\"end\")",
-        ],
+        flow().step("start", Next::switch("x", [("a", "a"), ("b", "end")])).step("a", Next::End).step("end", Next::End),
+        &["step `a` finishes the flow", "only the step named `end`", "Next::to(\"end\")"],
     );
 }
 
@@ -357,14 +308,9 @@ fn cycle_not_closed_by_switch() {
             .step("a", Next::to("b"))
             .step("b", Next::split(["a", "end"]))
             .step("end", Next::End),
-        &[
-            "steps `a`, `b` form a cycle",
-            "make the step that goes back a switch",
-        ],
+        &["steps `a`, `b` form a cycle", "make the step that goes back a switch"],
     );
-    assert!(errs.contains(&E::Cycle {
-        steps: vec!["a".into(), "b".into()]
-    }));
+    assert!(errs.contains(&E::Cycle { steps: vec!["a".into(), "b".into()] }));
     // a loop entered in the middle is not a switch loop either
     let errs = fails(
         flow()
@@ -380,10 +326,7 @@ fn cycle_not_closed_by_switch() {
 #[test]
 fn unreachable_step() {
     only(
-        flow()
-            .step("start", Next::to("end"))
-            .step("orphan", Next::to("end"))
-            .step("end", Next::End),
+        flow().step("start", Next::to("end")).step("orphan", Next::to("end")).step("end", Next::End),
         &["step `orphan` is unreachable", "make it the target"],
     );
 }
@@ -395,47 +338,26 @@ fn no_path_to_end() {
             .step("start", Next::to("loop"))
             .step("loop", Next::switch("s", [("again", "loop")]))
             .step("end", Next::End),
-        &[
-            "step `loop` has no path to `end`",
-            "a case that leaves the loop",
-            "step `end` is unreachable",
-        ],
+        &["step `loop` has no path to `end`", "a case that leaves the loop", "step `end` is unreachable"],
     );
-    assert!(errs.contains(&E::NoPathToEnd {
-        step: "start".into()
-    }));
+    assert!(errs.contains(&E::NoPathToEnd { step: "start".into() }));
 }
 
 #[test]
 fn foreach_without_join() {
     only(
-        flow()
-            .step("start", Next::foreach("items", "work"))
-            .step("work", Next::to("end"))
-            .step("end", Next::End),
-        &[
-            "foreach `start` is never closed by a join",
-            "add a join step",
-        ],
+        flow().step("start", Next::foreach("items", "work")).step("work", Next::to("end")).step("end", Next::End),
+        &["foreach `start` is never closed by a join", "add a join step"],
     );
 }
 
 #[test]
 fn join_without_fanout() {
     only(
-        flow()
-            .step("start", Next::to("j"))
-            .join("j", Next::to("end"))
-            .step("end", Next::End),
-        &[
-            "join step `j` (reached from `start`) has no open split or foreach",
-            "with `.step` instead",
-        ],
+        flow().step("start", Next::to("j")).join("j", Next::to("end")).step("end", Next::End),
+        &["join step `j` (reached from `start`) has no open split or foreach", "with `.step` instead"],
     );
-    only(
-        flow().join("start", Next::to("end")).step("end", Next::End),
-        &["join step `start` has no open"],
-    );
+    only(flow().join("start", Next::to("end")).step("end", Next::End), &["join step `start` has no open"]);
 }
 
 #[test]
@@ -465,10 +387,7 @@ fn branches_meet_at_a_normal_step() {
             .step("c", Next::to("j"))
             .join("j", Next::to("end"))
             .step("end", Next::End),
-        &[
-            "branches of split `start` meet at step `c` (via `a` and `b`)",
-            "declare `c` with `.join`",
-        ],
+        &["branches of split `start` meet at step `c` (via `a` and `b`)", "declare `c` with `.join`"],
     );
 }
 
@@ -495,20 +414,14 @@ fn inner_join_must_close_first() {
         flow()
             .step("start", Next::foreach("xs", "outer"))
             .step("outer", Next::foreach("ys", "inner"))
-            .step(
-                "inner",
-                Next::switch("c", [("a", "inner_join"), ("b", "outer_join")]),
-            )
+            .step("inner", Next::switch("c", [("a", "inner_join"), ("b", "outer_join")]))
             .join("inner_join", Next::to("outer_join"))
             .join("outer_join", Next::to("end"))
             .step("end", Next::End),
         &["join `outer_join`"],
     );
     assert!(
-        errs.iter().any(|e| matches!(
-            e,
-            E::MismatchedNesting { .. } | E::JoinOfDifferentFanouts { .. }
-        )),
+        errs.iter().any(|e| matches!(e, E::MismatchedNesting { .. } | E::JoinOfDifferentFanouts { .. })),
         "{errs:#?}"
     );
 }
@@ -523,10 +436,7 @@ fn branches_reach_different_joins() {
             .join("j1", Next::to("end"))
             .join("j2", Next::to("end"))
             .step("end", Next::End),
-        &[
-            "branches of split `start` reach different joins `j1`, `j2`",
-            "the same join step",
-        ],
+        &["branches of split `start` reach different joins `j1`, `j2`", "the same join step"],
     );
 }
 
@@ -541,10 +451,7 @@ fn branch_missing_from_join() {
             .step("end", Next::End),
         &["join `j` closes split `start`, but the branch(es) starting at `b` never reach it"],
     );
-    assert!(
-        errs.iter()
-            .any(|e| matches!(e, E::MismatchedNesting { step, .. } if step == "end"))
-    );
+    assert!(errs.iter().any(|e| matches!(e, E::MismatchedNesting { step, .. } if step == "end")));
 }
 
 #[test]
@@ -555,10 +462,7 @@ fn empty_branch() {
             .step("a", Next::to("j"))
             .join("j", Next::to("end"))
             .step("end", Next::End),
-        &[
-            "step `start` fans out straight into join `j`",
-            "add a step in between",
-        ],
+        &["step `start` fans out straight into join `j`", "add a step in between"],
     );
 }
 
@@ -587,27 +491,16 @@ fn loop_into_join() {
             .join("j", Next::to("s"))
             .step("s", Next::switch("more", [("again", "j"), ("done", "end")]))
             .step("end", Next::End),
-        &[
-            "switch `s` loops back to join `j`",
-            "cannot re-enter a join",
-        ],
+        &["switch `s` loops back to join `j`", "cannot re-enter a join"],
     );
 }
 
 #[test]
 fn newer_spec_version_refused_by_from_spec() {
-    let mut spec = flow()
-        .step("start", Next::to("end"))
-        .step("end", Next::End)
-        .build()
-        .unwrap()
-        .into_spec();
+    let mut spec = flow().step("start", Next::to("end")).step("end", Next::End).build().unwrap().into_spec();
     spec.format_version = 2;
     let e = FlowGraph::from_spec(spec).unwrap_err().to_string();
-    assert!(
-        e.contains("format version 2") && e.contains("upgrade braid"),
-        "{e}"
-    );
+    assert!(e.contains("format version 2") && e.contains("upgrade braid"), "{e}");
 }
 
 #[test]
@@ -618,13 +511,7 @@ fn every_problem_at_once() {
             .step("a", Next::to("missing"))
             .step("b", Next::End)
             .join("j", Next::to("end")),
-        &[
-            "splits into 1",
-            "goes to `missing`",
-            "step `b` finishes",
-            "no `end` step",
-            "`j` is unreachable",
-        ],
+        &["splits into 1", "goes to `missing`", "step `b` finishes", "no `end` step", "`j` is unreachable"],
     );
     assert!(errs.len() >= 5, "{errs:#?}");
 }

@@ -91,10 +91,7 @@ impl Emit {
                     targets.push(next.to_owned());
                 }
                 let s = self.fresh();
-                let cases = targets
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| (format!("k{i}"), t.clone()));
+                let cases = targets.iter().enumerate().map(|(i, t)| (format!("k{i}"), t.clone()));
                 self.push(&s, StepKind::Normal, Next::switch("choice", cases));
                 s
             }
@@ -124,12 +121,10 @@ fn compile(b: &Block) -> Vec<Decl> {
 }
 
 fn builder(name: &str, steps: &[Decl]) -> FlowBuilder {
-    steps
-        .iter()
-        .fold(FlowBuilder::new(name), |b, (n, kind, next)| match kind {
-            StepKind::Normal => b.step(n, next.clone()),
-            StepKind::Join => b.join(n, next.clone()),
-        })
+    steps.iter().fold(FlowBuilder::new(name), |b, (n, kind, next)| match kind {
+        StepKind::Normal => b.step(n, next.clone()),
+        StepKind::Join => b.join(n, next.clone()),
+    })
 }
 
 fn valid_flow() -> impl Strategy<Value = Vec<Decl>> {
@@ -170,9 +165,7 @@ fn check_valid(g: &FlowGraph) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-const NAMES: &[&str] = &[
-    "start", "end", "a", "b", "c", "d", "join", "1x", "a b", "", "é", "x/y",
-];
+const NAMES: &[&str] = &["start", "end", "a", "b", "c", "d", "join", "1x", "a b", "", "é", "x/y"];
 
 /// Every problem message mentions a name from the input (backticked or quoted).
 fn names_something(msg: &str, extra: &[String]) -> bool {
@@ -193,20 +186,9 @@ fn any_next() -> impl Strategy<Value = Next> {
         Just(Next::End),
         any_name().prop_map(Next::To),
         prop::collection::vec(any_name(), 0..4).prop_map(Next::Split),
-        (artifact.clone(), any_name()).prop_map(|(over, to)| Next::Foreach {
-            over: over.to_owned(),
-            to
-        }),
-        (
-            artifact,
-            prop::collection::vec((any_name(), any_name()), 0..4)
-        )
-            .prop_map(|(on, cases)| {
-                Next::Switch {
-                    on: on.to_owned(),
-                    cases,
-                }
-            }),
+        (artifact.clone(), any_name()).prop_map(|(over, to)| Next::Foreach { over: over.to_owned(), to }),
+        (artifact, prop::collection::vec((any_name(), any_name()), 0..4))
+            .prop_map(|(on, cases)| { Next::Switch { on: on.to_owned(), cases } }),
     ]
 }
 
@@ -240,36 +222,22 @@ fn mutate(mut steps: Vec<Decl>, m: &Mutation) -> Vec<Decl> {
             steps.remove(i % n);
         }
         Mutation::Retarget(i, to) => {
-            let to = if to.is_empty() {
-                steps[(i / 7) % n].0.clone()
-            } else {
-                to.clone()
-            };
+            let to = if to.is_empty() { steps[(i / 7) % n].0.clone() } else { to.clone() };
             steps[i % n].2 = match &steps[i % n].2 {
                 Next::End => Next::To(to),
                 Next::To(_) => Next::To(to),
                 Next::Split(ts) => Next::Split(ts.iter().skip(1).cloned().chain([to]).collect()),
-                Next::Foreach { over, .. } => Next::Foreach {
-                    over: over.clone(),
-                    to,
-                },
+                Next::Foreach { over, .. } => Next::Foreach { over: over.clone(), to },
                 Next::Switch { on, cases } => {
                     let mut cases = cases.clone();
                     cases.push(("extra".into(), to));
-                    Next::Switch {
-                        on: on.clone(),
-                        cases,
-                    }
+                    Next::Switch { on: on.clone(), cases }
                 }
             };
         }
         Mutation::Flip(i) => {
             let k = &mut steps[i % n].1;
-            *k = if *k == StepKind::Join {
-                StepKind::Normal
-            } else {
-                StepKind::Join
-            };
+            *k = if *k == StepKind::Join { StepKind::Normal } else { StepKind::Join };
         }
     }
     steps

@@ -113,8 +113,7 @@ impl Ctx {
 
     /// The names this task sees now: inherited and set.
     pub fn names(&self) -> Vec<String> {
-        let mut all: BTreeSet<String> =
-            self.inner.parent_ns.keys().map(|k| k.to_string()).collect();
+        let mut all: BTreeSet<String> = self.inner.parent_ns.keys().map(|k| k.to_string()).collect();
         all.extend(lock(&self.inner.sets).keys().map(|k| k.to_string()));
         all.into_iter().collect()
     }
@@ -125,11 +124,7 @@ impl Ctx {
         {
             let branches = inputs.iter().filter(|b| b.ns.contains_key(name)).count();
             if branches > 0 {
-                return Error::BranchOnly {
-                    step: self.inner.step.clone(),
-                    name: n,
-                    branches,
-                };
+                return Error::BranchOnly { step: self.inner.step.clone(), name: n, branches };
             }
         }
         let names = self.names();
@@ -138,11 +133,7 @@ impl Ctx {
         } else {
             format!("the artifacts it sees are: {}", names.join(", "))
         };
-        Error::ArtifactMissing {
-            step: self.inner.step.clone(),
-            name: name.to_owned(),
-            existing,
-        }
+        Error::ArtifactMissing { step: self.inner.step.clone(), name: name.to_owned(), existing }
     }
 
     /// Reads artifact `name` as `T`: set by this task, or inherited from its ancestors.
@@ -165,16 +156,8 @@ impl Ctx {
     /// now and stored when the task succeeds; a failed attempt's values are dropped.
     pub fn set<T: Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<()> {
         let n = ArtifactName::new(name)?;
-        let wrap = |source| Error::Codec {
-            step: self.inner.step.clone(),
-            name: name.to_owned(),
-            source,
-        };
-        let EncodedArtifact {
-            bytes,
-            type_name,
-            preview,
-        } = codec::encode(value).map_err(wrap)?;
+        let wrap = |source| Error::Codec { step: self.inner.step.clone(), name: name.to_owned(), source };
+        let EncodedArtifact { bytes, type_name, preview } = codec::encode(value).map_err(wrap)?;
         let mut new_blobs = Vec::with_capacity(2);
         let mut elements = None;
         let mut elements_ref = None;
@@ -182,13 +165,11 @@ impl Ctx {
             // A foreach may fan out over this name: keep each element in its own envelope.
             let parts = codec::encode_elements(value).map_err(wrap)?;
             let manifest = codec::encode_manifest(&parts).map_err(wrap)?;
-            elements_ref = Some(ElementsRef {
-                key: braid_store::BlobKey::of(&manifest),
-                len: parts.len() as u64,
-            });
+            elements_ref = Some(ElementsRef { key: braid_store::BlobKey::of(&manifest), len: parts.len() as u64 });
             elements = Some(Arc::new(parts));
             new_blobs.push(manifest);
         }
+        let inline = (bytes.len() <= braid_store::INLINE_VALUE_MAX).then(|| bytes.clone());
         let record = ArtifactRecord {
             name: n.clone(),
             key: braid_store::BlobKey::of(&bytes),
@@ -196,20 +177,16 @@ impl Ctx {
             size: bytes.len() as u64,
             preview,
             elements: elements_ref,
+            inline: inline.clone(),
         };
-        let bytes = Arc::new(bytes);
-        let mut art = ArtRef::new(record).with_bytes(bytes.clone());
+        if inline.is_none() {
+            new_blobs.insert(0, bytes.clone());
+        }
+        let mut art = ArtRef::new(record).with_bytes(Arc::new(bytes));
         if let Some(e) = elements {
             art = art.with_elements(e);
         }
-        new_blobs.insert(0, Arc::try_unwrap(bytes).unwrap_or_else(|b| (*b).clone()));
-        lock(&self.inner.sets).insert(
-            n,
-            LocalSet {
-                art: Arc::new(art),
-                new_blobs,
-            },
-        );
+        lock(&self.inner.sets).insert(n, LocalSet { art: Arc::new(art), new_blobs });
         Ok(())
     }
 
@@ -227,10 +204,7 @@ impl Ctx {
         })?;
         serde_json::from_value(v.clone()).map_err(|e| Error::Param {
             param: name.to_owned(),
-            reason: format!(
-                "value {v} does not read as `{}`: {e}",
-                std::any::type_name::<T>()
-            ),
+            reason: format!("value {v} does not read as `{}`: {e}", std::any::type_name::<T>()),
         })
     }
 
@@ -241,17 +215,11 @@ impl Ctx {
             what: "`input()`",
             where_: "a task inside a foreach",
         })?;
-        let bytes = frame
-            .elements
-            .get(frame.record.index as usize)
-            .ok_or_else(|| Error::Foreach {
-                step: frame.record.step.clone(),
-                over: frame.record.over.clone(),
-                reason: format!(
-                    "item {} is missing from the stored items",
-                    frame.record.index
-                ),
-            })?;
+        let bytes = frame.elements.get(frame.record.index as usize).ok_or_else(|| Error::Foreach {
+            step: frame.record.step.clone(),
+            over: frame.record.over.clone(),
+            reason: format!("item {} is missing from the stored items", frame.record.index),
+        })?;
         codec::decode(bytes).map_err(|source| Error::Codec {
             step: self.inner.step.clone(),
             name: format!("{} (item {})", frame.record.over, frame.record.index),
@@ -272,23 +240,17 @@ impl Ctx {
     /// In a foreach task: the item of the foreach `depth` levels out (0 = innermost).
     pub fn outer_input<T: DeserializeOwned>(&self, depth: usize) -> Result<T> {
         let frames = &self.inner.frames;
-        let frame = frames
-            .len()
-            .checked_sub(depth + 1)
-            .and_then(|i| frames.get(i))
-            .ok_or_else(|| Error::WrongPlace {
+        let frame =
+            frames.len().checked_sub(depth + 1).and_then(|i| frames.get(i)).ok_or_else(|| Error::WrongPlace {
                 step: self.inner.step.clone(),
                 what: "`outer_input(depth)`",
                 where_: "a task nested at least depth+1 foreach levels deep",
             })?;
-        let bytes = frame
-            .elements
-            .get(frame.record.index as usize)
-            .ok_or_else(|| Error::Foreach {
-                step: frame.record.step.clone(),
-                over: frame.record.over.clone(),
-                reason: format!("item {} is missing", frame.record.index),
-            })?;
+        let bytes = frame.elements.get(frame.record.index as usize).ok_or_else(|| Error::Foreach {
+            step: frame.record.step.clone(),
+            over: frame.record.over.clone(),
+            reason: format!("item {} is missing", frame.record.index),
+        })?;
         codec::decode(bytes).map_err(|source| Error::Codec {
             step: self.inner.step.clone(),
             name: frame.record.over.to_string(),
@@ -300,13 +262,7 @@ impl Ctx {
     /// order for a split).
     pub fn inputs(&self) -> Result<Vec<Input>> {
         let inputs = self.join_inputs("`inputs()`")?;
-        Ok(inputs
-            .iter()
-            .map(|b| Input {
-                branch: b.clone(),
-                shared: self.inner.shared.clone(),
-            })
-            .collect())
+        Ok(inputs.iter().map(|b| Input { branch: b.clone(), shared: self.inner.shared.clone() }).collect())
     }
 
     fn join_inputs(&self, what: &'static str) -> Result<&Arc<Vec<Branch>>> {
@@ -322,14 +278,9 @@ impl Ctx {
     pub fn merge_artifacts(&self, merge: Merge) -> Result<()> {
         let step = self.inner.step.clone();
         let inputs = self.join_inputs("`merge_artifacts()`")?.clone();
-        let fail = |reason: String| Error::Merge {
-            step: step.clone(),
-            reason,
-        };
+        let fail = |reason: String| Error::Merge { step: step.clone(), reason };
         if !merge.include.is_empty() && !merge.exclude.is_empty() {
-            return Err(fail(
-                "give either an include list or an exclude list, not both".into(),
-            ));
+            return Err(fail("give either an include list or an exclude list, not both".into()));
         }
         let mut all: BTreeSet<ArtifactName> = BTreeSet::new();
         for b in inputs.iter() {
@@ -337,28 +288,14 @@ impl Ctx {
         }
         let candidates: Vec<ArtifactName> = if merge.include.is_empty() {
             let exclude: BTreeSet<&str> = merge.exclude.iter().map(String::as_str).collect();
-            all.iter()
-                .filter(|n| !exclude.contains(n.as_str()))
-                .cloned()
-                .collect()
+            all.iter().filter(|n| !exclude.contains(n.as_str())).cloned().collect()
         } else {
-            let missing: Vec<&str> = merge
-                .include
-                .iter()
-                .map(String::as_str)
-                .filter(|n| !all.iter().any(|a| a == n))
-                .collect();
+            let missing: Vec<&str> =
+                merge.include.iter().map(String::as_str).filter(|n| !all.iter().any(|a| a == n)).collect();
             if !missing.is_empty() {
-                return Err(fail(format!(
-                    "include names artifacts no branch has: {}",
-                    missing.join(", ")
-                )));
+                return Err(fail(format!("include names artifacts no branch has: {}", missing.join(", "))));
             }
-            merge
-                .include
-                .iter()
-                .filter_map(|n| ArtifactName::new(n).ok())
-                .collect()
+            merge.include.iter().filter_map(|n| ArtifactName::new(n).ok()).collect()
         };
         let already: BTreeSet<ArtifactName> = lock(&self.inner.sets).keys().cloned().collect();
         let mut taken = Vec::new();
@@ -379,11 +316,8 @@ impl Ctx {
                 }
             }
             if conflict {
-                let steps: BTreeSet<String> = inputs
-                    .iter()
-                    .filter(|b| b.ns.contains_key(&name))
-                    .map(|b| b.step.to_string())
-                    .collect();
+                let steps: BTreeSet<String> =
+                    inputs.iter().filter(|b| b.ns.contains_key(&name)).map(|b| b.step.to_string()).collect();
                 conflicts.push(format!(
                     "`{name}` (differs between branches of {})",
                     steps.into_iter().collect::<Vec<_>>().join(", ")
@@ -400,13 +334,7 @@ impl Ctx {
         }
         let mut sets = lock(&self.inner.sets);
         for (name, art) in taken {
-            sets.insert(
-                name,
-                LocalSet {
-                    art,
-                    new_blobs: Vec::new(),
-                },
-            );
+            sets.insert(name, LocalSet { art, new_blobs: Vec::new() });
         }
         Ok(())
     }
@@ -431,10 +359,8 @@ impl Ctx {
     /// Reports progress: `percent` from 0 to 100 and a message. Cheap in a hot loop:
     /// reports are coalesced, and each one written also extends the task's lease.
     pub fn progress(&self, percent: f32, message: impl Into<String>) -> Result<()> {
-        let p = Progress::new(percent, message).map_err(|source| Error::Progress {
-            step: self.inner.step.clone(),
-            source,
-        })?;
+        let p = Progress::new(percent, message)
+            .map_err(|source| Error::Progress { step: self.inner.step.clone(), source })?;
         crate::progress::report(self, Some(p));
         Ok(())
     }
@@ -459,17 +385,11 @@ impl Merge {
     }
 
     pub fn only(names: &[&str]) -> Self {
-        Merge {
-            include: names.iter().map(|s| (*s).to_owned()).collect(),
-            exclude: Vec::new(),
-        }
+        Merge { include: names.iter().map(|s| (*s).to_owned()).collect(), exclude: Vec::new() }
     }
 
     pub fn except(names: &[&str]) -> Self {
-        Merge {
-            include: Vec::new(),
-            exclude: names.iter().map(|s| (*s).to_owned()).collect(),
-        }
+        Merge { include: Vec::new(), exclude: names.iter().map(|s| (*s).to_owned()).collect() }
     }
 }
 
@@ -511,19 +431,11 @@ impl Input {
 
     /// Reads artifact `name` of this branch as `T`.
     pub async fn get<T: DeserializeOwned>(&self, name: &str) -> Result<T> {
-        let art = self
-            .branch
-            .ns
-            .get(name)
-            .ok_or_else(|| Error::ArtifactMissing {
-                step: self.branch.step.clone(),
-                name: name.to_owned(),
-                existing: format!(
-                    "branch task {} has: {}",
-                    self.branch.task,
-                    self.names().join(", ")
-                ),
-            })?;
+        let art = self.branch.ns.get(name).ok_or_else(|| Error::ArtifactMissing {
+            step: self.branch.step.clone(),
+            name: name.to_owned(),
+            existing: format!("branch task {} has: {}", self.branch.task, self.names().join(", ")),
+        })?;
         let bytes = art.bytes(&*self.shared.store.blobs).await?;
         codec::decode(&bytes).map_err(|source| Error::Codec {
             step: self.branch.step.clone(),

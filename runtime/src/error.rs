@@ -12,27 +12,15 @@ pub enum Error {
     Param { param: String, reason: String },
 
     #[error("step `{step}` reads artifact `{name}`, which does not exist; {existing}")]
-    ArtifactMissing {
-        step: StepName,
-        name: String,
-        existing: String,
-    },
+    ArtifactMissing { step: StepName, name: String, existing: String },
 
     #[error(
         "join step `{step}` reads artifact `{name}`, which exists only inside the branches it joins ({branches} of them have it); a join starts empty: read it per branch with `ctx.inputs()`, or take it with `ctx.merge_artifacts(..)` if all branches agree"
     )]
-    BranchOnly {
-        step: StepName,
-        name: ArtifactName,
-        branches: usize,
-    },
+    BranchOnly { step: StepName, name: ArtifactName, branches: usize },
 
     #[error("step `{step}`: {what} is only available in {where_}")]
-    WrongPlace {
-        step: StepName,
-        what: &'static str,
-        where_: &'static str,
-    },
+    WrongPlace { step: StepName, what: &'static str, where_: &'static str },
 
     #[error("merge_artifacts in join `{step}` failed, nothing was set: {reason}")]
     Merge { step: StepName, reason: String },
@@ -46,11 +34,7 @@ pub enum Error {
     },
 
     #[error("foreach step `{step}` over `{over}`: {reason}")]
-    Foreach {
-        step: StepName,
-        over: ArtifactName,
-        reason: String,
-    },
+    Foreach { step: StepName, over: ArtifactName, reason: String },
 
     #[error(
         "foreach step `{step}` fans out over {len} items, more than max_num_splits ({max}); raise it with `--max-num-splits {len}` or `Flow::max_num_splits`"
@@ -58,11 +42,7 @@ pub enum Error {
     TooManySplits { step: StepName, len: u64, max: u64 },
 
     #[error("switch step `{step}` on `{on}`: {reason}")]
-    Switch {
-        step: StepName,
-        on: ArtifactName,
-        reason: String,
-    },
+    Switch { step: StepName, on: ArtifactName, reason: String },
 
     #[error(
         "step `{step}` looped {max} times without taking its exit (max_iterations = {max}); fix its exit condition or raise it with `.max_iterations(n)`"
@@ -70,12 +50,7 @@ pub enum Error {
     LoopLimit { step: StepName, max: u32 },
 
     #[error("step `{step}` task {task} failed on attempt {attempt}: {cause}")]
-    TaskFailed {
-        step: StepName,
-        task: TaskId,
-        attempt: Attempt,
-        cause: String,
-    },
+    TaskFailed { step: StepName, task: TaskId, attempt: Attempt, cause: String },
 
     #[error("run cancelled")]
     Cancelled,

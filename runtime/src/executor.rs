@@ -10,13 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use braid_core::codec;
-use braid_core::{
-    ArtifactName, Attempt, FlowName, RunId, RunStatus, StepName, Tag, TaskId, TaskStatus, Timestamp,
-};
+use braid_core::{ArtifactName, Attempt, FlowName, RunId, RunStatus, StepName, Tag, TaskId, TaskStatus, Timestamp};
 use braid_dag::{StepKind, Transition};
 use braid_store::{
-    AttemptRecord, FlowRecord, ForeachFrame, Precondition, RunRecord, Store, TaskError, TaskKey,
-    TaskQuery, TaskRecord, TaskWrite, WriteOutcome,
+    AttemptRecord, FlowRecord, ForeachFrame, Precondition, RunRecord, Store, TaskError, TaskKey, TaskQuery, TaskRecord,
+    TaskWrite,
 };
 use futures_util::FutureExt;
 use tokio::task::JoinSet;
@@ -130,6 +128,9 @@ pub(crate) struct RunShared {
     pub(crate) progress: Arc<RunProgress>,
     pub(crate) origin: Option<Origin>,
     pub(crate) max_num_splits: u64,
+    /// One permit per worker: held while a step's code runs, so at most `max_workers`
+    /// run at once while many more tasks are in flight (starting, storing results).
+    pub(crate) workers: Arc<tokio::sync::Semaphore>,
 }
 
 /// The run being resumed: its successful tasks by identity.
@@ -170,24 +171,13 @@ struct TaskPlan {
 
 enum NextMove {
     End,
-    Go {
-        to: StepName,
-        loop_back: bool,
-    },
+    Go { to: StepName, loop_back: bool },
     Split(Vec<StepName>),
-    Foreach {
-        to: StepName,
-        over: ArtifactName,
-        elements: Arc<Vec<Vec<u8>>>,
-    },
+    Foreach { to: StepName, over: ArtifactName, elements: Arc<Vec<Vec<u8>>> },
 }
 
 enum Outcome {
-    Succeeded {
-        ns: Arc<Namespace>,
-        next: NextMove,
-        reused: bool,
-    },
+    Succeeded { ns: Arc<Namespace>, next: NextMove, reused: bool },
     Failed(Error),
     Cancelled,
 }
@@ -210,80 +200,41 @@ pub struct PreparedRun {
 
 impl std::fmt::Debug for PreparedRun {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "PreparedRun({}/{})",
-            self.shared.flow.name(),
-            self.shared.run_id
-        )
+        write!(f, "PreparedRun({}/{})", self.shared.flow.name(), self.shared.run_id)
     }
 }
 
 /// Resolves parameter values: typed values, then command-line text, then
 /// `BRAID_PARAM_<NAME>`, then the declared or computed default. Unknown, ill-typed and
 /// missing parameters are errors naming the parameter.
-pub fn resolve_params(
-    flow: &Flow,
-    opts: &RunOptions,
-) -> Result<BTreeMap<String, serde_json::Value>> {
+pub fn resolve_params(flow: &Flow, opts: &RunOptions) -> Result<BTreeMap<String, serde_json::Value>> {
     let declared = &flow.graph.spec().params;
-    let known = || {
-        declared
-            .iter()
-            .map(|p| p.name.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let known = || declared.iter().map(|p| p.name.to_string()).collect::<Vec<_>>().join(", ");
     let mut out = BTreeMap::new();
     for (name, text) in &opts.params {
-        let spec = declared
-            .iter()
-            .find(|p| p.name.as_str() == name)
-            .ok_or_else(|| Error::Param {
-                param: name.clone(),
-                reason: format!(
-                    "flow `{}` has no such parameter; it declares: {}",
-                    flow.name(),
-                    if declared.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        known()
-                    }
-                ),
-            })?;
+        let spec = declared.iter().find(|p| p.name.as_str() == name).ok_or_else(|| Error::Param {
+            param: name.clone(),
+            reason: format!(
+                "flow `{}` has no such parameter; it declares: {}",
+                flow.name(),
+                if declared.is_empty() { "none".to_owned() } else { known() }
+            ),
+        })?;
         if out.contains_key(name) {
-            return Err(Error::Param {
-                param: name.clone(),
-                reason: "given twice".into(),
-            });
+            return Err(Error::Param { param: name.clone(), reason: "given twice".into() });
         }
         let v = spec
             .ty
             .parse_value(&spec.name, text)
-            .map_err(|e| Error::Param {
-                param: name.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| Error::Param { param: name.clone(), reason: e.to_string() })?;
         out.insert(name.clone(), v);
     }
     for (name, v) in &opts.param_values {
-        let spec = declared
-            .iter()
-            .find(|p| p.name.as_str() == name)
-            .ok_or_else(|| Error::Param {
-                param: name.clone(),
-                reason: format!(
-                    "flow `{}` has no such parameter; it declares: {}",
-                    flow.name(),
-                    known()
-                ),
-            })?;
-        spec.ty
-            .check_value(&spec.name, v)
-            .map_err(|e| Error::Param {
-                param: name.clone(),
-                reason: e.to_string(),
-            })?;
+        let spec = declared.iter().find(|p| p.name.as_str() == name).ok_or_else(|| Error::Param {
+            param: name.clone(),
+            reason: format!("flow `{}` has no such parameter; it declares: {}", flow.name(), known()),
+        })?;
+        spec.ty.check_value(&spec.name, v).map_err(|e| Error::Param { param: name.clone(), reason: e.to_string() })?;
         out.entry(name.clone()).or_insert_with(|| v.clone());
     }
     for spec in declared {
@@ -294,13 +245,10 @@ pub fn resolve_params(
         if opts.env_params {
             let var = format!("BRAID_PARAM_{}", name.to_uppercase());
             if let Ok(text) = std::env::var(&var) {
-                let v = spec
-                    .ty
-                    .parse_value(&spec.name, &text)
-                    .map_err(|e| Error::Param {
-                        param: name.clone(),
-                        reason: format!("from environment variable {var}: {e}"),
-                    })?;
+                let v = spec.ty.parse_value(&spec.name, &text).map_err(|e| Error::Param {
+                    param: name.clone(),
+                    reason: format!("from environment variable {var}: {e}"),
+                })?;
                 out.insert(name, v);
                 continue;
             }
@@ -331,35 +279,21 @@ impl PreparedRun {
             let o = load_origin(&flow, &store, resume).await?;
             if !opts.params.is_empty() || !opts.param_values.is_empty() {
                 return Err(Error::Resume {
-                    reason: format!(
-                        "a resumed run takes its parameters from run {}; drop --param",
-                        o.run
-                    ),
+                    reason: format!("a resumed run takes its parameters from run {}; drop --param", o.run),
                 });
             }
             let rec = store
                 .records
                 .get_run(flow.name(), o.run)
                 .await?
-                .ok_or_else(|| Error::Resume {
-                    reason: format!("run {}/{} not found", flow.name(), o.run),
-                })?;
+                .ok_or_else(|| Error::Resume { reason: format!("run {}/{} not found", flow.name(), o.run) })?;
             params = rec.params.clone();
             origin_run = Some(o.run);
             origin = Some(o);
         }
-        let spec = serde_json::to_value(flow.graph.spec()).map_err(|e| Error::InvalidFlow {
-            flow: flow.name().to_string(),
-            problems: e.to_string(),
-        })?;
-        store
-            .records
-            .put_flow(FlowRecord {
-                name: flow.name().clone(),
-                spec,
-                updated_at: Timestamp::now(),
-            })
-            .await?;
+        let spec = serde_json::to_value(flow.graph.spec())
+            .map_err(|e| Error::InvalidFlow { flow: flow.name().to_string(), problems: e.to_string() })?;
+        store.records.put_flow(FlowRecord { name: flow.name().clone(), spec, updated_at: Timestamp::now() }).await?;
         let mut run = RunRecord::new(flow.name().clone(), run_id);
         run.params = params.clone();
         run.tags = opts.tags.iter().cloned().collect();
@@ -378,11 +312,9 @@ impl PreparedRun {
             progress: Arc::new(RunProgress::default()),
             origin,
             max_num_splits,
+            workers: Arc::new(tokio::sync::Semaphore::new(opts.max_workers.max(1))),
         });
-        Ok(PreparedRun {
-            shared,
-            max_workers: opts.max_workers.max(1),
-        })
+        Ok(PreparedRun { shared, max_workers: opts.max_workers.max(1) })
     }
 
     pub fn run_id(&self) -> RunId {
@@ -399,16 +331,9 @@ impl PreparedRun {
         let started = Instant::now();
         let shared = self.shared.clone();
         let flow_name = shared.flow.name().clone();
-        let mut run = shared
-            .store
-            .records
-            .get_run(&flow_name, shared.run_id)
-            .await?
-            .ok_or_else(|| {
-                Error::Store(braid_store::Error::NotFound {
-                    what: format!("run {flow_name}/{}", shared.run_id),
-                })
-            })?;
+        let mut run = shared.store.records.get_run(&flow_name, shared.run_id).await?.ok_or_else(|| {
+            Error::Store(braid_store::Error::NotFound { what: format!("run {flow_name}/{}", shared.run_id) })
+        })?;
         run.status = RunStatus::Running;
         run.started_at = Some(Timestamp::now());
         run = shared.store.records.update_run(&run).await?;
@@ -428,15 +353,15 @@ impl PreparedRun {
         };
         sched.run().await;
         shared.persister.flush().await;
+        if let Some(e) = shared.persister.failure() {
+            sched.fail(Error::Store(braid_store::Error::Invalid { what: "run records".into(), reason: e }));
+        }
 
         let (status, error) = match (&sched.failure, sched.ended) {
             (None, true) => (RunStatus::Succeeded, None),
             (Some(Error::Cancelled), _) => (RunStatus::Cancelled, Some("cancelled".to_owned())),
             (Some(e), _) => (RunStatus::Failed, Some(e.to_string())),
-            (None, false) => (
-                RunStatus::Failed,
-                Some("the run stopped before reaching `end`".to_owned()),
-            ),
+            (None, false) => (RunStatus::Failed, Some("the run stopped before reaching `end`".to_owned())),
         };
         run.status = status;
         run.ended_at = Some(Timestamp::now());
@@ -446,12 +371,7 @@ impl PreparedRun {
             match shared.store.records.update_run(&run).await {
                 Ok(_) => break,
                 Err(e) if e.is_conflict() => {
-                    if let Some(mut fresh) = shared
-                        .store
-                        .records
-                        .get_run(&flow_name, shared.run_id)
-                        .await?
-                    {
+                    if let Some(mut fresh) = shared.store.records.get_run(&flow_name, shared.run_id).await? {
                         fresh.status = run.status;
                         fresh.ended_at = run.ended_at;
                         fresh.error = run.error.clone();
@@ -478,25 +398,15 @@ async fn load_origin(flow: &Flow, store: &Store, resume: &Resume) -> Result<Orig
         Some(r) => r,
         None => store
             .records
-            .list_runs(
-                flow.name(),
-                &braid_store::RunQuery {
-                    limit: 1,
-                    ..Default::default()
-                },
-            )
+            .list_runs(flow.name(), &braid_store::RunQuery { limit: 1, ..Default::default() })
             .await?
             .items
             .first()
             .map(|r| r.id)
-            .ok_or_else(|| Error::Resume {
-                reason: format!("flow `{}` has no runs to resume", flow.name()),
-            })?,
+            .ok_or_else(|| Error::Resume { reason: format!("flow `{}` has no runs to resume", flow.name()) })?,
     };
     if store.records.get_run(flow.name(), run).await?.is_none() {
-        return Err(Error::Resume {
-            reason: format!("run {}/{run} not found", flow.name()),
-        });
+        return Err(Error::Resume { reason: format!("run {}/{run} not found", flow.name()) });
     }
     if let Some(from) = &resume.from
         && flow.graph.step(from.as_str()).is_none()
@@ -505,21 +415,12 @@ async fn load_origin(flow: &Flow, store: &Store, resume: &Resume) -> Result<Orig
             reason: format!(
                 "--from {from}: flow `{}` has no such step; its steps: {}",
                 flow.name(),
-                flow.graph
-                    .steps()
-                    .iter()
-                    .map(|s| s.name.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                flow.graph.steps().iter().map(|s| s.name.to_string()).collect::<Vec<_>>().join(", ")
             ),
         });
     }
     let mut tasks = HashMap::new();
-    let mut q = TaskQuery {
-        status: Some(TaskStatus::Succeeded),
-        limit: 10_000,
-        ..Default::default()
-    };
+    let mut q = TaskQuery { status: Some(TaskStatus::Succeeded), limit: 10_000, ..Default::default() };
     loop {
         let page = store.records.list_tasks(flow.name(), run, &q).await?;
         for t in page.items {
@@ -535,11 +436,7 @@ async fn load_origin(flow: &Flow, store: &Store, resume: &Resume) -> Result<Orig
             None => break,
         }
     }
-    Ok(Origin {
-        run,
-        from: resume.from.clone(),
-        tasks,
-    })
+    Ok(Origin { run, from: resume.from.clone(), tasks })
 }
 
 struct Scheduler {
@@ -559,18 +456,13 @@ struct Scheduler {
 impl Scheduler {
     async fn run(&mut self) {
         let start = StepName::start();
-        self.plan(
-            start,
-            None,
-            Arc::new(Namespace::new()),
-            Arc::new(Vec::new()),
-            Arc::new(Vec::new()),
-            0,
-            None,
-            true,
-        );
+        self.plan(start, None, Arc::new(Namespace::new()), Arc::new(Vec::new()), Arc::new(Vec::new()), 0, None, true);
         loop {
-            while self.failure.is_none() && self.running.len() < self.max_workers {
+            // Many more tasks than workers are kept in flight (each waits for a worker
+            // permit before its code runs), so finishing tasks are handed back in batches
+            // instead of one thread wake-up per task.
+            let in_flight = (self.max_workers * 64).max(512);
+            while self.failure.is_none() && self.running.len() < in_flight {
                 if self.shared.cancel.is_cancelled() {
                     self.fail(Error::Cancelled);
                     break;
@@ -596,14 +488,23 @@ impl Scheduler {
                 }
             };
             let Some(joined) = joined else { break };
-            match joined {
-                Ok((plan, outcome)) => self.handle(plan, outcome),
-                Err(e) => self.fail(Error::TaskFailed {
-                    step: StepName::start(),
-                    task: TaskId(0),
-                    attempt: Attempt::FIRST,
-                    cause: format!("executor task crashed: {e}"),
-                }),
+            let mut batch = vec![joined];
+            while let Some(more) = self.running.try_join_next() {
+                batch.push(more);
+            }
+            if let Some(e) = self.shared.persister.failure() {
+                self.fail(Error::Store(braid_store::Error::Invalid { what: "run records".into(), reason: e }));
+            }
+            for joined in batch {
+                match joined {
+                    Ok((plan, outcome)) => self.handle(plan, outcome),
+                    Err(e) => self.fail(Error::TaskFailed {
+                        step: StepName::start(),
+                        task: TaskId(0),
+                        attempt: Attempt::FIRST,
+                        cause: format!("executor task crashed: {e}"),
+                    }),
+                }
             }
         }
     }
@@ -689,13 +590,7 @@ impl Scheduler {
         }
     }
 
-    fn route(
-        &mut self,
-        plan: TaskPlan,
-        ns: Arc<Namespace>,
-        next: NextMove,
-        reused: bool,
-    ) -> Result<()> {
+    fn route(&mut self, plan: TaskPlan, ns: Arc<Namespace>, next: NextMove, reused: bool) -> Result<()> {
         let graph = self.shared.flow.graph.clone();
         match next {
             NextMove::End => {
@@ -704,24 +599,15 @@ impl Scheduler {
             }
             NextMove::Go { to, loop_back } => {
                 let iteration = if loop_back {
-                    let max = self
-                        .shared
-                        .flow
-                        .policy(&plan.step)
-                        .map_or(1000, |p| p.max_iterations);
+                    let max = self.shared.flow.policy(&plan.step).map_or(1000, |p| p.max_iterations);
                     if plan.iteration + 1 > max {
-                        return Err(Error::LoopLimit {
-                            step: plan.step.clone(),
-                            max,
-                        });
+                        return Err(Error::LoopLimit { step: plan.step.clone(), max });
                     }
                     plan.iteration + 1
                 } else {
                     plan.iteration
                 };
-                let is_join = graph
-                    .step(to.as_str())
-                    .is_some_and(|s| s.kind == StepKind::Join);
+                let is_join = graph.step(to.as_str()).is_some_and(|s| s.kind == StepKind::Join);
                 if is_join {
                     self.arrive(&plan, ns, reused);
                 } else {
@@ -739,19 +625,14 @@ impl Scheduler {
                 Ok(())
             }
             NextMove::Split(targets) => {
-                let join = graph.join_of(plan.step.as_str()).cloned().ok_or_else(|| {
-                    Error::InvalidFlow {
-                        flow: graph.name().to_string(),
-                        problems: format!("split `{}` has no join", plan.step),
-                    }
+                let join = graph.join_of(plan.step.as_str()).cloned().ok_or_else(|| Error::InvalidFlow {
+                    flow: graph.name().to_string(),
+                    problems: format!("split `{}` has no join", plan.step),
                 })?;
                 let b = self.open_barrier(&plan, join, targets.len(), reused);
                 for (i, t) in targets.into_iter().enumerate() {
                     let mut fanouts = (*plan.fanouts).clone();
-                    fanouts.push(Fanout {
-                        barrier: b,
-                        branch: i,
-                    });
+                    fanouts.push(Fanout { barrier: b, branch: i });
                     self.plan(
                         t,
                         Some(plan.id),
@@ -767,19 +648,14 @@ impl Scheduler {
             }
             NextMove::Foreach { to, over, elements } => {
                 let len = elements.len() as u64;
-                let join = graph.join_of(plan.step.as_str()).cloned().ok_or_else(|| {
-                    Error::InvalidFlow {
-                        flow: graph.name().to_string(),
-                        problems: format!("foreach `{}` has no join", plan.step),
-                    }
+                let join = graph.join_of(plan.step.as_str()).cloned().ok_or_else(|| Error::InvalidFlow {
+                    flow: graph.name().to_string(),
+                    problems: format!("foreach `{}` has no join", plan.step),
                 })?;
                 let b = self.open_barrier(&plan, join, elements.len(), reused);
                 for i in 0..elements.len() {
                     let mut fanouts = (*plan.fanouts).clone();
-                    fanouts.push(Fanout {
-                        barrier: b,
-                        branch: i,
-                    });
+                    fanouts.push(Fanout { barrier: b, branch: i });
                     let mut frames = (*plan.frames).clone();
                     frames.push(Frame {
                         record: ForeachFrame {
@@ -832,10 +708,7 @@ impl Scheduler {
         let Some(fanout) = plan.fanouts.last().copied() else {
             self.fail(Error::InvalidFlow {
                 flow: self.shared.flow.name().to_string(),
-                problems: format!(
-                    "step `{}` reaches a join outside any split or foreach",
-                    plan.step
-                ),
+                problems: format!("step `{}` reaches a join outside any split or foreach", plan.step),
             });
             return;
         };
@@ -844,13 +717,8 @@ impl Scheduler {
                 if b.arrived[fanout.branch].is_none() {
                     b.count += 1;
                 }
-                b.arrived[fanout.branch] = Some(Branch {
-                    task: plan.id,
-                    step: plan.step.clone(),
-                    index: fanout.branch as u64,
-                    ns,
-                    reused,
-                });
+                b.arrived[fanout.branch] =
+                    Some(Branch { task: plan.id, step: plan.step.clone(), index: fanout.branch as u64, ns, reused });
                 b.count == b.arrived.len()
             }
             None => false,
@@ -880,12 +748,7 @@ impl Scheduler {
 }
 
 fn task_key(shared: &RunShared, plan: &TaskPlan) -> TaskKey {
-    TaskKey {
-        flow: shared.flow.name().clone(),
-        run: shared.run_id,
-        step: plan.step.clone(),
-        task: plan.id,
-    }
+    TaskKey { flow: shared.flow.name().clone(), run: shared.run_id, step: plan.step.clone(), task: plan.id }
 }
 
 fn base_record(shared: &RunShared, plan: &TaskPlan) -> TaskRecord {
@@ -893,11 +756,7 @@ fn base_record(shared: &RunShared, plan: &TaskPlan) -> TaskRecord {
     rec.foreach_stack = plan.frames.iter().map(|f| f.record.clone()).collect();
     rec.iteration = plan.iteration;
     rec.parent = plan.parent;
-    rec.inputs = plan
-        .inputs
-        .as_ref()
-        .map(|i| i.iter().map(|b| b.task).collect())
-        .unwrap_or_default();
+    rec.inputs = plan.inputs.as_ref().map(|i| i.iter().map(|b| b.task).collect()).unwrap_or_default();
     rec
 }
 
@@ -915,21 +774,11 @@ async fn run_task(shared: &Arc<RunShared>, plan: &TaskPlan) -> Outcome {
 
 /// Clones a successful task of the origin run into this run, by reference: same
 /// artifact keys, no bytes copied, the step not executed.
-async fn reuse_task(
-    shared: &Arc<RunShared>,
-    plan: &TaskPlan,
-    origin: &TaskRecord,
-) -> Result<Outcome> {
+async fn reuse_task(shared: &Arc<RunShared>, plan: &TaskPlan, origin: &TaskRecord) -> Result<Outcome> {
     let Some(o) = &shared.origin else {
-        return Err(Error::Resume {
-            reason: "no origin".into(),
-        });
+        return Err(Error::Resume { reason: "no origin".into() });
     };
-    let arts = shared
-        .store
-        .records
-        .task_artifacts(shared.flow.name(), o.run, origin.key.task)
-        .await?;
+    let arts = shared.store.records.task_artifacts(shared.flow.name(), o.run, origin.key.task).await?;
     let mut ns: Namespace = (*plan.parent_ns).clone();
     for a in &arts {
         ns.insert(a.name.clone(), Arc::new(ArtRef::new(a.clone())));
@@ -943,18 +792,11 @@ async fn reuse_task(
     rec.progress_at = origin.progress_at;
     rec.error = origin.error.clone();
     rec.origin = Some((o.run, origin.key.task));
-    let write = TaskWrite {
-        artifacts: Some(arts),
-        ..TaskWrite::new(rec)
-    };
-    shared.persister.write(Vec::new(), write).await?;
+    let write = TaskWrite { artifacts: Some(arts), ..TaskWrite::new(rec) };
+    shared.persister.write_later(Vec::new(), write);
     let ns = Arc::new(ns);
     let next = decide_next(shared, plan, &ns).await?;
-    Ok(Outcome::Succeeded {
-        ns,
-        next,
-        reused: true,
-    })
+    Ok(Outcome::Succeeded { ns, next, reused: true })
 }
 
 enum AttemptEnd {
@@ -973,26 +815,15 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-async fn run_body(
-    body: &StepBody,
-    ctx: Ctx,
-    timeout: Option<Duration>,
-    cancel: &CancellationToken,
-) -> AttemptEnd {
+async fn run_body(body: &StepBody, ctx: Ctx, timeout: Option<Duration>, cancel: &CancellationToken) -> AttemptEnd {
     let fut = match body {
         StepBody::Async(f) => {
             let fut = f(ctx);
             async move {
                 match AssertUnwindSafe(fut).catch_unwind().await {
                     Ok(Ok(())) => AttemptEnd::Ok,
-                    Ok(Err(e)) => AttemptEnd::Failed(TaskError {
-                        kind: "error".into(),
-                        message: e.to_string(),
-                    }),
-                    Err(p) => AttemptEnd::Failed(TaskError {
-                        kind: "panic".into(),
-                        message: panic_message(p),
-                    }),
+                    Ok(Err(e)) => AttemptEnd::Failed(TaskError { kind: "error".into(), message: e.to_string() }),
+                    Err(p) => AttemptEnd::Failed(TaskError { kind: "panic".into(), message: panic_message(p) }),
                 }
             }
             .boxed()
@@ -1002,18 +833,11 @@ async fn run_body(
             async move {
                 match tokio::task::spawn_blocking(move || f(ctx)).await {
                     Ok(Ok(())) => AttemptEnd::Ok,
-                    Ok(Err(e)) => AttemptEnd::Failed(TaskError {
-                        kind: "error".into(),
-                        message: e.to_string(),
-                    }),
-                    Err(e) if e.is_panic() => AttemptEnd::Failed(TaskError {
-                        kind: "panic".into(),
-                        message: panic_message(e.into_panic()),
-                    }),
-                    Err(e) => AttemptEnd::Failed(TaskError {
-                        kind: "error".into(),
-                        message: e.to_string(),
-                    }),
+                    Ok(Err(e)) => AttemptEnd::Failed(TaskError { kind: "error".into(), message: e.to_string() }),
+                    Err(e) if e.is_panic() => {
+                        AttemptEnd::Failed(TaskError { kind: "panic".into(), message: panic_message(e.into_panic()) })
+                    }
+                    Err(e) => AttemptEnd::Failed(TaskError { kind: "error".into(), message: e.to_string() }),
                 }
             }
             .boxed()
@@ -1048,23 +872,24 @@ async fn execute_task(shared: &Arc<RunShared>, plan: &TaskPlan) -> Outcome {
     let max_attempts = policy.retries.saturating_add(1);
     let mut attempt = Attempt::FIRST;
     loop {
+        let permit = tokio::select! {
+            p = shared.workers.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return Outcome::Cancelled,
+            },
+            _ = shared.cancel.cancelled() => return Outcome::Cancelled,
+        };
         let started = Timestamp::now();
         let mut rec = base_record(shared, plan);
         rec.status = TaskStatus::Running;
         rec.attempt = attempt;
         rec.started_at = Some(started);
         rec.lease_deadline = Some(started.plus(policy.lease));
-        let running_attempt = AttemptRecord {
-            attempt,
-            status: TaskStatus::Running,
-            started_at: started,
-            ended_at: None,
-            error: None,
-        };
-        shared.persister.write_later(TaskWrite {
-            attempt: Some(running_attempt),
-            ..TaskWrite::new(rec.clone())
-        });
+        let running_attempt =
+            AttemptRecord { attempt, status: TaskStatus::Running, started_at: started, ended_at: None, error: None };
+        shared
+            .persister
+            .write_later(Vec::new(), TaskWrite { attempt: Some(running_attempt), ..TaskWrite::new(rec.clone()) });
         let record = Arc::new(Mutex::new(rec));
         let ctx = Ctx {
             inner: Arc::new(CtxInner {
@@ -1082,16 +907,14 @@ async fn execute_task(shared: &Arc<RunShared>, plan: &TaskPlan) -> Outcome {
             }),
         };
         let end = run_body(&step_impl.body, ctx.clone(), policy.timeout, &shared.cancel).await;
+        drop(permit);
         let ended = Timestamp::now();
         let last = attempt.0 >= max_attempts;
         let (status, error) = match end {
             AttemptEnd::Ok => (TaskStatus::Succeeded, None),
             AttemptEnd::Cancelled => (
                 TaskStatus::Cancelled,
-                Some(TaskError {
-                    kind: "cancelled".into(),
-                    message: "the run was cancelled".into(),
-                }),
+                Some(TaskError { kind: "cancelled".into(), message: "the run was cancelled".into() }),
             ),
             AttemptEnd::Failed(e) => (TaskStatus::Failed, Some(e)),
         };
@@ -1100,14 +923,8 @@ async fn execute_task(shared: &Arc<RunShared>, plan: &TaskPlan) -> Outcome {
                 return finish(shared, plan, &ctx, &record, started, ended, None).await;
             }
             TaskStatus::Failed if !last => {
-                let e = error.unwrap_or(TaskError {
-                    kind: "error".into(),
-                    message: String::new(),
-                });
-                ctx.log_at(
-                    "ERROR",
-                    format!("attempt {attempt} failed ({}): {}", e.kind, e.message),
-                );
+                let e = error.unwrap_or(TaskError { kind: "error".into(), message: String::new() });
+                ctx.log_at("ERROR", format!("attempt {attempt} failed ({}): {}", e.kind, e.message));
                 let mut rec = lock(&record).clone();
                 rec.status = TaskStatus::Failed;
                 rec.ended_at = Some(ended);
@@ -1120,11 +937,7 @@ async fn execute_task(shared: &Arc<RunShared>, plan: &TaskPlan) -> Outcome {
                     error: Some(e),
                 };
                 // The failed attempt's artifacts are dropped: nothing of `ctx` is stored.
-                let w = TaskWrite {
-                    attempt: Some(a),
-                    artifacts: Some(Vec::new()),
-                    ..TaskWrite::new(rec)
-                };
+                let w = TaskWrite { attempt: Some(a), artifacts: Some(Vec::new()), ..TaskWrite::new(rec) };
                 if let Err(e) = shared.persister.write(Vec::new(), w).await {
                     return Outcome::Failed(e);
                 }
@@ -1136,25 +949,15 @@ async fn execute_task(shared: &Arc<RunShared>, plan: &TaskPlan) -> Outcome {
                 attempt = attempt.next();
             }
             TaskStatus::Failed if policy.catch.is_some() => {
-                let e = error.unwrap_or(TaskError {
-                    kind: "error".into(),
-                    message: String::new(),
-                });
-                let name = policy
-                    .catch
-                    .clone()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default();
+                let e = error.unwrap_or(TaskError { kind: "error".into(), message: String::new() });
+                let name = policy.catch.clone().map(|n| n.to_string()).unwrap_or_default();
                 if let Err(err) = ctx.set(&name, &e) {
                     return Outcome::Failed(err);
                 }
                 return finish(shared, plan, &ctx, &record, started, ended, Some(e)).await;
             }
             _ => {
-                let e = error.unwrap_or(TaskError {
-                    kind: "error".into(),
-                    message: String::new(),
-                });
+                let e = error.unwrap_or(TaskError { kind: "error".into(), message: String::new() });
                 let mut rec = lock(&record).clone();
                 rec.status = status;
                 rec.ended_at = Some(ended);
@@ -1166,11 +969,7 @@ async fn execute_task(shared: &Arc<RunShared>, plan: &TaskPlan) -> Outcome {
                     ended_at: Some(ended),
                     error: Some(e.clone()),
                 };
-                let w = TaskWrite {
-                    attempt: Some(a),
-                    artifacts: Some(Vec::new()),
-                    ..TaskWrite::new(rec)
-                };
+                let w = TaskWrite { attempt: Some(a), artifacts: Some(Vec::new()), ..TaskWrite::new(rec) };
                 let _ = shared.persister.write(Vec::new(), w).await;
                 if status == TaskStatus::Cancelled {
                     return Outcome::Cancelled;
@@ -1234,11 +1033,7 @@ async fn finish(
     rec.error = caught.clone();
     let attempt = AttemptRecord {
         attempt: rec.attempt,
-        status: if caught.is_some() {
-            TaskStatus::Failed
-        } else {
-            TaskStatus::Succeeded
-        },
+        status: if caught.is_some() { TaskStatus::Failed } else { TaskStatus::Succeeded },
         started_at: started,
         ended_at: Some(ended),
         error: caught,
@@ -1249,26 +1044,10 @@ async fn finish(
         precondition: Precondition::Attempt(rec.attempt),
         task: rec,
     };
-    match shared.persister.write(small_blobs, write).await {
-        Ok(WriteOutcome::Applied { .. }) => {}
-        Ok(WriteOutcome::Rejected { reason }) => {
-            tracing::warn!(step = %plan.step, task = %plan.id, %reason, "late write rejected");
-            return Outcome::Failed(Error::TaskFailed {
-                step: plan.step.clone(),
-                task: plan.id,
-                attempt: ctx.attempt(),
-                cause: format!("its result was rejected by the store: {reason}"),
-            });
-        }
-        Err(e) => return Outcome::Failed(e),
-    }
+    shared.persister.write_later(small_blobs, write);
     let ns = Arc::new(ns);
     match decide_next(shared, plan, &ns).await {
-        Ok(next) => Outcome::Succeeded {
-            ns,
-            next,
-            reused: false,
-        },
+        Ok(next) => Outcome::Succeeded { ns, next, reused: false },
         Err(e) => Outcome::Failed(e),
     }
 }
@@ -1276,47 +1055,34 @@ async fn finish(
 /// Where the flow goes after a task of `plan.step` succeeded with namespace `ns`.
 async fn decide_next(shared: &RunShared, plan: &TaskPlan, ns: &Namespace) -> Result<NextMove> {
     let graph = &shared.flow.graph;
-    let spec = graph
-        .step(plan.step.as_str())
-        .ok_or_else(|| Error::InvalidFlow {
-            flow: graph.name().to_string(),
-            problems: format!("unknown step `{}`", plan.step),
-        })?;
+    let spec = graph.step(plan.step.as_str()).ok_or_else(|| Error::InvalidFlow {
+        flow: graph.name().to_string(),
+        problems: format!("unknown step `{}`", plan.step),
+    })?;
     Ok(match &spec.next {
         Transition::End => NextMove::End,
-        Transition::Next { to } => NextMove::Go {
-            to: to.clone(),
-            loop_back: false,
-        },
+        Transition::Next { to } => NextMove::Go { to: to.clone(), loop_back: false },
         Transition::Split { to } => NextMove::Split(to.clone()),
         Transition::Foreach { over, to } => {
             let art = ns.get(over).ok_or_else(|| Error::Foreach {
                 step: plan.step.clone(),
                 over: over.clone(),
-                reason: format!(
-                    "artifact `{over}` is not set; set it in `{}` or an earlier step",
-                    plan.step
-                ),
+                reason: format!("artifact `{over}` is not set; set it in `{}` or an earlier step", plan.step),
             })?;
             let elements = art.elements(&*shared.store.blobs).await?.ok_or_else(|| Error::Foreach {
                 step: plan.step.clone(),
                 over: over.clone(),
-                reason: format!("`{over}` (a {}) holds no list of items; set it to a Vec, slice, array or tuple", art.record.type_name),
+                reason: format!(
+                    "`{over}` (a {}) holds no list of items; set it to a Vec, slice, array or tuple",
+                    art.record.type_name
+                ),
             })?;
             let len = elements.len() as u64;
             let max = shared.max_num_splits;
             if len > max {
-                return Err(Error::TooManySplits {
-                    step: plan.step.clone(),
-                    len,
-                    max,
-                });
+                return Err(Error::TooManySplits { step: plan.step.clone(), len, max });
             }
-            NextMove::Foreach {
-                to: to.clone(),
-                over: over.clone(),
-                elements,
-            }
+            NextMove::Foreach { to: to.clone(), over: over.clone(), elements }
         }
         Transition::Switch { on, cases } => {
             let art = ns.get(on).ok_or_else(|| Error::Switch {
@@ -1339,10 +1105,7 @@ async fn decide_next(shared: &RunShared, plan: &TaskPlan, ns: &Namespace) -> Res
                     cases.keys().cloned().collect::<Vec<_>>().join(", ")
                 ),
             })?;
-            NextMove::Go {
-                to: to.clone(),
-                loop_back: graph.is_loop_back(plan.step.as_str(), to.as_str()),
-            }
+            NextMove::Go { to: to.clone(), loop_back: graph.is_loop_back(plan.step.as_str(), to.as_str()) }
         }
     })
 }

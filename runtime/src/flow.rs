@@ -104,9 +104,7 @@ pub struct Flow {
 
 impl std::fmt::Debug for Flow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Flow")
-            .field("name", self.graph.name())
-            .finish_non_exhaustive()
+        f.debug_struct("Flow").field("name", self.graph.name()).finish_non_exhaustive()
     }
 }
 
@@ -161,9 +159,7 @@ pub struct FlowBuilder {
 
 impl std::fmt::Debug for FlowBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FlowBuilder")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        f.debug_struct("FlowBuilder").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
@@ -176,22 +172,14 @@ impl FlowBuilder {
 
     /// Declares a parameter whose default is computed once per run, when no value is
     /// given on the command line or in the environment.
-    pub fn param_computed<V, F>(
-        mut self,
-        name: &str,
-        ty: braid_dag::ParamType,
-        help: &str,
-        f: F,
-    ) -> Self
+    pub fn param_computed<V, F>(mut self, name: &str, ty: braid_dag::ParamType, help: &str, f: F) -> Self
     where
         V: serde::Serialize,
         F: Fn() -> V + Send + Sync + 'static,
     {
         self.graph = self.graph.param(Param::new(name, ty).help(help));
-        self.computed.push((
-            name.to_owned(),
-            Arc::new(move || serde_json::to_value(f()).unwrap_or(serde_json::Value::Null)),
-        ));
+        self.computed
+            .push((name.to_owned(), Arc::new(move || serde_json::to_value(f()).unwrap_or(serde_json::Value::Null))));
         self
     }
 
@@ -217,12 +205,7 @@ impl FlowBuilder {
     where
         F: Fn(Ctx) -> StepResult + Send + Sync + 'static,
     {
-        StepBuilder::new(
-            self,
-            name,
-            StepKind::Normal,
-            StepBody::Blocking(Arc::new(f)),
-        )
+        StepBuilder::new(self, name, StepKind::Normal, StepBody::Blocking(Arc::new(f)))
     }
 
     /// Declares a join: it closes the innermost open split or foreach and sees each
@@ -240,11 +223,7 @@ impl FlowBuilder {
     pub fn build(self) -> Result<Flow> {
         let invalid = |problems: Vec<String>| Error::InvalidFlow {
             flow: self.name.clone(),
-            problems: problems
-                .iter()
-                .map(|p| format!("  - {p}"))
-                .collect::<Vec<_>>()
-                .join("\n"),
+            problems: problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"),
         };
         let mut problems = self.problems.clone();
         let graph = match self.graph.build() {
@@ -269,18 +248,8 @@ impl FlowBuilder {
                 foreach_names.insert(over.clone());
             }
         }
-        let computed = self
-            .computed
-            .into_iter()
-            .filter_map(|(n, f)| ParamName::new(&n).ok().map(|n| (n, f)))
-            .collect();
-        Ok(Flow {
-            graph: Arc::new(graph),
-            steps,
-            computed,
-            foreach_names,
-            max_num_splits: self.max_num_splits,
-        })
+        let computed = self.computed.into_iter().filter_map(|(n, f)| ParamName::new(&n).ok().map(|n| (n, f))).collect();
+        Ok(Flow { graph: Arc::new(graph), steps, computed, foreach_names, max_num_splits: self.max_num_splits })
     }
 }
 
@@ -296,22 +265,13 @@ pub struct StepBuilder {
 
 impl std::fmt::Debug for StepBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StepBuilder")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        f.debug_struct("StepBuilder").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
 impl StepBuilder {
     fn new(flow: FlowBuilder, name: &str, kind: StepKind, body: StepBody) -> Self {
-        StepBuilder {
-            flow,
-            name: name.to_owned(),
-            kind,
-            body,
-            policy: StepPolicy::default(),
-            doc: None,
-        }
+        StepBuilder { flow, name: name.to_owned(), kind, body, policy: StepPolicy::default(), doc: None }
     }
 
     /// Retries after a failed attempt (default 0).
@@ -335,10 +295,7 @@ impl StepBuilder {
     pub fn catch(mut self, name: &str) -> Self {
         match ArtifactName::new(name) {
             Ok(n) => self.policy.catch = Some(n),
-            Err(e) => self
-                .flow
-                .problems
-                .push(format!("step `{}`: catch: {e}", self.name)),
+            Err(e) => self.flow.problems.push(format!("step `{}`: catch: {e}", self.name)),
         }
         self
     }
@@ -384,13 +341,7 @@ impl StepBuilder {
         if let Some(doc) = &self.doc {
             flow.graph = flow.graph.doc(&self.name, doc);
         }
-        flow.bodies.push((
-            self.name,
-            StepImpl {
-                body: self.body,
-                policy: self.policy,
-            },
-        ));
+        flow.bodies.push((self.name, StepImpl { body: self.body, policy: self.policy }));
         flow
     }
 
@@ -430,17 +381,11 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_caps() {
-        let b = Backoff::Exponential {
-            base: Duration::from_millis(10),
-            max: Duration::from_millis(50),
-        };
+        let b = Backoff::Exponential { base: Duration::from_millis(10), max: Duration::from_millis(50) };
         assert_eq!(b.delay(1), Duration::from_millis(10));
         assert_eq!(b.delay(2), Duration::from_millis(20));
         assert_eq!(b.delay(3), Duration::from_millis(40));
         assert_eq!(b.delay(4), Duration::from_millis(50));
-        assert_eq!(
-            Backoff::Fixed(Duration::from_millis(3)).delay(9),
-            Duration::from_millis(3)
-        );
+        assert_eq!(Backoff::Fixed(Duration::from_millis(3)).delay(9), Duration::from_millis(3));
     }
 }

@@ -58,8 +58,7 @@ pub use braid_dag::{Param, ParamSpec, ParamType};
 pub use context::{Ctx, Input, Merge};
 pub use error::{BoxError, Error, Result, StepResult};
 pub use executor::{
-    PreparedRun, Resume, RunOptions, RunProgress, RunSummary, StepCounts, decode_artifact,
-    resolve_params,
+    PreparedRun, Resume, RunOptions, RunProgress, RunSummary, StepCounts, decode_artifact, resolve_params,
 };
 pub use flow::{Backoff, DEFAULT_MAX_NUM_SPLITS, Flow, FlowBuilder, StepBuilder, StepPolicy};
 pub use tokio_util::sync::CancellationToken;
@@ -70,8 +69,5 @@ use braid_store::Store;
 
 /// Runs `flow` on `store` to its end: prepare, then execute.
 pub async fn run(flow: Arc<Flow>, store: Store, opts: RunOptions) -> Result<RunSummary> {
-    PreparedRun::prepare(flow, store, opts)
-        .await?
-        .execute()
-        .await
+    PreparedRun::prepare(flow, store, opts).await?.execute().await
 }

@@ -23,11 +23,7 @@ pub(crate) struct ArtRef {
 
 impl ArtRef {
     pub(crate) fn new(record: ArtifactRecord) -> Self {
-        ArtRef {
-            record,
-            bytes: OnceLock::new(),
-            elements: OnceLock::new(),
-        }
+        ArtRef { record, bytes: OnceLock::new(), elements: OnceLock::new() }
     }
 
     pub(crate) fn with_bytes(self, bytes: Arc<Vec<u8>>) -> Self {
@@ -47,6 +43,11 @@ impl ArtRef {
         if let Some(b) = self.bytes.get() {
             return Ok(b.clone());
         }
+        if let Some(inline) = &self.record.inline {
+            let b = Arc::new(inline.clone());
+            let _ = self.bytes.set(b.clone());
+            return Ok(b);
+        }
         let b = Arc::new(blobs.get(&self.record.key).await?);
         if b.len() <= CACHE_MAX {
             let _ = self.bytes.set(b.clone());
@@ -55,10 +56,7 @@ impl ArtRef {
     }
 
     /// The per-element envelopes of a sequence artifact, if it has them.
-    pub(crate) async fn elements(
-        &self,
-        blobs: &dyn BlobStore,
-    ) -> Result<Option<Arc<Vec<Vec<u8>>>>> {
+    pub(crate) async fn elements(&self, blobs: &dyn BlobStore) -> Result<Option<Arc<Vec<Vec<u8>>>>> {
         if let Some(e) = self.elements.get() {
             return Ok(Some(e.clone()));
         }

@@ -4,6 +4,7 @@
 //! thousands.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use braid_core::{RunId, TaskId};
 use braid_store::{LogLine, Precondition, Store, TaskWrite, WriteOutcome};
@@ -14,11 +15,7 @@ use crate::error::{Error, Result};
 const MAX_BATCH: usize = 4096;
 
 enum Job {
-    Write {
-        blobs: Vec<Vec<u8>>,
-        write: Box<TaskWrite>,
-        reply: Option<oneshot::Sender<Result<WriteOutcome, String>>>,
-    },
+    Write { blobs: Vec<Vec<u8>>, write: Box<TaskWrite>, reply: Option<oneshot::Sender<Result<WriteOutcome, String>>> },
     Logs(Vec<LogLine>),
     Flush(oneshot::Sender<()>),
 }
@@ -27,6 +24,8 @@ enum Job {
 #[derive(Debug, Clone)]
 pub(crate) struct Persister {
     tx: mpsc::UnboundedSender<Job>,
+    /// The first failure of a write nobody waited for; it fails the run.
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for Job {
@@ -38,41 +37,38 @@ impl std::fmt::Debug for Job {
 impl Persister {
     pub(crate) fn start(store: Store) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer(store, rx));
-        Persister { tx }
+        let failure = Arc::new(Mutex::new(None));
+        tokio::spawn(writer(store, rx, failure.clone()));
+        Persister { tx, failure }
+    }
+
+    /// Why a write nobody waited for failed, if one did.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Queues a write and waits until it is committed.
-    pub(crate) async fn write(
-        &self,
-        blobs: Vec<Vec<u8>>,
-        write: TaskWrite,
-    ) -> Result<WriteOutcome> {
+    pub(crate) async fn write(&self, blobs: Vec<Vec<u8>>, write: TaskWrite) -> Result<WriteOutcome> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job::Write {
-                blobs,
-                write: Box::new(write),
-                reply: Some(reply),
-            })
+            .send(Job::Write { blobs, write: Box::new(write), reply: Some(reply) })
             .map_err(|_| Error::Store(braid_store::Error::Closed))?;
         match rx.await {
             Ok(Ok(o)) => Ok(o),
-            Ok(Err(e)) => Err(Error::Store(braid_store::Error::Invalid {
-                what: "task write".into(),
-                reason: e,
-            })),
+            Ok(Err(e)) => Err(Error::Store(braid_store::Error::Invalid { what: "task write".into(), reason: e })),
             Err(_) => Err(Error::Store(braid_store::Error::Closed)),
         }
     }
 
-    /// Queues a write without waiting (a task starting, a progress report).
-    pub(crate) fn write_later(&self, write: TaskWrite) {
-        let _ = self.tx.send(Job::Write {
-            blobs: Vec::new(),
-            write: Box::new(write),
-            reply: None,
-        });
+    /// Queues a write without waiting: a task starting, a progress report, or a task's
+    /// result (its children may start at once: the queue keeps writes in order, so a
+    /// child's records never become durable before its parent's). A failure is kept
+    /// and fails the run.
+    pub(crate) fn write_later(&self, blobs: Vec<Vec<u8>>, write: TaskWrite) {
+        if self.tx.send(Job::Write { blobs, write: Box::new(write), reply: None }).is_err() {
+            let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+            f.get_or_insert_with(|| "the run's store writer has stopped".into());
+        }
     }
 
     pub(crate) fn logs(&self, lines: Vec<LogLine>) {
@@ -88,7 +84,7 @@ impl Persister {
     }
 }
 
-async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Job>) {
+async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Job>, failure: Arc<Mutex<Option<String>>>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         jobs.push(first);
@@ -98,14 +94,19 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Job>) {
                 Err(_) => break,
             }
         }
-        write_batch(&store, &mut jobs).await;
+        if let Err(e) = write_batch(&store, &mut jobs).await {
+            failure.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+        }
     }
 }
 
-async fn write_batch(store: &Store, jobs: &mut Vec<Job>) {
+/// Writes one batch; `Err` for a failure that no waiting caller was told about.
+async fn write_batch(store: &Store, jobs: &mut Vec<Job>) -> Result<(), String> {
     let mut blobs = Vec::new();
     let mut writes: Vec<TaskWrite> = Vec::new();
     let mut replies: Vec<(usize, oneshot::Sender<Result<WriteOutcome, String>>)> = Vec::new();
+    // Results written without a waiting caller: their rejection must not go unnoticed.
+    let mut unwatched_results: Vec<usize> = Vec::new();
     let mut logs = Vec::new();
     let mut flushes = Vec::new();
     // A fire-and-forget write superseded by a later write of the same task in this batch
@@ -114,28 +115,37 @@ async fn write_batch(store: &Store, jobs: &mut Vec<Job>) {
     let mut dropped = vec![];
     for job in jobs.drain(..) {
         match job {
-            Job::Write {
-                blobs: b,
-                write,
-                reply,
-            } => {
+            Job::Write { blobs: b, write, reply } => {
                 blobs.extend(b);
+                let mut write = write;
                 let key = (write.task.key.run, write.task.key.task);
-                if write.precondition == Precondition::None
-                    && let Some(&prev) = last_unconditional.get(&key)
-                {
-                    dropped.push(prev);
+                if let Some(&prev) = last_unconditional.get(&key) {
+                    // An earlier unconditional write of this task in the same batch always
+                    // applies, so a later write's precondition can be checked against it
+                    // here, and the earlier one (a task starting) need not be written.
+                    let earlier: &TaskWrite = &writes[prev];
+                    let holds = match write.precondition {
+                        Precondition::None => true,
+                        Precondition::Attempt(a) => earlier.task.attempt == a && !earlier.task.status.is_terminal(),
+                        _ => false,
+                    };
+                    if holds {
+                        write.precondition = Precondition::None;
+                        if write.attempt.is_none() {
+                            write.attempt = earlier.attempt.clone();
+                        }
+                        dropped.push(prev);
+                    }
                 }
-                if reply.is_none()
-                    && write.precondition == Precondition::None
-                    && write.artifacts.is_none()
-                {
+                if reply.is_none() && write.precondition == Precondition::None && write.artifacts.is_none() {
                     last_unconditional.insert(key, writes.len());
                 } else {
                     last_unconditional.remove(&key);
                 }
-                if let Some(r) = reply {
-                    replies.push((writes.len(), r));
+                match reply {
+                    Some(r) => replies.push((writes.len(), r)),
+                    None if write.artifacts.is_some() => unwatched_results.push(writes.len()),
+                    None => {}
                 }
                 writes.push(*write);
             }
@@ -143,11 +153,7 @@ async fn write_batch(store: &Store, jobs: &mut Vec<Job>) {
             Job::Flush(tx) => flushes.push(tx),
         }
     }
-    let blob_result = if blobs.is_empty() {
-        Ok(Vec::new())
-    } else {
-        store.blobs.put_many(blobs).await
-    };
+    let blob_result = if blobs.is_empty() { Ok(Vec::new()) } else { store.blobs.put_many(blobs).await };
     let outcome = match blob_result {
         Err(e) => Err(e.to_string()),
         Ok(_) => {
@@ -175,15 +181,21 @@ async fn write_batch(store: &Store, jobs: &mut Vec<Job>) {
     {
         tracing::warn!(error = %e, "could not store task log lines");
     }
-    match outcome {
+    let result = match outcome {
         Ok((index_map, outcomes)) => {
             for (i, reply) in replies {
                 let o = index_map[i]
                     .and_then(|k| outcomes.get(k).cloned())
-                    .unwrap_or(WriteOutcome::Rejected {
-                        reason: "superseded".into(),
-                    });
+                    .unwrap_or(WriteOutcome::Rejected { reason: "superseded".into() });
                 let _ = reply.send(Ok(o));
+            }
+            let rejected = unwatched_results.iter().find_map(|&i| match index_map[i].and_then(|k| outcomes.get(k)) {
+                Some(WriteOutcome::Rejected { reason }) => Some(reason.clone()),
+                _ => None,
+            });
+            match rejected {
+                Some(reason) => Err(format!("a task's result was rejected by the store: {reason}")),
+                None => Ok(()),
             }
         }
         Err(e) => {
@@ -191,9 +203,11 @@ async fn write_batch(store: &Store, jobs: &mut Vec<Job>) {
             for (_, reply) in replies {
                 let _ = reply.send(Err(e.clone()));
             }
+            Err(format!("writing task records failed: {e}"))
         }
-    }
+    };
     for f in flushes {
         let _ = f.send(());
     }
+    result
 }

@@ -40,12 +40,7 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> MutexGuard<'_, T> {
 /// Records a report (or a heartbeat when `p` is `None`) and writes it if it is due.
 pub(crate) fn report(ctx: &Ctx, p: Option<Progress>) {
     let inner = &ctx.inner;
-    let policy = inner
-        .shared
-        .flow
-        .policy(&inner.step)
-        .cloned()
-        .unwrap_or_default();
+    let policy = inner.shared.flow.policy(&inner.step).cloned().unwrap_or_default();
     let mut st = lock(&inner.progress);
     st.reports += 1;
     let now = Instant::now();
@@ -56,10 +51,7 @@ pub(crate) fn report(ctx: &Ctx, p: Option<Progress>) {
             due_by_time
                 || match &st.written {
                     None => true,
-                    Some(w) => {
-                        (p.percent - w.percent).abs() >= policy.progress_min_step
-                            || p.message != w.message
-                    }
+                    Some(w) => (p.percent - w.percent).abs() >= policy.progress_min_step || p.message != w.message,
                 }
         }
     };
@@ -80,10 +72,7 @@ pub(crate) fn report(ctx: &Ctx, p: Option<Progress>) {
     rec.progress = latest;
     rec.progress_at = latest_at;
     rec.lease_deadline = Some(Timestamp::now().plus(policy.lease));
-    let write = TaskWrite {
-        precondition: Precondition::Attempt(inner.attempt),
-        ..TaskWrite::new(rec.clone())
-    };
+    let write = TaskWrite { precondition: Precondition::Attempt(inner.attempt), ..TaskWrite::new(rec.clone()) };
     drop(rec);
-    inner.shared.persister.write_later(write);
+    inner.shared.persister.write_later(Vec::new(), write);
 }

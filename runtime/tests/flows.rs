@@ -51,30 +51,12 @@ async fn linear_flow_inherits_by_reference() {
     let end = only_task(&store, "hello", s.run_id, "end").await;
     // `end` set nothing: it has no rows of its own, and sees `big` through its ancestors,
     // pointing at the very blob `start` stored.
-    assert!(
-        store
-            .records
-            .task_artifacts(&f, s.run_id, end.key.task)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    let vis = store
-        .records
-        .visible_artifacts(&f, s.run_id, end.key.task)
-        .await
-        .unwrap();
+    assert!(store.records.task_artifacts(&f, s.run_id, end.key.task).await.unwrap().is_empty());
+    let vis = store.records.visible_artifacts(&f, s.run_id, end.key.task).await.unwrap();
     let big = vis.iter().find(|v| v.artifact.name == "big").unwrap();
     assert_eq!(big.set_by, start.key.task);
-    let own = store
-        .records
-        .task_artifacts(&f, s.run_id, start.key.task)
-        .await
-        .unwrap();
-    assert_eq!(
-        own.iter().find(|a| a.name == "big").unwrap().key,
-        big.artifact.key
-    );
+    let own = store.records.task_artifacts(&f, s.run_id, start.key.task).await.unwrap();
+    assert_eq!(own.iter().find(|a| a.name == "big").unwrap().key, big.artifact.key);
     let greeting: String = value(&store, "hello", s.run_id, end.key.task, "greeting").await;
     assert_eq!(greeting, "hello, world");
 }
@@ -116,47 +98,22 @@ async fn split_join_order_merge_and_branch_only_error() {
     let flow = split_flow(|ctx| {
         let inputs = ctx.inputs()?;
         // Declared branch order, though `right` finished first.
-        assert_eq!(
-            inputs
-                .iter()
-                .map(|i| i.step().to_string())
-                .collect::<Vec<_>>(),
-            ["left", "right"]
-        );
+        assert_eq!(inputs.iter().map(|i| i.step().to_string()).collect::<Vec<_>>(), ["left", "right"]);
         assert_eq!(inputs.iter().map(|i| i.index()).collect::<Vec<_>>(), [0, 1]);
         // A join starts empty; a branch-only name says so.
         assert!(!ctx.has("side"));
         let e = futures_block(ctx.get::<String>("side")).unwrap_err();
         assert!(matches!(e, Error::BranchOnly { .. }), "{e}");
         let msg = e.to_string();
-        assert!(
-            msg.contains("`side`") && msg.contains("inputs()") && msg.contains("merge_artifacts"),
-            "{msg}"
-        );
+        assert!(msg.contains("`side`") && msg.contains("inputs()") && msg.contains("merge_artifacts"), "{msg}");
         // A conflicting merge fails, names the conflict and sets nothing.
         let e = ctx.merge_artifacts(Merge::all()).unwrap_err().to_string();
-        assert!(
-            e.contains("`side`") && e.contains("left") && e.contains("right"),
-            "{e}"
-        );
+        assert!(e.contains("`side`") && e.contains("left") && e.contains("right"), "{e}");
         assert!(!ctx.has("shared"));
         // Include and exclude together, include of a missing name: errors.
-        let both = Merge {
-            include: vec!["shared".into()],
-            exclude: vec!["side".into()],
-        };
-        assert!(
-            ctx.merge_artifacts(both)
-                .unwrap_err()
-                .to_string()
-                .contains("not both")
-        );
-        assert!(
-            ctx.merge_artifacts(Merge::only(&["nope"]))
-                .unwrap_err()
-                .to_string()
-                .contains("nope")
-        );
+        let both = Merge { include: vec!["shared".into()], exclude: vec!["side".into()] };
+        assert!(ctx.merge_artifacts(both).unwrap_err().to_string().contains("not both"));
+        assert!(ctx.merge_artifacts(Merge::only(&["nope"])).unwrap_err().to_string().contains("nope"));
         // The join's own value wins over the branches'.
         ctx.set("common", &99u32)?;
         ctx.merge_artifacts(Merge::except(&["side"]))?;
@@ -167,14 +124,8 @@ async fn split_join_order_merge_and_branch_only_error() {
     assert_ok(&s);
     let join = only_task(&store, "splitter", s.run_id, "join").await;
     assert_eq!(join.inputs.len(), 2);
-    assert_eq!(
-        value::<u32>(&store, "splitter", s.run_id, join.key.task, "common").await,
-        99
-    );
-    assert_eq!(
-        value::<u32>(&store, "splitter", s.run_id, join.key.task, "shared").await,
-        5
-    );
+    assert_eq!(value::<u32>(&store, "splitter", s.run_id, join.key.task, "common").await, 99);
+    assert_eq!(value::<u32>(&store, "splitter", s.run_id, join.key.task, "shared").await, 5);
     assert!(value::<bool>(&store, "splitter", s.run_id, join.key.task, "only_left").await);
 }
 
@@ -192,12 +143,7 @@ async fn merge_outside_a_join_is_an_error() {
                 let e = ctx.merge_artifacts(Merge::all()).unwrap_err().to_string();
                 assert!(e.contains("join"), "{e}");
                 assert!(ctx.inputs().is_err());
-                assert!(
-                    ctx.input::<u64>()
-                        .unwrap_err()
-                        .to_string()
-                        .contains("foreach")
-                );
+                assert!(ctx.input::<u64>().unwrap_err().to_string().contains("foreach"));
                 Ok(())
             })
             .next("end")
@@ -256,10 +202,7 @@ async fn foreach_join_sees_index_order_and_records_frames() {
         assert_eq!(t.foreach_stack[0].task, start.key.task);
         assert_eq!(t.parent, Some(start.key.task));
     }
-    assert_eq!(
-        join.inputs,
-        work.iter().map(|t| t.key.task).collect::<Vec<_>>()
-    );
+    assert_eq!(join.inputs, work.iter().map(|t| t.key.task).collect::<Vec<_>>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,11 +263,7 @@ async fn nested_foreach_joins_each_level() {
     assert!(cells.iter().all(|c| c.foreach_stack.len() == 2));
     let inner_joins = tasks(&store, "nested", s.run_id, "join_cols").await;
     assert_eq!(inner_joins.len(), 3);
-    assert!(
-        inner_joins
-            .iter()
-            .all(|j| j.foreach_stack.len() == 1 && j.inputs.len() == 4)
-    );
+    assert!(inner_joins.iter().all(|j| j.foreach_stack.len() == 1 && j.inputs.len() == 4));
 }
 
 fn switch_flow(choice: &'static str, after_runs: Arc<AtomicU64>) -> Arc<Flow> {
@@ -369,18 +308,12 @@ async fn switch_takes_one_case_and_the_meeting_step_runs_once() {
     assert_eq!(after.load(Ordering::SeqCst), 1);
     assert!(tasks(&store, "switcher", s.run_id, "left").await.is_empty());
     let a = only_task(&store, "switcher", s.run_id, "after").await;
-    assert_eq!(
-        value::<String>(&store, "switcher", s.run_id, a.key.task, "went").await,
-        "right"
-    );
+    assert_eq!(value::<String>(&store, "switcher", s.run_id, a.key.task, "went").await, "right");
 
     let s = run(&switch_flow("up", after), &store, &[]).await;
     assert_eq!(s.status, RunStatus::Failed);
     let e = s.error.unwrap();
-    assert!(
-        e.contains("start") && e.contains("\"up\"") && e.contains("left, right"),
-        "{e}"
-    );
+    assert!(e.contains("start") && e.contains("\"up\"") && e.contains("left, right"), "{e}");
 }
 
 fn loop_flow() -> Arc<Flow> {
@@ -415,30 +348,17 @@ async fn recursive_switch_loops_until_exit_and_is_bounded() {
     let s = run(&loop_flow(), &store, &[("rounds", "4")]).await;
     assert_ok(&s);
     let bodies = tasks(&store, "looper", s.run_id, "body").await;
-    assert_eq!(
-        bodies.iter().map(|t| t.iteration).collect::<Vec<_>>(),
-        [0, 1, 2, 3]
-    );
+    assert_eq!(bodies.iter().map(|t| t.iteration).collect::<Vec<_>>(), [0, 1, 2, 3]);
     for w in bodies.windows(2) {
-        assert_eq!(
-            w[1].parent,
-            Some(w[0].key.task),
-            "artifacts flow from one iteration to the next"
-        );
+        assert_eq!(w[1].parent, Some(w[0].key.task), "artifacts flow from one iteration to the next");
     }
     let end = only_task(&store, "looper", s.run_id, "end").await;
-    assert_eq!(
-        value::<u64>(&store, "looper", s.run_id, end.key.task, "count").await,
-        4
-    );
+    assert_eq!(value::<u64>(&store, "looper", s.run_id, end.key.task, "count").await, 4);
 
     let s = run(&loop_flow(), &store, &[("rounds", "100")]).await;
     assert_eq!(s.status, RunStatus::Failed);
     let e = s.error.unwrap();
-    assert!(
-        e.contains("`body`") && e.contains("max_iterations = 10"),
-        "{e}"
-    );
+    assert!(e.contains("`body`") && e.contains("max_iterations = 10"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -481,14 +401,8 @@ async fn loops_inside_foreach_branches_run_independently() {
     let s = run(&flow, &store, &[]).await;
     assert_ok(&s);
     let join = only_task(&store, "foreach_loop", s.run_id, "join").await;
-    assert_eq!(
-        value::<Vec<u64>>(&store, "foreach_loop", s.run_id, join.key.task, "ns").await,
-        vec![1, 3, 2]
-    );
-    assert_eq!(
-        tasks(&store, "foreach_loop", s.run_id, "spin").await.len(),
-        6
-    );
+    assert_eq!(value::<Vec<u64>>(&store, "foreach_loop", s.run_id, join.key.task, "ns").await, vec![1, 3, 2]);
+    assert_eq!(tasks(&store, "foreach_loop", s.run_id, "spin").await.len(), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -535,10 +449,7 @@ async fn join_after_switch_in_a_branch_gets_the_branch_that_ran() {
     let s = run(&flow, &store, &[]).await;
     assert_ok(&s);
     let join = only_task(&store, "split_switch", s.run_id, "join").await;
-    assert_eq!(
-        value::<Vec<String>>(&store, "split_switch", s.run_id, join.key.task, "vs").await,
-        ["a2=a2", "b=b"]
-    );
+    assert_eq!(value::<Vec<String>>(&store, "split_switch", s.run_id, join.key.task, "vs").await, ["a2=a2", "b=b"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -555,10 +466,7 @@ async fn retries_with_backoff_drop_failed_attempts_artifacts() {
                 Ok(())
             })
             .retries(3)
-            .backoff(Backoff::Exponential {
-                base: Duration::from_millis(40),
-                max: Duration::from_secs(1),
-            })
+            .backoff(Backoff::Exponential { base: Duration::from_millis(40), max: Duration::from_secs(1) })
             .next("end")
             .step("end", |_| async { ok() })
             .end()
@@ -568,48 +476,20 @@ async fn retries_with_backoff_drop_failed_attempts_artifacts() {
     let t0 = Instant::now();
     let s = run(&flow, &store, &[]).await;
     assert_ok(&s);
-    assert!(
-        t0.elapsed() >= Duration::from_millis(120),
-        "backoff 40 + 80 ms was honoured"
-    );
+    assert!(t0.elapsed() >= Duration::from_millis(120), "backoff 40 + 80 ms was honoured");
     let f = FlowName::new("flaky").unwrap();
     let start = only_task(&store, "flaky", s.run_id, "start").await;
     assert_eq!(start.attempt.0, 3);
-    let attempts = store
-        .records
-        .list_attempts(&f, s.run_id, start.key.task)
-        .await
-        .unwrap();
+    let attempts = store.records.list_attempts(&f, s.run_id, start.key.task).await.unwrap();
     assert_eq!(
         attempts.iter().map(|a| a.status).collect::<Vec<_>>(),
-        [
-            TaskStatus::Failed,
-            TaskStatus::Failed,
-            TaskStatus::Succeeded
-        ]
+        [TaskStatus::Failed, TaskStatus::Failed, TaskStatus::Succeeded]
     );
-    assert!(
-        attempts[0]
-            .error
-            .as_ref()
-            .unwrap()
-            .message
-            .contains("attempt 1")
-    );
+    assert!(attempts[0].error.as_ref().unwrap().message.contains("attempt 1"));
     assert!(attempts.iter().all(|a| a.ended_at.is_some()));
-    assert_eq!(
-        value::<u32>(&store, "flaky", s.run_id, start.key.task, "from_failed").await,
-        3
-    );
-    let logs = store
-        .records
-        .read_logs(&f, s.run_id, start.key.task, 0, 0)
-        .await
-        .unwrap();
-    assert!(
-        logs.iter().any(|l| l.line.contains("attempt 1 failed")),
-        "{logs:?}"
-    );
+    assert_eq!(value::<u32>(&store, "flaky", s.run_id, start.key.task, "from_failed").await, 3);
+    let logs = store.records.read_logs(&f, s.run_id, start.key.task, 0, 0).await.unwrap();
+    assert!(logs.iter().any(|l| l.line.contains("attempt 1 failed")), "{logs:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -634,19 +514,11 @@ async fn timeout_fails_the_attempt_and_the_run_names_step_task_attempt() {
     assert!(t0.elapsed() < Duration::from_secs(5));
     assert_eq!(s.status, RunStatus::Failed);
     let e = s.error.unwrap();
-    assert!(
-        e.contains("step `start`") && e.contains("attempt 2") && e.contains("timeout"),
-        "{e}"
-    );
+    assert!(e.contains("step `start`") && e.contains("attempt 2") && e.contains("timeout"), "{e}");
     let start = only_task(&store, "slow", s.run_id, "start").await;
     assert_eq!(start.status, TaskStatus::Failed);
     assert_eq!(start.error.unwrap().kind, "timeout");
-    let run = store
-        .records
-        .get_run(&FlowName::new("slow").unwrap(), s.run_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let run = store.records.get_run(&FlowName::new("slow").unwrap(), s.run_id).await.unwrap().unwrap();
     assert_eq!(run.status, RunStatus::Failed);
     assert!(run.error.unwrap().contains("start"));
 }
@@ -707,31 +579,20 @@ async fn a_failure_cancels_running_tasks_and_panics_are_failures() {
             .build()
             .unwrap(),
     );
-    let opts = RunOptions {
-        max_workers: 4,
-        env_params: false,
-        ..Default::default()
-    };
+    let opts = RunOptions { max_workers: 4, env_params: false, ..Default::default() };
     let t0 = Instant::now();
     let s = braid_runtime::run(flow, store.clone(), opts).await.unwrap();
     assert!(t0.elapsed() < Duration::from_secs(10));
     assert_eq!(s.status, RunStatus::Failed);
     let e = s.error.unwrap();
-    assert!(
-        e.contains("`work`") && e.contains("panic") && e.contains("branch zero exploded"),
-        "{e}"
-    );
+    assert!(e.contains("`work`") && e.contains("panic") && e.contains("branch zero exploded"), "{e}");
     let work = tasks(&store, "crash", s.run_id, "work").await;
     let statuses: BTreeMap<TaskStatus, usize> = work.iter().fold(BTreeMap::new(), |mut m, t| {
         *m.entry(t.status).or_default() += 1;
         m
     });
     assert_eq!(statuses.get(&TaskStatus::Failed), Some(&1), "{statuses:?}");
-    assert_eq!(
-        statuses.get(&TaskStatus::Cancelled),
-        Some(&3),
-        "{statuses:?}"
-    );
+    assert_eq!(statuses.get(&TaskStatus::Cancelled), Some(&3), "{statuses:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -749,10 +610,7 @@ async fn cancellation_stops_the_run_cleanly() {
             .build()
             .unwrap(),
     );
-    let opts = RunOptions {
-        env_params: false,
-        ..Default::default()
-    };
+    let opts = RunOptions { env_params: false, ..Default::default() };
     let token = opts.cancel.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -762,21 +620,12 @@ async fn cancellation_stops_the_run_cleanly() {
     assert_eq!(s.status, RunStatus::Cancelled);
     let start = only_task(&store, "cancel", s.run_id, "start").await;
     assert_eq!(start.status, TaskStatus::Cancelled);
-    let run = store
-        .records
-        .get_run(&FlowName::new("cancel").unwrap(), s.run_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let run = store.records.get_run(&FlowName::new("cancel").unwrap(), s.run_id).await.unwrap().unwrap();
     assert_eq!(run.status, RunStatus::Cancelled);
     assert!(run.ended_at.is_some());
 }
 
-fn resumable(
-    fail_at: Arc<AtomicBool>,
-    work_runs: Arc<AtomicU64>,
-    join_runs: Arc<AtomicU64>,
-) -> Arc<Flow> {
+fn resumable(fail_at: Arc<AtomicBool>, work_runs: Arc<AtomicU64>, join_runs: Arc<AtomicU64>) -> Arc<Flow> {
     Arc::new(
         Flow::builder("resumable")
             .param(Param::new("n", ParamType::UInt).default(20u64))
@@ -834,31 +683,19 @@ async fn resume_reuses_successful_tasks_by_reference() {
     fail.store(false, Ordering::SeqCst);
     work_runs.store(0, Ordering::SeqCst);
     let opts = RunOptions {
-        resume: Some(Resume {
-            origin: Some(first.run_id),
-            from: None,
-        }),
+        resume: Some(Resume { origin: Some(first.run_id), from: None }),
         env_params: false,
         ..Default::default()
     };
-    let second = braid_runtime::run(flow.clone(), store.clone(), opts)
-        .await
-        .unwrap();
+    let second = braid_runtime::run(flow.clone(), store.clone(), opts).await.unwrap();
     assert_ok(&second);
     let f = FlowName::new("resumable").unwrap();
     let old_work = tasks(&store, "resumable", first.run_id, "work").await;
-    let succeeded_before = old_work
-        .iter()
-        .filter(|t| t.status == TaskStatus::Succeeded)
-        .count() as u64;
+    let succeeded_before = old_work.iter().filter(|t| t.status == TaskStatus::Succeeded).count() as u64;
     // Only what did not succeed ran again: item 7, the items cancelled after it failed.
     assert_eq!(work_runs.load(Ordering::SeqCst), 20 - succeeded_before);
     assert!(succeeded_before > 0 && ran_first > 0);
-    assert_eq!(
-        second.reused,
-        succeeded_before + 1,
-        "the start task and every successful branch"
-    );
+    assert_eq!(second.reused, succeeded_before + 1, "the start task and every successful branch");
     let new_work = tasks(&store, "resumable", second.run_id, "work").await;
     assert_eq!(new_work.len(), 20);
     for t in &new_work {
@@ -866,89 +703,42 @@ async fn resume_reuses_successful_tasks_by_reference() {
         let old = old_work.iter().find(|o| o.foreach_index() == Some(idx));
         if let Some(old) = old.filter(|o| o.status == TaskStatus::Succeeded) {
             assert_eq!(t.origin, Some((first.run_id, old.key.task)));
-            let a = store
-                .records
-                .task_artifacts(&f, second.run_id, t.key.task)
-                .await
-                .unwrap();
-            let b = store
-                .records
-                .task_artifacts(&f, first.run_id, old.key.task)
-                .await
-                .unwrap();
+            let a = store.records.task_artifacts(&f, second.run_id, t.key.task).await.unwrap();
+            let b = store.records.task_artifacts(&f, first.run_id, old.key.task).await.unwrap();
             assert_eq!(a, b, "same artifact keys, nothing re-stored");
         } else {
             assert_eq!(t.origin, None);
         }
     }
     let join = only_task(&store, "resumable", second.run_id, "join").await;
-    assert_eq!(
-        value::<u64>(&store, "resumable", second.run_id, join.key.task, "total").await,
-        3 * 190
-    );
-    let run = store
-        .records
-        .get_run(&f, second.run_id)
-        .await
-        .unwrap()
-        .unwrap();
+    assert_eq!(value::<u64>(&store, "resumable", second.run_id, join.key.task, "total").await, 3 * 190);
+    let run = store.records.get_run(&f, second.run_id).await.unwrap().unwrap();
     assert_eq!(run.origin_run, Some(first.run_id));
     assert_eq!(run.params.get("n"), Some(&serde_json::json!(20)));
 
     // Resuming the successful run reuses everything; --from re-runs from that step.
     work_runs.store(0, Ordering::SeqCst);
     join_runs.store(0, Ordering::SeqCst);
-    let opts = RunOptions {
-        resume: Some(Resume {
-            origin: None,
-            from: None,
-        }),
-        env_params: false,
-        ..Default::default()
-    };
-    let third = braid_runtime::run(flow.clone(), store.clone(), opts)
-        .await
-        .unwrap();
+    let opts =
+        RunOptions { resume: Some(Resume { origin: None, from: None }), env_params: false, ..Default::default() };
+    let third = braid_runtime::run(flow.clone(), store.clone(), opts).await.unwrap();
     assert_ok(&third);
-    assert_eq!(
-        (
-            work_runs.load(Ordering::SeqCst),
-            join_runs.load(Ordering::SeqCst)
-        ),
-        (0, 0)
-    );
+    assert_eq!((work_runs.load(Ordering::SeqCst), join_runs.load(Ordering::SeqCst)), (0, 0));
     let opts = RunOptions {
-        resume: Some(Resume {
-            origin: Some(third.run_id),
-            from: Some(braid_core::StepName::new("join").unwrap()),
-        }),
+        resume: Some(Resume { origin: Some(third.run_id), from: Some(braid_core::StepName::new("join").unwrap()) }),
         env_params: false,
         ..Default::default()
     };
-    let fourth = braid_runtime::run(flow.clone(), store.clone(), opts)
-        .await
-        .unwrap();
+    let fourth = braid_runtime::run(flow.clone(), store.clone(), opts).await.unwrap();
     assert_ok(&fourth);
-    assert_eq!(
-        (
-            work_runs.load(Ordering::SeqCst),
-            join_runs.load(Ordering::SeqCst)
-        ),
-        (0, 1)
-    );
+    assert_eq!((work_runs.load(Ordering::SeqCst), join_runs.load(Ordering::SeqCst)), (0, 1));
 
     let bad = RunOptions {
-        resume: Some(Resume {
-            origin: None,
-            from: Some(braid_core::StepName::new("nope").unwrap()),
-        }),
+        resume: Some(Resume { origin: None, from: Some(braid_core::StepName::new("nope").unwrap()) }),
         env_params: false,
         ..Default::default()
     };
-    let e = braid_runtime::run(flow, store.clone(), bad)
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = braid_runtime::run(flow, store.clone(), bad).await.unwrap_err().to_string();
     assert!(e.contains("--from nope") && e.contains("work"), "{e}");
 }
 
@@ -956,10 +746,7 @@ async fn resume_reuses_successful_tasks_by_reference() {
 async fn two_runs_at_once_get_distinct_ids_and_records() {
     let (store, _d) = fs_store();
     let flow = fanout(Arc::new(AtomicU64::new(0)));
-    let (a, b) = tokio::join!(
-        run(&flow, &store, &[("n", "30")]),
-        run(&flow, &store, &[("n", "40")])
-    );
+    let (a, b) = tokio::join!(run(&flow, &store, &[("n", "30")]), run(&flow, &store, &[("n", "40")]));
     assert_ok(&a);
     assert_ok(&b);
     assert_ne!(a.run_id, b.run_id);
@@ -986,9 +773,7 @@ async fn parameters_are_checked_and_resolved() {
         Flow::builder("params")
             .param(Param::new("n", ParamType::UInt).default(5u64))
             .param(Param::new("label", ParamType::String))
-            .param_computed("seed", ParamType::UInt, "computed once", move || {
-                c2.fetch_add(1, Ordering::SeqCst) + 100
-            })
+            .param_computed("seed", ParamType::UInt, "computed once", move || c2.fetch_add(1, Ordering::SeqCst) + 100)
             .step("start", |ctx| async move {
                 ctx.set("seed_seen", &ctx.param::<u64>("seed")?)?;
                 Ok(())
@@ -999,47 +784,26 @@ async fn parameters_are_checked_and_resolved() {
             .unwrap(),
     );
     let opts = |params: &[(&str, &str)]| RunOptions {
-        params: params
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
+        params: params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         env_params: false,
         ..Default::default()
     };
-    let e = braid_runtime::run(
-        flow.clone(),
-        store.clone(),
-        opts(&[("label", "x"), ("nn", "1")]),
-    )
-    .await
-    .unwrap_err()
-    .to_string();
-    assert!(e.contains("`nn`") && e.contains("n, label, seed"), "{e}");
-    let e = braid_runtime::run(
-        flow.clone(),
-        store.clone(),
-        opts(&[("label", "x"), ("n", "abc")]),
-    )
-    .await
-    .unwrap_err()
-    .to_string();
-    assert!(e.contains("`n`") && e.contains("abc"), "{e}");
-    let e = braid_runtime::run(flow.clone(), store.clone(), opts(&[]))
+    let e = braid_runtime::run(flow.clone(), store.clone(), opts(&[("label", "x"), ("nn", "1")]))
         .await
         .unwrap_err()
         .to_string();
-    assert!(e.contains("`label`") && e.contains("required"), "{e}");
-    let s = braid_runtime::run(flow.clone(), store.clone(), opts(&[("label", "x")]))
+    assert!(e.contains("`nn`") && e.contains("n, label, seed"), "{e}");
+    let e = braid_runtime::run(flow.clone(), store.clone(), opts(&[("label", "x"), ("n", "abc")]))
         .await
-        .unwrap();
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`n`") && e.contains("abc"), "{e}");
+    let e = braid_runtime::run(flow.clone(), store.clone(), opts(&[])).await.unwrap_err().to_string();
+    assert!(e.contains("`label`") && e.contains("required"), "{e}");
+    let s = braid_runtime::run(flow.clone(), store.clone(), opts(&[("label", "x")])).await.unwrap();
     assert_ok(&s);
     assert_eq!(calls.load(Ordering::SeqCst), 1, "computed once per run");
-    let run = store
-        .records
-        .get_run(&FlowName::new("params").unwrap(), s.run_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let run = store.records.get_run(&FlowName::new("params").unwrap(), s.run_id).await.unwrap().unwrap();
     assert_eq!(run.params.get("seed"), Some(&serde_json::json!(100)));
     assert_eq!(run.params.get("n"), Some(&serde_json::json!(5)));
 }
@@ -1071,15 +835,10 @@ async fn env_params_override_defaults() {
     );
     // SAFETY-free: this test is the only one reading BRAID_PARAM_WIDTH.
     unsafe_env_set("BRAID_PARAM_WIDTH", "7");
-    let s = braid_runtime::run(flow, store.clone(), RunOptions::default())
-        .await
-        .unwrap();
+    let s = braid_runtime::run(flow, store.clone(), RunOptions::default()).await.unwrap();
     assert_ok(&s);
     let start = only_task(&store, "envp", s.run_id, "start").await;
-    assert_eq!(
-        value::<u64>(&store, "envp", s.run_id, start.key.task, "w").await,
-        7
-    );
+    assert_eq!(value::<u64>(&store, "envp", s.run_id, start.key.task, "w").await, 7);
 }
 
 #[allow(unsafe_code)]
@@ -1116,12 +875,7 @@ async fn foreach_width_is_bounded_and_non_sequences_refused() {
     let s = run(&flow, &store, &[]).await;
     assert_eq!(s.status, RunStatus::Failed);
     let e = s.error.unwrap();
-    assert!(
-        e.contains("11 items")
-            && e.contains("max_num_splits (10)")
-            && e.contains("--max-num-splits"),
-        "{e}"
-    );
+    assert!(e.contains("11 items") && e.contains("max_num_splits (10)") && e.contains("--max-num-splits"), "{e}");
     let s = run(&flow, &store, &[("n", "0")]).await;
     assert_eq!(s.status, RunStatus::Failed);
     assert!(s.error.unwrap().contains("needs a sequence"));
@@ -1134,10 +888,7 @@ async fn empty_foreach_runs_the_join_with_no_inputs() {
     let s = run(&flow, &store, &[("n", "0")]).await;
     assert_ok(&s);
     let join = only_task(&store, "fanout", s.run_id, "join").await;
-    assert_eq!(
-        value::<u64>(&store, "fanout", s.run_id, join.key.task, "total").await,
-        0
-    );
+    assert_eq!(value::<u64>(&store, "fanout", s.run_id, join.key.task, "total").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1164,8 +915,5 @@ async fn blocking_steps_and_invalid_flows() {
         .build()
         .unwrap_err()
         .to_string();
-    assert!(
-        e.contains("nowhere") && e.contains("../x") && e.contains("end"),
-        "{e}"
-    );
+    assert!(e.contains("nowhere") && e.contains("../x") && e.contains("end"), "{e}");
 }

@@ -21,15 +21,8 @@ struct Row {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::Builder::new()
-        .prefix("braid-bench-")
-        .tempdir_in(".")
-        .or_else(|_| tempfile::tempdir())
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let dir = tempfile::Builder::new().prefix("braid-bench-").tempdir_in(".").or_else(|_| tempfile::tempdir()).unwrap();
     let mut rows = Vec::new();
     rt.block_on(async {
         let n_tasks: u64 = if quick { 20_000 } else { 100_000 };
@@ -56,10 +49,7 @@ fn task_write(run: RunId, t: u64, art: &ArtifactRecord) -> TaskWrite {
         task: TaskId(t),
     });
     rec.status = TaskStatus::Succeeded;
-    TaskWrite {
-        artifacts: Some(vec![art.clone()]),
-        ..TaskWrite::new(rec)
-    }
+    TaskWrite { artifacts: Some(vec![art.clone()]), ..TaskWrite::new(rec) }
 }
 
 async fn record_writes(root: &Path, n: u64) -> Vec<Row> {
@@ -74,6 +64,7 @@ async fn record_writes(root: &Path, n: u64) -> Vec<Row> {
         size,
         preview: enc.preview,
         elements: None,
+        inline: None,
     };
     let mut rows = Vec::new();
 
@@ -90,11 +81,7 @@ async fn record_writes(root: &Path, n: u64) -> Vec<Row> {
         handles.push(tokio::spawn(async move {
             let mut t = c + 1;
             while t <= n {
-                store
-                    .records
-                    .write_tasks(vec![task_write(run.id, t, &art)])
-                    .await
-                    .unwrap();
+                store.records.write_tasks(vec![task_write(run.id, t, &art)]).await.unwrap();
                 t += callers;
             }
         }));
@@ -104,9 +91,7 @@ async fn record_writes(root: &Path, n: u64) -> Vec<Row> {
     }
     let el = start.elapsed();
     rows.push(Row {
-        what: format!(
-            "task records, 1 per call, {callers} callers ({n} tasks + {n} artifact rows)"
-        ),
+        what: format!("task records, 1 per call, {callers} callers ({n} tasks + {n} artifact rows)"),
         value: format!(
             "{:>10.0} records/s  ({:.2} µs each, {:.2} s)",
             n as f64 / el.as_secs_f64(),
@@ -121,9 +106,7 @@ async fn record_writes(root: &Path, n: u64) -> Vec<Row> {
     let start = Instant::now();
     let mut t = 0;
     while t < n {
-        let batch: Vec<TaskWrite> = (t + 1..=(t + 1000).min(n))
-            .map(|i| task_write(run.id, i, &art))
-            .collect();
+        let batch: Vec<TaskWrite> = (t + 1..=(t + 1000).min(n)).map(|i| task_write(run.id, i, &art)).collect();
         t += batch.len() as u64;
         store.records.write_tasks(batch).await.unwrap();
     }
@@ -143,11 +126,7 @@ async fn record_writes(root: &Path, n: u64) -> Vec<Row> {
     let m = 2000u64;
     let start = Instant::now();
     for i in 1..=m {
-        store
-            .records
-            .write_tasks(vec![task_write(run.id, i, &art)])
-            .await
-            .unwrap();
+        store.records.write_tasks(vec![task_write(run.id, i, &art)]).await.unwrap();
     }
     let el = start.elapsed();
     rows.push(Row {
@@ -168,17 +147,9 @@ struct NoiseReader {
 }
 
 impl AsyncRead for NoiseReader {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let n = (buf.remaining() as u64).min(self.left) as usize / 8 * 8;
-        let n = if n == 0 {
-            (buf.remaining() as u64).min(self.left) as usize
-        } else {
-            n
-        };
+        let n = if n == 0 { (buf.remaining() as u64).min(self.left) as usize } else { n };
         let mut out = vec![0u8; n];
         for chunk in out.chunks_mut(8) {
             self.state ^= self.state << 13;
@@ -197,11 +168,7 @@ fn dir_bytes(p: &Path) -> u64 {
     let mut total = 0;
     for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
         let m = e.metadata().unwrap();
-        total += if m.is_dir() {
-            dir_bytes(&e.path())
-        } else {
-            m.len()
-        };
+        total += if m.is_dir() { dir_bytes(&e.path()) } else { m.len() };
     }
     total
 }
@@ -219,12 +186,8 @@ async fn blob_throughput(root: &Path, mib: u64) -> Vec<Row> {
     let plain = root.join("plain.bin");
     let start = Instant::now();
     {
-        let mut f =
-            std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&plain).unwrap());
-        let mut r = NoiseReader {
-            left: bytes,
-            state: 7,
-        };
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&plain).unwrap());
+        let mut r = NoiseReader { left: bytes, state: 7 };
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = r.read(&mut buf).await.unwrap();
@@ -240,14 +203,7 @@ async fn blob_throughput(root: &Path, mib: u64) -> Vec<Row> {
 
     let store = Store::open_fs(root.join("store")).unwrap();
     let start = Instant::now();
-    let (key, n) = store
-        .blobs
-        .put_stream(&mut NoiseReader {
-            left: bytes,
-            state: 7,
-        })
-        .await
-        .unwrap();
+    let (key, n) = store.blobs.put_stream(&mut NoiseReader { left: bytes, state: 7 }).await.unwrap();
     let put_t = start.elapsed();
     assert_eq!(n, bytes);
     let used = dir_bytes(&root.join("store"));
@@ -267,22 +223,12 @@ async fn blob_throughput(root: &Path, mib: u64) -> Vec<Row> {
     assert_eq!(read, bytes);
 
     let start = Instant::now();
-    let (key2, _) = store
-        .blobs
-        .put_stream(&mut NoiseReader {
-            left: bytes,
-            state: 7,
-        })
-        .await
-        .unwrap();
+    let (key2, _) = store.blobs.put_stream(&mut NoiseReader { left: bytes, state: 7 }).await.unwrap();
     let again_t = start.elapsed();
     assert_eq!(key, key2);
     let used_after = dir_bytes(&root.join("store"));
 
-    rows.push(Row {
-        what: format!("plain sequential write + fsync, {mib} MiB"),
-        value: mbps(bytes, plain_t),
-    });
+    rows.push(Row { what: format!("plain sequential write + fsync, {mib} MiB"), value: mbps(bytes, plain_t) });
     rows.push(Row {
         what: format!("blob put_stream (hash + write + fsync + rename), {mib} MiB"),
         value: format!(
@@ -291,17 +237,10 @@ async fn blob_throughput(root: &Path, mib: u64) -> Vec<Row> {
             100.0 * plain_t.as_secs_f64() / put_t.as_secs_f64()
         ),
     });
-    rows.push(Row {
-        what: format!("blob get_stream (read + verify), {mib} MiB"),
-        value: mbps(bytes, get_t),
-    });
+    rows.push(Row { what: format!("blob get_stream (read + verify), {mib} MiB"), value: mbps(bytes, get_t) });
     rows.push(Row {
         what: "same value stored again (dedupe)".into(),
-        value: format!(
-            "{:>8} bytes added  ({:.2} s to hash)",
-            used_after as i64 - used as i64,
-            again_t.as_secs_f64()
-        ),
+        value: format!("{:>8} bytes added  ({:.2} s to hash)", used_after as i64 - used as i64, again_t.as_secs_f64()),
     });
     rows
 }

@@ -26,12 +26,10 @@ impl BlobKey {
     }
 
     pub fn parse(s: &str) -> Result<Self> {
-        blake3::Hash::from_hex(s)
-            .map(|h| BlobKey(*h.as_bytes()))
-            .map_err(|e| Error::Invalid {
-                what: format!("blob key {s:?}"),
-                reason: format!("{e}; a blob key is 64 hex digits"),
-            })
+        blake3::Hash::from_hex(s).map(|h| BlobKey(*h.as_bytes())).map_err(|e| Error::Invalid {
+            what: format!("blob key {s:?}"),
+            reason: format!("{e}; a blob key is 64 hex digits"),
+        })
     }
 }
 
@@ -88,10 +86,7 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
 
     /// Stores everything `reader` yields without holding it whole in memory; returns
     /// the key and the size.
-    async fn put_stream(
-        &self,
-        reader: &mut (dyn AsyncRead + Send + Unpin),
-    ) -> Result<(BlobKey, u64)>;
+    async fn put_stream(&self, reader: &mut (dyn AsyncRead + Send + Unpin)) -> Result<(BlobKey, u64)>;
 
     /// The whole blob, verified against its key. `NotFound` if absent.
     async fn get(&self, key: &BlobKey) -> Result<Vec<u8>>;
@@ -124,10 +119,7 @@ pub(crate) fn verify(key: &BlobKey, bytes: &[u8], origin: &str) -> Result<()> {
         return Err(Error::Corrupt {
             what: format!("blob {key}"),
             path: origin.to_owned(),
-            reason: format!(
-                "content hashes to {actual} ({} bytes); the blob was truncated or altered",
-                bytes.len()
-            ),
+            reason: format!("content hashes to {actual} ({} bytes); the blob was truncated or altered", bytes.len()),
         });
     }
     Ok(())
@@ -145,22 +137,12 @@ pub(crate) struct VerifyingReader<R> {
 
 impl<R> VerifyingReader<R> {
     pub(crate) fn new(inner: R, key: BlobKey, origin: String) -> Self {
-        VerifyingReader {
-            inner,
-            hasher: blake3::Hasher::new(),
-            key,
-            origin,
-            done: false,
-        }
+        VerifyingReader { inner, hasher: blake3::Hasher::new(), key, origin, done: false }
     }
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for VerifyingReader<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_read(cx, buf) {

@@ -11,8 +11,7 @@ use std::sync::Arc;
 
 use braid_core::codec;
 use braid_core::{
-    ArtifactName, Attempt, FlowName, Progress, RunId, RunStatus, StepName, Tag, TaskId, TaskStatus,
-    Timestamp,
+    ArtifactName, Attempt, FlowName, Progress, RunId, RunStatus, StepName, Tag, TaskId, TaskStatus, Timestamp,
 };
 use tokio::io::AsyncReadExt;
 
@@ -27,19 +26,13 @@ pub struct Harness {
 
 impl Harness {
     pub fn memory() -> Self {
-        Harness {
-            store: Store::memory(),
-            guard: None,
-        }
+        Harness { store: Store::memory(), guard: None }
     }
 
     pub fn fs() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open_fs(dir.path().join("store")).expect("open fs store");
-        Harness {
-            store,
-            guard: Some(dir),
-        }
+        Harness { store, guard: Some(dir) }
     }
 }
 
@@ -76,23 +69,13 @@ fn step(s: &str) -> StepName {
 }
 
 fn key(run: RunId, s: &str, t: u64) -> TaskKey {
-    TaskKey {
-        flow: flow(),
-        run,
-        step: step(s),
-        task: TaskId(t),
-    }
+    TaskKey { flow: flow(), run, step: step(s), task: TaskId(t) }
 }
 
 async fn new_run(store: &Store) -> RunRecord {
     let run = RunRecord::new(flow(), RunId::generate());
     store.records.create_run(&run).await.unwrap();
-    store
-        .records
-        .get_run(&flow(), run.id)
-        .await
-        .unwrap()
-        .unwrap()
+    store.records.get_run(&flow(), run.id).await.unwrap().unwrap()
 }
 
 async fn artifact(store: &Store, name: &str, value: u64) -> ArtifactRecord {
@@ -106,6 +89,7 @@ async fn artifact(store: &Store, name: &str, value: u64) -> ArtifactRecord {
         size,
         preview: enc.preview,
         elements: None,
+        inline: None,
     }
 }
 
@@ -128,12 +112,7 @@ pub async fn blob_round_trip_and_dedupe(store: &Store) {
         let many = store.blobs.get_many(&[k1, k1]).await.unwrap();
         assert_eq!(many, vec![bytes.clone(), bytes]);
     }
-    let batch: Vec<Vec<u8>> = vec![
-        b"one".to_vec(),
-        vec![9u8; 100_000],
-        b"one".to_vec(),
-        b"two".to_vec(),
-    ];
+    let batch: Vec<Vec<u8>> = vec![b"one".to_vec(), vec![9u8; 100_000], b"one".to_vec(), b"two".to_vec()];
     let keys = store.blobs.put_many(batch.clone()).await.unwrap();
     assert_eq!(keys.len(), 4);
     assert_eq!(keys[0], keys[2]);
@@ -150,20 +129,9 @@ pub async fn blob_stream_round_trip(store: &Store) {
         assert_eq!(n, size as u64);
         assert_eq!(k, BlobKey::of(&bytes));
         let mut back = Vec::new();
-        store
-            .blobs
-            .get_stream(&k)
-            .await
-            .unwrap()
-            .read_to_end(&mut back)
-            .await
-            .unwrap();
+        store.blobs.get_stream(&k).await.unwrap().read_to_end(&mut back).await.unwrap();
         assert_eq!(back, bytes);
-        assert_eq!(
-            store.blobs.put(bytes).await.unwrap(),
-            k,
-            "stream and whole puts agree"
-        );
+        assert_eq!(store.blobs.put(bytes).await.unwrap(), k, "stream and whole puts agree");
     }
 }
 
@@ -178,49 +146,22 @@ pub async fn blob_missing(store: &Store) {
 }
 
 pub async fn flows(store: &Store) {
-    let rec = FlowRecord {
-        name: flow(),
-        spec: serde_json::json!({"steps": [1]}),
-        updated_at: Timestamp::now(),
-    };
+    let rec = FlowRecord { name: flow(), spec: serde_json::json!({"steps": [1]}), updated_at: Timestamp::now() };
     store.records.put_flow(rec.clone()).await.unwrap();
-    assert_eq!(
-        store.records.get_flow(&flow()).await.unwrap(),
-        Some(rec.clone())
-    );
-    let other = FlowRecord {
-        name: FlowName::new("another").unwrap(),
-        ..rec.clone()
-    };
+    assert_eq!(store.records.get_flow(&flow()).await.unwrap(), Some(rec.clone()));
+    let other = FlowRecord { name: FlowName::new("another").unwrap(), ..rec.clone() };
     store.records.put_flow(other.clone()).await.unwrap();
-    let newer = FlowRecord {
-        spec: serde_json::json!({"steps": [2]}),
-        ..rec
-    };
+    let newer = FlowRecord { spec: serde_json::json!({"steps": [2]}), ..rec };
     store.records.put_flow(newer.clone()).await.unwrap();
     let all = store.records.list_flows().await.unwrap();
     assert_eq!(all, vec![other, newer]);
-    assert_eq!(
-        store
-            .records
-            .get_flow(&FlowName::new("nope").unwrap())
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(store.records.get_flow(&FlowName::new("nope").unwrap()).await.unwrap(), None);
 }
 
 pub async fn run_create_update_conflict(store: &Store) {
     let mut run = new_run(store).await;
     assert_eq!(run.revision, 1);
-    assert!(
-        store
-            .records
-            .create_run(&run)
-            .await
-            .unwrap_err()
-            .is_conflict()
-    );
+    assert!(store.records.create_run(&run).await.unwrap_err().is_conflict());
     run.status = RunStatus::Running;
     let stored = store.records.update_run(&run).await.unwrap();
     assert_eq!(stored.revision, 2);
@@ -245,20 +186,10 @@ pub async fn runs_newest_first_paged_and_filtered(store: &Store) {
         ids.push(run.id);
     }
     // Another flow's runs never show up.
-    store
-        .records
-        .create_run(&RunRecord::new(
-            FlowName::new("other").unwrap(),
-            RunId::generate(),
-        ))
-        .await
-        .unwrap();
+    store.records.create_run(&RunRecord::new(FlowName::new("other").unwrap(), RunId::generate())).await.unwrap();
     ids.reverse();
     let mut seen = Vec::new();
-    let mut q = RunQuery {
-        limit: 10,
-        ..Default::default()
-    };
+    let mut q = RunQuery { limit: 10, ..Default::default() };
     loop {
         let page = store.records.list_runs(&flow(), &q).await.unwrap();
         assert!(page.items.len() <= 10);
@@ -271,41 +202,19 @@ pub async fn runs_newest_first_paged_and_filtered(store: &Store) {
     assert_eq!(seen, ids, "newest first, every run once");
     let failed = store
         .records
-        .list_runs(
-            &flow(),
-            &RunQuery {
-                status: Some(RunStatus::Failed),
-                ..Default::default()
-            },
-        )
+        .list_runs(&flow(), &RunQuery { status: Some(RunStatus::Failed), ..Default::default() })
         .await
         .unwrap();
     assert_eq!(failed.items.len(), 5);
     assert!(failed.items.iter().all(|r| r.status == RunStatus::Failed));
     let even = store
         .records
-        .list_runs(
-            &flow(),
-            &RunQuery {
-                tag: Some(Tag::new("even").unwrap()),
-                limit: 5,
-                ..Default::default()
-            },
-        )
+        .list_runs(&flow(), &RunQuery { tag: Some(Tag::new("even").unwrap()), limit: 5, ..Default::default() })
         .await
         .unwrap();
     assert_eq!(even.items.len(), 5);
     assert!(even.next.is_some());
-    let bad = store
-        .records
-        .list_runs(
-            &flow(),
-            &RunQuery {
-                after: Some("zzz".into()),
-                ..Default::default()
-            },
-        )
-        .await;
+    let bad = store.records.list_runs(&flow(), &RunQuery { after: Some("zzz".into()), ..Default::default() }).await;
     assert!(bad.unwrap_err().to_string().contains("cursor"));
 }
 
@@ -313,33 +222,12 @@ pub async fn run_tags(store: &Store) {
     let run = new_run(store).await;
     let a = Tag::new("a").unwrap();
     let b = Tag::new("b.1").unwrap();
-    let r = store
-        .records
-        .update_tags(&flow(), run.id, &[a.clone(), b.clone()], &[])
-        .await
-        .unwrap();
+    let r = store.records.update_tags(&flow(), run.id, &[a.clone(), b.clone()], &[]).await.unwrap();
     assert_eq!(r.tags, BTreeSet::from([a.clone(), b.clone()]));
-    let r = store
-        .records
-        .update_tags(&flow(), run.id, &[], &[a])
-        .await
-        .unwrap();
+    let r = store.records.update_tags(&flow(), run.id, &[], &[a]).await.unwrap();
     assert_eq!(r.tags, BTreeSet::from([b.clone()]));
-    assert_eq!(
-        store
-            .records
-            .get_run(&flow(), run.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .tags,
-        BTreeSet::from([b.clone()])
-    );
-    let e = store
-        .records
-        .update_tags(&flow(), RunId::generate(), &[b], &[])
-        .await
-        .unwrap_err();
+    assert_eq!(store.records.get_run(&flow(), run.id).await.unwrap().unwrap().tags, BTreeSet::from([b.clone()]));
+    let e = store.records.update_tags(&flow(), RunId::generate(), &[b], &[]).await.unwrap_err();
     assert!(e.is_not_found(), "{e}");
 }
 
@@ -354,10 +242,7 @@ pub async fn tasks_written_listed_and_paged(store: &Store) {
     }
     applied(&store.records.write_tasks(writes).await.unwrap());
     let mut all = Vec::new();
-    let mut q = TaskQuery {
-        limit: 7,
-        ..Default::default()
-    };
+    let mut q = TaskQuery { limit: 7, ..Default::default() };
     loop {
         let page = store.records.list_tasks(&flow(), run.id, &q).await.unwrap();
         all.extend(page.items.iter().map(|t| t.key.task.0));
@@ -369,40 +254,16 @@ pub async fn tasks_written_listed_and_paged(store: &Store) {
     assert_eq!(all, (1..=50).collect::<Vec<_>>());
     let evens = store
         .records
-        .list_tasks(
-            &flow(),
-            run.id,
-            &TaskQuery {
-                step: Some(step("even")),
-                ..Default::default()
-            },
-        )
+        .list_tasks(&flow(), run.id, &TaskQuery { step: Some(step("even")), ..Default::default() })
         .await
         .unwrap();
     assert_eq!(evens.items.len(), 25);
-    assert!(
-        evens
-            .items
-            .iter()
-            .all(|t| t.key.step == step("even") && t.key.task.0 % 2 == 0)
-    );
-    let t = store
-        .records
-        .get_task(&flow(), run.id, TaskId(4))
-        .await
-        .unwrap()
-        .unwrap();
+    assert!(evens.items.iter().all(|t| t.key.step == step("even") && t.key.task.0 % 2 == 0));
+    let t = store.records.get_task(&flow(), run.id, TaskId(4)).await.unwrap().unwrap();
     assert_eq!(t.key, key(run.id, "even", 4));
     assert_eq!(t.revision, 1);
     // The same run id under another flow name is not this task.
-    assert_eq!(
-        store
-            .records
-            .get_task(&FlowName::new("x").unwrap(), run.id, TaskId(4))
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(store.records.get_task(&FlowName::new("x").unwrap(), run.id, TaskId(4)).await.unwrap(), None);
 }
 
 pub async fn task_preconditions(store: &Store) {
@@ -411,14 +272,8 @@ pub async fn task_preconditions(store: &Store) {
     rec.status = TaskStatus::Running;
     let mut w = TaskWrite::new(rec.clone());
     w.precondition = Precondition::Absent;
-    assert_eq!(
-        store.records.write_tasks(vec![w.clone()]).await.unwrap(),
-        vec![WriteOutcome::Applied { revision: 1 }]
-    );
-    assert!(
-        !store.records.write_tasks(vec![w]).await.unwrap()[0].is_applied(),
-        "Absent on an existing task"
-    );
+    assert_eq!(store.records.write_tasks(vec![w.clone()]).await.unwrap(), vec![WriteOutcome::Applied { revision: 1 }]);
+    assert!(!store.records.write_tasks(vec![w]).await.unwrap()[0].is_applied(), "Absent on an existing task");
 
     let mut stale = TaskWrite::new(rec.clone());
     stale.precondition = Precondition::Revision(7);
@@ -429,10 +284,7 @@ pub async fn task_preconditions(store: &Store) {
     second.attempt = Attempt(2);
     let mut w2 = TaskWrite::new(second.clone());
     w2.precondition = Precondition::Revision(1);
-    assert_eq!(
-        store.records.write_tasks(vec![w2]).await.unwrap(),
-        vec![WriteOutcome::Applied { revision: 2 }]
-    );
+    assert_eq!(store.records.write_tasks(vec![w2]).await.unwrap(), vec![WriteOutcome::Applied { revision: 2 }]);
     let mut late = rec.clone();
     late.status = TaskStatus::Succeeded;
     let mut lw = TaskWrite::new(late);
@@ -451,12 +303,7 @@ pub async fn task_preconditions(store: &Store) {
     applied(&store.records.write_tasks(vec![dw.clone()]).await.unwrap());
     // Once ended, the attempt can write no more.
     assert!(!store.records.write_tasks(vec![dw]).await.unwrap()[0].is_applied());
-    let got = store
-        .records
-        .get_task(&flow(), run.id, TaskId(1))
-        .await
-        .unwrap()
-        .unwrap();
+    let got = store.records.get_task(&flow(), run.id, TaskId(1)).await.unwrap().unwrap();
     assert_eq!(got.status, TaskStatus::Succeeded);
     assert_eq!(got.attempt, Attempt(2));
     assert_eq!(got.revision, 3);
@@ -473,13 +320,7 @@ pub async fn task_preconditions(store: &Store) {
 pub async fn conditional_updates_under_concurrency(store: &Store) {
     let run = new_run(store).await;
     let rec = TaskRecord::new(key(run.id, "s", 1));
-    applied(
-        &store
-            .records
-            .write_tasks(vec![TaskWrite::new(rec.clone())])
-            .await
-            .unwrap(),
-    );
+    applied(&store.records.write_tasks(vec![TaskWrite::new(rec.clone())]).await.unwrap());
     let store = Arc::new(store.clone());
     let mut handles = Vec::new();
     for i in 0..16u32 {
@@ -499,31 +340,15 @@ pub async fn conditional_updates_under_concurrency(store: &Store) {
         }
     }
     assert_eq!(wins, 1, "exactly one writer holding revision 1 wins");
-    assert_eq!(
-        store
-            .records
-            .get_task(&flow(), run.id, TaskId(1))
-            .await
-            .unwrap()
-            .unwrap()
-            .revision,
-        2
-    );
+    assert_eq!(store.records.get_task(&flow(), run.id, TaskId(1)).await.unwrap().unwrap().revision, 2);
 
-    let mut run2 = store
-        .records
-        .get_run(&flow(), run.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let mut run2 = store.records.get_run(&flow(), run.id).await.unwrap().unwrap();
     run2.status = RunStatus::Running;
     let mut handles = Vec::new();
     for _ in 0..8 {
         let store = store.clone();
         let r = run2.clone();
-        handles.push(tokio::spawn(async move {
-            store.records.update_run(&r).await.is_ok()
-        }));
+        handles.push(tokio::spawn(async move { store.records.update_run(&r).await.is_ok() }));
     }
     let mut wins = 0;
     for h in handles {
@@ -538,14 +363,7 @@ pub async fn claims_under_concurrency(store: &Store) {
     for i in 0..16 {
         let store = store.clone();
         handles.push(tokio::spawn(async move {
-            (
-                i,
-                store
-                    .records
-                    .try_claim("tick", "plan/1/2026", &format!("w{i}"))
-                    .await
-                    .unwrap(),
-            )
+            (i, store.records.try_claim("tick", "plan/1/2026", &format!("w{i}")).await.unwrap())
         }));
     }
     let mut winners = Vec::new();
@@ -556,31 +374,11 @@ pub async fn claims_under_concurrency(store: &Store) {
         }
     }
     assert_eq!(winners.len(), 1);
-    let holder = store
-        .records
-        .claim_holder("tick", "plan/1/2026")
-        .await
-        .unwrap();
+    let holder = store.records.claim_holder("tick", "plan/1/2026").await.unwrap();
     assert_eq!(holder, Some(format!("w{}", winners[0])));
-    assert!(
-        store
-            .records
-            .try_claim("tick", "plan/1/2027", "w")
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .records
-            .try_claim("other", "plan/1/2026", "w")
-            .await
-            .unwrap(),
-        "scopes are separate"
-    );
-    assert_eq!(
-        store.records.claim_holder("tick", "none").await.unwrap(),
-        None
-    );
+    assert!(store.records.try_claim("tick", "plan/1/2027", "w").await.unwrap());
+    assert!(store.records.try_claim("other", "plan/1/2026", "w").await.unwrap(), "scopes are separate");
+    assert_eq!(store.records.claim_holder("tick", "none").await.unwrap(), None);
 }
 
 pub async fn artifact_visibility_and_bulk_reads(store: &Store) {
@@ -593,14 +391,8 @@ pub async fn artifact_visibility_and_bulk_reads(store: &Store) {
     let mut mid = TaskRecord::new(key(run.id, "mid", 2));
     mid.parent = Some(TaskId(1));
     let mut writes = vec![
-        TaskWrite {
-            artifacts: Some(vec![a1.clone(), b1.clone()]),
-            ..TaskWrite::new(start)
-        },
-        TaskWrite {
-            artifacts: Some(vec![b2.clone()]),
-            ..TaskWrite::new(mid)
-        },
+        TaskWrite { artifacts: Some(vec![a1.clone(), b1.clone()]), ..TaskWrite::new(start) },
+        TaskWrite { artifacts: Some(vec![b2.clone()]), ..TaskWrite::new(mid) },
     ];
     // A foreach of 5 branches under `mid`, written out of index order.
     for (t, idx) in [(3u64, 4u64), (4, 0), (5, 3), (6, 1), (7, 2)] {
@@ -614,93 +406,36 @@ pub async fn artifact_visibility_and_bulk_reads(store: &Store) {
             len: 5,
         }];
         let out = artifact(store, "out", idx * idx).await;
-        writes.push(TaskWrite {
-            artifacts: Some(vec![out, c3.clone()]),
-            ..TaskWrite::new(r)
-        });
+        writes.push(TaskWrite { artifacts: Some(vec![out, c3.clone()]), ..TaskWrite::new(r) });
     }
     applied(&store.records.write_tasks(writes).await.unwrap());
 
-    let vis = store
-        .records
-        .visible_artifacts(&flow(), run.id, TaskId(5))
-        .await
-        .unwrap();
-    let names: Vec<(&str, u64)> = vis
-        .iter()
-        .map(|v| (v.artifact.name.as_str(), v.set_by.0))
-        .collect();
+    let vis = store.records.visible_artifacts(&flow(), run.id, TaskId(5)).await.unwrap();
+    let names: Vec<(&str, u64)> = vis.iter().map(|v| (v.artifact.name.as_str(), v.set_by.0)).collect();
     assert_eq!(names, vec![("a", 1), ("b", 2), ("c", 5), ("out", 5)]);
     assert_eq!(vis[1].artifact, b2, "nearer ancestors shadow farther ones");
-    let own = store
-        .records
-        .task_artifacts(&flow(), run.id, TaskId(2))
-        .await
-        .unwrap();
+    let own = store.records.task_artifacts(&flow(), run.id, TaskId(2)).await.unwrap();
     assert_eq!(own, vec![b2]);
 
-    let bulk = store
-        .records
-        .step_artifacts(
-            &flow(),
-            run.id,
-            &step("work"),
-            &ArtifactName::new("out").unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        bulk.iter().map(|s| s.foreach_index).collect::<Vec<_>>(),
-        (0..5).map(Some).collect::<Vec<_>>()
-    );
+    let bulk =
+        store.records.step_artifacts(&flow(), run.id, &step("work"), &ArtifactName::new("out").unwrap()).await.unwrap();
+    assert_eq!(bulk.iter().map(|s| s.foreach_index).collect::<Vec<_>>(), (0..5).map(Some).collect::<Vec<_>>());
     for s in &bulk {
         let v: u64 = codec::decode(&store.blobs.get(&s.artifact.key).await.unwrap()).unwrap();
         assert_eq!(v, s.foreach_index.unwrap().pow(2));
     }
-    let by_index = store
-        .records
-        .tasks_by_index(&flow(), run.id, &step("work"), 3)
-        .await
-        .unwrap();
+    let by_index = store.records.tasks_by_index(&flow(), run.id, &step("work"), 3).await.unwrap();
     assert_eq!(by_index.len(), 1);
     assert_eq!(by_index[0].key.task, TaskId(5));
-    assert!(
-        store
-            .records
-            .tasks_by_index(&flow(), run.id, &step("work"), 9)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(store.records.tasks_by_index(&flow(), run.id, &step("work"), 9).await.unwrap().is_empty());
 
     // Replacing a task's artifacts drops the old set (a retried attempt's values).
-    let mut w = TaskWrite::new(
-        store
-            .records
-            .get_task(&flow(), run.id, TaskId(2))
-            .await
-            .unwrap()
-            .unwrap(),
-    );
+    let mut w = TaskWrite::new(store.records.get_task(&flow(), run.id, TaskId(2)).await.unwrap().unwrap());
     w.artifacts = Some(vec![]);
     applied(&store.records.write_tasks(vec![w]).await.unwrap());
-    assert!(
-        store
-            .records
-            .task_artifacts(&flow(), run.id, TaskId(2))
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    let vis = store
-        .records
-        .visible_artifacts(&flow(), run.id, TaskId(5))
-        .await
-        .unwrap();
-    assert_eq!(
-        vis.iter().find(|v| v.artifact.name == "b").unwrap().set_by,
-        TaskId(1)
-    );
+    assert!(store.records.task_artifacts(&flow(), run.id, TaskId(2)).await.unwrap().is_empty());
+    let vis = store.records.visible_artifacts(&flow(), run.id, TaskId(5)).await.unwrap();
+    assert_eq!(vis.iter().find(|v| v.artifact.name == "b").unwrap().set_by, TaskId(1));
 }
 
 pub async fn step_summaries_count_by_status(store: &Store) {
@@ -738,29 +473,15 @@ pub async fn attempts_recorded(store: &Store) {
     for a in 1..=3u32 {
         let attempt = AttemptRecord {
             attempt: Attempt(a),
-            status: if a < 3 {
-                TaskStatus::Failed
-            } else {
-                TaskStatus::Succeeded
-            },
+            status: if a < 3 { TaskStatus::Failed } else { TaskStatus::Succeeded },
             started_at: Timestamp::from_micros(a as i64),
             ended_at: Some(Timestamp::from_micros(a as i64 + 10)),
-            error: (a < 3).then(|| TaskError {
-                kind: "error".into(),
-                message: format!("boom {a}"),
-            }),
+            error: (a < 3).then(|| TaskError { kind: "error".into(), message: format!("boom {a}") }),
         };
-        let w = TaskWrite {
-            attempt: Some(attempt),
-            ..TaskWrite::new(rec.clone())
-        };
+        let w = TaskWrite { attempt: Some(attempt), ..TaskWrite::new(rec.clone()) };
         applied(&store.records.write_tasks(vec![w]).await.unwrap());
     }
-    let attempts = store
-        .records
-        .list_attempts(&flow(), run.id, TaskId(1))
-        .await
-        .unwrap();
+    let attempts = store.records.list_attempts(&flow(), run.id, TaskId(1)).await.unwrap();
     assert_eq!(attempts.len(), 3);
     assert_eq!(attempts[1].error.as_ref().unwrap().message, "boom 2");
     assert_eq!(attempts[2].status, TaskStatus::Succeeded);
@@ -768,13 +489,7 @@ pub async fn attempts_recorded(store: &Store) {
 
 pub async fn logs_in_order(store: &Store) {
     let run = new_run(store).await;
-    applied(
-        &store
-            .records
-            .write_tasks(vec![TaskWrite::new(TaskRecord::new(key(run.id, "s", 1)))])
-            .await
-            .unwrap(),
-    );
+    applied(&store.records.write_tasks(vec![TaskWrite::new(TaskRecord::new(key(run.id, "s", 1)))]).await.unwrap());
     let line = |i: u32| LogLine {
         run: run.id,
         task: TaskId(1),
@@ -784,90 +499,25 @@ pub async fn logs_in_order(store: &Store) {
         level: "INFO".into(),
         line: format!("line {i}"),
     };
-    store
-        .records
-        .append_logs((0..5).map(line).collect())
-        .await
-        .unwrap();
-    store
-        .records
-        .append_logs((5..8).map(line).collect())
-        .await
-        .unwrap();
-    let all = store
-        .records
-        .read_logs(&flow(), run.id, TaskId(1), 0, 0)
-        .await
-        .unwrap();
-    assert_eq!(
-        all.iter().map(|l| l.seq).collect::<Vec<_>>(),
-        (1..=8).collect::<Vec<_>>()
-    );
+    store.records.append_logs((0..5).map(line).collect()).await.unwrap();
+    store.records.append_logs((5..8).map(line).collect()).await.unwrap();
+    let all = store.records.read_logs(&flow(), run.id, TaskId(1), 0, 0).await.unwrap();
+    assert_eq!(all.iter().map(|l| l.seq).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
     assert_eq!(all[7].line, "line 7");
-    let tail = store
-        .records
-        .read_logs(&flow(), run.id, TaskId(1), 6, 10)
-        .await
-        .unwrap();
-    assert_eq!(
-        tail.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(),
-        ["line 6", "line 7"]
-    );
+    let tail = store.records.read_logs(&flow(), run.id, TaskId(1), 6, 10).await.unwrap();
+    assert_eq!(tail.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(), ["line 6", "line 7"]);
 }
 
 pub async fn missing_records(store: &Store) {
     let id = RunId::generate();
     assert_eq!(store.records.get_run(&flow(), id).await.unwrap(), None);
-    assert_eq!(
-        store
-            .records
-            .get_task(&flow(), id, TaskId(1))
-            .await
-            .unwrap(),
-        None
-    );
-    let e = store
-        .records
-        .update_run(&RunRecord::new(flow(), id))
-        .await
-        .unwrap_err();
-    assert!(
-        e.is_not_found() && e.to_string().contains(&id.to_string()),
-        "{e}"
-    );
-    assert!(
-        store
-            .records
-            .list_tasks(&flow(), id, &TaskQuery::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
-    assert!(
-        store
-            .records
-            .list_attempts(&flow(), id, TaskId(1))
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        store
-            .records
-            .visible_artifacts(&flow(), id, TaskId(1))
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        store
-            .records
-            .step_summaries(&flow(), id)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(store.records.get_task(&flow(), id, TaskId(1)).await.unwrap(), None);
+    let e = store.records.update_run(&RunRecord::new(flow(), id)).await.unwrap_err();
+    assert!(e.is_not_found() && e.to_string().contains(&id.to_string()), "{e}");
+    assert!(store.records.list_tasks(&flow(), id, &TaskQuery::default()).await.unwrap().items.is_empty());
+    assert!(store.records.list_attempts(&flow(), id, TaskId(1)).await.unwrap().is_empty());
+    assert!(store.records.visible_artifacts(&flow(), id, TaskId(1)).await.unwrap().is_empty());
+    assert!(store.records.step_summaries(&flow(), id).await.unwrap().is_empty());
 }
 
 pub async fn records_keep_all_fields(store: &Store) {
@@ -875,25 +525,11 @@ pub async fn records_keep_all_fields(store: &Store) {
     run.params.insert("n".into(), serde_json::json!(1000));
     run.origin_run = Some(RunId::generate());
     run.name = Some("plan_site1".into());
-    run.meta.insert(
-        "plan".into(),
-        serde_json::json!({"name": "p", "version": 2}),
-    );
+    run.meta.insert("plan".into(), serde_json::json!({"name": "p", "version": 2}));
     run.started_at = Some(Timestamp::from_micros(5));
     store.records.create_run(&run).await.unwrap();
-    let got = store
-        .records
-        .get_run(&flow(), run.id)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        RunRecord {
-            revision: 1,
-            ..run.clone()
-        },
-        got
-    );
+    let got = store.records.get_run(&flow(), run.id).await.unwrap().unwrap();
+    assert_eq!(RunRecord { revision: 1, ..run.clone() }, got);
 
     let mut t = TaskRecord::new(key(run.id, "join", 9));
     t.status = TaskStatus::Failed;
@@ -902,63 +538,45 @@ pub async fn records_keep_all_fields(store: &Store) {
     t.parent = Some(TaskId(2));
     t.inputs = vec![TaskId(5), TaskId(3)];
     t.foreach_stack = vec![
-        ForeachFrame {
-            step: step("outer"),
-            task: TaskId(1),
-            over: ArtifactName::new("xs").unwrap(),
-            index: 1,
-            len: 2,
-        },
-        ForeachFrame {
-            step: step("inner"),
-            task: TaskId(2),
-            over: ArtifactName::new("ys").unwrap(),
-            index: 7,
-            len: 8,
-        },
+        ForeachFrame { step: step("outer"), task: TaskId(1), over: ArtifactName::new("xs").unwrap(), index: 1, len: 2 },
+        ForeachFrame { step: step("inner"), task: TaskId(2), over: ArtifactName::new("ys").unwrap(), index: 7, len: 8 },
     ];
     t.started_at = Some(Timestamp::from_micros(10));
     t.ended_at = Some(Timestamp::from_micros(20));
     t.lease_deadline = Some(Timestamp::from_micros(30));
     t.progress = Some(Progress::new(42.5, "halfway").unwrap());
     t.progress_at = Some(Timestamp::from_micros(15));
-    t.error = Some(TaskError {
-        kind: "timeout".into(),
-        message: "took too long".into(),
-    });
+    t.error = Some(TaskError { kind: "timeout".into(), message: "took too long".into() });
     t.origin = Some((RunId::generate(), TaskId(77)));
-    applied(
-        &store
-            .records
-            .write_tasks(vec![TaskWrite::new(t.clone())])
-            .await
-            .unwrap(),
-    );
-    let got = store
-        .records
-        .get_task(&flow(), run.id, TaskId(9))
-        .await
-        .unwrap()
-        .unwrap();
+    applied(&store.records.write_tasks(vec![TaskWrite::new(t.clone())]).await.unwrap());
+    let got = store.records.get_task(&flow(), run.id, TaskId(9)).await.unwrap().unwrap();
     assert_eq!(TaskRecord { revision: 1, ..t }, got);
     assert_eq!(got.foreach_index(), Some(7));
 
     let mut art = artifact(store, "xs", 5).await;
-    art.elements = Some(ElementsRef {
-        key: BlobKey::of(b"manifest"),
-        len: 12,
-    });
-    let w = TaskWrite {
-        artifacts: Some(vec![art.clone()]),
-        ..TaskWrite::new(got)
-    };
+    art.elements = Some(ElementsRef { key: BlobKey::of(b"manifest"), len: 12 });
+    let w = TaskWrite { artifacts: Some(vec![art.clone()]), ..TaskWrite::new(got) };
     applied(&store.records.write_tasks(vec![w]).await.unwrap());
-    assert_eq!(
-        store
-            .records
-            .task_artifacts(&flow(), run.id, TaskId(9))
-            .await
-            .unwrap(),
-        vec![art]
-    );
+    assert_eq!(store.records.task_artifacts(&flow(), run.id, TaskId(9)).await.unwrap(), vec![art]);
+
+    // Small values may travel inline in their record; reads verify them like blobs.
+    let enc = codec::encode(&"tiny").unwrap();
+    let mut tiny = ArtifactRecord {
+        name: ArtifactName::new("tiny").unwrap(),
+        key: BlobKey::of(&enc.bytes),
+        type_name: enc.type_name,
+        size: enc.bytes.len() as u64,
+        preview: enc.preview,
+        elements: None,
+        inline: Some(enc.bytes.clone()),
+    };
+    let got = store.records.get_task(&flow(), run.id, TaskId(9)).await.unwrap().unwrap();
+    let w = TaskWrite { artifacts: Some(vec![tiny.clone()]), ..TaskWrite::new(got) };
+    applied(&store.records.write_tasks(vec![w]).await.unwrap());
+    let back = store.records.task_artifacts(&flow(), run.id, TaskId(9)).await.unwrap();
+    assert_eq!(back, vec![tiny.clone()]);
+    assert_eq!(store.artifact_bytes(&back[0]).await.unwrap(), enc.bytes);
+    tiny.inline = Some(b"tampered".to_vec());
+    let e = store.artifact_bytes(&tiny).await.unwrap_err();
+    assert!(e.to_string().contains("artifact `tiny`"), "{e}");
 }

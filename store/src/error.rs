@@ -13,20 +13,10 @@ pub enum Error {
 
     /// Data on disk fails its checksum or does not parse. Confined to what it names.
     #[error("corrupted {what} in {path}: {reason}")]
-    Corrupt {
-        what: String,
-        path: String,
-        reason: String,
-    },
+    Corrupt { what: String, path: String, reason: String },
 
-    #[error(
-        "store at {path} has format version {found}, this build reads up to {supported}; upgrade braid to open it"
-    )]
-    UnsupportedFormat {
-        path: String,
-        found: u32,
-        supported: u32,
-    },
+    #[error("store at {path} has format version {found}, this build reads up to {supported}; upgrade braid to open it")]
+    UnsupportedFormat { path: String, found: u32, supported: u32 },
 
     #[error("{action} {path}: {source}")]
     Io {
@@ -37,11 +27,7 @@ pub enum Error {
     },
 
     #[error("record database {path}: {context}: {message}")]
-    Database {
-        path: String,
-        context: String,
-        message: String,
-    },
+    Database { path: String, context: String, message: String },
 
     #[error("invalid {what}: {reason}")]
     Invalid { what: String, reason: String },
@@ -54,16 +40,8 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl AsRef<std::path::Path>,
-        source: std::io::Error,
-    ) -> Self {
-        Error::Io {
-            action,
-            path: path.as_ref().display().to_string(),
-            source,
-        }
+    pub(crate) fn io(action: &'static str, path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Error::Io { action, path: path.as_ref().display().to_string(), source }
     }
 
     pub fn is_not_found(&self) -> bool {

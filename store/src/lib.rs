@@ -25,9 +25,9 @@ use std::sync::Arc;
 pub use blob::{BlobKey, BlobReader, BlobStore};
 pub use error::{Error, Result};
 pub use record::{
-    ArtifactRecord, AttemptRecord, ElementsRef, FlowRecord, ForeachFrame, LogLine, Page,
-    Precondition, RecordStore, RunQuery, RunRecord, StepArtifact, StepSummary, TaskError, TaskKey,
-    TaskQuery, TaskRecord, TaskWrite, VisibleArtifact, WriteOutcome,
+    ArtifactRecord, AttemptRecord, ElementsRef, FlowRecord, ForeachFrame, INLINE_VALUE_MAX, LogLine, Page,
+    Precondition, RecordStore, RunQuery, RunRecord, StepArtifact, StepSummary, TaskError, TaskKey, TaskQuery,
+    TaskRecord, TaskWrite, VisibleArtifact, WriteOutcome,
 };
 
 /// The environment variable naming the store when no `--store` flag is given.
@@ -59,11 +59,7 @@ impl Store {
     pub fn open_fs(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref();
         let (blobs, records) = fs::open(root)?;
-        Ok(Store {
-            blobs: Arc::new(blobs),
-            records: Arc::new(records),
-            location: root.display().to_string(),
-        })
+        Ok(Store { blobs: Arc::new(blobs), records: Arc::new(records), location: root.display().to_string() })
     }
 
     /// Opens the store at `location`: `memory:` or a directory path.
@@ -86,6 +82,18 @@ impl Store {
         flag.map(str::to_owned)
             .or_else(|| std::env::var(STORE_ENV).ok().filter(|s| !s.is_empty()))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STORE).display().to_string())
+    }
+
+    /// The envelope bytes of an artifact: inline in its record, or from the blob store;
+    /// verified against the artifact's key either way.
+    pub async fn artifact_bytes(&self, artifact: &ArtifactRecord) -> Result<Vec<u8>> {
+        match &artifact.inline {
+            Some(bytes) => {
+                blob::verify(&artifact.key, bytes, &format!("the record of artifact `{}`", artifact.name))?;
+                Ok(bytes.clone())
+            }
+            None => self.blobs.get(&artifact.key).await,
+        }
     }
 
     /// Where this store lives, as given when it was opened.

@@ -23,32 +23,19 @@ pub struct MemoryBlobs {
 impl BlobStore for MemoryBlobs {
     async fn put(&self, bytes: Vec<u8>) -> Result<BlobKey> {
         let key = BlobKey::of(&bytes);
-        self.blobs
-            .entry(key)
-            .or_insert_with(|| std::sync::Arc::new(bytes));
+        self.blobs.entry(key).or_insert_with(|| std::sync::Arc::new(bytes));
         Ok(key)
     }
 
-    async fn put_stream(
-        &self,
-        reader: &mut (dyn AsyncRead + Send + Unpin),
-    ) -> Result<(BlobKey, u64)> {
+    async fn put_stream(&self, reader: &mut (dyn AsyncRead + Send + Unpin)) -> Result<(BlobKey, u64)> {
         let mut bytes = Vec::new();
-        reader
-            .read_to_end(&mut bytes)
-            .await
-            .map_err(|e| Error::io("read blob stream for", "memory", e))?;
+        reader.read_to_end(&mut bytes).await.map_err(|e| Error::io("read blob stream for", "memory", e))?;
         let len = bytes.len() as u64;
         Ok((self.put(bytes).await?, len))
     }
 
     async fn get(&self, key: &BlobKey) -> Result<Vec<u8>> {
-        self.blobs
-            .get(key)
-            .map(|b| b.as_ref().clone())
-            .ok_or_else(|| Error::NotFound {
-                what: format!("blob {key}"),
-            })
+        self.blobs.get(key).map(|b| b.as_ref().clone()).ok_or_else(|| Error::NotFound { what: format!("blob {key}") })
     }
 
     async fn get_stream(&self, key: &BlobKey) -> Result<BlobReader> {
@@ -135,16 +122,11 @@ impl RecordStore for MemoryRecords {
             .runs
             .get_mut(&run.id)
             .filter(|r| r.flow == run.flow)
-            .ok_or_else(|| Error::NotFound {
-                what: format!("run {}/{}", run.flow, run.id),
-            })?;
+            .ok_or_else(|| Error::NotFound { what: format!("run {}/{}", run.flow, run.id) })?;
         if stored.revision != run.revision {
             return Err(Error::Conflict {
                 what: format!("run {}/{}", run.flow, run.id),
-                reason: format!(
-                    "expected revision {}, stored is {}",
-                    run.revision, stored.revision
-                ),
+                reason: format!("expected revision {}, stored is {}", run.revision, stored.revision),
             });
         }
         *stored = run.clone();
@@ -174,21 +156,13 @@ impl RecordStore for MemoryRecords {
         Ok(page(items, limit, |r| r.id.to_string()))
     }
 
-    async fn update_tags(
-        &self,
-        flow: &FlowName,
-        id: RunId,
-        add: &[Tag],
-        remove: &[Tag],
-    ) -> Result<RunRecord> {
+    async fn update_tags(&self, flow: &FlowName, id: RunId, add: &[Tag], remove: &[Tag]) -> Result<RunRecord> {
         let mut t = self.lock();
         let run = t
             .runs
             .get_mut(&id)
             .filter(|r| &r.flow == flow)
-            .ok_or_else(|| Error::NotFound {
-                what: format!("run {flow}/{id}"),
-            })?;
+            .ok_or_else(|| Error::NotFound { what: format!("run {flow}/{id}") })?;
         for tag in remove {
             run.tags.remove(tag);
         }
@@ -222,26 +196,11 @@ impl RecordStore for MemoryRecords {
         Ok(out)
     }
 
-    async fn get_task(
-        &self,
-        flow: &FlowName,
-        run: RunId,
-        task: TaskId,
-    ) -> Result<Option<TaskRecord>> {
-        Ok(self
-            .lock()
-            .tasks
-            .get(&(run, task))
-            .filter(|t| &t.key.flow == flow)
-            .cloned())
+    async fn get_task(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Option<TaskRecord>> {
+        Ok(self.lock().tasks.get(&(run, task)).filter(|t| &t.key.flow == flow).cloned())
     }
 
-    async fn list_tasks(
-        &self,
-        flow: &FlowName,
-        run: RunId,
-        query: &TaskQuery,
-    ) -> Result<Page<TaskRecord>> {
+    async fn list_tasks(&self, flow: &FlowName, run: RunId, query: &TaskQuery) -> Result<Page<TaskRecord>> {
         let limit = effective_limit(query.limit, 1000);
         let after: Option<u64> = parse_cursor(&query.after, "task")?;
         let start = TaskId(after.map_or(0, |a| a.saturating_add(1)));
@@ -270,9 +229,7 @@ impl RecordStore for MemoryRecords {
         Ok(t.tasks
             .range((run, TaskId(0))..=(run, TaskId(u64::MAX)))
             .map(|(_, v)| v)
-            .filter(|v| {
-                &v.key.flow == flow && &v.key.step == step && v.foreach_index() == Some(index)
-            })
+            .filter(|v| &v.key.flow == flow && &v.key.step == step && v.foreach_index() == Some(index))
             .cloned()
             .collect())
     }
@@ -281,63 +238,32 @@ impl RecordStore for MemoryRecords {
         let t = self.lock();
         let mut order: Vec<StepName> = Vec::new();
         let mut by_step: HashMap<StepName, StepSummary> = HashMap::new();
-        for v in t
-            .tasks
-            .range((run, TaskId(0))..=(run, TaskId(u64::MAX)))
-            .map(|(_, v)| v)
-        {
+        for v in t.tasks.range((run, TaskId(0))..=(run, TaskId(u64::MAX))).map(|(_, v)| v) {
             if &v.key.flow != flow {
                 continue;
             }
             let s = by_step.entry(v.key.step.clone()).or_insert_with(|| {
                 order.push(v.key.step.clone());
-                StepSummary {
-                    step: v.key.step.clone(),
-                    counts: BTreeMap::new(),
-                    first_started: None,
-                    last_ended: None,
-                }
+                StepSummary { step: v.key.step.clone(), counts: BTreeMap::new(), first_started: None, last_ended: None }
             });
             *s.counts.entry(v.status).or_default() += 1;
             s.first_started = min_opt(s.first_started, v.started_at);
             s.last_ended = s.last_ended.max(v.ended_at);
         }
-        Ok(order
-            .into_iter()
-            .filter_map(|s| by_step.remove(&s))
-            .collect())
+        Ok(order.into_iter().filter_map(|s| by_step.remove(&s)).collect())
     }
 
-    async fn list_attempts(
-        &self,
-        flow: &FlowName,
-        run: RunId,
-        task: TaskId,
-    ) -> Result<Vec<AttemptRecord>> {
+    async fn list_attempts(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Vec<AttemptRecord>> {
         let t = self.lock();
-        if t.tasks
-            .get(&(run, task))
-            .is_none_or(|v| &v.key.flow != flow)
-        {
+        if t.tasks.get(&(run, task)).is_none_or(|v| &v.key.flow != flow) {
             return Ok(Vec::new());
         }
-        Ok(t.attempts
-            .get(&(run, task))
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default())
+        Ok(t.attempts.get(&(run, task)).map(|m| m.values().cloned().collect()).unwrap_or_default())
     }
 
-    async fn task_artifacts(
-        &self,
-        flow: &FlowName,
-        run: RunId,
-        task: TaskId,
-    ) -> Result<Vec<ArtifactRecord>> {
+    async fn task_artifacts(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Vec<ArtifactRecord>> {
         let t = self.lock();
-        if t.tasks
-            .get(&(run, task))
-            .is_none_or(|v| &v.key.flow != flow)
-        {
+        if t.tasks.get(&(run, task)).is_none_or(|v| &v.key.flow != flow) {
             return Ok(Vec::new());
         }
         let mut arts = t.artifacts.get(&(run, task)).cloned().unwrap_or_default();
@@ -345,12 +271,7 @@ impl RecordStore for MemoryRecords {
         Ok(arts)
     }
 
-    async fn visible_artifacts(
-        &self,
-        flow: &FlowName,
-        run: RunId,
-        task: TaskId,
-    ) -> Result<Vec<VisibleArtifact>> {
+    async fn visible_artifacts(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Vec<VisibleArtifact>> {
         let t = self.lock();
         let mut seen: BTreeMap<ArtifactName, VisibleArtifact> = BTreeMap::new();
         let mut current = Some(task);
@@ -360,11 +281,7 @@ impl RecordStore for MemoryRecords {
                 break;
             };
             for a in t.artifacts.get(&(run, id)).into_iter().flatten() {
-                seen.entry(a.name.clone())
-                    .or_insert_with(|| VisibleArtifact {
-                        artifact: a.clone(),
-                        set_by: id,
-                    });
+                seen.entry(a.name.clone()).or_insert_with(|| VisibleArtifact { artifact: a.clone(), set_by: id });
             }
             current = rec.parent;
             hops += 1;
@@ -393,16 +310,8 @@ impl RecordStore for MemoryRecords {
             .map(|(_, v)| v)
             .filter(|v| &v.key.flow == flow && &v.key.step == step)
             .filter_map(|v| {
-                let art = t
-                    .artifacts
-                    .get(&(run, v.key.task))?
-                    .iter()
-                    .find(|a| &a.name == name)?;
-                Some(StepArtifact {
-                    task: v.key.task,
-                    foreach_index: v.foreach_index(),
-                    artifact: art.clone(),
-                })
+                let art = t.artifacts.get(&(run, v.key.task))?.iter().find(|a| &a.name == name)?;
+                Some(StepArtifact { task: v.key.task, foreach_index: v.foreach_index(), artifact: art.clone() })
             })
             .collect();
         out.sort_by_key(|s| (s.foreach_index, s.task));
@@ -428,22 +337,13 @@ impl RecordStore for MemoryRecords {
         limit: usize,
     ) -> Result<Vec<LogLine>> {
         let t = self.lock();
-        if t.tasks
-            .get(&(run, task))
-            .is_none_or(|v| &v.key.flow != flow)
-        {
+        if t.tasks.get(&(run, task)).is_none_or(|v| &v.key.flow != flow) {
             return Ok(Vec::new());
         }
         let limit = if limit == 0 { usize::MAX } else { limit };
         Ok(t.logs
             .get(&(run, task))
-            .map(|v| {
-                v.iter()
-                    .filter(|l| l.seq > after)
-                    .take(limit)
-                    .cloned()
-                    .collect()
-            })
+            .map(|v| v.iter().filter(|l| l.seq > after).take(limit).cloned().collect())
             .unwrap_or_default())
     }
 
@@ -458,11 +358,7 @@ impl RecordStore for MemoryRecords {
     }
 
     async fn claim_holder(&self, scope: &str, key: &str) -> Result<Option<String>> {
-        Ok(self
-            .lock()
-            .claims
-            .get(&(scope.to_owned(), key.to_owned()))
-            .cloned())
+        Ok(self.lock().claims.get(&(scope.to_owned(), key.to_owned())).cloned())
     }
 }
 

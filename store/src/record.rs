@@ -11,8 +11,7 @@ use std::fmt;
 use async_trait::async_trait;
 use braid_core::codec::Preview;
 use braid_core::{
-    ArtifactName, Attempt, FlowName, Progress, RunId, RunStatus, StepName, Tag, TaskId, TaskStatus,
-    Timestamp,
+    ArtifactName, Attempt, FlowName, Progress, RunId, RunStatus, StepName, Tag, TaskId, TaskStatus, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -188,7 +187,15 @@ pub struct ArtifactRecord {
     /// For a sequence that a foreach may fan out over: its elements, each in its own
     /// envelope, stored as one blob (see `braid_core::codec::encode_elements`).
     pub elements: Option<ElementsRef>,
+    /// A small value's envelope, kept in the record instead of the blob store (see
+    /// [`INLINE_VALUE_MAX`]): thousands of tiny values then cost appended rows, not
+    /// random inserts into the blob index. `key` is still its content hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<Vec<u8>>,
 }
+
+/// Values up to this many bytes travel inline in their artifact record.
+pub const INLINE_VALUE_MAX: usize = 1024;
 
 /// Where the per-element envelopes of a sequence artifact are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -251,12 +258,7 @@ pub struct TaskWrite {
 
 impl TaskWrite {
     pub fn new(task: TaskRecord) -> Self {
-        TaskWrite {
-            task,
-            artifacts: None,
-            attempt: None,
-            precondition: Precondition::None,
-        }
+        TaskWrite { task, artifacts: None, attempt: None, precondition: Precondition::None }
     }
 }
 
@@ -334,62 +336,26 @@ pub trait RecordStore: Send + Sync + fmt::Debug {
     /// Runs of a flow, newest first.
     async fn list_runs(&self, flow: &FlowName, query: &RunQuery) -> Result<Page<RunRecord>>;
     /// Adds and removes tags in one write; returns the run as stored.
-    async fn update_tags(
-        &self,
-        flow: &FlowName,
-        id: RunId,
-        add: &[Tag],
-        remove: &[Tag],
-    ) -> Result<RunRecord>;
+    async fn update_tags(&self, flow: &FlowName, id: RunId, add: &[Tag], remove: &[Tag]) -> Result<RunRecord>;
 
     /// Applies task writes in one batch; each write's precondition is checked on its
     /// own, and the outcomes come back in order.
     async fn write_tasks(&self, writes: Vec<TaskWrite>) -> Result<Vec<WriteOutcome>>;
-    async fn get_task(
-        &self,
-        flow: &FlowName,
-        run: RunId,
-        task: TaskId,
-    ) -> Result<Option<TaskRecord>>;
-    async fn list_tasks(
-        &self,
-        flow: &FlowName,
-        run: RunId,
-        query: &TaskQuery,
-    ) -> Result<Page<TaskRecord>>;
+    async fn get_task(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Option<TaskRecord>>;
+    async fn list_tasks(&self, flow: &FlowName, run: RunId, query: &TaskQuery) -> Result<Page<TaskRecord>>;
     /// Tasks of `step` whose innermost foreach index is `index`, found through an index
     /// (one task, or one per outer branch when foreach steps nest).
-    async fn tasks_by_index(
-        &self,
-        flow: &FlowName,
-        run: RunId,
-        step: &StepName,
-        index: u64,
-    ) -> Result<Vec<TaskRecord>>;
+    async fn tasks_by_index(&self, flow: &FlowName, run: RunId, step: &StepName, index: u64)
+    -> Result<Vec<TaskRecord>>;
     /// Per-step counts by status, in order of each step's first task.
     async fn step_summaries(&self, flow: &FlowName, run: RunId) -> Result<Vec<StepSummary>>;
-    async fn list_attempts(
-        &self,
-        flow: &FlowName,
-        run: RunId,
-        task: TaskId,
-    ) -> Result<Vec<AttemptRecord>>;
+    async fn list_attempts(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Vec<AttemptRecord>>;
 
     /// Artifacts the task itself set.
-    async fn task_artifacts(
-        &self,
-        flow: &FlowName,
-        run: RunId,
-        task: TaskId,
-    ) -> Result<Vec<ArtifactRecord>>;
+    async fn task_artifacts(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Vec<ArtifactRecord>>;
     /// Artifacts the task sees: its own, then its parent's and so on up, nearer ones
     /// shadowing farther ones; sorted by name.
-    async fn visible_artifacts(
-        &self,
-        flow: &FlowName,
-        run: RunId,
-        task: TaskId,
-    ) -> Result<Vec<VisibleArtifact>>;
+    async fn visible_artifacts(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Vec<VisibleArtifact>>;
     /// The artifact `name` as set by each task of `step`, in foreach index (then task id) order.
     async fn step_artifacts(
         &self,
@@ -428,39 +394,24 @@ pub(crate) struct StoredTask {
 
 impl StoredTask {
     pub(crate) fn of(t: &TaskRecord) -> Self {
-        StoredTask {
-            revision: t.revision,
-            attempt: t.attempt,
-            status: t.status,
-        }
+        StoredTask { revision: t.revision, attempt: t.attempt, status: t.status }
     }
 }
 
 /// Shared by backends: checks a precondition against the stored task; `Some(reason)`
 /// when it does not hold.
-pub(crate) fn check_precondition(
-    key: &TaskKey,
-    stored: Option<StoredTask>,
-    pre: Precondition,
-) -> Option<String> {
+pub(crate) fn check_precondition(key: &TaskKey, stored: Option<StoredTask>, pre: Precondition) -> Option<String> {
     match (pre, stored) {
         (Precondition::None, _) => None,
         (Precondition::Absent, None) => None,
-        (Precondition::Absent, Some(s)) => {
-            Some(format!("task {key} exists (revision {})", s.revision))
-        }
-        (Precondition::Revision(_), None) | (Precondition::Attempt(_), None) => {
-            Some("task does not exist".into())
-        }
+        (Precondition::Absent, Some(s)) => Some(format!("task {key} exists (revision {})", s.revision)),
+        (Precondition::Revision(_), None) | (Precondition::Attempt(_), None) => Some("task does not exist".into()),
         (Precondition::Revision(r), Some(s)) => {
             (s.revision != r).then(|| format!("expected revision {r}, stored is {}", s.revision))
         }
         (Precondition::Attempt(a), Some(s)) => {
             if s.attempt != a {
-                Some(format!(
-                    "stale attempt {a}: the task is on attempt {}",
-                    s.attempt
-                ))
+                Some(format!("stale attempt {a}: the task is on attempt {}", s.attempt))
             } else if s.status.is_terminal() {
                 Some(format!("attempt {a} already ended as {}", s.status))
             } else {

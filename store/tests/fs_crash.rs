@@ -8,9 +8,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use braid_core::{ArtifactName, FlowName, RunId, StepName, TaskId, TaskStatus, codec};
-use braid_store::{
-    ArtifactRecord, BlobKey, Error, RunRecord, Store, TaskKey, TaskQuery, TaskRecord, TaskWrite,
-};
+use braid_store::{ArtifactRecord, BlobKey, Error, RunRecord, Store, TaskKey, TaskQuery, TaskRecord, TaskWrite};
 
 fn blob_file(root: &Path, key: &BlobKey) -> PathBuf {
     let hex = key.to_hex();
@@ -18,9 +16,7 @@ fn blob_file(root: &Path, key: &BlobKey) -> PathBuf {
 }
 
 fn big(seed: u8) -> Vec<u8> {
-    (0..200_000u32)
-        .map(|i| (i as u8).wrapping_mul(seed))
-        .collect()
+    (0..200_000u32).map(|i| (i as u8).wrapping_mul(seed)).collect()
 }
 
 #[tokio::test]
@@ -31,11 +27,7 @@ async fn truncated_and_flipped_blob_files_are_reported_and_confined() {
     let good = store.blobs.put(big(3)).await.unwrap();
     let cut = store.blobs.put(big(5)).await.unwrap();
     let flipped = store.blobs.put(big(7)).await.unwrap();
-    let small = store
-        .blobs
-        .put(b"small inline value".to_vec())
-        .await
-        .unwrap();
+    let small = store.blobs.put(b"small inline value".to_vec()).await.unwrap();
 
     let path = blob_file(&root, &cut);
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
@@ -48,34 +40,20 @@ async fn truncated_and_flipped_blob_files_are_reported_and_confined() {
     for (key, path) in [(cut, &path), (flipped, &path2)] {
         let e = store.blobs.get(&key).await.unwrap_err();
         assert!(matches!(e, Error::Corrupt { .. }), "{e}");
-        assert!(
-            e.to_string().contains(&path.display().to_string()),
-            "names the file: {e}"
-        );
+        assert!(e.to_string().contains(&path.display().to_string()), "names the file: {e}");
         // Streaming reads fail at the end instead of returning bad bytes silently.
         let mut r = store.blobs.get_stream(&key).await.unwrap();
         let mut sink = Vec::new();
-        let err = tokio::io::AsyncReadExt::read_to_end(&mut r, &mut sink)
-            .await
-            .unwrap_err();
+        let err = tokio::io::AsyncReadExt::read_to_end(&mut r, &mut sink).await.unwrap_err();
         assert!(err.to_string().contains("corrupted blob"), "{err}");
     }
     assert_eq!(store.blobs.get(&good).await.unwrap(), big(3));
-    assert_eq!(
-        store.blobs.get(&small).await.unwrap(),
-        b"small inline value"
-    );
+    assert_eq!(store.blobs.get(&small).await.unwrap(), b"small inline value");
 
     let problems = braid_store::fs::verify(&root).await.unwrap();
     let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
-    assert!(
-        paths.contains(&path.display().to_string().as_str()),
-        "{problems:?}"
-    );
-    assert!(
-        paths.contains(&path2.display().to_string().as_str()),
-        "{problems:?}"
-    );
+    assert!(paths.contains(&path.display().to_string().as_str()), "{problems:?}");
+    assert!(paths.contains(&path2.display().to_string().as_str()), "{problems:?}");
     assert_eq!(problems.len(), 2, "{problems:?}");
 }
 
@@ -91,16 +69,13 @@ async fn leftover_temp_files_never_surface_and_old_ones_are_cleaned() {
     let old = root.join("tmp").join("999-2-dead.tmp");
     std::fs::write(&old, b"partial").unwrap();
     let f = std::fs::File::options().write(true).open(&old).unwrap();
-    f.set_modified(SystemTime::now() - Duration::from_secs(7200))
-        .unwrap();
+    f.set_modified(SystemTime::now() - Duration::from_secs(7200)).unwrap();
     drop(f);
 
     assert_eq!(store.blobs.get(&key).await.unwrap(), big(9));
     let problems = braid_store::fs::verify(&root).await.unwrap();
     assert!(
-        problems
-            .iter()
-            .any(|p| p.path.ends_with("999-1-dead.tmp") && p.what.contains("temp file")),
+        problems.iter().any(|p| p.path.ends_with("999-1-dead.tmp") && p.what.contains("temp file")),
         "{problems:?}"
     );
     drop(store);
@@ -122,21 +97,15 @@ async fn corrupted_inline_blob_is_reported() {
     assert!(conn);
     let store = Store::open_fs(&root).unwrap();
     let e = store.blobs.get(&key).await.unwrap_err();
-    assert!(
-        matches!(e, Error::Corrupt { .. }) && e.to_string().contains("records.sqlite"),
-        "{e}"
-    );
+    assert!(matches!(e, Error::Corrupt { .. }) && e.to_string().contains("records.sqlite"), "{e}");
     assert_eq!(store.blobs.get(&other).await.unwrap(), b"world");
 }
 
 /// Alters an inline blob's bytes behind the store's back, as a disk fault would.
 fn alter_inline_blob(root: &Path, key: &BlobKey) -> bool {
     let conn = rusqlite::Connection::open(root.join("records.sqlite")).unwrap();
-    conn.execute(
-        "UPDATE blobs SET data = ?1 WHERE blob_key = ?2",
-        rusqlite::params![b"jello".to_vec(), &key.0[..]],
-    )
-    .unwrap()
+    conn.execute("UPDATE blobs SET data = ?1 WHERE blob_key = ?2", rusqlite::params![b"jello".to_vec(), &key.0[..]])
+        .unwrap()
         == 1
 }
 
@@ -145,23 +114,14 @@ async fn format_file_is_checked() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("s");
     drop(Store::open_fs(&root).unwrap());
-    assert_eq!(
-        std::fs::read_to_string(root.join("FORMAT")).unwrap(),
-        "braid-store 1\n"
-    );
+    assert_eq!(std::fs::read_to_string(root.join("FORMAT")).unwrap(), "braid-store 1\n");
     std::fs::write(root.join("FORMAT"), "braid-store 99\n").unwrap();
     let e = Store::open_fs(&root).unwrap_err();
-    assert!(
-        matches!(e, Error::UnsupportedFormat { found: 99, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, Error::UnsupportedFormat { found: 99, .. }), "{e}");
     assert!(e.to_string().contains("upgrade braid"), "{e}");
     std::fs::write(root.join("FORMAT"), "garbage").unwrap();
     let e = Store::open_fs(&root).unwrap_err();
-    assert!(
-        e.to_string().contains("FORMAT") && e.to_string().contains("garbage"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("FORMAT") && e.to_string().contains("garbage"), "{e}");
 }
 
 #[tokio::test]
@@ -170,14 +130,7 @@ async fn truncated_database_is_an_error_naming_it() {
     let root = dir.path().join("s");
     {
         let store = Store::open_fs(&root).unwrap();
-        store
-            .records
-            .create_run(&RunRecord::new(
-                FlowName::new("f").unwrap(),
-                RunId::generate(),
-            ))
-            .await
-            .unwrap();
+        store.records.create_run(&RunRecord::new(FlowName::new("f").unwrap(), RunId::generate())).await.unwrap();
     }
     let db = root.join("records.sqlite");
     std::fs::write(&db, b"this is not a database at all, it was overwritten").unwrap();
@@ -206,12 +159,8 @@ async fn child_writer(root: &str, run: RunId, count: u64) {
             let enc = codec::encode(&t).unwrap();
             let size = enc.bytes.len() as u64;
             let key = store.blobs.put(enc.bytes).await.unwrap();
-            let mut rec = TaskRecord::new(TaskKey {
-                flow: flow(),
-                run,
-                step: StepName::new("work").unwrap(),
-                task: TaskId(t),
-            });
+            let mut rec =
+                TaskRecord::new(TaskKey { flow: flow(), run, step: StepName::new("work").unwrap(), task: TaskId(t) });
             rec.status = TaskStatus::Succeeded;
             let art = ArtifactRecord {
                 name: ArtifactName::new("out").unwrap(),
@@ -220,11 +169,9 @@ async fn child_writer(root: &str, run: RunId, count: u64) {
                 size,
                 preview: enc.preview,
                 elements: None,
+                inline: None,
             };
-            writes.push(TaskWrite {
-                artifacts: Some(vec![art]),
-                ..TaskWrite::new(rec)
-            });
+            writes.push(TaskWrite { artifacts: Some(vec![art]), ..TaskWrite::new(rec) });
         }
         for o in store.records.write_tasks(writes).await.unwrap() {
             assert!(o.is_applied());
@@ -247,13 +194,7 @@ async fn child_process_entry() {
 
 fn spawn_child(root: &Path, run: RunId, count: u64) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_process_entry",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
+        .args(["--exact", "child_process_entry", "--nocapture", "--test-threads", "1"])
         .env(CHILD_ENV, format!("{}|{run}|{count}", root.display()))
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -262,18 +203,11 @@ fn spawn_child(root: &Path, run: RunId, count: u64) -> std::process::Child {
 
 async fn check_run_consistent(store: &Store, run: RunId) -> usize {
     let mut n = 0;
-    let mut q = TaskQuery {
-        limit: 5000,
-        ..Default::default()
-    };
+    let mut q = TaskQuery { limit: 5000, ..Default::default() };
     loop {
         let page = store.records.list_tasks(&flow(), run, &q).await.unwrap();
         for t in &page.items {
-            let arts = store
-                .records
-                .task_artifacts(&flow(), run, t.key.task)
-                .await
-                .unwrap();
+            let arts = store.records.task_artifacts(&flow(), run, t.key.task).await.unwrap();
             assert_eq!(arts.len(), 1, "task {} has its artifact", t.key.task);
             let v: u64 = codec::decode(&store.blobs.get(&arts[0].key).await.unwrap()).unwrap();
             assert_eq!(v, t.key.task.0);
@@ -314,15 +248,7 @@ async fn kill_9_mid_write_leaves_a_readable_store() {
     loop {
         let page = store
             .records
-            .list_tasks(
-                &flow(),
-                run,
-                &TaskQuery {
-                    limit: 1,
-                    after: Some("500".into()),
-                    ..Default::default()
-                },
-            )
+            .list_tasks(&flow(), run, &TaskQuery { limit: 1, after: Some("500".into()), ..Default::default() })
             .await
             .unwrap();
         if !page.items.is_empty() || std::time::Instant::now() > deadline {
@@ -338,8 +264,5 @@ async fn kill_9_mid_write_leaves_a_readable_store() {
     assert!(n > 500, "wrote {n} tasks before the kill");
     assert_eq!(n % 50, 0, "batches commit whole or not at all");
     let problems = braid_store::fs::verify(&root).await.unwrap();
-    assert!(
-        problems.iter().all(|p| p.what.contains("temp file")),
-        "{problems:?}"
-    );
+    assert!(problems.iter().all(|p| p.what.contains("temp file")), "{problems:?}");
 }

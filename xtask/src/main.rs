@@ -43,14 +43,8 @@ fn cargo() -> Command {
 
 fn run(what: &str, mut cmd: Command) -> Result<(), String> {
     eprintln!("xtask: {what}");
-    let status = cmd
-        .status()
-        .map_err(|e| format!("{what}: cannot start: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{what} failed ({status})"))
-    }
+    let status = cmd.status().map_err(|e| format!("{what}: cannot start: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{what} failed ({status})")) }
 }
 
 fn ci() -> Result<(), String> {
@@ -58,14 +52,7 @@ fn ci() -> Result<(), String> {
     fmt.args(["fmt", "--all", "--", "--check"]);
     run("cargo fmt --check", fmt)?;
     let mut clippy = cargo();
-    clippy.args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]);
+    clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
     run("cargo clippy", clippy)?;
     let mut test = cargo();
     test.args(["test", "--workspace"]);
@@ -82,7 +69,6 @@ fn bench(args: &[String]) -> Result<(), String> {
         }
     }
     let mut cmd = cargo();
-    cmd.args(["bench", "-p", "braid-store", "--bench", "store", "--"])
-        .args(&pass);
+    cmd.args(["bench", "-p", "braid-store", "--bench", "store", "--"]).args(&pass);
     run("store benchmark (release)", cmd)
 }

@@ -11,10 +11,7 @@ use crate::error::{Error, Result};
 /// serializes as a sequence) in its own envelope. Anything else is an error that names
 /// the type.
 pub fn encode_elements<T: Serialize + ?Sized>(value: &T) -> Result<Vec<Vec<u8>>> {
-    value.serialize(Splitter).map_err(|e| Error::Encode {
-        type_name: type_name_of::<T>(),
-        reason: e.0,
-    })
+    value.serialize(Splitter).map_err(|e| Error::Encode { type_name: type_name_of::<T>(), reason: e.0 })
 }
 
 /// Packs per-element envelopes into one blob: the manifest a foreach reads its items from.
@@ -56,8 +53,7 @@ struct Elements(Vec<Vec<u8>>);
 
 impl Elements {
     fn push<T: Serialize + ?Sized>(&mut self, v: &T) -> std::result::Result<(), SplitError> {
-        self.0
-            .push(encode_payload_envelope(v).map_err(|e| SplitError(e.to_string()))?);
+        self.0.push(encode_payload_envelope(v).map_err(|e| SplitError(e.to_string()))?);
         Ok(())
     }
 }
@@ -65,10 +61,7 @@ impl Elements {
 impl SerializeSeq for Elements {
     type Ok = Vec<Vec<u8>>;
     type Error = SplitError;
-    fn serialize_element<T: Serialize + ?Sized>(
-        &mut self,
-        v: &T,
-    ) -> std::result::Result<(), SplitError> {
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> std::result::Result<(), SplitError> {
         self.push(v)
     }
     fn end(self) -> std::result::Result<Self::Ok, SplitError> {
@@ -79,10 +72,7 @@ impl SerializeSeq for Elements {
 impl SerializeTuple for Elements {
     type Ok = Vec<Vec<u8>>;
     type Error = SplitError;
-    fn serialize_element<T: Serialize + ?Sized>(
-        &mut self,
-        v: &T,
-    ) -> std::result::Result<(), SplitError> {
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> std::result::Result<(), SplitError> {
         self.push(v)
     }
     fn end(self) -> std::result::Result<Self::Ok, SplitError> {
@@ -198,20 +188,11 @@ impl ser::Serializer for Splitter {
     ) -> std::result::Result<Self::SerializeTupleVariant, SplitError> {
         not_a_sequence(&format!("a variant of enum {name}"))
     }
-    fn serialize_map(
-        self,
-        _: Option<usize>,
-    ) -> std::result::Result<Self::SerializeMap, SplitError> {
+    fn serialize_map(self, _: Option<usize>) -> std::result::Result<Self::SerializeMap, SplitError> {
         not_a_sequence("a map")
     }
-    fn serialize_struct(
-        self,
-        name: &'static str,
-        _: usize,
-    ) -> std::result::Result<Self::SerializeStruct, SplitError> {
-        not_a_sequence(&format!(
-            "the struct {name} (a Range is a struct: collect it into a Vec)"
-        ))
+    fn serialize_struct(self, name: &'static str, _: usize) -> std::result::Result<Self::SerializeStruct, SplitError> {
+        not_a_sequence(&format!("the struct {name} (a Range is a struct: collect it into a Vec)"))
     }
     fn serialize_struct_variant(
         self,
@@ -248,10 +229,7 @@ mod tests {
         let back = decode_manifest(&m).unwrap();
         assert_eq!(decode::<u64>(&back[3]).unwrap(), 3);
         let arr = [1.5f64, 2.5];
-        assert_eq!(
-            decode::<f64>(&encode_elements(&arr).unwrap()[1]).unwrap(),
-            2.5
-        );
+        assert_eq!(decode::<f64>(&encode_elements(&arr).unwrap()[1]).unwrap(), 2.5);
     }
 
     #[test]

@@ -108,21 +108,13 @@ pub fn type_name_of<T: ?Sized>() -> String {
 
 fn canonical_type_name(mut name: &str) -> String {
     loop {
-        if let Some(rest) = name
-            .strip_prefix("&mut ")
-            .or_else(|| name.strip_prefix('&'))
-        {
+        if let Some(rest) = name.strip_prefix("&mut ").or_else(|| name.strip_prefix('&')) {
             name = rest;
             continue;
         }
-        let wrapped = [
-            "alloc::boxed::Box<",
-            "alloc::sync::Arc<",
-            "alloc::rc::Rc<",
-            "alloc::borrow::Cow<",
-        ]
-        .iter()
-        .find_map(|w| name.strip_prefix(w).and_then(|r| r.strip_suffix('>')));
+        let wrapped = ["alloc::boxed::Box<", "alloc::sync::Arc<", "alloc::rc::Rc<", "alloc::borrow::Cow<"]
+            .iter()
+            .find_map(|w| name.strip_prefix(w).and_then(|r| r.strip_suffix('>')));
         match wrapped {
             Some(inner) => name = inner,
             None => break,
@@ -153,20 +145,13 @@ fn canonical_type_name(mut name: &str) -> String {
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<EncodedArtifact> {
     let type_name = type_name_of::<T>();
     let bytes = encode_payload_envelope(value)?;
-    Ok(EncodedArtifact {
-        bytes,
-        type_name,
-        preview: preview_of(value),
-    })
+    Ok(EncodedArtifact { bytes, type_name, preview: preview_of(value) })
 }
 
 /// An envelope without a preview: for per-element envelopes, which are never shown alone.
 pub(crate) fn encode_payload_envelope<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     let type_name = type_name_of::<T>();
-    let payload = bincode_v2::encode(value).map_err(|reason| Error::Encode {
-        type_name: type_name.clone(),
-        reason,
-    })?;
+    let payload = bincode_v2::encode(value).map_err(|reason| Error::Encode { type_name: type_name.clone(), reason })?;
     let (payload, compressed) = maybe_compress(payload);
     wrap(&type_name, CodecId::Bincode2, compressed, &payload)
 }
@@ -202,10 +187,7 @@ fn wrap(type_name: &str, codec: CodecId, compressed: bool, payload: &[u8]) -> Re
 pub fn inspect(bytes: &[u8]) -> Result<EnvelopeHeader> {
     let corrupt = |reason: String| Error::CorruptEnvelope { reason };
     if bytes.len() < HEADER_LEN {
-        return Err(corrupt(format!(
-            "{} bytes, shorter than the {HEADER_LEN}-byte header",
-            bytes.len()
-        )));
+        return Err(corrupt(format!("{} bytes, shorter than the {HEADER_LEN}-byte header", bytes.len())));
     }
     if bytes[0..4] != MAGIC {
         return Err(corrupt(format!(
@@ -216,10 +198,7 @@ pub fn inspect(bytes: &[u8]) -> Result<EnvelopeHeader> {
     }
     let format_version = bytes[4];
     if format_version == 0 || format_version > FORMAT_VERSION {
-        return Err(Error::UnsupportedFormat {
-            found: format_version,
-            supported: FORMAT_VERSION,
-        });
+        return Err(Error::UnsupportedFormat { found: format_version, supported: FORMAT_VERSION });
     }
     let codec = CodecId::from_byte(bytes[5])?;
     let flags = bytes[6];
@@ -231,16 +210,8 @@ pub fn inspect(bytes: &[u8]) -> Result<EnvelopeHeader> {
     let name = bytes
         .get(HEADER_LEN..payload_offset)
         .ok_or_else(|| corrupt(format!("type name of {name_len} bytes runs past the end")))?;
-    let type_name = std::str::from_utf8(name)
-        .map_err(|_| corrupt("type name is not UTF-8".into()))?
-        .to_owned();
-    Ok(EnvelopeHeader {
-        format_version,
-        codec,
-        compressed: flags & FLAG_ZSTD != 0,
-        type_name,
-        payload_offset,
-    })
+    let type_name = std::str::from_utf8(name).map_err(|_| corrupt("type name is not UTF-8".into()))?.to_owned();
+    Ok(EnvelopeHeader { format_version, codec, compressed: flags & FLAG_ZSTD != 0, type_name, payload_offset })
 }
 
 /// Decodes an envelope into `T`, refusing a value stored as another type.
@@ -248,10 +219,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     let header = inspect(bytes)?;
     let requested = type_name_of::<T>();
     if header.type_name != requested {
-        return Err(Error::TypeMismatch {
-            stored: header.type_name,
-            requested,
-        });
+        return Err(Error::TypeMismatch { stored: header.type_name, requested });
     }
     decode_payload(bytes, &header)
 }
@@ -267,40 +235,27 @@ fn decode_payload<T: DeserializeOwned>(bytes: &[u8], header: &EnvelopeHeader) ->
     let payload = &bytes[header.payload_offset..];
     let decompressed;
     let payload = if header.compressed {
-        decompressed = zstd::stream::decode_all(payload).map_err(|e| Error::CorruptEnvelope {
-            reason: format!("compressed payload does not decompress: {e}"),
-        })?;
+        decompressed = zstd::stream::decode_all(payload)
+            .map_err(|e| Error::CorruptEnvelope { reason: format!("compressed payload does not decompress: {e}") })?;
         &decompressed[..]
     } else {
         payload
     };
     match header.codec {
-        CodecId::Bincode2 => bincode_v2::decode(payload).map_err(|reason| Error::Decode {
-            type_name: type_name_of::<T>(),
-            reason,
-        }),
+        CodecId::Bincode2 => {
+            bincode_v2::decode(payload).map_err(|reason| Error::Decode { type_name: type_name_of::<T>(), reason })
+        }
     }
 }
 
 /// Renders `value` as JSON, stopping once `PREVIEW_LIMIT` bytes are written so a huge
 /// value never builds a huge string.
 pub fn preview_of<T: Serialize + ?Sized>(value: &T) -> Preview {
-    let mut w = BoundedWriter {
-        buf: Vec::with_capacity(128),
-        limit: PREVIEW_LIMIT,
-        overflowed: false,
-    };
+    let mut w = BoundedWriter { buf: Vec::with_capacity(128), limit: PREVIEW_LIMIT, overflowed: false };
     let result = serde_json::to_writer(&mut w, value);
-    let BoundedWriter {
-        mut buf,
-        overflowed,
-        ..
-    } = w;
+    let BoundedWriter { mut buf, overflowed, .. } = w;
     match result {
-        Ok(()) => Preview {
-            text: String::from_utf8_lossy(&buf).into_owned(),
-            truncated: false,
-        },
+        Ok(()) => Preview { text: String::from_utf8_lossy(&buf).into_owned(), truncated: false },
         Err(_) if overflowed => {
             buf.truncate(PREVIEW_LIMIT);
             let mut text = String::from_utf8_lossy(&buf).into_owned();
@@ -309,15 +264,9 @@ pub fn preview_of<T: Serialize + ?Sized>(value: &T) -> Preview {
                 text.pop();
             }
             text.push_str(" …[preview cut at 2048 bytes]");
-            Preview {
-                text,
-                truncated: true,
-            }
+            Preview { text, truncated: true }
         }
-        Err(e) => Preview {
-            text: format!("<no JSON preview: {e}>"),
-            truncated: true,
-        },
+        Err(e) => Preview { text: format!("<no JSON preview: {e}>"), truncated: true },
     }
 }
 
@@ -362,13 +311,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_preview() {
-        let v = Sample {
-            id: 7,
-            name: "x".into(),
-            scores: vec![1.5],
-            tags: [("a".into(), 1)].into(),
-            maybe: None,
-        };
+        let v = Sample { id: 7, name: "x".into(), scores: vec![1.5], tags: [("a".into(), 1)].into(), maybe: None };
         let enc = encode(&v).unwrap();
         assert_eq!(decode::<Sample>(&enc.bytes).unwrap(), v);
         assert!(!enc.preview.truncated);
@@ -385,13 +328,7 @@ mod tests {
     fn wrong_type_names_both() {
         let enc = encode(&42u64).unwrap();
         let e = decode::<i64>(&enc.bytes).unwrap_err();
-        assert_eq!(
-            e,
-            Error::TypeMismatch {
-                stored: "u64".into(),
-                requested: "i64".into()
-            }
-        );
+        assert_eq!(e, Error::TypeMismatch { stored: "u64".into(), requested: "i64".into() });
         assert!(e.to_string().contains("`u64`") && e.to_string().contains("`i64`"));
         // Bypassing the check still refuses a payload that does not fit exactly.
         let enc = encode(&(1u8, 2u8, 3u8)).unwrap();
@@ -403,34 +340,19 @@ mod tests {
         let enc = encode(&"hello".to_string()).unwrap();
         let mut b = enc.bytes.clone();
         b[0] = b'X';
-        assert!(matches!(
-            decode::<String>(&b),
-            Err(Error::CorruptEnvelope { .. })
-        ));
+        assert!(matches!(decode::<String>(&b), Err(Error::CorruptEnvelope { .. })));
         let mut b = enc.bytes.clone();
         b[4] = 9;
-        assert!(matches!(
-            decode::<String>(&b),
-            Err(Error::UnsupportedFormat { found: 9, .. })
-        ));
+        assert!(matches!(decode::<String>(&b), Err(Error::UnsupportedFormat { found: 9, .. })));
         let mut b = enc.bytes.clone();
         b[5] = 200;
-        assert!(matches!(
-            decode::<String>(&b),
-            Err(Error::UnknownCodec { codec: 200 })
-        ));
+        assert!(matches!(decode::<String>(&b), Err(Error::UnknownCodec { codec: 200 })));
         assert!(decode::<String>(&enc.bytes[..5]).is_err());
         let truncated = &enc.bytes[..enc.bytes.len() - 2];
-        assert!(matches!(
-            decode::<String>(truncated),
-            Err(Error::Decode { .. })
-        ));
+        assert!(matches!(decode::<String>(truncated), Err(Error::Decode { .. })));
         let mut b = enc.bytes.clone();
         b[8] = 0xff;
-        assert!(matches!(
-            decode::<String>(&b),
-            Err(Error::CorruptEnvelope { .. })
-        ));
+        assert!(matches!(decode::<String>(&b), Err(Error::CorruptEnvelope { .. })));
     }
 
     #[test]
@@ -491,19 +413,9 @@ mod tests {
             prop::collection::vec(any::<f64>().prop_filter("nan", |f| !f.is_nan()), 0..10),
             prop::collection::btree_map(".{0,5}", any::<i32>(), 0..5),
         )
-            .prop_map(|(id, name, scores, tags)| Sample {
-                id,
-                name,
-                scores,
-                tags,
-                maybe: None,
-            });
+            .prop_map(|(id, name, scores, tags)| Sample { id, name, scores, tags, maybe: None });
         leaf.prop_recursive(3, 10, 1, |inner| {
-            (inner, any::<u64>()).prop_map(|(s, id)| Sample {
-                id,
-                maybe: Some(Box::new(s.clone())),
-                ..s
-            })
+            (inner, any::<u64>()).prop_map(|(s, id)| Sample { id, maybe: Some(Box::new(s.clone())), ..s })
         })
     }
 

@@ -16,16 +16,11 @@ pub fn fs_store() -> (Store, tempfile::TempDir) {
 
 pub async fn run(flow: &Arc<Flow>, store: &Store, params: &[(&str, &str)]) -> RunSummary {
     let opts = RunOptions {
-        params: params
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
+        params: params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         env_params: false,
         ..Default::default()
     };
-    braid_runtime::run(flow.clone(), store.clone(), opts)
-        .await
-        .unwrap()
+    braid_runtime::run(flow.clone(), store.clone(), opts).await.unwrap()
 }
 
 pub fn assert_ok(s: &RunSummary) {
@@ -33,17 +28,8 @@ pub fn assert_ok(s: &RunSummary) {
 }
 
 pub async fn tasks(store: &Store, flow: &str, run: RunId, step: &str) -> Vec<TaskRecord> {
-    let q = TaskQuery {
-        step: Some(StepName::new(step).unwrap()),
-        limit: 1_000_000,
-        ..Default::default()
-    };
-    store
-        .records
-        .list_tasks(&FlowName::new(flow).unwrap(), run, &q)
-        .await
-        .unwrap()
-        .items
+    let q = TaskQuery { step: Some(StepName::new(step).unwrap()), limit: 1_000_000, ..Default::default() };
+    store.records.list_tasks(&FlowName::new(flow).unwrap(), run, &q).await.unwrap().items
 }
 
 pub async fn value<T: serde::de::DeserializeOwned>(
@@ -53,16 +39,12 @@ pub async fn value<T: serde::de::DeserializeOwned>(
     task: TaskId,
     name: &str,
 ) -> T {
-    let arts = store
-        .records
-        .visible_artifacts(&FlowName::new(flow).unwrap(), run, task)
-        .await
-        .unwrap();
+    let arts = store.records.visible_artifacts(&FlowName::new(flow).unwrap(), run, task).await.unwrap();
     let a = arts
         .iter()
         .find(|a| a.artifact.name == ArtifactName::new(name).unwrap())
         .unwrap_or_else(|| panic!("task {task} has no artifact {name}: {arts:?}"));
-    braid_core::codec::decode(&store.blobs.get(&a.artifact.key).await.unwrap()).unwrap()
+    braid_core::codec::decode(&store.artifact_bytes(&a.artifact).await.unwrap()).unwrap()
 }
 
 pub async fn only_task(store: &Store, flow: &str, run: RunId, step: &str) -> TaskRecord {
@@ -75,11 +57,7 @@ pub async fn only_task(store: &Store, flow: &str, run: RunId, step: &str) -> Tas
 pub fn fanout(work_runs: Arc<AtomicU64>) -> Arc<Flow> {
     Arc::new(
         Flow::builder("fanout")
-            .param(
-                Param::new("n", ParamType::UInt)
-                    .default(100u64)
-                    .help("how many items"),
-            )
+            .param(Param::new("n", ParamType::UInt).default(100u64).help("how many items"))
             .step("start", |ctx| async move {
                 let n: u64 = ctx.param("n")?;
                 ctx.set("items", &(0..n).collect::<Vec<u64>>())?;

@@ -32,12 +32,8 @@ impl FsBlobs {
     }
 
     fn tmp_path(&self) -> PathBuf {
-        let unique = format!(
-            "{}-{}-{:x}.tmp",
-            std::process::id(),
-            braid_core::Timestamp::now().as_micros(),
-            rand_u64()
-        );
+        let unique =
+            format!("{}-{}-{:x}.tmp", std::process::id(), braid_core::Timestamp::now().as_micros(), rand_u64());
         self.root.join("tmp").join(unique)
     }
 
@@ -99,20 +95,14 @@ fn publish(tmp: &Path, dest: &Path) -> Result<()> {
 
 fn write_file_blob(tmp: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = std::fs::File::create(tmp).map_err(|e| Error::io("create temp file", tmp, e))?;
-    f.write_all(bytes)
-        .map_err(|e| Error::io("write temp file", tmp, e))?;
-    f.sync_all()
-        .map_err(|e| Error::io("fsync temp file", tmp, e))?;
+    f.write_all(bytes).map_err(|e| Error::io("write temp file", tmp, e))?;
+    f.sync_all().map_err(|e| Error::io("fsync temp file", tmp, e))?;
     drop(f);
     publish(tmp, dest)
 }
 
 fn join_err(e: tokio::task::JoinError) -> Error {
-    Error::io(
-        "run blocking file work",
-        "blobs",
-        std::io::Error::other(e.to_string()),
-    )
+    Error::io("run blocking file work", "blobs", std::io::Error::other(e.to_string()))
 }
 
 #[async_trait]
@@ -128,16 +118,11 @@ impl BlobStore for FsBlobs {
             return Ok(key);
         }
         let tmp = self.tmp_path();
-        tokio::task::spawn_blocking(move || write_file_blob(&tmp, &dest, &bytes))
-            .await
-            .map_err(join_err)??;
+        tokio::task::spawn_blocking(move || write_file_blob(&tmp, &dest, &bytes)).await.map_err(join_err)??;
         Ok(key)
     }
 
-    async fn put_stream(
-        &self,
-        reader: &mut (dyn AsyncRead + Send + Unpin),
-    ) -> Result<(BlobKey, u64)> {
+    async fn put_stream(&self, reader: &mut (dyn AsyncRead + Send + Unpin)) -> Result<(BlobKey, u64)> {
         // Small content stays in memory and goes inline; past INLINE_MAX it spills to a
         // temp file, hashed as it is written, so any size streams in bounded memory.
         let mut hasher = blake3::Hasher::new();
@@ -146,27 +131,20 @@ impl BlobStore for FsBlobs {
         let mut file: Option<(std::fs::File, PathBuf)> = None;
         let mut total: u64 = 0;
         loop {
-            let n = reader
-                .read(&mut chunk)
-                .await
-                .map_err(|e| Error::io("read blob stream for", &self.root, e))?;
+            let n = reader.read(&mut chunk).await.map_err(|e| Error::io("read blob stream for", &self.root, e))?;
             if n == 0 {
                 break;
             }
             total += n as u64;
             hasher.update(&chunk[..n]);
             match &mut file {
-                Some((f, tmp)) => f
-                    .write_all(&chunk[..n])
-                    .map_err(|e| Error::io("write temp file", &*tmp, e))?,
+                Some((f, tmp)) => f.write_all(&chunk[..n]).map_err(|e| Error::io("write temp file", &*tmp, e))?,
                 None => {
                     head.extend_from_slice(&chunk[..n]);
                     if head.len() > INLINE_MAX {
                         let tmp = self.tmp_path();
-                        let mut f = std::fs::File::create(&tmp)
-                            .map_err(|e| Error::io("create temp file", &tmp, e))?;
-                        f.write_all(&head)
-                            .map_err(|e| Error::io("write temp file", &tmp, e))?;
+                        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("create temp file", &tmp, e))?;
+                        f.write_all(&head).map_err(|e| Error::io("write temp file", &tmp, e))?;
                         head = Vec::new();
                         file = Some((f, tmp));
                     }
@@ -181,8 +159,7 @@ impl BlobStore for FsBlobs {
             Some((f, tmp)) => {
                 let dest = self.blob_path(&key);
                 tokio::task::spawn_blocking(move || {
-                    f.sync_all()
-                        .map_err(|e| Error::io("fsync temp file", &tmp, e))?;
+                    f.sync_all().map_err(|e| Error::io("fsync temp file", &tmp, e))?;
                     drop(f);
                     publish(&tmp, &dest)
                 })
@@ -202,9 +179,7 @@ impl BlobStore for FsBlobs {
         let bytes = match tokio::fs::read(&path).await {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotFound {
-                    what: format!("blob {key}"),
-                });
+                return Err(Error::NotFound { what: format!("blob {key}") });
             }
             Err(e) => return Err(Error::io("read blob file", &path, e)),
         };
@@ -221,18 +196,12 @@ impl BlobStore for FsBlobs {
         let f = match tokio::fs::File::open(&path).await {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotFound {
-                    what: format!("blob {key}"),
-                });
+                return Err(Error::NotFound { what: format!("blob {key}") });
             }
             Err(e) => return Err(Error::io("open blob file", &path, e)),
         };
         let reader = tokio::io::BufReader::with_capacity(STREAM_CHUNK, f);
-        Ok(Box::new(VerifyingReader::new(
-            reader,
-            *key,
-            path.display().to_string(),
-        )))
+        Ok(Box::new(VerifyingReader::new(reader, *key, path.display().to_string())))
     }
 
     async fn size(&self, key: &BlobKey) -> Result<Option<u64>> {

@@ -89,6 +89,7 @@ CREATE TABLE IF NOT EXISTS artifacts (
     preview_cut INTEGER NOT NULL,
     elements_key BLOB,
     elements_len INTEGER,
+    inline_value BLOB,
     PRIMARY KEY (run_id, task_id, name)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS logs (
@@ -148,11 +149,7 @@ impl<T: Send, F: FnOnce(&Connection) -> Result<T> + Send> Job for TypedJob<T, F>
                 context: format!("commit failed ({e}) after the job failed"),
                 message: job_err.to_string(),
             }),
-            (Err(e), _) => Err(Error::Database {
-                path: String::new(),
-                context: "commit".into(),
-                message: e,
-            }),
+            (Err(e), _) => Err(Error::Database { path: String::new(), context: "commit".into(), message: e }),
         };
         let _ = self.reply.send(r);
     }
@@ -168,32 +165,19 @@ pub(crate) struct Db {
 
 pub(crate) fn db_err(path: &Path, context: impl Into<String>, e: rusqlite::Error) -> Error {
     let message = e.to_string();
-    let corrupt = matches!(
-        e.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
-    );
+    let corrupt =
+        matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase));
     if corrupt {
-        Error::Corrupt {
-            what: "record database".into(),
-            path: path.display().to_string(),
-            reason: message,
-        }
+        Error::Corrupt { what: "record database".into(), path: path.display().to_string(), reason: message }
     } else {
-        Error::Database {
-            path: path.display().to_string(),
-            context: context.into(),
-            message,
-        }
+        Error::Database { path: path.display().to_string(), context: context.into(), message }
     }
 }
 
 fn configure(conn: &Connection, path: &Path) -> Result<()> {
-    conn.busy_timeout(Duration::from_secs(30))
-        .map_err(|e| db_err(path, "set busy timeout", e))?;
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;",
-    )
-    .map_err(|e| db_err(path, "configure", e))?;
+    conn.busy_timeout(Duration::from_secs(30)).map_err(|e| db_err(path, "set busy timeout", e))?;
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF; PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 16384;")
+        .map_err(|e| db_err(path, "configure", e))?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
@@ -214,10 +198,8 @@ impl Db {
             });
         }
         if version < SCHEMA_VERSION {
-            conn.execute_batch(&format!(
-                "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            ))
-            .map_err(|e| db_err(path, "create schema", e))?;
+            conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
+                .map_err(|e| db_err(path, "create schema", e))?;
         }
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>(MAX_BATCH * 4);
         let thread_path = path.to_owned();
@@ -225,11 +207,7 @@ impl Db {
             .name("braid-store-writer".into())
             .spawn(move || writer_loop(conn, rx, thread_path))
             .map_err(|e| Error::io("start writer thread for", path, e))?;
-        Ok(Db {
-            path: path.to_owned(),
-            writer: tx,
-            readers: Mutex::new(Vec::new()),
-        })
+        Ok(Db { path: path.to_owned(), writer: tx, readers: Mutex::new(Vec::new()) })
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -243,22 +221,12 @@ impl Db {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
-        let job: Box<dyn Job> = Box::new(TypedJob {
-            f: Some(f),
-            result: None,
-            reply,
-        });
+        let job: Box<dyn Job> = Box::new(TypedJob { f: Some(f), result: None, reply });
         self.writer.send(job).await.map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?.map_err(|e| match e {
-            Error::Database {
-                path,
-                context,
-                message,
-            } if path.is_empty() => Error::Database {
-                path: self.path.display().to_string(),
-                context,
-                message,
-            },
+            Error::Database { path, context, message } if path.is_empty() => {
+                Error::Database { path: self.path.display().to_string(), context, message }
+            }
             e => e,
         })
     }
@@ -275,13 +243,10 @@ impl Db {
             None => {
                 let c = Connection::open_with_flags(
                     &self.path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY
-                        | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                        | OpenFlags::SQLITE_OPEN_URI,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
                 )
                 .map_err(|e| db_err(&self.path, "open for reading", e))?;
-                c.busy_timeout(Duration::from_secs(30))
-                    .map_err(|e| db_err(&self.path, "set busy timeout", e))?;
+                c.busy_timeout(Duration::from_secs(30)).map_err(|e| db_err(&self.path, "set busy timeout", e))?;
                 c.set_prepared_statement_cache_capacity(64);
                 c
             }
@@ -318,11 +283,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, path: Pat
 }
 
 fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> std::result::Result<(), String> {
-    let exec = |sql: &str| {
-        conn.prepare_cached(sql)
-            .and_then(|mut s| s.execute([]))
-            .map(|_| ())
-    };
+    let exec = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(|_| ());
     exec("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
     let single = batch.len() == 1;
     for job in batch.iter_mut() {
@@ -339,11 +300,7 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> std::result::Resu
             return Err(e.to_string());
         }
         let ok = job.run(conn);
-        let end = if ok {
-            exec("RELEASE job")
-        } else {
-            exec("ROLLBACK TO job").and_then(|()| exec("RELEASE job"))
-        };
+        let end = if ok { exec("RELEASE job") } else { exec("ROLLBACK TO job").and_then(|()| exec("RELEASE job")) };
         if let Err(e) = end {
             let _ = exec("ROLLBACK");
             return Err(e.to_string());

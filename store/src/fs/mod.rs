@@ -47,30 +47,20 @@ pub(crate) fn open(root: &Path) -> Result<(FsBlobs, FsRecords)> {
         tracing::warn!(store = %root.display(), count = leftovers.len(), "removed temp files left by a crashed writer");
     }
     let db = Arc::new(db::Db::open(&root.join(DB_FILE))?);
-    Ok((
-        FsBlobs {
-            root: root.to_owned(),
-            db: db.clone(),
-        },
-        FsRecords { db },
-    ))
+    Ok((FsBlobs { root: root.to_owned(), db: db.clone() }, FsRecords { db }))
 }
 
 fn check_format(root: &Path) -> Result<()> {
     let path = root.join(FORMAT_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let version = text
-                .trim()
-                .strip_prefix("braid-store ")
-                .and_then(|v| v.parse::<u32>().ok())
-                .ok_or_else(|| Error::Corrupt {
-                    what: "format file".into(),
-                    path: path.display().to_string(),
-                    reason: format!(
-                        "expected \"braid-store <version>\", found {:?}",
-                        truncate(&text, 40)
-                    ),
+            let version =
+                text.trim().strip_prefix("braid-store ").and_then(|v| v.parse::<u32>().ok()).ok_or_else(|| {
+                    Error::Corrupt {
+                        what: "format file".into(),
+                        path: path.display().to_string(),
+                        reason: format!("expected \"braid-store <version>\", found {:?}", truncate(&text, 40)),
+                    }
                 })?;
             if version > FORMAT_VERSION {
                 return Err(Error::UnsupportedFormat {
@@ -139,10 +129,7 @@ pub async fn verify(root: &Path) -> Result<Vec<Problem>> {
             .map_err(|e| db::db_err(records.db.path(), "check integrity", e))
     })?;
     for line in integrity.into_iter().filter(|l| l != "ok") {
-        problems.push(Problem {
-            path: db_path.clone(),
-            what: line,
-        });
+        problems.push(Problem { path: db_path.clone(), what: line });
     }
     let inline: Vec<(Vec<u8>, Vec<u8>)> = records.db.read(|c| {
         c.prepare("SELECT blob_key, data FROM blobs")
@@ -151,56 +138,34 @@ pub async fn verify(root: &Path) -> Result<Vec<Problem>> {
     })?;
     for (key, data) in inline {
         let Ok(key) = <[u8; 32]>::try_from(key) else {
-            problems.push(Problem {
-                path: db_path.clone(),
-                what: "inline blob with a malformed key".into(),
-            });
+            problems.push(Problem { path: db_path.clone(), what: "inline blob with a malformed key".into() });
             continue;
         };
         if let Err(e) = crate::blob::verify(&BlobKey(key), &data, &db_path) {
-            problems.push(Problem {
-                path: db_path.clone(),
-                what: e.to_string(),
-            });
+            problems.push(Problem { path: db_path.clone(), what: e.to_string() });
         }
     }
     let blob_root = root.join("blobs");
-    for shard in std::fs::read_dir(&blob_root)
-        .map_err(|e| Error::io("list", &blob_root, e))?
-        .flatten()
-    {
-        for entry in std::fs::read_dir(shard.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
+    for shard in std::fs::read_dir(&blob_root).map_err(|e| Error::io("list", &blob_root, e))?.flatten() {
+        for entry in std::fs::read_dir(shard.path()).into_iter().flatten().flatten() {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
             let Ok(key) = BlobKey::parse(&name) else {
-                problems.push(Problem {
-                    path: path.display().to_string(),
-                    what: "not a blob file name".into(),
-                });
+                problems.push(Problem { path: path.display().to_string(), what: "not a blob file name".into() });
                 continue;
             };
             match std::fs::read(&path) {
                 Ok(bytes) => {
                     if let Err(e) = crate::blob::verify(&key, &bytes, &path.display().to_string()) {
-                        problems.push(Problem {
-                            path: path.display().to_string(),
-                            what: e.to_string(),
-                        });
+                        problems.push(Problem { path: path.display().to_string(), what: e.to_string() });
                     }
                 }
-                Err(e) => problems.push(Problem {
-                    path: path.display().to_string(),
-                    what: e.to_string(),
-                }),
+                Err(e) => problems.push(Problem { path: path.display().to_string(), what: e.to_string() }),
             }
         }
     }
     let keys: Vec<Vec<u8>> = records.db.read(|c| {
-        c.prepare("SELECT DISTINCT blob_key FROM artifacts")
+        c.prepare("SELECT DISTINCT blob_key FROM artifacts WHERE inline_value IS NULL")
             .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
             .map_err(|e| db::db_err(records.db.path(), "list artifact blobs", e))
     })?;
@@ -216,15 +181,10 @@ pub async fn verify(root: &Path) -> Result<Vec<Problem>> {
             });
         }
     }
-    for entry in std::fs::read_dir(root.join("tmp"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
+    for entry in std::fs::read_dir(root.join("tmp")).into_iter().flatten().flatten() {
         problems.push(Problem {
             path: entry.path().display().to_string(),
-            what: "temp file left by an interrupted write (harmless; removed when an hour old)"
-                .into(),
+            what: "temp file left by an interrupted write (harmless; removed when an hour old)".into(),
         });
     }
     Ok(problems)

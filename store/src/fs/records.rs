@@ -6,8 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use braid_core::codec::Preview;
 use braid_core::{
-    ArtifactName, Attempt, FlowName, Progress, RunId, RunStatus, StepName, Tag, TaskId, TaskStatus,
-    Timestamp,
+    ArtifactName, Attempt, FlowName, Progress, RunId, RunStatus, StepName, Tag, TaskId, TaskStatus, Timestamp,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
@@ -46,21 +45,12 @@ struct TaskExtra {
 
 impl FsRecords {
     fn corrupt(&self, what: String, reason: impl ToString) -> Error {
-        Error::Corrupt {
-            what,
-            path: self.db.path().display().to_string(),
-            reason: reason.to_string(),
-        }
+        Error::Corrupt { what, path: self.db.path().display().to_string(), reason: reason.to_string() }
     }
 
-    fn read<T>(
-        &self,
-        context: &str,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-    ) -> Result<T> {
+    fn read<T>(&self, context: &str, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
         let path = self.db.path().to_owned();
-        self.db
-            .read(|c| f(c).map_err(|e| db_err(&path, context, e)))
+        self.db.read(|c| f(c).map_err(|e| db_err(&path, context, e)))
     }
 
     fn run_from_row(&self, row: &Row<'_>) -> rusqlite::Result<Result<RunRecord>> {
@@ -82,19 +72,13 @@ impl FsRecords {
             Ok(RunRecord {
                 flow: FlowName::new(&flow).map_err(|e| self.corrupt(what(), e))?,
                 id: RunId::parse(&id).map_err(|e| self.corrupt(what(), e))?,
-                status: status
-                    .parse::<RunStatus>()
-                    .map_err(|e| self.corrupt(what(), e))?,
+                status: status.parse::<RunStatus>().map_err(|e| self.corrupt(what(), e))?,
                 params: serde_json::from_str(&params).map_err(|e| self.corrupt(what(), e))?,
-                tags: serde_json::from_str::<BTreeSet<Tag>>(&tags)
-                    .map_err(|e| self.corrupt(what(), e))?,
+                tags: serde_json::from_str::<BTreeSet<Tag>>(&tags).map_err(|e| self.corrupt(what(), e))?,
                 created_at: Timestamp::from_micros(created_at),
                 started_at: ts(started_at),
                 ended_at: ts(ended_at),
-                origin_run: origin
-                    .map(|o| RunId::parse(&o))
-                    .transpose()
-                    .map_err(|e| self.corrupt(what(), e))?,
+                origin_run: origin.map(|o| RunId::parse(&o)).transpose().map_err(|e| self.corrupt(what(), e))?,
                 name,
                 error,
                 meta: serde_json::from_str(&meta).map_err(|e| self.corrupt(what(), e))?,
@@ -103,11 +87,7 @@ impl FsRecords {
         })())
     }
 
-    fn task_from_row(
-        &self,
-        flow_hint: Option<&FlowName>,
-        row: &Row<'_>,
-    ) -> rusqlite::Result<Result<TaskRecord>> {
+    fn task_from_row(&self, flow_hint: Option<&FlowName>, row: &Row<'_>) -> rusqlite::Result<Result<TaskRecord>> {
         let run: String = row.get("run_id")?;
         let task: i64 = row.get("task_id")?;
         let flow: String = row.get("flow")?;
@@ -142,9 +122,7 @@ impl FsRecords {
                     step: StepName::new(&step).map_err(|e| self.corrupt(what(), e))?,
                     task: TaskId(task as u64),
                 },
-                status: status
-                    .parse::<TaskStatus>()
-                    .map_err(|e| self.corrupt(what(), e))?,
+                status: status.parse::<TaskStatus>().map_err(|e| self.corrupt(what(), e))?,
                 attempt: Attempt(attempt as u32),
                 foreach_stack: extra.foreach_stack,
                 iteration: iteration as u32,
@@ -154,10 +132,7 @@ impl FsRecords {
                 started_at: ts(started_at),
                 ended_at: ts(ended_at),
                 lease_deadline: ts(lease),
-                progress: pct.map(|p| Progress {
-                    percent: p as f32,
-                    message: msg.unwrap_or_default(),
-                }),
+                progress: pct.map(|p| Progress { percent: p as f32, message: msg.unwrap_or_default() }),
                 progress_at: ts(progress_at),
                 error: extra.error,
                 origin: extra.origin,
@@ -166,11 +141,7 @@ impl FsRecords {
         })())
     }
 
-    fn artifact_from_row(
-        &self,
-        row: &Row<'_>,
-        what: &dyn Fn() -> String,
-    ) -> rusqlite::Result<Result<ArtifactRecord>> {
+    fn artifact_from_row(&self, row: &Row<'_>, what: &dyn Fn() -> String) -> rusqlite::Result<Result<ArtifactRecord>> {
         let name: String = row.get("name")?;
         let key: Vec<u8> = row.get("blob_key")?;
         let type_name: String = row.get("type_name")?;
@@ -179,30 +150,24 @@ impl FsRecords {
         let cut: bool = row.get("preview_cut")?;
         let elements_key: Option<Vec<u8>> = row.get("elements_key")?;
         let elements_len: Option<i64> = row.get("elements_len")?;
+        let inline: Option<Vec<u8>> = row.get("inline_value")?;
         Ok((|| {
             let elements = match (elements_key, elements_len) {
                 (Some(k), Some(len)) => Some(ElementsRef {
-                    key: BlobKey(
-                        k.try_into()
-                            .map_err(|_| self.corrupt(what(), "elements key is not 32 bytes"))?,
-                    ),
+                    key: BlobKey(k.try_into().map_err(|_| self.corrupt(what(), "elements key is not 32 bytes"))?),
                     len: len as u64,
                 }),
                 _ => None,
             };
-            let key: [u8; 32] = key
-                .try_into()
-                .map_err(|_| self.corrupt(what(), "blob key is not 32 bytes"))?;
+            let key: [u8; 32] = key.try_into().map_err(|_| self.corrupt(what(), "blob key is not 32 bytes"))?;
             Ok(ArtifactRecord {
                 name: ArtifactName::new(&name).map_err(|e| self.corrupt(what(), e))?,
                 key: BlobKey(key),
                 type_name,
                 size: size as u64,
-                preview: Preview {
-                    text: preview,
-                    truncated: cut,
-                },
+                preview: Preview { text: preview, truncated: cut },
                 elements,
+                inline,
             })
         })())
     }
@@ -218,18 +183,13 @@ fn put_task(conn: &Connection, t: &TaskRecord, revision: u64) -> rusqlite::Resul
         error: t.error.clone(),
         origin: t.origin,
     };
-    let extra = if extra.foreach_stack.is_empty()
-        && extra.inputs.is_empty()
-        && extra.error.is_none()
-        && extra.origin.is_none()
-    {
-        None
-    } else {
-        Some(
-            serde_json::to_string(&extra)
-                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
-        )
-    };
+    let extra =
+        if extra.foreach_stack.is_empty() && extra.inputs.is_empty() && extra.error.is_none() && extra.origin.is_none()
+        {
+            None
+        } else {
+            Some(serde_json::to_string(&extra).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?)
+        };
     let mut stmt = conn.prepare_cached(
         "INSERT OR REPLACE INTO tasks (run_id, task_id, flow, step, status, attempt, foreach_index, iteration, parent, \
          created_at, started_at, ended_at, lease_deadline, progress_pct, progress_msg, progress_at, extra, revision) \
@@ -258,14 +218,9 @@ fn put_task(conn: &Connection, t: &TaskRecord, revision: u64) -> rusqlite::Resul
     Ok(())
 }
 
-fn stored_task(
-    conn: &Connection,
-    run: &str,
-    task: TaskId,
-) -> rusqlite::Result<Option<crate::record::StoredTask>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT revision, attempt, status FROM tasks WHERE run_id = ?1 AND task_id = ?2",
-    )?;
+fn stored_task(conn: &Connection, run: &str, task: TaskId) -> rusqlite::Result<Option<crate::record::StoredTask>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT revision, attempt, status FROM tasks WHERE run_id = ?1 AND task_id = ?2")?;
     stmt.query_row(params![run, id_i64(task)], |r| {
         let status: String = r.get(2)?;
         Ok(crate::record::StoredTask {
@@ -287,11 +242,10 @@ fn write_one(conn: &Connection, w: TaskWrite) -> rusqlite::Result<WriteOutcome> 
     put_task(conn, &w.task, revision)?;
     let task = id_i64(w.task.key.task);
     if let Some(arts) = &w.artifacts {
-        conn.prepare_cached("DELETE FROM artifacts WHERE run_id = ?1 AND task_id = ?2")?
-            .execute(params![run, task])?;
+        conn.prepare_cached("DELETE FROM artifacts WHERE run_id = ?1 AND task_id = ?2")?.execute(params![run, task])?;
         let mut ins = conn.prepare_cached(
             "INSERT INTO artifacts (run_id, task_id, name, blob_key, type_name, size, preview, preview_cut, \
-             elements_key, elements_len) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             elements_key, elements_len, inline_value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?;
         for a in arts {
             ins.execute(params![
@@ -305,6 +259,7 @@ fn write_one(conn: &Connection, w: TaskWrite) -> rusqlite::Result<WriteOutcome> 
                 a.preview.truncated,
                 a.elements.as_ref().map(|e| e.key.0.to_vec()),
                 a.elements.as_ref().map(|e| e.len as i64),
+                a.inline,
             ])?;
         }
     }
@@ -333,10 +288,7 @@ fn write_one(conn: &Connection, w: TaskWrite) -> rusqlite::Result<WriteOutcome> 
 }
 
 fn put_run(conn: &Connection, r: &RunRecord, revision: u64) -> rusqlite::Result<()> {
-    let json = |v: &dyn erased::Json| {
-        v.to_json()
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
-    };
+    let json = |v: &dyn erased::Json| v.to_json().map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)));
     conn.prepare_cached(
         "INSERT OR REPLACE INTO runs (run_id, flow, status, created_at, started_at, ended_at, origin_run, name, error, \
          params, tags, meta, revision) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
@@ -357,8 +309,7 @@ fn put_run(conn: &Connection, r: &RunRecord, revision: u64) -> rusqlite::Result<
         revision as i64
     ])?;
     let id = r.id.to_string();
-    conn.prepare_cached("DELETE FROM run_tags WHERE run_id = ?1")?
-        .execute([&id])?;
+    conn.prepare_cached("DELETE FROM run_tags WHERE run_id = ?1")?.execute([&id])?;
     let mut ins = conn.prepare_cached("INSERT INTO run_tags (run_id, tag) VALUES (?1, ?2)")?;
     for t in &r.tags {
         ins.execute(params![id, t.as_str()])?;
@@ -393,23 +344,13 @@ fn cursor<T: std::str::FromStr>(after: &Option<String>, what: &str) -> Result<Op
 impl RecordStore for FsRecords {
     async fn put_flow(&self, flow: FlowRecord) -> Result<()> {
         let path = self.db.path().to_owned();
-        let spec = serde_json::to_string(&flow.spec).map_err(|e| Error::Invalid {
-            what: format!("spec of flow {}", flow.name),
-            reason: e.to_string(),
-        })?;
+        let spec = serde_json::to_string(&flow.spec)
+            .map_err(|e| Error::Invalid { what: format!("spec of flow {}", flow.name), reason: e.to_string() })?;
         self.db
             .write(move |c| {
-                c.prepare_cached(
-                    "INSERT OR REPLACE INTO flows (name, spec, updated_at) VALUES (?1, ?2, ?3)",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        flow.name.as_str(),
-                        spec,
-                        flow.updated_at.as_micros()
-                    ])
-                })
-                .map_err(|e| db_err(&path, format!("write flow {}", flow.name), e))?;
+                c.prepare_cached("INSERT OR REPLACE INTO flows (name, spec, updated_at) VALUES (?1, ?2, ?3)")
+                    .and_then(|mut s| s.execute(params![flow.name.as_str(), spec, flow.updated_at.as_micros()]))
+                    .map_err(|e| db_err(&path, format!("write flow {}", flow.name), e))?;
                 Ok(())
             })
             .await
@@ -424,8 +365,7 @@ impl RecordStore for FsRecords {
         row.map(|(spec, at)| {
             Ok(FlowRecord {
                 name: name.clone(),
-                spec: serde_json::from_str(&spec)
-                    .map_err(|e| self.corrupt(format!("flow row {name}"), e))?,
+                spec: serde_json::from_str(&spec).map_err(|e| self.corrupt(format!("flow row {name}"), e))?,
                 updated_at: Timestamp::from_micros(at),
             })
         })
@@ -465,8 +405,7 @@ impl RecordStore for FsRecords {
                         reason: "a run with this id exists".into(),
                     });
                 }
-                put_run(c, &run, 1)
-                    .map_err(|e| db_err(&path, format!("create run {}/{}", run.flow, run.id), e))
+                put_run(c, &run, 1).map_err(|e| db_err(&path, format!("create run {}/{}", run.flow, run.id), e))
             })
             .await
     }
@@ -479,14 +418,9 @@ impl RecordStore for FsRecords {
                 let what = format!("run {}/{}", run.flow, run.id);
                 let stored: Option<(i64, String)> = c
                     .prepare_cached("SELECT revision, flow FROM runs WHERE run_id = ?1")
-                    .and_then(|mut s| {
-                        s.query_row([run.id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
-                            .optional()
-                    })
+                    .and_then(|mut s| s.query_row([run.id.to_string()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
                     .map_err(|e| db_err(&path, "read run", e))?;
-                let Some((rev, flow)) = stored
-                    .filter(|(_, f)| f == run.flow.as_str())
-                    .map(|(r, f)| (r as u64, f))
+                let Some((rev, flow)) = stored.filter(|(_, f)| f == run.flow.as_str()).map(|(r, f)| (r as u64, f))
                 else {
                     return Err(Error::NotFound { what });
                 };
@@ -499,8 +433,7 @@ impl RecordStore for FsRecords {
                 }
                 let mut run = run;
                 run.revision = rev + 1;
-                put_run(c, &run, run.revision)
-                    .map_err(|e| db_err(&path, format!("update {what}"), e))?;
+                put_run(c, &run, run.revision).map_err(|e| db_err(&path, format!("update {what}"), e))?;
                 Ok(run)
             })
             .await
@@ -509,9 +442,7 @@ impl RecordStore for FsRecords {
     async fn get_run(&self, flow: &FlowName, id: RunId) -> Result<Option<RunRecord>> {
         self.read("read run", |c| {
             c.prepare_cached("SELECT * FROM runs WHERE run_id = ?1 AND flow = ?2")?
-                .query_row(params![id.to_string(), flow.as_str()], |r| {
-                    self.run_from_row(r)
-                })
+                .query_row(params![id.to_string(), flow.as_str()], |r| self.run_from_row(r))
                 .optional()
         })?
         .transpose()
@@ -558,20 +489,10 @@ impl RecordStore for FsRecords {
         Ok(page(items, limit, |r| r.id.to_string()))
     }
 
-    async fn update_tags(
-        &self,
-        flow: &FlowName,
-        id: RunId,
-        add: &[Tag],
-        remove: &[Tag],
-    ) -> Result<RunRecord> {
+    async fn update_tags(&self, flow: &FlowName, id: RunId, add: &[Tag], remove: &[Tag]) -> Result<RunRecord> {
         loop {
-            let mut run = self
-                .get_run(flow, id)
-                .await?
-                .ok_or_else(|| Error::NotFound {
-                    what: format!("run {flow}/{id}"),
-                })?;
+            let mut run =
+                self.get_run(flow, id).await?.ok_or_else(|| Error::NotFound { what: format!("run {flow}/{id}") })?;
             for t in remove {
                 run.tags.remove(t);
             }
@@ -590,47 +511,30 @@ impl RecordStore for FsRecords {
                 let mut out = Vec::with_capacity(writes.len());
                 for w in writes {
                     let key = w.task.key.clone();
-                    out.push(
-                        write_one(c, w)
-                            .map_err(|e| db_err(&path, format!("write task {key}"), e))?,
-                    );
+                    out.push(write_one(c, w).map_err(|e| db_err(&path, format!("write task {key}"), e))?);
                 }
                 Ok(out)
             })
             .await
     }
 
-    async fn get_task(
-        &self,
-        flow: &FlowName,
-        run: RunId,
-        task: TaskId,
-    ) -> Result<Option<TaskRecord>> {
+    async fn get_task(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Option<TaskRecord>> {
         self.read("read task", |c| {
             c.prepare_cached(&format!(
                 "SELECT {TASK_COLUMNS} FROM tasks WHERE run_id = ?1 AND task_id = ?2 AND flow = ?3"
             ))?
-            .query_row(params![run.to_string(), id_i64(task), flow.as_str()], |r| {
-                self.task_from_row(Some(flow), r)
-            })
+            .query_row(params![run.to_string(), id_i64(task), flow.as_str()], |r| self.task_from_row(Some(flow), r))
             .optional()
         })?
         .transpose()
     }
 
-    async fn list_tasks(
-        &self,
-        flow: &FlowName,
-        run: RunId,
-        query: &TaskQuery,
-    ) -> Result<Page<TaskRecord>> {
+    async fn list_tasks(&self, flow: &FlowName, run: RunId, query: &TaskQuery) -> Result<Page<TaskRecord>> {
         let limit = effective_limit(query.limit, 1000);
         let after: Option<u64> = cursor(&query.after, "task")?;
         let after = after.map_or(-1, |a| a as i64);
         let rows: Vec<Result<TaskRecord>> = self.read("list tasks", |c| {
-            let mut sql = format!(
-                "SELECT {TASK_COLUMNS} FROM tasks WHERE run_id = ?1 AND flow = ?2 AND task_id > ?3"
-            );
+            let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE run_id = ?1 AND flow = ?2 AND task_id > ?3");
             if query.step.is_some() {
                 sql.push_str(" AND step = ?4");
             }
@@ -644,8 +548,7 @@ impl RecordStore for FsRecords {
             let status = query.status.map(|s| s.as_str());
             let lim = (limit + 1) as i64;
             let flow_s = flow.as_str();
-            let mut bind: Vec<(usize, &dyn rusqlite::ToSql)> =
-                vec![(1, &run_s), (2, &flow_s), (3, &after)];
+            let mut bind: Vec<(usize, &dyn rusqlite::ToSql)> = vec![(1, &run_s), (2, &flow_s), (3, &after)];
             if let Some(s) = &step {
                 bind.push((4, s));
             }
@@ -704,15 +607,7 @@ impl RecordStore for FsRecords {
             let name = StepName::new(&step).map_err(|e| self.corrupt(what(), e))?;
             let status: TaskStatus = status.parse().map_err(|e| self.corrupt(what(), e))?;
             let e = by_step.entry(step).or_insert_with(|| {
-                (
-                    first,
-                    StepSummary {
-                        step: name,
-                        counts: BTreeMap::new(),
-                        first_started: None,
-                        last_ended: None,
-                    },
-                )
+                (first, StepSummary { step: name, counts: BTreeMap::new(), first_started: None, last_ended: None })
             });
             e.0 = e.0.min(first);
             e.1.counts.insert(status, count as u64);
@@ -728,12 +623,7 @@ impl RecordStore for FsRecords {
         Ok(out.into_iter().map(|(_, s)| s).collect())
     }
 
-    async fn list_attempts(
-        &self,
-        flow: &FlowName,
-        run: RunId,
-        task: TaskId,
-    ) -> Result<Vec<AttemptRecord>> {
+    async fn list_attempts(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Vec<AttemptRecord>> {
         type Row = (i64, String, i64, Option<i64>, Option<String>);
         let rows: Vec<Row> = self.read("list attempts", |c| {
             c.prepare_cached(
@@ -754,21 +644,13 @@ impl RecordStore for FsRecords {
                     status: status.parse().map_err(|e| self.corrupt(what(), e))?,
                     started_at: Timestamp::from_micros(started),
                     ended_at: ts(ended),
-                    error: error
-                        .map(|e| serde_json::from_str(&e))
-                        .transpose()
-                        .map_err(|e| self.corrupt(what(), e))?,
+                    error: error.map(|e| serde_json::from_str(&e)).transpose().map_err(|e| self.corrupt(what(), e))?,
                 })
             })
             .collect()
     }
 
-    async fn task_artifacts(
-        &self,
-        flow: &FlowName,
-        run: RunId,
-        task: TaskId,
-    ) -> Result<Vec<ArtifactRecord>> {
+    async fn task_artifacts(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Vec<ArtifactRecord>> {
         let what = || format!("artifact rows of {flow}/{run}/{task}");
         let rows: Vec<Result<ArtifactRecord>> = self.read("list artifacts", |c| {
             c.prepare_cached(
@@ -781,12 +663,7 @@ impl RecordStore for FsRecords {
         rows.into_iter().collect()
     }
 
-    async fn visible_artifacts(
-        &self,
-        flow: &FlowName,
-        run: RunId,
-        task: TaskId,
-    ) -> Result<Vec<VisibleArtifact>> {
+    async fn visible_artifacts(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Vec<VisibleArtifact>> {
         let what = || format!("artifact rows seen by {flow}/{run}/{task}");
         // Walk the parent chain in SQL: depth orders nearer tasks first, and the first
         // row per name wins.
@@ -812,10 +689,7 @@ impl RecordStore for FsRecords {
             if out.last().is_some_and(|l| l.artifact.name == art.name) {
                 continue;
             }
-            out.push(VisibleArtifact {
-                artifact: art,
-                set_by: TaskId(set_by as u64),
-            });
+            out.push(VisibleArtifact { artifact: art, set_by: TaskId(set_by as u64) });
         }
         Ok(out)
     }
@@ -841,11 +715,7 @@ impl RecordStore for FsRecords {
         })?;
         rows.into_iter()
             .map(|(task, fi, art)| {
-                Ok(StepArtifact {
-                    task: TaskId(task as u64),
-                    foreach_index: fi.map(|i| i as u64),
-                    artifact: art?,
-                })
+                Ok(StepArtifact { task: TaskId(task as u64), foreach_index: fi.map(|i| i as u64), artifact: art? })
             })
             .collect()
     }
@@ -928,10 +798,12 @@ impl RecordStore for FsRecords {
         let path = self.db.path().to_owned();
         self.db
             .write(move |c| {
-                c.prepare_cached("INSERT OR IGNORE INTO claims (scope, key, holder, claimed_at) VALUES (?1, ?2, ?3, ?4)")
-                    .and_then(|mut s| s.execute(params![scope, key, holder, Timestamp::now().as_micros()]))
-                    .map(|n| n == 1)
-                    .map_err(|e| db_err(&path, format!("claim {scope}/{key}"), e))
+                c.prepare_cached(
+                    "INSERT OR IGNORE INTO claims (scope, key, holder, claimed_at) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .and_then(|mut s| s.execute(params![scope, key, holder, Timestamp::now().as_micros()]))
+                .map(|n| n == 1)
+                .map_err(|e| db_err(&path, format!("claim {scope}/{key}"), e))
             })
             .await
     }
