@@ -816,9 +816,12 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 }
 
 async fn run_body(body: &StepBody, ctx: Ctx, timeout: Option<Duration>, cancel: &CancellationToken) -> AttemptEnd {
+    let sink =
+        crate::logs::SinkGuard::register(&ctx.inner.shared.persister, ctx.run_id(), ctx.task_id(), ctx.attempt());
+    let span = tracing::info_span!("braid_task", braid_sink = sink.0, step = %ctx.step(), task = %ctx.task_id());
     let fut = match body {
         StepBody::Async(f) => {
-            let fut = f(ctx);
+            let fut = tracing::Instrument::instrument(f(ctx), span);
             async move {
                 match AssertUnwindSafe(fut).catch_unwind().await {
                     Ok(Ok(())) => AttemptEnd::Ok,
@@ -831,7 +834,7 @@ async fn run_body(body: &StepBody, ctx: Ctx, timeout: Option<Duration>, cancel: 
         StepBody::Blocking(f) => {
             let f = f.clone();
             async move {
-                match tokio::task::spawn_blocking(move || f(ctx)).await {
+                match tokio::task::spawn_blocking(move || span.in_scope(|| f(ctx))).await {
                     Ok(Ok(())) => AttemptEnd::Ok,
                     Ok(Err(e)) => AttemptEnd::Failed(TaskError { kind: "error".into(), message: e.to_string() }),
                     Err(e) if e.is_panic() => {

@@ -50,6 +50,7 @@ mod context;
 mod error;
 mod executor;
 mod flow;
+mod logs;
 mod namespace;
 mod persist;
 mod progress;
@@ -61,6 +62,7 @@ pub use executor::{
     PreparedRun, Resume, RunOptions, RunProgress, RunSummary, StepCounts, decode_artifact, resolve_params,
 };
 pub use flow::{Backoff, DEFAULT_MAX_NUM_SPLITS, Flow, FlowBuilder, StepBuilder, StepPolicy};
+pub use logs::{TaskLogLayer, task_log_layer};
 pub use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;

@@ -242,7 +242,11 @@ fn write_one(conn: &Connection, w: TaskWrite) -> rusqlite::Result<WriteOutcome> 
     put_task(conn, &w.task, revision)?;
     let task = id_i64(w.task.key.task);
     if let Some(arts) = &w.artifacts {
-        conn.prepare_cached("DELETE FROM artifacts WHERE run_id = ?1 AND task_id = ?2")?.execute(params![run, task])?;
+        if stored.is_some() {
+            // A new task has no artifacts to replace; skip the lookup.
+            conn.prepare_cached("DELETE FROM artifacts WHERE run_id = ?1 AND task_id = ?2")?
+                .execute(params![run, task])?;
+        }
         let mut ins = conn.prepare_cached(
             "INSERT INTO artifacts (run_id, task_id, name, blob_key, type_name, size, preview, preview_cut, \
              elements_key, elements_len, inline_value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
