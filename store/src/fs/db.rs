@@ -278,8 +278,10 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, path: Pat
             job.finish(outcome.clone());
         }
     }
-    // Channel closed: every handle is gone. Fold the WAL back so the store is one file.
-    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+    // Channel closed: every handle is gone. Fold what the WAL holds back into the
+    // database, PASSIVE so it never waits for (or blocks) another process's reader or
+    // writer: a short `braid show` exiting must not stall a live run.
+    let _ = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);");
 }
 
 fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> std::result::Result<(), String> {

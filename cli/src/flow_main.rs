@@ -1,0 +1,398 @@
+//! The entry point of a user's flow binary: `braid_cli::flow_main(vec![my_flow()])`
+//! gives it a command line with `run`, `resume`, `check` and `show`.
+//!
+//! Exit codes: 0 success, 1 the run failed, 2 bad usage (unknown flags, invalid flow,
+//! unknown or ill-typed parameters), 130 cancelled with Ctrl-C.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use braid_core::{RunId, RunStatus, StepName, Tag};
+use braid_runtime::{CancellationToken, Flow, PreparedRun, Resume, RunOptions, RunSummary};
+use braid_store::Store;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_CANCELLED: u8 = 130;
+
+#[derive(Debug, Parser)]
+#[command(about = "Run, resume, check and show the flows of this binary (braid)", version)]
+struct FlowCli {
+    /// Which flow, when this binary hosts several.
+    #[arg(long, global = true)]
+    flow: Option<String>,
+    /// The store: a directory, or `memory:` (default: $BRAID_STORE, else ./.braid).
+    #[arg(long, global = true, env = "BRAID_STORE")]
+    store: Option<String>,
+    #[command(subcommand)]
+    command: FlowCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum FlowCommand {
+    /// Start a run.
+    Run(RunArgs),
+    /// Resume a run: reuse every task that succeeded, run the rest.
+    Resume {
+        /// The run to resume (default: the latest run of the flow).
+        run: Option<String>,
+        /// Re-run this step and everything after it, even if it succeeded.
+        #[arg(long)]
+        from: Option<String>,
+        #[command(flatten)]
+        common: CommonRunArgs,
+    },
+    /// Validate the flow and print every problem.
+    Check,
+    /// Describe the flow: steps, transitions, parameters.
+    Show {
+        #[arg(long, conflicts_with_all = ["dot", "json"])]
+        mermaid: bool,
+        #[arg(long, conflicts_with = "json")]
+        dot: bool,
+        /// The flow spec as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// A parameter value, `name=value`; repeat for several.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    /// A tag for the run; repeat for several.
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+    #[command(flatten)]
+    common: CommonRunArgs,
+}
+
+#[derive(Debug, Args)]
+struct CommonRunArgs {
+    /// Tasks running at once (default: the number of cores).
+    #[arg(long)]
+    max_workers: Option<usize>,
+    /// Bound on a foreach's width (default: the flow's, 100,000 unless it says otherwise).
+    #[arg(long)]
+    max_num_splits: Option<u64>,
+    /// Write the run id to this file as soon as it is known, before any step runs.
+    #[arg(long, value_name = "PATH")]
+    run_id_file: Option<PathBuf>,
+    /// No live view on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Runs the flow binary's command line over `flows` (each as its builder returned it,
+/// so `check` can print the problems of an invalid one) and returns the exit code.
+pub fn flow_main(flows: Vec<braid_runtime::Result<Flow>>) -> ExitCode {
+    flow_main_from(std::env::args_os(), flows)
+}
+
+/// [`flow_main`] with explicit arguments (the first is the program name): for tests and
+/// for binaries that build their argument list themselves. Must not be called from
+/// inside an async runtime: it starts its own.
+pub fn flow_main_from<I, T>(args: I, flows: Vec<braid_runtime::Result<Flow>>) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    init_tracing();
+    let cli = match FlowCli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    match pick_flow(flows, cli.flow.as_deref(), &cli.command) {
+        Ok(flow) => dispatch(cli, flow),
+        Err(code) => code,
+    }
+}
+
+/// Logs go to stderr filtered by `RUST_LOG` (default `warn`); every event inside a step
+/// also goes, unfiltered, to that task's log in the store.
+fn init_tracing() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
+    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter);
+    let _ = tracing_subscriber::registry().with(stderr).with(braid_runtime::task_log_layer()).try_init();
+}
+
+fn usage_error(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn pick_flow(
+    flows: Vec<braid_runtime::Result<Flow>>,
+    wanted: Option<&str>,
+    command: &FlowCommand,
+) -> Result<Arc<Flow>, ExitCode> {
+    let mut ok = Vec::new();
+    let mut broken = Vec::new();
+    for f in flows {
+        match f {
+            Ok(f) => ok.push(f),
+            Err(e) => broken.push(e),
+        }
+    }
+    if !broken.is_empty() {
+        for e in &broken {
+            eprintln!("{e}");
+        }
+        if matches!(command, FlowCommand::Check)
+            || wanted.is_none()
+            || ok.iter().all(|f| Some(f.name().as_str()) != wanted)
+        {
+            return Err(ExitCode::from(EXIT_USAGE));
+        }
+    }
+    let names = || ok.iter().map(|f| f.name().to_string()).collect::<Vec<_>>().join(", ");
+    let index = match wanted {
+        Some(w) => ok
+            .iter()
+            .position(|f| f.name().as_str() == w)
+            .ok_or_else(|| usage_error(format!("this binary has no flow `{w}`; it hosts: {}", names())))?,
+        None if ok.len() == 1 => 0,
+        None if ok.is_empty() => return Err(usage_error("this binary hosts no flow")),
+        None => {
+            return Err(usage_error(format!("this binary hosts several flows; pick one with --flow NAME: {}", names())));
+        }
+    };
+    Ok(Arc::new(ok.swap_remove(index)))
+}
+
+fn dispatch(cli: FlowCli, flow: Arc<Flow>) -> ExitCode {
+    match cli.command {
+        FlowCommand::Check => check(&flow),
+        FlowCommand::Show { mermaid, dot, json } => show(&flow, mermaid, dot, json),
+        FlowCommand::Run(args) => {
+            let mut opts = RunOptions::default();
+            for p in &args.params {
+                let Some((k, v)) = p.split_once('=') else {
+                    return usage_error(format!("--param {p:?}: expected NAME=VALUE, e.g. --param n=1000"));
+                };
+                opts.params.push((k.trim().to_owned(), v.to_owned()));
+            }
+            for t in &args.tags {
+                match Tag::new(t) {
+                    Ok(t) => opts.tags.push(t),
+                    Err(e) => return usage_error(format!("--tag: {e}")),
+                }
+            }
+            start(cli.store, flow, opts, args.common)
+        }
+        FlowCommand::Resume { run, from, common } => {
+            let origin = match run.as_deref().map(RunId::parse).transpose() {
+                Ok(r) => r,
+                Err(e) => return usage_error(e),
+            };
+            let from = match from.as_deref().map(StepName::new).transpose() {
+                Ok(f) => f,
+                Err(e) => return usage_error(format!("--from: {e}")),
+            };
+            let opts = RunOptions { resume: Some(Resume { origin, from }), ..Default::default() };
+            start(cli.store, flow, opts, common)
+        }
+    }
+}
+
+fn check(flow: &Flow) -> ExitCode {
+    let g = flow.graph();
+    println!("flow `{}` is valid: {} steps, {} parameters", flow.name(), g.steps().len(), g.params().len());
+    ExitCode::SUCCESS
+}
+
+fn show(flow: &Flow, mermaid: bool, dot: bool, json: bool) -> ExitCode {
+    let g = flow.graph();
+    if mermaid {
+        println!("{}", g.to_mermaid());
+    } else if dot {
+        println!("{}", g.to_dot());
+    } else if json {
+        match serde_json::to_string_pretty(g.spec()) {
+            Ok(s) => println!("{s}"),
+            Err(e) => return usage_error(e),
+        }
+    } else {
+        println!("flow {}", flow.name());
+        if !g.params().is_empty() {
+            println!("parameters:");
+            for p in g.params() {
+                let default = p.default.as_ref().map(|d| format!(" = {d}")).unwrap_or_else(|| " (required)".into());
+                let help = p.help.as_deref().map(|h| format!("  {h}")).unwrap_or_default();
+                println!("  {}: {}{default}{help}", p.name, p.ty);
+            }
+        }
+        println!("steps:");
+        for s in g.steps() {
+            let kind = if s.kind == braid_dag::StepKind::Join { " (join)" } else { "" };
+            let next = match &s.next {
+                braid_dag::Transition::End => "end of flow".to_owned(),
+                braid_dag::Transition::Next { to } => format!("-> {to}"),
+                braid_dag::Transition::Split { to } => {
+                    format!("-> split {}", to.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", "))
+                }
+                braid_dag::Transition::Foreach { over, to } => format!("-> foreach {over} -> {to}"),
+                braid_dag::Transition::Switch { on, cases } => format!(
+                    "-> switch on {on}: {}",
+                    cases.iter().map(|(c, t)| format!("{c} -> {t}")).collect::<Vec<_>>().join(", ")
+                ),
+            };
+            println!("  {}{kind} {next}", s.name);
+            if let Some(d) = &s.doc {
+                println!("      {d}");
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn start(store: Option<String>, flow: Arc<Flow>, mut opts: RunOptions, common: CommonRunArgs) -> ExitCode {
+    if let Some(w) = common.max_workers {
+        if w == 0 {
+            return usage_error("--max-workers must be at least 1");
+        }
+        opts.max_workers = w;
+    }
+    opts.max_num_splits = common.max_num_splits;
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    runtime.block_on(async move {
+        let location = Store::resolve_location(store.as_deref());
+        let store = match Store::open(&location) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot open the store at {location}: {e}");
+                return ExitCode::from(EXIT_FAILED);
+            }
+        };
+        let cancel = CancellationToken::new();
+        opts.cancel = cancel.clone();
+        let prepared = match PreparedRun::prepare(flow.clone(), store, opts).await {
+            Ok(p) => p,
+            Err(e @ (braid_runtime::Error::Param { .. } | braid_runtime::Error::Resume { .. })) => {
+                return usage_error(e);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_FAILED);
+            }
+        };
+        let pathspec = format!("{}/{}", flow.name(), prepared.run_id());
+        if let Some(path) = &common.run_id_file
+            && let Err(e) = std::fs::write(path, format!("{}\n", prepared.run_id()))
+        {
+            eprintln!("error: cannot write --run-id-file {}: {e}", path.display());
+            return ExitCode::from(EXIT_FAILED);
+        }
+        println!("{pathspec} started");
+        let _ = std::io::stdout().flush();
+        tokio::spawn({
+            let cancel = cancel.clone();
+            async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("\ncancelling (Ctrl-C)...");
+                    cancel.cancel();
+                }
+            }
+        });
+        let live =
+            (!common.quiet && std::io::stderr().is_terminal()).then(|| LiveView::start(&flow, prepared.progress()));
+        let result = prepared.execute().await;
+        if let Some(l) = live {
+            l.finish().await;
+        }
+        match result {
+            Ok(summary) => report(&pathspec, &summary),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_FAILED)
+            }
+        }
+    })
+}
+
+fn report(pathspec: &str, s: &RunSummary) -> ExitCode {
+    let reused = if s.reused > 0 { format!(", {} reused", s.reused) } else { String::new() };
+    println!("{pathspec} {} in {:.2}s ({} tasks run{reused})", s.status, s.elapsed.as_secs_f64(), s.executed);
+    match s.status {
+        RunStatus::Succeeded => ExitCode::SUCCESS,
+        RunStatus::Cancelled => ExitCode::from(EXIT_CANCELLED),
+        _ => {
+            if let Some(e) = &s.error {
+                eprintln!("error: {e}");
+            }
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// Per-step bars on stderr: done / running / failed counts, refreshed a few times a second.
+struct LiveView {
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl LiveView {
+    fn start(flow: &Flow, progress: Arc<braid_runtime::RunProgress>) -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
+        let style = ProgressStyle::with_template("{prefix:>16} {spinner} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        let bars: Vec<(String, ProgressBar)> = flow
+            .graph()
+            .topological_order()
+            .iter()
+            .map(|s| {
+                let b = multi.add(ProgressBar::new_spinner());
+                b.set_style(style.clone());
+                b.set_prefix(s.to_string());
+                b.set_message("waiting");
+                (s.to_string(), b)
+            })
+            .collect();
+        let stop = CancellationToken::new();
+        let stop2 = stop.clone();
+        let handle = tokio::spawn(async move {
+            loop {
+                let snap = progress.snapshot();
+                for (name, bar) in &bars {
+                    if let Some(c) = snap.get(name) {
+                        let failed = if c.failed > 0 { format!(", {} failed", c.failed) } else { String::new() };
+                        bar.set_message(format!("{} done, {} running{failed}", c.done, c.running));
+                        bar.tick();
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(125)) => {}
+                    _ = stop2.cancelled() => break,
+                }
+            }
+            for (_, b) in &bars {
+                b.finish();
+            }
+            let _ = multi.clear();
+        });
+        LiveView { stop, handle }
+    }
+
+    async fn finish(self) {
+        self.stop.cancel();
+        let _ = self.handle.await;
+    }
+}

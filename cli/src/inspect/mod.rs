@@ -1,0 +1,212 @@
+//! The `braid` binary: read-only commands over a store, plus `tag`.
+//!
+//! Every read command takes `--json` and then prints exactly one JSON document on
+//! stdout. Exit codes: 0 ok, 1 not found or another runtime error (one line on stderr),
+//! 2 bad usage (clap's message, which includes malformed pathspecs, statuses and tags).
+
+mod artifact;
+mod dag;
+mod error;
+mod json;
+mod logs;
+mod output;
+mod show;
+mod tag;
+mod watch;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use braid_client::{Client, Pathspec, RunStatus, Tag};
+use clap::{Args, Parser, Subcommand};
+
+pub use error::{Error, Result};
+use output::Out;
+
+/// Inspect what braid runs produced: flows, runs, steps, tasks, artifacts, logs.
+#[derive(Debug, Parser)]
+#[command(name = "braid", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// The store to read: a directory (default ./.braid) or `memory:`.
+    #[arg(long, global = true, env = "BRAID_STORE", value_name = "PATH")]
+    pub store: Option<String>,
+    /// Print exactly one JSON document on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the flows in the store, each with its latest run.
+    Flows,
+    /// List runs, newest first: of FLOW, or of every flow.
+    Runs {
+        /// Only this flow's runs.
+        flow: Option<String>,
+        /// Only runs with this status (pending, running, succeeded, failed, cancelled).
+        #[arg(long, value_parser = parse_status)]
+        status: Option<RunStatus>,
+        /// Only runs with this tag.
+        #[arg(long, value_parser = parse_tag)]
+        tag: Option<Tag>,
+        /// At most this many runs (0 for all).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Show a flow, a run (steps with counts and durations), a step (its tasks) or a
+    /// task (status, attempts, error, artifacts, last log lines).
+    Show {
+        /// flow[/run[/step[/task]]]; the run may be `latest`, the task is a task id.
+        #[arg(value_parser = parse_pathspec)]
+        pathspec: Pathspec,
+        /// With a step pathspec: the task with this foreach index.
+        #[arg(long)]
+        index: Option<u64>,
+        /// Log lines to show for a task.
+        #[arg(long, default_value_t = 10)]
+        lines: usize,
+    },
+    /// Print an artifact's value: its JSON preview (`--json` for the bare JSON), or with
+    /// `--raw` the stored envelope bytes. A step with many tasks prints every task's value.
+    Artifact {
+        /// A task (flow/run/step/task), or a step (one task, or all with their indexes).
+        #[arg(value_parser = parse_pathspec)]
+        pathspec: Pathspec,
+        /// The artifact's name.
+        name: String,
+        /// With a step pathspec: the task with this foreach index.
+        #[arg(long)]
+        index: Option<u64>,
+        /// Write the raw stored envelope bytes to stdout.
+        #[arg(long, conflicts_with = "json")]
+        raw: bool,
+    },
+    /// Print a task's log lines.
+    Logs {
+        /// A task (flow/run/step/task), or a step with one task.
+        #[arg(value_parser = parse_pathspec)]
+        pathspec: Pathspec,
+        /// With a step pathspec: the task with this foreach index.
+        #[arg(long)]
+        index: Option<u64>,
+        /// Keep printing new lines until the task ends (with --json: print them all then).
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Follow a run live, a bar per step and the running tasks' progress, until it ends.
+    /// Exits 1 if the run did not succeed.
+    Watch {
+        /// flow/run (the run may be `latest`), or a flow for its latest run.
+        #[arg(value_parser = parse_pathspec)]
+        run: Pathspec,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 0.5)]
+        interval: f64,
+    },
+    /// Draw a flow's graph from its stored spec.
+    Dag {
+        flow: String,
+        /// Mermaid flowchart text.
+        #[arg(long, conflicts_with = "dot")]
+        mermaid: bool,
+        /// Graphviz DOT text.
+        #[arg(long)]
+        dot: bool,
+    },
+    /// Add or remove a run's tags.
+    Tag {
+        #[command(subcommand)]
+        action: TagAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TagAction {
+    /// Add tags to a run.
+    Add {
+        /// flow/run; the run may be `latest`.
+        #[arg(value_parser = parse_pathspec)]
+        run: Pathspec,
+        #[arg(required = true, value_parser = parse_tag)]
+        tags: Vec<Tag>,
+    },
+    /// Remove tags from a run.
+    Remove {
+        /// flow/run; the run may be `latest`.
+        #[arg(value_parser = parse_pathspec)]
+        run: Pathspec,
+        #[arg(required = true, value_parser = parse_tag)]
+        tags: Vec<Tag>,
+    },
+}
+
+fn parse_pathspec(s: &str) -> std::result::Result<Pathspec, String> {
+    Pathspec::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_status(s: &str) -> std::result::Result<RunStatus, String> {
+    s.parse().map_err(|e: braid_core::Error| e.to_string())
+}
+
+fn parse_tag(s: &str) -> std::result::Result<Tag, String> {
+    Tag::new(s).map_err(|e| e.to_string())
+}
+
+/// The `braid` binary: parses the command line, runs the command, maps errors to exit codes.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with 0; usage errors to stderr with 2.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    let out = Out::detect(cli.global.json);
+    match run(cli, &out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            out.error(&e);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Runs one parsed command.
+pub fn run(cli: Cli, out: &Out) -> Result<()> {
+    let client = open(&cli.global)?;
+    match cli.command {
+        Command::Flows => show::flows(&client, out),
+        Command::Runs { flow, status, tag, limit } => show::runs(&client, out, flow.as_deref(), status, tag, limit),
+        Command::Show { pathspec, index, lines } => show::show(&client, out, &pathspec, index, lines),
+        Command::Artifact { pathspec, name, index, raw } => {
+            artifact::artifact(&client, out, &pathspec, &name, index, raw)
+        }
+        Command::Logs { pathspec, index, follow } => logs::logs(&client, out, &pathspec, index, follow),
+        Command::Watch { run, interval } => {
+            let interval = Duration::from_secs_f64(interval.clamp(0.05, 3600.0));
+            watch::watch(&client, out, &run, interval)
+        }
+        Command::Dag { flow, mermaid, dot } => dag::dag(&client, out, &flow, mermaid, dot),
+        Command::Tag { action } => match action {
+            TagAction::Add { run, tags } => tag::tag(&client, out, &run, &tags, &[]),
+            TagAction::Remove { run, tags } => tag::tag(&client, out, &run, &[], &tags),
+        },
+    }
+}
+
+fn open(global: &Global) -> Result<Client> {
+    let flag = global.store.as_deref().filter(|s| !s.is_empty());
+    let location = braid_store::Store::resolve_location(flag);
+    Ok(Client::open(&location)?)
+}

@@ -1,0 +1,475 @@
+//! `braid flows`, `braid runs` and `braid show`.
+
+use braid_client::{Client, Flow, Object, Pathspec, Run, RunFilter, RunStatus, Step, Tag, Task, TaskStatus};
+use comfy_table::{Cell, Color};
+use serde_json::{Value, json};
+
+use super::error::{Error, Result};
+use super::json;
+use super::output::{self, Out, cut, duration_opt, size, time, time_opt};
+
+/// Runs listed under a flow in `braid show FLOW`.
+const FLOW_RUNS_SHOWN: usize = 10;
+
+pub fn flows(client: &Client, out: &Out) -> Result<()> {
+    let flows = client.flows()?;
+    let mut rows = Vec::with_capacity(flows.len());
+    for f in &flows {
+        let latest = match f.latest_run() {
+            Ok(r) => Some(r),
+            Err(braid_client::Error::NoRuns { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        rows.push((f, latest));
+    }
+    if out.json {
+        let v: Vec<Value> = rows.iter().map(|(f, r)| json::flow(f, r.as_ref())).collect();
+        return out.json(&Value::Array(v));
+    }
+    if rows.is_empty() {
+        return out.line(&format!("no flows in the store at {}", client.location()));
+    }
+    let mut t = out.table(&["FLOW", "STEPS", "LATEST RUN", "STATUS", "CREATED", "SPEC UPDATED"]);
+    for (f, r) in &rows {
+        t.add_row(vec![
+            Cell::new(f.name()),
+            Cell::new(f.declared_steps().len()),
+            Cell::new(r.as_ref().map_or("-".to_owned(), |r| r.id().to_string())),
+            r.as_ref().map_or(Cell::new("-"), |r| out.run_status(r.status())),
+            Cell::new(r.as_ref().map_or("-".to_owned(), |r| time(r.created_at()))),
+            Cell::new(time_opt(f.updated_at())),
+        ]);
+    }
+    out.table_out(&t)
+}
+
+pub fn runs(
+    client: &Client,
+    out: &Out,
+    flow: Option<&str>,
+    status: Option<RunStatus>,
+    tag: Option<Tag>,
+    limit: usize,
+) -> Result<()> {
+    let filter = RunFilter { status, tag, limit: (limit > 0).then_some(limit) };
+    let all_flows = flow.is_none();
+    let mut runs: Vec<Run> = match flow {
+        Some(name) => client.flow(name)?.runs_matching(&filter)?,
+        None => {
+            let mut all = Vec::new();
+            for f in client.flows()? {
+                all.extend(f.runs_matching(&filter)?);
+            }
+            // Run ids sort by creation time.
+            all.sort_by_key(|r| std::cmp::Reverse(r.id()));
+            if let Some(limit) = filter.limit {
+                all.truncate(limit);
+            }
+            all
+        }
+    };
+    if out.json {
+        return out.json(&Value::Array(runs.iter().map(json::run).collect()));
+    }
+    if runs.is_empty() {
+        let what = flow.map_or("no runs".to_owned(), |f| format!("no runs of `{f}`"));
+        let filters = match (&filter.status, &filter.tag) {
+            (None, None) => String::new(),
+            (s, t) => {
+                let mut parts = Vec::new();
+                if let Some(s) = s {
+                    parts.push(format!("status {s}"));
+                }
+                if let Some(t) = t {
+                    parts.push(format!("tag {t}"));
+                }
+                format!(" with {}", parts.join(" and "))
+            }
+        };
+        return out.line(&format!("{what}{filters}"));
+    }
+    let mut header = vec!["RUN"];
+    if all_flows {
+        header.insert(0, "FLOW");
+    }
+    header.extend(["STATUS", "CREATED", "DURATION", "TAGS", "PARAMS", "NAME"]);
+    let mut t = out.table(&header);
+    for r in runs.drain(..) {
+        let mut row = Vec::new();
+        if all_flows {
+            row.push(Cell::new(r.flow_name()));
+        }
+        row.extend([
+            Cell::new(r.id()),
+            out.run_status(r.status()),
+            Cell::new(time(r.created_at())),
+            Cell::new(duration_opt(r.duration())),
+            Cell::new(r.tags().iter().map(|t| t.as_str()).collect::<Vec<_>>().join(",")),
+            Cell::new(params_text(&r)),
+            Cell::new(r.name().unwrap_or("")),
+        ]);
+        t.add_row(row);
+    }
+    out.table_out(&t)
+}
+
+fn params_text(r: &Run) -> String {
+    let text = r.params().iter().map(|(k, v)| format!("{k}={}", compact(v))).collect::<Vec<_>>().join(" ");
+    cut(&text, 60)
+}
+
+fn compact(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
+    }
+}
+
+pub fn show(client: &Client, out: &Out, pathspec: &Pathspec, index: Option<u64>, lines: usize) -> Result<()> {
+    match client.resolve(pathspec)? {
+        Object::Step(s) => match index {
+            Some(i) => show_task(out, &s.task_by_index(i)?, lines),
+            None => show_step(out, &s),
+        },
+        _ if index.is_some() => Err(index_needs_step(pathspec)),
+        Object::Flow(f) => show_flow(out, &f),
+        Object::Run(r) => show_run(out, &r),
+        Object::Task(t) => show_task(out, &t, lines),
+    }
+}
+
+pub fn index_needs_step(pathspec: &Pathspec) -> Error {
+    Error::Usage(format!("--index picks a task of a step: give a step pathspec (flow/run/step), not {pathspec}"))
+}
+
+/// The task a pathspec names: a task, or a step with `--index`, or a step with one task.
+pub fn resolve_task(client: &Client, pathspec: &Pathspec, index: Option<u64>) -> Result<Task> {
+    match client.resolve(pathspec)? {
+        Object::Task(t) if index.is_none() => Ok(t),
+        Object::Step(s) => Ok(match index {
+            Some(i) => s.task_by_index(i)?,
+            None => s.single_task()?,
+        }),
+        _ if index.is_some() => Err(index_needs_step(pathspec)),
+        other => Ok(other.into_task(&pathspec.to_string())?),
+    }
+}
+
+fn show_flow(out: &Out, f: &Flow) -> Result<()> {
+    let runs = f.runs_matching(&RunFilter::new().limit(FLOW_RUNS_SHOWN))?;
+    if out.json {
+        let mut v = json::flow(f, runs.first());
+        v["runs"] = Value::Array(runs.iter().map(json::run).collect());
+        return out.json(&v);
+    }
+    let params = f
+        .spec()
+        .and_then(|s| s.get("params"))
+        .and_then(|p| p.as_array())
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| {
+                    let name = p.get("name")?.as_str()?;
+                    let ty = p.get("type").and_then(|t| t.as_str()).unwrap_or("?");
+                    Some(match p.get("default") {
+                        Some(d) => format!("{name}: {ty} = {}", compact(d)),
+                        None => format!("{name}: {ty} (required)"),
+                    })
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    let steps = f.declared_steps().iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" → ");
+    out.fields(&[
+        ("flow", f.name().to_string()),
+        ("steps", if steps.is_empty() { "- (no spec stored)".into() } else { steps }),
+        ("params", if params.is_empty() { "-".into() } else { params }),
+        ("spec updated", time_opt(f.updated_at())),
+    ])?;
+    if runs.is_empty() {
+        return out.line("\nno runs yet");
+    }
+    out.heading(&format!("latest runs (`braid runs {}` for more)", f.name()))?;
+    let mut t = out.table(&["RUN", "STATUS", "CREATED", "DURATION", "TAGS"]);
+    for r in &runs {
+        t.add_row(vec![
+            Cell::new(r.id()),
+            out.run_status(r.status()),
+            Cell::new(time(r.created_at())),
+            Cell::new(duration_opt(r.duration())),
+            Cell::new(r.tags().iter().map(|t| t.as_str()).collect::<Vec<_>>().join(",")),
+        ]);
+    }
+    out.table_out(&t)
+}
+
+pub fn show_run(out: &Out, r: &Run) -> Result<()> {
+    let steps = r.steps()?;
+    // Steps the flow declares that the run has not reached yet.
+    let declared = r.flow().map(|f| f.declared_steps()).unwrap_or_default();
+    let not_started: Vec<&str> =
+        declared.iter().filter(|d| !steps.iter().any(|s| s.name() == *d)).map(|d| d.as_str()).collect();
+    if out.json {
+        let mut v = json::run(r);
+        v["steps"] = Value::Array(steps.iter().map(json::step).collect());
+        v["not_started"] = json!(not_started);
+        return out.json(&v);
+    }
+    let mut fields = vec![
+        ("run", r.pathspec()),
+        ("status", out.status_word(r.status().as_str(), output::run_console_color(r.status()))),
+    ];
+    if let Some(name) = r.name() {
+        fields.push(("name", name.to_owned()));
+    }
+    fields.push(("created", time(r.created_at())));
+    fields.push(("started", time_opt(r.started_at())));
+    fields.push(("ended", time_opt(r.ended_at())));
+    fields.push(("duration", duration_opt(r.duration())));
+    if !r.params().is_empty() {
+        fields.push(("params", params_text(r)));
+    }
+    if !r.tags().is_empty() {
+        fields.push(("tags", r.tags().iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")));
+    }
+    if let Some(o) = r.origin_run() {
+        fields.push(("resumed from", format!("{}/{o}", r.flow_name())));
+    }
+    if let Some(e) = r.error() {
+        fields.push(("error", out.status_word(e, Some(console::Color::Red))));
+    }
+    out.fields(&fields)?;
+    if steps.is_empty() {
+        return out.line("\nno tasks yet");
+    }
+    out.heading("steps")?;
+    let mut t = out.table(&["STEP", "TASKS", "SUCCEEDED", "RUNNING", "PENDING", "FAILED", "STARTED", "DURATION"]);
+    for s in &steps {
+        let failed = s.count(TaskStatus::Failed) + s.count(TaskStatus::Lost) + s.count(TaskStatus::Cancelled);
+        t.add_row(vec![
+            Cell::new(s.name()),
+            Cell::new(s.task_count()),
+            out.count(s.count(TaskStatus::Succeeded), Color::Green),
+            out.count(s.count(TaskStatus::Running), Color::Cyan),
+            Cell::new(s.count(TaskStatus::Pending)),
+            out.count(failed, Color::Red),
+            Cell::new(time_opt(s.first_started())),
+            Cell::new(duration_opt(s.duration())),
+        ]);
+    }
+    for name in &not_started {
+        let mut row = vec![Cell::new(name), Cell::new(0)];
+        let why = if r.is_finished() { "never ran" } else { "not started" };
+        row.extend((0..6).map(|i| Cell::new(if i == 5 { why } else { "-" })));
+        t.add_row(row);
+    }
+    out.table_out(&t)
+}
+
+fn show_step(out: &Out, s: &Step) -> Result<()> {
+    let tasks = s.tasks()?;
+    if out.json {
+        let mut v = json::step(s);
+        v["flow"] = json!(s.flow_name().as_str());
+        v["run"] = json!(s.run_id().to_string());
+        v["tasks"] = Value::Array(tasks.iter().map(json::task).collect());
+        return out.json(&v);
+    }
+    let counts = s.counts().iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", ");
+    out.fields(&[
+        ("step", s.pathspec()),
+        ("tasks", format!("{} ({counts})", s.task_count())),
+        ("started", time_opt(s.first_started())),
+        ("duration", duration_opt(s.duration())),
+    ])?;
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    out.heading("tasks")?;
+    let mut t = out.table(&["TASK", "INDEX", "STATUS", "ATTEMPT", "STARTED", "DURATION", "PROGRESS / ERROR"]);
+    for task in &tasks {
+        t.add_row(vec![
+            Cell::new(task.id()),
+            Cell::new(index_text(task)),
+            out.task_status(task.status()),
+            Cell::new(task.attempt()),
+            Cell::new(time_opt(task.started_at())),
+            Cell::new(duration_opt(task.duration())),
+            Cell::new(progress_or_error(task)),
+        ]);
+    }
+    out.table_out(&t)
+}
+
+/// The innermost foreach index, or the whole stack (`0.3`) when foreach steps nest.
+pub fn index_text(t: &Task) -> String {
+    match t.foreach_stack() {
+        [] => "-".to_owned(),
+        [one] => one.index.to_string(),
+        many => many.iter().map(|f| f.index.to_string()).collect::<Vec<_>>().join("."),
+    }
+}
+
+pub fn progress_text(t: &Task) -> Option<String> {
+    let p = t.progress()?;
+    let mut s = format!("{:.0}%", p.percent);
+    if !p.message.is_empty() {
+        s.push(' ');
+        s.push_str(&p.message);
+    }
+    if let Some(eta) = t.eta() {
+        s.push_str(&format!(" (ETA {})", output::duration(eta)));
+    }
+    Some(s)
+}
+
+fn progress_or_error(t: &Task) -> String {
+    match t.error() {
+        Some(e) => cut(&format!("{}: {}", e.kind, e.message), 80),
+        None => progress_text(t).map(|p| cut(&p, 80)).unwrap_or_default(),
+    }
+}
+
+fn show_task(out: &Out, t: &Task, lines: usize) -> Result<()> {
+    let attempts = t.attempts()?;
+    let artifacts = t.artifacts()?;
+    let input_only = if t.is_join() { t.input_only_names()? } else { Vec::new() };
+    let logs = t.log_tail(lines)?;
+    if out.json {
+        let mut v = json::task(t);
+        v["attempts"] = Value::Array(attempts.iter().map(json::attempt).collect());
+        v["artifacts"] = Value::Array(artifacts.iter().map(json::artifact).collect());
+        v["input_only"] = json!(input_only.iter().map(|n| n.as_str()).collect::<Vec<_>>());
+        v["logs"] = Value::Array(logs.iter().map(json::log).collect());
+        return out.json(&v);
+    }
+    let mut fields = vec![
+        ("task", t.pathspec()),
+        (
+            "status",
+            format!(
+                "{} (attempt {})",
+                out.status_word(t.status().as_str(), output::task_console_color(t.status())),
+                t.attempt()
+            ),
+        ),
+    ];
+    if let Some(f) = t.foreach_stack().last() {
+        fields.push((
+            "index",
+            format!(
+                "{} of {} (foreach over `{}` of {}/{}){}",
+                f.index,
+                f.len,
+                f.over,
+                f.step,
+                f.task,
+                if t.foreach_stack().len() > 1 { format!(", stack {}", index_text(t)) } else { String::new() }
+            ),
+        ));
+    }
+    if t.iteration() > 0 {
+        fields.push(("iteration", t.iteration().to_string()));
+    }
+    if let Some(p) = t.parent()? {
+        fields.push(("parent", p.pathspec()));
+    }
+    if t.is_join() {
+        let ids = t.input_ids();
+        let shown: Vec<String> = ids.iter().take(10).map(|i| i.to_string()).collect();
+        let more = if ids.len() > 10 { ", …" } else { "" };
+        fields.push(("inputs", format!("{} branch tasks: {}{more}", ids.len(), shown.join(", "))));
+    }
+    fields.push(("started", time_opt(t.started_at())));
+    fields.push(("ended", time_opt(t.ended_at())));
+    fields.push(("duration", duration_opt(t.duration())));
+    if let Some(p) = progress_text(t) {
+        fields.push(("progress", format!("{p} (reported {})", time_opt(t.progress_at()))));
+    }
+    if let Some(e) = t.error() {
+        fields.push(("error", out.status_word(&format!("{}: {}", e.kind, e.message), Some(console::Color::Red))));
+    }
+    if let Some((run, task)) = t.origin() {
+        fields.push(("reused from", format!("{}/{run}/{}/{task}", t.flow_name(), t.step_name())));
+    }
+    out.fields(&fields)?;
+
+    if attempts.len() > 1 || attempts.iter().any(|a| a.error.is_some()) {
+        out.heading("attempts")?;
+        let mut tab = out.table(&["ATTEMPT", "STATUS", "STARTED", "DURATION", "ERROR"]);
+        for a in &attempts {
+            tab.add_row(vec![
+                Cell::new(a.attempt),
+                out.task_status(a.status),
+                Cell::new(time(a.started_at)),
+                Cell::new(duration_opt(a.ended_at.map(|e| e.since(a.started_at)))),
+                Cell::new(
+                    a.error.as_ref().map(|e| cut(&format!("{}: {}", e.kind, e.message), 100)).unwrap_or_default(),
+                ),
+            ]);
+        }
+        out.table_out(&tab)?;
+    }
+
+    out.heading("artifacts")?;
+    if artifacts.is_empty() {
+        out.line("none")?;
+    } else {
+        let mut tab = out.table(&["NAME", "TYPE", "SIZE", "SET BY", "PREVIEW"]);
+        for a in &artifacts {
+            let set_by = if a.is_inherited() { format!("task {}", a.set_by()) } else { "this task".to_owned() };
+            tab.add_row(vec![
+                Cell::new(a.name()),
+                Cell::new(short_type(a.type_name())),
+                Cell::new(size(a.size())),
+                Cell::new(set_by),
+                Cell::new(cut(a.preview_text(), 60)),
+            ]);
+        }
+        out.table_out(&tab)?;
+    }
+    if !input_only.is_empty() {
+        let names = input_only.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ");
+        out.line(&format!(
+            "only in the inputs (branches): {names} — read them per branch, or all at once with `braid artifact {}/{}/<branch step> NAME`",
+            t.flow_name(),
+            t.run_id()
+        ))?;
+    }
+
+    if !logs.is_empty() {
+        out.heading(&if logs.len() == 1 {
+            "last log line".to_owned()
+        } else {
+            format!("last {} log lines", logs.len())
+        })?;
+        let text: String = logs.iter().map(|l| format!("{}\n", log_line(l, attempts.len() > 1))).collect();
+        out.print(&text)?;
+    }
+    Ok(())
+}
+
+/// A log line for people: local time, the attempt when there were several, the line.
+pub fn log_line(l: &braid_client::LogLine, with_attempt: bool) -> String {
+    let at = output::time(l.at);
+    let level = if l.level == "info" { String::new() } else { format!("{} ", l.level.to_uppercase()) };
+    if with_attempt { format!("{at} [{}] {level}{}", l.attempt, l.line) } else { format!("{at} {level}{}", l.line) }
+}
+
+/// `alloc::vec::Vec<u64>` → `Vec<u64>`: module paths off, for a table.
+pub fn short_type(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut word = String::new();
+    for c in name.chars() {
+        if c.is_alphanumeric() || c == '_' || c == ':' {
+            word.push(c);
+        } else {
+            out.push_str(word.rsplit("::").next().unwrap_or(&word));
+            word.clear();
+            out.push(c);
+        }
+    }
+    out.push_str(word.rsplit("::").next().unwrap_or(&word));
+    out
+}

@@ -1,0 +1,12 @@
+//! `braid-cli`: the `braid` command and the entry point a flow binary calls.
+//!
+//! - [`inspect`] holds the `braid` binary: read-only commands over a store (flows, runs,
+//!   show, artifact, logs, watch, dag) and `tag`, its one write. `src/bin/braid.rs` only
+//!   calls [`inspect::main`].
+//! - [`flow_main`] is what a user's flow binary calls from `main`: it gives the flows it
+//!   hosts a command line (`run`, `resume`, `check`, `show`) with a live view.
+
+mod flow_main;
+pub mod inspect;
+
+pub use flow_main::{flow_main, flow_main_from};

@@ -1,0 +1,239 @@
+#![allow(clippy::unwrap_used)]
+//! A flow binary end to end: `flow_main_from` runs real flows on an fs store, and the
+//! client reads back what they produced, foreach branches included.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use braid_client::{Client, RunStatus, TaskStatus};
+use braid_runtime::{Flow, Param, ParamType};
+
+fn fanout() -> braid_runtime::Result<Flow> {
+    Flow::builder("fanout")
+        .param(Param::new("n", ParamType::UInt).default(100u64))
+        .step("start", |ctx| async move {
+            let n: u64 = ctx.param("n")?;
+            ctx.set("items", &(0..n).collect::<Vec<u64>>())?;
+            Ok(())
+        })
+        .foreach("items", "work")
+        .step("work", |ctx| async move {
+            let x: u64 = ctx.input()?;
+            ctx.set("out", &(x * x))?;
+            Ok(())
+        })
+        .next("join")
+        .join("join", |ctx| async move {
+            let mut total = 0u64;
+            for input in ctx.inputs()? {
+                total += input.get::<u64>("out").await?;
+            }
+            ctx.set("total", &total)?;
+            Ok(())
+        })
+        .next("end")
+        .step("end", |_ctx| async move { Ok(()) })
+        .end()
+        .build()
+}
+
+fn cli(store: &Path, args: &[&str], flows: Vec<braid_runtime::Result<Flow>>) -> ExitCode {
+    let mut all = vec!["flowbin".to_owned()];
+    all.extend(args.iter().map(|s| (*s).to_owned()));
+    all.push("--store".into());
+    all.push(store.display().to_string());
+    all.push("--quiet".into());
+    if !matches!(args.first(), Some(&"run") | Some(&"resume")) {
+        all.pop();
+    }
+    braid_cli::flow_main_from(all, flows)
+}
+
+#[test]
+fn foreach_branches_are_readable_from_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    assert_eq!(cli(&store, &["run", "--param", "n=50"], vec![fanout()]), ExitCode::SUCCESS);
+
+    let client = Client::open(store.to_str().unwrap()).unwrap();
+    let run = client.flow("fanout").unwrap().latest_run().unwrap();
+    assert_eq!(run.status(), RunStatus::Succeeded);
+    let work = run.step("work").unwrap();
+    // Every branch, one by one through the index...
+    for i in 0..50u64 {
+        let task = work.task_by_index(i).unwrap();
+        assert_eq!(task.data::<u64>("out").unwrap(), i * i);
+        assert_eq!(task.input::<u64>().unwrap(), i);
+        assert_eq!(task.status(), TaskStatus::Succeeded);
+    }
+    // ...and all at once, in index order.
+    let all: Vec<(u64, u64)> = work.artifact_values("out").unwrap();
+    assert_eq!(all, (0..50).map(|i| (i, i * i)).collect::<Vec<_>>());
+    let join = client.task_at("fanout/latest/join").unwrap();
+    assert_eq!(join.data::<u64>("total").unwrap(), (0..50u64).map(|i| i * i).sum::<u64>());
+    // A name that exists only in the branches says so, and where to look.
+    let e = join.data::<u64>("out").unwrap_err().to_string();
+    assert!(e.contains("`out`") && e.contains("inputs()") && e.contains("merge_artifacts"), "{e}");
+    assert!(join.input_only_names().unwrap().iter().any(|n| n.as_str() == "out"));
+}
+
+#[test]
+fn run_id_file_is_written_before_any_step_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let id_file = dir.path().join("run-id");
+    let seen = Arc::new(std::sync::Mutex::new(String::new()));
+    let (file, seen2) = (id_file.clone(), seen.clone());
+    let flow = Flow::builder("early")
+        .step("start", move |ctx| {
+            let (file, seen) = (file.clone(), seen2.clone());
+            async move {
+                let text = std::fs::read_to_string(&file)?;
+                assert_eq!(text.trim(), ctx.run_id().to_string());
+                *seen.lock().unwrap() = text;
+                Ok(())
+            }
+        })
+        .next("end")
+        .step("end", |_| async { Ok(()) })
+        .end()
+        .build();
+    let args = ["run", "--run-id-file", id_file.to_str().unwrap()];
+    assert_eq!(cli(&store, &args, vec![flow]), ExitCode::SUCCESS);
+    assert!(!seen.lock().unwrap().is_empty(), "the step saw the file");
+}
+
+#[test]
+fn exit_codes_distinguish_success_failure_and_bad_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    assert_eq!(cli(&store, &["check"], vec![fanout()]), ExitCode::SUCCESS);
+    assert_eq!(cli(&store, &["show", "--mermaid"], vec![fanout()]), ExitCode::SUCCESS);
+    assert_eq!(cli(&store, &["run", "--param", "n=abc"], vec![fanout()]), ExitCode::from(2));
+    assert_eq!(cli(&store, &["run", "--param", "m=1"], vec![fanout()]), ExitCode::from(2));
+    assert_eq!(cli(&store, &["run", "--param", "n"], vec![fanout()]), ExitCode::from(2));
+    assert_eq!(cli(&store, &["run", "--bogus"], vec![fanout()]), ExitCode::from(2));
+    let broken = Flow::builder("broken").step("start", |_| async { Ok(()) }).next("missing").build();
+    assert_eq!(cli(&store, &["check"], vec![broken]), ExitCode::from(2));
+    let failing = Flow::builder("failing")
+        .step("start", |_| async { Err("no luck".into()) })
+        .next("end")
+        .step("end", |_| async { Ok(()) })
+        .end()
+        .build();
+    assert_eq!(cli(&store, &["run"], vec![failing]), ExitCode::from(1));
+    // Several flows in one binary: pick with --flow.
+    assert_eq!(cli(&store, &["check"], vec![fanout(), hello()]), ExitCode::from(2));
+    assert_eq!(cli(&store, &["--flow", "hello", "run"], vec![fanout(), hello()]), ExitCode::SUCCESS);
+    assert_eq!(cli(&store, &["--flow", "nope", "run"], vec![fanout(), hello()]), ExitCode::from(2));
+}
+
+fn hello() -> braid_runtime::Result<Flow> {
+    Flow::builder("hello")
+        .step("start", |ctx| async move {
+            ctx.set("greeting", "hello")?;
+            Ok(())
+        })
+        .next("end")
+        .step("end", |_| async { Ok(()) })
+        .end()
+        .build()
+}
+
+#[test]
+fn resume_from_the_command_line_reuses_finished_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let runs = Arc::new(AtomicU64::new(0));
+    let make = |fail: bool, runs: Arc<AtomicU64>| {
+        Flow::builder("again")
+            .step("start", |ctx| async move {
+                ctx.set("xs", &vec![1u64, 2, 3])?;
+                Ok(())
+            })
+            .foreach("xs", "work")
+            .step("work", move |ctx| {
+                let runs = runs.clone();
+                async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    if fail && ctx.input::<u64>()? == 3 {
+                        return Err("three is not ready".into());
+                    }
+                    Ok(())
+                }
+            })
+            .next("join")
+            .join("join", |_| async { Ok(()) })
+            .next("end")
+            .step("end", |_| async { Ok(()) })
+            .end()
+            .build()
+    };
+    assert_eq!(cli(&store, &["run", "--max-workers", "1"], vec![make(true, runs.clone())]), ExitCode::from(1));
+    let before = runs.swap(0, Ordering::SeqCst);
+    assert_eq!(cli(&store, &["resume"], vec![make(false, runs.clone())]), ExitCode::SUCCESS);
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "only the failed branch ran again (first run: {before})");
+    let client = Client::open(store.to_str().unwrap()).unwrap();
+    let runs = client.flow("again").unwrap().runs().unwrap();
+    assert_eq!(runs[0].origin_run(), Some(runs[1].id()));
+    assert_eq!(cli(&store, &["resume", "--from", "nope"], vec![make(false, Arc::default())]), ExitCode::from(2));
+}
+
+#[test]
+fn the_client_reads_a_run_while_it_is_going() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let flow = Flow::builder("slow")
+        .step("start", |ctx| async move {
+            ctx.set("items", &vec![0u64, 1, 2, 3])?;
+            Ok(())
+        })
+        .foreach("items", "work")
+        .step("work", |ctx| async move {
+            let i: u64 = ctx.input()?;
+            ctx.set("out", &i)?;
+            if i == 3 {
+                for p in 0..=10 {
+                    ctx.progress(p as f32 * 10.0, format!("tick {p}"))?;
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                }
+            }
+            Ok(())
+        })
+        .progress_coalescing(Duration::from_millis(10), 1.0)
+        .next("join")
+        .join("join", |_| async { Ok(()) })
+        .next("end")
+        .step("end", |_| async { Ok(()) })
+        .end()
+        .build();
+    let s2 = store.clone();
+    let runner = std::thread::spawn(move || cli(&s2, &["run", "--max-workers", "4"], vec![flow]));
+    let mut saw_running = false;
+    for _ in 0..200 {
+        std::thread::sleep(Duration::from_millis(20));
+        let Ok(client) = Client::open(store.to_str().unwrap()) else { continue };
+        let Ok(run) = client.flow("slow").and_then(|f| f.latest_run()) else { continue };
+        if run.status() != RunStatus::Running {
+            continue;
+        }
+        let Ok(step) = run.step("work") else { continue };
+        let Ok(tasks) = step.tasks() else { continue };
+        let done: Vec<_> = tasks.iter().filter(|t| t.status() == TaskStatus::Succeeded).collect();
+        let running = tasks.iter().find(|t| t.status() == TaskStatus::Running);
+        if let Some(r) = running
+            && done.len() == 3
+            && r.progress().is_some()
+        {
+            // Finished branches are readable while another one still runs.
+            assert_eq!(done.iter().map(|t| t.data::<u64>("out").unwrap()).sum::<u64>(), 3);
+            saw_running = true;
+            break;
+        }
+    }
+    assert_eq!(runner.join().unwrap(), ExitCode::SUCCESS);
+    assert!(saw_running, "saw the run going, with progress on the running task");
+}

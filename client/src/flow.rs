@@ -1,0 +1,194 @@
+use braid_core::{FlowName, RunId, RunRef, RunStatus, StepName, Tag, Timestamp};
+use braid_store::{FlowRecord, Page, RunQuery};
+
+use crate::error::{Error, Result};
+use crate::run::Run;
+use crate::{Client, rt};
+
+/// A flow: its registered spec and its runs.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    client: Client,
+    name: FlowName,
+    record: Option<FlowRecord>,
+}
+
+/// Which runs [`Flow::runs_matching`] returns, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFilter {
+    pub status: Option<RunStatus>,
+    pub tag: Option<Tag>,
+    /// At most this many; `None` for all.
+    pub limit: Option<usize>,
+}
+
+impl RunFilter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn status(mut self, status: RunStatus) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    pub fn tag(mut self, tag: Tag) -> Self {
+        self.tag = Some(tag);
+        self
+    }
+
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+}
+
+/// Runs fetched per store call when paging through all of them.
+const PAGE: usize = 500;
+/// Runs named in an "unknown run" error.
+const LATEST_SHOWN: usize = 5;
+
+impl Flow {
+    pub(crate) fn new(client: Client, name: FlowName, record: Option<FlowRecord>) -> Self {
+        Flow { client, name, record }
+    }
+
+    pub fn name(&self) -> &FlowName {
+        &self.name
+    }
+
+    pub fn pathspec(&self) -> String {
+        self.name.to_string()
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The flow as its binary registered it; `None` if runs exist but no spec was stored.
+    pub fn record(&self) -> Option<&FlowRecord> {
+        self.record.as_ref()
+    }
+
+    /// The graph spec (the `braid-dag` crate's `FlowSpec` as JSON).
+    pub fn spec(&self) -> Option<&serde_json::Value> {
+        self.record.as_ref().map(|r| &r.spec)
+    }
+
+    /// The validated graph, from the stored spec; `None` without a spec. A spec that does
+    /// not parse or validate is an error that says why.
+    pub fn graph(&self) -> Result<Option<braid_dag::FlowGraph>> {
+        let Some(spec) = self.spec() else {
+            return Ok(None);
+        };
+        let spec: braid_dag::FlowSpec = serde_json::from_value(spec.clone())
+            .map_err(|e| Error::Spec { flow: self.name.to_string(), reason: e.to_string() })?;
+        braid_dag::FlowGraph::from_spec(spec).map(Some).map_err(|e| Error::Spec {
+            flow: self.name.to_string(),
+            reason: e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "),
+        })
+    }
+
+    /// When the spec was last registered.
+    pub fn updated_at(&self) -> Option<Timestamp> {
+        self.record.as_ref().map(|r| r.updated_at)
+    }
+
+    /// The steps the spec declares, in declaration order (empty without a spec).
+    pub fn declared_steps(&self) -> Vec<StepName> {
+        declared_steps(self.spec())
+    }
+
+    /// Every run, newest first.
+    pub fn runs(&self) -> Result<Vec<Run>> {
+        self.runs_matching(&RunFilter::default())
+    }
+
+    /// The runs with the filter's status and tag, newest first, at most `limit`.
+    pub fn runs_matching(&self, filter: &RunFilter) -> Result<Vec<Run>> {
+        let mut out = Vec::new();
+        let mut query = RunQuery { status: filter.status, tag: filter.tag.clone(), after: None, limit: PAGE };
+        loop {
+            if let Some(limit) = filter.limit {
+                if out.len() >= limit {
+                    break;
+                }
+                query.limit = (limit - out.len()).min(PAGE);
+            }
+            let page = self.runs_page(&query)?;
+            out.extend(page.items);
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// One page of runs, newest first; pass `next` back as `query.after` for the next.
+    pub fn runs_page(&self, query: &RunQuery) -> Result<Page<Run>> {
+        let records = &self.client.store().records;
+        let page = rt::call(|| format!("cannot list runs of `{}`", self.name), records.list_runs(&self.name, query))?;
+        Ok(Page { items: page.items.into_iter().map(|r| Run::new(self.client.clone(), r)).collect(), next: page.next })
+    }
+
+    /// The run with this id, or the newest run for `latest`.
+    pub fn run(&self, id: &str) -> Result<Run> {
+        self.run_ref(id.parse::<RunRef>()?)
+    }
+
+    pub fn run_by_id(&self, id: RunId) -> Result<Run> {
+        let records = &self.client.store().records;
+        let record = rt::call(|| format!("cannot read run {}/{id}", self.name), records.get_run(&self.name, id))?;
+        match record {
+            Some(r) => Ok(Run::new(self.client.clone(), r)),
+            None => {
+                Err(Error::UnknownRun { flow: self.name.to_string(), run: id.to_string(), latest: self.latest_ids() })
+            }
+        }
+    }
+
+    pub(crate) fn run_ref(&self, run: RunRef) -> Result<Run> {
+        match run {
+            RunRef::Latest => self.latest_run(),
+            RunRef::Id(id) => self.run_by_id(id),
+        }
+    }
+
+    /// The newest run, whatever its status.
+    pub fn latest_run(&self) -> Result<Run> {
+        self.first_matching(None)?.ok_or_else(|| Error::NoRuns { flow: self.name.to_string() })
+    }
+
+    /// The newest run that succeeded.
+    pub fn latest_successful_run(&self) -> Result<Run> {
+        self.first_matching(Some(RunStatus::Succeeded))?.ok_or_else(|| Error::NoRunWithStatus {
+            flow: self.name.to_string(),
+            status: RunStatus::Succeeded,
+            latest: self.latest_ids(),
+        })
+    }
+
+    fn first_matching(&self, status: Option<RunStatus>) -> Result<Option<Run>> {
+        let query = RunQuery { status, limit: 1, ..RunQuery::default() };
+        Ok(self.runs_page(&query)?.items.into_iter().next())
+    }
+
+    /// The newest few runs as `id (status)`, for error messages; empty if they cannot be read.
+    pub(crate) fn latest_ids(&self) -> Vec<String> {
+        let query = RunQuery { limit: LATEST_SHOWN, ..RunQuery::default() };
+        self.runs_page(&query)
+            .map(|p| p.items.iter().map(|r| format!("{} ({})", r.id(), r.status())).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Step names from a spec's JSON, without requiring the whole spec to parse.
+pub(crate) fn declared_steps(spec: Option<&serde_json::Value>) -> Vec<StepName> {
+    spec.and_then(|s| s.get("steps"))
+        .and_then(|s| s.as_array())
+        .map(|steps| {
+            steps.iter().filter_map(|s| s.get("name")?.as_str()).filter_map(|n| StepName::new(n).ok()).collect()
+        })
+        .unwrap_or_default()
+}
