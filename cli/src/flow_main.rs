@@ -87,6 +87,10 @@ struct CommonRunArgs {
     /// No live view on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics while the run goes
+    /// (e.g. 127.0.0.1:9464). Off by default.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
 }
 
 /// Runs the flow binary's command line over `flows` (each as its builder returned it,
@@ -166,7 +170,10 @@ fn pick_flow(
         None if ok.len() == 1 => 0,
         None if ok.is_empty() => return Err(usage_error("this binary hosts no flow")),
         None => {
-            return Err(usage_error(format!("this binary hosts several flows; pick one with --flow NAME: {}", names())));
+            return Err(usage_error(format!(
+                "this binary hosts several flows; pick one with --flow NAME: {}",
+                names()
+            )));
         }
     };
     Ok(Arc::new(ok.swap_remove(index)))
@@ -284,6 +291,14 @@ fn start(store: Option<String>, flow: Arc<Flow>, mut opts: RunOptions, common: C
         };
         let cancel = CancellationToken::new();
         opts.cancel = cancel.clone();
+        if let Some(addr) = &common.metrics_addr {
+            let metrics = Arc::new(braid_runtime::Metrics::new());
+            match serve_metrics(addr, metrics.clone()).await {
+                Ok(bound) => eprintln!("metrics at http://{bound}/metrics"),
+                Err(e) => return usage_error(e),
+            }
+            opts.metrics = Some(metrics);
+        }
         let prepared = match PreparedRun::prepare(flow.clone(), store, opts).await {
             Ok(p) => p,
             Err(e @ (braid_runtime::Error::Param { .. } | braid_runtime::Error::Resume { .. })) => {
@@ -326,6 +341,33 @@ fn start(store: Option<String>, flow: Arc<Flow>, mut opts: RunOptions, common: C
             }
         }
     })
+}
+
+/// Serves `metrics` in the Prometheus text format at `/metrics` on `addr`, in the
+/// background, for as long as the process lives.
+async fn serve_metrics(addr: &str, metrics: Arc<braid_runtime::Metrics>) -> Result<std::net::SocketAddr, String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("--metrics-addr {addr}: cannot listen there: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| format!("--metrics-addr {addr}: {e}"))?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                    metrics.encode(),
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "metrics server stopped");
+        }
+    });
+    Ok(bound)
 }
 
 fn report(pathspec: &str, s: &RunSummary) -> ExitCode {

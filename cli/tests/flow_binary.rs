@@ -237,3 +237,58 @@ fn the_client_reads_a_run_while_it_is_going() {
     assert_eq!(runner.join().unwrap(), ExitCode::SUCCESS);
     assert!(saw_running, "saw the run going, with progress on the running task");
 }
+
+#[test]
+fn metrics_are_scraped_over_http_while_a_task_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let r2 = release.clone();
+    let flow = Flow::builder("metered")
+        .step("start", move |ctx| {
+            let r2 = r2.clone();
+            async move {
+                ctx.progress(37.0, "scraping me")?;
+                while !r2.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    ctx.heartbeat();
+                }
+                ctx.progress(100.0, "released")?;
+                Ok(())
+            }
+        })
+        .next("end")
+        .step("end", |_| async { Ok(()) })
+        .end()
+        .build();
+    let addr = format!("127.0.0.1:{port}");
+    let (s2, a2) = (store.clone(), addr.clone());
+    let runner = std::thread::spawn(move || cli(&s2, &["run", "--metrics-addr", &a2], vec![flow]));
+    let url = format!("http://{addr}/metrics");
+    let mut percent = None;
+    for _ in 0..250 {
+        std::thread::sleep(Duration::from_millis(20));
+        let Ok(mut resp) = ureq::get(&url).call() else { continue };
+        let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let body = resp.body_mut().read_to_string().unwrap();
+        // Parse the exposition format: `name{labels} value` lines, `#` comments.
+        for line in body.lines().filter(|l| !l.starts_with('#')) {
+            let Some((series, value)) = line.rsplit_once(' ') else { continue };
+            if series.starts_with("braid_task_progress_percent{") && series.contains("flow=\"metered\"") {
+                assert!(series.contains("step=\"start\"") && series.contains("task=\"1\""), "{series}");
+                assert!(
+                    content_type.contains("openmetrics-text") || content_type.contains("text/plain"),
+                    "{content_type}"
+                );
+                percent = Some(value.parse::<f64>().unwrap());
+            }
+        }
+        if percent.is_some() {
+            break;
+        }
+    }
+    release.store(true, Ordering::SeqCst);
+    assert_eq!(runner.join().unwrap(), ExitCode::SUCCESS);
+    assert_eq!(percent, Some(37.0), "the running task's percent was served");
+}

@@ -138,10 +138,30 @@ impl Task {
         self.record.progress_at
     }
 
-    /// For a running task that reported progress above 0: the time left at the rate so far.
+    /// Progress reports and warnings of the task (latest last, bounded), across attempts.
+    pub fn events(&self) -> &[braid_store::TaskEvent] {
+        &self.record.events
+    }
+
+    /// The warnings among [`events`](Self::events): stalls, predicted timeouts, lost attempts.
+    pub fn warnings(&self) -> Vec<&braid_store::TaskEvent> {
+        self.record.events.iter().filter(|e| e.kind.is_warning()).collect()
+    }
+
+    /// How long ago the last progress was reported.
+    pub fn progress_age(&self) -> Option<Duration> {
+        self.record.progress_at.map(|at| Timestamp::now().since(at))
+    }
+
+    /// For a running task that reported progress above 0: the time left. The runtime's
+    /// own estimate (from the rate of progress of this attempt) when it made one, else
+    /// the rate since the attempt started.
     pub fn eta(&self) -> Option<Duration> {
         if self.record.status != TaskStatus::Running {
             return None;
+        }
+        if let Some(eta) = self.record.eta {
+            return Some(eta.since(Timestamp::now()));
         }
         let p = self.record.progress.as_ref()?;
         if !(p.percent > 0.0 && p.percent < 100.0) {

@@ -53,6 +53,7 @@ pub(crate) struct CtxInner {
     pub(crate) inputs: Option<Arc<Vec<Branch>>>,
     pub(crate) record: Arc<Mutex<TaskRecord>>,
     pub(crate) progress: Mutex<ProgressState>,
+    pub(crate) policy: crate::flow::StepPolicy,
 }
 
 /// The context of one attempt at a task. Cheap to clone; move it into async blocks.
@@ -368,6 +369,13 @@ impl Ctx {
     /// Says "still alive" without new progress: extends the lease.
     pub fn heartbeat(&self) {
         crate::progress::report(self, None);
+    }
+
+    /// How many progress reports and heartbeats this attempt made, and how many of them
+    /// were written to the store (the rest were coalesced).
+    pub fn progress_counts(&self) -> (u64, u64) {
+        let st = lock(&self.inner.progress);
+        (st.reports, st.writes)
     }
 }
 

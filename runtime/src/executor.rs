@@ -13,8 +13,8 @@ use braid_core::codec;
 use braid_core::{ArtifactName, Attempt, FlowName, RunId, RunStatus, StepName, Tag, TaskId, TaskStatus, Timestamp};
 use braid_dag::{StepKind, Transition};
 use braid_store::{
-    AttemptRecord, FlowRecord, ForeachFrame, Precondition, RunRecord, Store, TaskError, TaskKey, TaskQuery, TaskRecord,
-    TaskWrite,
+    AttemptRecord, FlowRecord, ForeachFrame, Precondition, RunRecord, Store, TaskError, TaskEvent, TaskEventKind,
+    TaskKey, TaskQuery, TaskRecord, TaskWrite,
 };
 use futures_util::FutureExt;
 use tokio::task::JoinSet;
@@ -50,6 +50,8 @@ pub struct RunOptions {
     pub cancel: CancellationToken,
     /// Read `BRAID_PARAM_<NAME>` environment variables.
     pub env_params: bool,
+    /// Where to count tasks, progress, leases and retries (served by `--metrics-addr`).
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Default for RunOptions {
@@ -65,6 +67,7 @@ impl Default for RunOptions {
             meta: serde_json::Map::new(),
             cancel: CancellationToken::new(),
             env_params: true,
+            metrics: None,
         }
     }
 }
@@ -131,6 +134,7 @@ pub(crate) struct RunShared {
     /// One permit per worker: held while a step's code runs, so at most `max_workers`
     /// run at once while many more tasks are in flight (starting, storing results).
     pub(crate) workers: Arc<tokio::sync::Semaphore>,
+    pub(crate) metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// The run being resumed: its successful tasks by identity.
@@ -313,6 +317,7 @@ impl PreparedRun {
             origin,
             max_num_splits,
             workers: Arc::new(tokio::sync::Semaphore::new(opts.max_workers.max(1))),
+            metrics: opts.metrics.clone(),
         });
         Ok(PreparedRun { shared, max_workers: opts.max_workers.max(1) })
     }
@@ -803,6 +808,8 @@ enum AttemptEnd {
     Ok,
     Failed(TaskError),
     Cancelled,
+    /// The lease expired before the attempt ended.
+    Lost,
 }
 
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
@@ -819,6 +826,7 @@ async fn run_body(body: &StepBody, ctx: Ctx, timeout: Option<Duration>, cancel: 
     let sink =
         crate::logs::SinkGuard::register(&ctx.inner.shared.persister, ctx.run_id(), ctx.task_id(), ctx.attempt());
     let span = tracing::info_span!("braid_task", braid_sink = sink.0, step = %ctx.step(), task = %ctx.task_id());
+    let watched = ctx.clone();
     let fut = match body {
         StepBody::Async(f) => {
             let fut = tracing::Instrument::instrument(f(ctx), span);
@@ -861,6 +869,7 @@ async fn run_body(body: &StepBody, ctx: Ctx, timeout: Option<Duration>, cancel: 
     tokio::select! {
         r = timed => r,
         _ = cancel.cancelled() => AttemptEnd::Cancelled,
+        _ = crate::progress::watch(watched) => AttemptEnd::Lost,
     }
 }
 
@@ -873,7 +882,10 @@ async fn execute_task(shared: &Arc<RunShared>, plan: &TaskPlan) -> Outcome {
     };
     let policy = &step_impl.policy;
     let max_attempts = policy.retries.saturating_add(1);
+    let flow = shared.flow.name().as_str();
     let mut attempt = Attempt::FIRST;
+    // Events (progress history, warnings) carry over from one attempt to the next.
+    let mut events = Vec::new();
     loop {
         let permit = tokio::select! {
             p = shared.workers.clone().acquire_owned() => match p {
@@ -883,16 +895,21 @@ async fn execute_task(shared: &Arc<RunShared>, plan: &TaskPlan) -> Outcome {
             _ = shared.cancel.cancelled() => return Outcome::Cancelled,
         };
         let started = Timestamp::now();
+        let clock = Instant::now();
         let mut rec = base_record(shared, plan);
         rec.status = TaskStatus::Running;
         rec.attempt = attempt;
         rec.started_at = Some(started);
         rec.lease_deadline = Some(started.plus(policy.lease));
+        rec.events = std::mem::take(&mut events);
         let running_attempt =
             AttemptRecord { attempt, status: TaskStatus::Running, started_at: started, ended_at: None, error: None };
         shared
             .persister
             .write_later(Vec::new(), TaskWrite { attempt: Some(running_attempt), ..TaskWrite::new(rec.clone()) });
+        if let Some(m) = &shared.metrics {
+            m.attempt_started(flow, plan.step.as_str(), attempt != Attempt::FIRST);
+        }
         let record = Arc::new(Mutex::new(rec));
         let ctx = Ctx {
             inner: Arc::new(CtxInner {
@@ -907,6 +924,7 @@ async fn execute_task(shared: &Arc<RunShared>, plan: &TaskPlan) -> Outcome {
                 inputs: plan.inputs.clone(),
                 record: record.clone(),
                 progress: Mutex::new(ProgressState::new()),
+                policy: policy.clone(),
             }),
         };
         let end = run_body(&step_impl.body, ctx.clone(), policy.timeout, &shared.cancel).await;
@@ -920,27 +938,63 @@ async fn execute_task(shared: &Arc<RunShared>, plan: &TaskPlan) -> Outcome {
                 Some(TaskError { kind: "cancelled".into(), message: "the run was cancelled".into() }),
             ),
             AttemptEnd::Failed(e) => (TaskStatus::Failed, Some(e)),
+            AttemptEnd::Lost => {
+                if let Some(m) = &shared.metrics {
+                    m.lease_expired(flow, plan.step.as_str());
+                }
+                let message = format!(
+                    "lease expired: no heartbeat or progress for {:.1}s (the step's lease); attempt {attempt} declared lost",
+                    policy.lease.as_secs_f64()
+                );
+                (TaskStatus::Lost, Some(TaskError { kind: "lost".into(), message }))
+            }
         };
+        if let Some(m) = &shared.metrics {
+            let final_status = match status {
+                TaskStatus::Failed | TaskStatus::Lost if !last => None,
+                TaskStatus::Failed if policy.catch.is_some() => Some(TaskStatus::Succeeded),
+                s => Some(s),
+            };
+            let label = final_status.map_or("retrying", TaskStatus::as_str);
+            m.attempt_ended(
+                flow,
+                plan.step.as_str(),
+                &plan.id.to_string(),
+                label,
+                clock.elapsed().as_secs_f64(),
+                final_status.is_some(),
+            );
+        }
         match status {
             TaskStatus::Succeeded => {
                 return finish(shared, plan, &ctx, &record, started, ended, None).await;
             }
-            TaskStatus::Failed if !last => {
+            TaskStatus::Failed | TaskStatus::Lost if !last => {
                 let e = error.unwrap_or(TaskError { kind: "error".into(), message: String::new() });
-                ctx.log_at("ERROR", format!("attempt {attempt} failed ({}): {}", e.kind, e.message));
+                ctx.log_at("ERROR", format!("attempt {attempt} {} ({}): {}", status, e.kind, e.message));
                 let mut rec = lock(&record).clone();
-                rec.status = TaskStatus::Failed;
+                rec.status = status;
                 rec.ended_at = Some(ended);
+                rec.lease_deadline = None;
                 rec.error = Some(e.clone());
-                let a = AttemptRecord {
-                    attempt,
-                    status: TaskStatus::Failed,
-                    started_at: started,
-                    ended_at: Some(ended),
-                    error: Some(e),
+                if status == TaskStatus::Lost {
+                    rec.push_event(TaskEvent {
+                        at: ended,
+                        attempt,
+                        kind: TaskEventKind::Lost,
+                        percent: rec.progress.as_ref().map(|p| p.percent),
+                        message: e.message.clone(),
+                    });
+                }
+                events = rec.events.clone();
+                let a = AttemptRecord { attempt, status, started_at: started, ended_at: Some(ended), error: Some(e) };
+                // The attempt's artifacts are dropped: nothing of `ctx` is stored.
+                let w = TaskWrite {
+                    attempt: Some(a),
+                    artifacts: Some(Vec::new()),
+                    precondition: Precondition::Attempt(attempt),
+                    ..TaskWrite::new(rec)
                 };
-                // The failed attempt's artifacts are dropped: nothing of `ctx` is stored.
-                let w = TaskWrite { attempt: Some(a), artifacts: Some(Vec::new()), ..TaskWrite::new(rec) };
                 if let Err(e) = shared.persister.write(Vec::new(), w).await {
                     return Outcome::Failed(e);
                 }
@@ -964,7 +1018,17 @@ async fn execute_task(shared: &Arc<RunShared>, plan: &TaskPlan) -> Outcome {
                 let mut rec = lock(&record).clone();
                 rec.status = status;
                 rec.ended_at = Some(ended);
+                rec.lease_deadline = None;
                 rec.error = Some(e.clone());
+                if status == TaskStatus::Lost {
+                    rec.push_event(TaskEvent {
+                        at: ended,
+                        attempt,
+                        kind: TaskEventKind::Lost,
+                        percent: rec.progress.as_ref().map(|p| p.percent),
+                        message: e.message.clone(),
+                    });
+                }
                 let a = AttemptRecord {
                     attempt,
                     status,

@@ -51,6 +51,7 @@ mod error;
 mod executor;
 mod flow;
 mod logs;
+mod metrics;
 mod namespace;
 mod persist;
 mod progress;
@@ -63,6 +64,7 @@ pub use executor::{
 };
 pub use flow::{Backoff, DEFAULT_MAX_NUM_SPLITS, Flow, FlowBuilder, StepBuilder, StepPolicy};
 pub use logs::{TaskLogLayer, task_log_layer};
+pub use metrics::Metrics;
 pub use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;

@@ -105,8 +105,9 @@ async fn write_batch(store: &Store, jobs: &mut Vec<Job>) -> Result<(), String> {
     let mut blobs = Vec::new();
     let mut writes: Vec<TaskWrite> = Vec::new();
     let mut replies: Vec<(usize, oneshot::Sender<Result<WriteOutcome, String>>)> = Vec::new();
-    // Results written without a waiting caller: their rejection must not go unnoticed.
+    // Writes without a waiting caller: their rejection must not go unnoticed.
     let mut unwatched_results: Vec<usize> = Vec::new();
+    let mut unwatched_keys: HashMap<usize, (RunId, TaskId, braid_core::Attempt)> = HashMap::new();
     let mut logs = Vec::new();
     let mut flushes = Vec::new();
     // A fire-and-forget write superseded by a later write of the same task in this batch
@@ -144,8 +145,10 @@ async fn write_batch(store: &Store, jobs: &mut Vec<Job>) -> Result<(), String> {
                 }
                 match reply {
                     Some(r) => replies.push((writes.len(), r)),
-                    None if write.artifacts.is_some() => unwatched_results.push(writes.len()),
-                    None => {}
+                    None => {
+                        unwatched_results.push(writes.len());
+                        unwatched_keys.insert(writes.len(), (key.0, key.1, write.task.attempt));
+                    }
                 }
                 writes.push(*write);
             }
@@ -189,12 +192,36 @@ async fn write_batch(store: &Store, jobs: &mut Vec<Job>) -> Result<(), String> {
                     .unwrap_or(WriteOutcome::Rejected { reason: "superseded".into() });
                 let _ = reply.send(Ok(o));
             }
-            let rejected = unwatched_results.iter().find_map(|&i| match index_map[i].and_then(|k| outcomes.get(k)) {
-                Some(WriteOutcome::Rejected { reason }) => Some(reason.clone()),
-                _ => None,
-            });
-            match rejected {
-                Some(reason) => Err(format!("a task's result was rejected by the store: {reason}")),
+            // A write refused by its fencing token comes from an attempt that was
+            // declared lost: it is logged (in the task's log too) and never applied.
+            let mut fenced = Vec::new();
+            let mut failure = None;
+            for &i in &unwatched_results {
+                if let Some(WriteOutcome::Rejected { reason }) = index_map[i].and_then(|k| outcomes.get(k)) {
+                    let Some(&(run, task, attempt)) = unwatched_keys.get(&i) else { continue };
+                    if reason.contains("stale attempt") || reason.contains("already ended") {
+                        tracing::warn!(%run, %task, %attempt, %reason, "late write from a lost attempt rejected");
+                        fenced.push(LogLine {
+                            run,
+                            task,
+                            attempt,
+                            seq: 0,
+                            at: braid_core::Timestamp::now(),
+                            level: "WARN".into(),
+                            line: format!("late write from attempt {attempt} rejected: {reason}"),
+                        });
+                    } else {
+                        failure.get_or_insert_with(|| format!("a task's result was rejected by the store: {reason}"));
+                    }
+                }
+            }
+            if !fenced.is_empty()
+                && let Err(e) = store.records.append_logs(fenced).await
+            {
+                tracing::warn!(error = %e, "could not store task log lines");
+            }
+            match failure {
+                Some(f) => Err(f),
                 None => Ok(()),
             }
         }

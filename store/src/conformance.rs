@@ -548,6 +548,21 @@ pub async fn records_keep_all_fields(store: &Store) {
     t.progress_at = Some(Timestamp::from_micros(15));
     t.error = Some(TaskError { kind: "timeout".into(), message: "took too long".into() });
     t.origin = Some((RunId::generate(), TaskId(77)));
+    t.eta = Some(Timestamp::from_micros(99));
+    for i in 0..40 {
+        t.push_event(TaskEvent {
+            at: Timestamp::from_micros(i),
+            attempt: Attempt(2),
+            kind: if i % 10 == 0 { TaskEventKind::Stalled } else { TaskEventKind::Progress },
+            percent: Some(i as f32),
+            message: format!("event {i}"),
+        });
+    }
+    assert_eq!(t.events.len(), MAX_TASK_EVENTS);
+    assert_eq!(t.events[0].message, "event 0", "warnings are kept");
+    assert_eq!(t.events.iter().filter(|e| e.kind == TaskEventKind::Stalled).count(), 4);
+    assert_eq!(t.events[1].message, "event 9", "the oldest progress reports (1 to 8) went first");
+    assert_eq!(t.events[2].message, "event 10");
     applied(&store.records.write_tasks(vec![TaskWrite::new(t.clone())]).await.unwrap());
     let got = store.records.get_task(&flow(), run.id, TaskId(9)).await.unwrap().unwrap();
     assert_eq!(TaskRecord { revision: 1, ..t }, got);

@@ -25,9 +25,9 @@ use std::sync::Arc;
 pub use blob::{BlobKey, BlobReader, BlobStore};
 pub use error::{Error, Result};
 pub use record::{
-    ArtifactRecord, AttemptRecord, ElementsRef, FlowRecord, ForeachFrame, INLINE_VALUE_MAX, LogLine, Page,
-    Precondition, RecordStore, RunQuery, RunRecord, StepArtifact, StepSummary, TaskError, TaskKey, TaskQuery,
-    TaskRecord, TaskWrite, VisibleArtifact, WriteOutcome,
+    ArtifactRecord, AttemptRecord, ElementsRef, FlowRecord, ForeachFrame, INLINE_VALUE_MAX, LogLine, MAX_TASK_EVENTS,
+    Page, Precondition, RecordStore, RunQuery, RunRecord, StepArtifact, StepSummary, TaskError, TaskEvent,
+    TaskEventKind, TaskKey, TaskQuery, TaskRecord, TaskWrite, VisibleArtifact, WriteOutcome,
 };
 
 /// The environment variable naming the store when no `--store` flag is given.

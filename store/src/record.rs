@@ -134,7 +134,58 @@ pub struct TaskRecord {
     pub error: Option<TaskError>,
     /// For a task reused by `resume`: the run and task it was cloned from.
     pub origin: Option<(RunId, TaskId)>,
+    /// When the runtime expects the running attempt to finish, from its rate of progress.
+    pub eta: Option<Timestamp>,
+    /// The latest progress reports and warnings, oldest first, at most [`MAX_TASK_EVENTS`].
+    pub events: Vec<TaskEvent>,
     pub revision: u64,
+}
+
+/// How many events a task record keeps; older ones are dropped first.
+pub const MAX_TASK_EVENTS: usize = 32;
+
+/// Something that happened to a running task: a progress report written, or a warning.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskEvent {
+    pub at: Timestamp,
+    pub attempt: Attempt,
+    pub kind: TaskEventKind,
+    pub percent: Option<f32>,
+    pub message: String,
+}
+
+/// What a [`TaskEvent`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskEventKind {
+    Progress,
+    /// The percent has not moved for the step's stall time.
+    Stalled,
+    /// At the rate so far, the attempt will not finish before its timeout.
+    TimeoutPredicted,
+    /// The attempt's lease expired: it was declared lost.
+    Lost,
+    /// A write from an attempt that had been declared lost was refused.
+    StaleWriteRejected,
+}
+
+impl TaskEventKind {
+    pub fn is_warning(self) -> bool {
+        !matches!(self, TaskEventKind::Progress)
+    }
+}
+
+impl TaskRecord {
+    /// Appends an event; beyond [`MAX_TASK_EVENTS`] the oldest progress report goes
+    /// first, so a flood of reports never pushes a warning out (the oldest warning goes
+    /// only when warnings alone fill the list).
+    pub fn push_event(&mut self, event: TaskEvent) {
+        self.events.push(event);
+        while self.events.len() > MAX_TASK_EVENTS {
+            let victim = self.events.iter().position(|e| !e.kind.is_warning()).unwrap_or(0);
+            self.events.remove(victim);
+        }
+    }
 }
 
 impl TaskRecord {
@@ -155,6 +206,8 @@ impl TaskRecord {
             progress_at: None,
             error: None,
             origin: None,
+            eta: None,
+            events: Vec::new(),
             revision: 0,
         }
     }

@@ -68,7 +68,13 @@ fn bench(args: &[String]) -> Result<(), String> {
             other => pass.push(other.to_owned()),
         }
     }
-    let mut cmd = cargo();
-    cmd.args(["bench", "-p", "braid-store", "--bench", "store", "--"]).args(&pass);
-    run("store benchmark (release)", cmd)
+    for (package, bench) in BENCHES {
+        let mut cmd = cargo();
+        cmd.args(["bench", "-p", package, "--bench", bench, "--"]).args(&pass);
+        run(&format!("{bench} benchmark (release)"), cmd)?;
+    }
+    Ok(())
 }
+
+/// Every benchmark `cargo xtask bench` runs, as (package, bench target).
+const BENCHES: &[(&str, &str)] = &[("braid-store", "store"), ("braid-runtime", "progress")];

@@ -81,10 +81,22 @@ pub fn task(t: &Task) -> Value {
             "at": ts(t.progress_at()),
         })),
         "eta_s": secs(t.eta()),
+        "warnings": t.warnings().iter().map(|e| event(e)).collect::<Vec<_>>(),
         "error": error(t.error()),
         "parent": t.parent_id().map(|p| p.0),
         "inputs": t.input_ids().iter().map(|i| i.0).collect::<Vec<_>>(),
         "origin": t.origin().map(|(run, task)| json!({"run": run.to_string(), "task": task.0})),
+    })
+}
+
+/// A progress report or warning: `{at, attempt, kind, percent, message}`.
+pub fn event(e: &braid_store::TaskEvent) -> Value {
+    json!({
+        "at": e.at.to_string(),
+        "attempt": e.attempt.0,
+        "kind": e.kind,
+        "percent": e.percent,
+        "message": e.message,
     })
 }
 

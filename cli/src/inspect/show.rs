@@ -210,10 +210,17 @@ pub fn show_run(out: &Out, r: &Run) -> Result<()> {
     let declared = r.flow().map(|f| f.declared_steps()).unwrap_or_default();
     let not_started: Vec<&str> =
         declared.iter().filter(|d| !steps.iter().any(|s| s.name() == *d)).map(|d| d.as_str()).collect();
+    // Tasks that reported progress, from steps small enough to list (a wide foreach is
+    // shown by `braid show RUN/STEP`).
+    let mut with_progress = Vec::new();
+    for s in steps.iter().filter(|s| s.task_count() <= PROGRESS_LIST_MAX) {
+        with_progress.extend(s.tasks()?.into_iter().filter(|t| t.progress().is_some()));
+    }
     if out.json {
         let mut v = json::run(r);
         v["steps"] = Value::Array(steps.iter().map(json::step).collect());
         v["not_started"] = json!(not_started);
+        v["progress"] = Value::Array(with_progress.iter().map(json::task).collect());
         return out.json(&v);
     }
     let mut fields = vec![
@@ -264,8 +271,27 @@ pub fn show_run(out: &Out, r: &Run) -> Result<()> {
         row.extend((0..6).map(|i| Cell::new(if i == 5 { why } else { "-" })));
         t.add_row(row);
     }
-    out.table_out(&t)
+    out.table_out(&t)?;
+    if !with_progress.is_empty() {
+        out.heading("progress")?;
+        let mut pt = out.table(&["TASK", "STATUS", "PROGRESS", "AGE", "ETA", "WARNINGS"]);
+        for task in &with_progress {
+            pt.add_row(vec![
+                Cell::new(format!("{}/{}", task.step_name(), task.id())),
+                Cell::new(task.status().as_str()),
+                Cell::new(progress_text(task).unwrap_or_default()),
+                Cell::new(duration_opt(task.progress_age())),
+                Cell::new(task.eta().map(|e| duration_opt(Some(e))).unwrap_or_else(|| "-".into())),
+                Cell::new(task.warnings().last().map(|w| w.message.clone()).unwrap_or_default()),
+            ]);
+        }
+        out.table_out(&pt)?;
+    }
+    Ok(())
 }
+
+/// Steps with at most this many tasks list their tasks' progress in `show RUN`.
+const PROGRESS_LIST_MAX: u64 = 100;
 
 fn show_step(out: &Out, s: &Step) -> Result<()> {
     let tasks = s.tasks()?;
@@ -342,6 +368,7 @@ fn show_task(out: &Out, t: &Task, lines: usize) -> Result<()> {
         v["artifacts"] = Value::Array(artifacts.iter().map(json::artifact).collect());
         v["input_only"] = json!(input_only.iter().map(|n| n.as_str()).collect::<Vec<_>>());
         v["logs"] = Value::Array(logs.iter().map(json::log).collect());
+        v["events"] = Value::Array(t.events().iter().map(json::event).collect());
         return out.json(&v);
     }
     let mut fields = vec![
@@ -385,7 +412,17 @@ fn show_task(out: &Out, t: &Task, lines: usize) -> Result<()> {
     fields.push(("ended", time_opt(t.ended_at())));
     fields.push(("duration", duration_opt(t.duration())));
     if let Some(p) = progress_text(t) {
-        fields.push(("progress", format!("{p} (reported {})", time_opt(t.progress_at()))));
+        let age = t.progress_age().map(|a| format!(", {} ago", duration_opt(Some(a)))).unwrap_or_default();
+        fields.push(("progress", format!("{p} (reported {}{age})", time_opt(t.progress_at()))));
+    }
+    if let Some(eta) = t.eta() {
+        fields.push(("eta", format!("{} left at the rate so far", duration_opt(Some(eta)))));
+    }
+    for w in t.warnings() {
+        fields.push((
+            "warning",
+            out.status_word(&format!("attempt {}: {} ({})", w.attempt, w.message, w.at), Some(console::Color::Yellow)),
+        ));
     }
     if let Some(e) = t.error() {
         fields.push(("error", out.status_word(&format!("{}: {}", e.kind, e.message), Some(console::Color::Red))));

@@ -41,6 +41,10 @@ struct TaskExtra {
     error: Option<TaskError>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     origin: Option<(RunId, TaskId)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    eta: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    events: Vec<TaskEvent>,
 }
 
 impl FsRecords {
@@ -136,6 +140,8 @@ impl FsRecords {
                 progress_at: ts(progress_at),
                 error: extra.error,
                 origin: extra.origin,
+                eta: extra.eta,
+                events: extra.events,
                 revision: revision as u64,
             })
         })())
@@ -182,14 +188,20 @@ fn put_task(conn: &Connection, t: &TaskRecord, revision: u64) -> rusqlite::Resul
         inputs: t.inputs.clone(),
         error: t.error.clone(),
         origin: t.origin,
+        eta: t.eta,
+        events: t.events.clone(),
     };
-    let extra =
-        if extra.foreach_stack.is_empty() && extra.inputs.is_empty() && extra.error.is_none() && extra.origin.is_none()
-        {
-            None
-        } else {
-            Some(serde_json::to_string(&extra).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?)
-        };
+    let extra = if extra.foreach_stack.is_empty()
+        && extra.inputs.is_empty()
+        && extra.error.is_none()
+        && extra.origin.is_none()
+        && extra.eta.is_none()
+        && extra.events.is_empty()
+    {
+        None
+    } else {
+        Some(serde_json::to_string(&extra).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?)
+    };
     let mut stmt = conn.prepare_cached(
         "INSERT OR REPLACE INTO tasks (run_id, task_id, flow, step, status, attempt, foreach_index, iteration, parent, \
          created_at, started_at, ended_at, lease_deadline, progress_pct, progress_msg, progress_at, extra, revision) \

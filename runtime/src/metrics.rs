@@ -1,0 +1,144 @@
+//! Prometheus metrics of the runs in this process: tasks by status, durations, progress
+//! of running tasks, lease expirations, retries, timeout predictions and stalls.
+//!
+//! Label sets are bounded: `flow` and `step` everywhere, plus `task` only on the progress
+//! gauge, whose series is removed when the task ends, so finished tasks leave nothing
+//! behind. The flow binary serves [`Metrics::encode`] on `--metrics-addr`.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabels {
+    flow: String,
+    step: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    flow: String,
+    step: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabels {
+    flow: String,
+    step: String,
+    task: String,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 4.0, 12))
+}
+
+/// The metrics registry of a process. Share one across runs with `Arc`.
+pub struct Metrics {
+    registry: Registry,
+    tasks: Family<StatusLabels, Gauge>,
+    durations: Family<StepLabels, Histogram, fn() -> Histogram>,
+    progress: Family<TaskLabels, Gauge<f64, AtomicU64>>,
+    lease_expirations: Family<StepLabels, Counter>,
+    retries: Family<StepLabels, Counter>,
+    timeout_predictions: Family<StepLabels, Counter>,
+    stalls: Family<StepLabels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("braid");
+        let tasks = Family::<StatusLabels, Gauge>::default();
+        registry.register("tasks", "Tasks by status, per flow and step", tasks.clone());
+        let durations = Family::<StepLabels, Histogram, fn() -> Histogram>::new_with_constructor(duration_histogram);
+        registry.register("task_duration_seconds", "Duration of finished task attempts", durations.clone());
+        let progress = Family::<TaskLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register("task_progress_percent", "Last reported progress of running tasks", progress.clone());
+        let lease_expirations = Family::<StepLabels, Counter>::default();
+        registry.register(
+            "lease_expirations",
+            "Task attempts declared lost when their lease expired",
+            lease_expirations.clone(),
+        );
+        let retries = Family::<StepLabels, Counter>::default();
+        registry.register("task_retries", "Task attempts started after a failed or lost one", retries.clone());
+        let timeout_predictions = Family::<StepLabels, Counter>::default();
+        registry.register(
+            "timeout_predictions",
+            "Attempts predicted to exceed their timeout",
+            timeout_predictions.clone(),
+        );
+        let stalls = Family::<StepLabels, Counter>::default();
+        registry.register("task_stalls", "Attempts whose progress stopped moving for the stall time", stalls.clone());
+        Metrics { registry, tasks, durations, progress, lease_expirations, retries, timeout_predictions, stalls }
+    }
+
+    /// The metrics in the OpenMetrics text format (which Prometheus scrapes).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    fn step(flow: &str, step: &str) -> StepLabels {
+        StepLabels { flow: flow.to_owned(), step: step.to_owned() }
+    }
+
+    pub(crate) fn attempt_started(&self, flow: &str, step: &str, retry: bool) {
+        self.tasks
+            .get_or_create(&StatusLabels { flow: flow.into(), step: step.into(), status: "running".into() })
+            .inc();
+        if retry {
+            self.retries.get_or_create(&Self::step(flow, step)).inc();
+        }
+    }
+
+    pub(crate) fn attempt_ended(&self, flow: &str, step: &str, task: &str, status: &str, seconds: f64, last: bool) {
+        self.tasks
+            .get_or_create(&StatusLabels { flow: flow.into(), step: step.into(), status: "running".into() })
+            .dec();
+        if last {
+            self.tasks
+                .get_or_create(&StatusLabels { flow: flow.into(), step: step.into(), status: status.into() })
+                .inc();
+        }
+        self.durations.get_or_create(&Self::step(flow, step)).observe(seconds);
+        self.progress.remove(&TaskLabels { flow: flow.into(), step: step.into(), task: task.into() });
+    }
+
+    pub(crate) fn progress(&self, flow: &str, step: &str, task: &str, percent: f32) {
+        self.progress
+            .get_or_create(&TaskLabels { flow: flow.into(), step: step.into(), task: task.into() })
+            .set(f64::from(percent));
+    }
+
+    pub(crate) fn lease_expired(&self, flow: &str, step: &str) {
+        self.lease_expirations.get_or_create(&Self::step(flow, step)).inc();
+    }
+
+    pub(crate) fn timeout_predicted(&self, flow: &str, step: &str) {
+        self.timeout_predictions.get_or_create(&Self::step(flow, step)).inc();
+    }
+
+    pub(crate) fn stalled(&self, flow: &str, step: &str) {
+        self.stalls.get_or_create(&Self::step(flow, step)).inc();
+    }
+}
