@@ -972,20 +972,7 @@ async fn execute_task(shared: &Arc<RunShared>, plan: &TaskPlan) -> Outcome {
             TaskStatus::Failed | TaskStatus::Lost if !last => {
                 let e = error.unwrap_or(TaskError { kind: "error".into(), message: String::new() });
                 ctx.log_at("ERROR", format!("attempt {attempt} {} ({}): {}", status, e.kind, e.message));
-                let mut rec = lock(&record).clone();
-                rec.status = status;
-                rec.ended_at = Some(ended);
-                rec.lease_deadline = None;
-                rec.error = Some(e.clone());
-                if status == TaskStatus::Lost {
-                    rec.push_event(TaskEvent {
-                        at: ended,
-                        attempt,
-                        kind: TaskEventKind::Lost,
-                        percent: rec.progress.as_ref().map(|p| p.percent),
-                        message: e.message.clone(),
-                    });
-                }
+                let rec = ended_record(&record, status, ended, &e);
                 events = rec.events.clone();
                 let a = AttemptRecord { attempt, status, started_at: started, ended_at: Some(ended), error: Some(e) };
                 // The attempt's artifacts are dropped: nothing of `ctx` is stored.
@@ -1015,20 +1002,7 @@ async fn execute_task(shared: &Arc<RunShared>, plan: &TaskPlan) -> Outcome {
             }
             _ => {
                 let e = error.unwrap_or(TaskError { kind: "error".into(), message: String::new() });
-                let mut rec = lock(&record).clone();
-                rec.status = status;
-                rec.ended_at = Some(ended);
-                rec.lease_deadline = None;
-                rec.error = Some(e.clone());
-                if status == TaskStatus::Lost {
-                    rec.push_event(TaskEvent {
-                        at: ended,
-                        attempt,
-                        kind: TaskEventKind::Lost,
-                        percent: rec.progress.as_ref().map(|p| p.percent),
-                        message: e.message.clone(),
-                    });
-                }
+                let rec = ended_record(&record, status, ended, &e);
                 let a = AttemptRecord {
                     attempt,
                     status,
@@ -1050,6 +1024,26 @@ async fn execute_task(shared: &Arc<RunShared>, plan: &TaskPlan) -> Outcome {
             }
         }
     }
+}
+
+/// The record of an attempt that ended without success: status, end, error, no lease,
+/// and for a lost attempt the event that says so.
+fn ended_record(record: &Mutex<TaskRecord>, status: TaskStatus, ended: Timestamp, e: &TaskError) -> TaskRecord {
+    let mut rec = lock(record).clone();
+    rec.status = status;
+    rec.ended_at = Some(ended);
+    rec.lease_deadline = None;
+    rec.error = Some(e.clone());
+    if status == TaskStatus::Lost {
+        rec.push_event(TaskEvent {
+            at: ended,
+            attempt: rec.attempt,
+            kind: TaskEventKind::Lost,
+            percent: rec.progress.as_ref().map(|p| p.percent),
+            message: e.message.clone(),
+        });
+    }
+    rec
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
