@@ -292,3 +292,102 @@ fn metrics_are_scraped_over_http_while_a_task_runs() {
     assert_eq!(runner.join().unwrap(), ExitCode::SUCCESS);
     assert_eq!(percent, Some(37.0), "the running task's percent was served");
 }
+
+/// The flow the kill -9 test runs in a child process: 40 branches, each a little slow.
+fn slow_fanout(marker: std::path::PathBuf) -> braid_runtime::Result<Flow> {
+    Flow::builder("crashy")
+        .step("start", |ctx| async move {
+            ctx.set("items", &(0..40u64).collect::<Vec<_>>())?;
+            Ok(())
+        })
+        .foreach("items", "work")
+        .step("work", move |ctx| {
+            let marker = marker.clone();
+            async move {
+                let x: u64 = ctx.input()?;
+                // One file per execution: which branches ran, in which process.
+                std::fs::write(marker.join(format!("{x}-{}", std::process::id())), b"")?;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                ctx.set("out", &(x + 1))?;
+                Ok(())
+            }
+        })
+        .next("join")
+        .join("join", |ctx| async move {
+            let mut t = 0u64;
+            for i in ctx.inputs()? {
+                t += i.get::<u64>("out").await?;
+            }
+            ctx.set("total", &t)?;
+            Ok(())
+        })
+        .next("end")
+        .step("end", |_| async { Ok(()) })
+        .end()
+        .build()
+}
+
+const CRASH_CHILD_ENV: &str = "BRAID_TEST_CRASH_CHILD";
+
+/// Entry point of the child process of the kill -9 test; does nothing otherwise.
+#[test]
+fn crash_child_entry() {
+    let Ok(store) = std::env::var(CRASH_CHILD_ENV) else { return };
+    let Ok(marker) = std::env::var("BRAID_TEST_EXECUTED_DIR") else { return };
+    let args = ["flowbin", "run", "--max-workers", "2", "--quiet", "--store", &store];
+    let _ = braid_cli::flow_main_from(args, vec![slow_fanout(marker.into())]);
+}
+
+#[test]
+fn resume_after_kill_9_reuses_what_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let executed = dir.path().join("executed");
+    std::fs::create_dir_all(&executed).unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_child_entry", "--test-threads", "1"])
+        .env(CRASH_CHILD_ENV, &store)
+        .env("BRAID_TEST_EXECUTED_DIR", &executed)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it without warning once some branches are done and some are not.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = Client::open(store.to_str().unwrap())
+            .and_then(|c| c.flow("crashy"))
+            .and_then(|f| f.latest_run())
+            .and_then(|r| r.step("work"))
+            .map(|s| s.count(TaskStatus::Succeeded))
+            .unwrap_or(0);
+        if done >= 10 || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let client = Client::open(store.to_str().unwrap()).unwrap();
+    let crashed = client.flow("crashy").unwrap().latest_run().unwrap();
+    assert_eq!(crashed.status(), RunStatus::Running, "killed mid-run: never marked finished");
+    let finished = crashed.step("work").unwrap().count(TaskStatus::Succeeded);
+    assert!((10..40).contains(&finished), "{finished} branches finished before the kill");
+
+    let before: std::collections::HashSet<String> =
+        std::fs::read_dir(&executed).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let id = crashed.id().to_string();
+    assert_eq!(cli(&store, &["resume", &id], vec![slow_fanout(executed.clone())]), ExitCode::SUCCESS);
+    let after: Vec<String> = std::fs::read_dir(&executed)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !before.contains(n))
+        .collect();
+    assert_eq!(after.len() as u64, 40 - finished, "only the branches that had not finished ran again");
+    let run = client.flow("crashy").unwrap().latest_run().unwrap();
+    assert_eq!(run.status(), RunStatus::Succeeded);
+    assert_eq!(run.origin_run(), Some(crashed.id()));
+    let join = run.step("join").unwrap().single_task().unwrap();
+    assert_eq!(join.data::<u64>("total").unwrap(), (1..=40u64).sum::<u64>());
+}
