@@ -59,6 +59,12 @@ enum FlowCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Launch plans: `plans apply FILE` registers a plan file, `plans launch NAME` runs a plan now.
+    Plans(crate::flow_plans::PlansArgs),
+    /// Serve every active launch plan of this binary's flows (all of them, or `--flow`).
+    Scheduler(crate::flow_plans::SchedulerArgs),
+    /// Launch the ticks of a plan in the past interval [--from, --to), through the scheduler's claims.
+    Backfill(crate::flow_plans::BackfillArgs),
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +121,13 @@ where
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
+    let wanted = cli.flow.as_deref();
+    match cli.command {
+        FlowCommand::Plans(a) => return crate::flow_plans::plans(cli.store, wanted, flows, a),
+        FlowCommand::Scheduler(a) => return crate::flow_plans::scheduler(cli.store, wanted, flows, a),
+        FlowCommand::Backfill(a) => return crate::flow_plans::backfill(cli.store, wanted, flows, a),
+        _ => {}
+    }
     match pick_flow(flows, cli.flow.as_deref(), &cli.command) {
         Ok(flow) => dispatch(cli, flow),
         Err(code) => code,
@@ -181,6 +194,7 @@ fn pick_flow(
 
 fn dispatch(cli: FlowCli, flow: Arc<Flow>) -> ExitCode {
     match cli.command {
+        FlowCommand::Plans(_) | FlowCommand::Scheduler(_) | FlowCommand::Backfill(_) => ExitCode::from(EXIT_USAGE),
         FlowCommand::Check => check(&flow),
         FlowCommand::Show { mermaid, dot, json } => show(&flow, mermaid, dot, json),
         FlowCommand::Run(args) => {

@@ -1,12 +1,14 @@
 //! `braid-cli`: the `braid` command and the entry point a flow binary calls.
 //!
 //! - [`inspect`] holds the `braid` binary: read-only commands over a store (flows, runs,
-//!   show, artifact, logs, watch, dag) and `tag`, its one write. `src/bin/braid.rs` only
-//!   calls [`inspect::main`].
+//!   show, artifact, logs, watch, dag, plan list/show) and its writes: `tag`, `plan
+//!   activate|deactivate|launch`. `src/bin/braid.rs` only calls [`inspect::main`].
 //! - [`flow_main`] is what a user's flow binary calls from `main`: it gives the flows it
-//!   hosts a command line (`run`, `resume`, `check`, `show`) with a live view.
+//!   hosts a command line (`run`, `resume`, `check`, `show`) with a live view, and the
+//!   launch plan commands (`plans apply|launch`, `scheduler`, `backfill`).
 
 mod flow_main;
+mod flow_plans;
 pub mod inspect;
 
 pub use flow_main::{flow_main, flow_main_from};

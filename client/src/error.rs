@@ -29,6 +29,16 @@ pub enum Error {
     #[error("flow `{flow}` has no runs yet")]
     NoRuns { flow: String },
 
+    #[error(
+        "launch plan `{plan}` not found in the store at {location}; {}",
+        known_list(
+            "plans in it",
+            known,
+            "it has no plans yet (register some with the flow binary's `plans apply FILE`)"
+        )
+    )]
+    UnknownPlan { plan: String, location: String, known: Vec<String> },
+
     #[error("flow `{flow}` has no {status} run; {}", known_list("its latest runs", latest, "it has no runs yet"))]
     NoRunWithStatus { flow: String, status: braid_core::RunStatus, latest: Vec<String> },
 
@@ -134,6 +144,7 @@ impl Error {
             Error::NoStore { .. }
                 | Error::UnknownFlow { .. }
                 | Error::NoRuns { .. }
+                | Error::UnknownPlan { .. }
                 | Error::NoRunWithStatus { .. }
                 | Error::UnknownRun { .. }
                 | Error::UnknownStep { .. }

@@ -46,6 +46,7 @@
 mod artifact;
 mod error;
 mod flow;
+mod plan;
 mod rt;
 mod run;
 mod step;
@@ -61,7 +62,10 @@ pub use braid_core::{
     ArtifactName, Attempt, FlowName, Pathspec, PathspecDepth, Progress, RunId, RunRef, RunStatus, StepName, Tag,
     TaskId, TaskStatus, Timestamp,
 };
-pub use braid_store::{AttemptRecord, ForeachFrame, LogLine, Page, RunQuery, RunRecord, Store, TaskError, TaskRecord};
+pub use braid_store::{
+    AttemptRecord, ForeachFrame, LaunchKind, LaunchQuery, LaunchRecord, LaunchState, LogLine, Page, PlanQuery,
+    PlanRecord, PlanVersion, RunQuery, RunRecord, SchedulerRecord, Store, TaskError, TaskRecord,
+};
 pub use error::{Error, Result};
 pub use flow::{Flow, RunFilter};
 pub use run::Run;

@@ -54,6 +54,7 @@ mod logs;
 mod metrics;
 mod namespace;
 mod persist;
+pub mod plan;
 mod progress;
 
 pub use braid_dag::{Param, ParamSpec, ParamType};

@@ -1,5 +1,7 @@
 //! Store benchmark: task-record writes per second and blob streaming throughput.
-//! Run through `cargo xtask bench [--quick]`; prints one table.
+//! Run through `cargo xtask bench [--quick]`, which passes `--json-out FILE` (rows of
+//! `{section, name, value, unit, note}`) and merges them into one table; alone it prints
+//! its rows.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,15 +14,17 @@ use std::time::{Duration, Instant};
 
 use braid_core::{ArtifactName, FlowName, RunId, StepName, TaskId, TaskStatus, codec};
 use braid_store::{ArtifactRecord, RunRecord, Store, TaskKey, TaskRecord, TaskWrite};
+use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
-struct Row {
-    what: String,
-    value: String,
+fn row(name: impl Into<String>, value: f64, unit: &str, note: impl Into<String>) -> Value {
+    json!({ "section": "store", "name": name.into(), "value": value, "unit": unit, "note": note.into() })
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let json_out = args.iter().position(|a| a == "--json-out").map(|i| args[i + 1].clone());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let dir = tempfile::Builder::new().prefix("braid-bench-").tempdir_in(".").or_else(|_| tempfile::tempdir()).unwrap();
     let mut rows = Vec::new();
@@ -30,14 +34,20 @@ fn main() {
         let blob_mib: u64 = if quick { 256 } else { 1024 };
         rows.extend(blob_throughput(&dir.path().join("blobs"), blob_mib).await);
     });
-    println!(
-        "\nbraid store benchmark ({} mode, {} cores)",
-        if quick { "quick" } else { "full" },
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    );
-    let w = rows.iter().map(|r| r.what.len()).max().unwrap_or(10);
-    for r in &rows {
-        println!("  {:<w$}  {}", r.what, r.value);
+    match json_out {
+        Some(path) => std::fs::write(path, serde_json::to_vec_pretty(&rows).unwrap()).unwrap(),
+        None => {
+            println!("\nbraid store benchmark ({} mode)", if quick { "quick" } else { "full" });
+            for r in &rows {
+                println!(
+                    "  {:<58} {:>14.1} {:<10} {}",
+                    r["name"].as_str().unwrap(),
+                    r["value"].as_f64().unwrap(),
+                    r["unit"].as_str().unwrap(),
+                    r["note"].as_str().unwrap()
+                );
+            }
+        }
     }
 }
 
@@ -52,7 +62,7 @@ fn task_write(run: RunId, t: u64, art: &ArtifactRecord) -> TaskWrite {
     TaskWrite { artifacts: Some(vec![art.clone()]), ..TaskWrite::new(rec) }
 }
 
-async fn record_writes(root: &Path, n: u64) -> Vec<Row> {
+async fn record_writes(root: &Path, n: u64) -> Vec<Value> {
     let store = Store::open_fs(root).unwrap();
     let enc = codec::encode(&42u64).unwrap();
     let size = enc.bytes.len() as u64;
@@ -90,15 +100,12 @@ async fn record_writes(root: &Path, n: u64) -> Vec<Row> {
         h.await.unwrap();
     }
     let el = start.elapsed();
-    rows.push(Row {
-        what: format!("task records, 1 per call, {callers} callers ({n} tasks + {n} artifact rows)"),
-        value: format!(
-            "{:>10.0} records/s  ({:.2} µs each, {:.2} s)",
-            n as f64 / el.as_secs_f64(),
-            el.as_micros() as f64 / n as f64,
-            el.as_secs_f64()
-        ),
-    });
+    rows.push(row(
+        format!("task records, 1 per call, {callers} callers"),
+        n as f64 / el.as_secs_f64(),
+        "records/s",
+        format!("{n} tasks + {n} artifact rows; {:.2} µs each", el.as_micros() as f64 / n as f64),
+    ));
 
     // Batches of 1000 per call.
     let run = RunRecord::new(FlowName::new("bench").unwrap(), RunId::generate());
@@ -111,14 +118,12 @@ async fn record_writes(root: &Path, n: u64) -> Vec<Row> {
         store.records.write_tasks(batch).await.unwrap();
     }
     let el = start.elapsed();
-    rows.push(Row {
-        what: format!("task records, batches of 1000 ({n} tasks)"),
-        value: format!(
-            "{:>10.0} records/s  ({:.2} µs each)",
-            n as f64 / el.as_secs_f64(),
-            el.as_micros() as f64 / n as f64
-        ),
-    });
+    rows.push(row(
+        "task records, batches of 1,000",
+        n as f64 / el.as_secs_f64(),
+        "records/s",
+        format!("{n} tasks; {:.2} µs each", el.as_micros() as f64 / n as f64),
+    ));
 
     // One caller, one write at a time: the latency of a lone commit.
     let run = RunRecord::new(FlowName::new("bench").unwrap(), RunId::generate());
@@ -129,14 +134,12 @@ async fn record_writes(root: &Path, n: u64) -> Vec<Row> {
         store.records.write_tasks(vec![task_write(run.id, i, &art)]).await.unwrap();
     }
     let el = start.elapsed();
-    rows.push(Row {
-        what: "task records, 1 caller awaiting each (commit latency)".into(),
-        value: format!(
-            "{:>10.0} records/s  ({:.1} µs each)",
-            m as f64 / el.as_secs_f64(),
-            el.as_micros() as f64 / m as f64
-        ),
-    });
+    rows.push(row(
+        "task records, 1 caller awaiting each",
+        m as f64 / el.as_secs_f64(),
+        "records/s",
+        format!("commit latency {:.1} µs", el.as_micros() as f64 / m as f64),
+    ));
     rows
 }
 
@@ -173,20 +176,15 @@ fn dir_bytes(p: &Path) -> u64 {
     total
 }
 
-fn mbps(bytes: u64, d: Duration) -> String {
-    format!("{:>8.0} MB/s", bytes as f64 / 1e6 / d.as_secs_f64())
+fn mb_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / 1e6 / d.as_secs_f64()
 }
 
-async fn blob_throughput(root: &Path, mib: u64) -> Vec<Row> {
-    let bytes = mib * 1024 * 1024;
-    let mut rows = Vec::new();
-    std::fs::create_dir_all(root).unwrap();
-
-    // Baseline: plain sequential write of the same bytes, fsynced.
-    let plain = root.join("plain.bin");
+/// Plain sequential write of `bytes` noise bytes to a new file, fsynced; then removed.
+async fn plain_write(path: &Path, bytes: u64) -> Duration {
     let start = Instant::now();
     {
-        let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&plain).unwrap());
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
         let mut r = NoiseReader { left: bytes, state: 7 };
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -198,10 +196,35 @@ async fn blob_throughput(root: &Path, mib: u64) -> Vec<Row> {
         }
         f.into_inner().unwrap().sync_all().unwrap();
     }
-    let plain_t = start.elapsed();
-    std::fs::remove_file(&plain).unwrap();
+    let t = start.elapsed();
+    std::fs::remove_file(path).unwrap();
+    t
+}
+
+/// Resets the process's peak RSS (Linux: `5` to `/proc/self/clear_refs`); false if it cannot.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(line["VmHWM:".len()..].split_whitespace().next()?.parse::<f64>().ok()? / 1024.0)
+}
+
+async fn blob_throughput(root: &Path, mib: u64) -> Vec<Value> {
+    let bytes = mib * 1024 * 1024;
+    let mut rows = Vec::new();
+    std::fs::create_dir_all(root).unwrap();
+    let plain = root.join("plain.bin");
+
+    // Baseline: a plain sequential write of the same bytes, fsynced, measured before
+    // and after the store's writes; the faster of the two is the baseline, so neither
+    // a cold start nor the store's leftover writeback flatters the store.
+    let plain_before = plain_write(&plain, bytes).await;
 
     let store = Store::open_fs(root.join("store")).unwrap();
+    let rss_reset = reset_peak_rss();
     let start = Instant::now();
     let (key, n) = store.blobs.put_stream(&mut NoiseReader { left: bytes, state: 7 }).await.unwrap();
     let put_t = start.elapsed();
@@ -221,6 +244,7 @@ async fn blob_throughput(root: &Path, mib: u64) -> Vec<Row> {
     }
     let get_t = start.elapsed();
     assert_eq!(read, bytes);
+    let peak = if rss_reset { peak_rss_mib() } else { None };
 
     let start = Instant::now();
     let (key2, _) = store.blobs.put_stream(&mut NoiseReader { left: bytes, state: 7 }).await.unwrap();
@@ -228,19 +252,44 @@ async fn blob_throughput(root: &Path, mib: u64) -> Vec<Row> {
     assert_eq!(key, key2);
     let used_after = dir_bytes(&root.join("store"));
 
-    rows.push(Row { what: format!("plain sequential write + fsync, {mib} MiB"), value: mbps(bytes, plain_t) });
-    rows.push(Row {
-        what: format!("blob put_stream (hash + write + fsync + rename), {mib} MiB"),
-        value: format!(
-            "{}  ({:.0}% of plain)",
-            mbps(bytes, put_t),
-            100.0 * plain_t.as_secs_f64() / put_t.as_secs_f64()
+    let plain_after = plain_write(&plain, bytes).await;
+    let plain_t = plain_before.min(plain_after);
+
+    rows.push(row(
+        format!("plain sequential write + fsync, {mib} MiB"),
+        mb_s(bytes, plain_t),
+        "MB/s",
+        format!(
+            "best of before/after the store ({:.0} and {:.0} MB/s)",
+            mb_s(bytes, plain_before),
+            mb_s(bytes, plain_after)
         ),
-    });
-    rows.push(Row { what: format!("blob get_stream (read + verify), {mib} MiB"), value: mbps(bytes, get_t) });
-    rows.push(Row {
-        what: "same value stored again (dedupe)".into(),
-        value: format!("{:>8} bytes added  ({:.2} s to hash)", used_after as i64 - used as i64, again_t.as_secs_f64()),
-    });
+    ));
+    rows.push(row(
+        format!("blob put_stream, {mib} MiB"),
+        mb_s(bytes, put_t),
+        "MB/s",
+        format!("hash + write + fsync + rename; {:.0}% of plain", 100.0 * plain_t.as_secs_f64() / put_t.as_secs_f64()),
+    ));
+    rows.push(row(
+        format!("blob get_stream, {mib} MiB"),
+        mb_s(bytes, get_t),
+        "MB/s",
+        "read + verify (from the page cache)",
+    ));
+    if let Some(peak) = peak {
+        rows.push(row(
+            format!("peak RSS while streaming {mib} MiB in and out"),
+            peak,
+            "MiB",
+            "VmHWM of the bench process, reset before put_stream",
+        ));
+    }
+    rows.push(row(
+        format!("same {mib} MiB stored again (dedupe)"),
+        used_after as f64 - used as f64,
+        "B added",
+        format!("{:.2} s to hash", again_t.as_secs_f64()),
+    ));
     rows
 }

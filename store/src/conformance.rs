@@ -17,6 +17,8 @@ use tokio::io::AsyncReadExt;
 
 use crate::*;
 
+pub use crate::conformance_plans::*;
+
 /// A store under test and whatever keeps it alive (a temp directory).
 #[derive(Debug)]
 pub struct Harness {
@@ -46,7 +48,9 @@ macro_rules! conformance_suite {
                 blob_round_trip_and_dedupe, blob_stream_round_trip, blob_missing, flows, run_create_update_conflict,
                 runs_newest_first_paged_and_filtered, run_tags, tasks_written_listed_and_paged, task_preconditions,
                 conditional_updates_under_concurrency, claims_under_concurrency, artifact_visibility_and_bulk_reads,
-                step_summaries_count_by_status, attempts_recorded, logs_in_order, missing_records, records_keep_all_fields);
+                step_summaries_count_by_status, attempts_recorded, logs_in_order, missing_records, records_keep_all_fields,
+                plans_versioned_by_content, plans_listed_and_activated_by_label, launches_claimed_once_under_concurrency,
+                launches_updated_conditionally_listed_and_adopted);
         }
     };
     (@tests $harness:expr; $($check:ident),+) => {

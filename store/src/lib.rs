@@ -1,12 +1,14 @@
 //! `braid-store`: where everything a run produces is kept.
 //!
-//! Two concerns, two traits:
+//! Three concerns, three traits:
 //! - [`BlobStore`]: content-addressed bytes (key = blake3 of the content), put and read
 //!   whole or as streams, every read verified against the key.
 //! - [`RecordStore`]: flows, runs, tasks, attempts, artifact tables, logs and claims,
 //!   with pagination and conditional writes ([`Precondition`]).
+//! - [`PlanStore`]: launch plans (versions, labels, activation) and the scheduler's
+//!   state: cursors, launches claimed at most once, heartbeats.
 //!
-//! A [`Store`] pairs the two. Backends: [`fs`] (the embedded default: SQLite records and
+//! A [`Store`] holds the three. Backends: [`fs`] (the embedded default: SQLite records and
 //! small blobs, larger blobs as files) and [`memory`]. The `conformance` feature exposes
 //! the suite every backend must pass.
 
@@ -14,16 +16,25 @@ mod blob;
 mod error;
 pub mod fs;
 pub mod memory;
+mod memory_plans;
+mod plan;
 mod record;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "conformance")]
+mod conformance_plans;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use blob::{BlobKey, BlobReader, BlobStore};
 pub use error::{Error, Result};
+pub use memory_plans::MemoryPlans;
+pub use plan::{
+    LAUNCH_CLAIM_SCOPE, LaunchKind, LaunchQuery, LaunchRecord, LaunchState, PlanDraft, PlanQuery, PlanRecord,
+    PlanSelector, PlanStore, PlanVersion, Registration, SchedulerRecord,
+};
 pub use record::{
     ArtifactRecord, AttemptRecord, ElementsRef, FlowRecord, ForeachFrame, INLINE_VALUE_MAX, LogLine, MAX_TASK_EVENTS,
     Page, Precondition, RecordStore, RunQuery, RunRecord, StepArtifact, StepSummary, TaskError, TaskEvent,
@@ -42,15 +53,19 @@ pub const MEMORY_LOCATION: &str = "memory:";
 pub struct Store {
     pub blobs: Arc<dyn BlobStore>,
     pub records: Arc<dyn RecordStore>,
+    /// Launch plans and the scheduler's state; shares the records' database.
+    pub plans: Arc<dyn PlanStore>,
     location: String,
 }
 
 impl Store {
     /// A fresh, empty store in memory.
     pub fn memory() -> Self {
+        let records: Arc<dyn RecordStore> = Arc::new(memory::MemoryRecords::default());
         Store {
             blobs: Arc::new(memory::MemoryBlobs::default()),
-            records: Arc::new(memory::MemoryRecords::default()),
+            plans: Arc::new(MemoryPlans::new(records.clone())),
+            records,
             location: MEMORY_LOCATION.into(),
         }
     }
@@ -59,7 +74,13 @@ impl Store {
     pub fn open_fs(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref();
         let (blobs, records) = fs::open(root)?;
-        Ok(Store { blobs: Arc::new(blobs), records: Arc::new(records), location: root.display().to_string() })
+        let plans = fs::FsPlans::new(&records);
+        Ok(Store {
+            blobs: Arc::new(blobs),
+            records: Arc::new(records),
+            plans: Arc::new(plans),
+            location: root.display().to_string(),
+        })
     }
 
     /// Opens the store at `location`: `memory:` or a directory path.

@@ -2,19 +2,21 @@
 //! run through the alias in `.cargo/config.toml`.
 //!
 //! - `ci`: what CI checks: formatting, clippy with warnings denied, the whole test suite.
-//! - `bench [--quick] [-- ARGS]`: builds in release mode and runs braid's benchmarks,
-//!   printing one table per benchmark.
+//! - `bench [--quick] [--json FILE] [--peer metaflow]`: builds braid's benchmarks in
+//!   release mode, runs them all and prints one table (see `bench.rs`).
+
+mod bench;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask <ci|bench [--quick]>";
+const USAGE: &str = "usage: cargo xtask <ci | bench [--quick] [--json FILE] [--peer metaflow]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
-        Some("bench") => bench(&args[1..]),
+        Some("bench") => bench::bench(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -59,22 +61,14 @@ fn ci() -> Result<(), String> {
     run("cargo test --workspace", test)
 }
 
-fn bench(args: &[String]) -> Result<(), String> {
-    let mut pass: Vec<String> = Vec::new();
-    for a in args {
-        match a.as_str() {
-            "--quick" => pass.push("--quick".into()),
-            "--" => {}
-            other => pass.push(other.to_owned()),
-        }
-    }
-    for (package, bench) in BENCHES {
-        let mut cmd = cargo();
-        cmd.args(["bench", "-p", package, "--bench", bench, "--"]).args(&pass);
-        run(&format!("{bench} benchmark (release)"), cmd)?;
-    }
-    Ok(())
-}
-
-/// Every benchmark `cargo xtask bench` runs, as (package, bench target).
-const BENCHES: &[(&str, &str)] = &[("braid-store", "store"), ("braid-runtime", "progress")];
+/// Every benchmark `cargo xtask bench` runs, as (package, bench target), in this order.
+/// Each is a `harness = false` bench that takes `--quick` and `--json-out FILE` and
+/// writes its results there as a JSON array of rows `{section, name, value, unit, note}`
+/// (`section`: orchestration, store, client, progress or scheduler; `value` a number or
+/// null). A bench that writes no file has its printed output shown under the table.
+const BENCHES: &[(&str, &str)] = &[
+    ("braid-cli", "orchestration"),
+    ("braid-store", "store"),
+    ("braid-runtime", "progress"),
+    ("braid-runtime", "scheduler"),
+];

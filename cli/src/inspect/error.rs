@@ -17,6 +17,10 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    /// A command that could not do its work (exit code 1).
+    #[error("{0}")]
+    Failed(String),
+
     #[error("cannot write output: {0}")]
     Io(#[from] std::io::Error),
 

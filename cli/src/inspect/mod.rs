@@ -1,4 +1,5 @@
-//! The `braid` binary: read-only commands over a store, plus `tag`.
+//! The `braid` binary: read-only commands over a store, plus its writes: `tag`, and
+//! `plan activate|deactivate|launch` (a launch is a request a running scheduler starts).
 //!
 //! Every read command takes `--json` and then prints exactly one JSON document on
 //! stdout. Exit codes: 0 ok, 1 not found or another runtime error (one line on stderr),
@@ -10,6 +11,7 @@ mod error;
 mod json;
 mod logs;
 mod output;
+mod plan;
 mod show;
 mod tag;
 mod watch;
@@ -18,6 +20,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use braid_client::{Client, Pathspec, RunStatus, Tag};
+use braid_core::Label;
 use clap::{Args, Parser, Subcommand};
 
 pub use error::{Error, Result};
@@ -58,6 +61,13 @@ pub enum Command {
         /// Only runs with this tag.
         #[arg(long, value_parser = parse_tag)]
         tag: Option<Tag>,
+        /// Only runs with this name; a trailing `*` matches a prefix, e.g.
+        /// `data_sync_hourly_*` for every parameter set of a plan.
+        #[arg(long)]
+        name: Option<String>,
+        /// Only runs a launch plan started (its name, as recorded in the run's meta).
+        #[arg(long)]
+        plan: Option<String>,
         /// At most this many runs (0 for all).
         #[arg(long, default_value_t = 20)]
         limit: usize,
@@ -127,6 +137,56 @@ pub enum Command {
         #[command(subcommand)]
         action: TagAction,
     },
+    /// Launch plans: list, show, activate, deactivate, launch.
+    Plan {
+        #[command(subcommand)]
+        action: PlanAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlanAction {
+    /// List plans with version, active flag, schedule, parameter sets, labels, next tick.
+    List {
+        /// Only plans with this label (key=value); repeat to require several.
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<Label>,
+        /// Only plans of this flow.
+        #[arg(long)]
+        flow: Option<String>,
+    },
+    /// A plan: versions, schedule and its next ticks in the plan's time zone, inputs,
+    /// matrix, and the latest launches of each parameter set.
+    Show {
+        name: String,
+        /// How many next ticks to show.
+        #[arg(long, default_value_t = 5)]
+        ticks: usize,
+        /// How many recent launches per parameter set.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// Activate plans by name, or every plan with the labels (one atomic write). Ticks
+    /// start counting from now: ticks while a plan was inactive are not caught up.
+    Activate {
+        names: Vec<String>,
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<Label>,
+    },
+    /// Deactivate plans by name, or every plan with the labels (one atomic write).
+    Deactivate {
+        names: Vec<String>,
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<Label>,
+    },
+    /// Request a launch of a plan now: every parameter set, or those `--param` selects
+    /// for a matrix parameter (other `--param`s override defaults; fixed inputs cannot
+    /// be overridden). A running `scheduler` of the plan's flow starts it.
+    Launch {
+        name: String,
+        #[arg(long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +214,10 @@ fn parse_pathspec(s: &str) -> std::result::Result<Pathspec, String> {
 }
 
 fn parse_status(s: &str) -> std::result::Result<RunStatus, String> {
+    s.parse().map_err(|e: braid_core::Error| e.to_string())
+}
+
+fn parse_label(s: &str) -> std::result::Result<Label, String> {
     s.parse().map_err(|e: braid_core::Error| e.to_string())
 }
 
@@ -187,7 +251,10 @@ pub fn run(cli: Cli, out: &Out) -> Result<()> {
     let client = open(&cli.global)?;
     match cli.command {
         Command::Flows => show::flows(&client, out),
-        Command::Runs { flow, status, tag, limit } => show::runs(&client, out, flow.as_deref(), status, tag, limit),
+        Command::Runs { flow, status, tag, name, plan, limit } => {
+            let names = show::NameFilter { name, plan };
+            show::runs(&client, out, flow.as_deref(), status, tag, &names, limit)
+        }
         Command::Show { pathspec, index, lines } => show::show(&client, out, &pathspec, index, lines),
         Command::Artifact { pathspec, name, index, raw } => {
             artifact::artifact(&client, out, &pathspec, &name, index, raw)
@@ -201,6 +268,13 @@ pub fn run(cli: Cli, out: &Out) -> Result<()> {
         Command::Tag { action } => match action {
             TagAction::Add { run, tags } => tag::tag(&client, out, &run, &tags, &[]),
             TagAction::Remove { run, tags } => tag::tag(&client, out, &run, &[], &tags),
+        },
+        Command::Plan { action } => match action {
+            PlanAction::List { labels, flow } => plan::list(&client, out, &labels, flow.as_deref()),
+            PlanAction::Show { name, ticks, runs } => plan::show(&client, out, &name, ticks, runs),
+            PlanAction::Activate { names, labels } => plan::set_active(&client, out, &names, &labels, true),
+            PlanAction::Deactivate { names, labels } => plan::set_active(&client, out, &names, &labels, false),
+            PlanAction::Launch { name, params } => plan::launch(&client, out, &name, &params),
         },
     }
 }

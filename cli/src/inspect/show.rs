@@ -43,15 +43,56 @@ pub fn flows(client: &Client, out: &Out) -> Result<()> {
     out.table_out(&t)
 }
 
+/// Filters on what launched a run: its readable name and its launch plan.
+#[derive(Debug, Clone, Default)]
+pub struct NameFilter {
+    /// Exact, or a prefix when it ends with `*`.
+    pub name: Option<String>,
+    pub plan: Option<String>,
+}
+
+impl NameFilter {
+    fn is_set(&self) -> bool {
+        self.name.is_some() || self.plan.is_some()
+    }
+
+    fn matches(&self, r: &Run) -> bool {
+        let name_ok = match (&self.name, r.name()) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(want), Some(have)) => match want.strip_suffix('*') {
+                Some(prefix) => have.starts_with(prefix),
+                None => have == want,
+            },
+        };
+        let plan_ok = self.plan.as_ref().is_none_or(|p| r.meta().get("plan").and_then(Value::as_str) == Some(p));
+        name_ok && plan_ok
+    }
+
+    fn describe(&self) -> Vec<String> {
+        let mut parts = Vec::new();
+        if let Some(n) = &self.name {
+            parts.push(format!("name {n}"));
+        }
+        if let Some(p) = &self.plan {
+            parts.push(format!("plan {p}"));
+        }
+        parts
+    }
+}
+
 pub fn runs(
     client: &Client,
     out: &Out,
     flow: Option<&str>,
     status: Option<RunStatus>,
     tag: Option<Tag>,
+    names: &NameFilter,
     limit: usize,
 ) -> Result<()> {
-    let filter = RunFilter { status, tag, limit: (limit > 0).then_some(limit) };
+    let limit = (limit > 0).then_some(limit);
+    // Names live in the run records: with a name filter, read every run and keep the matches.
+    let filter = RunFilter { status, tag, limit: if names.is_set() { None } else { limit } };
     let all_flows = flow.is_none();
     let mut runs: Vec<Run> = match flow {
         Some(name) => client.flow(name)?.runs_matching(&filter)?,
@@ -62,30 +103,29 @@ pub fn runs(
             }
             // Run ids sort by creation time.
             all.sort_by_key(|r| std::cmp::Reverse(r.id()));
-            if let Some(limit) = filter.limit {
-                all.truncate(limit);
-            }
             all
         }
     };
+    if names.is_set() {
+        runs.retain(|r| names.matches(r));
+    }
+    if let Some(limit) = limit {
+        runs.truncate(limit);
+    }
     if out.json {
         return out.json(&Value::Array(runs.iter().map(json::run).collect()));
     }
     if runs.is_empty() {
         let what = flow.map_or("no runs".to_owned(), |f| format!("no runs of `{f}`"));
-        let filters = match (&filter.status, &filter.tag) {
-            (None, None) => String::new(),
-            (s, t) => {
-                let mut parts = Vec::new();
-                if let Some(s) = s {
-                    parts.push(format!("status {s}"));
-                }
-                if let Some(t) = t {
-                    parts.push(format!("tag {t}"));
-                }
-                format!(" with {}", parts.join(" and "))
-            }
-        };
+        let mut parts = Vec::new();
+        if let Some(s) = &filter.status {
+            parts.push(format!("status {s}"));
+        }
+        if let Some(t) = &filter.tag {
+            parts.push(format!("tag {t}"));
+        }
+        parts.extend(names.describe());
+        let filters = if parts.is_empty() { String::new() } else { format!(" with {}", parts.join(" and ")) };
         return out.line(&format!("{what}{filters}"));
     }
     let mut header = vec!["RUN"];

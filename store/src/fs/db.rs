@@ -113,6 +113,60 @@ CREATE TABLE IF NOT EXISTS claims (
     claimed_at  INTEGER NOT NULL,
     PRIMARY KEY (scope, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS plans (
+    name         TEXT PRIMARY KEY,
+    flow         TEXT NOT NULL,
+    version      INTEGER NOT NULL,
+    hash         TEXT NOT NULL,
+    spec         TEXT NOT NULL,
+    labels       TEXT NOT NULL,
+    active       INTEGER NOT NULL,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    active_since INTEGER,
+    cursor       INTEGER
+);
+CREATE TABLE IF NOT EXISTS plan_versions (
+    name        TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    hash        TEXT NOT NULL,
+    spec        TEXT NOT NULL,
+    labels      TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    PRIMARY KEY (name, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS plan_labels (
+    key    TEXT NOT NULL,
+    value  TEXT NOT NULL,
+    name   TEXT NOT NULL,
+    PRIMARY KEY (key, value, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS launches (
+    key         TEXT PRIMARY KEY,
+    plan        TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    flow        TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    tick        INTEGER NOT NULL,
+    set_key     TEXT NOT NULL,
+    params      TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    holder      TEXT,
+    run_id      TEXT,
+    status      TEXT,
+    note        TEXT,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS launches_by_plan ON launches (plan, set_key, tick);
+CREATE INDEX IF NOT EXISTS launches_by_tick ON launches (tick);
+CREATE INDEX IF NOT EXISTS launches_by_state ON launches (state, flow, tick);
+CREATE TABLE IF NOT EXISTS schedulers (
+    id       TEXT PRIMARY KEY,
+    info     TEXT NOT NULL,
+    seen_at  INTEGER NOT NULL
+);
 "#;
 
 /// Most jobs one transaction takes.
@@ -197,7 +251,16 @@ impl Db {
                 supported: SCHEMA_VERSION as u32,
             });
         }
-        if version < SCHEMA_VERSION {
+        // Tables added since a database was made (launch plans) are created on open:
+        // every statement of the schema is `IF NOT EXISTS`.
+        let missing_tables = version == SCHEMA_VERSION
+            && conn
+                .query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'launches'", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map_err(|e| db_err(path, "read schema", e))?
+                == 0;
+        if version < SCHEMA_VERSION || missing_tables {
             conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
                 .map_err(|e| db_err(path, "create schema", e))?;
         }

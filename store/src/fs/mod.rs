@@ -15,6 +15,7 @@
 
 mod blobs;
 mod db;
+mod plans;
 mod records;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub use blobs::{FsBlobs, INLINE_MAX};
+pub use plans::FsPlans;
 pub use records::FsRecords;
 
 use crate::blob::BlobKey;

@@ -1,0 +1,410 @@
+//! `braid plan list|show|activate|deactivate|launch`.
+//!
+//! `launch` records a launch request in the store (pending launches without a holder);
+//! the next pass of a running `scheduler` of the plan's flow starts them, within its
+//! poll interval (1 s by default). The `braid` binary never runs flow code itself.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use braid_client::{Client, LaunchQuery, LaunchRecord, PlanQuery, PlanRecord, Timestamp};
+use braid_core::{FlowName, Label, PlanName};
+use braid_runtime::plan::{self, LaunchPlan, PlanSpec};
+use braid_store::PlanSelector;
+use comfy_table::Cell;
+use serde_json::{Value, json};
+
+use super::error::{Error, Result};
+use super::output::{Out, cut, time, time_opt};
+
+/// How long a scheduler may be silent and still count as running.
+const LIVE: Duration = Duration::from_secs(30);
+
+fn zone(lp: Option<&LaunchPlan>) -> jiff::tz::TimeZone {
+    lp.and_then(|p| p.schedule()).map_or(jiff::tz::TimeZone::UTC, |s| s.time_zone())
+}
+
+/// A time in a plan's zone: `2026-03-02 09:00:00 EST`.
+fn local(t: jiff::Timestamp, tz: &jiff::tz::TimeZone) -> String {
+    t.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M:%S %Z").to_string()
+}
+
+fn labels_json(rec: &PlanRecord) -> Value {
+    let m: serde_json::Map<String, Value> =
+        rec.labels.iter().map(|l| (l.key.to_string(), json!(l.value.as_str()))).collect();
+    Value::Object(m)
+}
+
+fn labels_text(rec: &PlanRecord) -> String {
+    rec.labels.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(",")
+}
+
+fn ts_json(t: Option<Timestamp>) -> Value {
+    t.map_or(Value::Null, |t| json!(t.to_string()))
+}
+
+/// The next tick of an active plan, from now (or from its cursor if that is later).
+fn next_tick(rec: &PlanRecord, lp: Option<&LaunchPlan>) -> Option<jiff::Timestamp> {
+    if !rec.active {
+        return None;
+    }
+    let s = lp?.schedule()?;
+    let from = jiff::Timestamp::now().max(rec.cursor.map_or(jiff::Timestamp::UNIX_EPOCH, |c| c.to_jiff()));
+    s.next_after(from)
+}
+
+fn schedule_json(spec: Option<&PlanSpec>) -> Value {
+    match spec {
+        Some(PlanSpec { cron: Some(c), timezone, .. }) => {
+            json!({"cron": c, "timezone": timezone.as_deref().unwrap_or("UTC")})
+        }
+        Some(PlanSpec { every: Some(e), .. }) => json!({"every": e}),
+        _ => Value::Null,
+    }
+}
+
+fn plan_json(rec: &PlanRecord, lp: Option<&LaunchPlan>) -> Value {
+    let tz = zone(lp);
+    let next = next_tick(rec, lp);
+    let spec = lp.map(|p| p.spec());
+    json!({
+        "name": rec.name.as_str(),
+        "flow": rec.flow.as_str(),
+        "version": rec.version,
+        "active": rec.active,
+        "labels": labels_json(rec),
+        "description": spec.and_then(|s| s.description.clone()),
+        "schedule": schedule_json(spec),
+        "parameter_sets": lp.map(|p| p.parameter_sets().len()),
+        "concurrency": lp.map(|p| p.concurrency().to_string()),
+        "catch_up": spec.map(|s| json!(s.catch_up)),
+        "catch_up_limit": spec.and_then(|s| s.catch_up_limit),
+        "grace": spec.and_then(|s| s.grace.clone()),
+        "fixed": spec.map(|s| json!(s.fixed)),
+        "defaults": spec.map(|s| json!(s.defaults)),
+        "matrix": spec.map(|s| json!(s.matrix)),
+        "next_tick": next.map(|t| t.to_string()),
+        "next_tick_local": next.map(|t| t.to_zoned(tz.clone()).to_string()),
+        "created_at": rec.created_at.to_string(),
+        "updated_at": rec.updated_at.to_string(),
+        "active_since": ts_json(rec.active_since),
+        "cursor": ts_json(rec.cursor),
+    })
+}
+
+fn parse(rec: &PlanRecord) -> Option<LaunchPlan> {
+    LaunchPlan::from_json(&rec.spec).ok()
+}
+
+pub fn list(client: &Client, out: &Out, labels: &[Label], flow: Option<&str>) -> Result<()> {
+    let flows = match flow {
+        Some(f) => vec![FlowName::new(f).map_err(|e| Error::Usage(e.to_string()))?],
+        None => Vec::new(),
+    };
+    let plans = client.plans(&PlanQuery { flows, labels: labels.to_vec(), ..Default::default() })?;
+    let parsed: Vec<Option<LaunchPlan>> = plans.iter().map(parse).collect();
+    if out.json {
+        let v: Vec<Value> = plans.iter().zip(&parsed).map(|(r, p)| plan_json(r, p.as_ref())).collect();
+        return out.json(&Value::Array(v));
+    }
+    if plans.is_empty() {
+        let filter = if labels.is_empty() {
+            String::new()
+        } else {
+            format!(" with {}", labels.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(" and "))
+        };
+        return out.line(&format!(
+            "no launch plans{filter} in the store at {} (register some with the flow binary's `plans apply FILE`)",
+            client.location()
+        ));
+    }
+    let mut t = out.table(&["PLAN", "FLOW", "VERSION", "ACTIVE", "SCHEDULE", "SETS", "LABELS", "NEXT TICK"]);
+    for (r, p) in plans.iter().zip(&parsed) {
+        let tz = zone(p.as_ref());
+        t.add_row(vec![
+            Cell::new(r.name.as_str()),
+            Cell::new(r.flow.as_str()),
+            Cell::new(r.version),
+            Cell::new(if r.active { "yes" } else { "no" }),
+            Cell::new(p.as_ref().and_then(|p| p.schedule()).map_or_else(|| "-".to_owned(), |s| s.describe())),
+            Cell::new(p.as_ref().map_or(0, |p| p.parameter_sets().len())),
+            Cell::new(labels_text(r)),
+            Cell::new(next_tick(r, p.as_ref()).map_or_else(|| "-".to_owned(), |n| local(n, &tz))),
+        ]);
+    }
+    out.table_out(&t)
+}
+
+fn launch_json(client: &Client, l: &LaunchRecord, tz: &jiff::tz::TimeZone) -> Value {
+    let status = run_status(client, l);
+    json!({
+        "tick": l.tick.to_string(),
+        "tick_local": l.tick.to_jiff().to_zoned(tz.clone()).to_string(),
+        "kind": l.kind.as_str(),
+        "version": l.version,
+        "state": l.state.as_str(),
+        "name": l.name,
+        "run": l.run.map(|r| r.to_string()),
+        "pathspec": l.run.map(|r| format!("{}/{r}", l.flow)),
+        "status": status,
+        "note": l.note,
+    })
+}
+
+/// The run's status now (a started launch's run may have ended since).
+fn run_status(client: &Client, l: &LaunchRecord) -> Option<String> {
+    if let Some(s) = l.status {
+        return Some(s.as_str().to_owned());
+    }
+    let run = l.run?;
+    client.flow(l.flow.as_str()).and_then(|f| f.run_by_id(run)).ok().map(|r| r.status().as_str().to_owned())
+}
+
+pub fn show(client: &Client, out: &Out, name: &str, ticks: usize, runs: usize) -> Result<()> {
+    let rec = client.plan(name)?;
+    let lp = LaunchPlan::from_json(&rec.spec).map_err(|e| Error::Usage(e.to_string()))?;
+    let tz = zone(Some(&lp));
+    let versions = client.plan_versions(name)?;
+    let from = jiff::Timestamp::now().max(rec.cursor.map_or(jiff::Timestamp::UNIX_EPOCH, |c| c.to_jiff()));
+    let upcoming: Vec<jiff::Timestamp> = lp.schedule().map(|s| s.upcoming(from, ticks)).unwrap_or_default();
+    let plan_name = PlanName::new(name).map_err(|e| Error::Usage(e.to_string()))?;
+    let mut recent: Vec<(String, String, Vec<LaunchRecord>)> = Vec::new();
+    for set in lp.parameter_sets() {
+        let q = LaunchQuery {
+            plan: Some(plan_name.clone()),
+            set_key: Some(set.key.clone()),
+            limit: runs.max(1),
+            ..Default::default()
+        };
+        recent.push((set.key.clone(), set.run_name(lp.name()), client.launches(&q)?));
+    }
+    let pending = client
+        .launches(&LaunchQuery {
+            plan: Some(plan_name.clone()),
+            states: vec![braid_client::LaunchState::Pending],
+            limit: 100_000,
+            ..Default::default()
+        })?
+        .len();
+    if out.json {
+        let mut v = plan_json(&rec, Some(&lp));
+        if let Value::Object(m) = &mut v {
+            m.insert(
+                "versions".into(),
+                json!(
+                    versions
+                        .iter()
+                        .map(|v| json!({"version": v.version, "hash": v.hash, "created_at": v.created_at.to_string()}))
+                        .collect::<Vec<_>>()
+                ),
+            );
+            m.insert(
+                "next_ticks".into(),
+                json!(
+                    upcoming
+                        .iter()
+                        .map(|t| json!({"tick": t.to_string(), "local": t.to_zoned(tz.clone()).to_string()}))
+                        .collect::<Vec<_>>()
+                ),
+            );
+            let sets: Vec<Value> = lp
+                .parameter_sets()
+                .iter()
+                .zip(&recent)
+                .map(|(s, (_, run_name, launches))| {
+                    json!({
+                        "key": s.key,
+                        "values": s.values,
+                        "run_name": run_name,
+                        "recent": launches.iter().map(|l| launch_json(client, l, &tz)).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            m.insert("parameter_set_details".into(), json!(sets));
+            m.insert("pending_launches".into(), json!(pending));
+        }
+        return out.json(&v);
+    }
+    let spec = lp.spec();
+    let inputs = |m: &BTreeMap<String, Value>| {
+        if m.is_empty() {
+            "-".to_owned()
+        } else {
+            m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+        }
+    };
+    let mut rows = vec![
+        ("plan", rec.name.to_string()),
+        ("flow", rec.flow.to_string()),
+        ("version", format!("{} (of {}; updated {})", rec.version, versions.len(), time(rec.updated_at))),
+        (
+            "active",
+            if rec.active {
+                format!("yes, since {}", time_opt(rec.active_since))
+            } else {
+                "no (`braid plan activate` turns it on)".to_owned()
+            },
+        ),
+        ("schedule", lp.schedule().map_or_else(|| "none (manual launches only)".to_owned(), |s| s.describe())),
+        ("catch-up", lp.catch_up().to_string()),
+        ("concurrency", format!("{} (per parameter set)", lp.concurrency())),
+        ("labels", if rec.labels.is_empty() { "-".to_owned() } else { labels_text(&rec) }),
+        ("fixed", inputs(&spec.fixed)),
+        ("defaults", inputs(&spec.defaults)),
+    ];
+    if let Some(d) = &spec.description {
+        rows.insert(2, ("description", d.clone()));
+    }
+    if !spec.matrix.is_empty() {
+        let m = spec
+            .matrix
+            .iter()
+            .map(|(k, v)| format!("{k} = [{}]", v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")))
+            .collect::<Vec<_>>()
+            .join("; ");
+        rows.push(("matrix", m));
+    }
+    if let Some(c) = rec.cursor {
+        rows.push(("last tick", local(c.to_jiff(), &tz)));
+    }
+    if pending > 0 {
+        rows.push(("pending", format!("{pending} launch(es) waiting for a scheduler or their turn")));
+    }
+    out.fields(&rows)?;
+    if lp.schedule().is_some() {
+        out.heading(&format!(
+            "next ticks ({}){}",
+            tz.iana_name().unwrap_or("UTC"),
+            if rec.active { "" } else { ", if activated" }
+        ))?;
+        let mut text = String::new();
+        for t in &upcoming {
+            text.push_str(&format!("  {}\n", local(*t, &tz)));
+        }
+        out.print(&text)?;
+    }
+    out.heading(&format!("versions ({})", versions.len()))?;
+    let mut vt = out.table(&["VERSION", "REGISTERED", "HASH"]);
+    for v in &versions {
+        vt.add_row(vec![
+            Cell::new(v.version),
+            Cell::new(time(v.created_at)),
+            Cell::new(&v.hash[..12.min(v.hash.len())]),
+        ]);
+    }
+    out.table_out(&vt)?;
+    out.heading(&format!("parameter sets ({}) and their latest launches", lp.parameter_sets().len()))?;
+    let mut st = out.table(&["RUN NAME", "TICK", "KIND", "VERSION", "RUN", "STATUS"]);
+    for (_, run_name, launches) in &recent {
+        if launches.is_empty() {
+            st.add_row(vec![
+                Cell::new(run_name),
+                Cell::new("-"),
+                Cell::new("-"),
+                Cell::new("-"),
+                Cell::new("-"),
+                Cell::new("never launched"),
+            ]);
+        }
+        for l in launches {
+            let status = run_status(client, l).unwrap_or_else(|| l.state.as_str().to_owned());
+            let status = match (&l.note, l.state) {
+                (Some(n), braid_client::LaunchState::Skipped) => format!("skipped: {}", cut(n, 60)),
+                _ => status,
+            };
+            st.add_row(vec![
+                Cell::new(run_name),
+                Cell::new(local(l.tick.to_jiff(), &tz)),
+                Cell::new(l.kind.as_str()),
+                Cell::new(l.version),
+                Cell::new(l.run.map_or_else(|| "-".to_owned(), |r| format!("{}/{r}", l.flow))),
+                Cell::new(status),
+            ]);
+        }
+    }
+    out.table_out(&st)
+}
+
+fn selector(names: &[String], labels: &[Label]) -> Result<PlanSelector> {
+    match (names.is_empty(), labels.is_empty()) {
+        (false, true) => Ok(PlanSelector::Names(
+            names.iter().map(|n| PlanName::new(n).map_err(|e| Error::Usage(e.to_string()))).collect::<Result<_>>()?,
+        )),
+        (true, false) => Ok(PlanSelector::Labels(labels.to_vec())),
+        (true, true) => Err(Error::Usage("name the plans, or select them with --label key=value".into())),
+        (false, false) => Err(Error::Usage("give plan names or --label, not both".into())),
+    }
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Error::Runtime)?;
+    Ok(rt.block_on(f))
+}
+
+pub fn set_active(client: &Client, out: &Out, names: &[String], labels: &[Label], active: bool) -> Result<()> {
+    let sel = selector(names, labels)?;
+    let store = client.store();
+    let changed = block_on(plan::set_active(store, &sel, active, Timestamp::now()))?.map_err(plan_error)?;
+    let verb = if active { "activated" } else { "deactivated" };
+    if out.json {
+        let v: Vec<Value> = changed.iter().map(|(n, c)| json!({"plan": n.as_str(), "changed": c})).collect();
+        return out.json(&json!({"active": active, "plans": v}));
+    }
+    if changed.is_empty() {
+        let what = labels.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(" and ");
+        return out.line(&format!("no plan has {what}; nothing changed"));
+    }
+    let did: Vec<&str> = changed.iter().filter(|(_, c)| *c).map(|(n, _)| n.as_str()).collect();
+    let already: Vec<&str> = changed.iter().filter(|(_, c)| !*c).map(|(n, _)| n.as_str()).collect();
+    let mut line = format!("{verb} {} plan(s)", did.len());
+    if !did.is_empty() {
+        line.push_str(&format!(": {}", did.join(", ")));
+    }
+    if !already.is_empty() {
+        line.push_str(&format!(
+            " ({} already {}: {})",
+            already.len(),
+            if active { "active" } else { "inactive" },
+            already.join(", ")
+        ));
+    }
+    out.line(&line)
+}
+
+fn plan_error(e: plan::PlanError) -> Error {
+    if e.is_usage() { Error::Usage(e.to_string()) } else { Error::Failed(e.to_string()) }
+}
+
+pub fn launch(client: &Client, out: &Out, name: &str, params: &[String]) -> Result<()> {
+    let mut overrides = Vec::new();
+    for p in params {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| Error::Usage(format!("--param {p:?}: expected NAME=VALUE, e.g. --param site_id=site1")))?;
+        overrides.push((k.trim().to_owned(), v.to_owned()));
+    }
+    let (launches, live) =
+        block_on(plan::request_launch(client.store(), name, &overrides, jiff::Timestamp::now(), LIVE))?
+            .map_err(plan_error)?;
+    let flow = launches.first().map(|l| l.flow.to_string()).unwrap_or_default();
+    if out.json {
+        return out.json(&json!({
+            "plan": name,
+            "version": launches.first().map(|l| l.version),
+            "launches": launches.iter().map(|l| json!({"key": l.key, "name": l.name, "params": l.params})).collect::<Vec<_>>(),
+            "schedulers": live.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
+        }));
+    }
+    let names: Vec<&str> = launches.iter().map(|l| l.name.as_str()).collect();
+    out.line(&format!("requested {} launch(es) of plan {name}: {}", launches.len(), names.join(", ")))?;
+    if live.is_empty() {
+        out.note(&format!(
+            "note: no scheduler of flow `{flow}` is running; the launches wait until one starts (`<flow binary> scheduler`), or launch in-process with `<flow binary> plans launch {name}`"
+        ));
+    } else {
+        out.line(&format!(
+            "a running scheduler of flow `{flow}` starts them within a second; `braid plan show {name}` follows them"
+        ))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,243 @@
+#![allow(clippy::unwrap_used)]
+//! Launch plans end to end on an fs store: the flow binary's `plans apply`, `backfill`,
+//! `plans launch` and `scheduler --once` (through `flow_main_from`), and the `braid`
+//! binary's `plan list|show|activate|deactivate|launch` and `runs --name/--plan`, with
+//! the example plan file `cli/examples/sites.toml`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Output};
+
+use braid_runtime::{Flow, Param, ParamType};
+use serde_json::Value;
+
+/// The `sites` example's flow.
+fn data_sync() -> braid_runtime::Result<Flow> {
+    Flow::builder("data_sync")
+        .param(Param::new("site_id", ParamType::String))
+        .param(Param::new("full", ParamType::Bool).default(false))
+        .step("start", |ctx| async move {
+            let site: String = ctx.param("site_id")?;
+            ctx.set("site", &site)?;
+            Ok(())
+        })
+        .next("end")
+        .step("end", |_ctx| async move { Ok(()) })
+        .end()
+        .build()
+}
+
+fn sites_toml() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sites.toml")
+}
+
+fn flowbin(store: &Path, args: &[&str]) -> ExitCode {
+    let mut all = vec!["sites".to_owned(), "--store".into(), store.display().to_string()];
+    all.extend(args.iter().map(|s| (*s).to_owned()));
+    braid_cli::flow_main_from(all, vec![data_sync()])
+}
+
+fn braid(store: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_braid"))
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .env_remove("BRAID_STORE")
+        .output()
+        .unwrap()
+}
+
+fn braid_json(store: &Path, args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let out = braid(store, &a);
+    assert!(out.status.success(), "braid {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const FROM: &str = "2026-03-02T09:00";
+const TO: &str = "2026-03-02T12:00";
+
+#[test]
+fn apply_backfill_twice_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join(".braid");
+    let file = sites_toml();
+    let file = file.to_str().unwrap();
+    assert_eq!(flowbin(&store, &["plans", "apply", file]), ExitCode::SUCCESS);
+    assert_eq!(flowbin(&store, &["plans", "apply", file]), ExitCode::SUCCESS, "same content: a no-op");
+
+    let list = braid_json(&store, &["plan", "list"]);
+    let plans = list.as_array().unwrap();
+    assert_eq!(plans.len(), 1);
+    let p = &plans[0];
+    assert_eq!(p["name"], "data_sync_hourly");
+    assert_eq!(p["flow"], "data_sync");
+    assert_eq!(p["version"], 1);
+    assert_eq!(p["active"], true);
+    assert_eq!(p["labels"], serde_json::json!({"team": "sync"}));
+    assert_eq!(p["schedule"], serde_json::json!({"cron": "0 * * * *", "timezone": "America/New_York"}));
+    assert_eq!(p["parameter_sets"], 3);
+    assert!(p["next_tick_local"].as_str().unwrap().ends_with("[America/New_York]"));
+    assert_eq!(braid_json(&store, &["plan", "list", "--label", "team=other"]), serde_json::json!([]));
+    assert_eq!(braid_json(&store, &["plan", "list", "--label", "team=sync"]).as_array().unwrap().len(), 1);
+
+    // Three hours: 3 ticks x 3 sites.
+    assert_eq!(flowbin(&store, &["backfill", "data_sync_hourly", "--from", FROM, "--to", TO]), ExitCode::SUCCESS);
+    let runs = braid_json(&store, &["runs", "data_sync", "--limit", "0"]);
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 9);
+    let mut names: Vec<&str> = runs.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names, ["data_sync_hourly_site1", "data_sync_hourly_site2", "data_sync_hourly_site3"]);
+    assert!(runs.iter().all(|r| r["status"] == "succeeded" && r["meta"]["plan"] == "data_sync_hourly"));
+    let ticks: std::collections::BTreeSet<&str> = runs.iter().map(|r| r["meta"]["tick"].as_str().unwrap()).collect();
+    assert_eq!(
+        ticks.into_iter().collect::<Vec<_>>(),
+        ["2026-03-02T14:00:00Z", "2026-03-02T15:00:00Z", "2026-03-02T16:00:00Z"]
+    );
+
+    // The same backfill again launches none.
+    assert_eq!(flowbin(&store, &["backfill", "data_sync_hourly", "--from", FROM, "--to", TO]), ExitCode::SUCCESS);
+    assert_eq!(braid_json(&store, &["runs", "data_sync", "--limit", "0"]).as_array().unwrap().len(), 9);
+
+    // Names and plans filter runs.
+    let site1 = braid_json(&store, &["runs", "data_sync", "--name", "data_sync_hourly_site1"]);
+    assert_eq!(site1.as_array().unwrap().len(), 3);
+    let all = braid_json(&store, &["runs", "--name", "data_sync_hourly_*", "--limit", "0"]);
+    assert_eq!(all.as_array().unwrap().len(), 9);
+    assert_eq!(
+        braid_json(&store, &["runs", "--plan", "data_sync_hourly", "--limit", "4"]).as_array().unwrap().len(),
+        4
+    );
+    assert_eq!(braid_json(&store, &["runs", "--plan", "other"]), serde_json::json!([]));
+    let text = braid(&store, &["runs", "data_sync", "--name", "data_sync_hourly_site2"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("data_sync_hourly_site2"));
+
+    // `plan show`: versions, next ticks, recent launches per set.
+    let show = braid_json(&store, &["plan", "show", "data_sync_hourly", "--ticks", "3"]);
+    assert_eq!(show["versions"].as_array().unwrap().len(), 1);
+    assert_eq!(show["next_ticks"].as_array().unwrap().len(), 3);
+    let sets = show["parameter_set_details"].as_array().unwrap();
+    assert_eq!(sets.len(), 3);
+    assert_eq!(sets[0]["run_name"], "data_sync_hourly_site1");
+    assert_eq!(sets[0]["recent"].as_array().unwrap().len(), 3);
+    assert_eq!(sets[0]["recent"][0]["tick"], "2026-03-02T16:00:00Z");
+    assert_eq!(sets[0]["recent"][0]["status"], "succeeded");
+    assert_eq!(sets[0]["recent"][0]["kind"], "backfill");
+    let text = String::from_utf8_lossy(&braid(&store, &["plan", "show", "data_sync_hourly"]).stdout).into_owned();
+    assert!(text.contains("next ticks (America/New_York)") && text.contains("data_sync_hourly_site3"), "{text}");
+}
+
+#[test]
+fn versions_activation_and_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join(".braid");
+    let good = dir.path().join("plans.toml");
+    let write = |extra: &str| {
+        std::fs::write(
+            &good,
+            format!(
+                "[[plan]]\nname = \"a\"\nflow = \"data_sync\"\ncron = \"0 * * * *\"\nlabels = {{ team = \"sync\" }}\nfixed = {{ site_id = \"x\" }}\n{extra}\n\
+                 [[plan]]\nname = \"b\"\nflow = \"data_sync\"\nevery = \"15m\"\nlabels = {{ team = \"sync\" }}\nmatrix = {{ site_id = [\"p\", \"q\"] }}\n"
+            ),
+        )
+        .unwrap();
+    };
+    write("");
+    let path = good.to_str().unwrap();
+    assert_eq!(flowbin(&store, &["plans", "apply", path]), ExitCode::SUCCESS);
+    write("defaults = { full = true }");
+    assert_eq!(flowbin(&store, &["plans", "apply", path]), ExitCode::SUCCESS);
+    let list = braid_json(&store, &["plan", "list"]);
+    let versions: Vec<(String, i64)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap().to_owned(), p["version"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(versions, [("a".to_owned(), 2), ("b".to_owned(), 1)]);
+
+    // Both by label, in one write.
+    let off = braid_json(&store, &["plan", "deactivate", "--label", "team=sync"]);
+    assert_eq!(off["plans"].as_array().unwrap().len(), 2);
+    assert!(braid_json(&store, &["plan", "list"]).as_array().unwrap().iter().all(|p| p["active"] == false));
+    let on = braid_json(&store, &["plan", "activate", "b"]);
+    assert_eq!(on["plans"], serde_json::json!([{"plan": "b", "changed": true}]));
+    let out = braid(&store, &["plan", "activate", "b", "ghost"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("`ghost`"), "{}", stderr(&out));
+    let out = braid(&store, &["plan", "activate"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    // A bad file registers nothing and names the bad plan; exit 2.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[plan]]\nname = \"c\"\nflow = \"data_sync\"\nfixed = { site_id = \"x\" }\n\
+         [[plan]]\nname = \"d\"\nflow = \"data_sync\"\ncron = \"0 * * *\"\nmatrix = { site_id = [1] }\n",
+    )
+    .unwrap();
+    assert_eq!(flowbin(&store, &["plans", "apply", bad.to_str().unwrap()]), ExitCode::from(2));
+    let names: Vec<String> = braid_json(&store, &["plan", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(flowbin(&store, &["plans", "apply", "--dry-run", bad.to_str().unwrap()]), ExitCode::from(2));
+    assert_eq!(flowbin(&store, &["plans", "apply", "/nonexistent/plans.toml"]), ExitCode::from(2));
+}
+
+#[test]
+fn manual_launches_and_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join(".braid");
+    assert_eq!(flowbin(&store, &["plans", "apply", sites_toml().to_str().unwrap()]), ExitCode::SUCCESS);
+
+    // In-process: one site, a default overridden.
+    let code =
+        flowbin(&store, &["plans", "launch", "data_sync_hourly", "--param", "site_id=site2", "--param", "full=true"]);
+    assert_eq!(code, ExitCode::SUCCESS);
+    let runs = braid_json(&store, &["runs", "data_sync"]);
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+    assert_eq!(runs[0]["name"], "data_sync_hourly_site2");
+    assert_eq!(runs[0]["params"]["full"], true);
+    assert_eq!(runs[0]["meta"]["launch"], "manual");
+
+    // Recorded by `braid`, started by the next scheduler pass.
+    let req = braid_json(&store, &["plan", "launch", "data_sync_hourly", "--param", "site_id=site3"]);
+    assert_eq!(req["launches"].as_array().unwrap().len(), 1);
+    assert_eq!(req["schedulers"], serde_json::json!([]));
+    let text = braid(&store, &["plan", "launch", "data_sync_hourly"]);
+    assert!(text.status.success());
+    assert!(stderr(&text).contains("no scheduler of flow `data_sync` is running"), "{}", stderr(&text));
+    assert_eq!(flowbin(&store, &["scheduler", "--once"]), ExitCode::SUCCESS);
+    let runs = braid_json(&store, &["runs", "data_sync"]);
+    assert_eq!(runs.as_array().unwrap().len(), 5, "1 in-process + 1 + 3 requested");
+
+    // Usage errors: exit 2, with what to do.
+    let out = braid(&store, &["plan", "launch", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("`nope` is not registered") && stderr(&out).contains("data_sync_hourly"));
+    let out = braid(&store, &["plan", "launch", "data_sync_hourly", "--param", "site_id=site9"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no parameter set with site_id = \"site9\""), "{}", stderr(&out));
+    let out = braid(&store, &["plan", "show", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("launch plan `nope` not found"), "{}", stderr(&out));
+    let future = flowbin(&store, &["backfill", "data_sync_hourly", "--from", "2026-03-02", "--to", "2099-01-01"]);
+    assert_eq!(future, ExitCode::from(2));
+    assert_eq!(flowbin(&store, &["backfill", "nope", "--from", FROM, "--to", TO]), ExitCode::from(2));
+    assert_eq!(flowbin(&store, &["backfill", "data_sync_hourly", "--from", "noon", "--to", TO]), ExitCode::from(2));
+    assert_eq!(flowbin(&store, &["scheduler", "--max-runs", "0", "--once"]), ExitCode::from(2));
+    // Dry run: lists, claims nothing.
+    let dry = flowbin(&store, &["backfill", "data_sync_hourly", "--from", FROM, "--to", TO, "--dry-run"]);
+    assert_eq!(dry, ExitCode::SUCCESS);
+    assert_eq!(braid_json(&store, &["runs", "data_sync"]).as_array().unwrap().len(), 5);
+}

@@ -1,0 +1,674 @@
+//! Starting claimed launches: the concurrency policy per parameter set, the global
+//! limit on runs, and the bookkeeping that makes each launch start at most one run.
+//!
+//! A launch is claimed `pending` with this process as holder. To start it, the run
+//! record is created first (so its id is known), then the launch moves `pending ->
+//! started` with that id by a conditional update that only its holder can make. A holder
+//! that lost its launch (another scheduler adopted it because this one looked dead)
+//! cancels the run it prepared, which never executed. When the run ends the launch
+//! moves to `finished` with the run's status.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use braid_core::{FlowName, PlanName, RunId, RunStatus, Timestamp};
+use braid_store::{LaunchKind, LaunchQuery, LaunchRecord, LaunchState, SchedulerRecord, Store};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::error::PlanResult;
+use super::model::{Concurrency, LaunchPlan};
+use crate::executor::{PreparedRun, RunOptions};
+use crate::flow::Flow;
+
+/// The time a scheduler sees. Injected in tests, so DST days and missed ticks are tested
+/// without waiting.
+pub trait Clock: Send + Sync + fmt::Debug {
+    fn now(&self) -> jiff::Timestamp;
+}
+
+/// The system's clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::now()
+    }
+}
+
+/// A clock that moves only when told to.
+#[derive(Debug)]
+pub struct ManualClock {
+    now: Mutex<jiff::Timestamp>,
+}
+
+impl ManualClock {
+    pub fn new(start: jiff::Timestamp) -> Self {
+        ManualClock { now: Mutex::new(start) }
+    }
+
+    pub fn set(&self, t: jiff::Timestamp) {
+        *self.now.lock().unwrap_or_else(|e| e.into_inner()) = t;
+    }
+
+    pub fn advance(&self, d: Duration) {
+        let mut now = self.now.lock().unwrap_or_else(|e| e.into_inner());
+        *now = now.checked_add(jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX)).unwrap_or(*now);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> jiff::Timestamp {
+        *self.now.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What a scheduler, a backfill or a manual launch did, as it happens.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LaunchEvent {
+    /// A run started: `flow/run`, its name, the tick.
+    Started { launch: String, pathspec: String, name: String, tick: jiff::Timestamp },
+    /// A run ended.
+    Finished { launch: String, pathspec: String, name: String, status: RunStatus, error: Option<String> },
+    /// A launch was not started, on purpose or because its run could not be created.
+    Skipped { launch: String, name: String, tick: jiff::Timestamp, reason: String },
+    /// Missed ticks left out by the catch-up policy.
+    MissedTicks { plan: PlanName, skipped: usize, policy: String },
+}
+
+/// How a launch this process handled ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchOutcome {
+    pub key: String,
+    pub plan: PlanName,
+    pub name: String,
+    pub tick: jiff::Timestamp,
+    pub flow: FlowName,
+    pub run: Option<RunId>,
+    /// `None` while the run goes; `Skipped` launches have none.
+    pub status: Option<RunStatus>,
+    pub state: LaunchState,
+    pub note: Option<String>,
+}
+
+/// Settings shared by schedulers and one-off launchers.
+#[derive(Debug, Clone)]
+pub struct DispatchOptions {
+    /// Runs going at once in this process, over every plan (the global limit).
+    pub max_runs: usize,
+    /// `max_workers` of each run.
+    pub run_workers: usize,
+    /// How often this process says it is alive.
+    pub heartbeat: Duration,
+    /// A holder silent for this long is dead: its pending launches are adopted.
+    pub dead_after: Duration,
+}
+
+impl Default for DispatchOptions {
+    fn default() -> Self {
+        DispatchOptions {
+            max_runs: 16,
+            run_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            heartbeat: Duration::from_secs(5),
+            dead_after: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Pending launches this process holds, by (tick, key).
+    queue: BTreeMap<(Timestamp, String), LaunchRecord>,
+    /// Runs of this process going, per (plan, parameter set).
+    active: HashMap<(PlanName, String), usize>,
+    /// Runs started and not ended.
+    running: usize,
+    /// Plans seen inactive by the last pass: their scheduled launches are skipped.
+    inactive: HashSet<PlanName>,
+    outcomes: Vec<LaunchOutcome>,
+    last_heartbeat: Option<jiff::Timestamp>,
+}
+
+/// Starts launches held by this process; see the module docs.
+pub(crate) struct Dispatcher {
+    pub(crate) store: Store,
+    pub(crate) flows: BTreeMap<FlowName, Arc<Flow>>,
+    pub(crate) id: String,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) opts: DispatchOptions,
+    permits: Arc<Semaphore>,
+    cancel: CancellationToken,
+    /// Set when this process stops: nothing new starts.
+    stopping: std::sync::atomic::AtomicBool,
+    state: Mutex<State>,
+    plans: Mutex<HashMap<(PlanName, u32), Arc<LaunchPlan>>>,
+    /// The concurrency policy of every plan version this process has seen.
+    policy: Mutex<HashMap<(PlanName, u32), Concurrency>>,
+    pub(crate) changed: Notify,
+    events: Option<tokio::sync::mpsc::UnboundedSender<LaunchEvent>>,
+    started_at: Timestamp,
+}
+
+impl fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dispatcher").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+/// Where launches happen: the store, the flows this process hosts, the clock it reads
+/// and where it reports what it does.
+#[derive(Debug, Clone)]
+pub struct LaunchEnv {
+    pub store: Store,
+    pub flows: Vec<Arc<Flow>>,
+    pub clock: Arc<dyn Clock>,
+    pub events: Option<tokio::sync::mpsc::UnboundedSender<LaunchEvent>>,
+    /// Cancelling it cancels the runs started here and starts nothing more (Ctrl-C).
+    pub cancel: CancellationToken,
+}
+
+impl LaunchEnv {
+    /// `flows` on `store`, on the system clock, reporting nothing.
+    pub fn new(store: Store, flows: Vec<Arc<Flow>>) -> Self {
+        LaunchEnv { store, flows, clock: Arc::new(SystemClock), events: None, cancel: CancellationToken::new() }
+    }
+
+    /// Reads this clock instead (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Sends every [`LaunchEvent`] here.
+    pub fn with_events(mut self, tx: tokio::sync::mpsc::UnboundedSender<LaunchEvent>) -> Self {
+        self.events = Some(tx);
+        self
+    }
+}
+
+/// A new id for a scheduler or launcher process: host, pid and a unique suffix.
+pub(crate) fn holder_id(role: &str) -> String {
+    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into());
+    format!("{role}@{host}:{}:{}", std::process::id(), RunId::generate())
+}
+
+fn ts(t: jiff::Timestamp) -> Timestamp {
+    Timestamp::from_jiff(t)
+}
+
+impl Dispatcher {
+    pub(crate) fn new(env: &LaunchEnv, role: &str, opts: DispatchOptions) -> Self {
+        let now = ts(env.clock.now());
+        Dispatcher {
+            store: env.store.clone(),
+            flows: env.flows.iter().map(|f| (f.name().clone(), f.clone())).collect(),
+            id: holder_id(role),
+            clock: env.clock.clone(),
+            permits: Arc::new(Semaphore::new(opts.max_runs.max(1))),
+            opts,
+            cancel: env.cancel.child_token(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            state: Mutex::new(State::default()),
+            plans: Mutex::new(HashMap::new()),
+            policy: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
+            events: env.events.clone(),
+            started_at: now,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn emit(&self, e: LaunchEvent) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(e);
+        }
+    }
+
+    pub(crate) fn now(&self) -> jiff::Timestamp {
+        self.clock.now()
+    }
+
+    pub(crate) fn flow_names(&self) -> Vec<FlowName> {
+        self.flows.keys().cloned().collect()
+    }
+
+    /// Says this process is alive (at most once per heartbeat interval unless forced).
+    pub(crate) async fn heartbeat(&self, force: bool) -> PlanResult<()> {
+        let now = self.now();
+        {
+            let mut s = self.lock();
+            let due = s.last_heartbeat.is_none_or(|last| {
+                now.duration_since(last) >= jiff::SignedDuration::try_from(self.opts.heartbeat).unwrap_or_default()
+            });
+            if !force && !due {
+                return Ok(());
+            }
+            s.last_heartbeat = Some(now);
+        }
+        let rec = SchedulerRecord {
+            id: self.id.clone(),
+            flows: self.flow_names(),
+            host: std::env::var("HOSTNAME").unwrap_or_default(),
+            pid: std::process::id(),
+            started_at: self.started_at,
+            seen_at: ts(now),
+        };
+        Ok(self.store.plans.heartbeat(&rec).await?)
+    }
+
+    /// Ids of processes whose heartbeat is recent, this one included.
+    pub(crate) async fn live_holders(&self) -> PlanResult<Vec<String>> {
+        let cutoff = ts(self.now()).as_micros() - i64::try_from(self.opts.dead_after.as_micros()).unwrap_or(i64::MAX);
+        let mut live: Vec<String> = self
+            .store
+            .plans
+            .list_schedulers()
+            .await?
+            .into_iter()
+            .filter(|s| s.seen_at.as_micros() >= cutoff)
+            .map(|s| s.id)
+            .collect();
+        live.push(self.id.clone());
+        Ok(live)
+    }
+
+    pub(crate) fn set_inactive(&self, inactive: HashSet<PlanName>) {
+        self.lock().inactive = inactive;
+    }
+
+    fn policies(&self) -> HashMap<(PlanName, u32), Concurrency> {
+        self.policy.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Hands launches this process holds (won claims, adopted launches) to the queue,
+    /// after reading the concurrency policy of each plan version among them.
+    pub(crate) async fn enqueue(&self, launches: Vec<LaunchRecord>) {
+        let known = self.policies();
+        let wanted: HashSet<(PlanName, u32)> =
+            launches.iter().map(|l| (l.plan.clone(), l.version)).filter(|k| !known.contains_key(k)).collect();
+        for (plan, version) in wanted {
+            let c = match self.plan_version(&plan, version).await {
+                Ok(Some(p)) => p.concurrency(),
+                Ok(None) => Concurrency::Allow,
+                Err(e) => {
+                    tracing::warn!(plan = %plan, version, error = %e, "cannot read the plan's concurrency policy; allowing");
+                    Concurrency::Allow
+                }
+            };
+            self.policy.lock().unwrap_or_else(|e| e.into_inner()).insert((plan, version), c);
+        }
+        let mut s = self.lock();
+        for l in launches {
+            s.queue.insert((l.tick, l.key.clone()), l);
+        }
+    }
+
+    pub(crate) fn queued(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    pub(crate) fn running(&self) -> usize {
+        self.lock().running
+    }
+
+    pub(crate) fn take_outcomes(&self) -> Vec<LaunchOutcome> {
+        std::mem::take(&mut self.lock().outcomes)
+    }
+
+    /// The plan version a launch was claimed with (cached).
+    pub(crate) async fn plan_version(&self, name: &PlanName, version: u32) -> PlanResult<Option<Arc<LaunchPlan>>> {
+        if let Some(p) = self.plans.lock().unwrap_or_else(|e| e.into_inner()).get(&(name.clone(), version)) {
+            return Ok(Some(p.clone()));
+        }
+        let Some(v) = self.store.plans.get_plan_version(name, version).await? else {
+            return Ok(None);
+        };
+        let plan = Arc::new(LaunchPlan::from_json(&v.spec)?);
+        self.plans.lock().unwrap_or_else(|e| e.into_inner()).insert((name.clone(), version), plan.clone());
+        Ok(Some(plan))
+    }
+
+    pub(crate) fn cache_plan(&self, version: u32, plan: Arc<LaunchPlan>) {
+        self.policy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((plan.name().clone(), version), plan.concurrency());
+        self.plans.lock().unwrap_or_else(|e| e.into_inner()).insert((plan.name().clone(), version), plan);
+    }
+
+    /// Starts whatever the policies and the global limit allow, in tick order. (Boxed:
+    /// a run that ends dispatches again, from inside the task `dispatch` spawned.)
+    pub(crate) fn dispatch(self: &Arc<Self>) -> futures_util::future::BoxFuture<'static, PlanResult<()>> {
+        let this = self.clone();
+        Box::pin(async move { this.dispatch_now().await })
+    }
+
+    async fn dispatch_now(self: &Arc<Self>) -> PlanResult<()> {
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) || self.cancel.is_cancelled() {
+            return Ok(());
+        }
+        // Runs of other live processes count for skip and queue.
+        let mut elsewhere: HashSet<(PlanName, String)> = HashSet::new();
+        let strict = self.policies().values().any(|c| *c != Concurrency::Allow);
+        if strict && self.queued() > 0 {
+            let live = self.live_holders().await?;
+            let q = LaunchQuery {
+                states: vec![LaunchState::Started],
+                flows: self.flow_names(),
+                limit: 100_000,
+                ..Default::default()
+            };
+            for l in self.store.plans.list_launches(&q).await? {
+                if l.holder.as_ref().is_some_and(|h| h != &self.id && live.contains(h)) {
+                    elsewhere.insert((l.plan, l.set_key));
+                }
+            }
+        }
+        let policies = self.policies();
+        let mut start: Vec<(LaunchRecord, OwnedSemaphorePermit)> = Vec::new();
+        let mut skip: Vec<(LaunchRecord, String)> = Vec::new();
+        {
+            let mut guard = self.lock();
+            let st: &mut State = &mut guard;
+            // Sets with a launch ahead in the queue that stays: later ticks wait behind it.
+            let mut ahead: HashSet<(PlanName, String)> = HashSet::new();
+            let mut skips: Vec<((Timestamp, String), String)> = Vec::new();
+            let mut starts: Vec<((Timestamp, String), OwnedSemaphorePermit)> = Vec::new();
+            for (k, l) in st.queue.iter() {
+                let set = (l.plan.clone(), l.set_key.clone());
+                if l.kind == LaunchKind::Scheduled && st.inactive.contains(&l.plan) {
+                    skips.push((k.clone(), "the plan was deactivated before this tick launched".into()));
+                    continue;
+                }
+                let mut policy = policies.get(&(l.plan.clone(), l.version)).copied().unwrap_or_default();
+                // `skip` drops ticks that come due while a run goes; a backfill or a manual
+                // launch was asked for explicitly, so it waits its turn instead.
+                if policy == Concurrency::Skip && l.kind != LaunchKind::Scheduled {
+                    policy = Concurrency::Queue;
+                }
+                let busy = policy != Concurrency::Allow
+                    && (st.active.get(&set).is_some_and(|n| *n > 0)
+                        || elsewhere.contains(&set)
+                        || ahead.contains(&set));
+                match policy {
+                    Concurrency::Skip if busy => {
+                        let reason = "concurrency = \"skip\": the previous run of this parameter set was still going";
+                        skips.push((k.clone(), reason.into()));
+                        continue;
+                    }
+                    Concurrency::Queue if busy => {
+                        ahead.insert(set);
+                        continue;
+                    }
+                    _ => {}
+                }
+                // In tick order: when no run may start, later launches wait too.
+                let Ok(permit) = self.permits.clone().try_acquire_owned() else { break };
+                *st.active.entry(set.clone()).or_default() += 1;
+                st.running += 1;
+                ahead.insert(set);
+                starts.push((k.clone(), permit));
+            }
+            for (k, reason) in skips {
+                if let Some(l) = st.queue.remove(&k) {
+                    skip.push((l, reason));
+                }
+            }
+            for (k, permit) in starts {
+                if let Some(l) = st.queue.remove(&k) {
+                    start.push((l, permit));
+                }
+            }
+        }
+        for (l, reason) in skip {
+            self.skip(l, reason).await?;
+        }
+        for (l, permit) in start {
+            self.start(l, permit).await;
+        }
+        Ok(())
+    }
+
+    async fn skip(&self, mut l: LaunchRecord, reason: String) -> PlanResult<()> {
+        l.state = LaunchState::Skipped;
+        l.note = Some(reason.clone());
+        l.updated_at = ts(self.now());
+        if self.store.plans.update_launch(&l, LaunchState::Pending, Some(&self.id)).await? {
+            self.emit(LaunchEvent::Skipped {
+                launch: l.key.clone(),
+                name: l.name.clone(),
+                tick: l.tick.to_jiff(),
+                reason: reason.clone(),
+            });
+            self.record(&l, None);
+        }
+        Ok(())
+    }
+
+    fn record(&self, l: &LaunchRecord, status: Option<RunStatus>) {
+        self.lock().outcomes.push(LaunchOutcome {
+            key: l.key.clone(),
+            plan: l.plan.clone(),
+            name: l.name.clone(),
+            tick: l.tick.to_jiff(),
+            flow: l.flow.clone(),
+            run: l.run,
+            status,
+            state: l.state,
+            note: l.note.clone(),
+        });
+    }
+
+    fn release(&self, l: &LaunchRecord) {
+        let mut s = self.lock();
+        if let Some(n) = s.active.get_mut(&(l.plan.clone(), l.set_key.clone())) {
+            *n = n.saturating_sub(1);
+        }
+        s.running = s.running.saturating_sub(1);
+    }
+
+    async fn meta(&self, l: &LaunchRecord) -> serde_json::Map<String, Value> {
+        let tz = match self.plan_version(&l.plan, l.version).await {
+            Ok(Some(p)) => p.schedule().map(|s| s.time_zone()),
+            _ => None,
+        };
+        let tick = l.tick.to_jiff();
+        let set: Value = serde_json::from_str(&l.set_key).unwrap_or(Value::Null);
+        let mut m = serde_json::Map::new();
+        m.insert("plan".into(), json!(l.plan.as_str()));
+        m.insert("plan_version".into(), json!(l.version));
+        m.insert("tick".into(), json!(tick.to_string()));
+        if let Some(tz) = tz {
+            m.insert("tick_local".into(), json!(tick.to_zoned(tz).to_string()));
+        }
+        m.insert("parameter_set".into(), set);
+        m.insert("launch".into(), json!(l.kind.as_str()));
+        m.insert("launch_key".into(), json!(l.key));
+        m.insert("launched_by".into(), json!(self.id));
+        m
+    }
+
+    async fn start(self: &Arc<Self>, l: LaunchRecord, permit: OwnedSemaphorePermit) {
+        let Some(flow) = self.flows.get(&l.flow).cloned() else {
+            let note = format!("flow `{}` is not hosted by this process", l.flow);
+            self.fail_start(l, note).await;
+            return;
+        };
+        let opts = RunOptions {
+            param_values: l.params.clone(),
+            name: Some(l.name.clone()),
+            meta: self.meta(&l).await,
+            env_params: false,
+            max_workers: self.opts.run_workers.max(1),
+            cancel: self.cancel.child_token(),
+            ..Default::default()
+        };
+        let prepared = match PreparedRun::prepare(flow.clone(), self.store.clone(), opts).await {
+            Ok(p) => p,
+            Err(e) => {
+                let note = format!("could not start the run: {e}");
+                self.fail_start(l, note).await;
+                return;
+            }
+        };
+        let run_id = prepared.run_id();
+        let mut started = l.clone();
+        started.state = LaunchState::Started;
+        started.run = Some(run_id);
+        started.updated_at = ts(self.now());
+        let won = match self.store.plans.update_launch(&started, LaunchState::Pending, Some(&self.id)).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(launch = %l.key, error = %e, "cannot record a started launch");
+                false
+            }
+        };
+        if !won {
+            // Adopted by another process meanwhile: this run must not execute.
+            self.abandon(&flow, run_id).await;
+            self.release(&l);
+            self.changed.notify_waiters();
+            return;
+        }
+        let pathspec = format!("{}/{run_id}", l.flow);
+        self.emit(LaunchEvent::Started {
+            launch: l.key.clone(),
+            pathspec: pathspec.clone(),
+            name: l.name.clone(),
+            tick: l.tick.to_jiff(),
+        });
+        self.record(&started, None);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let (status, error) = match prepared.execute().await {
+                Ok(s) => (s.status, s.error),
+                Err(e) => (RunStatus::Failed, Some(e.to_string())),
+            };
+            let mut finished = started.clone();
+            finished.state = LaunchState::Finished;
+            finished.status = Some(status);
+            finished.note = error.clone();
+            finished.updated_at = ts(this.now());
+            if let Err(e) = this.store.plans.update_launch(&finished, LaunchState::Started, Some(&this.id)).await {
+                tracing::error!(launch = %finished.key, error = %e, "cannot record a finished launch");
+            }
+            {
+                let mut s = this.lock();
+                if let Some(o) = s.outcomes.iter_mut().find(|o| o.key == finished.key) {
+                    o.status = Some(status);
+                    o.state = LaunchState::Finished;
+                    o.note = error.clone();
+                }
+            }
+            this.emit(LaunchEvent::Finished {
+                launch: finished.key.clone(),
+                pathspec,
+                name: finished.name.clone(),
+                status,
+                error,
+            });
+            this.release(&finished);
+            drop(permit);
+            // What waited for this run (its set's next tick, a permit) may start now.
+            if let Err(e) = this.dispatch().await {
+                tracing::error!(error = %e, "dispatch after a run ended failed");
+            }
+            this.changed.notify_waiters();
+        });
+    }
+
+    /// Records a launch whose run could not be created.
+    async fn fail_start(&self, mut l: LaunchRecord, note: String) {
+        l.state = LaunchState::Finished;
+        l.status = Some(RunStatus::Failed);
+        l.note = Some(note.clone());
+        l.updated_at = ts(self.now());
+        if let Err(e) = self.store.plans.update_launch(&l, LaunchState::Pending, Some(&self.id)).await {
+            tracing::error!(launch = %l.key, error = %e, "cannot record a launch that failed to start");
+        }
+        self.emit(LaunchEvent::Skipped {
+            launch: l.key.clone(),
+            name: l.name.clone(),
+            tick: l.tick.to_jiff(),
+            reason: note,
+        });
+        self.record(&l, Some(RunStatus::Failed));
+        self.release(&l);
+        self.changed.notify_waiters();
+    }
+
+    /// Marks a prepared run that must not execute as cancelled.
+    async fn abandon(&self, flow: &Flow, run: RunId) {
+        let records = &self.store.records;
+        if let Ok(Some(mut r)) = records.get_run(flow.name(), run).await {
+            r.status = RunStatus::Cancelled;
+            r.ended_at = Some(Timestamp::now());
+            r.error = Some("not started: another scheduler took over this launch".into());
+            let _ = records.update_run(&r).await;
+        }
+    }
+
+    /// Dispatches until nothing runs and nothing queued can start, saying it is alive
+    /// meanwhile (so no scheduler adopts what this process still holds).
+    pub(crate) async fn drain(self: &Arc<Self>) -> PlanResult<()> {
+        struct AbortOnDrop(tokio::task::JoinHandle<()>);
+        impl Drop for AbortOnDrop {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
+        let this = self.clone();
+        let _beat = AbortOnDrop(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(this.opts.heartbeat).await;
+                if let Err(e) = this.heartbeat(true).await {
+                    tracing::warn!(error = %e, "cannot record a heartbeat");
+                }
+            }
+        }));
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            self.dispatch().await?;
+            if self.running() == 0 {
+                // Nothing runs: whatever is queued now can never start from here.
+                if self.queued() == 0 {
+                    return Ok(());
+                }
+                self.dispatch().await?;
+                if self.running() == 0 {
+                    return Ok(());
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Starts nothing new from now on (runs going are left alone).
+    pub(crate) fn stop_starting(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Cancels the runs of this process (and starts nothing new).
+    pub(crate) fn cancel_runs(&self) {
+        self.stop_starting();
+        self.cancel.cancel();
+    }
+
+    /// Lets go of pending launches (another scheduler adopts them at once) and removes
+    /// this process's heartbeat.
+    pub(crate) async fn shutdown(&self) -> PlanResult<u64> {
+        let released = self.store.plans.release_launches(&self.id).await?;
+        self.lock().queue.clear();
+        self.store.plans.remove_scheduler(&self.id).await?;
+        Ok(released)
+    }
+}

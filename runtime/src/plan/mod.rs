@@ -1,0 +1,45 @@
+//! Launch plans and the scheduler.
+//!
+//! A [`LaunchPlan`] binds a flow to fixed inputs (never overridden), default inputs, a
+//! matrix of parameter sets (or an explicit list), an optional schedule (cron in an IANA
+//! time zone, or a fixed rate), labels, a concurrency policy per parameter set and a
+//! catch-up policy. Plans come from code ([`LaunchPlan::builder`]) or TOML files
+//! ([`load_plan_file`]); [`register_plans`] validates a batch against the flows'
+//! parameters and registers all of it or none. Registering other content makes a new
+//! version; the same content is a no-op.
+//!
+//! The [`Scheduler`] serves the active plans of the flows it hosts. Every (plan, tick,
+//! parameter set) is claimed in the store before it launches, so it launches at most
+//! once across restarts, versions and concurrent schedulers; ticks missed while no
+//! scheduler ran follow the plan's catch-up policy. [`backfill`] launches the ticks of
+//! a past interval through the same claims. Manual launches run in-process
+//! ([`launch_now`]) or are recorded for a running scheduler ([`request_launch`]).
+//!
+//! Every launched run records `plan`, `plan_version`, `tick`, `parameter_set`, `launch`
+//! and `launch_key` in its meta, and gets the readable name `<plan>_<values>`, e.g.
+//! `data_sync_hourly_site1`.
+
+mod dispatch;
+mod error;
+mod file;
+mod launch;
+mod model;
+mod registry;
+mod schedule;
+mod scheduler;
+
+pub use dispatch::{Clock, DispatchOptions, LaunchEnv, LaunchEvent, LaunchOutcome, ManualClock, SystemClock};
+pub use error::{PlanError, PlanResult};
+pub use file::{load_plan_file, parse_plans};
+pub use launch::{
+    BackfillOptions, BackfillReport, backfill, get_plan, launch_key, launch_now, manual_launches, request_launch,
+};
+pub use model::{
+    CatchUp, CatchUpKind, Concurrency, DEFAULT_CATCH_UP_LIMIT, DEFAULT_GRACE, LaunchPlan, LaunchPlanBuilder,
+    MAX_PARAMETER_SETS, ParamSet, PlanSpec,
+};
+pub use registry::{
+    Registered, check_plans, label_selector, parse_time, register_plans, register_plans_at, set_active,
+};
+pub use schedule::{Schedule, format_duration, parse_duration};
+pub use scheduler::{PassReport, Scheduler, SchedulerOptions};

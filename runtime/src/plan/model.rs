@@ -1,0 +1,725 @@
+//! The launch plan: its serde form ([`PlanSpec`], what a TOML file and the store hold),
+//! the validated [`LaunchPlan`], its builder, and its parameter sets.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use braid_core::{FlowName, Label, LabelPart, ParamName, PlanName};
+use braid_dag::FlowSpec;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::error::{PlanError, PlanResult};
+use super::schedule::{Schedule, format_duration, parse_duration};
+
+/// Most parameter sets one plan may expand to.
+pub const MAX_PARAMETER_SETS: usize = 10_000;
+/// The catch-up limit when `catch_up = "all"` names none.
+pub const DEFAULT_CATCH_UP_LIMIT: u32 = 100;
+/// How late a tick may be and still launch under `catch_up = "none"`, by default.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(60);
+
+/// What happens to a tick of a parameter set whose previous run is still going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Concurrency {
+    /// Launch it anyway.
+    #[default]
+    Allow,
+    /// Do not launch it (the launch is recorded as skipped, with the reason).
+    Skip,
+    /// Launch it when the previous run ends, ticks in order.
+    Queue,
+}
+
+impl fmt::Display for Concurrency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Concurrency::Allow => "allow",
+            Concurrency::Skip => "skip",
+            Concurrency::Queue => "queue",
+        })
+    }
+}
+
+/// What a scheduler does with ticks that came due while no scheduler was running (or
+/// while it could not keep up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUpKind {
+    /// Skip missed ticks: launch only ticks at most `grace` late.
+    None,
+    /// Launch only the most recent missed tick.
+    #[default]
+    Latest,
+    /// Launch every missed tick, the most recent `catch_up_limit` of them, oldest first.
+    All,
+}
+
+/// The catch-up policy with its parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatchUp {
+    None { grace: Duration },
+    Latest,
+    All { limit: u32 },
+}
+
+impl fmt::Display for CatchUp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CatchUp::None { grace } => write!(f, "none (ticks up to {} late still launch)", format_duration(*grace)),
+            CatchUp::Latest => f.write_str("latest"),
+            CatchUp::All { limit } => write!(f, "all (up to {limit})"),
+        }
+    }
+}
+
+/// A launch plan as written in a TOML file (one `[[plan]]` table) and as stored: a flow,
+/// fixed inputs, default inputs, a matrix or explicit parameter sets, a schedule,
+/// labels and policies. Unknown keys are errors (a typo is not silently ignored).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSpec {
+    pub name: String,
+    pub flow: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A cron expression: 5 fields, or 6 with seconds first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    /// The IANA time zone of `cron` (default UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// A fixed rate instead of cron, e.g. `15m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<String>,
+    /// Inputs every run gets; a launch cannot override them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fixed: BTreeMap<String, Value>,
+    /// Inputs every run gets unless a manual launch overrides them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub defaults: BTreeMap<String, Value>,
+    /// Parameter -> values; one parameter set per combination (cartesian product).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub matrix: BTreeMap<String, Vec<Value>>,
+    /// Or an explicit list of parameter sets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parameter_sets: Vec<BTreeMap<String, Value>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Whether the plan is active when first registered (default true). Not part of
+    /// the plan's content: later, `braid plan activate|deactivate` owns the flag.
+    #[serde(default = "yes", skip_serializing)]
+    pub active: bool,
+    #[serde(default)]
+    pub concurrency: Concurrency,
+    #[serde(default)]
+    pub catch_up: CatchUpKind,
+    /// With `catch_up = "all"`: at most this many missed ticks (the most recent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up_limit: Option<u32>,
+    /// With `catch_up = "none"`: how late a tick may be and still launch (default 1m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One parameter set of a plan: its own values (the matrix combination or the explicit
+/// set), the claim key made of them, and the run name suffix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamSet {
+    /// Canonical JSON of `values`, e.g. `{"site_id":"site1"}`; `{}` for a plan without
+    /// a matrix.
+    pub key: String,
+    pub values: BTreeMap<String, Value>,
+}
+
+impl ParamSet {
+    fn new(values: BTreeMap<String, Value>) -> Self {
+        let key = canonical_json(&Value::Object(values.clone().into_iter().collect()));
+        ParamSet { key, values }
+    }
+
+    /// The readable run name: `<plan>_<values>` in parameter name order, e.g.
+    /// `data_sync_hourly_site1`; just the plan's name without values.
+    pub fn run_name(&self, plan: &PlanName) -> String {
+        let mut name = plan.to_string();
+        for v in self.values.values() {
+            name.push('_');
+            let text = match v {
+                Value::String(s) => s.clone(),
+                v => canonical_json(v),
+            };
+            name.extend(text.chars().map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '-' }));
+        }
+        name
+    }
+}
+
+/// JSON with object keys sorted at every depth, whatever serde_json's map order is.
+pub(crate) fn canonical_json(v: &Value) -> String {
+    fn sort(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let sorted: BTreeMap<&String, Value> = m.iter().map(|(k, v)| (k, sort(v))).collect();
+                let mut out = serde_json::Map::new();
+                for (k, v) in sorted {
+                    out.insert(k.clone(), v);
+                }
+                Value::Object(out)
+            }
+            Value::Array(a) => Value::Array(a.iter().map(sort).collect()),
+            v => v.clone(),
+        }
+    }
+    // Serializing a Value cannot fail (keys are strings).
+    serde_json::to_string(&sort(v)).unwrap_or_default()
+}
+
+/// A validated launch plan.
+#[derive(Debug, Clone)]
+pub struct LaunchPlan {
+    spec: PlanSpec,
+    name: PlanName,
+    flow: FlowName,
+    schedule: Option<Schedule>,
+    labels: BTreeSet<Label>,
+    catch_up: CatchUp,
+    sets: Vec<ParamSet>,
+}
+
+impl LaunchPlan {
+    /// Starts a plan for `flow` in code (for flows that compute their parameter sets).
+    pub fn builder(name: &str, flow: &str) -> LaunchPlanBuilder {
+        LaunchPlanBuilder {
+            spec: PlanSpec { name: name.to_owned(), flow: flow.to_owned(), active: true, ..Default::default() },
+            problems: Vec::new(),
+        }
+    }
+
+    /// Validates a spec on its own (names, schedule, labels, matrix, policies); the
+    /// flow's parameters are checked by [`LaunchPlan::check_flow`]. Every problem is
+    /// reported at once.
+    pub fn from_spec(spec: PlanSpec) -> PlanResult<LaunchPlan> {
+        Self::validate(spec).map_err(|(plan, problems)| PlanError::invalid(plan, &problems))
+    }
+
+    pub(crate) fn validate(mut spec: PlanSpec) -> Result<LaunchPlan, (String, Vec<String>)> {
+        let mut problems = Vec::new();
+        let shown = if spec.name.is_empty() { "(unnamed)".to_owned() } else { spec.name.clone() };
+        let name = PlanName::new(&spec.name).map_err(|e| problems.push(e.to_string())).ok();
+        let flow = FlowName::new(&spec.flow).map_err(|e| problems.push(format!("`flow`: {e}"))).ok();
+
+        let schedule = match (&spec.cron, &spec.every) {
+            (Some(_), Some(_)) => {
+                problems.push("give either `cron` or `every`, not both".into());
+                None
+            }
+            (Some(expr), None) => {
+                let tz = spec.timezone.clone().unwrap_or_else(|| "UTC".to_owned());
+                spec.timezone = Some(tz.clone());
+                Schedule::cron(expr, &tz).map_err(|e| problems.push(e)).ok().inspect(|s| {
+                    if let Schedule::Cron { expr, .. } = s {
+                        spec.cron = Some(expr.clone());
+                    }
+                })
+            }
+            (None, Some(every)) => {
+                if spec.timezone.is_some() {
+                    problems.push(
+                        "`timezone` applies to `cron`; a fixed rate (`every`) ticks on multiples of it since the Unix epoch (UTC)"
+                            .into(),
+                    );
+                }
+                match parse_duration(every) {
+                    Ok(d) => Schedule::every(d).map_err(|e| problems.push(e)).ok(),
+                    Err(e) => {
+                        problems.push(format!("`every`: {e}"));
+                        None
+                    }
+                }
+            }
+            (None, None) => {
+                if spec.timezone.is_some() {
+                    problems.push("`timezone` without `cron`: add a cron expression or drop the time zone".into());
+                }
+                None
+            }
+        };
+
+        let mut labels = BTreeSet::new();
+        for (k, v) in &spec.labels {
+            match (LabelPart::new(k), LabelPart::new(v)) {
+                (Ok(key), Ok(value)) => {
+                    labels.insert(Label { key, value });
+                }
+                (Err(e), _) | (_, Err(e)) => problems.push(format!("label {k}={v}: {e}")),
+            }
+        }
+
+        let grace = match &spec.grace {
+            Some(g) if spec.catch_up == CatchUpKind::None => match parse_duration(g) {
+                Ok(d) => d,
+                Err(e) => {
+                    problems.push(format!("`grace`: {e}"));
+                    DEFAULT_GRACE
+                }
+            },
+            Some(_) => {
+                problems.push("`grace` applies to `catch_up = \"none\"` only".into());
+                DEFAULT_GRACE
+            }
+            None => DEFAULT_GRACE,
+        };
+        let catch_up = match spec.catch_up {
+            CatchUpKind::None => CatchUp::None { grace },
+            CatchUpKind::Latest => CatchUp::Latest,
+            CatchUpKind::All => CatchUp::All { limit: spec.catch_up_limit.unwrap_or(DEFAULT_CATCH_UP_LIMIT) },
+        };
+        match spec.catch_up_limit {
+            Some(_) if spec.catch_up != CatchUpKind::All => {
+                problems.push("`catch_up_limit` applies to `catch_up = \"all\"` only".into());
+            }
+            Some(0) => problems.push("`catch_up_limit` must be at least 1".into()),
+            _ => {}
+        }
+
+        for (section, values) in [("fixed", &spec.fixed), ("defaults", &spec.defaults)] {
+            for (k, v) in values {
+                check_param_name(section, k, &mut problems);
+                check_toml_value(&format!("`{section}.{k}`"), v, &mut problems);
+            }
+        }
+        let sets = expand_sets(&spec, &mut problems);
+
+        let (Some(name), Some(flow), true) = (name, flow, problems.is_empty()) else {
+            return Err((shown, problems));
+        };
+        Ok(LaunchPlan { spec, name, flow, schedule, labels, catch_up, sets })
+    }
+
+    /// Checks the plan against its flow's parameters: each exists, each value has its
+    /// type, no parameter is given twice (fixed, default, matrix), and every required
+    /// parameter is covered. Returns every problem.
+    pub fn check_flow(&self, flow: &FlowSpec) -> Vec<String> {
+        let mut problems = Vec::new();
+        let declared = || {
+            if flow.params.is_empty() {
+                "none".to_owned()
+            } else {
+                flow.params.iter().map(|p| format!("`{}` ({})", p.name, p.ty)).collect::<Vec<_>>().join(", ")
+            }
+        };
+        let mut sources: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        let matrix_keys: BTreeSet<&String> = self.sets.iter().flat_map(|s| s.values.keys()).collect();
+        for k in self.spec.fixed.keys() {
+            sources.entry(k).or_default().push("fixed");
+        }
+        for k in self.spec.defaults.keys() {
+            sources.entry(k).or_default().push("defaults");
+        }
+        for k in &matrix_keys {
+            sources.entry(k).or_default().push(if self.spec.matrix.is_empty() { "parameter_sets" } else { "matrix" });
+        }
+        for (param, from) in &sources {
+            let Some(p) = flow.params.iter().find(|p| p.name.as_str() == *param) else {
+                problems.push(format!(
+                    "`{}.{param}`: flow `{}` has no parameter `{param}`; it declares: {}",
+                    from[0],
+                    flow.name,
+                    declared()
+                ));
+                continue;
+            };
+            if from.len() > 1 {
+                problems.push(format!(
+                    "parameter `{param}` is given in both `{}` and `{}`; keep it in one",
+                    from[0], from[1]
+                ));
+            }
+            let check = |what: String, v: &Value, problems: &mut Vec<String>| {
+                if let Err(e) = p.ty.check_value(&p.name, v) {
+                    problems.push(format!("{what}: {e}"));
+                }
+            };
+            if let Some(v) = self.spec.fixed.get(*param) {
+                check(format!("`fixed.{param}`"), v, &mut problems);
+            }
+            if let Some(v) = self.spec.defaults.get(*param) {
+                check(format!("`defaults.{param}`"), v, &mut problems);
+            }
+            if let Some(values) = self.spec.matrix.get(*param) {
+                for (i, v) in values.iter().enumerate() {
+                    check(format!("`matrix.{param}[{i}]`"), v, &mut problems);
+                }
+            }
+            for (i, set) in self.spec.parameter_sets.iter().enumerate() {
+                if let Some(v) = set.get(*param) {
+                    check(format!("`parameter_sets[{i}].{param}`"), v, &mut problems);
+                }
+            }
+        }
+        for p in flow.params.iter().filter(|p| p.is_required()) {
+            let name = p.name.as_str();
+            let everywhere = self.spec.fixed.contains_key(name)
+                || self.spec.defaults.contains_key(name)
+                || self.sets.iter().all(|s| s.values.contains_key(name));
+            if !everywhere {
+                let which = if self.spec.parameter_sets.is_empty() {
+                    String::new()
+                } else {
+                    let missing: Vec<String> = self
+                        .sets
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, s)| !s.values.contains_key(name))
+                        .map(|(i, _)| i.to_string())
+                        .collect();
+                    format!(" (missing from parameter_sets {})", missing.join(", "))
+                };
+                problems.push(format!(
+                    "flow `{}` requires parameter `{name}` ({}, no default) and the plan does not give it{which}; add it to `fixed`, `defaults` or the matrix",
+                    flow.name, p.ty
+                ));
+            }
+        }
+        problems
+    }
+
+    pub fn name(&self) -> &PlanName {
+        &self.name
+    }
+
+    pub fn flow(&self) -> &FlowName {
+        &self.flow
+    }
+
+    pub fn spec(&self) -> &PlanSpec {
+        &self.spec
+    }
+
+    pub fn schedule(&self) -> Option<&Schedule> {
+        self.schedule.as_ref()
+    }
+
+    pub fn labels(&self) -> &BTreeSet<Label> {
+        &self.labels
+    }
+
+    pub fn concurrency(&self) -> Concurrency {
+        self.spec.concurrency
+    }
+
+    pub fn catch_up(&self) -> CatchUp {
+        self.catch_up
+    }
+
+    /// Whether the plan is active when first registered.
+    pub fn initially_active(&self) -> bool {
+        self.spec.active
+    }
+
+    pub fn fixed(&self) -> &BTreeMap<String, Value> {
+        &self.spec.fixed
+    }
+
+    pub fn defaults(&self) -> &BTreeMap<String, Value> {
+        &self.spec.defaults
+    }
+
+    /// The parameter sets, in matrix order (the last parameter varies fastest) or as listed.
+    pub fn parameter_sets(&self) -> &[ParamSet] {
+        &self.sets
+    }
+
+    /// Every value a run of `set` starts with: fixed, then defaults, then the set's own.
+    /// Parameters the plan does not mention take the flow's defaults.
+    pub fn params_for(&self, set: &ParamSet) -> BTreeMap<String, Value> {
+        let mut out = self.spec.fixed.clone();
+        for (k, v) in self.spec.defaults.iter().chain(&set.values) {
+            out.insert(k.clone(), v.clone());
+        }
+        out
+    }
+
+    /// The content as stored: JSON without the initial `active` flag.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(&self.spec).unwrap_or(Value::Null)
+    }
+
+    /// A hash of the content: equal hashes, equal plans (re-registering is a no-op).
+    pub fn content_hash(&self) -> String {
+        blake3::hash(canonical_json(&self.to_json()).as_bytes()).to_hex()[..32].to_owned()
+    }
+
+    /// Reads a stored plan back.
+    pub fn from_json(value: &Value) -> PlanResult<LaunchPlan> {
+        let spec: PlanSpec = serde_json::from_value(value.clone()).map_err(|e| PlanError::Invalid {
+            plan: value.get("name").and_then(Value::as_str).unwrap_or("(unnamed)").to_owned(),
+            problems: format!("  - the stored plan does not parse ({e}); re-apply its plan file"),
+        })?;
+        Self::from_spec(spec)
+    }
+}
+
+fn check_param_name(section: &str, k: &str, problems: &mut Vec<String>) {
+    if let Err(e) = ParamName::new(k) {
+        problems.push(format!("`{section}`: {e}"));
+    }
+}
+
+/// TOML dates have no JSON form a flow could read; say so instead of passing a map.
+fn check_toml_value(what: &str, v: &Value, problems: &mut Vec<String>) {
+    let is_datetime = |v: &Value| v.as_object().is_some_and(|m| m.keys().any(|k| k.contains("toml_private_datetime")));
+    if is_datetime(v) || v.as_array().is_some_and(|a| a.iter().any(is_datetime)) {
+        problems.push(format!("{what}: TOML dates and times are not parameter values; quote them as a string"));
+    }
+}
+
+fn expand_sets(spec: &PlanSpec, problems: &mut Vec<String>) -> Vec<ParamSet> {
+    if !spec.matrix.is_empty() && !spec.parameter_sets.is_empty() {
+        problems
+            .push("give either `matrix` (every combination) or `parameter_sets` (an explicit list), not both".into());
+        return Vec::new();
+    }
+    if !spec.parameter_sets.is_empty() {
+        let mut sets = Vec::new();
+        let mut seen = BTreeMap::new();
+        for (i, values) in spec.parameter_sets.iter().enumerate() {
+            for (k, v) in values {
+                check_param_name(&format!("parameter_sets[{i}]"), k, problems);
+                check_toml_value(&format!("`parameter_sets[{i}].{k}`"), v, problems);
+            }
+            let set = ParamSet::new(values.clone());
+            if let Some(first) = seen.insert(set.key.clone(), i) {
+                problems.push(format!(
+                    "`parameter_sets[{i}]` repeats `parameter_sets[{first}]` ({}); each set launches once per tick, drop the copy",
+                    set.key
+                ));
+            }
+            sets.push(set);
+        }
+        if sets.len() > MAX_PARAMETER_SETS {
+            problems.push(format!("{} parameter sets, more than {MAX_PARAMETER_SETS}", sets.len()));
+        }
+        return sets;
+    }
+    let mut total: usize = 1;
+    for (k, values) in &spec.matrix {
+        check_param_name("matrix", k, problems);
+        if values.is_empty() {
+            problems.push(format!("`matrix.{k}` is empty; give at least one value or remove it"));
+        }
+        let mut seen = BTreeSet::new();
+        for v in values {
+            check_toml_value(&format!("`matrix.{k}`"), v, problems);
+            if !seen.insert(canonical_json(v)) {
+                problems
+                    .push(format!("`matrix.{k}` lists {} twice; each value launches once per tick", canonical_json(v)));
+            }
+        }
+        total = total.saturating_mul(values.len());
+    }
+    if total > MAX_PARAMETER_SETS {
+        problems.push(format!(
+            "the matrix expands to {total} parameter sets, more than {MAX_PARAMETER_SETS}; split the plan or use `parameter_sets`"
+        ));
+        return Vec::new();
+    }
+    let mut sets: Vec<BTreeMap<String, Value>> = vec![BTreeMap::new()];
+    for (k, values) in &spec.matrix {
+        let mut next = Vec::with_capacity(sets.len() * values.len());
+        for partial in &sets {
+            for v in values {
+                let mut s = partial.clone();
+                s.insert(k.clone(), v.clone());
+                next.push(s);
+            }
+        }
+        sets = next;
+    }
+    sets.into_iter().map(ParamSet::new).collect()
+}
+
+/// Declares a plan in code; `build` validates it like a plan file would.
+///
+/// ```
+/// use braid_runtime::plan::{Concurrency, LaunchPlan};
+/// let plan = LaunchPlan::builder("data_sync_hourly", "data_sync")
+///     .cron("0 * * * *", "America/New_York")
+///     .matrix("site_id", ["site1", "site2", "site3"])
+///     .default_input("full", false)
+///     .label("team", "sync")
+///     .concurrency(Concurrency::Skip)
+///     .build()
+///     .unwrap();
+/// assert_eq!(plan.parameter_sets().len(), 3);
+/// assert_eq!(plan.parameter_sets()[0].run_name(plan.name()), "data_sync_hourly_site1");
+/// ```
+#[derive(Debug, Clone)]
+pub struct LaunchPlanBuilder {
+    spec: PlanSpec,
+    problems: Vec<String>,
+}
+
+impl LaunchPlanBuilder {
+    fn value(&mut self, what: &str, v: impl Serialize) -> Value {
+        serde_json::to_value(v).unwrap_or_else(|e| {
+            self.problems.push(format!("{what}: cannot be made JSON: {e}"));
+            Value::Null
+        })
+    }
+
+    pub fn description(mut self, text: &str) -> Self {
+        self.spec.description = Some(text.to_owned());
+        self
+    }
+
+    /// A cron schedule (5 fields, or 6 with seconds) in an IANA time zone.
+    pub fn cron(mut self, expr: &str, timezone: &str) -> Self {
+        self.spec.cron = Some(expr.to_owned());
+        self.spec.timezone = Some(timezone.to_owned());
+        self
+    }
+
+    /// A fixed-rate schedule.
+    pub fn every(mut self, every: Duration) -> Self {
+        self.spec.every = Some(format_duration(every));
+        self
+    }
+
+    /// An input every run gets and no launch can override.
+    pub fn fixed(mut self, param: &str, value: impl Serialize) -> Self {
+        let v = self.value(&format!("fixed `{param}`"), value);
+        self.spec.fixed.insert(param.to_owned(), v);
+        self
+    }
+
+    /// An input every run gets unless a manual launch overrides it.
+    pub fn default_input(mut self, param: &str, value: impl Serialize) -> Self {
+        let v = self.value(&format!("default `{param}`"), value);
+        self.spec.defaults.insert(param.to_owned(), v);
+        self
+    }
+
+    /// A matrix dimension: one parameter set per combination of every dimension's values.
+    pub fn matrix<V: Serialize>(mut self, param: &str, values: impl IntoIterator<Item = V>) -> Self {
+        let values: Vec<Value> = values.into_iter().map(|v| self.value(&format!("matrix `{param}`"), v)).collect();
+        self.spec.matrix.insert(param.to_owned(), values);
+        self
+    }
+
+    /// An explicit parameter set (instead of a matrix).
+    pub fn parameter_set<V: Serialize>(mut self, values: impl IntoIterator<Item = (impl Into<String>, V)>) -> Self {
+        let mut set = BTreeMap::new();
+        for (k, v) in values {
+            let k = k.into();
+            let v = self.value(&format!("parameter set `{k}`"), v);
+            set.insert(k, v);
+        }
+        self.spec.parameter_sets.push(set);
+        self
+    }
+
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.spec.labels.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    pub fn concurrency(mut self, c: Concurrency) -> Self {
+        self.spec.concurrency = c;
+        self
+    }
+
+    pub fn catch_up(mut self, c: CatchUp) -> Self {
+        match c {
+            CatchUp::None { grace } => {
+                self.spec.catch_up = CatchUpKind::None;
+                self.spec.grace = (grace != DEFAULT_GRACE).then(|| format_duration(grace));
+                self.spec.catch_up_limit = None;
+            }
+            CatchUp::Latest => {
+                self.spec.catch_up = CatchUpKind::Latest;
+                self.spec.grace = None;
+                self.spec.catch_up_limit = None;
+            }
+            CatchUp::All { limit } => {
+                self.spec.catch_up = CatchUpKind::All;
+                self.spec.grace = None;
+                self.spec.catch_up_limit = Some(limit);
+            }
+        }
+        self
+    }
+
+    /// Whether the plan is active when first registered (default true).
+    pub fn active(mut self, active: bool) -> Self {
+        self.spec.active = active;
+        self
+    }
+
+    pub fn build(self) -> PlanResult<LaunchPlan> {
+        match LaunchPlan::validate(self.spec) {
+            Ok(p) if self.problems.is_empty() => Ok(p),
+            Ok(p) => Err(PlanError::invalid(p.name.to_string(), &self.problems)),
+            Err((name, mut problems)) => {
+                problems.extend(self.problems);
+                Err(PlanError::invalid(name, &problems))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn matrix_expands_to_the_cartesian_product_in_order() {
+        let p = LaunchPlan::builder("p", "f").matrix("b", [1, 2]).matrix("a", ["x", "y", "z"]).build().unwrap();
+        let names: Vec<String> = p.parameter_sets().iter().map(|s| s.run_name(p.name())).collect();
+        assert_eq!(names, ["p_x_1", "p_x_2", "p_y_1", "p_y_2", "p_z_1", "p_z_2"]);
+        assert_eq!(p.parameter_sets()[0].key, r#"{"a":"x","b":1}"#);
+        let none = LaunchPlan::builder("p", "f").build().unwrap();
+        assert_eq!(none.parameter_sets().len(), 1);
+        assert_eq!(none.parameter_sets()[0].key, "{}");
+        assert_eq!(none.parameter_sets()[0].run_name(none.name()), "p");
+    }
+
+    #[test]
+    fn run_names_stay_readable() {
+        let p = LaunchPlan::builder("p", "f").parameter_set([("s", json!("a b/c"))]).build().unwrap();
+        assert_eq!(p.parameter_sets()[0].run_name(p.name()), "p_a-b-c");
+    }
+
+    #[test]
+    fn hash_ignores_the_initial_active_flag_and_order() {
+        let a = LaunchPlan::builder("p", "f").label("x", "1").label("y", "2").active(false).build().unwrap();
+        let b = LaunchPlan::builder("p", "f").label("y", "2").label("x", "1").build().unwrap();
+        assert_eq!(a.content_hash(), b.content_hash());
+        let c = LaunchPlan::builder("p", "f").label("x", "1").build().unwrap();
+        assert_ne!(a.content_hash(), c.content_hash());
+        let back = LaunchPlan::from_json(&a.to_json()).unwrap();
+        assert_eq!(back.content_hash(), a.content_hash());
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let e = LaunchPlan::builder("1bad", "f")
+            .cron("0 * * *", "Nowhere/Land")
+            .matrix("site", Vec::<String>::new())
+            .catch_up(CatchUp::All { limit: 0 })
+            .label("team", "a b")
+            .build()
+            .unwrap_err()
+            .to_string();
+        for needle in ["launch plan name", "has 4 fields", "`matrix.site` is empty", "at least 1", "label team=a b"] {
+            assert!(e.contains(needle), "{needle:?} missing from {e}");
+        }
+    }
+}

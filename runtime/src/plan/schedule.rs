@@ -1,0 +1,252 @@
+//! Schedules: cron in an IANA time zone (croner on jiff), or a fixed rate; the ticks
+//! they produce, daylight saving time included.
+//!
+//! DST follows croner's (OCPS) rules, which match what people expect of cron:
+//! - a wall-clock time that does not exist (spring forward) runs at the first instant
+//!   after the gap: a 02:30 daily job runs at 03:00 that day, once;
+//! - a wall-clock time that happens twice (fall back) runs once, at the first of the two,
+//!   for a job pinned to a time of day; a job over every hour (`0 * * * *`) runs in both
+//!   real hours, as the hour does pass twice.
+//!
+//! Ticks are instants (UTC), so a claim key never depends on a zone's offset.
+
+use std::time::Duration;
+
+use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp, Zoned};
+
+/// A validated schedule.
+#[derive(Debug, Clone)]
+pub enum Schedule {
+    /// A cron expression (5 fields, or 6 with seconds first) in a time zone.
+    Cron { expr: String, tz_name: String, tz: TimeZone, cron: Box<Cron> },
+    /// Every `every`, on multiples of it since the Unix epoch (UTC): `15m` ticks at :00,
+    /// :15, :30 and :45 whatever the zone or the moment the plan was registered.
+    Every { every: Duration },
+}
+
+/// How a cron expression is wrong, in words that say how to fix it.
+pub(crate) fn parse_cron(expr: &str) -> Result<Cron, String> {
+    let trimmed = expr.trim();
+    let fields = trimmed.split_whitespace().count();
+    let nickname = trimmed.starts_with('@');
+    if !nickname && fields != 5 && fields != 6 {
+        return Err(format!(
+            "cron expression {expr:?} has {fields} fields; give 5 (minute hour day-of-month month day-of-week, e.g. \"0 * * * *\" for every hour) or 6 (seconds first, e.g. \"0 0 * * * *\")"
+        ));
+    }
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+        .parse(trimmed)
+        .map_err(|e| {
+            format!(
+                "cron expression {expr:?} does not parse: {e}; fields are minute (0-59), hour (0-23), day of month (1-31), month (1-12 or JAN-DEC), day of week (0-7 or SUN-SAT), with `*`, `,`, `-` and `/`, e.g. \"30 2 * * *\" for 02:30 every day"
+            )
+        })
+}
+
+pub(crate) fn parse_zone(name: &str) -> Result<TimeZone, String> {
+    TimeZone::get(name).map_err(|_| {
+        format!("time zone {name:?} is not an IANA time zone name; use one such as \"America/New_York\", \"Europe/Berlin\" or \"UTC\"")
+    })
+}
+
+/// Parses a duration such as `15m`, `1h 30m`, `90s` or `PT1H`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d: SignedDuration = text.trim().parse().map_err(|e| {
+        format!("duration {text:?} does not parse ({e}); write it like \"15m\", \"1h\", \"1h 30m\" or \"90s\"")
+    })?;
+    if d <= SignedDuration::ZERO {
+        return Err(format!("duration {text:?} must be positive"));
+    }
+    Duration::try_from(d).map_err(|e| format!("duration {text:?}: {e}"))
+}
+
+/// Prints a duration the way [`parse_duration`] reads it.
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    let parts: Vec<String> = [(s / 86_400, "d"), (s / 3600 % 24, "h"), (s / 60 % 60, "m"), (s % 60, "s")]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    if parts.is_empty() { format!("{}ms", d.as_millis()) } else { parts.join(" ") }
+}
+
+impl Schedule {
+    pub fn cron(expr: &str, tz_name: &str) -> Result<Schedule, String> {
+        let cron = parse_cron(expr)?;
+        let tz = parse_zone(tz_name)?;
+        Ok(Schedule::Cron {
+            expr: expr.split_whitespace().collect::<Vec<_>>().join(" "),
+            tz_name: tz_name.to_owned(),
+            tz,
+            cron: Box::new(cron),
+        })
+    }
+
+    pub fn every(every: Duration) -> Result<Schedule, String> {
+        if every < Duration::from_secs(1) {
+            return Err(format!("`every` must be at least 1s, not {}ms", every.as_millis()));
+        }
+        Ok(Schedule::Every { every })
+    }
+
+    /// The zone ticks are shown in: the cron's, or UTC for a fixed rate.
+    pub fn time_zone(&self) -> TimeZone {
+        match self {
+            Schedule::Cron { tz, .. } => tz.clone(),
+            Schedule::Every { .. } => TimeZone::UTC,
+        }
+    }
+
+    /// `cron "0 * * * *" in America/New_York` or `every 15m`.
+    pub fn describe(&self) -> String {
+        match self {
+            Schedule::Cron { expr, tz_name, .. } => format!("cron \"{expr}\" in {tz_name}"),
+            Schedule::Every { every } => format!("every {}", format_duration(*every)),
+        }
+    }
+
+    /// The first tick strictly after `t`.
+    pub fn next_after(&self, t: Timestamp) -> Option<Timestamp> {
+        match self {
+            Schedule::Cron { tz, cron, .. } => {
+                let z: Zoned = t.to_zoned(tz.clone());
+                cron.find_next_occurrence(&z, false).ok().map(|z| z.timestamp())
+            }
+            Schedule::Every { every } => {
+                let step = every.as_micros() as i128;
+                let us = t.as_microsecond() as i128;
+                let next = (us.div_euclid(step) + 1) * step;
+                Timestamp::from_microsecond(i64::try_from(next).ok()?).ok()
+            }
+        }
+    }
+
+    /// The last tick at or before `t`.
+    pub fn last_at_or_before(&self, t: Timestamp) -> Option<Timestamp> {
+        match self {
+            Schedule::Cron { tz, cron, .. } => {
+                let z: Zoned = t.to_zoned(tz.clone());
+                cron.find_previous_occurrence(&z, true).ok().map(|z| z.timestamp())
+            }
+            Schedule::Every { every } => {
+                let step = every.as_micros() as i128;
+                let us = t.as_microsecond() as i128;
+                Timestamp::from_microsecond(i64::try_from(us.div_euclid(step) * step).ok()?).ok()
+            }
+        }
+    }
+
+    /// The last tick strictly before `t`.
+    pub fn last_before(&self, t: Timestamp) -> Option<Timestamp> {
+        let just_before = t.checked_sub(SignedDuration::from_micros(1)).ok()?;
+        self.last_at_or_before(just_before)
+    }
+
+    /// Ticks in `[from, to)`, oldest first, at most `limit` (then `Err` with the limit).
+    pub fn ticks_between(&self, from: Timestamp, to: Timestamp, limit: usize) -> Result<Vec<Timestamp>, usize> {
+        let mut out = Vec::new();
+        let mut t = match from.checked_sub(SignedDuration::from_micros(1)) {
+            Ok(t) => t,
+            Err(_) => return Ok(out),
+        };
+        while let Some(next) = self.next_after(t) {
+            if next >= to {
+                break;
+            }
+            if out.len() == limit {
+                return Err(limit);
+            }
+            out.push(next);
+            t = next;
+        }
+        Ok(out)
+    }
+
+    /// Up to `n` ticks in `(after, upto]`, the most recent ones, oldest first; and
+    /// whether older ticks in that range were left out.
+    pub fn latest_ticks(&self, after: Timestamp, upto: Timestamp, n: usize) -> (Vec<Timestamp>, bool) {
+        let mut out = Vec::new();
+        let mut t = upto;
+        let mut more = false;
+        while let Some(tick) = self.last_at_or_before(t) {
+            if tick <= after {
+                break;
+            }
+            if out.len() == n {
+                more = true;
+                break;
+            }
+            out.push(tick);
+            match tick.checked_sub(SignedDuration::from_micros(1)) {
+                Ok(prev) => t = prev,
+                Err(_) => break,
+            }
+        }
+        out.reverse();
+        (out, more)
+    }
+
+    /// The next `n` ticks after `t`.
+    pub fn upcoming(&self, t: Timestamp, n: usize) -> Vec<Timestamp> {
+        let mut out = Vec::with_capacity(n);
+        let mut cur = t;
+        while out.len() < n {
+            match self.next_after(cur) {
+                Some(next) => {
+                    out.push(next);
+                    cur = next;
+                }
+                None => break,
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_and_print() {
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("PT2H").unwrap(), Duration::from_secs(7200));
+        assert!(parse_duration("soon").unwrap_err().contains("\"15m\""));
+        assert!(parse_duration("-5m").is_err());
+        assert_eq!(format_duration(Duration::from_secs(5400)), "1h 30m");
+        assert_eq!(format_duration(Duration::from_secs(90_061)), "1d 1h 1m 1s");
+    }
+
+    #[test]
+    fn fixed_rate_ticks_align_to_the_epoch() {
+        let s = Schedule::every(Duration::from_secs(900)).unwrap();
+        let t: Timestamp = "2026-03-02T10:07:00Z".parse().unwrap();
+        assert_eq!(s.next_after(t).unwrap().to_string(), "2026-03-02T10:15:00Z");
+        assert_eq!(s.last_at_or_before(t).unwrap().to_string(), "2026-03-02T10:00:00Z");
+        let from: Timestamp = "2026-03-02T10:00:00Z".parse().unwrap();
+        let to: Timestamp = "2026-03-02T11:00:00Z".parse().unwrap();
+        assert_eq!(s.ticks_between(from, to, 100).unwrap().len(), 4);
+        assert_eq!(s.ticks_between(from, to, 2), Err(2));
+    }
+
+    #[test]
+    fn cron_errors_say_how_to_fix() {
+        let e = Schedule::cron("0 * * *", "UTC").unwrap_err();
+        assert!(e.contains("has 4 fields") && e.contains("give 5"), "{e}");
+        let e = Schedule::cron("0 25 * * *", "UTC").unwrap_err();
+        assert!(e.contains("\"0 25 * * *\"") && e.contains("hour (0-23)"), "{e}");
+        let e = Schedule::cron("0 * * * *", "Mars/Olympus").unwrap_err();
+        assert!(e.contains("\"Mars/Olympus\"") && e.contains("America/New_York"), "{e}");
+        Schedule::cron("0 0 * * * *", "UTC").unwrap();
+        Schedule::cron("@hourly", "UTC").unwrap();
+        assert!(Schedule::cron("0 0 0 1 1 * 2030", "UTC").is_err(), "no year field");
+    }
+}

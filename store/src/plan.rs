@@ -1,0 +1,325 @@
+//! Launch plans as the store keeps them, and the [`PlanStore`] trait every backend
+//! implements.
+//!
+//! The store does not interpret a plan's content: the runtime validates it and hands
+//! over its JSON and a content hash. The store versions it (same hash: no-op; another
+//! hash: a new version), keeps labels and the active flag queryable, and keeps the
+//! scheduler's state: a cursor per plan (the latest tick evaluated), one
+//! [`LaunchRecord`] per launched (plan, tick, parameter set) — created by an
+//! insert-if-absent claim, so a tick launches at most once whoever races for it — and a
+//! heartbeat per running scheduler, so launches held by a dead one can be adopted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use braid_core::{FlowName, Label, PlanName, RunId, RunStatus, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The claim scope of launches: `claim_holder(LAUNCH_CLAIM_SCOPE, key)` names the
+/// scheduler that claimed a launch key.
+pub const LAUNCH_CLAIM_SCOPE: &str = "plan-launch";
+
+/// A plan to register: its content as JSON, and a hash of that content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanDraft {
+    pub name: PlanName,
+    pub flow: FlowName,
+    pub labels: BTreeSet<Label>,
+    /// The plan's content (the runtime's plan spec); what versions are made of.
+    pub spec: serde_json::Value,
+    /// A hash of `spec`: equal hashes mean equal content (re-registering is a no-op).
+    pub hash: String,
+    /// Whether the plan is active when first registered. Registering a new version
+    /// never changes the active flag: activation is `set_plans_active`'s job.
+    pub active: bool,
+}
+
+/// A registered plan: its latest version and its state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanRecord {
+    pub name: PlanName,
+    pub flow: FlowName,
+    /// The latest version, from 1.
+    pub version: u32,
+    pub hash: String,
+    pub spec: serde_json::Value,
+    pub labels: BTreeSet<Label>,
+    pub active: bool,
+    /// When version 1 was registered.
+    pub created_at: Timestamp,
+    /// When the latest version was registered.
+    pub updated_at: Timestamp,
+    /// When the plan was last activated; `None` while inactive. Ticks before it are not
+    /// "missed" (the plan was off), so catch-up never goes back further.
+    pub active_since: Option<Timestamp>,
+    /// The latest tick the scheduler has evaluated (launched or skipped).
+    pub cursor: Option<Timestamp>,
+}
+
+/// One version of a plan's content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanVersion {
+    pub name: PlanName,
+    pub version: u32,
+    pub hash: String,
+    pub spec: serde_json::Value,
+    pub labels: BTreeSet<Label>,
+    pub created_at: Timestamp,
+}
+
+/// What registering one plan did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Registration {
+    /// A new plan, version 1.
+    Created { version: u32 },
+    /// Other content: a new version.
+    Updated { version: u32, previous: u32 },
+    /// The same content as the latest version: nothing written.
+    Unchanged { version: u32 },
+}
+
+impl Registration {
+    pub fn version(self) -> u32 {
+        match self {
+            Registration::Created { version }
+            | Registration::Updated { version, .. }
+            | Registration::Unchanged { version } => version,
+        }
+    }
+}
+
+/// Which plans to list, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanQuery {
+    /// Only plans of these flows (empty: every flow).
+    pub flows: Vec<FlowName>,
+    /// Only plans carrying every one of these labels.
+    pub labels: Vec<Label>,
+    pub active: Option<bool>,
+    /// Leave [`PlanRecord::spec`] as `null`: for callers that cache content by version
+    /// (a scheduler listing thousands of plans every pass).
+    pub without_spec: bool,
+}
+
+/// Which plans an activation changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanSelector {
+    /// These plans; every one must exist.
+    Names(Vec<PlanName>),
+    /// Every plan carrying all of these labels (at least one label).
+    Labels(Vec<Label>),
+}
+
+/// Why a launch exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LaunchKind {
+    /// A tick of the plan's schedule, launched by a scheduler.
+    Scheduled,
+    /// A past tick, launched by `backfill`.
+    Backfill,
+    /// Launched by hand (`plans launch`, `braid plan launch`).
+    Manual,
+}
+
+/// Where a launch is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LaunchState {
+    /// Claimed, its run not started yet (waiting for its turn, a worker, or a scheduler).
+    Pending,
+    /// Its run started (`run` is set) and has not ended.
+    Started,
+    /// Its run ended (`status` says how).
+    Finished,
+    /// Never launched, on purpose (`note` says why: the concurrency policy, the plan
+    /// deactivated, ...).
+    Skipped,
+}
+
+macro_rules! word_enum {
+    ($ty:ident { $($v:ident => $s:literal),+ $(,)? }) => {
+        impl $ty {
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$v => $s),+ }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl FromStr for $ty {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                match s {
+                    $($s => Ok($ty::$v),)+
+                    _ => Err(Error::Invalid {
+                        what: format!("{} {s:?}", stringify!($ty)),
+                        reason: format!("expected one of: {}", [$($s),+].join(", ")),
+                    }),
+                }
+            }
+        }
+    };
+}
+
+word_enum!(LaunchKind { Scheduled => "scheduled", Backfill => "backfill", Manual => "manual" });
+word_enum!(LaunchState { Pending => "pending", Started => "started", Finished => "finished", Skipped => "skipped" });
+
+/// One launch of a plan: a (plan, tick, parameter set), or a manual launch. Created by
+/// [`PlanStore::claim_launches`] (insert-if-absent on `key`), then moved along by
+/// conditional updates ([`PlanStore::update_launch`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaunchRecord {
+    /// The claim key: unique per (plan, tick, parameter set) for scheduled and backfill
+    /// launches, per request for manual ones.
+    pub key: String,
+    pub plan: PlanName,
+    /// The plan version that claimed it (and that its run records).
+    pub version: u32,
+    pub flow: FlowName,
+    pub kind: LaunchKind,
+    /// The tick (the schedule's time) it is for; for a manual launch, when it was asked for.
+    pub tick: Timestamp,
+    /// The parameter set's own values as canonical JSON, e.g. `{"site_id":"site1"}`.
+    pub set_key: String,
+    /// Every parameter value the run starts with.
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// The run's readable name, e.g. `data_sync_hourly_site1`.
+    pub name: String,
+    pub state: LaunchState,
+    /// The scheduler (or command) responsible for starting it; `None`: anyone may adopt it.
+    pub holder: Option<String>,
+    pub run: Option<RunId>,
+    /// How the run ended, once it has.
+    pub status: Option<RunStatus>,
+    /// Why it was skipped, or what went wrong starting it.
+    pub note: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// Which launches to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LaunchQuery {
+    pub plan: Option<PlanName>,
+    pub set_key: Option<String>,
+    /// Only launches in one of these states (empty: any).
+    pub states: Vec<LaunchState>,
+    /// Only launches of these flows (empty: any).
+    pub flows: Vec<FlowName>,
+    pub holder: Option<String>,
+    /// Only launches with a tick before this one (a cursor for paging newest first).
+    pub before_tick: Option<Timestamp>,
+    /// Oldest tick first instead of newest first.
+    pub oldest_first: bool,
+    /// At most this many (0 means a backend default of 1000).
+    pub limit: usize,
+}
+
+/// A running scheduler, as its heartbeat says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchedulerRecord {
+    pub id: String,
+    /// The flows it serves.
+    pub flows: Vec<FlowName>,
+    /// Host and process, for people.
+    pub host: String,
+    pub pid: u32,
+    pub started_at: Timestamp,
+    /// Its last heartbeat.
+    pub seen_at: Timestamp,
+}
+
+/// Plans, their versions and activation, and the scheduler's state.
+#[async_trait]
+pub trait PlanStore: Send + Sync + fmt::Debug {
+    /// Registers plans in one atomic write: each becomes version 1, a new version (other
+    /// content) or stays as is (same hash). A failure registers none of them.
+    async fn register_plans(&self, drafts: Vec<PlanDraft>, now: Timestamp) -> Result<Vec<Registration>>;
+    /// A plan's latest version and state.
+    async fn get_plan(&self, name: &PlanName) -> Result<Option<PlanRecord>>;
+    async fn get_plan_version(&self, name: &PlanName, version: u32) -> Result<Option<PlanVersion>>;
+    /// Every version of a plan, oldest first.
+    async fn list_plan_versions(&self, name: &PlanName) -> Result<Vec<PlanVersion>>;
+    /// Plans matching the query, by name.
+    async fn list_plans(&self, query: &PlanQuery) -> Result<Vec<PlanRecord>>;
+    /// Activates or deactivates every selected plan in one atomic write; returns the
+    /// selected plans with whether each changed. Naming a plan that does not exist is
+    /// `NotFound` and changes nothing. Activating sets `active_since` to `now`.
+    async fn set_plans_active(
+        &self,
+        selector: &PlanSelector,
+        active: bool,
+        now: Timestamp,
+    ) -> Result<Vec<(PlanName, bool)>>;
+    /// Moves each plan's cursor forward to the given tick (never backwards).
+    async fn advance_cursors(&self, cursors: Vec<(PlanName, Timestamp)>) -> Result<()>;
+
+    /// Claims launches: each is inserted only if no launch has its key (the claim is
+    /// also recorded in the record store's claims under [`LAUNCH_CLAIM_SCOPE`]). Returns,
+    /// in order, whether each claim was won. Batched: one write for many.
+    async fn claim_launches(&self, launches: Vec<LaunchRecord>) -> Result<Vec<bool>>;
+    /// Replaces a launch if its stored state and holder are the expected ones; false
+    /// (and nothing written) otherwise.
+    async fn update_launch(
+        &self,
+        launch: &LaunchRecord,
+        expect_state: LaunchState,
+        expect_holder: Option<&str>,
+    ) -> Result<bool>;
+    async fn get_launch(&self, key: &str) -> Result<Option<LaunchRecord>>;
+    async fn list_launches(&self, query: &LaunchQuery) -> Result<Vec<LaunchRecord>>;
+    /// Takes over pending launches of `flows` whose holder is none or not in `live`:
+    /// sets their holder to `holder` and returns them, oldest tick first, at most `limit`.
+    async fn adopt_launches(
+        &self,
+        flows: &[FlowName],
+        live: &[String],
+        holder: &str,
+        limit: usize,
+    ) -> Result<Vec<LaunchRecord>>;
+    /// Lets go of `holder`'s pending launches (holder set to none) so another scheduler
+    /// adopts them at once; returns how many.
+    async fn release_launches(&self, holder: &str) -> Result<u64>;
+
+    /// Records a scheduler's heartbeat (creating or replacing its record).
+    async fn heartbeat(&self, scheduler: &SchedulerRecord) -> Result<()>;
+    async fn list_schedulers(&self) -> Result<Vec<SchedulerRecord>>;
+    async fn remove_scheduler(&self, id: &str) -> Result<()>;
+}
+
+/// Shared by backends: whether a plan carries every label of `labels`.
+pub(crate) fn has_labels(plan: &BTreeSet<Label>, labels: &[Label]) -> bool {
+    labels.iter().all(|l| plan.contains(l))
+}
+
+/// Shared by backends: checks a selector before anything is written.
+pub(crate) fn check_selector(selector: &PlanSelector) -> Result<()> {
+    match selector {
+        PlanSelector::Labels(l) if l.is_empty() => Err(Error::Invalid {
+            what: "plan selector".into(),
+            reason: "give at least one label (key=value), or plan names".into(),
+        }),
+        PlanSelector::Names(n) if n.is_empty() => {
+            Err(Error::Invalid { what: "plan selector".into(), reason: "give at least one plan name".into() })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Shared by backends: the error for plans named but not registered.
+pub(crate) fn unknown_plans(missing: &[PlanName]) -> Error {
+    let names = missing.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+    Error::NotFound {
+        what: format!(
+            "plan {names} (nothing was changed; `braid plan list` shows the registered plans, `plans apply FILE` registers more)"
+        ),
+    }
+}
