@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     PRIMARY KEY (run_id, task_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tasks_by_step ON tasks (run_id, step, foreach_index);
+CREATE INDEX IF NOT EXISTS tasks_of_step ON tasks (run_id, step, task_id);
 CREATE TABLE IF NOT EXISTS attempts (
     run_id      TEXT NOT NULL,
     task_id     INTEGER NOT NULL,
@@ -251,15 +252,19 @@ impl Db {
                 supported: SCHEMA_VERSION as u32,
             });
         }
-        // Tables added since a database was made (launch plans) are created on open:
+        // Tables and indexes added since a database was made (launch plans, the index of a
+        // step's tasks in id order) are created on open:
         // every statement of the schema is `IF NOT EXISTS`.
         let missing_tables = version == SCHEMA_VERSION
             && conn
-                .query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'launches'", [], |r| {
-                    r.get::<_, i64>(0)
-                })
+                .query_row(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE (type = 'table' AND name = 'launches') \
+                     OR (type = 'index' AND name = 'tasks_of_step')",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
                 .map_err(|e| db_err(path, "read schema", e))?
-                == 0;
+                < 2;
         if version < SCHEMA_VERSION || missing_tables {
             conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
                 .map_err(|e| db_err(path, "create schema", e))?;
