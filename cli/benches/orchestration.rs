@@ -8,7 +8,7 @@
 //! on the 100,000-branch step, listing 1,000 runs.
 //!
 //! Run through `cargo xtask bench [--quick]`, which passes `--json-out FILE` and merges
-//! the rows into one table; alone (`cargo bench -p braid-cli --bench orchestration`) it
+//! the rows into one table; alone (`cargo bench -p braidflow-cli --bench orchestration`) it
 //! prints its own rows.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -1,4 +1,4 @@
-//! `braid-cli`: the `braid` command and the entry point a flow binary calls.
+//! `braidflow-cli`: the `braid` command and the entry point a flow binary calls.
 //!
 //! - [`inspect`] holds the `braid` binary: read-only commands over a store (flows, runs,
 //!   show, artifact, logs, watch, dag, plan list/show) and its writes: `tag`, `plan

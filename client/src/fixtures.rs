@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use crate::error::{Error, Result};
 use crate::rt;
 
-/// The spec of the `fanout` flow, in the `braid-dag` `FlowSpec` JSON form.
+/// The spec of the `fanout` flow, in the `braidflow-dag` `FlowSpec` JSON form.
 pub fn fanout_spec() -> Value {
     json!({
         "format_version": 1,

@@ -70,7 +70,7 @@ impl Flow {
         self.record.as_ref()
     }
 
-    /// The graph spec (the `braid-dag` crate's `FlowSpec` as JSON).
+    /// The graph spec (the `braidflow-dag` crate's `FlowSpec` as JSON).
     pub fn spec(&self) -> Option<&serde_json::Value> {
         self.record.as_ref().map(|r| &r.spec)
     }

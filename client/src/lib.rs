@@ -1,4 +1,4 @@
-//! `braid-client`: read everything braid runs produce, from a script, a notebook or a tool.
+//! `braidflow-client`: read everything braid runs produce, from a script, a notebook or a tool.
 //!
 //! The client is read-only and blocking. It walks `Flow -> Run -> Step -> Task ->
 //! Artifact`, or jumps anywhere by pathspec (`flow/run/step/task`, the run may be

@@ -1,6 +1,6 @@
 use thiserror::Error;
 
-/// Everything that can go wrong in `braid-core`: bad names, ids and pathspecs,
+/// Everything that can go wrong in `braidflow-core`: bad names, ids and pathspecs,
 /// out-of-range progress, and artifact envelopes that cannot be decoded.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum Error {

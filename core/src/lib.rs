@@ -1,4 +1,4 @@
-//! `braid-core`: the vocabulary every other braid crate speaks. No I/O.
+//! `braidflow-core`: the vocabulary every other braid crate speaks. No I/O.
 //!
 //! - [`name`]: validated names ([`FlowName`], [`StepName`], [`ArtifactName`], ...). A name
 //!   that passes validation is safe to use as a path component.

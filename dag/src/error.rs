@@ -4,7 +4,7 @@ use braid_core::ParamName;
 
 use crate::validate::ValidationErrors;
 
-/// Errors of `braid-dag` outside graph validation: parameter values, spec files.
+/// Errors of `braidflow-dag` outside graph validation: parameter values, spec files.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A parameter value (CLI text, a default, a launch-plan input) has the wrong type.

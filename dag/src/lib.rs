@@ -1,8 +1,8 @@
-//! `braid-dag`: the flow graph without code.
+//! `braidflow-dag`: the flow graph without code.
 //!
 //! A braid flow is a graph of *steps* declared up front, so it can be validated and
 //! drawn before anything runs. This crate knows nothing about the Rust functions behind
-//! the steps (that is `braid-runtime`); it owns:
+//! the steps (that is `braidflow-runtime`); it owns:
 //!
 //! - the data: [`FlowSpec`] (serde JSON, [`FORMAT_VERSION`]) made of [`StepSpec`]s with a
 //!   [`StepKind`] and a [`Transition`] (end, next, split, foreach, switch), and

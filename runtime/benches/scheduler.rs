@@ -7,7 +7,7 @@
 //!   (up to the global limit; the rest wait as pending launches);
 //! - the next tick with two schedulers on the same store, passing at once.
 //!
-//! `cargo bench -p braid-runtime --bench scheduler [-- --quick]`; through
+//! `cargo bench -p braidflow-runtime --bench scheduler [-- --quick]`; through
 //! `cargo xtask bench` it gets `--json-out FILE` and writes rows `{section, name, value,
 //! unit, note}` there.
 

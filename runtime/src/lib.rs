@@ -1,4 +1,4 @@
-//! `braid-runtime`: write a flow as Rust functions and run it.
+//! `braidflow-runtime`: write a flow as Rust functions and run it.
 //!
 //! ```no_run
 //! use braid_runtime::{Flow, Param, ParamType};

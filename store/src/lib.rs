@@ -1,4 +1,4 @@
-//! `braid-store`: where everything a run produces is kept.
+//! `braidflow-store`: where everything a run produces is kept.
 //!
 //! Three concerns, three traits:
 //! - [`BlobStore`]: content-addressed bytes (key = blake3 of the content), put and read

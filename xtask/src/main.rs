@@ -67,8 +67,8 @@ fn ci() -> Result<(), String> {
 /// (`section`: orchestration, store, client, progress or scheduler; `value` a number or
 /// null). A bench that writes no file has its printed output shown under the table.
 const BENCHES: &[(&str, &str)] = &[
-    ("braid-cli", "orchestration"),
-    ("braid-store", "store"),
-    ("braid-runtime", "progress"),
-    ("braid-runtime", "scheduler"),
+    ("braidflow-cli", "orchestration"),
+    ("braidflow-store", "store"),
+    ("braidflow-runtime", "progress"),
+    ("braidflow-runtime", "scheduler"),
 ];
