@@ -44,6 +44,9 @@ enum FlowCommand {
         /// Re-run this step and everything after it, even if it succeeded.
         #[arg(long)]
         from: Option<String>,
+        /// Resume even a run that is still going (its lease is being renewed): both then go on.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         common: CommonRunArgs,
     },
@@ -213,7 +216,7 @@ fn dispatch(cli: FlowCli, flow: Arc<Flow>) -> ExitCode {
             }
             start(cli.store, flow, opts, args.common)
         }
-        FlowCommand::Resume { run, from, common } => {
+        FlowCommand::Resume { run, from, force, common } => {
             let origin = match run.as_deref().map(RunId::parse).transpose() {
                 Ok(r) => r,
                 Err(e) => return usage_error(e),
@@ -222,7 +225,7 @@ fn dispatch(cli: FlowCli, flow: Arc<Flow>) -> ExitCode {
                 Ok(f) => f,
                 Err(e) => return usage_error(format!("--from: {e}")),
             };
-            let opts = RunOptions { resume: Some(Resume { origin, from }), ..Default::default() };
+            let opts = RunOptions { resume: Some(Resume { origin, from, force }), ..Default::default() };
             start(cli.store, flow, opts, common)
         }
     }

@@ -369,9 +369,34 @@ fn resume_after_kill_9_reuses_what_finished() {
     child.kill().unwrap();
     child.wait().unwrap();
 
+    let killed_at = std::time::Instant::now();
     let client = Client::open(store.to_str().unwrap()).unwrap();
-    let crashed = client.flow("crashy").unwrap().latest_run().unwrap();
-    assert_eq!(crashed.status(), RunStatus::Running, "killed mid-run: never marked finished");
+    // Nothing renews the dead process's lease: within the lease and a second, every
+    // reader sees the run and the tasks it was running as lost, never as running.
+    let crashed = loop {
+        let run = client.flow("crashy").unwrap().latest_run().unwrap();
+        if run.status() != RunStatus::Running || killed_at.elapsed() > braid_runtime::RUN_LEASE * 3 {
+            break run;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(crashed.status(), RunStatus::Lost, "killed mid-run: lost, not running");
+    assert!(killed_at.elapsed() <= braid_runtime::RUN_LEASE + Duration::from_secs(1), "{:?}", killed_at.elapsed());
+    assert_eq!(crashed.record().status, RunStatus::Running, "the record itself was never marked finished");
+    let reason = crashed.lost_reason().unwrap();
+    assert!(reason.contains(&format!(":{}", child.id())), "names the process that held it: {reason}");
+    let running = client.flow("crashy").unwrap();
+    assert!(
+        running.runs_matching(&braid_client::RunFilter::default().status(RunStatus::Running)).unwrap().is_empty(),
+        "`--status running` does not list it"
+    );
+    let work = crashed.step("work").unwrap();
+    assert_eq!(work.count(TaskStatus::Running), 0, "{work:?}");
+    let lost_tasks = work.tasks().unwrap().into_iter().filter(|t| t.record().status == TaskStatus::Running);
+    for t in lost_tasks {
+        assert_eq!(t.status(), TaskStatus::Lost, "{}", t.pathspec());
+        assert!(t.lost_reason().unwrap().contains("its run is lost"), "{:?}", t.lost_reason());
+    }
     let finished = crashed.step("work").unwrap().count(TaskStatus::Succeeded);
     assert!((10..40).contains(&finished), "{finished} branches finished before the kill");
 
@@ -388,6 +413,9 @@ fn resume_after_kill_9_reuses_what_finished() {
     let run = client.flow("crashy").unwrap().latest_run().unwrap();
     assert_eq!(run.status(), RunStatus::Succeeded);
     assert_eq!(run.origin_run(), Some(crashed.id()));
+    let origin = client.flow("crashy").unwrap().run(&id).unwrap();
+    assert_eq!((origin.record().status, origin.status()), (RunStatus::Lost, RunStatus::Lost), "resume stored it");
+    assert!(origin.error().unwrap().contains("lost: its lease"), "{:?}", origin.error());
     let join = run.step("join").unwrap().single_task().unwrap();
     assert_eq!(join.data::<u64>("total").unwrap(), (1..=40u64).sum::<u64>());
 }

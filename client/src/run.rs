@@ -61,13 +61,33 @@ impl Run {
         Flow::new(self.client.clone(), self.record.flow.clone(), None)
     }
 
+    /// The run's status as of now: a `pending` or `running` run whose lease ran out (its
+    /// process died or hangs) is `lost`, never `running`.
     pub fn status(&self) -> RunStatus {
-        self.record.status
+        self.record.status_now()
     }
 
-    /// Whether the run has ended (succeeded, failed or cancelled).
+    /// Whether the run has ended (succeeded, failed, cancelled or lost).
     pub fn is_finished(&self) -> bool {
-        self.record.status.is_terminal()
+        self.status().is_terminal()
+    }
+
+    /// Who holds (or last held) the run and until when: `role@host:pid`, last renewal
+    /// and deadline. For a `lost` run, when and by which process it was last held.
+    pub fn lease(&self) -> Option<&braid_store::RunLease> {
+        self.record.lease.as_ref()
+    }
+
+    /// For a run seen as `lost` while its record still says `pending` or `running`: when
+    /// its lease ran out and which process last held it.
+    pub fn lost_reason(&self) -> Option<String> {
+        let l = self.record.lease.as_ref()?;
+        (self.record.status.is_live() && self.status() == RunStatus::Lost).then(|| {
+            format!(
+                "its lease ran out at {} (last renewed at {} by {}); `resume` completes it",
+                l.deadline, l.renewed_at, l.holder
+            )
+        })
     }
 
     /// Parameter values the run was started with.
@@ -164,10 +184,19 @@ impl Run {
 
     pub(crate) fn summaries(&self) -> Result<Vec<StepSummary>> {
         let records = &self.client.store().records;
-        rt::call(
+        let mut summaries = rt::call(
             || format!("cannot summarise the steps of run {}", self.pathspec()),
             records.step_summaries(&self.record.flow, self.record.id),
-        )
+        )?;
+        // In a lost run nothing runs any more: its running tasks are counted as lost.
+        if self.status() == RunStatus::Lost {
+            for s in &mut summaries {
+                if let Some(n) = s.counts.remove(&braid_core::TaskStatus::Running) {
+                    *s.counts.entry(braid_core::TaskStatus::Lost).or_default() += n;
+                }
+            }
+        }
+        Ok(summaries)
     }
 
     /// Every task of the run, in task id order.

@@ -80,8 +80,22 @@ impl Task {
         self.run()?.step_by_name(&self.record.key.step)
     }
 
+    /// The task's status as of now: a `running` attempt whose lease ran out, or whose run
+    /// is lost, is `lost`, never `running`.
     pub fn status(&self) -> TaskStatus {
-        self.record.status
+        let status = self.record.observed_status(Timestamp::now(), false);
+        if status == TaskStatus::Running && self.run_is_lost() { TaskStatus::Lost } else { status }
+    }
+
+    /// One read of the run record, only for a task that looks running.
+    fn run_is_lost(&self) -> bool {
+        let k = &self.record.key;
+        let records = &self.client.store().records;
+        match rt::call(|| format!("cannot read run {}/{}", k.flow, k.run), records.get_run(&k.flow, k.run)) {
+            Ok(Some(run)) => run.status_now() == braid_core::RunStatus::Lost,
+            // Unreadable or gone: nothing says it is lost, so the stored status stands.
+            Ok(None) | Err(_) => false,
+        }
     }
 
     /// The current (or last) attempt number, from 1.
@@ -157,7 +171,7 @@ impl Task {
     /// own estimate (from the rate of progress of this attempt) when it made one, else
     /// the rate since the attempt started.
     pub fn eta(&self) -> Option<Duration> {
-        if self.record.status != TaskStatus::Running {
+        if self.status() != TaskStatus::Running {
             return None;
         }
         if let Some(eta) = self.record.eta {
@@ -176,6 +190,27 @@ impl Task {
     /// Until when the task's lease holds; a running task past it is about to be declared lost.
     pub fn lease_deadline(&self) -> Option<Timestamp> {
         self.record.lease_deadline
+    }
+
+    /// For a task seen as `lost` while its record still says `running`: why, with when
+    /// its lease ran out and which process last held its run.
+    pub fn lost_reason(&self) -> Option<String> {
+        if self.record.status != TaskStatus::Running || self.status() != TaskStatus::Lost {
+            return None;
+        }
+        let k = &self.record.key;
+        let records = &self.client.store().records;
+        let run = rt::call(|| format!("cannot read run {}/{}", k.flow, k.run), records.get_run(&k.flow, k.run)).ok()?;
+        let holder = run.as_ref().and_then(|r| r.lease.as_ref()).map(|l| l.holder.clone());
+        let now = Timestamp::now();
+        let mut why = match self.record.lease_deadline {
+            Some(d) if d < now => format!("attempt {}'s lease ran out at {d}", self.record.attempt),
+            _ => format!("its run is lost (attempt {} was running)", self.record.attempt),
+        };
+        if let Some(h) = holder {
+            why.push_str(&format!("; last held by {h}"));
+        }
+        Some(why)
     }
 
     /// Why the task (its last attempt) failed.

@@ -54,12 +54,22 @@ string_enum!(
         Failed = "failed",
         /// Stopped by the user (Ctrl-C) or by the scheduler.
         Cancelled = "cancelled",
+        /// The process that held the run stopped renewing its lease (it died or hangs):
+        /// nothing moves it forward any more; `resume` completes it. Readers derive it from
+        /// a `pending` or `running` record whose lease ran out, and `resume` stores it.
+        Lost = "lost",
     }
 );
 
 impl RunStatus {
+    /// Nothing will change this run any more (it succeeded, failed, was cancelled or lost).
     pub fn is_terminal(self) -> bool {
-        matches!(self, RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled)
+        matches!(self, RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled | RunStatus::Lost)
+    }
+
+    /// A process is (or should be) moving the run forward: `pending` or `running`.
+    pub fn is_live(self) -> bool {
+        matches!(self, RunStatus::Pending | RunStatus::Running)
     }
 }
 

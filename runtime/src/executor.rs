@@ -13,8 +13,8 @@ use braid_core::codec;
 use braid_core::{ArtifactName, Attempt, FlowName, RunId, RunStatus, StepName, Tag, TaskId, TaskStatus, Timestamp};
 use braid_dag::{StepKind, Transition};
 use braid_store::{
-    AttemptRecord, FlowRecord, ForeachFrame, Precondition, RunRecord, Store, TaskError, TaskEvent, TaskEventKind,
-    TaskKey, TaskQuery, TaskRecord, TaskWrite,
+    AttemptRecord, FlowRecord, ForeachFrame, Precondition, RunLease, RunRecord, Store, TaskError, TaskEvent,
+    TaskEventKind, TaskKey, TaskQuery, TaskRecord, TaskWrite,
 };
 use futures_util::FutureExt;
 use tokio::task::JoinSet;
@@ -52,6 +52,8 @@ pub struct RunOptions {
     pub env_params: bool,
     /// Where to count tasks, progress, leases and retries (served by `--metrics-addr`).
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// How long the run's lease lasts without a renewal (see [`crate::RUN_LEASE`]).
+    pub run_lease: Duration,
 }
 
 impl Default for RunOptions {
@@ -68,6 +70,7 @@ impl Default for RunOptions {
             cancel: CancellationToken::new(),
             env_params: true,
             metrics: None,
+            run_lease: crate::lease::RUN_LEASE,
         }
     }
 }
@@ -79,6 +82,9 @@ pub struct Resume {
     pub origin: Option<RunId>,
     /// Re-run this step and everything after it even if it succeeded.
     pub from: Option<StepName>,
+    /// Resume even a run that is still live (`pending` or `running` with a lease that
+    /// has not run out): both then go on.
+    pub force: bool,
 }
 
 /// How a run ended.
@@ -135,6 +141,10 @@ pub(crate) struct RunShared {
     /// run at once while many more tasks are in flight (starting, storing results).
     pub(crate) workers: Arc<tokio::sync::Semaphore>,
     pub(crate) metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Renews the run's lease while this process holds the run.
+    pub(crate) lease: Mutex<Option<crate::lease::LeaseKeeper>>,
+    pub(crate) holder: String,
+    pub(crate) run_lease: Duration,
 }
 
 /// The run being resumed: its successful tasks by identity.
@@ -304,7 +314,16 @@ impl PreparedRun {
         run.origin_run = origin_run;
         run.name = opts.name.clone();
         run.meta = opts.meta.clone();
+        let holder = braid_store::process_holder("run");
+        run.lease = Some(RunLease::new(holder.clone(), opts.run_lease));
         store.records.create_run(&run).await?;
+        let keeper = crate::lease::LeaseKeeper::start(
+            store.clone(),
+            flow.name().clone(),
+            run_id,
+            holder.clone(),
+            opts.run_lease,
+        );
         let max_num_splits = opts.max_num_splits.unwrap_or(flow.max_num_splits);
         let shared = Arc::new(RunShared {
             persister: Persister::start(store.clone()),
@@ -318,6 +337,9 @@ impl PreparedRun {
             max_num_splits,
             workers: Arc::new(tokio::sync::Semaphore::new(opts.max_workers.max(1))),
             metrics: opts.metrics.clone(),
+            lease: Mutex::new(Some(keeper)),
+            holder,
+            run_lease: opts.run_lease,
         });
         Ok(PreparedRun { shared, max_workers: opts.max_workers.max(1) })
     }
@@ -341,6 +363,7 @@ impl PreparedRun {
         })?;
         run.status = RunStatus::Running;
         run.started_at = Some(Timestamp::now());
+        run.lease = Some(RunLease::new(shared.holder.clone(), shared.run_lease));
         run = shared.store.records.update_run(&run).await?;
 
         let mut sched = Scheduler {
@@ -368,9 +391,12 @@ impl PreparedRun {
             (Some(e), _) => (RunStatus::Failed, Some(e.to_string())),
             (None, false) => (RunStatus::Failed, Some("the run stopped before reaching `end`".to_owned())),
         };
+        // The run ends here: no more renewals, and the final record holds no lease.
+        drop(lock(&shared.lease).take());
         run.status = status;
         run.ended_at = Some(Timestamp::now());
         run.error = error.clone();
+        run.lease = None;
         // Tags may have been changed by someone else meanwhile: retry on conflict.
         loop {
             match shared.store.records.update_run(&run).await {
@@ -380,6 +406,7 @@ impl PreparedRun {
                         fresh.status = run.status;
                         fresh.ended_at = run.ended_at;
                         fresh.error = run.error.clone();
+                        fresh.lease = None;
                         run = fresh;
                     }
                 }
@@ -410,8 +437,24 @@ async fn load_origin(flow: &Flow, store: &Store, resume: &Resume) -> Result<Orig
             .map(|r| r.id)
             .ok_or_else(|| Error::Resume { reason: format!("flow `{}` has no runs to resume", flow.name()) })?,
     };
-    if store.records.get_run(flow.name(), run).await?.is_none() {
+    let Some(record) = store.records.get_run(flow.name(), run).await? else {
         return Err(Error::Resume { reason: format!("run {}/{run} not found", flow.name()) });
+    };
+    let now = Timestamp::now();
+    match record.observed_status(now) {
+        status if status.is_live() && !resume.force => {
+            let held = record.lease.as_ref().map_or_else(String::new, |l| {
+                format!(" (held by {}, lease renewed {:.1}s ago)", l.holder, now.since(l.renewed_at).as_secs_f64())
+            });
+            return Err(Error::Resume {
+                reason: format!(
+                    "run {}/{run} is still {status}{held}; wait for it to end, or pass --force to resume it anyway (both then go on)",
+                    flow.name()
+                ),
+            });
+        }
+        RunStatus::Lost if record.status.is_live() => mark_lost(store, record).await?,
+        _ => {}
     }
     if let Some(from) = &resume.from
         && flow.graph.step(from.as_str()).is_none()
@@ -442,6 +485,25 @@ async fn load_origin(flow: &Flow, store: &Store, resume: &Resume) -> Result<Orig
         }
     }
     Ok(Origin { run, from: resume.from.clone(), tasks })
+}
+
+/// Stores the `lost` a reader already sees for a run whose lease ran out, saying when and
+/// by whom it was last held, so the record itself tells what happened.
+async fn mark_lost(store: &Store, mut run: RunRecord) -> Result<()> {
+    let held = run.lease.as_ref().map_or_else(
+        || "its lease ran out".to_owned(),
+        |l| format!("its lease, last held by {} and renewed at {}, ran out at {}", l.holder, l.renewed_at, l.deadline),
+    );
+    run.status = RunStatus::Lost;
+    run.error = Some(format!("lost: {held}"));
+    run.ended_at = run.lease.as_ref().map(|l| l.deadline);
+    match store.records.update_run(&run).await {
+        Ok(_) => Ok(()),
+        // Someone wrote the run meanwhile (its holder came back, or another resume marked
+        // it): their record stands, and readers still derive the status from its lease.
+        Err(e) if e.is_conflict() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 struct Scheduler {

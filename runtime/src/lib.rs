@@ -50,6 +50,7 @@ mod context;
 mod error;
 mod executor;
 mod flow;
+mod lease;
 mod logs;
 mod metrics;
 mod namespace;
@@ -64,6 +65,7 @@ pub use executor::{
     PreparedRun, Resume, RunOptions, RunProgress, RunSummary, StepCounts, decode_artifact, resolve_params,
 };
 pub use flow::{Backoff, DEFAULT_MAX_NUM_SPLITS, Flow, FlowBuilder, StepBuilder, StepPolicy};
+pub use lease::RUN_LEASE;
 pub use logs::{TaskLogLayer, task_log_layer};
 pub use metrics::Metrics;
 pub use tokio_util::sync::CancellationToken;

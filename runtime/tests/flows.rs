@@ -683,7 +683,7 @@ async fn resume_reuses_successful_tasks_by_reference() {
     fail.store(false, Ordering::SeqCst);
     work_runs.store(0, Ordering::SeqCst);
     let opts = RunOptions {
-        resume: Some(Resume { origin: Some(first.run_id), from: None }),
+        resume: Some(Resume { origin: Some(first.run_id), from: None, force: false }),
         env_params: false,
         ..Default::default()
     };
@@ -719,13 +719,20 @@ async fn resume_reuses_successful_tasks_by_reference() {
     // Resuming the successful run reuses everything; --from re-runs from that step.
     work_runs.store(0, Ordering::SeqCst);
     join_runs.store(0, Ordering::SeqCst);
-    let opts =
-        RunOptions { resume: Some(Resume { origin: None, from: None }), env_params: false, ..Default::default() };
+    let opts = RunOptions {
+        resume: Some(Resume { origin: None, from: None, force: false }),
+        env_params: false,
+        ..Default::default()
+    };
     let third = braid_runtime::run(flow.clone(), store.clone(), opts).await.unwrap();
     assert_ok(&third);
     assert_eq!((work_runs.load(Ordering::SeqCst), join_runs.load(Ordering::SeqCst)), (0, 0));
     let opts = RunOptions {
-        resume: Some(Resume { origin: Some(third.run_id), from: Some(braid_core::StepName::new("join").unwrap()) }),
+        resume: Some(Resume {
+            origin: Some(third.run_id),
+            from: Some(braid_core::StepName::new("join").unwrap()),
+            force: false,
+        }),
         env_params: false,
         ..Default::default()
     };
@@ -734,7 +741,7 @@ async fn resume_reuses_successful_tasks_by_reference() {
     assert_eq!((work_runs.load(Ordering::SeqCst), join_runs.load(Ordering::SeqCst)), (0, 1));
 
     let bad = RunOptions {
-        resume: Some(Resume { origin: None, from: Some(braid_core::StepName::new("nope").unwrap()) }),
+        resume: Some(Resume { origin: None, from: Some(braid_core::StepName::new("nope").unwrap()), force: false }),
         env_params: false,
         ..Default::default()
     };
@@ -916,4 +923,84 @@ async fn blocking_steps_and_invalid_flows() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("nowhere") && e.contains("../x") && e.contains("end"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_run_is_resumed_only_with_force_and_a_lost_one_is_marked_lost() {
+    let (store, _d) = fs_store();
+    let flow = fanout(Arc::new(AtomicU64::new(0)));
+    let first = run(&flow, &store, &[("n", "3")]).await;
+    assert_ok(&first);
+    let f = FlowName::new("fanout").unwrap();
+    // Make it look held by a live process (a fresh lease), then by a dead one.
+    let mut rec = store.records.get_run(&f, first.run_id).await.unwrap().unwrap();
+    rec.status = RunStatus::Running;
+    rec.lease = Some(braid_store::RunLease::new("run@elsewhere:42", Duration::from_secs(60)));
+    store.records.update_run(&rec).await.unwrap();
+    let resume = |force| RunOptions {
+        resume: Some(Resume { origin: Some(first.run_id), from: None, force }),
+        env_params: false,
+        ..Default::default()
+    };
+    let e = braid_runtime::run(flow.clone(), store.clone(), resume(false)).await.unwrap_err();
+    assert!(matches!(e, Error::Resume { .. }), "{e}");
+    let e = e.to_string();
+    assert!(e.contains("still running") && e.contains("run@elsewhere:42") && e.contains("--force"), "{e}");
+    assert_ok(&braid_runtime::run(flow.clone(), store.clone(), resume(true)).await.unwrap());
+
+    let mut rec = store.records.get_run(&f, first.run_id).await.unwrap().unwrap();
+    rec.lease = Some(braid_store::RunLease {
+        holder: "run@elsewhere:42".into(),
+        renewed_at: braid_core::Timestamp::from_micros(1_000_000),
+        deadline: braid_core::Timestamp::from_micros(4_000_000),
+    });
+    store.records.update_run(&rec).await.unwrap();
+    assert_ok(&braid_runtime::run(flow, store.clone(), resume(false)).await.unwrap());
+    let origin = store.records.get_run(&f, first.run_id).await.unwrap().unwrap();
+    assert_eq!(origin.status, RunStatus::Lost, "resume stores the lost a reader saw");
+    let why = origin.error.unwrap();
+    assert!(why.contains("run@elsewhere:42") && why.contains("ran out"), "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_holds_a_lease_while_it_goes_and_none_once_it_ends() {
+    let (store, _d) = fs_store();
+    let f = FlowName::new("leased").unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = store.clone();
+    let seen2 = seen.clone();
+    let flow = Arc::new(
+        Flow::builder("leased")
+            .step("start", move |ctx| {
+                let (store, seen) = (s2.clone(), seen2.clone());
+                async move {
+                    // Long enough for several renewals of a 300 ms lease.
+                    for _ in 0..4 {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        let r = store
+                            .records
+                            .get_run(&FlowName::new("leased").unwrap(), ctx.run_id())
+                            .await
+                            .unwrap()
+                            .unwrap();
+                        seen.lock().unwrap().push((r.status_now(), r.lease.unwrap()));
+                    }
+                    Ok(())
+                }
+            })
+            .next("end")
+            .step("end", |_| async { Ok(()) })
+            .end()
+            .build()
+            .unwrap(),
+    );
+    let opts = RunOptions { run_lease: Duration::from_millis(300), env_params: false, ..Default::default() };
+    let summary = braid_runtime::run(flow, store.clone(), opts).await.unwrap();
+    assert_ok(&summary);
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.iter().all(|(s, _)| *s == RunStatus::Running), "renewed in time: {seen:?}");
+    assert!(seen.windows(2).all(|w| w[1].1.deadline > w[0].1.deadline), "each read sees a later deadline: {seen:?}");
+    assert!(seen[0].1.holder.starts_with("run@") && seen[0].1.holder.ends_with(&format!(":{}", std::process::id())));
+    let done = store.records.get_run(&f, summary.run_id).await.unwrap().unwrap();
+    assert_eq!((done.status, done.lease), (RunStatus::Succeeded, None));
 }

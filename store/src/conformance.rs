@@ -46,7 +46,7 @@ macro_rules! conformance_suite {
             use $crate::conformance::Harness;
             $crate::conformance_suite!(@tests $harness;
                 blob_round_trip_and_dedupe, blob_stream_round_trip, blob_missing, flows, run_create_update_conflict,
-                runs_newest_first_paged_and_filtered, run_tags, tasks_written_listed_and_paged, task_preconditions,
+                runs_newest_first_paged_and_filtered, run_leases_say_lost_when_they_run_out, run_tags, tasks_written_listed_and_paged, task_preconditions,
                 conditional_updates_under_concurrency, claims_under_concurrency, artifact_visibility_and_bulk_reads,
                 step_summaries_count_by_status, attempts_recorded, logs_in_order, missing_records, records_keep_all_fields,
                 plans_versioned_by_content, plans_listed_and_activated_by_label, launches_claimed_once_under_concurrency,
@@ -220,6 +220,55 @@ pub async fn runs_newest_first_paged_and_filtered(store: &Store) {
     assert!(even.next.is_some());
     let bad = store.records.list_runs(&flow(), &RunQuery { after: Some("zzz".into()), ..Default::default() }).await;
     assert!(bad.unwrap_err().to_string().contains("cursor"));
+}
+
+pub async fn run_leases_say_lost_when_they_run_out(store: &Store) {
+    let ms = std::time::Duration::from_millis;
+    let mut live = RunRecord::new(flow(), RunId::generate());
+    live.status = RunStatus::Running;
+    live.lease = Some(RunLease::new("run@host:1", ms(60_000)));
+    store.records.create_run(&live).await.unwrap();
+    let mut dead = RunRecord::new(flow(), RunId::generate());
+    dead.status = RunStatus::Running;
+    dead.lease = Some(RunLease {
+        holder: "run@host:2".into(),
+        renewed_at: Timestamp::from_micros(1),
+        deadline: Timestamp::from_micros(2),
+    });
+    store.records.create_run(&dead).await.unwrap();
+    let mut never_started = RunRecord::new(flow(), RunId::generate());
+    never_started.lease = dead.lease.clone();
+    store.records.create_run(&never_started).await.unwrap();
+    let mut done = RunRecord::new(flow(), RunId::generate());
+    done.status = RunStatus::Succeeded;
+    done.lease = dead.lease.clone();
+    store.records.create_run(&done).await.unwrap();
+
+    let stored = store.records.get_run(&flow(), dead.id).await.unwrap().unwrap();
+    assert_eq!(stored.lease, dead.lease, "the lease is kept whole");
+    assert_eq!(stored.status_now(), RunStatus::Lost);
+    assert_eq!(store.records.get_run(&flow(), done.id).await.unwrap().unwrap().status_now(), RunStatus::Succeeded);
+    let listed = |status| async move {
+        let q = RunQuery { status: Some(status), ..Default::default() };
+        let mut ids: Vec<RunId> =
+            store.records.list_runs(&flow(), &q).await.unwrap().items.iter().map(|r| r.id).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(listed(RunStatus::Running).await, vec![live.id], "`running` leaves out runs whose lease ran out");
+    let mut lost = vec![dead.id, never_started.id];
+    lost.sort();
+    assert_eq!(listed(RunStatus::Lost).await, lost);
+    assert!(listed(RunStatus::Pending).await.is_empty());
+
+    // Renewing brings a live record back; it bumps no revision, so it never conflicts.
+    let renewed = RunLease::new("run@host:2", ms(60_000));
+    assert!(store.records.renew_run_lease(&flow(), dead.id, &renewed).await.unwrap());
+    let stored = store.records.get_run(&flow(), dead.id).await.unwrap().unwrap();
+    assert_eq!((stored.status_now(), stored.revision, stored.lease), (RunStatus::Running, 1, Some(renewed.clone())));
+    // A run that ended, or does not exist, is not renewed.
+    assert!(!store.records.renew_run_lease(&flow(), done.id, &renewed).await.unwrap());
+    assert!(!store.records.renew_run_lease(&flow(), RunId::generate(), &renewed).await.unwrap());
 }
 
 pub async fn run_tags(store: &Store) {

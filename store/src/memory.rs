@@ -141,6 +141,7 @@ impl RecordStore for MemoryRecords {
     async fn list_runs(&self, flow: &FlowName, query: &RunQuery) -> Result<Page<RunRecord>> {
         let limit = effective_limit(query.limit, 100);
         let after: Option<RunId> = parse_cursor(&query.after, "run")?;
+        let now = Timestamp::now();
         let t = self.lock();
         let items: Vec<RunRecord> = t
             .runs
@@ -148,12 +149,23 @@ impl RecordStore for MemoryRecords {
             .rev()
             .filter(|r| &r.flow == flow)
             .filter(|r| after.is_none_or(|a| r.id < a))
-            .filter(|r| query.status.is_none_or(|s| r.status == s))
+            .filter(|r| query.status.is_none_or(|s| r.observed_status(now) == s))
             .filter(|r| query.tag.as_ref().is_none_or(|tag| r.tags.contains(tag)))
             .take(limit + 1)
             .cloned()
             .collect();
         Ok(page(items, limit, |r| r.id.to_string()))
+    }
+
+    async fn renew_run_lease(&self, flow: &FlowName, id: RunId, lease: &RunLease) -> Result<bool> {
+        let mut t = self.lock();
+        match t.runs.get_mut(&id).filter(|r| &r.flow == flow && r.status.is_live()) {
+            Some(run) => {
+                run.lease = Some(lease.clone());
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     async fn update_tags(&self, flow: &FlowName, id: RunId, add: &[Tag], remove: &[Tag]) -> Result<RunRecord> {

@@ -47,8 +47,48 @@ pub struct RunRecord {
     pub error: Option<String>,
     /// Free-form facts about how the run was launched (plan, version, tick, host, ...).
     pub meta: serde_json::Map<String, serde_json::Value>,
+    /// Who is moving the run forward and until when; renewed by the holder while the run
+    /// is `pending` or `running` (see [`RecordStore::renew_run_lease`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<RunLease>,
     /// Bumped by every write; the precondition of [`RecordStore::update_run`].
     pub revision: u64,
+}
+
+/// The lease a process holds on a live run. A run whose lease ran out is `lost`: its
+/// process died or hangs, and nothing moves it forward any more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunLease {
+    /// Which process holds it: `role@host:pid`.
+    pub holder: String,
+    /// When the holder last renewed it.
+    pub renewed_at: Timestamp,
+    /// Without a renewal before this, the run is lost.
+    pub deadline: Timestamp,
+}
+
+impl RunLease {
+    /// A lease held by `holder` from now for `duration`.
+    pub fn new(holder: impl Into<String>, duration: std::time::Duration) -> Self {
+        let now = Timestamp::now();
+        RunLease { holder: holder.into(), renewed_at: now, deadline: now.plus(duration) }
+    }
+
+    /// Whether it ran out before `now`.
+    pub fn expired(&self, now: Timestamp) -> bool {
+        self.deadline < now
+    }
+}
+
+/// The id of this process as a lease holder: `role@host:pid`.
+pub fn process_holder(role: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{role}@{host}:{}", std::process::id())
 }
 
 impl RunRecord {
@@ -66,8 +106,23 @@ impl RunRecord {
             name: None,
             error: None,
             meta: serde_json::Map::new(),
+            lease: None,
             revision: 0,
         }
+    }
+
+    /// The status a reader should show at `now`: `lost` for a `pending` or `running`
+    /// record whose lease ran out, the stored status otherwise.
+    pub fn observed_status(&self, now: Timestamp) -> RunStatus {
+        match &self.lease {
+            Some(l) if self.status.is_live() && l.expired(now) => RunStatus::Lost,
+            _ => self.status,
+        }
+    }
+
+    /// [`RunRecord::observed_status`] now.
+    pub fn status_now(&self) -> RunStatus {
+        self.observed_status(Timestamp::now())
     }
 }
 
@@ -212,6 +267,13 @@ impl TaskRecord {
         }
     }
 
+    /// The status a reader should show at `now`: `lost` for a `running` attempt whose
+    /// lease ran out, or whose run is lost (`run_lost`), the stored status otherwise.
+    pub fn observed_status(&self, now: Timestamp, run_lost: bool) -> TaskStatus {
+        let expired = self.lease_deadline.is_some_and(|d| d < now);
+        if self.status == TaskStatus::Running && (expired || run_lost) { TaskStatus::Lost } else { self.status }
+    }
+
     /// The index in the innermost foreach, if any.
     pub fn foreach_index(&self) -> Option<u64> {
         self.foreach_stack.last().map(|f| f.index)
@@ -340,6 +402,8 @@ pub struct Page<T> {
 /// Which runs to list; newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunQuery {
+    /// Runs whose *observed* status is this (see [`RunRecord::observed_status`]): `running`
+    /// leaves out runs whose lease ran out, `lost` finds them.
     pub status: Option<RunStatus>,
     pub tag: Option<Tag>,
     /// A cursor from a previous page.
@@ -388,6 +452,10 @@ pub trait RecordStore: Send + Sync + fmt::Debug {
     async fn get_run(&self, flow: &FlowName, id: RunId) -> Result<Option<RunRecord>>;
     /// Runs of a flow, newest first.
     async fn list_runs(&self, flow: &FlowName, query: &RunQuery) -> Result<Page<RunRecord>>;
+    /// Extends the lease of a live run (stored status `pending` or `running`) without
+    /// touching anything else (no revision bump, so it never conflicts with other
+    /// writers); false if the run is not live any more or does not exist.
+    async fn renew_run_lease(&self, flow: &FlowName, id: RunId, lease: &RunLease) -> Result<bool>;
     /// Adds and removes tags in one write; returns the run as stored.
     async fn update_tags(&self, flow: &FlowName, id: RunId, add: &[Tag], remove: &[Tag]) -> Result<RunRecord>;
 

@@ -266,3 +266,33 @@ async fn kill_9_mid_write_leaves_a_readable_store() {
     let problems = braid_store::fs::verify(&root).await.unwrap();
     assert!(problems.iter().all(|p| p.what.contains("temp file")), "{problems:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_of_schema_version_1_opens_and_gains_run_leases() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let flow = FlowName::new("old").unwrap();
+    let id = RunId::generate();
+    {
+        let store = Store::open_fs(&root).unwrap();
+        store.records.create_run(&RunRecord::new(flow.clone(), id)).await.unwrap();
+    }
+    // Make it a version-1 database: the runs table as it was before leases.
+    {
+        let conn = rusqlite::Connection::open(root.join("records.sqlite")).unwrap();
+        for c in ["lease_holder", "lease_renewed", "lease_deadline"] {
+            conn.execute_batch(&format!("ALTER TABLE runs DROP COLUMN {c}")).unwrap();
+        }
+        conn.execute_batch("PRAGMA user_version = 1").unwrap();
+    }
+    let store = Store::open_fs(&root).unwrap();
+    let old = store.records.get_run(&flow, id).await.unwrap().unwrap();
+    assert_eq!(old.lease, None, "an old run has no lease, and reads as it was stored");
+    let mut new = RunRecord::new(flow.clone(), RunId::generate());
+    new.lease = Some(braid_store::RunLease::new("run@h:1", Duration::from_secs(5)));
+    store.records.create_run(&new).await.unwrap();
+    assert_eq!(store.records.get_run(&flow, new.id).await.unwrap().unwrap().lease, new.lease);
+    let conn = rusqlite::Connection::open(root.join("records.sqlite")).unwrap();
+    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, 2);
+}

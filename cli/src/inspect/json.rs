@@ -15,7 +15,8 @@ fn secs(d: Option<Duration>) -> Value {
 }
 
 /// A run: `{flow, id, pathspec, status, name, tags, params, created_at, started_at,
-/// ended_at, duration_s, origin_run, error, meta}`.
+/// ended_at, duration_s, origin_run, error, lost_reason, lease: {holder, renewed_at,
+/// deadline}, meta}`; `status` is as of now (`lost` once the lease ran out).
 pub fn run(r: &Run) -> Value {
     json!({
         "flow": r.flow_name().as_str(),
@@ -31,6 +32,12 @@ pub fn run(r: &Run) -> Value {
         "duration_s": secs(r.duration()),
         "origin_run": r.origin_run().map(|id| id.to_string()),
         "error": r.error(),
+        "lost_reason": r.lost_reason(),
+        "lease": r.lease().map(|l| json!({
+            "holder": l.holder,
+            "renewed_at": l.renewed_at.to_string(),
+            "deadline": l.deadline.to_string(),
+        })),
         "meta": r.meta(),
     })
 }
@@ -81,6 +88,8 @@ pub fn task(t: &Task) -> Value {
             "at": ts(t.progress_at()),
         })),
         "eta_s": secs(t.eta()),
+        "lost_reason": t.lost_reason(),
+        "lease_deadline": ts(t.lease_deadline()),
         "warnings": t.warnings().iter().map(|e| event(e)).collect::<Vec<_>>(),
         "error": error(t.error()),
         "parent": t.parent_id().map(|p| p.0),

@@ -127,7 +127,7 @@ impl Out {
             Cell::new(s.as_str()),
             match s {
                 RunStatus::Succeeded => Some(Color::Green),
-                RunStatus::Failed => Some(Color::Red),
+                RunStatus::Failed | RunStatus::Lost => Some(Color::Red),
                 RunStatus::Running => Some(Color::Cyan),
                 RunStatus::Cancelled => Some(Color::Yellow),
                 RunStatus::Pending => None,
@@ -191,7 +191,7 @@ pub fn task_color(s: TaskStatus) -> Option<Color> {
 pub fn run_console_color(s: RunStatus) -> Option<console::Color> {
     match s {
         RunStatus::Succeeded => Some(console::Color::Green),
-        RunStatus::Failed => Some(console::Color::Red),
+        RunStatus::Failed | RunStatus::Lost => Some(console::Color::Red),
         RunStatus::Running => Some(console::Color::Cyan),
         RunStatus::Cancelled => Some(console::Color::Yellow),
         RunStatus::Pending => None,

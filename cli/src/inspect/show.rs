@@ -283,6 +283,9 @@ pub fn show_run(out: &Out, r: &Run) -> Result<()> {
     if let Some(o) = r.origin_run() {
         fields.push(("resumed from", format!("{}/{o}", r.flow_name())));
     }
+    if let Some(why) = r.lost_reason() {
+        fields.push(("lost", out.status_word(&why, Some(console::Color::Red))));
+    }
     if let Some(e) = r.error() {
         fields.push(("error", out.status_word(e, Some(console::Color::Red))));
     }
@@ -463,6 +466,9 @@ fn show_task(out: &Out, t: &Task, lines: usize) -> Result<()> {
             "warning",
             out.status_word(&format!("attempt {}: {} ({})", w.attempt, w.message, w.at), Some(console::Color::Yellow)),
         ));
+    }
+    if let Some(why) = t.lost_reason() {
+        fields.push(("lost", out.status_word(&why, Some(console::Color::Red))));
     }
     if let Some(e) = t.error() {
         fields.push(("error", out.status_word(&format!("{}: {}", e.kind, e.message), Some(console::Color::Red))));

@@ -16,8 +16,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 
-/// The schema. `user_version` says which one a database has.
-const SCHEMA_VERSION: i64 = 1;
+/// The schema. `user_version` says which one a database has: 1 first; 2 added the
+/// run lease (`runs.lease_*`, see [`COLUMNS_SINCE_V1`]).
+const SCHEMA_VERSION: i64 = 2;
+/// Columns added to existing tables after version 1, created on open where missing
+/// (a table in [`SCHEMA`] is only created when absent, so it cannot add them itself).
+const COLUMNS_SINCE_V1: &[(&str, &str, &str)] =
+    &[("runs", "lease_holder", "TEXT"), ("runs", "lease_renewed", "INTEGER"), ("runs", "lease_deadline", "INTEGER")];
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS flows (
     name        TEXT PRIMARY KEY,
@@ -37,7 +42,10 @@ CREATE TABLE IF NOT EXISTS runs (
     params      TEXT NOT NULL,
     tags        TEXT NOT NULL,
     meta        TEXT NOT NULL,
-    revision    INTEGER NOT NULL
+    revision    INTEGER NOT NULL,
+    lease_holder   TEXT,
+    lease_renewed  INTEGER,
+    lease_deadline INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_by_flow ON runs (flow, run_id);
 CREATE TABLE IF NOT EXISTS run_tags (
@@ -170,6 +178,35 @@ CREATE TABLE IF NOT EXISTS schedulers (
 );
 "#;
 
+/// Brings a database of any older version (or a new, empty one) to [`SCHEMA_VERSION`]
+/// in one transaction: a crash leaves the old version or the new one.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let r = (|| {
+        conn.execute_batch(SCHEMA)?;
+        for (table, column, ty) in COLUMNS_SINCE_V1 {
+            let present: bool = conn.query_row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+                [table, column],
+                |r| r.get(0),
+            )?;
+            if !present {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))?;
+            }
+        }
+        conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+    })();
+    match r {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            // The error that matters is `e`; a failed rollback leaves SQLite to roll back
+            // the open transaction when the connection closes.
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
 /// Most jobs one transaction takes.
 const MAX_BATCH: usize = 4096;
 
@@ -266,8 +303,7 @@ impl Db {
                 .map_err(|e| db_err(path, "read schema", e))?
                 < 2;
         if version < SCHEMA_VERSION || missing_tables {
-            conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
-                .map_err(|e| db_err(path, "create schema", e))?;
+            migrate(&conn).map_err(|e| db_err(path, format!("upgrade the schema from version {version}"), e))?;
         }
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>(MAX_BATCH * 4);
         let thread_path = path.to_owned();

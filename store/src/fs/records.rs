@@ -71,6 +71,17 @@ impl FsRecords {
         let name: Option<String> = row.get("name")?;
         let error: Option<String> = row.get("error")?;
         let revision: i64 = row.get("revision")?;
+        let lease_holder: Option<String> = row.get("lease_holder")?;
+        let lease_renewed: Option<i64> = row.get("lease_renewed")?;
+        let lease_deadline: Option<i64> = row.get("lease_deadline")?;
+        let lease = match (lease_holder, lease_renewed, lease_deadline) {
+            (Some(holder), Some(renewed), Some(deadline)) => Some(RunLease {
+                holder,
+                renewed_at: Timestamp::from_micros(renewed),
+                deadline: Timestamp::from_micros(deadline),
+            }),
+            _ => None,
+        };
         let what = || format!("run row {id}");
         Ok((|| {
             Ok(RunRecord {
@@ -86,6 +97,7 @@ impl FsRecords {
                 name,
                 error,
                 meta: serde_json::from_str(&meta).map_err(|e| self.corrupt(what(), e))?,
+                lease,
                 revision: revision as u64,
             })
         })())
@@ -307,7 +319,8 @@ fn put_run(conn: &Connection, r: &RunRecord, revision: u64) -> rusqlite::Result<
     let json = |v: &dyn erased::Json| v.to_json().map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)));
     conn.prepare_cached(
         "INSERT OR REPLACE INTO runs (run_id, flow, status, created_at, started_at, ended_at, origin_run, name, error, \
-         params, tags, meta, revision) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+         params, tags, meta, revision, lease_holder, lease_renewed, lease_deadline) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?
     .execute(params![
         r.id.to_string(),
@@ -322,7 +335,10 @@ fn put_run(conn: &Connection, r: &RunRecord, revision: u64) -> rusqlite::Result<
         json(&r.params)?,
         json(&r.tags)?,
         json(&r.meta)?,
-        revision as i64
+        revision as i64,
+        r.lease.as_ref().map(|l| l.holder.as_str()),
+        r.lease.as_ref().map(|l| l.renewed_at.as_micros()),
+        r.lease.as_ref().map(|l| l.deadline.as_micros()),
     ])?;
     let id = r.id.to_string();
     conn.prepare_cached("DELETE FROM run_tags WHERE run_id = ?1")?.execute([&id])?;
@@ -471,8 +487,17 @@ impl RecordStore for FsRecords {
         let after = after.map_or_else(|| "~".to_owned(), |a| a.to_string());
         let rows: Vec<Result<RunRecord>> = self.read("list runs", |c| {
             let mut sql = String::from("SELECT * FROM runs WHERE flow = ?1 AND run_id < ?2");
-            if query.status.is_some() {
-                sql.push_str(" AND status = ?3");
+            // By observed status: a live record whose lease ran out is `lost`.
+            let by_lease = query.status.is_some_and(|s| s.is_live() || s == RunStatus::Lost);
+            match query.status {
+                Some(RunStatus::Lost) => {
+                    sql.push_str(" AND (status = ?3 OR (status IN ('pending', 'running') AND lease_deadline < ?6))")
+                }
+                Some(s) if s.is_live() => {
+                    sql.push_str(" AND status = ?3 AND (lease_deadline IS NULL OR lease_deadline >= ?6)")
+                }
+                Some(_) => sql.push_str(" AND status = ?3"),
+                None => {}
             }
             if query.tag.is_some() {
                 sql.push_str(" AND run_id IN (SELECT run_id FROM run_tags WHERE tag = ?4)");
@@ -484,8 +509,12 @@ impl RecordStore for FsRecords {
             let flow_s = flow.as_str();
             let mut bind: Vec<(usize, &dyn rusqlite::ToSql)> = vec![(1, &flow_s), (2, &after)];
             let lim = (limit + 1) as i64;
+            let now = Timestamp::now().as_micros();
             if let Some(s) = &status {
                 bind.push((3, s));
+            }
+            if by_lease {
+                bind.push((6, &now));
             }
             if let Some(t) = &tag {
                 bind.push((4, t));
@@ -503,6 +532,30 @@ impl RecordStore for FsRecords {
         })?;
         let items = rows.into_iter().collect::<Result<Vec<_>>>()?;
         Ok(page(items, limit, |r| r.id.to_string()))
+    }
+
+    async fn renew_run_lease(&self, flow: &FlowName, id: RunId, lease: &RunLease) -> Result<bool> {
+        let (flow, lease) = (flow.clone(), lease.clone());
+        let path = self.db.path().to_owned();
+        self.db
+            .write(move |c| {
+                c.prepare_cached(
+                    "UPDATE runs SET lease_holder = ?1, lease_renewed = ?2, lease_deadline = ?3 \
+                     WHERE run_id = ?4 AND flow = ?5 AND status IN ('pending', 'running')",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        lease.holder,
+                        lease.renewed_at.as_micros(),
+                        lease.deadline.as_micros(),
+                        id.to_string(),
+                        flow.as_str()
+                    ])
+                })
+                .map(|n| n > 0)
+                .map_err(|e| db_err(&path, format!("renew the lease of run {flow}/{id}"), e))
+            })
+            .await
     }
 
     async fn update_tags(&self, flow: &FlowName, id: RunId, add: &[Tag], remove: &[Tag]) -> Result<RunRecord> {
