@@ -117,6 +117,7 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     init_tracing();
+    braid_runtime::init_failpoints();
     let cli = match FlowCli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {

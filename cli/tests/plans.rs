@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Output};
 
 use braid_runtime::{Flow, Param, ParamType};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// The `sites` example's flow.
 fn data_sync() -> braid_runtime::Result<Flow> {
@@ -240,4 +240,57 @@ fn manual_launches_and_usage_errors() {
     let dry = flowbin(&store, &["backfill", "data_sync_hourly", "--from", FROM, "--to", TO, "--dry-run"]);
     assert_eq!(dry, ExitCode::SUCCESS);
     assert_eq!(braid_json(&store, &["runs", "data_sync"]).as_array().unwrap().len(), 5);
+}
+
+const CRASH_STORE_ENV: &str = "BRAID_TEST_CRASH_SCHEDULER_STORE";
+
+/// Entry point of the child process of the scheduler crash test; does nothing otherwise.
+#[test]
+fn crash_scheduler_child() {
+    let Ok(store) = std::env::var(CRASH_STORE_ENV) else { return };
+    let code = flowbin(Path::new(&store), &["scheduler", "--once", "--max-runs", "1"]);
+    // Reaching here means the crash point did not fire: say so through the exit code.
+    std::process::exit(if code == ExitCode::SUCCESS { 10 } else { 11 });
+}
+
+#[test]
+fn a_scheduler_killed_between_claiming_and_starting_leaves_a_launch_started_exactly_once() {
+    let points = ["launch-claimed", "launch-run-id-recorded", "launch-run-created", "launch-started"];
+    for point in points {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join(".braid");
+        assert_eq!(flowbin(&store, &["plans", "apply", sites_toml().to_str().unwrap()]), ExitCode::SUCCESS);
+        braid_json(&store, &["plan", "launch", "data_sync_hourly", "--param", "site_id=site1"]);
+
+        // A scheduler process dies (abort: no destructor runs) at the crash point.
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "crash_scheduler_child", "--test-threads", "1", "--nocapture"])
+            .env(CRASH_STORE_ENV, &store)
+            .env("FAILPOINTS", format!("{point}=return"))
+            .output()
+            .unwrap();
+        assert!(child.status.code().is_none(), "{point}: the child was killed by its crash point: {:?}", child.status);
+
+        // Restarted, a scheduler on the same machine sees that process gone, adopts the
+        // launch at once and starts it exactly once.
+        assert_eq!(flowbin(&store, &["scheduler", "--once"]), ExitCode::SUCCESS, "{point}");
+        let runs = braid_json(&store, &["runs", "data_sync", "--limit", "0"]);
+        let runs = runs.as_array().unwrap();
+        let summary: Vec<(&str, &str)> =
+            runs.iter().map(|r| (r["name"].as_str().unwrap(), r["status"].as_str().unwrap())).collect();
+        assert_eq!(summary, [("data_sync_hourly_site1", "succeeded")], "{point}: one run, started once");
+        let show = braid_json(&store, &["plan", "show", "data_sync_hourly"]);
+        let recent = &show["parameter_set_details"][0]["recent"];
+        assert_eq!(recent.as_array().unwrap().len(), 1, "{point}: {recent}");
+        assert_eq!(
+            (&recent[0]["state"], &recent[0]["status"]),
+            (&json!("finished"), &json!("succeeded")),
+            "{point}: {recent}"
+        );
+        assert_eq!(recent[0]["run"].as_str(), runs[0]["id"].as_str(), "{point}: the launch names its run");
+
+        // Another pass starts nothing more.
+        assert_eq!(flowbin(&store, &["scheduler", "--once"]), ExitCode::SUCCESS);
+        assert_eq!(braid_json(&store, &["runs", "data_sync", "--limit", "0"]).as_array().unwrap().len(), 1, "{point}");
+    }
 }

@@ -54,6 +54,10 @@ pub struct RunOptions {
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     /// How long the run's lease lasts without a renewal (see [`crate::RUN_LEASE`]).
     pub run_lease: Duration,
+    /// Use this run id (a launch records it before the run exists). If a run with this id
+    /// exists and never started (`pending`: its creator died before executing it), it is
+    /// taken over; any other existing run is a conflict.
+    pub run_id: Option<RunId>,
 }
 
 impl Default for RunOptions {
@@ -71,6 +75,7 @@ impl Default for RunOptions {
             env_params: true,
             metrics: None,
             run_lease: crate::lease::RUN_LEASE,
+            run_id: None,
         }
     }
 }
@@ -285,7 +290,7 @@ impl PreparedRun {
     /// Registers the flow, resolves parameters and creates the run record, so the run
     /// id is known before any step runs.
     pub async fn prepare(flow: Arc<Flow>, store: Store, opts: RunOptions) -> Result<PreparedRun> {
-        let run_id = RunId::generate();
+        let run_id = opts.run_id.unwrap_or_else(RunId::generate);
         let mut params = resolve_params(&flow, &opts)?;
         let mut origin = None;
         let mut origin_run = None;
@@ -316,7 +321,11 @@ impl PreparedRun {
         run.meta = opts.meta.clone();
         let holder = braid_store::process_holder("run");
         run.lease = Some(RunLease::new(holder.clone(), opts.run_lease));
-        store.records.create_run(&run).await?;
+        match store.records.create_run(&run).await {
+            Ok(()) => {}
+            Err(e) if e.is_conflict() && opts.run_id.is_some() => take_over_pending(&store, run).await?,
+            Err(e) => return Err(e.into()),
+        }
         let keeper = crate::lease::LeaseKeeper::start(
             store.clone(),
             flow.name().clone(),
@@ -485,6 +494,29 @@ async fn load_origin(flow: &Flow, store: &Store, resume: &Resume) -> Result<Orig
         }
     }
     Ok(Origin { run, from: resume.from.clone(), tasks })
+}
+
+/// Replaces the record of a run that was created but never started (its creator died in
+/// between), so the run keeps the id its launch recorded. The caller holds the launch, so
+/// no one else starts this run; a run that did start is never replaced.
+async fn take_over_pending(store: &Store, mut run: RunRecord) -> Result<()> {
+    let what = format!("run {}/{}", run.flow, run.id);
+    let stored = store
+        .records
+        .get_run(&run.flow, run.id)
+        .await?
+        .ok_or_else(|| Error::Store(braid_store::Error::NotFound { what: what.clone() }))?;
+    if stored.status != RunStatus::Pending || stored.started_at.is_some() {
+        return Err(Error::Store(braid_store::Error::Conflict {
+            what,
+            reason: format!("it exists and is {}; only a run that never started is taken over", stored.status),
+        }));
+    }
+    tracing::info!(run = %run.id, previous = ?stored.lease.as_ref().map(|l| &l.holder), "taking over a run that never started");
+    run.created_at = stored.created_at;
+    run.revision = stored.revision;
+    store.records.update_run(&run).await?;
+    Ok(())
 }
 
 /// Stores the `lost` a reader already sees for a run whose lease ran out, saying when and

@@ -49,6 +49,7 @@
 mod context;
 mod error;
 mod executor;
+mod failpoint;
 mod flow;
 mod lease;
 mod logs;
@@ -64,6 +65,7 @@ pub use error::{BoxError, Error, Result, StepResult};
 pub use executor::{
     PreparedRun, Resume, RunOptions, RunProgress, RunSummary, StepCounts, decode_artifact, resolve_params,
 };
+pub use failpoint::init_failpoints;
 pub use flow::{Backoff, DEFAULT_MAX_NUM_SPLITS, Flow, FlowBuilder, StepBuilder, StepPolicy};
 pub use lease::RUN_LEASE;
 pub use logs::{TaskLogLayer, task_log_layer};

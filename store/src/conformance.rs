@@ -266,6 +266,10 @@ pub async fn run_leases_say_lost_when_they_run_out(store: &Store) {
     assert!(store.records.renew_run_lease(&flow(), dead.id, &renewed).await.unwrap());
     let stored = store.records.get_run(&flow(), dead.id).await.unwrap().unwrap();
     assert_eq!((stored.status_now(), stored.revision, stored.lease), (RunStatus::Running, 1, Some(renewed.clone())));
+    // Only its holder renews it (another process took it over, or never held it).
+    let other = RunLease::new("run@host:3", ms(60_000));
+    assert!(!store.records.renew_run_lease(&flow(), dead.id, &other).await.unwrap());
+    assert_eq!(store.records.get_run(&flow(), dead.id).await.unwrap().unwrap().lease, Some(renewed.clone()));
     // A run that ended, or does not exist, is not renewed.
     assert!(!store.records.renew_run_lease(&flow(), done.id, &renewed).await.unwrap());
     assert!(!store.records.renew_run_lease(&flow(), RunId::generate(), &renewed).await.unwrap());

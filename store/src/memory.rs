@@ -159,7 +159,8 @@ impl RecordStore for MemoryRecords {
 
     async fn renew_run_lease(&self, flow: &FlowName, id: RunId, lease: &RunLease) -> Result<bool> {
         let mut t = self.lock();
-        match t.runs.get_mut(&id).filter(|r| &r.flow == flow && r.status.is_live()) {
+        let held = |r: &RunRecord| r.lease.as_ref().is_some_and(|l| l.holder == lease.holder);
+        match t.runs.get_mut(&id).filter(|r| &r.flow == flow && r.status.is_live() && held(r)) {
             Some(run) => {
                 run.lease = Some(lease.clone());
                 Ok(true)

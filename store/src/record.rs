@@ -82,13 +82,25 @@ impl RunLease {
 
 /// The id of this process as a lease holder: `role@host:pid`.
 pub fn process_holder(role: &str) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+    format!("{role}@{}:{}", host_name(), std::process::id())
+}
+
+/// This machine's name, as lease holders and scheduler heartbeats record it.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
-    format!("{role}@{host}:{}", std::process::id())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Whether a process of this machine is known to have exited: true only where the
+/// system says so (Linux's `/proc`); elsewhere, and for this process, false.
+pub fn process_exited(pid: u32) -> bool {
+    pid != std::process::id()
+        && std::path::Path::new("/proc/self").exists()
+        && !std::path::Path::new("/proc").join(pid.to_string()).exists()
 }
 
 impl RunRecord {
@@ -452,9 +464,10 @@ pub trait RecordStore: Send + Sync + fmt::Debug {
     async fn get_run(&self, flow: &FlowName, id: RunId) -> Result<Option<RunRecord>>;
     /// Runs of a flow, newest first.
     async fn list_runs(&self, flow: &FlowName, query: &RunQuery) -> Result<Page<RunRecord>>;
-    /// Extends the lease of a live run (stored status `pending` or `running`) without
-    /// touching anything else (no revision bump, so it never conflicts with other
-    /// writers); false if the run is not live any more or does not exist.
+    /// Extends the lease of a live run (stored status `pending` or `running`) whose lease
+    /// `lease.holder` holds, without touching anything else (no revision bump, so it
+    /// never conflicts with other writers); false if the run is not live any more, is
+    /// held by another process (it took the run over) or does not exist.
     async fn renew_run_lease(&self, flow: &FlowName, id: RunId, lease: &RunLease) -> Result<bool>;
     /// Adds and removes tags in one write; returns the run as stored.
     async fn update_tags(&self, flow: &FlowName, id: RunId, add: &[Tag], remove: &[Tag]) -> Result<RunRecord>;

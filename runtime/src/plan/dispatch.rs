@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::PlanResult;
 use super::model::{Concurrency, LaunchPlan};
 use crate::executor::{PreparedRun, RunOptions};
+use crate::failpoint::crash_point;
 use crate::flow::Flow;
 
 /// The time a scheduler sees. Injected in tests, so DST days and missed ticks are tested
@@ -192,8 +193,7 @@ impl LaunchEnv {
 
 /// A new id for a scheduler or launcher process: host, pid and a unique suffix.
 pub(crate) fn holder_id(role: &str) -> String {
-    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into());
-    format!("{role}@{host}:{}:{}", std::process::id(), RunId::generate())
+    format!("{role}@{}:{}:{}", braid_store::host_name(), std::process::id(), RunId::generate())
 }
 
 fn ts(t: jiff::Timestamp) -> Timestamp {
@@ -255,7 +255,7 @@ impl Dispatcher {
         let rec = SchedulerRecord {
             id: self.id.clone(),
             flows: self.flow_names(),
-            host: std::env::var("HOSTNAME").unwrap_or_default(),
+            host: braid_store::host_name(),
             pid: std::process::id(),
             started_at: self.started_at,
             seen_at: ts(now),
@@ -263,9 +263,12 @@ impl Dispatcher {
         Ok(self.store.plans.heartbeat(&rec).await?)
     }
 
-    /// Ids of processes whose heartbeat is recent, this one included.
+    /// Ids of processes whose heartbeat is recent, this one included. A process of this
+    /// machine that has exited is dead at once, whatever its last heartbeat: a scheduler
+    /// restarted after a crash adopts what the crashed one held without waiting.
     pub(crate) async fn live_holders(&self) -> PlanResult<Vec<String>> {
         let cutoff = ts(self.now()).as_micros() - i64::try_from(self.opts.dead_after.as_micros()).unwrap_or(i64::MAX);
+        let host = braid_store::host_name();
         let mut live: Vec<String> = self
             .store
             .plans
@@ -273,10 +276,53 @@ impl Dispatcher {
             .await?
             .into_iter()
             .filter(|s| s.seen_at.as_micros() >= cutoff)
+            .filter(|s| !(s.host == host && braid_store::process_exited(s.pid)))
             .map(|s| s.id)
             .collect();
         live.push(self.id.clone());
         Ok(live)
+    }
+
+    /// Launches of dead holders that are marked started but whose run never began (the
+    /// holder died between the two writes) come back as pending launches held by this
+    /// process, to be started exactly once; those whose run began and is now lost are
+    /// finished as `lost` (resume the run to complete it). Returns the ones to start.
+    pub(crate) async fn rescue_started(&self, live: &[String]) -> PlanResult<Vec<LaunchRecord>> {
+        let q = LaunchQuery {
+            states: vec![LaunchState::Started],
+            flows: self.flow_names(),
+            limit: 10_000,
+            ..Default::default()
+        };
+        let mut rescued = Vec::new();
+        for l in self.store.plans.list_launches(&q).await? {
+            let Some(holder) = l.holder.clone().filter(|h| !live.contains(h)) else { continue };
+            let Some(run_id) = l.run else { continue };
+            let run = self.store.records.get_run(&l.flow, run_id).await?;
+            let mut next = l.clone();
+            next.updated_at = ts(self.now());
+            match run {
+                Some(r) if r.status == RunStatus::Pending && r.started_at.is_none() => {
+                    next.state = LaunchState::Pending;
+                    next.holder = Some(self.id.clone());
+                    if self.store.plans.update_launch(&next, LaunchState::Started, Some(&holder)).await? {
+                        tracing::info!(launch = %l.key, %holder, "adopted a launch whose run never began");
+                        rescued.push(next);
+                    }
+                }
+                Some(r) if r.status_now() == RunStatus::Lost || r.status.is_terminal() => {
+                    next.state = LaunchState::Finished;
+                    next.status = Some(r.status_now());
+                    if r.status_now() == RunStatus::Lost {
+                        next.note =
+                            Some(format!("the run was lost with its scheduler {holder}; resume it to complete it"));
+                    }
+                    self.store.plans.update_launch(&next, LaunchState::Started, Some(&holder)).await?;
+                }
+                _ => {}
+            }
+        }
+        Ok(rescued)
     }
 
     pub(crate) fn set_inactive(&self, inactive: HashSet<PlanName>) {
@@ -495,13 +541,40 @@ impl Dispatcher {
         m
     }
 
-    async fn start(self: &Arc<Self>, l: LaunchRecord, permit: OwnedSemaphorePermit) {
+    /// Starts a launch this process holds. Each step is a conditional write on the
+    /// launch (state and holder), so a crash between any two leaves a launch that the
+    /// next scheduler adopts and starts exactly once: the run id is recorded in the
+    /// pending launch before the run exists; an adopter reuses it and takes over the
+    /// run record if the dead scheduler had created it but not started it.
+    async fn start(self: &Arc<Self>, mut l: LaunchRecord, permit: OwnedSemaphorePermit) {
+        crash_point!("launch-claimed");
         let Some(flow) = self.flows.get(&l.flow).cloned() else {
             let note = format!("flow `{}` is not hosted by this process", l.flow);
             self.fail_start(l, note).await;
             return;
         };
+        if l.run.is_none() {
+            let mut recorded = l.clone();
+            recorded.run = Some(RunId::generate());
+            recorded.updated_at = ts(self.now());
+            match self.store.plans.update_launch(&recorded, LaunchState::Pending, Some(&self.id)).await {
+                Ok(true) => l = recorded,
+                Ok(false) => {
+                    // Adopted by another process meanwhile: it starts the launch.
+                    self.release(&l);
+                    self.changed.notify_waiters();
+                    return;
+                }
+                Err(e) => {
+                    let note = format!("could not record the run id of the launch: {e}");
+                    self.fail_start(l, note).await;
+                    return;
+                }
+            }
+        }
+        crash_point!("launch-run-id-recorded");
         let opts = RunOptions {
+            run_id: l.run,
             param_values: l.params.clone(),
             name: Some(l.name.clone()),
             meta: self.meta(&l).await,
@@ -519,6 +592,7 @@ impl Dispatcher {
             }
         };
         let run_id = prepared.run_id();
+        crash_point!("launch-run-created");
         let mut started = l.clone();
         started.state = LaunchState::Started;
         started.run = Some(run_id);
@@ -532,6 +606,7 @@ impl Dispatcher {
         };
         if !won {
             // Adopted by another process meanwhile: this run must not execute.
+            drop(prepared);
             self.abandon(&flow, run_id).await;
             self.release(&l);
             self.changed.notify_waiters();
@@ -545,6 +620,7 @@ impl Dispatcher {
             tick: l.tick.to_jiff(),
         });
         self.record(&started, None);
+        crash_point!("launch-started");
         let this = self.clone();
         tokio::spawn(async move {
             let (status, error) = match prepared.execute().await {
@@ -604,14 +680,26 @@ impl Dispatcher {
         self.changed.notify_waiters();
     }
 
-    /// Marks a prepared run that must not execute as cancelled.
+    /// Marks a prepared run that must not execute as cancelled, unless the process that
+    /// adopted its launch took the record over already (the run then is theirs).
     async fn abandon(&self, flow: &Flow, run: RunId) {
         let records = &self.store.records;
-        if let Ok(Some(mut r)) = records.get_run(flow.name(), run).await {
-            r.status = RunStatus::Cancelled;
-            r.ended_at = Some(Timestamp::now());
-            r.error = Some("not started: another scheduler took over this launch".into());
-            let _ = records.update_run(&r).await;
+        let mine = braid_store::process_holder("run");
+        match records.get_run(flow.name(), run).await {
+            Ok(Some(mut r)) if r.status == RunStatus::Pending && r.lease.as_ref().is_some_and(|l| l.holder == mine) => {
+                r.status = RunStatus::Cancelled;
+                r.ended_at = Some(Timestamp::now());
+                r.error = Some("not started: another scheduler took over this launch".into());
+                r.lease = None;
+                if let Err(e) = records.update_run(&r).await {
+                    // The adopter took the record over meanwhile (a conflict), or the store
+                    // failed: either way the record is not ours to change any more, and a
+                    // pending record left behind reads as lost once its lease runs out.
+                    tracing::warn!(%run, error = %e, "could not mark an abandoned run cancelled");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(%run, error = %e, "could not read an abandoned run"),
         }
     }
 

@@ -205,8 +205,10 @@ impl Scheduler {
         let live = self.d.live_holders().await?;
         let adopted =
             self.d.store.plans.adopt_launches(&self.d.flow_names(), &live, &self.d.id, self.opts.adopt_batch).await?;
-        report.adopted = adopted.len();
+        let rescued = self.d.rescue_started(&live).await?;
+        report.adopted = adopted.len() + rescued.len();
         self.d.enqueue(adopted).await;
+        self.d.enqueue(rescued).await;
         self.d.dispatch().await?;
         Ok(report)
     }

@@ -541,7 +541,7 @@ impl RecordStore for FsRecords {
             .write(move |c| {
                 c.prepare_cached(
                     "UPDATE runs SET lease_holder = ?1, lease_renewed = ?2, lease_deadline = ?3 \
-                     WHERE run_id = ?4 AND flow = ?5 AND status IN ('pending', 'running')",
+                     WHERE run_id = ?4 AND flow = ?5 AND status IN ('pending', 'running') AND lease_holder = ?1",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
