@@ -1,6 +1,8 @@
 //! Drawing a [`FlowGraph`] as Mermaid or Graphviz DOT. Foreach edges are labelled with
 //! their artifact, switch edges with their case; loop-back edges are dashed.
 
+// Rendering writes into a `String` with `writeln!`, which cannot fail: its results
+// are dropped with `let _`.
 use std::fmt::Write as _;
 
 use crate::{FlowGraph, StepKind, StepSpec, Transition};

@@ -68,11 +68,31 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] braid_store::Error),
 
+    /// The run's records could not be written (the cause says why).
+    #[error("the run's records could not be stored")]
+    Records(#[source] crate::persist::PersistError),
+
     #[error(transparent)]
     Core(#[from] braid_core::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error and its causes on one line, `error: cause: cause`, for records that keep
+/// text (a run's `error`); a cause whose text its parent already shows is skipped.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        cause = c.source();
+    }
+    text
+}
 
 /// What a step function returns. Any error type converts into it with `?`.
 pub type StepResult = std::result::Result<(), BoxError>;

@@ -391,13 +391,13 @@ impl PreparedRun {
         sched.run().await;
         shared.persister.flush().await;
         if let Some(e) = shared.persister.failure() {
-            sched.fail(Error::Store(braid_store::Error::Invalid { what: "run records".into(), reason: e }));
+            sched.fail(Error::Records(e));
         }
 
         let (status, error) = match (&sched.failure, sched.ended) {
             (None, true) => (RunStatus::Succeeded, None),
             (Some(Error::Cancelled), _) => (RunStatus::Cancelled, Some("cancelled".to_owned())),
-            (Some(e), _) => (RunStatus::Failed, Some(e.to_string())),
+            (Some(e), _) => (RunStatus::Failed, Some(crate::error::chain(e))),
             (None, false) => (RunStatus::Failed, Some("the run stopped before reaching `end`".to_owned())),
         };
         // The run ends here: no more renewals, and the final record holds no lease.
@@ -592,7 +592,7 @@ impl Scheduler {
                 batch.push(more);
             }
             if let Some(e) = self.shared.persister.failure() {
-                self.fail(Error::Store(braid_store::Error::Invalid { what: "run records".into(), reason: e }));
+                self.fail(Error::Records(e));
             }
             for joined in batch {
                 match joined {
@@ -1105,7 +1105,12 @@ async fn execute_task(shared: &Arc<RunShared>, plan: &TaskPlan) -> Outcome {
                     error: Some(e.clone()),
                 };
                 let w = TaskWrite { attempt: Some(a), artifacts: Some(Vec::new()), ..TaskWrite::new(rec) };
-                let _ = shared.persister.write(Vec::new(), w).await;
+                if let Err(write) = shared.persister.write(Vec::new(), w).await {
+                    // The store cannot say how the task ended: that, not the task's own
+                    // failure, is what fails the run (and `resume` re-runs the task).
+                    tracing::error!(step = %plan.step, task = %plan.id, %attempt, error = %e.message, "task ended as {status}, and its record could not be stored");
+                    return Outcome::Failed(write);
+                }
                 if status == TaskStatus::Cancelled {
                     return Outcome::Cancelled;
                 }

@@ -73,6 +73,7 @@ impl Visit for SinkVisitor {
     fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
 }
 
+/// Collects an event's fields into one line (`write!` to a `String` cannot fail).
 struct LineVisitor(String);
 
 impl Visit for LineVisitor {

@@ -28,12 +28,14 @@ impl ArtRef {
 
     pub(crate) fn with_bytes(self, bytes: Arc<Vec<u8>>) -> Self {
         if bytes.len() <= CACHE_MAX {
+            // A cache: if another reader filled it first, it holds the same bytes.
             let _ = self.bytes.set(bytes);
         }
         self
     }
 
     pub(crate) fn with_elements(self, elements: Arc<Vec<Vec<u8>>>) -> Self {
+        // A cache, set once: an earlier value is the same content.
         let _ = self.elements.set(elements);
         self
     }
@@ -45,11 +47,13 @@ impl ArtRef {
         }
         if let Some(inline) = &self.record.inline {
             let b = Arc::new(inline.clone());
+            // A cache: a concurrent reader may have filled it with the same bytes.
             let _ = self.bytes.set(b.clone());
             return Ok(b);
         }
         let b = Arc::new(blobs.get(&self.record.key).await?);
         if b.len() <= CACHE_MAX {
+            // A cache: a concurrent reader may have filled it with the same bytes.
             let _ = self.bytes.set(b.clone());
         }
         Ok(b)
@@ -65,6 +69,7 @@ impl ArtRef {
         };
         let manifest = blobs.get(&r.key).await?;
         let elements = Arc::new(braid_core::codec::decode_manifest(&manifest)?);
+        // A cache: a concurrent reader may have filled it with the same elements.
         let _ = self.elements.set(elements.clone());
         Ok(Some(elements))
     }

@@ -7,15 +7,31 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use braid_core::{RunId, TaskId};
-use braid_store::{LogLine, Precondition, Store, TaskWrite, WriteOutcome};
+use braid_store::{LogLine, Precondition, Rejection, Store, TaskWrite, WriteOutcome};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 
 const MAX_BATCH: usize = 4096;
 
+/// Why the run's records could not be written, with the store's error as the cause.
+/// Cheap to clone: one failed batch is reported to every write in it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PersistError {
+    #[error("storing the run's artifact blobs failed")]
+    Blobs(#[source] Arc<braid_store::Error>),
+    #[error("writing the run's task records failed")]
+    Tasks(#[source] Arc<braid_store::Error>),
+    #[error("the store rejected a task's result")]
+    Rejected(#[source] Rejection),
+    #[error("the run's store writer has stopped")]
+    Stopped,
+}
+
+type Reply = oneshot::Sender<Result<WriteOutcome, PersistError>>;
+
 enum Job {
-    Write { blobs: Vec<Vec<u8>>, write: Box<TaskWrite>, reply: Option<oneshot::Sender<Result<WriteOutcome, String>>> },
+    Write { blobs: Vec<Vec<u8>>, write: Box<TaskWrite>, reply: Option<Reply> },
     Logs(Vec<LogLine>),
     Flush(oneshot::Sender<()>),
 }
@@ -25,7 +41,7 @@ enum Job {
 pub(crate) struct Persister {
     tx: mpsc::UnboundedSender<Job>,
     /// The first failure of a write nobody waited for; it fails the run.
-    failure: Arc<Mutex<Option<String>>>,
+    failure: Arc<Mutex<Option<PersistError>>>,
 }
 
 impl std::fmt::Debug for Job {
@@ -43,7 +59,7 @@ impl Persister {
     }
 
     /// Why a write nobody waited for failed, if one did.
-    pub(crate) fn failure(&self) -> Option<String> {
+    pub(crate) fn failure(&self) -> Option<PersistError> {
         self.failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -52,11 +68,11 @@ impl Persister {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job::Write { blobs, write: Box::new(write), reply: Some(reply) })
-            .map_err(|_| Error::Store(braid_store::Error::Closed))?;
+            .map_err(|_| Error::Records(PersistError::Stopped))?;
         match rx.await {
             Ok(Ok(o)) => Ok(o),
-            Ok(Err(e)) => Err(Error::Store(braid_store::Error::Invalid { what: "task write".into(), reason: e })),
-            Err(_) => Err(Error::Store(braid_store::Error::Closed)),
+            Ok(Err(e)) => Err(Error::Records(e)),
+            Err(_) => Err(Error::Records(PersistError::Stopped)),
         }
     }
 
@@ -67,11 +83,14 @@ impl Persister {
     pub(crate) fn write_later(&self, blobs: Vec<Vec<u8>>, write: TaskWrite) {
         if self.tx.send(Job::Write { blobs, write: Box::new(write), reply: None }).is_err() {
             let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
-            f.get_or_insert_with(|| "the run's store writer has stopped".into());
+            f.get_or_insert(PersistError::Stopped);
         }
     }
 
     pub(crate) fn logs(&self, lines: Vec<LogLine>) {
+        // Sending fails only once the writer has stopped, which every task write then
+        // reports (`write_later` records it as the run's failure): a log line cannot be
+        // kept where its run's records cannot.
         let _ = self.tx.send(Job::Logs(lines));
     }
 
@@ -79,12 +98,13 @@ impl Persister {
     pub(crate) async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Job::Flush(tx)).is_ok() {
+            // An error means the writer stopped: nothing queued is left to wait for.
             let _ = rx.await;
         }
     }
 }
 
-async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Job>, failure: Arc<Mutex<Option<String>>>) {
+async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Job>, failure: Arc<Mutex<Option<PersistError>>>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         jobs.push(first);
@@ -101,10 +121,12 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Job>, failure: Arc
 }
 
 /// Writes one batch; `Err` for a failure that no waiting caller was told about.
-async fn write_batch(store: &Store, jobs: &mut Vec<Job>) -> Result<(), String> {
+async fn write_batch(store: &Store, jobs: &mut Vec<Job>) -> Result<(), PersistError> {
     let mut blobs = Vec::new();
     let mut writes: Vec<TaskWrite> = Vec::new();
-    let mut replies: Vec<(usize, oneshot::Sender<Result<WriteOutcome, String>>)> = Vec::new();
+    // Writes whose caller waits for the outcome (few: ends of attempts that must be
+    // known durable), with the task they are for.
+    let mut replies: Vec<(usize, String, Reply)> = Vec::new();
     // Writes without a waiting caller: their rejection must not go unnoticed.
     let mut unwatched_results: Vec<usize> = Vec::new();
     let mut unwatched_keys: HashMap<usize, (RunId, TaskId, braid_core::Attempt)> = HashMap::new();
@@ -144,7 +166,7 @@ async fn write_batch(store: &Store, jobs: &mut Vec<Job>) -> Result<(), String> {
                     last_unconditional.remove(&key);
                 }
                 match reply {
-                    Some(r) => replies.push((writes.len(), r)),
+                    Some(r) => replies.push((writes.len(), write.task.key.to_string(), r)),
                     None => {
                         unwatched_results.push(writes.len());
                         unwatched_keys.insert(writes.len(), (key.0, key.1, write.task.attempt));
@@ -158,7 +180,7 @@ async fn write_batch(store: &Store, jobs: &mut Vec<Job>) -> Result<(), String> {
     }
     let blob_result = if blobs.is_empty() { Ok(Vec::new()) } else { store.blobs.put_many(blobs).await };
     let outcome = match blob_result {
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(PersistError::Blobs(Arc::new(e))),
         Ok(_) => {
             dropped.sort_unstable();
             let mut index_map = Vec::with_capacity(writes.len());
@@ -175,7 +197,7 @@ async fn write_batch(store: &Store, jobs: &mut Vec<Job>) -> Result<(), String> {
             }
             match store.records.write_tasks(kept).await {
                 Ok(outcomes) => Ok((index_map, outcomes)),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(PersistError::Tasks(Arc::new(e))),
             }
         }
     };
@@ -186,10 +208,12 @@ async fn write_batch(store: &Store, jobs: &mut Vec<Job>) -> Result<(), String> {
     }
     let result = match outcome {
         Ok((index_map, outcomes)) => {
-            for (i, reply) in replies {
+            for (i, key, reply) in replies {
                 let o = index_map[i]
                     .and_then(|k| outcomes.get(k).cloned())
-                    .unwrap_or(WriteOutcome::Rejected { reason: "superseded".into() });
+                    .unwrap_or(WriteOutcome::Rejected { reason: Rejection::Superseded { key } });
+                // The caller may have stopped waiting (its task was cancelled): the
+                // outcome is durable either way.
                 let _ = reply.send(Ok(o));
             }
             // A write refused by its fencing token comes from an attempt that was
@@ -199,7 +223,7 @@ async fn write_batch(store: &Store, jobs: &mut Vec<Job>) -> Result<(), String> {
             for &i in &unwatched_results {
                 if let Some(WriteOutcome::Rejected { reason }) = index_map[i].and_then(|k| outcomes.get(k)) {
                     let Some(&(run, task, attempt)) = unwatched_keys.get(&i) else { continue };
-                    if reason.contains("stale attempt") || reason.contains("already ended") {
+                    if reason.is_fenced() {
                         tracing::warn!(%run, %task, %attempt, %reason, "late write from a lost attempt rejected");
                         fenced.push(LogLine {
                             run,
@@ -211,7 +235,7 @@ async fn write_batch(store: &Store, jobs: &mut Vec<Job>) -> Result<(), String> {
                             line: format!("late write from attempt {attempt} rejected: {reason}"),
                         });
                     } else {
-                        failure.get_or_insert_with(|| format!("a task's result was rejected by the store: {reason}"));
+                        failure.get_or_insert_with(|| PersistError::Rejected(reason.clone()));
                     }
                 }
             }
@@ -226,14 +250,16 @@ async fn write_batch(store: &Store, jobs: &mut Vec<Job>) -> Result<(), String> {
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, "task write batch failed");
-            for (_, reply) in replies {
+            tracing::error!(error = %e, cause = ?std::error::Error::source(&e).map(ToString::to_string), "task write batch failed");
+            for (_, _, reply) in replies {
+                // A caller that stopped waiting learns of the failure from the run's.
                 let _ = reply.send(Err(e.clone()));
             }
-            Err(format!("writing task records failed: {e}"))
+            Err(e)
         }
     };
     for f in flushes {
+        // A flusher that stopped waiting needs no answer.
         let _ = f.send(());
     }
     result

@@ -348,7 +348,11 @@ pub async fn task_preconditions(store: &Store) {
     lw.precondition = Precondition::Attempt(Attempt(1));
     match &store.records.write_tasks(vec![lw]).await.unwrap()[0] {
         WriteOutcome::Rejected { reason } => {
-            assert!(reason.contains("stale attempt 1"), "{reason}")
+            assert!(
+                matches!(reason, Rejection::StaleAttempt { attempt: Attempt(1), current: Attempt(2), .. }),
+                "{reason:?}"
+            );
+            assert!(reason.is_fenced() && reason.to_string().contains("stale attempt 1"), "{reason}");
         }
         o => panic!("late write applied: {o:?}"),
     }

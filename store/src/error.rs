@@ -26,8 +26,14 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("record database {path}: {context}: {message}")]
-    Database { path: String, context: String, message: String },
+    /// The record database refused or failed an operation; the SQLite error is the cause.
+    #[error("record database {path}: {context}")]
+    Database {
+        path: String,
+        context: String,
+        #[source]
+        source: std::sync::Arc<rusqlite::Error>,
+    },
 
     #[error("invalid {what}: {reason}")]
     Invalid { what: String, reason: String },

@@ -37,9 +37,9 @@ pub use plan::{
 };
 pub use record::{
     ArtifactRecord, AttemptRecord, ElementsRef, FlowRecord, ForeachFrame, INLINE_VALUE_MAX, LogLine, MAX_TASK_EVENTS,
-    Page, Precondition, RecordStore, RunLease, RunQuery, RunRecord, StepArtifact, StepSummary, TaskError, TaskEvent,
-    TaskEventKind, TaskKey, TaskQuery, TaskRecord, TaskWrite, VisibleArtifact, WriteOutcome, host_name, process_exited,
-    process_holder,
+    Page, Precondition, RecordStore, Rejection, RunLease, RunQuery, RunRecord, StepArtifact, StepSummary, TaskError,
+    TaskEvent, TaskEventKind, TaskKey, TaskQuery, TaskRecord, TaskWrite, VisibleArtifact, WriteOutcome, host_name,
+    process_exited, process_holder,
 };
 
 /// The environment variable naming the store when no `--store` flag is given.

@@ -395,7 +395,41 @@ pub enum WriteOutcome {
     /// Applied; the record now has this revision.
     Applied { revision: u64 },
     /// Not applied; says what did not hold.
-    Rejected { reason: String },
+    Rejected { reason: Rejection },
+}
+
+/// Why a conditional task write did not apply: what its [`Precondition`] expected and
+/// what was stored. Callers decide on the variant (a fenced write from a lost attempt is
+/// expected and logged; anything else is a bug or a race worth reporting).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// [`Precondition::Absent`]: the task exists.
+    #[error("task {key} exists (revision {revision})")]
+    Exists { key: String, revision: u64 },
+    /// [`Precondition::Revision`] or [`Precondition::Attempt`]: there is no such task.
+    #[error("task {key} does not exist")]
+    Missing { key: String },
+    /// [`Precondition::Revision`]: someone else wrote the task first.
+    #[error("expected revision {expected} of task {key}, stored is {stored}")]
+    RevisionMismatch { key: String, expected: u64, stored: u64 },
+    /// [`Precondition::Attempt`] failed its fencing check: a newer attempt holds the
+    /// task (this one was declared lost and retried).
+    #[error("stale attempt {attempt} of task {key}: the task is on attempt {current}")]
+    StaleAttempt { key: String, attempt: Attempt, current: Attempt },
+    /// [`Precondition::Attempt`]: the attempt already ended (e.g. it was declared lost).
+    #[error("attempt {attempt} of task {key} already ended as {status}")]
+    AttemptEnded { key: String, attempt: Attempt, status: TaskStatus },
+    /// Not sent: a later write of the same task in the same batch replaced it.
+    #[error("superseded by a later write of task {key}")]
+    Superseded { key: String },
+}
+
+impl Rejection {
+    /// A late write from an attempt that lost its lease: refused by the fencing token.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Rejection::StaleAttempt { .. } | Rejection::AttemptEnded { .. })
+    }
 }
 
 impl WriteOutcome {
@@ -532,22 +566,23 @@ impl StoredTask {
     }
 }
 
-/// Shared by backends: checks a precondition against the stored task; `Some(reason)`
-/// when it does not hold.
-pub(crate) fn check_precondition(key: &TaskKey, stored: Option<StoredTask>, pre: Precondition) -> Option<String> {
+/// Shared by backends: checks a precondition against the stored task; `Some(why)` when
+/// it does not hold.
+pub(crate) fn check_precondition(key: &TaskKey, stored: Option<StoredTask>, pre: Precondition) -> Option<Rejection> {
+    let key = || key.to_string();
     match (pre, stored) {
         (Precondition::None, _) => None,
         (Precondition::Absent, None) => None,
-        (Precondition::Absent, Some(s)) => Some(format!("task {key} exists (revision {})", s.revision)),
-        (Precondition::Revision(_), None) | (Precondition::Attempt(_), None) => Some("task does not exist".into()),
+        (Precondition::Absent, Some(s)) => Some(Rejection::Exists { key: key(), revision: s.revision }),
+        (Precondition::Revision(_), None) | (Precondition::Attempt(_), None) => Some(Rejection::Missing { key: key() }),
         (Precondition::Revision(r), Some(s)) => {
-            (s.revision != r).then(|| format!("expected revision {r}, stored is {}", s.revision))
+            (s.revision != r).then(|| Rejection::RevisionMismatch { key: key(), expected: r, stored: s.revision })
         }
         (Precondition::Attempt(a), Some(s)) => {
             if s.attempt != a {
-                Some(format!("stale attempt {a}: the task is on attempt {}", s.attempt))
+                Some(Rejection::StaleAttempt { key: key(), attempt: a, current: s.attempt })
             } else if s.status.is_terminal() {
-                Some(format!("attempt {a} already ended as {}", s.status))
+                Some(Rejection::AttemptEnded { key: key(), attempt: a, status: s.status })
             } else {
                 None
             }

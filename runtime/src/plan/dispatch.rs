@@ -227,6 +227,8 @@ impl Dispatcher {
 
     pub(crate) fn emit(&self, e: LaunchEvent) {
         if let Some(tx) = &self.events {
+            // Events are for an observer (the CLI's live lines, tests); one that went
+            // away misses nothing the store does not keep.
             let _ = tx.send(e);
         }
     }

@@ -81,16 +81,27 @@ fn rand_u64() -> u64 {
 /// power cut. If the blob is already there, the temp file is dropped.
 fn publish(tmp: &Path, dest: &Path) -> Result<()> {
     let dir = dest.parent().unwrap_or(Path::new("."));
+    let new_dir = !dir.exists();
     std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+    if new_dir && let Some(parent) = dir.parent() {
+        // The new shard directory's own entry must survive a power cut too.
+        sync_dir(parent)?;
+    }
     if dest.exists() {
-        let _ = std::fs::remove_file(tmp);
+        // The same content is in place already. A temp file that cannot be removed is
+        // harmless: it is never read, `verify` lists it, and it is cleaned when an hour old.
+        if let Err(e) = std::fs::remove_file(tmp) {
+            tracing::debug!(tmp = %tmp.display(), error = %e, "cannot remove a duplicate temp blob");
+        }
         return Ok(());
     }
     std::fs::rename(tmp, dest).map_err(|e| Error::io("rename temp file to", dest, e))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    sync_dir(dir)
+}
+
+/// Fsyncs a directory, so the entries renamed or created in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync directory", dir, e))
 }
 
 fn write_file_blob(tmp: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {

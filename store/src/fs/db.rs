@@ -8,7 +8,7 @@
 //! only that job.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
@@ -214,7 +214,7 @@ trait Job: Send {
     /// Runs inside the batch's transaction; false if it failed (its savepoint is rolled back).
     fn run(&mut self, conn: &Connection) -> bool;
     /// Delivers the result once the transaction committed, or the commit error.
-    fn finish(self: Box<Self>, commit: std::result::Result<(), String>);
+    fn finish(self: Box<Self>, commit: std::result::Result<(), Arc<rusqlite::Error>>);
 }
 
 struct TypedJob<T, F> {
@@ -232,17 +232,19 @@ impl<T: Send, F: FnOnce(&Connection) -> Result<T> + Send> Job for TypedJob<T, F>
         ok
     }
 
-    fn finish(self: Box<Self>, commit: std::result::Result<(), String>) {
+    fn finish(self: Box<Self>, commit: std::result::Result<(), Arc<rusqlite::Error>>) {
         let r = match (commit, self.result) {
             (Ok(()), Some(r)) => r,
             (Ok(()), None) => Err(Error::Closed),
             (Err(e), Some(Err(job_err))) => Err(Error::Database {
                 path: String::new(),
-                context: format!("commit failed ({e}) after the job failed"),
-                message: job_err.to_string(),
+                context: format!("commit failed after the job failed ({job_err})"),
+                source: e,
             }),
-            (Err(e), _) => Err(Error::Database { path: String::new(), context: "commit".into(), message: e }),
+            (Err(e), _) => Err(Error::Database { path: String::new(), context: "commit".into(), source: e }),
         };
+        // A caller that stopped waiting (its future was dropped) needs no answer: the
+        // outcome is in the database either way.
         let _ = self.reply.send(r);
     }
 }
@@ -256,13 +258,12 @@ pub(crate) struct Db {
 }
 
 pub(crate) fn db_err(path: &Path, context: impl Into<String>, e: rusqlite::Error) -> Error {
-    let message = e.to_string();
     let corrupt =
         matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase));
     if corrupt {
-        Error::Corrupt { what: "record database".into(), path: path.display().to_string(), reason: message }
+        Error::Corrupt { what: "record database".into(), path: path.display().to_string(), reason: e.to_string() }
     } else {
-        Error::Database { path: path.display().to_string(), context: context.into(), message }
+        Error::Database { path: path.display().to_string(), context: context.into(), source: Arc::new(e) }
     }
 }
 
@@ -328,8 +329,8 @@ impl Db {
         let job: Box<dyn Job> = Box::new(TypedJob { f: Some(f), result: None, reply });
         self.writer.send(job).await.map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?.map_err(|e| match e {
-            Error::Database { path, context, message } if path.is_empty() => {
-                Error::Database { path: self.path.display().to_string(), context, message }
+            Error::Database { path, context, source } if path.is_empty() => {
+                Error::Database { path: self.path.display().to_string(), context, source }
             }
             e => e,
         })
@@ -388,9 +389,13 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, path: Pat
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);");
 }
 
-fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> std::result::Result<(), String> {
+/// Runs a batch in one transaction. On an error of the transaction itself, the error
+/// is what every job is told; the `ROLLBACK` attempted before returning it is
+/// best-effort (`let _`): if it fails too, SQLite rolls the open transaction back when
+/// the next `BEGIN` fails or the connection closes, and nothing of the batch is kept.
+fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> std::result::Result<(), Arc<rusqlite::Error>> {
     let exec = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(|_| ());
-    exec("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
+    exec("BEGIN IMMEDIATE").map_err(Arc::new)?;
     let single = batch.len() == 1;
     for job in batch.iter_mut() {
         // A lone job needs no savepoint: if it fails, the whole transaction rolls back.
@@ -403,17 +408,17 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> std::result::Resu
         }
         if let Err(e) = exec("SAVEPOINT job") {
             let _ = exec("ROLLBACK");
-            return Err(e.to_string());
+            return Err(Arc::new(e));
         }
         let ok = job.run(conn);
         let end = if ok { exec("RELEASE job") } else { exec("ROLLBACK TO job").and_then(|()| exec("RELEASE job")) };
         if let Err(e) = end {
             let _ = exec("ROLLBACK");
-            return Err(e.to_string());
+            return Err(Arc::new(e));
         }
     }
     exec("COMMIT").map_err(|e| {
         let _ = exec("ROLLBACK");
-        e.to_string()
+        Arc::new(e)
     })
 }

@@ -452,11 +452,9 @@ impl RecordStore for FsRecords {
                     .prepare_cached("SELECT revision, flow FROM runs WHERE run_id = ?1")
                     .and_then(|mut s| s.query_row([run.id.to_string()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
                     .map_err(|e| db_err(&path, "read run", e))?;
-                let Some((rev, flow)) = stored.filter(|(_, f)| f == run.flow.as_str()).map(|(r, f)| (r as u64, f))
-                else {
+                let Some(rev) = stored.filter(|(_, f)| f == run.flow.as_str()).map(|(r, _)| r as u64) else {
                     return Err(Error::NotFound { what });
                 };
-                let _ = flow;
                 if rev != run.revision {
                     return Err(Error::Conflict {
                         what,
