@@ -199,11 +199,21 @@ fn dispatch(cli: FlowCli, flow: Arc<Flow>) -> ExitCode {
         FlowCommand::Show { mermaid, dot, json } => show(&flow, mermaid, dot, json),
         FlowCommand::Run(args) => {
             let mut opts = RunOptions::default();
+            let example = braid_dag::ParamCheck::new(flow.graph().params()).example();
+            let mut malformed = Vec::new();
             for p in &args.params {
-                let Some((k, v)) = p.split_once('=') else {
-                    return usage_error(format!("--param {p:?}: expected NAME=VALUE, e.g. --param n=1000"));
+                match braid_dag::split_param_arg(p, &example) {
+                    Ok((k, v)) => opts.params.push((k.to_owned(), v.to_owned())),
+                    Err(problem) => malformed.push((format!("--param {p}"), problem)),
+                }
+            }
+            // Text that is not NAME=VALUE is listed with every other problem of the
+            // parameters, so one attempt shows them all.
+            if !malformed.is_empty() {
+                return match braid_runtime::resolve_params_with(&flow, &opts, malformed) {
+                    Err(e) => usage_error(e),
+                    Ok(_) => usage_error("--param: expected NAME=VALUE"),
                 };
-                opts.params.push((k.trim().to_owned(), v.to_owned()));
             }
             for t in &args.tags {
                 match Tag::new(t) {
@@ -315,7 +325,11 @@ fn start(store: Option<String>, flow: Arc<Flow>, mut opts: RunOptions, common: C
         }
         let prepared = match PreparedRun::prepare(flow.clone(), store, opts).await {
             Ok(p) => p,
-            Err(e @ (braid_runtime::Error::Param { .. } | braid_runtime::Error::Resume { .. })) => {
+            Err(
+                e @ (braid_runtime::Error::Param { .. }
+                | braid_runtime::Error::Params(_)
+                | braid_runtime::Error::Resume { .. }),
+            ) => {
                 return usage_error(e);
             }
             Err(e) => {

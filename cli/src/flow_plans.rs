@@ -210,13 +210,10 @@ pub(crate) fn plans(
     match args.command {
         PlansCommand::Apply { file, dry_run, json } => apply(store.as_deref(), flows, &file, dry_run, json),
         PlansCommand::Launch { plan, params, limits, json } => {
-            let mut overrides = Vec::new();
-            for p in &params {
-                let Some((k, v)) = p.split_once('=') else {
-                    return usage(format!("--param {p:?}: expected NAME=VALUE, e.g. --param site_id=site1"));
-                };
-                overrides.push((k.trim().to_owned(), v.to_owned()));
-            }
+            let overrides = match crate::split_params(&params) {
+                Ok(o) => o,
+                Err(e) => return usage(e),
+            };
             let dispatch = match limits.dispatch() {
                 Ok(d) => d,
                 Err(code) => return code,
@@ -227,21 +224,13 @@ pub(crate) fn plans(
 }
 
 fn apply(store: Option<&str>, flows: Vec<Arc<Flow>>, file: &std::path::Path, dry_run: bool, json: bool) -> ExitCode {
-    let plans = match plan::load_plan_file(file) {
+    // Every problem of every plan, schema and flow alike, in one error.
+    let plans = match plan::check_plan_file(file, &flows) {
         Ok(p) => p,
         Err(e) => return plan_error(e),
     };
     let source = file.display().to_string();
     if dry_run {
-        let problems = plan::check_plans(&flows, &plans);
-        if !problems.is_empty() {
-            return plan_error(PlanError::Rejected {
-                source_name: source,
-                bad: problems.len(),
-                total: plans.len(),
-                problems: problems.join("\n"),
-            });
-        }
         if json {
             let v: Vec<Value> = plans.iter().map(|p| json!({"plan": p.name().as_str(), "valid": true})).collect();
             println!("{}", json!({"file": source, "dry_run": true, "plans": v}));
