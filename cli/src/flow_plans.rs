@@ -20,6 +20,8 @@ use braid_store::{LaunchRecord, LaunchState, PlanQuery, Registration, Store};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
+use crate::report::{Context, fail};
+
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_CANCELLED: u8 = 130;
@@ -136,8 +138,7 @@ fn usage(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 fn plan_error(e: PlanError) -> ExitCode {
-    eprintln!("error: {e}");
-    ExitCode::from(if e.is_usage() { EXIT_USAGE } else { EXIT_FAILED })
+    fail(&e, if e.is_usage() { EXIT_USAGE } else { EXIT_FAILED })
 }
 
 /// The flows that built, or the exit code after printing why some did not.
@@ -170,17 +171,18 @@ fn hosted(flows: Vec<braid_runtime::Result<Flow>>, wanted: Option<&str>) -> Resu
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
-        eprintln!("error: cannot start the async runtime: {e}");
-        ExitCode::from(EXIT_FAILED)
-    })
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(&Context::new("cannot start the async runtime", e), EXIT_FAILED))
 }
 
 fn open_store(flag: Option<&str>) -> Result<Store, ExitCode> {
     let location = Store::resolve_location(flag);
     Store::open(&location).map_err(|e| {
-        eprintln!("error: cannot open the store at {location}: {e}");
-        ExitCode::from(EXIT_FAILED)
+        // A location that cannot be a store is the caller's to fix: usage.
+        let code = if matches!(e, braid_store::Error::Location { .. }) { EXIT_USAGE } else { EXIT_FAILED };
+        fail(&Context::new(format!("cannot open the store at {location}"), e), code)
     })
 }
 

@@ -10,6 +10,7 @@
 mod flow_main;
 mod flow_plans;
 pub mod inspect;
+mod report;
 
 pub use flow_main::{flow_main, flow_main_from};
 

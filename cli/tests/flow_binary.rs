@@ -439,3 +439,25 @@ fn every_bad_param_is_listed_at_once() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--param count=2: parameter `count` is given twice (first as --param count=1)"), "{err}");
 }
+
+#[test]
+fn a_bad_store_location_is_printed_as_an_error_with_its_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "x").unwrap();
+    let out = child::flow_binary(&file, &["run", "--quiet", "--param", "count=1", "--param", "name=a"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let f = file.display();
+    assert_eq!(
+        err,
+        format!(
+            "error: cannot open the store at {f}\n  caused by: store location \"{f}\" is a file, not a directory; a store is a directory: give a directory path (e.g. ./.braid) or `memory:`\n"
+        )
+    );
+    let out = child::flow_binary(Path::new("postgres://localhost/braid"), &["scheduler", "--once"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.starts_with("error: cannot open the store at postgres://localhost/braid\n  caused by: "), "{err}");
+    assert!(err.contains("postgres:// and s3:// come with the PostgreSQL and S3 backends"), "{err}");
+}
