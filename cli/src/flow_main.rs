@@ -2,7 +2,8 @@
 //! gives it a command line with `run`, `resume`, `check` and `show`.
 //!
 //! Exit codes: 0 success, 1 the run failed, 2 bad usage (unknown flags, invalid flow,
-//! unknown or ill-typed parameters), 130 cancelled with Ctrl-C.
+//! unknown or ill-typed parameters, a store location that cannot be a store), 130
+//! cancelled with Ctrl-C. Errors are printed with their causes (`crate::report`).
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -14,6 +15,8 @@ use braid_core::{RunId, RunStatus, StepName, Tag};
 use braid_runtime::{CancellationToken, Flow, PreparedRun, Resume, RunOptions, RunSummary};
 use braid_store::Store;
 use clap::{Args, Parser, Subcommand};
+
+use crate::report::{Context, fail};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 const EXIT_FAILED: u8 = 1;
@@ -203,11 +206,21 @@ fn dispatch(cli: FlowCli, flow: Arc<Flow>) -> ExitCode {
         FlowCommand::Show { mermaid, dot, json } => show(&flow, mermaid, dot, json),
         FlowCommand::Run(args) => {
             let mut opts = RunOptions::default();
+            let example = braid_dag::ParamCheck::new(flow.graph().params()).example();
+            let mut malformed = Vec::new();
             for p in &args.params {
-                let Some((k, v)) = p.split_once('=') else {
-                    return usage_error(format!("--param {p:?}: expected NAME=VALUE, e.g. --param n=1000"));
+                match braid_dag::split_param_arg(p, &example) {
+                    Ok((k, v)) => opts.params.push((k.to_owned(), v.to_owned())),
+                    Err(problem) => malformed.push((format!("--param {p}"), problem)),
+                }
+            }
+            // Text that is not NAME=VALUE is listed with every other problem of the
+            // parameters, so one attempt shows them all.
+            if !malformed.is_empty() {
+                return match braid_runtime::resolve_params_with(&flow, &opts, malformed) {
+                    Err(e) => fail(&e, EXIT_USAGE),
+                    Ok(_) => usage_error("--param: expected NAME=VALUE"),
                 };
-                opts.params.push((k.trim().to_owned(), v.to_owned()));
             }
             for t in &args.tags {
                 match Tag::new(t) {
@@ -293,18 +306,16 @@ fn start(store: Option<String>, flow: Arc<Flow>, mut opts: RunOptions, common: C
     opts.max_num_splits = common.max_num_splits;
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_FAILED);
-        }
+        Err(e) => return fail(&Context::new("cannot start the async runtime", e), EXIT_FAILED),
     };
     runtime.block_on(async move {
         let location = Store::resolve_location(store.as_deref());
         let store = match Store::open(&location) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("error: cannot open the store at {location}: {e}");
-                return ExitCode::from(EXIT_FAILED);
+                // A location that cannot be a store is the caller's to fix: usage.
+                let code = if matches!(e, braid_store::Error::Location { .. }) { EXIT_USAGE } else { EXIT_FAILED };
+                return fail(&Context::new(format!("cannot open the store at {location}"), e), code);
             }
         };
         let cancel = CancellationToken::new();
@@ -319,20 +330,18 @@ fn start(store: Option<String>, flow: Arc<Flow>, mut opts: RunOptions, common: C
         }
         let prepared = match PreparedRun::prepare(flow.clone(), store, opts).await {
             Ok(p) => p,
-            Err(e @ (braid_runtime::Error::Param { .. } | braid_runtime::Error::Resume { .. })) => {
-                return usage_error(e);
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(EXIT_FAILED);
-            }
+            Err(
+                e @ (braid_runtime::Error::Param { .. }
+                | braid_runtime::Error::Params(_)
+                | braid_runtime::Error::Resume { .. }),
+            ) => return fail(&e, EXIT_USAGE),
+            Err(e) => return fail(&e, EXIT_FAILED),
         };
         let pathspec = format!("{}/{}", flow.name(), prepared.run_id());
         if let Some(path) = &common.run_id_file
             && let Err(e) = std::fs::write(path, format!("{}\n", prepared.run_id()))
         {
-            eprintln!("error: cannot write --run-id-file {}: {e}", path.display());
-            return ExitCode::from(EXIT_FAILED);
+            return fail(&Context::new(format!("cannot write --run-id-file {}", path.display()), e), EXIT_FAILED);
         }
         println!("{pathspec} started");
         let _ = std::io::stdout().flush();
@@ -353,10 +362,7 @@ fn start(store: Option<String>, flow: Arc<Flow>, mut opts: RunOptions, common: C
         }
         match result {
             Ok(summary) => report(&pathspec, &summary),
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(EXIT_FAILED)
-            }
+            Err(e) => fail(&e, EXIT_FAILED),
         }
     })
 }

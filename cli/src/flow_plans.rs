@@ -20,6 +20,8 @@ use braid_store::{LaunchRecord, LaunchState, PlanQuery, Registration, Store};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
+use crate::report::{Context, fail};
+
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_CANCELLED: u8 = 130;
@@ -136,8 +138,7 @@ fn usage(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 fn plan_error(e: PlanError) -> ExitCode {
-    eprintln!("error: {e}");
-    ExitCode::from(if e.is_usage() { EXIT_USAGE } else { EXIT_FAILED })
+    fail(&e, if e.is_usage() { EXIT_USAGE } else { EXIT_FAILED })
 }
 
 /// The flows that built, or the exit code after printing why some did not.
@@ -170,17 +171,18 @@ fn hosted(flows: Vec<braid_runtime::Result<Flow>>, wanted: Option<&str>) -> Resu
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
-        eprintln!("error: cannot start the async runtime: {e}");
-        ExitCode::from(EXIT_FAILED)
-    })
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(&Context::new("cannot start the async runtime", e), EXIT_FAILED))
 }
 
 fn open_store(flag: Option<&str>) -> Result<Store, ExitCode> {
     let location = Store::resolve_location(flag);
     Store::open(&location).map_err(|e| {
-        eprintln!("error: cannot open the store at {location}: {e}");
-        ExitCode::from(EXIT_FAILED)
+        // A location that cannot be a store is the caller's to fix: usage.
+        let code = if matches!(e, braid_store::Error::Location { .. }) { EXIT_USAGE } else { EXIT_FAILED };
+        fail(&Context::new(format!("cannot open the store at {location}"), e), code)
     })
 }
 
@@ -210,13 +212,10 @@ pub(crate) fn plans(
     match args.command {
         PlansCommand::Apply { file, dry_run, json } => apply(store.as_deref(), flows, &file, dry_run, json),
         PlansCommand::Launch { plan, params, limits, json } => {
-            let mut overrides = Vec::new();
-            for p in &params {
-                let Some((k, v)) = p.split_once('=') else {
-                    return usage(format!("--param {p:?}: expected NAME=VALUE, e.g. --param site_id=site1"));
-                };
-                overrides.push((k.trim().to_owned(), v.to_owned()));
-            }
+            let overrides = match crate::split_params(&params) {
+                Ok(o) => o,
+                Err(e) => return usage(e),
+            };
             let dispatch = match limits.dispatch() {
                 Ok(d) => d,
                 Err(code) => return code,
@@ -227,21 +226,13 @@ pub(crate) fn plans(
 }
 
 fn apply(store: Option<&str>, flows: Vec<Arc<Flow>>, file: &std::path::Path, dry_run: bool, json: bool) -> ExitCode {
-    let plans = match plan::load_plan_file(file) {
+    // Every problem of every plan, schema and flow alike, in one error.
+    let plans = match plan::check_plan_file(file, &flows) {
         Ok(p) => p,
         Err(e) => return plan_error(e),
     };
     let source = file.display().to_string();
     if dry_run {
-        let problems = plan::check_plans(&flows, &plans);
-        if !problems.is_empty() {
-            return plan_error(PlanError::Rejected {
-                source_name: source,
-                bad: problems.len(),
-                total: plans.len(),
-                problems: problems.join("\n"),
-            });
-        }
         if json {
             let v: Vec<Value> = plans.iter().map(|p| json!({"plan": p.name().as_str(), "valid": true})).collect();
             println!("{}", json!({"file": source, "dry_run": true, "plans": v}));

@@ -10,5 +10,24 @@
 mod flow_main;
 mod flow_plans;
 pub mod inspect;
+mod report;
 
 pub use flow_main::{flow_main, flow_main_from};
+
+/// `--param NAME=VALUE` arguments of a plan launch as (name, text) pairs, or one message
+/// naming every argument that is not `NAME=VALUE`.
+pub(crate) fn split_params(params: &[String]) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut bad = Vec::new();
+    for p in params {
+        match braid_dag::split_param_arg(p, "site_id=site1") {
+            Ok((k, v)) => out.push((k.to_owned(), v.to_owned())),
+            Err(e) => bad.push(format!("--param {p}: {e}")),
+        }
+    }
+    match bad.len() {
+        0 => Ok(out),
+        1 => Err(bad.remove(0)),
+        n => Err(format!("{n} --param arguments are not NAME=VALUE:\n  {}", bad.join("\n  "))),
+    }
+}

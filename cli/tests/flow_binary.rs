@@ -11,6 +11,8 @@ use std::time::Duration;
 use braid_client::{Client, RunStatus, TaskStatus};
 use braid_runtime::{Flow, Param, ParamType};
 
+mod child;
+
 fn fanout() -> braid_runtime::Result<Flow> {
     Flow::builder("fanout")
         .param(Param::new("n", ParamType::UInt).default(100u64))
@@ -418,4 +420,72 @@ fn resume_after_kill_9_reuses_what_finished() {
     assert!(origin.error().unwrap().contains("lost: its lease"), "{:?}", origin.error());
     let join = run.step("join").unwrap().single_task().unwrap();
     assert_eq!(join.data::<u64>("total").unwrap(), (1..=40u64).sum::<u64>());
+}
+
+/// `greet(count: uint, name: string, loud: bool = false)`.
+fn greet() -> braid_runtime::Result<Flow> {
+    Flow::builder("greet")
+        .param(Param::new("count", ParamType::UInt))
+        .param(Param::new("name", ParamType::String))
+        .param(Param::new("loud", ParamType::Bool).default(false))
+        .step("start", |_ctx| async move { Ok(()) })
+        .next("end")
+        .step("end", |_ctx| async move { Ok(()) })
+        .end()
+        .build()
+}
+
+#[test]
+fn as_flow_binary() {
+    child::serve(|| vec![greet()]);
+}
+
+#[test]
+fn every_bad_param_is_listed_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let out = child::flow_binary(
+        &store,
+        &["run", "--quiet", "--param", "cuont=3", "--param", "loud=yes", "--param", "name", "--param", "name=a"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let expected = "error: flow `greet`: 4 problems with its parameters:
+  --param name: \"name\" is not NAME=VALUE; write it like --param count=10
+  --param cuont=3: the flow has no parameter `cuont` (did you mean `count`?); it has: `count` (uint), `name` (string), `loud` (bool)
+  --param loud=yes: parameter `loud` expects a boolean (true or false), got \"yes\"
+  the flow requires parameter `count` (uint, no default) and it is not given; pass --param count=VALUE
+";
+    assert_eq!(err, expected);
+    assert!(!store.exists(), "nothing was started, so no store was made");
+    // Given twice is a problem too, named with both places.
+    let out = child::flow_binary(
+        &store,
+        &["run", "--quiet", "--param", "count=1", "--param", "count=2", "--param", "name=a"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--param count=2: parameter `count` is given twice (first as --param count=1)"), "{err}");
+}
+
+#[test]
+fn a_bad_store_location_is_printed_as_an_error_with_its_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "x").unwrap();
+    let out = child::flow_binary(&file, &["run", "--quiet", "--param", "count=1", "--param", "name=a"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let f = file.display();
+    assert_eq!(
+        err,
+        format!(
+            "error: cannot open the store at {f}\n  caused by: store location \"{f}\" is a file, not a directory; a store is a directory: give a directory path (e.g. ./.braid) or `memory:`\n"
+        )
+    );
+    let out = child::flow_binary(Path::new("postgres://localhost/braid"), &["scheduler", "--once"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.starts_with("error: cannot open the store at postgres://localhost/braid\n  caused by: "), "{err}");
+    assert!(err.contains("postgres:// and s3:// come with the PostgreSQL and S3 backends"), "{err}");
 }

@@ -10,6 +10,8 @@ use std::process::{Command, ExitCode, Output};
 use braid_runtime::{Flow, Param, ParamType};
 use serde_json::{Value, json};
 
+mod child;
+
 /// The `sites` example's flow.
 fn data_sync() -> braid_runtime::Result<Flow> {
     Flow::builder("data_sync")
@@ -292,5 +294,49 @@ fn a_scheduler_killed_between_claiming_and_starting_leaves_a_launch_started_exac
         // Another pass starts nothing more.
         assert_eq!(flowbin(&store, &["scheduler", "--once"]), ExitCode::SUCCESS);
         assert_eq!(braid_json(&store, &["runs", "data_sync", "--limit", "0"]).as_array().unwrap().len(), 1, "{point}");
+    }
+}
+
+#[test]
+fn as_flow_binary() {
+    child::serve(|| vec![data_sync()]);
+}
+
+/// The plan file of issue 11: a bad cron expression, an unknown time zone, integers in
+/// the matrix for a string parameter and an unknown fixed parameter.
+fn four_problems() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/tests/fixtures/four_problems.toml")
+}
+
+#[test]
+fn plans_apply_lists_all_four_problems_of_a_plan_and_registers_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join(".braid");
+    let file = four_problems();
+    for dry_run in [true, false] {
+        let mut args = vec!["plans", "apply", file.to_str().unwrap()];
+        if dry_run {
+            args.push("--dry-run");
+        }
+        let out = child::flow_binary(&store, &args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.starts_with("error: 1 of 1 plans in "), "{err}");
+        for line in [
+            "\n  plan data_sync_hourly: cron: \"61 * * * *\" does not parse",
+            "\n  plan data_sync_hourly: timezone: \"Mars/Base\" is not a known time zone",
+            "\n  plan data_sync_hourly: matrix.site_id[0]: 1 is an integer, the flow's parameter `site_id` is a string",
+            "\n  plan data_sync_hourly: fixed.region: the flow has no parameter `region`; it has: `site_id` (string), `full` (bool)",
+        ] {
+            assert!(err.contains(line), "{line:?} missing from:\n{err}");
+        }
+    }
+    // Nothing was registered (the store holds no plan).
+    let out = braid(&store, &["plan", "list", "--json"]);
+    if out.status.success() {
+        let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(list, serde_json::json!([]));
+    } else {
+        assert!(stderr(&out).contains("no braid store"), "{}", stderr(&out));
     }
 }

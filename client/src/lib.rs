@@ -94,6 +94,11 @@ impl Client {
     /// no braid store is an error: the client never creates one.
     pub fn open(location: &str) -> Result<Client> {
         if location != MEMORY_LOCATION {
+            // A location no backend of this build serves (a URL scheme, ...) says so.
+            if !location.is_empty() {
+                braid_store::StoreLocation::parse(location)
+                    .map_err(|e| Error::store(format!("cannot open the store at {location}"), e))?;
+            }
             let root = Path::new(location);
             let reason = if location.is_empty() {
                 Some("the location is empty; give the store's directory".to_owned())

@@ -43,6 +43,6 @@ mod validate;
 pub use builder::{FlowBuilder, Next};
 pub use error::Error;
 pub use graph::FlowGraph;
-pub use param::{Param, ParamSpec, ParamType};
+pub use param::{Param, ParamCheck, ParamErrors, ParamProblem, ParamSpec, ParamType, split_param_arg};
 pub use spec::{FORMAT_VERSION, FlowSpec, StepKind, StepSpec, Transition};
-pub use validate::{ValidationError, ValidationErrors};
+pub use validate::{ValidationError, ValidationErrors, suggest};

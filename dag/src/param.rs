@@ -44,12 +44,17 @@ impl ParamType {
     /// Parses command-line text such as `1000`, `true`, `3.5` or `{"a": 1}` into a JSON
     /// value of this type. Surrounding whitespace is ignored except for strings.
     pub fn parse_value(&self, param: &ParamName, text: &str) -> Result<Value, Error> {
-        let fail = |detail: String| Error::ParamValue {
+        self.parse_text(text).map_err(|detail| Error::ParamValue {
             param: param.clone(),
             expected: self.expected(),
             got: shorten(format!("{text:?}")),
             detail,
-        };
+        })
+    }
+
+    /// [`ParamType::parse_value`] without the parameter: the error is the detail (empty,
+    /// or starting with a space, e.g. ` (out of range)`).
+    fn parse_text(&self, text: &str) -> Result<Value, String> {
         let t = text.trim();
         let int_detail = |e: std::num::ParseIntError| match e.kind() {
             std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow => " (out of range)".to_owned(),
@@ -58,20 +63,20 @@ impl ParamType {
         };
         match self {
             ParamType::String => Ok(Value::String(text.to_owned())),
-            ParamType::Int => t.parse::<i64>().map(Value::from).map_err(|e| fail(int_detail(e))),
-            ParamType::UInt => t.parse::<u64>().map(Value::from).map_err(|e| fail(int_detail(e))),
+            ParamType::Int => t.parse::<i64>().map(Value::from).map_err(int_detail),
+            ParamType::UInt => t.parse::<u64>().map(Value::from).map_err(int_detail),
             ParamType::Float => {
-                let f: f64 = t.parse().map_err(|_| fail(String::new()))?;
+                let f: f64 = t.parse().map_err(|_| String::new())?;
                 serde_json::Number::from_f64(f)
                     .map(Value::Number)
-                    .ok_or_else(|| fail(" (infinity and NaN are not allowed)".to_owned()))
+                    .ok_or_else(|| " (infinity and NaN are not allowed)".to_owned())
             }
             ParamType::Bool => match t.to_ascii_lowercase().as_str() {
                 "true" => Ok(Value::Bool(true)),
                 "false" => Ok(Value::Bool(false)),
-                _ => Err(fail(String::new())),
+                _ => Err(String::new()),
             },
-            ParamType::Json => serde_json::from_str(text).map_err(|e| fail(format!(" ({e})"))),
+            ParamType::Json => serde_json::from_str(text).map_err(|e| format!(" ({e})")),
         }
     }
 
@@ -188,6 +193,192 @@ impl From<ParamSpec> for Param {
     }
 }
 
+/// What a JSON value is, for messages: `an integer`, `a string`, ...
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_u64() => "an integer",
+        Value::Number(n) if n.is_i64() => "a negative integer",
+        Value::Number(_) => "a number with a fraction",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "a table (object)",
+    }
+}
+
+/// One problem with a value given for a flow's parameter. Where the value was given
+/// (`--param n=x`, `fixed.region`, ...) is kept beside it, in [`ParamErrors`] or by the
+/// caller.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamProblem {
+    /// Command-line text that is not `NAME=VALUE`.
+    NotNameValue { text: String, example: String },
+    /// A name the flow does not declare.
+    Unknown { name: String, declared: Vec<(ParamName, ParamType)>, suggestion: Option<String> },
+    /// Text that does not parse as the parameter's type.
+    BadText { param: ParamName, ty: ParamType, text: String, detail: String },
+    /// A JSON value (a plan input, a typed value) of another type than the parameter's.
+    WrongType { param: ParamName, ty: ParamType, value: String, kind: &'static str },
+    /// The same parameter given a second time; `first` is where it was given first.
+    Twice { param: String, first: String },
+    /// A parameter without a default that nothing gave.
+    Missing { param: ParamName, ty: ParamType },
+}
+
+impl fmt::Display for ParamProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParamProblem::NotNameValue { text, example } => {
+                write!(f, "{text:?} is not NAME=VALUE; write it like --param {example}")
+            }
+            ParamProblem::Unknown { name, declared, suggestion } => {
+                write!(f, "the flow has no parameter `{name}`")?;
+                if let Some(s) = suggestion {
+                    write!(f, " (did you mean `{s}`?)")?;
+                }
+                if declared.is_empty() {
+                    f.write_str("; it declares none")
+                } else {
+                    let list: Vec<String> = declared.iter().map(|(n, t)| format!("`{n}` ({t})")).collect();
+                    write!(f, "; it has: {}", list.join(", "))
+                }
+            }
+            ParamProblem::BadText { param, ty, text, detail } => {
+                write!(f, "parameter `{param}` expects {}, got {}{detail}", ty.expected(), shorten(format!("{text:?}")))
+            }
+            ParamProblem::WrongType { param, ty, value, kind } => {
+                write!(f, "{value} is {kind}, the flow's parameter `{param}` is {}", ty.expected())
+            }
+            ParamProblem::Twice { param, first } => {
+                write!(f, "parameter `{param}` is given twice (first as {first}); keep one")
+            }
+            ParamProblem::Missing { param, ty } => {
+                write!(f, "the flow requires parameter `{param}` ({ty}, no default) and it is not given")
+            }
+        }
+    }
+}
+
+/// Every problem with the parameter values given to a run of a flow, each with where
+/// the value was given (`--param n=x`, `BRAID_PARAM_N`, ...; empty for a missing one).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct ParamErrors {
+    pub flow: String,
+    pub problems: Vec<(String, ParamProblem)>,
+}
+
+impl fmt::Display for ParamErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let line = |at: &str, p: &ParamProblem| {
+            let hint = match p {
+                ParamProblem::Missing { param, .. } => format!("; pass --param {param}=VALUE"),
+                _ => String::new(),
+            };
+            if at.is_empty() { format!("{p}{hint}") } else { format!("{at}: {p}{hint}") }
+        };
+        match self.problems.as_slice() {
+            [(at, p)] => write!(f, "flow `{}`: {}", self.flow, line(at, p)),
+            all => {
+                write!(f, "flow `{}`: {} problems with its parameters:", self.flow, all.len())?;
+                for (at, p) in all {
+                    write!(f, "\n  {}", line(at, p))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Splits command-line text `NAME=VALUE` (the name trimmed, the value verbatim).
+/// `example` is shown in the error, e.g. `n=1000`.
+pub fn split_param_arg<'t>(text: &'t str, example: &str) -> Result<(&'t str, &'t str), ParamProblem> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim(), v)),
+        _ => Err(ParamProblem::NotNameValue { text: text.to_owned(), example: example.to_owned() }),
+    }
+}
+
+/// Checks values given for a flow's parameters against their declarations. Every place
+/// that takes parameter values (a run's `--param`s and typed values, a launch plan's
+/// inputs, a manual launch's overrides) checks them here, so a problem reads the same
+/// wherever it is found.
+#[derive(Debug, Clone, Copy)]
+pub struct ParamCheck<'a> {
+    declared: &'a [ParamSpec],
+}
+
+impl<'a> ParamCheck<'a> {
+    pub fn new(declared: &'a [ParamSpec]) -> Self {
+        ParamCheck { declared }
+    }
+
+    /// The declared parameter `name`, or [`ParamProblem::Unknown`] with the declared list
+    /// and the closest name.
+    pub fn declared(&self, name: &str) -> Result<&'a ParamSpec, ParamProblem> {
+        self.declared.iter().find(|p| p.name.as_str() == name).ok_or_else(|| {
+            let names: Vec<String> = self.declared.iter().map(|p| p.name.to_string()).collect();
+            ParamProblem::Unknown {
+                name: name.to_owned(),
+                declared: self.declared.iter().map(|p| (p.name.clone(), p.ty)).collect(),
+                suggestion: crate::validate::suggest(name, &names),
+            }
+        })
+    }
+
+    /// Parses command-line text for parameter `name`.
+    pub fn parse(&self, name: &str, text: &str) -> Result<Value, ParamProblem> {
+        let p = self.declared(name)?;
+        p.ty.parse_text(text).map_err(|detail| ParamProblem::BadText {
+            param: p.name.clone(),
+            ty: p.ty,
+            text: text.to_owned(),
+            detail,
+        })
+    }
+
+    /// Type-checks a JSON value for parameter `name`.
+    pub fn check(&self, name: &str, value: &Value) -> Result<&'a ParamSpec, ParamProblem> {
+        let p = self.declared(name)?;
+        if p.ty.accepts(value) {
+            Ok(p)
+        } else {
+            Err(ParamProblem::WrongType {
+                param: p.name.clone(),
+                ty: p.ty,
+                value: shorten(value.to_string()),
+                kind: kind_of(value),
+            })
+        }
+    }
+
+    /// The required parameters (no default) for which `given` is false.
+    pub fn missing(&self, given: impl Fn(&ParamSpec) -> bool) -> Vec<ParamProblem> {
+        self.declared
+            .iter()
+            .filter(|p| p.is_required() && !given(p))
+            .map(|p| ParamProblem::Missing { param: p.name.clone(), ty: p.ty })
+            .collect()
+    }
+
+    /// An example `NAME=VALUE` for messages: the first declared parameter.
+    pub fn example(&self) -> String {
+        match self.declared.first() {
+            Some(p) => {
+                let v = match p.ty {
+                    ParamType::String => "text",
+                    ParamType::Int | ParamType::UInt => "10",
+                    ParamType::Float => "0.5",
+                    ParamType::Bool => "true",
+                    ParamType::Json => "{}",
+                };
+                format!("{}={v}", p.name)
+            }
+            None => "name=value".to_owned(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,5 +441,90 @@ mod tests {
         assert!(!back.is_required());
         let required: ParamSpec = serde_json::from_str(r#"{"name":"n","type":"int"}"#).unwrap();
         assert!(required.is_required());
+    }
+
+    fn declared() -> Vec<ParamSpec> {
+        vec![
+            ParamSpec { name: ParamName::new("count").unwrap(), ty: ParamType::UInt, default: None, help: None },
+            ParamSpec {
+                name: ParamName::new("site_id").unwrap(),
+                ty: ParamType::String,
+                default: Some(json!("a")),
+                help: None,
+            },
+        ]
+    }
+
+    #[test]
+    fn unknown_names_list_the_declared_ones_and_the_closest() {
+        let d = declared();
+        let check = ParamCheck::new(&d);
+        let e = check.parse("cuont", "3").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "the flow has no parameter `cuont` (did you mean `count`?); it has: `count` (uint), `site_id` (string)"
+        );
+        let e = check.check("region", &json!("eu")).unwrap_err().to_string();
+        assert!(!e.contains("did you mean") && e.contains("`site_id` (string)"), "{e}");
+        let e = ParamCheck::new(&[]).declared("x").unwrap_err().to_string();
+        assert!(e.ends_with("it declares none"), "{e}");
+    }
+
+    #[test]
+    fn ill_typed_text_and_values_name_the_type_and_what_was_given() {
+        let d = declared();
+        let check = ParamCheck::new(&d);
+        assert_eq!(check.parse("count", "12").unwrap(), json!(12));
+        let e = check.parse("count", "-3").unwrap_err().to_string();
+        assert_eq!(e, r#"parameter `count` expects an unsigned integer (u64), got "-3" (must not be negative)"#);
+        let e = check.check("site_id", &json!(1)).unwrap_err().to_string();
+        assert_eq!(e, "1 is an integer, the flow's parameter `site_id` is a string");
+        let e = check.check("count", &json!(-1)).unwrap_err().to_string();
+        assert!(e.contains("-1 is a negative integer"), "{e}");
+        assert!(check.check("count", &json!(7)).is_ok());
+    }
+
+    #[test]
+    fn missing_lists_only_required_parameters_not_given() {
+        let d = declared();
+        let check = ParamCheck::new(&d);
+        let m = check.missing(|_| false);
+        assert_eq!(m.len(), 1, "site_id has a default");
+        assert!(m[0].to_string().contains("`count` (uint, no default)"), "{}", m[0]);
+        assert!(check.missing(|p| p.name.as_str() == "count").is_empty());
+    }
+
+    #[test]
+    fn name_value_args_split_or_say_how_to_write_them() {
+        assert_eq!(split_param_arg(" n =a=b", "n=1").unwrap(), ("n", "a=b"));
+        let e = split_param_arg("n", "n=1").unwrap_err().to_string();
+        assert_eq!(e, r#""n" is not NAME=VALUE; write it like --param n=1"#);
+        assert!(split_param_arg("=3", "n=1").is_err());
+        assert_eq!(ParamCheck::new(&declared()).example(), "count=10");
+    }
+
+    #[test]
+    fn errors_list_every_problem_with_where_it_was_given() {
+        let one = ParamErrors {
+            flow: "f".into(),
+            problems: vec![(
+                "--param x=1".into(),
+                ParamProblem::Twice { param: "x".into(), first: "--param x=0".into() },
+            )],
+        };
+        assert_eq!(
+            one.to_string(),
+            "flow `f`: --param x=1: parameter `x` is given twice (first as --param x=0); keep one"
+        );
+        let missing = ParamProblem::Missing { param: ParamName::new("n").unwrap(), ty: ParamType::Int };
+        let two = ParamErrors { flow: "f".into(), problems: vec![one.problems[0].clone(), (String::new(), missing)] };
+        let text = two.to_string();
+        assert!(text.starts_with("flow `f`: 2 problems with its parameters:\n  --param x=1: "), "{text}");
+        assert!(
+            text.ends_with(
+                "\n  the flow requires parameter `n` (int, no default) and it is not given; pass --param n=VALUE"
+            ),
+            "{text}"
+        );
     }
 }

@@ -425,8 +425,9 @@ fn check_params(params: &[Param], errors: &mut Vec<ValidationError>) {
     }
 }
 
-/// The closest declared name, for "did you mean".
-fn suggest(target: &str, declared: &[String]) -> Option<String> {
+/// The closest of `declared` to `target`, for "did you mean": within an edit distance of a
+/// third of its length (at least 1), case ignored.
+pub fn suggest(target: &str, declared: &[String]) -> Option<String> {
     /// Edit distance with adjacent transpositions (optimal string alignment).
     fn distance(a: &str, b: &str) -> usize {
         let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());

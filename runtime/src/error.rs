@@ -11,6 +11,10 @@ pub enum Error {
     #[error("parameter `{param}`: {reason}")]
     Param { param: String, reason: String },
 
+    /// Parameter values given to a run that do not fit the flow: every problem at once.
+    #[error(transparent)]
+    Params(#[from] braid_dag::ParamErrors),
+
     #[error("step `{step}` reads artifact `{name}`, which does not exist; {existing}")]
     ArtifactMissing { step: StepName, name: String, existing: String },
 

@@ -64,6 +64,7 @@ pub use context::{Ctx, Input, Merge};
 pub use error::{BoxError, Error, Result, StepResult};
 pub use executor::{
     PreparedRun, Resume, RunOptions, RunProgress, RunSummary, StepCounts, decode_artifact, resolve_params,
+    resolve_params_with,
 };
 pub use failpoint::init_failpoints;
 pub use flow::{Backoff, DEFAULT_MAX_NUM_SPLITS, Flow, FlowBuilder, StepBuilder, StepPolicy};

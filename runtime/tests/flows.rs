@@ -799,14 +799,31 @@ async fn parameters_are_checked_and_resolved() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(e.contains("`nn`") && e.contains("n, label, seed"), "{e}");
+    assert!(e.contains("`nn` (did you mean `n`?)") && e.contains("`n` (uint), `label` (string), `seed` (uint)"), "{e}");
+    // Every problem at once: unknown, ill-typed, repeated, and the required one missing.
+    let e = braid_runtime::run(flow.clone(), store.clone(), opts(&[("lable", "x"), ("n", "-1"), ("n", "2")]))
+        .await
+        .unwrap_err();
+    let braid_runtime::Error::Params(errors) = &e else { panic!("{e}") };
+    let at: Vec<&str> = errors.problems.iter().map(|(at, _)| at.as_str()).collect();
+    assert_eq!(at, ["--param lable=x", "--param n=-1", "--param n=2", ""], "{e}");
+    let e = e.to_string();
+    assert!(e.starts_with("flow `params`: 4 problems with its parameters:\n"), "{e}");
+    for line in [
+        "\n  --param lable=x: the flow has no parameter `lable` (did you mean `label`?)",
+        "\n  --param n=-1: parameter `n` expects an unsigned integer (u64), got \"-1\" (must not be negative)",
+        "\n  --param n=2: parameter `n` is given twice (first as --param n=-1); keep one",
+        "\n  the flow requires parameter `label` (string, no default) and it is not given; pass --param label=VALUE",
+    ] {
+        assert!(e.contains(line), "{line:?} missing from {e}");
+    }
     let e = braid_runtime::run(flow.clone(), store.clone(), opts(&[("label", "x"), ("n", "abc")]))
         .await
         .unwrap_err()
         .to_string();
     assert!(e.contains("`n`") && e.contains("abc"), "{e}");
     let e = braid_runtime::run(flow.clone(), store.clone(), opts(&[])).await.unwrap_err().to_string();
-    assert!(e.contains("`label`") && e.contains("required"), "{e}");
+    assert!(e.contains("requires parameter `label`") && e.contains("--param label=VALUE"), "{e}");
     let s = braid_runtime::run(flow.clone(), store.clone(), opts(&[("label", "x")])).await.unwrap();
     assert_ok(&s);
     assert_eq!(calls.load(Ordering::SeqCst), 1, "computed once per run");

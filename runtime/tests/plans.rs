@@ -10,7 +10,8 @@ use std::time::Duration;
 use braid_core::{FlowName, PlanName, RunStatus, Timestamp};
 use braid_runtime::plan::{
     BackfillOptions, CatchUp, Concurrency, DispatchOptions, LaunchEnv, LaunchPlan, ManualClock, PlanError, Schedule,
-    Scheduler, SchedulerOptions, backfill, launch_now, parse_plans, register_plans_at, request_launch, set_active,
+    Scheduler, SchedulerOptions, backfill, check_plan_text, launch_now, parse_plans, register_plans_at, request_launch,
+    set_active,
 };
 use braid_runtime::{Flow, Param, ParamType};
 use braid_store::{
@@ -330,12 +331,12 @@ async fn validation_errors_name_plan_parameter_and_fix() {
     };
     check(
         LaunchPlan::builder("p", "data_sync").matrix("site", ["a"]),
-        &["plan `p`", "`matrix.site`", "no parameter `site`", "`site_id` (string)"],
+        &["plan p: matrix.site: ", "no parameter `site`", "`site_id` (string)"],
     )
     .await;
     check(
         LaunchPlan::builder("p", "data_sync").fixed("site_id", 3),
-        &["plan `p`", "`fixed.site_id`", "expects a string", "got 3"],
+        &["plan p: fixed.site_id: 3 is an integer, the flow's parameter `site_id` is a string"],
     )
     .await;
     check(
@@ -350,7 +351,7 @@ async fn validation_errors_name_plan_parameter_and_fix() {
     .await;
     check(
         LaunchPlan::builder("p", "other_flow").fixed("site_id", "a"),
-        &["flow `other_flow` is not hosted", "`data_sync`"],
+        &["plan p: flow: `other_flow` is not hosted", "`data_sync`"],
     )
     .await;
     check(
@@ -401,12 +402,12 @@ flow = "data_sync"
     let e = register_plans_at(&env.store, &env.flows, plans, "plans.toml", Timestamp::now()).await.unwrap_err();
     let text = e.to_string();
     assert!(matches!(e, PlanError::Rejected { bad: 1, total: 3, .. }), "{text}");
-    assert!(text.contains("none was registered") && text.contains("plan `c`") && text.contains("`matrix.site_id[0]`"));
-    assert!(!text.contains("plan `a`") && !text.contains("plan `b`"), "{text}");
+    assert!(text.contains("none was registered") && text.contains("plan c: matrix.site_id[0]: "), "{text}");
+    assert!(!text.contains("plan a") && !text.contains("plan b"), "{text}");
     assert!(env.store.plans.list_plans(&PlanQuery::default()).await.unwrap().is_empty());
     // Invalid on its own: caught at parse time, named too.
     let e = parse_plans(&file("cron = \"every hour\"\nfixed = { site_id = \"c\" }"), "plans.toml").unwrap_err();
-    assert!(e.to_string().contains("plan `c`") && e.to_string().contains("\"every hour\""), "{e}");
+    assert!(e.to_string().contains("plan c: cron: \"every hour\""), "{e}");
     // Fixed: all three, atomically.
     let plans = parse_plans(&file("fixed = { site_id = \"c\" }"), "plans.toml").unwrap();
     let regs = register_plans_at(&env.store, &env.flows, plans, "plans.toml", Timestamp::now()).await.unwrap();
@@ -414,6 +415,66 @@ flow = "data_sync"
     assert_eq!(env.store.plans.list_plans(&PlanQuery::default()).await.unwrap().len(), 3);
     // The flow's spec is stored, so `braid` can validate manual launches without the binary.
     assert!(env.store.records.get_flow(&FlowName::new("data_sync").unwrap()).await.unwrap().is_some());
+}
+
+/// The issue's plan file: one plan, four problems, all reported by one attempt.
+const FOUR_PROBLEMS: &str = include_str!("fixtures/four_problems.toml");
+
+#[tokio::test]
+async fn a_plan_with_four_problems_is_rejected_with_all_four_listed() {
+    let env = Env::memory(data_sync(None), "2026-03-02T13:30:00Z");
+    let e = check_plan_text(FOUR_PROBLEMS, "four_problems.toml", &env.flows).unwrap_err();
+    let text = e.to_string();
+    let PlanError::Rejected { bad: 1, total: 1, problems, .. } = &e else { panic!("{text}") };
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["cron", "timezone", "fixed.region", "matrix.site_id[0]", "matrix.site_id[1]"], "{text}");
+    assert!(problems.iter().all(|p| p.plan == "data_sync_hourly"), "{text}");
+    for line in [
+        "plan data_sync_hourly: cron: \"61 * * * *\" does not parse",
+        "plan data_sync_hourly: timezone: \"Mars/Base\" is not a known time zone",
+        "plan data_sync_hourly: matrix.site_id[0]: 1 is an integer, the flow's parameter `site_id` is a string",
+        "plan data_sync_hourly: matrix.site_id[1]: 2 is an integer",
+        "plan data_sync_hourly: fixed.region: the flow has no parameter `region`; it has: `site_id` (string), `full` (bool)",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+    // Without the flows (schema only), the two schedule problems are still both there.
+    let e = parse_plans(FOUR_PROBLEMS, "four_problems.toml").unwrap_err().to_string();
+    assert!(e.contains("plan data_sync_hourly: cron: ") && e.contains("plan data_sync_hourly: timezone: "), "{e}");
+    // Nothing registered.
+    assert!(env.store.plans.list_plans(&PlanQuery::default()).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn every_plan_of_a_file_is_checked_and_a_toml_syntax_error_stays_one_error() {
+    let env = Env::memory(data_sync(None), "2026-03-02T13:30:00Z");
+    let text = r#"
+[[plan]]
+name = "a"
+flow = "data_sync"
+every = "soon"
+fixed = { site_id = "x", ful = true }
+
+[[plan]]
+name = "b"
+flow = "elsewhere"
+cron = "0 * * * *"
+
+[[plan]]
+name = "c"
+flow = "data_sync"
+cron = "0 * * * *"
+"#;
+    let e = check_plan_text(text, "p.toml", &env.flows).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, PlanError::Rejected { bad: 3, total: 3, .. }), "{msg}");
+    assert!(msg.contains("plan a: every: duration \"soon\""), "{msg}");
+    assert!(msg.contains("plan a: fixed.ful: the flow has no parameter `ful` (did you mean `full`?)"), "{msg}");
+    assert!(msg.contains("plan b: flow: `elsewhere` is not hosted by this binary"), "{msg}");
+    assert!(msg.contains("plan c: the flow requires parameter `site_id` (string, no default)"), "{msg}");
+    let e = check_plan_text("[[plan]]\nname = \"a\"\nflow = \n", "p.toml", &env.flows).unwrap_err();
+    assert!(matches!(e, PlanError::File { .. }), "{e}");
+    assert!(e.to_string().contains("line 3"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -733,13 +794,24 @@ async fn manual_launches_in_process_and_by_request() {
     assert_eq!((one.len(), one[0].name.as_str()), (1, "p_site2"));
     let e = launch_now(&le, "p", &[("full".into(), "true".into())], DispatchOptions::default()).await.unwrap_err();
     assert!(
-        e.to_string().contains("`full` is fixed by plan `p`") && e.to_string().contains("cannot be overridden"),
+        e.to_string().contains("plan p: --param full=true: parameter `full` is fixed by the plan")
+            && e.to_string().contains("cannot be overridden"),
         "{e}"
     );
     let e = launch_now(&le, "p", &[("site_id".into(), "site9".into())], DispatchOptions::default()).await.unwrap_err();
     assert!(e.to_string().contains("no parameter set with site_id = \"site9\""), "{e}");
     let e = launch_now(&le, "p", &[("nope".into(), "1".into())], DispatchOptions::default()).await.unwrap_err();
     assert!(e.to_string().contains("has no parameter `nope`"), "{e}");
+    // Every bad --param at once.
+    let bad = [("nope".into(), "1".into()), ("full".into(), "yes".into()), ("site_id".into(), "site9".into())];
+    let e = launch_now(&le, "p", &bad, DispatchOptions::default()).await.unwrap_err().to_string();
+    for line in [
+        "plan p: --param nope=1: the flow has no parameter `nope`",
+        "plan p: --param full=yes: parameter `full` expects a boolean (true or false), got \"yes\"",
+        "plan p: --param site_id=site9: the plan has no parameter set with site_id = \"site9\"",
+    ] {
+        assert!(e.contains(line), "{line:?} missing from {e}");
+    }
     assert_eq!(env.runs().await.len(), 4);
 
     // A request, as `braid plan launch` records it: the next pass of a scheduler starts it.

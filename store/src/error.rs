@@ -41,8 +41,20 @@ pub enum Error {
     #[error("the store's writer has stopped; reopen the store")]
     Closed,
 
+    /// A store location that cannot be used: every problem with it, each saying how to
+    /// fix it.
+    #[error("{}", location_message(.location, .problems))]
+    Location { location: String, problems: Vec<String> },
+
     #[error(transparent)]
     Core(#[from] braid_core::Error),
+}
+
+fn location_message(location: &str, problems: &[String]) -> String {
+    match problems {
+        [one] => format!("store location {location:?} {one}"),
+        all => format!("store location {location:?} has {} problems:\n  - {}", all.len(), all.join("\n  - ")),
+    }
 }
 
 impl Error {

@@ -49,6 +49,49 @@ pub const DEFAULT_STORE: &str = ".braid";
 /// The location that opens a fresh, empty memory store.
 pub const MEMORY_LOCATION: &str = "memory:";
 
+/// Where a store lives, as a location string names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// `memory:`: a fresh, empty store in this process.
+    Memory,
+    /// A directory: the fs backend.
+    Dir(PathBuf),
+}
+
+impl StoreLocation {
+    /// Reads a location: `memory:` or a directory path. Every problem is reported at
+    /// once: an empty location, whitespace around it, a URL scheme this build has no
+    /// backend for. Whether the directory can hold a store is checked when it is opened.
+    pub fn parse(location: &str) -> Result<StoreLocation> {
+        let mut problems = Vec::new();
+        let trimmed = location.trim();
+        if trimmed.is_empty() {
+            problems.push("is empty; give a directory path (e.g. ./.braid) or `memory:`".to_owned());
+        } else if trimmed != location {
+            problems
+                .push("has whitespace around it, which would be part of the directory's name; remove it".to_owned());
+        }
+        if let Some((scheme, _)) = trimmed.split_once("://")
+            && scheme.len() > 1
+            && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+        {
+            let hint = match scheme.to_ascii_lowercase().as_str() {
+                "memory" => " (for a memory store write `memory:`)",
+                "file" => " (give the directory's path itself, without `file://`)",
+                _ => "",
+            };
+            problems.push(format!(
+                "names a {scheme}:// store, which this build cannot open: it supports directory paths and `memory:`{hint}; postgres:// and s3:// come with the PostgreSQL and S3 backends"
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(Error::Location { location: location.to_owned(), problems });
+        }
+        Ok(if trimmed == MEMORY_LOCATION { StoreLocation::Memory } else { StoreLocation::Dir(PathBuf::from(location)) })
+    }
+}
+
 /// A store: blobs and records, cheap to clone and share between tasks.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -71,7 +114,10 @@ impl Store {
         }
     }
 
-    /// Opens (creating if needed) the fs store rooted at `root`.
+    /// Opens the fs store rooted at `root`, creating it if `root` does not exist (its
+    /// parent must) or is an empty directory. Refused, with what to do instead: a path
+    /// that is a file, a directory that is neither a store nor empty, a missing parent,
+    /// a location braid may not read and write.
     pub fn open_fs(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref();
         let (blobs, records) = fs::open(root)?;
@@ -84,17 +130,12 @@ impl Store {
         })
     }
 
-    /// Opens the store at `location`: `memory:` or a directory path.
+    /// Opens the store at `location`: `memory:` or a directory path (see
+    /// [`StoreLocation::parse`] and [`Store::open_fs`] for what is refused, and why).
     pub fn open(location: &str) -> Result<Self> {
-        if location == MEMORY_LOCATION {
-            Ok(Self::memory())
-        } else if location.is_empty() {
-            Err(Error::Invalid {
-                what: "store location \"\"".into(),
-                reason: "give a directory path (e.g. ./.braid) or `memory:`".into(),
-            })
-        } else {
-            Self::open_fs(location)
+        match StoreLocation::parse(location)? {
+            StoreLocation::Memory => Ok(Self::memory()),
+            StoreLocation::Dir(root) => Self::open_fs(root),
         }
     }
 

@@ -1,6 +1,7 @@
 use thiserror::Error;
 
-/// What can go wrong in a `braid` command. Each message is one line on stderr.
+/// What can go wrong in a `braid` command. Printed as `error: ...` with one `caused by:`
+/// line per cause the message does not already say.
 #[derive(Debug, Error)]
 pub enum Error {
     #[error("{}", client_message(.0))]

@@ -2,7 +2,8 @@
 //! `plan activate|deactivate|launch` (a launch is a request a running scheduler starts).
 //!
 //! Every read command takes `--json` and then prints exactly one JSON document on
-//! stdout. Exit codes: 0 ok, 1 not found or another runtime error (one line on stderr),
+//! stdout. Exit codes: 0 ok, 1 not found or another runtime error (`error: ...` on stderr, then a
+//! `caused by:` line per cause),
 //! 2 bad usage (clap's message, which includes malformed pathspecs, statuses and tags).
 
 mod artifact;

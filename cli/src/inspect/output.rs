@@ -70,14 +70,14 @@ impl Out {
     }
 
     /// The error line on stderr.
+    /// `error: ` and the error with its causes, one `caused by:` line each.
     pub fn error(&self, e: &Error) {
-        let msg = e.to_string().replace('\n', "; ");
         let prefix = if self.stderr_tty && console::colors_enabled_stderr() {
             console::style("error:").red().bold().for_stderr().to_string()
         } else {
             "error:".to_owned()
         };
-        self.note(&format!("{prefix} {msg}"));
+        crate::report::print_error_with(&prefix, e);
     }
 
     /// A table with this header, laid out to fit the terminal.

@@ -376,13 +376,7 @@ fn plan_error(e: plan::PlanError) -> Error {
 }
 
 pub fn launch(client: &Client, out: &Out, name: &str, params: &[String]) -> Result<()> {
-    let mut overrides = Vec::new();
-    for p in params {
-        let (k, v) = p
-            .split_once('=')
-            .ok_or_else(|| Error::Usage(format!("--param {p:?}: expected NAME=VALUE, e.g. --param site_id=site1")))?;
-        overrides.push((k.trim().to_owned(), v.to_owned()));
-    }
+    let overrides = crate::split_params(params).map_err(Error::Usage)?;
     let (launches, live) =
         block_on(plan::request_launch(client.store(), name, &overrides, jiff::Timestamp::now(), LIVE))?
             .map_err(plan_error)?;

@@ -1,16 +1,59 @@
+use std::fmt;
+
 use thiserror::Error;
 
-/// What can go wrong with launch plans. Messages name the plan, the parameter, the
-/// cron expression or the file concerned, and say how to fix it.
+/// One problem of one plan: which plan, which key of it (`cron`, `timezone`,
+/// `matrix.site_id[0]`, `fixed.region`; empty for the plan as a whole), what is wrong
+/// and, where there is one, the fix. Shown as `plan NAME: KEY: MESSAGE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanProblem {
+    /// The plan's name as written (`#2 (unnamed)` for a table without one).
+    pub plan: String,
+    pub key: String,
+    pub message: String,
+}
+
+impl PlanProblem {
+    pub fn new(plan: impl Into<String>, key: impl Into<String>, message: impl fmt::Display) -> Self {
+        PlanProblem { plan: plan.into(), key: key.into(), message: message.to_string() }
+    }
+}
+
+impl fmt::Display for PlanProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "plan {}: {}", self.plan, self.message)
+        } else {
+            write!(f, "plan {}: {}: {}", self.plan, self.key, self.message)
+        }
+    }
+}
+
+/// The problems, one indented line each.
+fn lines(problems: &[PlanProblem]) -> String {
+    problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n")
+}
+
+/// What can go wrong with launch plans. Messages name the plan, the key, the parameter,
+/// the cron expression or the file concerned, and say how to fix it.
 #[derive(Debug, Error)]
 pub enum PlanError {
-    /// One plan is not valid; `problems` lists every problem, one per line.
-    #[error("plan `{plan}` is not valid:\n{problems}")]
-    Invalid { plan: String, problems: String },
+    /// One plan is not valid; `problems` lists every problem.
+    #[error("plan `{plan}` is not valid:\n{}", lines(.problems))]
+    Invalid { plan: String, problems: Vec<PlanProblem> },
 
-    /// A batch (a plan file) with invalid plans: none of it was registered.
-    #[error("{bad} of {total} plans in {source_name} are not valid, so none was registered:\n{problems}")]
-    Rejected { source_name: String, bad: usize, total: usize, problems: String },
+    /// A batch (a plan file) with invalid plans: none of it was registered. `problems`
+    /// lists every problem of every bad plan.
+    #[error("{bad} of {total} plans in {source_name} are not valid, so none was registered:\n{}", lines(.problems))]
+    Rejected { source_name: String, bad: usize, total: usize, problems: Vec<PlanProblem> },
+
+    /// A registered plan that its flow's current parameters no longer accept.
+    #[error("plan `{plan}` (version {version}) no longer fits flow `{flow}`; fix the plan file and apply it again:\n{}", lines(.problems))]
+    NoLongerFits { plan: String, version: u32, flow: String, problems: Vec<PlanProblem> },
+
+    /// A manual launch whose `--param`s do not fit the plan: every problem at once.
+    #[error("cannot launch plan `{plan}`:\n{}", lines(.problems))]
+    BadLaunch { plan: String, problems: Vec<PlanProblem> },
 
     /// A plan file that cannot be read or parsed.
     #[error("plan file {path}: {reason}")]
@@ -43,6 +86,8 @@ impl PlanError {
             self,
             PlanError::Invalid { .. }
                 | PlanError::Rejected { .. }
+                | PlanError::NoLongerFits { .. }
+                | PlanError::BadLaunch { .. }
                 | PlanError::File { .. }
                 | PlanError::UnknownPlan { .. }
                 | PlanError::Usage(_)
@@ -50,11 +95,11 @@ impl PlanError {
         )
     }
 
-    pub(crate) fn invalid(plan: impl Into<String>, problems: &[String]) -> Self {
-        PlanError::Invalid {
-            plan: plan.into(),
-            problems: problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"),
-        }
+    /// The problems of a batch of `total` plans from `source`; `bad` counts the plans
+    /// they name.
+    pub fn rejected(source: impl Into<String>, total: usize, problems: Vec<PlanProblem>) -> Self {
+        let bad = problems.iter().map(|p| p.plan.as_str()).collect::<std::collections::BTreeSet<_>>().len();
+        PlanError::Rejected { source_name: source.into(), bad, total, problems }
     }
 }
 

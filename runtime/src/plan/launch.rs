@@ -11,7 +11,7 @@ use braid_store::{LaunchKind, LaunchRecord, LaunchState, PlanQuery, PlanRecord, 
 use serde_json::Value;
 
 use super::dispatch::{DispatchOptions, Dispatcher, LaunchEnv, LaunchOutcome};
-use super::error::{PlanError, PlanResult};
+use super::error::{PlanError, PlanProblem, PlanResult};
 use super::model::{LaunchPlan, ParamSet};
 use super::registry::parse_time;
 use crate::flow::Flow;
@@ -85,12 +85,11 @@ async fn load(store: &Store, flows: &[Arc<Flow>], name: &str) -> PlanResult<(Pla
     })?;
     let problems = plan.check_flow(flow.spec());
     if !problems.is_empty() {
-        return Err(PlanError::Invalid {
-            plan: format!("{name}` (version {}) no longer fits flow `{}", rec.version, plan.flow()),
-            problems: format!(
-                "{}\n  fix the plan file and apply it again",
-                problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
-            ),
+        return Err(PlanError::NoLongerFits {
+            plan: name.to_owned(),
+            version: rec.version,
+            flow: plan.flow().to_string(),
+            problems,
         });
     }
     Ok((rec, plan, flow))
@@ -265,23 +264,29 @@ pub fn manual_launches(
 ) -> PlanResult<Vec<LaunchRecord>> {
     let mut sets: Vec<&ParamSet> = plan.parameter_sets().iter().collect();
     let mut extra: BTreeMap<String, Value> = BTreeMap::new();
+    let check = braid_dag::ParamCheck::new(&flow.params);
+    let mut problems = Vec::new();
+    let mut given: BTreeMap<&str, String> = BTreeMap::new();
     for (k, text) in overrides {
-        let spec = flow.params.iter().find(|p| p.name.as_str() == k).ok_or_else(|| {
-            PlanError::Usage(format!(
-                "--param {k}: flow `{}` has no parameter `{k}`; it declares: {}",
-                flow.name,
-                flow.params.iter().map(|p| p.name.to_string()).collect::<Vec<_>>().join(", ")
-            ))
-        })?;
-        if let Some(v) = plan.fixed().get(k) {
-            return Err(PlanError::Usage(format!(
-                "--param {k}: parameter `{k}` is fixed by plan `{}` to {v}; fixed inputs cannot be overridden (change `fixed` in the plan file, or run the flow directly with `run --param`)",
-                plan.name()
-            )));
+        let at = format!("--param {k}={text}");
+        let mut problem = |message: String| problems.push(PlanProblem::new(plan.name().as_str(), at.clone(), message));
+        if let Some(first) = given.get(k.as_str()) {
+            problem(braid_dag::ParamProblem::Twice { param: k.clone(), first: first.clone() }.to_string());
+            continue;
         }
-        let v = spec.ty.parse_value(&spec.name, text).map_err(|e| PlanError::Usage(format!("--param {k}: {e}")))?;
-        if extra.contains_key(k) {
-            return Err(PlanError::Usage(format!("--param {k} given twice")));
+        given.insert(k, at.clone());
+        let v = match check.parse(k, text) {
+            Ok(v) => v,
+            Err(e) => {
+                problem(e.to_string());
+                continue;
+            }
+        };
+        if let Some(fixed) = plan.fixed().get(k) {
+            problem(format!(
+                "parameter `{k}` is fixed by the plan to {fixed}; fixed inputs cannot be overridden (change `fixed` in the plan file, or run the flow directly with `run --param`)"
+            ));
+            continue;
         }
         if plan.parameter_sets().iter().any(|s| s.values.contains_key(k)) {
             let values: Vec<String> = plan
@@ -292,16 +297,22 @@ pub fn manual_launches(
                 .into_iter()
                 .collect();
             sets.retain(|s| s.values.get(k) == Some(&v));
-            if sets.is_empty() {
-                return Err(PlanError::Usage(format!(
-                    "--param {k}={text}: plan `{}` has no parameter set with {k} = {v}; its values are {}",
-                    plan.name(),
-                    values.join(", ")
-                )));
+            if !plan.parameter_sets().iter().any(|s| s.values.get(k) == Some(&v)) {
+                problem(format!("the plan has no parameter set with {k} = {v}; its values are {}", values.join(", ")));
             }
         } else {
             extra.insert(k.clone(), v);
         }
+    }
+    if problems.is_empty() && sets.is_empty() {
+        problems.push(PlanProblem::new(
+            plan.name().as_str(),
+            "",
+            "no parameter set has every value the --params select; drop one of them",
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(PlanError::BadLaunch { plan: plan.name().to_string(), problems });
     }
     let request = RunId::generate();
     let now_ts = Timestamp::from_jiff(now);
@@ -363,7 +374,12 @@ pub async fn request_launch(
         .map_err(|e| PlanError::Usage(format!("the stored spec of flow `{}` does not parse: {e}", lp.flow())))?;
     let problems = lp.check_flow(&spec);
     if !problems.is_empty() {
-        return Err(PlanError::invalid(plan, &problems));
+        return Err(PlanError::NoLongerFits {
+            plan: plan.to_owned(),
+            version: rec.version,
+            flow: lp.flow().to_string(),
+            problems,
+        });
     }
     let launches = manual_launches(&lp, rec.version, &spec, overrides, now, None)?;
     store.plans.claim_launches(launches.clone()).await?;

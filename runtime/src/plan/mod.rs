@@ -29,8 +29,8 @@ mod schedule;
 mod scheduler;
 
 pub use dispatch::{Clock, DispatchOptions, LaunchEnv, LaunchEvent, LaunchOutcome, ManualClock, SystemClock};
-pub use error::{PlanError, PlanResult};
-pub use file::{load_plan_file, parse_plans};
+pub use error::{PlanError, PlanProblem, PlanResult};
+pub use file::{check_plan_file, check_plan_text, load_plan_file, parse_plans};
 pub use launch::{
     BackfillOptions, BackfillReport, backfill, get_plan, launch_key, launch_now, manual_launches, request_launch,
 };
@@ -41,5 +41,5 @@ pub use model::{
 pub use registry::{
     Registered, check_plans, label_selector, parse_time, register_plans, register_plans_at, set_active,
 };
-pub use schedule::{Schedule, format_duration, parse_duration};
+pub use schedule::{CronError, Schedule, format_duration, parse_duration};
 pub use scheduler::{PassReport, Scheduler, SchedulerOptions};

@@ -6,11 +6,11 @@ use std::fmt;
 use std::time::Duration;
 
 use braid_core::{FlowName, Label, LabelPart, ParamName, PlanName};
-use braid_dag::FlowSpec;
+use braid_dag::{FlowSpec, ParamCheck, ParamProblem};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::error::{PlanError, PlanResult};
+use super::error::{PlanError, PlanProblem, PlanResult};
 use super::schedule::{Schedule, format_duration, parse_duration};
 
 /// Most parameter sets one plan may expand to.
@@ -205,47 +205,60 @@ impl LaunchPlan {
     /// flow's parameters are checked by [`LaunchPlan::check_flow`]. Every problem is
     /// reported at once.
     pub fn from_spec(spec: PlanSpec) -> PlanResult<LaunchPlan> {
-        Self::validate(spec).map_err(|(plan, problems)| PlanError::invalid(plan, &problems))
+        let shown = shown_name(&spec.name);
+        Self::validate(spec).map_err(|problems| PlanError::Invalid { plan: shown, problems })
     }
 
-    pub(crate) fn validate(mut spec: PlanSpec) -> Result<LaunchPlan, (String, Vec<String>)> {
-        let mut problems = Vec::new();
-        let shown = if spec.name.is_empty() { "(unnamed)".to_owned() } else { spec.name.clone() };
-        let name = PlanName::new(&spec.name).map_err(|e| problems.push(e.to_string())).ok();
-        let flow = FlowName::new(&spec.flow).map_err(|e| problems.push(format!("`flow`: {e}"))).ok();
+    pub(crate) fn validate(mut spec: PlanSpec) -> Result<LaunchPlan, Vec<PlanProblem>> {
+        let mut problems = Problems::new(shown_name(&spec.name));
+        let name = PlanName::new(&spec.name).map_err(|e| problems.add("name", e)).ok();
+        let flow = FlowName::new(&spec.flow).map_err(|e| problems.add("flow", e)).ok();
 
         let schedule = match (&spec.cron, &spec.every) {
             (Some(_), Some(_)) => {
-                problems.push("give either `cron` or `every`, not both".into());
+                problems.add("every", "give either `cron` or `every`, not both");
                 None
             }
             (Some(expr), None) => {
                 let tz = spec.timezone.clone().unwrap_or_else(|| "UTC".to_owned());
                 spec.timezone = Some(tz.clone());
-                Schedule::cron(expr, &tz).map_err(|e| problems.push(e)).ok().inspect(|s| {
-                    if let Schedule::Cron { expr, .. } = s {
-                        spec.cron = Some(expr.clone());
+                match Schedule::cron(expr, &tz) {
+                    Ok(s) => {
+                        if let Schedule::Cron { expr, .. } = &s {
+                            spec.cron = Some(expr.clone());
+                        }
+                        Some(s)
                     }
-                })
+                    Err(e) => {
+                        // Both the expression and the zone are checked: two problems, two lines.
+                        if let Some(c) = e.cron {
+                            problems.add("cron", c);
+                        }
+                        if let Some(t) = e.timezone {
+                            problems.add("timezone", t);
+                        }
+                        None
+                    }
+                }
             }
             (None, Some(every)) => {
                 if spec.timezone.is_some() {
-                    problems.push(
-                        "`timezone` applies to `cron`; a fixed rate (`every`) ticks on multiples of it since the Unix epoch (UTC)"
-                            .into(),
+                    problems.add(
+                        "timezone",
+                        "applies to `cron`; a fixed rate (`every`) ticks on multiples of it since the Unix epoch (UTC)",
                     );
                 }
                 match parse_duration(every) {
-                    Ok(d) => Schedule::every(d).map_err(|e| problems.push(e)).ok(),
+                    Ok(d) => Schedule::every(d).map_err(|e| problems.add("every", e)).ok(),
                     Err(e) => {
-                        problems.push(format!("`every`: {e}"));
+                        problems.add("every", e);
                         None
                     }
                 }
             }
             (None, None) => {
                 if spec.timezone.is_some() {
-                    problems.push("`timezone` without `cron`: add a cron expression or drop the time zone".into());
+                    problems.add("timezone", "without `cron`: add a cron expression or drop the time zone");
                 }
                 None
             }
@@ -257,7 +270,7 @@ impl LaunchPlan {
                 (Ok(key), Ok(value)) => {
                     labels.insert(Label { key, value });
                 }
-                (Err(e), _) | (_, Err(e)) => problems.push(format!("label {k}={v}: {e}")),
+                (Err(e), _) | (_, Err(e)) => problems.add(format!("labels.{k}"), format!("label {k}={v}: {e}")),
             }
         }
 
@@ -265,12 +278,12 @@ impl LaunchPlan {
             Some(g) if spec.catch_up == CatchUpKind::None => match parse_duration(g) {
                 Ok(d) => d,
                 Err(e) => {
-                    problems.push(format!("`grace`: {e}"));
+                    problems.add("grace", e);
                     DEFAULT_GRACE
                 }
             },
             Some(_) => {
-                problems.push("`grace` applies to `catch_up = \"none\"` only".into());
+                problems.add("grace", "applies to `catch_up = \"none\"` only");
                 DEFAULT_GRACE
             }
             None => DEFAULT_GRACE,
@@ -282,22 +295,22 @@ impl LaunchPlan {
         };
         match spec.catch_up_limit {
             Some(_) if spec.catch_up != CatchUpKind::All => {
-                problems.push("`catch_up_limit` applies to `catch_up = \"all\"` only".into());
+                problems.add("catch_up_limit", "applies to `catch_up = \"all\"` only");
             }
-            Some(0) => problems.push("`catch_up_limit` must be at least 1".into()),
+            Some(0) => problems.add("catch_up_limit", "must be at least 1"),
             _ => {}
         }
 
         for (section, values) in [("fixed", &spec.fixed), ("defaults", &spec.defaults)] {
             for (k, v) in values {
-                check_param_name(section, k, &mut problems);
-                check_toml_value(&format!("`{section}.{k}`"), v, &mut problems);
+                check_param_name(&format!("{section}.{k}"), k, &mut problems);
+                check_toml_value(&format!("{section}.{k}"), v, &mut problems);
             }
         }
         let sets = expand_sets(&spec, &mut problems);
 
-        let (Some(name), Some(flow), true) = (name, flow, problems.is_empty()) else {
-            return Err((shown, problems));
+        let (Some(name), Some(flow), true) = (name, flow, problems.list.is_empty()) else {
+            return Err(problems.list);
         };
         Ok(LaunchPlan { spec, name, flow, schedule, labels, catch_up, sets })
     }
@@ -305,89 +318,8 @@ impl LaunchPlan {
     /// Checks the plan against its flow's parameters: each exists, each value has its
     /// type, no parameter is given twice (fixed, default, matrix), and every required
     /// parameter is covered. Returns every problem.
-    pub fn check_flow(&self, flow: &FlowSpec) -> Vec<String> {
-        let mut problems = Vec::new();
-        let declared = || {
-            if flow.params.is_empty() {
-                "none".to_owned()
-            } else {
-                flow.params.iter().map(|p| format!("`{}` ({})", p.name, p.ty)).collect::<Vec<_>>().join(", ")
-            }
-        };
-        let mut sources: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        let matrix_keys: BTreeSet<&String> = self.sets.iter().flat_map(|s| s.values.keys()).collect();
-        for k in self.spec.fixed.keys() {
-            sources.entry(k).or_default().push("fixed");
-        }
-        for k in self.spec.defaults.keys() {
-            sources.entry(k).or_default().push("defaults");
-        }
-        for k in &matrix_keys {
-            sources.entry(k).or_default().push(if self.spec.matrix.is_empty() { "parameter_sets" } else { "matrix" });
-        }
-        for (param, from) in &sources {
-            let Some(p) = flow.params.iter().find(|p| p.name.as_str() == *param) else {
-                problems.push(format!(
-                    "`{}.{param}`: flow `{}` has no parameter `{param}`; it declares: {}",
-                    from[0],
-                    flow.name,
-                    declared()
-                ));
-                continue;
-            };
-            if from.len() > 1 {
-                problems.push(format!(
-                    "parameter `{param}` is given in both `{}` and `{}`; keep it in one",
-                    from[0], from[1]
-                ));
-            }
-            let check = |what: String, v: &Value, problems: &mut Vec<String>| {
-                if let Err(e) = p.ty.check_value(&p.name, v) {
-                    problems.push(format!("{what}: {e}"));
-                }
-            };
-            if let Some(v) = self.spec.fixed.get(*param) {
-                check(format!("`fixed.{param}`"), v, &mut problems);
-            }
-            if let Some(v) = self.spec.defaults.get(*param) {
-                check(format!("`defaults.{param}`"), v, &mut problems);
-            }
-            if let Some(values) = self.spec.matrix.get(*param) {
-                for (i, v) in values.iter().enumerate() {
-                    check(format!("`matrix.{param}[{i}]`"), v, &mut problems);
-                }
-            }
-            for (i, set) in self.spec.parameter_sets.iter().enumerate() {
-                if let Some(v) = set.get(*param) {
-                    check(format!("`parameter_sets[{i}].{param}`"), v, &mut problems);
-                }
-            }
-        }
-        for p in flow.params.iter().filter(|p| p.is_required()) {
-            let name = p.name.as_str();
-            let everywhere = self.spec.fixed.contains_key(name)
-                || self.spec.defaults.contains_key(name)
-                || self.sets.iter().all(|s| s.values.contains_key(name));
-            if !everywhere {
-                let which = if self.spec.parameter_sets.is_empty() {
-                    String::new()
-                } else {
-                    let missing: Vec<String> = self
-                        .sets
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, s)| !s.values.contains_key(name))
-                        .map(|(i, _)| i.to_string())
-                        .collect();
-                    format!(" (missing from parameter_sets {})", missing.join(", "))
-                };
-                problems.push(format!(
-                    "flow `{}` requires parameter `{name}` ({}, no default) and the plan does not give it{which}; add it to `fixed`, `defaults` or the matrix",
-                    flow.name, p.ty
-                ));
-            }
-        }
-        problems
+    pub fn check_flow(&self, flow: &FlowSpec) -> Vec<PlanProblem> {
+        check_flow_spec(&self.spec, self.name.as_str(), flow)
     }
 
     pub fn name(&self) -> &PlanName {
@@ -458,32 +390,157 @@ impl LaunchPlan {
 
     /// Reads a stored plan back.
     pub fn from_json(value: &Value) -> PlanResult<LaunchPlan> {
-        let spec: PlanSpec = serde_json::from_value(value.clone()).map_err(|e| PlanError::Invalid {
-            plan: value.get("name").and_then(Value::as_str).unwrap_or("(unnamed)").to_owned(),
-            problems: format!("  - the stored plan does not parse ({e}); re-apply its plan file"),
+        let spec: PlanSpec = serde_json::from_value(value.clone()).map_err(|e| {
+            let plan = value.get("name").and_then(Value::as_str).unwrap_or("(unnamed)").to_owned();
+            PlanError::Invalid {
+                problems: vec![PlanProblem::new(
+                    plan.clone(),
+                    "",
+                    format!("the stored plan does not parse ({e}); re-apply its plan file"),
+                )],
+                plan,
+            }
         })?;
         Self::from_spec(spec)
     }
 }
 
-fn check_param_name(section: &str, k: &str, problems: &mut Vec<String>) {
+/// A plan's name as problems show it.
+pub(crate) fn shown_name(name: &str) -> String {
+    if name.is_empty() { "(unnamed)".to_owned() } else { name.to_owned() }
+}
+
+/// The problems of one plan, as they are found.
+pub(crate) struct Problems {
+    plan: String,
+    pub(crate) list: Vec<PlanProblem>,
+}
+
+impl Problems {
+    pub(crate) fn new(plan: impl Into<String>) -> Self {
+        Problems { plan: plan.into(), list: Vec::new() }
+    }
+
+    pub(crate) fn add(&mut self, key: impl Into<String>, message: impl fmt::Display) {
+        self.list.push(PlanProblem::new(self.plan.clone(), key, message));
+    }
+}
+
+/// Values of one matrix parameter shown with a wrong type before the rest are counted.
+const SHOWN_PER_KEY: usize = 3;
+
+/// Checks a plan's inputs against its flow's parameters (see [`LaunchPlan::check_flow`]),
+/// on the spec alone, so a plan with other problems is checked too.
+pub(crate) fn check_flow_spec(spec: &PlanSpec, plan: &str, flow: &FlowSpec) -> Vec<PlanProblem> {
+    let check = ParamCheck::new(&flow.params);
+    let mut problems = Problems::new(plan);
+    // Where each parameter is given first (`fixed`, `defaults`, `matrix`, `parameter_sets`).
+    let mut first: BTreeMap<String, &'static str> = BTreeMap::new();
+    let mut given_in = |param: &str, section: &'static str, key: &str, problems: &mut Problems| match first.get(param) {
+        Some(s) if *s != section => {
+            problems.add(key, format!("parameter `{param}` is given in both `{s}` and `{section}`; keep it in one"))
+        }
+        Some(_) => {}
+        None => {
+            first.insert(param.to_owned(), section);
+        }
+    };
+    for (section, values) in [("fixed", &spec.fixed), ("defaults", &spec.defaults)] {
+        for (k, v) in values {
+            let key = format!("{section}.{k}");
+            given_in(k, section, &key, &mut problems);
+            if let Err(p) = check.check(k, v) {
+                problems.add(key, p);
+            }
+        }
+    }
+    for (k, values) in &spec.matrix {
+        let key = format!("matrix.{k}");
+        given_in(k, "matrix", &key, &mut problems);
+        let p = match check.declared(k) {
+            Ok(p) => p,
+            Err(unknown) => {
+                problems.add(key, unknown);
+                continue;
+            }
+        };
+        let mut bad = 0;
+        for (i, v) in values.iter().enumerate() {
+            if let Err(e) = check.check(k, v) {
+                bad += 1;
+                if bad <= SHOWN_PER_KEY {
+                    problems.add(format!("{key}[{i}]"), e);
+                }
+            }
+        }
+        if bad > SHOWN_PER_KEY {
+            problems.add(key, format!("{} more values are not {}", bad - SHOWN_PER_KEY, p.ty.expected()));
+        }
+    }
+    let mut unknown = BTreeSet::new();
+    for (i, set) in spec.parameter_sets.iter().enumerate() {
+        for (k, v) in set {
+            let key = format!("parameter_sets[{i}].{k}");
+            given_in(k, "parameter_sets", &key, &mut problems);
+            match check.check(k, v) {
+                Ok(_) => {}
+                Err(e @ ParamProblem::Unknown { .. }) => {
+                    if unknown.insert(k) {
+                        problems.add(key, e);
+                    }
+                }
+                Err(e) => problems.add(key, e),
+            }
+        }
+    }
+    let covered = |name: &str| {
+        spec.fixed.contains_key(name)
+            || spec.defaults.contains_key(name)
+            || if spec.matrix.is_empty() {
+                !spec.parameter_sets.is_empty() && spec.parameter_sets.iter().all(|s| s.contains_key(name))
+            } else {
+                spec.matrix.contains_key(name)
+            }
+    };
+    for missing in check.missing(|p| covered(p.name.as_str())) {
+        let ParamProblem::Missing { param, .. } = &missing else { continue };
+        let which = if spec.parameter_sets.is_empty() || !spec.matrix.is_empty() {
+            String::new()
+        } else {
+            let sets: Vec<String> = spec
+                .parameter_sets
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.contains_key(param.as_str()))
+                .map(|(i, _)| i.to_string())
+                .collect();
+            format!(" (missing from parameter_sets {})", sets.join(", "))
+        };
+        problems.add("", format!("{missing}{which}; add it to `fixed`, `defaults` or the matrix"));
+    }
+    problems.list
+}
+
+fn check_param_name(key: &str, k: &str, problems: &mut Problems) {
     if let Err(e) = ParamName::new(k) {
-        problems.push(format!("`{section}`: {e}"));
+        problems.add(key, e);
     }
 }
 
 /// TOML dates have no JSON form a flow could read; say so instead of passing a map.
-fn check_toml_value(what: &str, v: &Value, problems: &mut Vec<String>) {
+fn check_toml_value(key: &str, v: &Value, problems: &mut Problems) {
     let is_datetime = |v: &Value| v.as_object().is_some_and(|m| m.keys().any(|k| k.contains("toml_private_datetime")));
     if is_datetime(v) || v.as_array().is_some_and(|a| a.iter().any(is_datetime)) {
-        problems.push(format!("{what}: TOML dates and times are not parameter values; quote them as a string"));
+        problems.add(key, "TOML dates and times are not parameter values; quote them as a string");
     }
 }
 
-fn expand_sets(spec: &PlanSpec, problems: &mut Vec<String>) -> Vec<ParamSet> {
+fn expand_sets(spec: &PlanSpec, problems: &mut Problems) -> Vec<ParamSet> {
     if !spec.matrix.is_empty() && !spec.parameter_sets.is_empty() {
-        problems
-            .push("give either `matrix` (every combination) or `parameter_sets` (an explicit list), not both".into());
+        problems.add(
+            "parameter_sets",
+            "give either `matrix` (every combination) or `parameter_sets` (an explicit list), not both",
+        );
         return Vec::new();
     }
     if !spec.parameter_sets.is_empty() {
@@ -491,43 +548,50 @@ fn expand_sets(spec: &PlanSpec, problems: &mut Vec<String>) -> Vec<ParamSet> {
         let mut seen = BTreeMap::new();
         for (i, values) in spec.parameter_sets.iter().enumerate() {
             for (k, v) in values {
-                check_param_name(&format!("parameter_sets[{i}]"), k, problems);
-                check_toml_value(&format!("`parameter_sets[{i}].{k}`"), v, problems);
+                let key = format!("parameter_sets[{i}].{k}");
+                check_param_name(&key, k, problems);
+                check_toml_value(&key, v, problems);
             }
             let set = ParamSet::new(values.clone());
             if let Some(first) = seen.insert(set.key.clone(), i) {
-                problems.push(format!(
-                    "`parameter_sets[{i}]` repeats `parameter_sets[{first}]` ({}); each set launches once per tick, drop the copy",
-                    set.key
-                ));
+                problems.add(
+                    format!("parameter_sets[{i}]"),
+                    format!(
+                        "repeats `parameter_sets[{first}]` ({}); each set launches once per tick, drop the copy",
+                        set.key
+                    ),
+                );
             }
             sets.push(set);
         }
         if sets.len() > MAX_PARAMETER_SETS {
-            problems.push(format!("{} parameter sets, more than {MAX_PARAMETER_SETS}", sets.len()));
+            problems.add("parameter_sets", format!("{} parameter sets, more than {MAX_PARAMETER_SETS}", sets.len()));
         }
         return sets;
     }
     let mut total: usize = 1;
     for (k, values) in &spec.matrix {
-        check_param_name("matrix", k, problems);
+        let key = format!("matrix.{k}");
+        check_param_name(&key, k, problems);
         if values.is_empty() {
-            problems.push(format!("`matrix.{k}` is empty; give at least one value or remove it"));
+            problems.add(&*key, "is empty; give at least one value or remove it");
         }
         let mut seen = BTreeSet::new();
         for v in values {
-            check_toml_value(&format!("`matrix.{k}`"), v, problems);
+            check_toml_value(&key, v, problems);
             if !seen.insert(canonical_json(v)) {
-                problems
-                    .push(format!("`matrix.{k}` lists {} twice; each value launches once per tick", canonical_json(v)));
+                problems.add(&*key, format!("lists {} twice; each value launches once per tick", canonical_json(v)));
             }
         }
         total = total.saturating_mul(values.len());
     }
     if total > MAX_PARAMETER_SETS {
-        problems.push(format!(
-            "the matrix expands to {total} parameter sets, more than {MAX_PARAMETER_SETS}; split the plan or use `parameter_sets`"
-        ));
+        problems.add(
+            "matrix",
+            format!(
+                "expands to {total} parameter sets, more than {MAX_PARAMETER_SETS}; split the plan or use `parameter_sets`"
+            ),
+        );
         return Vec::new();
     }
     let mut sets: Vec<BTreeMap<String, Value>> = vec![BTreeMap::new()];
@@ -563,13 +627,14 @@ fn expand_sets(spec: &PlanSpec, problems: &mut Vec<String>) -> Vec<ParamSet> {
 #[derive(Debug, Clone)]
 pub struct LaunchPlanBuilder {
     spec: PlanSpec,
-    problems: Vec<String>,
+    /// (key, message) of values that could not be made JSON.
+    problems: Vec<(String, String)>,
 }
 
 impl LaunchPlanBuilder {
-    fn value(&mut self, what: &str, v: impl Serialize) -> Value {
+    fn value(&mut self, key: String, v: impl Serialize) -> Value {
         serde_json::to_value(v).unwrap_or_else(|e| {
-            self.problems.push(format!("{what}: cannot be made JSON: {e}"));
+            self.problems.push((key, format!("cannot be made JSON: {e}")));
             Value::Null
         })
     }
@@ -594,21 +659,21 @@ impl LaunchPlanBuilder {
 
     /// An input every run gets and no launch can override.
     pub fn fixed(mut self, param: &str, value: impl Serialize) -> Self {
-        let v = self.value(&format!("fixed `{param}`"), value);
+        let v = self.value(format!("fixed.{param}"), value);
         self.spec.fixed.insert(param.to_owned(), v);
         self
     }
 
     /// An input every run gets unless a manual launch overrides it.
     pub fn default_input(mut self, param: &str, value: impl Serialize) -> Self {
-        let v = self.value(&format!("default `{param}`"), value);
+        let v = self.value(format!("defaults.{param}"), value);
         self.spec.defaults.insert(param.to_owned(), v);
         self
     }
 
     /// A matrix dimension: one parameter set per combination of every dimension's values.
     pub fn matrix<V: Serialize>(mut self, param: &str, values: impl IntoIterator<Item = V>) -> Self {
-        let values: Vec<Value> = values.into_iter().map(|v| self.value(&format!("matrix `{param}`"), v)).collect();
+        let values: Vec<Value> = values.into_iter().map(|v| self.value(format!("matrix.{param}"), v)).collect();
         self.spec.matrix.insert(param.to_owned(), values);
         self
     }
@@ -616,9 +681,10 @@ impl LaunchPlanBuilder {
     /// An explicit parameter set (instead of a matrix).
     pub fn parameter_set<V: Serialize>(mut self, values: impl IntoIterator<Item = (impl Into<String>, V)>) -> Self {
         let mut set = BTreeMap::new();
+        let i = self.spec.parameter_sets.len();
         for (k, v) in values {
             let k = k.into();
-            let v = self.value(&format!("parameter set `{k}`"), v);
+            let v = self.value(format!("parameter_sets[{i}].{k}"), v);
             set.insert(k, v);
         }
         self.spec.parameter_sets.push(set);
@@ -663,12 +729,17 @@ impl LaunchPlanBuilder {
     }
 
     pub fn build(self) -> PlanResult<LaunchPlan> {
+        let plan = shown_name(&self.spec.name);
+        let mut problems = Problems::new(plan.clone());
+        for (key, message) in self.problems {
+            problems.add(key, message);
+        }
         match LaunchPlan::validate(self.spec) {
-            Ok(p) if self.problems.is_empty() => Ok(p),
-            Ok(p) => Err(PlanError::invalid(p.name.to_string(), &self.problems)),
-            Err((name, mut problems)) => {
-                problems.extend(self.problems);
-                Err(PlanError::invalid(name, &problems))
+            Ok(p) if problems.list.is_empty() => Ok(p),
+            Ok(_) => Err(PlanError::Invalid { plan, problems: problems.list }),
+            Err(mut found) => {
+                found.extend(problems.list);
+                Err(PlanError::Invalid { plan, problems: found })
             }
         }
     }
@@ -718,7 +789,14 @@ mod tests {
             .build()
             .unwrap_err()
             .to_string();
-        for needle in ["launch plan name", "has 4 fields", "`matrix.site` is empty", "at least 1", "label team=a b"] {
+        for needle in [
+            "plan 1bad: name: ",
+            "plan 1bad: cron: \"0 * * *\" has 4 fields",
+            "plan 1bad: timezone: \"Nowhere/Land\"",
+            "plan 1bad: matrix.site: is empty",
+            "plan 1bad: catch_up_limit: must be at least 1",
+            "plan 1bad: labels.team: label team=a b",
+        ] {
             assert!(e.contains(needle), "{needle:?} missing from {e}");
         }
     }

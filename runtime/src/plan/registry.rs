@@ -9,7 +9,7 @@ use braid_store::{FlowRecord, PlanDraft, PlanSelector, Registration, Store};
 use jiff::civil::{Date, DateTime};
 use jiff::tz::TimeZone;
 
-use super::error::{PlanError, PlanResult};
+use super::error::{PlanError, PlanProblem, PlanResult};
 use super::model::LaunchPlan;
 use crate::flow::Flow;
 
@@ -47,12 +47,7 @@ pub async fn register_plans_at(
 ) -> PlanResult<Vec<Registered>> {
     let problems = check_plans(flows, &plans);
     if !problems.is_empty() {
-        return Err(PlanError::Rejected {
-            source_name: source.to_owned(),
-            bad: problems.len(),
-            total: plans.len(),
-            problems: problems.join("\n"),
-        });
+        return Err(PlanError::rejected(source, plans.len(), problems));
     }
     let mut used: BTreeSet<&FlowName> = BTreeSet::new();
     for p in &plans {
@@ -88,31 +83,28 @@ pub async fn register_plans_at(
         .collect())
 }
 
-/// Every problem of a batch, one entry per bad plan (`plan `x`:` then its problems).
-pub fn check_plans(flows: &[Arc<Flow>], plans: &[LaunchPlan]) -> Vec<String> {
+/// Every problem of a batch against the flows of this binary: each plan's flow is
+/// hosted, its inputs fit the flow's parameters, no name is declared twice.
+pub fn check_plans(flows: &[Arc<Flow>], plans: &[LaunchPlan]) -> Vec<PlanProblem> {
     let hosted = || flows.iter().map(|f| format!("`{}`", f.name())).collect::<Vec<_>>().join(", ");
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
     for p in plans {
-        let mut problems = Vec::new();
         if !seen.insert(p.name().clone()) {
-            problems.push("declared twice in this batch; keep one".to_owned());
+            out.push(PlanProblem::new(p.name().as_str(), "name", "declared twice in this batch; keep one"));
         }
         match flows.iter().find(|f| f.name() == p.flow()) {
-            Some(f) => problems.extend(p.check_flow(f.spec())),
-            None => problems.push(format!(
-                "flow `{}` is not hosted by this binary (it hosts {}); apply the plan with the binary that runs `{}`",
-                p.flow(),
-                hosted(),
-                p.flow()
+            Some(f) => out.extend(p.check_flow(f.spec())),
+            None => out.push(PlanProblem::new(
+                p.name().as_str(),
+                "flow",
+                format!(
+                    "`{}` is not hosted by this binary (it hosts {}); apply the plan with the binary that runs `{}`",
+                    p.flow(),
+                    hosted(),
+                    p.flow()
+                ),
             )),
-        }
-        if !problems.is_empty() {
-            out.push(format!(
-                "plan `{}`:\n{}",
-                p.name(),
-                problems.iter().map(|x| format!("  - {x}")).collect::<Vec<_>>().join("\n")
-            ));
         }
     }
     out

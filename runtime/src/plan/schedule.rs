@@ -27,6 +27,17 @@ pub enum Schedule {
     Every { every: Duration },
 }
 
+/// What is wrong with a cron schedule: its expression, its time zone, or both (each is
+/// checked whatever the other is), in words that say how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", [.cron.as_ref().map(|c| format!("cron: {c}")), .timezone.as_ref().map(|t| format!("timezone: {t}"))].into_iter().flatten().collect::<Vec<_>>().join("; "))]
+pub struct CronError {
+    /// What is wrong with the expression.
+    pub cron: Option<String>,
+    /// What is wrong with the time zone.
+    pub timezone: Option<String>,
+}
+
 /// How a cron expression is wrong, in words that say how to fix it.
 pub(crate) fn parse_cron(expr: &str) -> Result<Cron, String> {
     let trimmed = expr.trim();
@@ -34,7 +45,7 @@ pub(crate) fn parse_cron(expr: &str) -> Result<Cron, String> {
     let nickname = trimmed.starts_with('@');
     if !nickname && fields != 5 && fields != 6 {
         return Err(format!(
-            "cron expression {expr:?} has {fields} fields; give 5 (minute hour day-of-month month day-of-week, e.g. \"0 * * * *\" for every hour) or 6 (seconds first, e.g. \"0 0 * * * *\")"
+            "{expr:?} has {fields} fields; give 5 (minute hour day-of-month month day-of-week, e.g. \"0 * * * *\" for every hour) or 6 (seconds first, e.g. \"0 0 * * * *\")"
         ));
     }
     CronParser::builder()
@@ -44,14 +55,14 @@ pub(crate) fn parse_cron(expr: &str) -> Result<Cron, String> {
         .parse(trimmed)
         .map_err(|e| {
             format!(
-                "cron expression {expr:?} does not parse: {e}; fields are minute (0-59), hour (0-23), day of month (1-31), month (1-12 or JAN-DEC), day of week (0-7 or SUN-SAT), with `*`, `,`, `-` and `/`, e.g. \"30 2 * * *\" for 02:30 every day"
+                "{expr:?} does not parse: {e}; fields are minute (0-59), hour (0-23), day of month (1-31), month (1-12 or JAN-DEC), day of week (0-7 or SUN-SAT), with `*`, `,`, `-` and `/`, e.g. \"30 2 * * *\" for 02:30 every day"
             )
         })
 }
 
 pub(crate) fn parse_zone(name: &str) -> Result<TimeZone, String> {
     TimeZone::get(name).map_err(|_| {
-        format!("time zone {name:?} is not an IANA time zone name; use one such as \"America/New_York\", \"Europe/Berlin\" or \"UTC\"")
+        format!("{name:?} is not a known time zone (an IANA name); use one such as \"America/New_York\", \"Europe/Berlin\" or \"UTC\"")
     })
 }
 
@@ -78,9 +89,13 @@ pub fn format_duration(d: Duration) -> String {
 }
 
 impl Schedule {
-    pub fn cron(expr: &str, tz_name: &str) -> Result<Schedule, String> {
-        let cron = parse_cron(expr)?;
-        let tz = parse_zone(tz_name)?;
+    /// A cron schedule; the error says what is wrong with the expression and with the
+    /// time zone, both checked.
+    pub fn cron(expr: &str, tz_name: &str) -> Result<Schedule, CronError> {
+        let (cron, tz) = match (parse_cron(expr), parse_zone(tz_name)) {
+            (Ok(cron), Ok(tz)) => (cron, tz),
+            (cron, tz) => return Err(CronError { cron: cron.err(), timezone: tz.err() }),
+        };
         Ok(Schedule::Cron {
             expr: expr.split_whitespace().collect::<Vec<_>>().join(" "),
             tz_name: tz_name.to_owned(),
@@ -239,14 +254,23 @@ mod tests {
 
     #[test]
     fn cron_errors_say_how_to_fix() {
-        let e = Schedule::cron("0 * * *", "UTC").unwrap_err();
+        let e = Schedule::cron("0 * * *", "UTC").unwrap_err().to_string();
         assert!(e.contains("has 4 fields") && e.contains("give 5"), "{e}");
-        let e = Schedule::cron("0 25 * * *", "UTC").unwrap_err();
+        let e = Schedule::cron("0 25 * * *", "UTC").unwrap_err().to_string();
         assert!(e.contains("\"0 25 * * *\"") && e.contains("hour (0-23)"), "{e}");
-        let e = Schedule::cron("0 * * * *", "Mars/Olympus").unwrap_err();
+        let e = Schedule::cron("0 * * * *", "Mars/Olympus").unwrap_err().to_string();
         assert!(e.contains("\"Mars/Olympus\"") && e.contains("America/New_York"), "{e}");
         Schedule::cron("0 0 * * * *", "UTC").unwrap();
         Schedule::cron("@hourly", "UTC").unwrap();
         assert!(Schedule::cron("0 0 0 1 1 * 2030", "UTC").is_err(), "no year field");
+    }
+
+    #[test]
+    fn a_bad_expression_and_a_bad_zone_are_both_reported() {
+        let e = Schedule::cron("61 * * * *", "Mars/Base").unwrap_err();
+        assert!(e.cron.as_deref().is_some_and(|c| c.contains("\"61 * * * *\"")), "{e:?}");
+        assert!(e.timezone.as_deref().is_some_and(|t| t.contains("\"Mars/Base\"")), "{e:?}");
+        let text = e.to_string();
+        assert!(text.starts_with("cron: ") && text.contains("; timezone: "), "{text}");
     }
 }

@@ -36,13 +36,14 @@ const DB_FILE: &str = "records.sqlite";
 /// Temp files older than this are leftovers of a crashed writer and are removed at open.
 const STALE_TEMP: Duration = Duration::from_secs(3600);
 
-/// Opens (creating if needed) the fs store at `root`.
+/// Opens the fs store at `root`, creating it if `root` does not exist or is an empty
+/// directory (see [`prepare_root`]).
 pub(crate) fn open(root: &Path) -> Result<(FsBlobs, FsRecords)> {
-    std::fs::create_dir_all(root).map_err(|e| Error::io("create store directory", root, e))?;
+    prepare_root(root)?;
     check_format(root)?;
     for dir in ["blobs", "tmp"] {
         let p = root.join(dir);
-        std::fs::create_dir_all(&p).map_err(|e| Error::io("create directory", &p, e))?;
+        std::fs::create_dir_all(&p).map_err(|e| denied_or_io(root, "create directory", &p, e))?;
     }
     let leftovers = clean_temp(root, STALE_TEMP);
     if !leftovers.is_empty() {
@@ -50,6 +51,94 @@ pub(crate) fn open(root: &Path) -> Result<(FsBlobs, FsRecords)> {
     }
     let db = Arc::new(db::Db::open(&root.join(DB_FILE))?);
     Ok((FsBlobs { root: root.to_owned(), db: db.clone() }, FsRecords { db }))
+}
+
+/// Makes sure `root` can hold a store: an existing store, an empty directory, or a new
+/// directory in an existing parent. Anything else is refused with what to do instead:
+/// braid never turns a directory full of other files into a store, nor a typo'd path
+/// into a tree of directories.
+fn prepare_root(root: &Path) -> Result<()> {
+    let refuse = |problem: String| Error::Location { location: root.display().to_string(), problems: vec![problem] };
+    match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => {
+            if root.join(FORMAT_FILE).is_file() {
+                return Ok(());
+            }
+            let entries = std::fs::read_dir(root).map_err(|e| denied_or_io(root, "list", root, e))?;
+            // A concurrent opener's format file in flight does not make the directory "used".
+            let mut names: Vec<String> = entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !(n.starts_with(&format!("{FORMAT_FILE}.")) && n.ends_with(".tmp")))
+                .collect();
+            if names.is_empty() {
+                return Ok(());
+            }
+            names.sort();
+            let shown = names.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+            let more = if names.len() > 3 { format!(" and {} more", names.len() - 3) } else { String::new() };
+            Err(refuse(format!(
+                "is a directory that is not a braid store (it has no {FORMAT_FILE} file) and is not empty (it holds {shown}{more}); give a new or empty directory for a new store, or the directory of an existing one"
+            )))
+        }
+        Ok(_) => Err(refuse(
+            "is a file, not a directory; a store is a directory: give a directory path (e.g. ./.braid) or `memory:`"
+                .to_owned(),
+        )),
+        // A path through a file is "not a directory": its parent is checked below.
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
+            let parent = match root.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            match std::fs::metadata(parent) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(refuse(format!(
+                        "is inside {}, which is a file, not a directory; give a path in a directory",
+                        parent.display()
+                    )));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+                    return Err(refuse(format!(
+                        "is inside {}, which is not a directory (a file is on its path); give a path in a directory",
+                        parent.display()
+                    )));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(refuse(format!(
+                        "does not exist, and neither does its parent directory {p}; create the parent first (mkdir -p {p}) or give another path",
+                        p = parent.display()
+                    )));
+                }
+                Err(e) => return Err(denied_or_io(root, "inspect", parent, e)),
+            }
+            match std::fs::create_dir(root) {
+                Ok(()) => Ok(()),
+                // Another process created it first: it is new, so empty or a store.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                Err(e) => Err(denied_or_io(root, "create store directory", root, e)),
+            }
+        }
+        Err(e) => Err(denied_or_io(root, "inspect", root, e)),
+    }
+}
+
+/// A permission error as a location problem that says what to check; other I/O errors
+/// as they are.
+fn denied_or_io(root: &Path, action: &'static str, path: &Path, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        Error::Location {
+            location: root.display().to_string(),
+            problems: vec![format!(
+                "cannot be used: permission denied to {action} {}; the user running braid needs read and write access there (check the owner and mode with `ls -ld {}`), or give another path",
+                path.display(),
+                path.display()
+            )],
+        }
+    } else {
+        Error::io(action, path, e)
+    }
 }
 
 fn check_format(root: &Path) -> Result<()> {
@@ -77,10 +166,10 @@ fn check_format(root: &Path) -> Result<()> {
             // Written atomically, so a concurrent opener sees none or all of it.
             let tmp = root.join(format!("{FORMAT_FILE}.{}.tmp", std::process::id()));
             std::fs::write(&tmp, format!("braid-store {FORMAT_VERSION}\n"))
-                .map_err(|e| Error::io("write format file", &tmp, e))?;
-            std::fs::rename(&tmp, &path).map_err(|e| Error::io("write format file", &path, e))
+                .map_err(|e| denied_or_io(root, "write format file", &tmp, e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| denied_or_io(root, "write format file", &path, e))
         }
-        Err(e) => Err(Error::io("read format file", &path, e)),
+        Err(e) => Err(denied_or_io(root, "read format file", &path, e)),
     }
 }
 
@@ -190,4 +279,22 @@ pub async fn verify(root: &Path) -> Result<Vec<Problem>> {
         });
     }
     Ok(problems)
+}
+
+#[cfg(test)]
+mod location_tests {
+    use super::*;
+
+    #[test]
+    fn a_permission_error_becomes_a_location_problem_saying_what_to_check() {
+        let root = Path::new("/srv/braid");
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let e = denied_or_io(root, "create store directory", root, denied);
+        let Error::Location { location, problems } = &e else { panic!("{e}") };
+        assert_eq!(location, "/srv/braid");
+        assert!(problems[0].contains("permission denied to create store directory /srv/braid"), "{e}");
+        assert!(problems[0].contains("ls -ld /srv/braid"), "{e}");
+        let other = denied_or_io(root, "list", root, std::io::Error::other("disk on fire"));
+        assert!(matches!(other, Error::Io { action: "list", .. }), "{other}");
+    }
 }
