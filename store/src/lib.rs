@@ -14,6 +14,8 @@
 
 mod blob;
 mod error;
+#[cfg(feature = "faults")]
+pub mod faults;
 pub mod fs;
 pub mod memory;
 mod memory_plans;
@@ -103,6 +105,17 @@ pub struct Store {
 }
 
 impl Store {
+    /// A store made of these halves (e.g. wrappers around another store's), known by
+    /// `location` in messages.
+    pub fn from_parts(
+        blobs: Arc<dyn BlobStore>,
+        records: Arc<dyn RecordStore>,
+        plans: Arc<dyn PlanStore>,
+        location: impl Into<String>,
+    ) -> Self {
+        Store { blobs, records, plans, location: location.into() }
+    }
+
     /// A fresh, empty store in memory.
     pub fn memory() -> Self {
         let records: Arc<dyn RecordStore> = Arc::new(memory::MemoryRecords::default());

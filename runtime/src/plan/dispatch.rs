@@ -568,8 +568,7 @@ impl Dispatcher {
                     return;
                 }
                 Err(e) => {
-                    let note = format!("could not record the run id of the launch: {e}");
-                    self.fail_start(l, note).await;
+                    self.retry_later(l, "record the run id of", &e);
                     return;
                 }
             }
@@ -587,6 +586,10 @@ impl Dispatcher {
         };
         let prepared = match PreparedRun::prepare(flow.clone(), self.store.clone(), opts).await {
             Ok(p) => p,
+            Err(e @ (crate::Error::Store(_) | crate::Error::Records(_))) => {
+                self.retry_later(l, "create the run of", &e);
+                return;
+            }
             Err(e) => {
                 let note = format!("could not start the run: {e}");
                 self.fail_start(l, note).await;
@@ -602,8 +605,10 @@ impl Dispatcher {
         let won = match self.store.plans.update_launch(&started, LaunchState::Pending, Some(&self.id)).await {
             Ok(w) => w,
             Err(e) => {
-                tracing::error!(launch = %l.key, error = %e, "cannot record a started launch");
-                false
+                // The run was created but not started: the retry takes its record over.
+                drop(prepared);
+                self.retry_later(l, "mark started", &e);
+                return;
             }
         };
         if !won {
@@ -660,6 +665,17 @@ impl Dispatcher {
             }
             this.changed.notify_waiters();
         });
+    }
+
+    /// A launch whose start failed on a store error (a full disk, an unreachable
+    /// database) stays pending and held by this process, back in its queue: the next
+    /// dispatch (every pass) tries again, so a tick is neither lost nor launched twice.
+    fn retry_later(&self, l: LaunchRecord, what: &str, e: &dyn std::error::Error) {
+        let cause = e.source().map(|c| format!(": {c}")).unwrap_or_default();
+        tracing::error!(launch = %l.key, error = %e, "cannot {what} the launch{cause}; it stays pending and is retried");
+        self.release(&l);
+        self.lock().queue.insert((l.tick, l.key.clone()), l);
+        self.changed.notify_waiters();
     }
 
     /// Records a launch whose run could not be created.
