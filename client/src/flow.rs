@@ -116,7 +116,9 @@ impl Flow {
                 query.limit = (limit - out.len()).min(PAGE);
             }
             let page = self.runs_page(&query)?;
-            out.extend(page.items);
+            // The store filters by lease deadline; a run whose holder on this machine has
+            // exited is lost before its deadline, so the status is checked again here.
+            out.extend(page.items.into_iter().filter(|r| filter.status.is_none_or(|s| r.status() == s)));
             match page.next {
                 Some(next) => query.after = Some(next),
                 None => break,

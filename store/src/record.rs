@@ -78,6 +78,17 @@ impl RunLease {
     pub fn expired(&self, now: Timestamp) -> bool {
         self.deadline < now
     }
+
+    /// Whether its holder is a process of this machine that has exited: the lease can
+    /// never be renewed again, even if its deadline has not come yet.
+    pub fn holder_exited(&self) -> bool {
+        let Some((_, at)) = self.holder.split_once('@') else { return false };
+        let mut parts = at.split(':');
+        match (parts.next(), parts.next().and_then(|p| p.parse::<u32>().ok())) {
+            (Some(host), Some(pid)) => host == host_name() && process_exited(pid),
+            _ => false,
+        }
+    }
 }
 
 /// The id of this process as a lease holder: `role@host:pid`.
@@ -124,10 +135,11 @@ impl RunRecord {
     }
 
     /// The status a reader should show at `now`: `lost` for a `pending` or `running`
-    /// record whose lease ran out, the stored status otherwise.
+    /// record whose lease ran out, or whose holder is a process of this machine that has
+    /// exited (its lease can never be renewed); the stored status otherwise.
     pub fn observed_status(&self, now: Timestamp) -> RunStatus {
         match &self.lease {
-            Some(l) if self.status.is_live() && l.expired(now) => RunStatus::Lost,
+            Some(l) if self.status.is_live() && (l.expired(now) || l.holder_exited()) => RunStatus::Lost,
             _ => self.status,
         }
     }
@@ -599,4 +611,20 @@ pub(crate) fn page<T>(mut items: Vec<T>, limit: usize, cursor: impl Fn(&T) -> St
         None
     };
     Page { items, next }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_knows_when_its_holder_on_this_machine_has_exited() {
+        let lease = |holder: String| RunLease::new(holder, std::time::Duration::from_secs(60));
+        assert!(!lease(process_holder("run")).holder_exited(), "this process is alive");
+        if std::path::Path::new("/proc/self").exists() {
+            assert!(lease(format!("run@{}:999999999", host_name())).holder_exited(), "no such process");
+        }
+        assert!(!lease("run@another-machine:999999999".into()).holder_exited(), "elsewhere: unknown");
+        assert!(!lease("garbage".into()).holder_exited());
+    }
 }
