@@ -11,6 +11,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::error::{Error, Result};
+use crate::record::Page;
+use braid_core::Timestamp;
 
 /// The blake3 hash of a blob's content; shown as 64 hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -110,6 +112,25 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
         }
         Ok(out)
     }
+
+    /// Blobs in key order, with size and when each was last stored (a `put` of content
+    /// already there refreshes it). Pass `next` back as `after` for the following page.
+    async fn list(&self, after: Option<String>, limit: usize) -> Result<Page<BlobInfo>>;
+
+    /// Deletes each blob of `keys` last stored before `put_before`; returns, per key,
+    /// the bytes freed, or `None` if it was absent or stored since. The age check and the
+    /// deletion are one step, so a blob a writer has just stored again survives. The
+    /// caller decides what is unreferenced (see [`crate::RecordStore::artifact_blob_refs`]).
+    async fn delete_if_older(&self, keys: &[BlobKey], put_before: Timestamp) -> Result<Vec<Option<u64>>>;
+}
+
+/// A blob as [`BlobStore::list`] shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobInfo {
+    pub key: BlobKey,
+    pub size: u64,
+    /// When it was last stored.
+    pub put_at: Timestamp,
 }
 
 /// Checks `bytes` against `key`, naming `origin` in the error.

@@ -50,7 +50,8 @@ macro_rules! conformance_suite {
                 conditional_updates_under_concurrency, claims_under_concurrency, artifact_visibility_and_bulk_reads,
                 step_summaries_count_by_status, attempts_recorded, logs_in_order, missing_records, records_keep_all_fields,
                 plans_versioned_by_content, plans_listed_and_activated_by_label, launches_claimed_once_under_concurrency,
-                launches_updated_conditionally_listed_and_adopted);
+                launches_updated_conditionally_listed_and_adopted, delete_run_removes_everything_under_it_conditionally,
+                artifact_blob_refs_cover_values_and_manifests_in_pages, blobs_listed_and_deleted_by_age);
         }
     };
     (@tests $harness:expr; $($check:ident),+) => {
@@ -655,4 +656,161 @@ pub async fn records_keep_all_fields(store: &Store) {
     tiny.inline = Some(b"tampered".to_vec());
     let e = store.artifact_bytes(&tiny).await.unwrap_err();
     assert!(e.to_string().contains("artifact `tiny`"), "{e}");
+}
+
+async fn run_with_records(store: &Store, tags: &[&str]) -> (RunRecord, Vec<ArtifactRecord>) {
+    let mut run = new_run(store).await;
+    if !tags.is_empty() {
+        let tags: Vec<Tag> = tags.iter().map(|t| Tag::new(t).unwrap()).collect();
+        run = store.records.update_tags(&flow(), run.id, &tags, &[]).await.unwrap();
+    }
+    let a = artifact(store, "a", run.created_at.as_micros() as u64).await;
+    let mut b = artifact(store, "b", 7).await;
+    b.elements = Some(ElementsRef { key: store.blobs.put(b"manifest".to_vec()).await.unwrap(), len: 1 });
+    let mut writes = Vec::new();
+    for t in 1..=3u64 {
+        let mut w = TaskWrite::new(TaskRecord::new(key(run.id, "s", t)));
+        w.artifacts = Some(vec![a.clone(), b.clone()]);
+        w.attempt = Some(AttemptRecord {
+            attempt: Attempt::FIRST,
+            status: TaskStatus::Succeeded,
+            started_at: Timestamp::now(),
+            ended_at: Some(Timestamp::now()),
+            error: None,
+        });
+        writes.push(w);
+    }
+    applied(&store.records.write_tasks(writes).await.unwrap());
+    let line = |task: u64| LogLine {
+        run: run.id,
+        task: TaskId(task),
+        attempt: Attempt::FIRST,
+        seq: 0,
+        at: Timestamp::now(),
+        level: "INFO".into(),
+        line: format!("line of {task}"),
+    };
+    store.records.append_logs(vec![line(1), line(1), line(2)]).await.unwrap();
+    (run, vec![a, b])
+}
+
+pub async fn delete_run_removes_everything_under_it_conditionally(store: &Store) {
+    let (gone, _) = run_with_records(store, &["nightly"]).await;
+    let (kept, kept_arts) = run_with_records(store, &["nightly"]).await;
+    let e = store.records.delete_run(&flow(), gone.id, gone.revision + 1).await.unwrap_err();
+    assert!(e.is_conflict(), "a stale revision is refused: {e}");
+    let other = FlowName::new("other").unwrap();
+    assert!(store.records.delete_run(&other, gone.id, gone.revision).await.unwrap_err().is_not_found());
+
+    // A run resumed from `gone` pins it.
+    let mut resumed = RunRecord::new(flow(), RunId::generate());
+    resumed.origin_run = Some(gone.id);
+    store.records.create_run(&resumed).await.unwrap();
+    let e = store.records.delete_run(&flow(), gone.id, gone.revision).await.unwrap_err();
+    assert!(e.is_conflict() && e.to_string().contains(&resumed.id.to_string()), "{e}");
+    store.records.delete_run(&flow(), resumed.id, 1).await.unwrap();
+
+    let d = store.records.delete_run(&flow(), gone.id, gone.revision).await.unwrap();
+    assert_eq!(d, RunDeletion { tasks: 3, attempts: 3, artifacts: 6, log_lines: 3 });
+    assert!(store.records.get_run(&flow(), gone.id).await.unwrap().is_none());
+    assert!(store.records.get_task(&flow(), gone.id, TaskId(1)).await.unwrap().is_none());
+    assert!(store.records.list_tasks(&flow(), gone.id, &TaskQuery::default()).await.unwrap().items.is_empty());
+    assert!(store.records.task_artifacts(&flow(), gone.id, TaskId(1)).await.unwrap().is_empty());
+    assert!(store.records.list_attempts(&flow(), gone.id, TaskId(1)).await.unwrap().is_empty());
+    assert!(store.records.read_logs(&flow(), gone.id, TaskId(1), 0, 0).await.unwrap().is_empty());
+    let tagged = RunQuery { tag: Some(Tag::new("nightly").unwrap()), ..Default::default() };
+    let ids: Vec<RunId> = store.records.list_runs(&flow(), &tagged).await.unwrap().items.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![kept.id], "the tag index lost the deleted run");
+    assert!(store.records.delete_run(&flow(), gone.id, gone.revision).await.unwrap_err().is_not_found());
+
+    // The other run is whole, and a new run may reuse nothing of the deleted one by accident.
+    assert_eq!(store.records.task_artifacts(&flow(), kept.id, TaskId(2)).await.unwrap(), kept_arts);
+    assert_eq!(store.records.read_logs(&flow(), kept.id, TaskId(1), 0, 0).await.unwrap().len(), 2);
+    assert_eq!(store.records.list_attempts(&flow(), kept.id, TaskId(3)).await.unwrap().len(), 1);
+    for a in &kept_arts {
+        assert!(store.blobs.exists(&a.key).await.unwrap(), "deleting records never deletes blobs");
+    }
+}
+
+pub async fn artifact_blob_refs_cover_values_and_manifests_in_pages(store: &Store) {
+    let (r1, arts1) = run_with_records(store, &[]).await;
+    let (r2, arts2) = run_with_records(store, &[]).await;
+    let mut want: BTreeSet<(RunId, BlobKey)> = BTreeSet::new();
+    for (run, arts) in [(r1.id, &arts1), (r2.id, &arts2)] {
+        for a in arts {
+            want.insert((run, a.key));
+            if let Some(e) = a.elements {
+                want.insert((run, e.key));
+            }
+        }
+    }
+    for limit in [1usize, 2, 5, 0] {
+        let mut got: Vec<BlobRef> = Vec::new();
+        let mut after = None;
+        let mut pages = 0;
+        loop {
+            let page = store.records.artifact_blob_refs(after.clone(), limit).await.unwrap();
+            assert!(!page.items.is_empty() || page.next.is_none(), "an empty page ends the list");
+            got.extend(page.items);
+            pages += 1;
+            assert!(pages < 100, "pagination does not end");
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        // 2 runs x 3 tasks x (a + b + b's manifest)
+        assert_eq!(got.len(), 18, "limit {limit}: every reference once per row");
+        let set: BTreeSet<(RunId, BlobKey)> = got.iter().map(|r| (r.run, r.key)).collect();
+        assert_eq!(set, want, "limit {limit}");
+    }
+    assert!(store.records.artifact_blob_refs(Some("garbage".into()), 10).await.is_err());
+}
+
+pub async fn blobs_listed_and_deleted_by_age(store: &Store) {
+    let small = store.blobs.put(b"a small blob".to_vec()).await.unwrap();
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    let large = store.blobs.put(big.clone()).await.unwrap();
+    let third = store.blobs.put(vec![3u8; 10]).await.unwrap();
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.blobs.list(after, 1).await.unwrap();
+        listed.extend(page.items);
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    let keys: Vec<BlobKey> = listed.iter().map(|b| b.key).collect();
+    let mut sorted = vec![small, large, third];
+    sorted.sort();
+    assert_eq!(keys, sorted, "every blob once, in key order");
+    let size = |k: BlobKey| listed.iter().find(|b| b.key == k).unwrap().size;
+    assert_eq!((size(small), size(large)), (12, 100_000));
+    let before_puts = Timestamp::from_micros(listed.iter().map(|b| b.put_at.as_micros()).min().unwrap() - 1);
+
+    // Stored after the cutoff: kept.
+    assert_eq!(store.blobs.delete_if_older(&[small, large], before_puts).await.unwrap(), vec![None, None]);
+    assert!(store.blobs.exists(&small).await.unwrap() && store.blobs.exists(&large).await.unwrap());
+
+    // A large blob stored again after the cutoff is younger than it: kept.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let cutoff = Timestamp::now();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    store.blobs.put(big.clone()).await.unwrap();
+    let missing = BlobKey::of(b"never stored");
+    let freed = store.blobs.delete_if_older(&[small, large, missing], cutoff).await.unwrap();
+    assert_eq!(freed, vec![Some(12), None, None]);
+    assert!(store.blobs.get(&small).await.unwrap_err().is_not_found());
+    assert_eq!(store.blobs.get(&large).await.unwrap(), big);
+
+    let later = Timestamp::from_micros(Timestamp::now().as_micros() + 1_000_000);
+    assert_eq!(store.blobs.delete_if_older(&[large], later).await.unwrap(), vec![Some(100_000)]);
+    assert!(!store.blobs.exists(&large).await.unwrap());
+    let left: Vec<BlobKey> = store.blobs.list(None, 0).await.unwrap().items.iter().map(|b| b.key).collect();
+    assert_eq!(left, vec![third]);
+    // Deleted content can be stored again.
+    assert_eq!(store.blobs.put(big.clone()).await.unwrap(), large);
+    assert_eq!(store.blobs.get(&large).await.unwrap(), big);
 }

@@ -19,7 +19,7 @@ use braid_core::{ArtifactName, FlowName, PlanName, RunId, StepName, Tag, TaskId,
 use tokio::io::AsyncRead;
 
 use crate::Store;
-use crate::blob::{BlobKey, BlobReader, BlobStore, verify};
+use crate::blob::{BlobInfo, BlobKey, BlobReader, BlobStore, verify};
 use crate::error::{Error, Result};
 use crate::plan::*;
 use crate::record::*;
@@ -91,7 +91,8 @@ impl Faults {
 
     /// The `nth` call (from 1) that writes or reads `what` fails with `fault`: one of
     /// "blob put", "blob read", "flow record", "run record", "run lease", "run tags",
-    /// "task records", "log lines", "claim", "plan registration", "plan activation",
+    /// "task records", "log lines", "claim", "run deletion", "blob delete",
+    /// "plan registration", "plan activation",
     /// "plan cursors", "launch claims", "launch record", "launch adoption",
     /// "launch release", "scheduler heartbeat", "scheduler record".
     pub fn inject_call(&self, what: &'static str, nth: u64, fault: Fault) {
@@ -220,6 +221,13 @@ impl BlobStore for FaultyBlobs {
     async fn size(&self, key: &BlobKey) -> Result<Option<u64>> {
         self.inner.size(key).await
     }
+    async fn list(&self, after: Option<String>, limit: usize) -> Result<Page<BlobInfo>> {
+        self.inner.list(after, limit).await
+    }
+    async fn delete_if_older(&self, keys: &[BlobKey], put_before: Timestamp) -> Result<Vec<Option<u64>>> {
+        self.faults.check(Op::BlobPut, "blob delete")?;
+        self.inner.delete_if_older(keys, put_before).await
+    }
     async fn get_many(&self, keys: &[BlobKey]) -> Result<Vec<Vec<u8>>> {
         let all = self.inner.get_many(keys).await?;
         keys.iter().zip(all).map(|(k, b)| self.read(k, b)).collect()
@@ -326,6 +334,13 @@ impl RecordStore for FaultyRecords {
     }
     async fn claim_holder(&self, scope: &str, key: &str) -> Result<Option<String>> {
         self.inner.claim_holder(scope, key).await
+    }
+    async fn delete_run(&self, flow: &FlowName, id: RunId, revision: u64) -> Result<RunDeletion> {
+        self.faults.check(Op::RecordWrite, "run deletion")?;
+        self.inner.delete_run(flow, id, revision).await
+    }
+    async fn artifact_blob_refs(&self, after: Option<String>, limit: usize) -> Result<Page<BlobRef>> {
+        self.inner.artifact_blob_refs(after, limit).await
     }
 }
 

@@ -30,7 +30,7 @@ mod conformance_plans;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use blob::{BlobKey, BlobReader, BlobStore};
+pub use blob::{BlobInfo, BlobKey, BlobReader, BlobStore};
 pub use error::{Error, Result};
 pub use memory_plans::MemoryPlans;
 pub use plan::{
@@ -38,10 +38,10 @@ pub use plan::{
     PlanSelector, PlanStore, PlanVersion, Registration, SchedulerRecord,
 };
 pub use record::{
-    ArtifactRecord, AttemptRecord, ElementsRef, FlowRecord, ForeachFrame, INLINE_VALUE_MAX, LogLine, MAX_TASK_EVENTS,
-    Page, Precondition, RecordStore, Rejection, RunLease, RunQuery, RunRecord, StepArtifact, StepSummary, TaskError,
-    TaskEvent, TaskEventKind, TaskKey, TaskQuery, TaskRecord, TaskWrite, VisibleArtifact, WriteOutcome, host_name,
-    process_exited, process_holder,
+    ArtifactRecord, AttemptRecord, BlobRef, ElementsRef, FlowRecord, ForeachFrame, INLINE_VALUE_MAX, LogLine,
+    MAX_TASK_EVENTS, Page, Precondition, RecordStore, Rejection, RunDeletion, RunLease, RunQuery, RunRecord,
+    StepArtifact, StepSummary, TaskError, TaskEvent, TaskEventKind, TaskKey, TaskQuery, TaskRecord, TaskWrite,
+    VisibleArtifact, WriteOutcome, host_name, process_exited, process_holder,
 };
 
 /// The environment variable naming the store when no `--store` flag is given.

@@ -9,7 +9,7 @@ use braid_core::{ArtifactName, FlowName, RunId, StepName, Tag, TaskId, Timestamp
 use dashmap::DashMap;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::blob::{BlobKey, BlobReader, BlobStore};
+use crate::blob::{BlobInfo, BlobKey, BlobReader, BlobStore};
 use crate::error::{Error, Result};
 use crate::record::*;
 
@@ -17,12 +17,16 @@ use crate::record::*;
 #[derive(Debug, Default)]
 pub struct MemoryBlobs {
     blobs: DashMap<BlobKey, std::sync::Arc<Vec<u8>>>,
+    /// When each blob was last stored.
+    put_at: DashMap<BlobKey, Timestamp>,
 }
 
 #[async_trait]
 impl BlobStore for MemoryBlobs {
     async fn put(&self, bytes: Vec<u8>) -> Result<BlobKey> {
         let key = BlobKey::of(&bytes);
+        // The time first, so a blob is never seen without one.
+        self.put_at.insert(key, Timestamp::now());
         self.blobs.entry(key).or_insert_with(|| std::sync::Arc::new(bytes));
         Ok(key)
     }
@@ -45,6 +49,41 @@ impl BlobStore for MemoryBlobs {
 
     async fn size(&self, key: &BlobKey) -> Result<Option<u64>> {
         Ok(self.blobs.get(key).map(|b| b.len() as u64))
+    }
+
+    async fn list(&self, after: Option<String>, limit: usize) -> Result<Page<BlobInfo>> {
+        let limit = effective_limit(limit, 1000);
+        let after = after.as_deref().map(BlobKey::parse).transpose()?;
+        let mut items: Vec<BlobInfo> = self
+            .blobs
+            .iter()
+            .filter(|e| after.is_none_or(|a| *e.key() > a))
+            .map(|e| BlobInfo {
+                key: *e.key(),
+                size: e.value().len() as u64,
+                put_at: self.put_at.get(e.key()).map_or(Timestamp::from_micros(0), |t| *t),
+            })
+            .collect();
+        items.sort_by_key(|b| b.key);
+        items.truncate(limit + 1);
+        Ok(page(items, limit, |b| b.key.to_hex()))
+    }
+
+    async fn delete_if_older(&self, keys: &[BlobKey], put_before: Timestamp) -> Result<Vec<Option<u64>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            // Holding the time's entry lock makes check and removal one step against `put`.
+            let freed = match self.put_at.entry(*k) {
+                dashmap::Entry::Occupied(t) if *t.get() < put_before => {
+                    let freed = self.blobs.remove(k).map(|(_, b)| b.len() as u64);
+                    t.remove();
+                    freed
+                }
+                _ => None,
+            };
+            out.push(freed);
+        }
+        Ok(out)
     }
 }
 
@@ -372,6 +411,71 @@ impl RecordStore for MemoryRecords {
 
     async fn claim_holder(&self, scope: &str, key: &str) -> Result<Option<String>> {
         Ok(self.lock().claims.get(&(scope.to_owned(), key.to_owned())).cloned())
+    }
+
+    async fn delete_run(&self, flow: &FlowName, id: RunId, revision: u64) -> Result<RunDeletion> {
+        let mut t = self.lock();
+        let what = || format!("run {flow}/{id}");
+        let stored = run_of(&t, flow, id).ok_or_else(|| Error::NotFound { what: what() })?;
+        if stored.revision != revision {
+            return Err(Error::Conflict {
+                what: what(),
+                reason: format!("expected revision {revision}, stored is {}", stored.revision),
+            });
+        }
+        if let Some(r) = t.runs.values().find(|r| r.origin_run == Some(id) && r.id != id) {
+            return Err(Error::Conflict {
+                what: what(),
+                reason: format!("run {}/{} was resumed from it and remains", r.flow, r.id),
+            });
+        }
+        t.runs.remove(&id);
+        let tasks: Vec<(RunId, TaskId)> =
+            t.tasks.range((id, TaskId(0))..=(id, TaskId(u64::MAX))).map(|(k, _)| *k).collect();
+        let mut gone = RunDeletion { tasks: tasks.len() as u64, ..Default::default() };
+        for k in tasks {
+            t.tasks.remove(&k);
+            gone.attempts += t.attempts.remove(&k).map_or(0, |a| a.len() as u64);
+            gone.artifacts += t.artifacts.remove(&k).map_or(0, |a| a.len() as u64);
+            gone.log_lines += t.logs.remove(&k).map_or(0, |l| l.len() as u64);
+        }
+        Ok(gone)
+    }
+
+    async fn artifact_blob_refs(&self, after: Option<String>, limit: usize) -> Result<Page<BlobRef>> {
+        let limit = effective_limit(limit, 10_000);
+        let after: Option<(RunId, u64)> = after
+            .as_deref()
+            .map(|s| {
+                s.split_once('/').and_then(|(r, t)| Some((RunId::parse(r).ok()?, t.parse::<u64>().ok()?))).ok_or_else(
+                    || Error::Invalid {
+                        what: format!("blob reference cursor {s:?}"),
+                        reason: "pass back the `next` value of the previous page".into(),
+                    },
+                )
+            })
+            .transpose()?;
+        let t = self.lock();
+        let mut ids: Vec<(RunId, TaskId)> =
+            t.artifacts.keys().filter(|(r, k)| after.is_none_or(|a| (*r, k.0) > a)).copied().collect();
+        ids.sort();
+        // A page ends at a task boundary, so the cursor is the last task included.
+        let mut items = Vec::new();
+        let mut next = None;
+        let count = ids.len();
+        for (i, (run, task)) in ids.into_iter().enumerate() {
+            for a in &t.artifacts[&(run, task)] {
+                items.push(BlobRef { run, key: a.key });
+                if let Some(e) = a.elements {
+                    items.push(BlobRef { run, key: e.key });
+                }
+            }
+            if items.len() >= limit && i + 1 < count {
+                next = Some(format!("{run}/{}", task.0));
+                break;
+            }
+        }
+        Ok(Page { items, next })
     }
 }
 

@@ -562,6 +562,43 @@ pub trait RecordStore: Send + Sync + fmt::Debug {
     async fn try_claim(&self, scope: &str, key: &str, holder: &str) -> Result<bool>;
     /// Who holds a claim.
     async fn claim_holder(&self, scope: &str, key: &str) -> Result<Option<String>>;
+
+    /// Deletes a run with everything recorded under it — tag index, tasks, attempts,
+    /// artifact rows, log lines — in one atomic write, if its stored revision is still
+    /// `revision` (`Conflict` otherwise: it changed since the caller decided, e.g. a tag
+    /// was added or it was resumed). Refused with `Conflict` while another run resumed
+    /// from it remains (that run's reused tasks point at this run's tasks and logs).
+    /// `NotFound` if absent. Blobs are not touched: they may be shared (see
+    /// [`RecordStore::artifact_blob_refs`] and [`crate::BlobStore::delete_if_older`]).
+    async fn delete_run(&self, flow: &FlowName, id: RunId, revision: u64) -> Result<RunDeletion>;
+
+    /// Every blob key an artifact row references — its value's key and, for a sequence,
+    /// its elements manifest's key — with the run of the row, in the backend's row order;
+    /// keys repeat. Pass `next` back as `after` for the following page.
+    async fn artifact_blob_refs(&self, after: Option<String>, limit: usize) -> Result<Page<BlobRef>>;
+
+    /// Gives space freed by deletions back to the file system where the backend can
+    /// (fs: free pages of the database, in short transactions). Returns the bytes given
+    /// back, `None` when the backend cannot (memory; an fs database made by an older braid).
+    async fn compact(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+}
+
+/// What [`RecordStore::delete_run`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunDeletion {
+    pub tasks: u64,
+    pub attempts: u64,
+    pub artifacts: u64,
+    pub log_lines: u64,
+}
+
+/// A blob an artifact row of `run` references.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BlobRef {
+    pub run: RunId,
+    pub key: BlobKey,
 }
 
 /// What a precondition is checked against.

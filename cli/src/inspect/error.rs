@@ -34,6 +34,10 @@ pub enum Error {
 
     #[error("flow `{flow}` has no stored spec to draw (runs exist, but its binary never registered the graph)")]
     NoSpec { flow: String },
+
+    /// `verify` found damage (exit code 1); the problems were printed on stdout.
+    #[error("store {location} is damaged: {problems} problem(s), each named above")]
+    Damaged { location: String, problems: usize },
 }
 
 fn client_message(e: &braid_client::Error) -> String {

@@ -9,12 +9,14 @@
 mod artifact;
 mod dag;
 mod error;
+mod gc;
 mod json;
 mod logs;
 mod output;
 mod plan;
 mod show;
 mod tag;
+mod verify;
 mod watch;
 
 use std::process::ExitCode;
@@ -143,6 +145,14 @@ pub enum Command {
         #[command(subcommand)]
         action: PlanAction,
     },
+    /// Check the store's integrity: the record database (structure, every row's
+    /// checksum, every value decoded) and every blob against its hash. Names each damaged
+    /// file and record; exits 1 if anything is damaged.
+    Verify,
+    /// Delete old runs (their tasks, attempts, artifact rows, logs), then the blobs no
+    /// remaining run references, and give the space back. Never collected: runs tagged
+    /// `keep`, runs not finished, runs a remaining run was resumed from.
+    Gc(gc::GcArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -249,6 +259,10 @@ pub fn main() -> ExitCode {
 
 /// Runs one parsed command.
 pub fn run(cli: Cli, out: &Out) -> Result<()> {
+    if let Command::Verify = cli.command {
+        let flag = cli.global.store.as_deref().filter(|s| !s.is_empty());
+        return verify::verify(&braid_store::Store::resolve_location(flag), out);
+    }
     let client = open(&cli.global)?;
     match cli.command {
         Command::Flows => show::flows(&client, out),
@@ -277,6 +291,9 @@ pub fn run(cli: Cli, out: &Out) -> Result<()> {
             PlanAction::Deactivate { names, labels } => plan::set_active(&client, out, &names, &labels, false),
             PlanAction::Launch { name, params } => plan::launch(&client, out, &name, &params),
         },
+        Command::Gc(args) => gc::gc(client.store(), client.location(), out, &args),
+        // Handled above: it reads the store without opening a client.
+        Command::Verify => Ok(()),
     }
 }
 

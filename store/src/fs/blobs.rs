@@ -11,8 +11,10 @@ use rusqlite::{OptionalExtension, params};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::db::{Db, db_err};
-use crate::blob::{BlobKey, BlobReader, BlobStore, VerifyingReader, verify};
+use crate::blob::{BlobInfo, BlobKey, BlobReader, BlobStore, VerifyingReader, verify};
 use crate::error::{Error, Result};
+use crate::record::{Page, effective_limit, page};
+use braid_core::Timestamp;
 
 /// Blobs up to this size are stored inline in the record database.
 pub const INLINE_MAX: usize = 32 * 1024;
@@ -41,9 +43,14 @@ impl FsBlobs {
         let path = self.db.path().to_owned();
         self.db
             .write(move |c| {
-                c.prepare_cached("INSERT OR IGNORE INTO blobs (blob_key, data) VALUES (?1, ?2)")
-                    .and_then(|mut s| s.execute(params![&key.0[..], bytes]))
-                    .map_err(|e| db_err(&path, format!("store blob {key}"), e))?;
+                // Storing content already there refreshes `put_at` (at most once a minute,
+                // so repeated puts do not rewrite the row): gc's grace period counts from it.
+                c.prepare_cached(
+                    "INSERT INTO blobs (blob_key, data, put_at) VALUES (?1, ?2, ?3) ON CONFLICT (blob_key) \
+                     DO UPDATE SET put_at = excluded.put_at WHERE blobs.put_at < excluded.put_at - 60000000",
+                )
+                .and_then(|mut s| s.execute(params![&key.0[..], bytes, braid_core::Timestamp::now().as_micros()]))
+                .map_err(|e| db_err(&path, format!("store blob {key}"), e))?;
                 Ok(())
             })
             .await
@@ -87,7 +94,7 @@ fn publish(tmp: &Path, dest: &Path) -> Result<()> {
         // The new shard directory's own entry must survive a power cut too.
         sync_dir(parent)?;
     }
-    if dest.exists() {
+    if refresh(dest) {
         // The same content is in place already. A temp file that cannot be removed is
         // harmless: it is never read, `verify` lists it, and it is cleaned when an hour old.
         if let Err(e) = std::fs::remove_file(tmp) {
@@ -102,6 +109,13 @@ fn publish(tmp: &Path, dest: &Path) -> Result<()> {
 /// Fsyncs a directory, so the entries renamed or created in it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// True if the blob file exists and its modification time is set to now: storing content
+/// that is already there counts as storing it again for gc's grace period. False if it
+/// is absent or its time cannot be set; the caller then writes it (a rename over it).
+fn refresh(path: &Path) -> bool {
+    std::fs::File::open(path).and_then(|f| f.set_modified(std::time::SystemTime::now())).is_ok()
 }
 
 fn write_file_blob(tmp: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
@@ -125,7 +139,7 @@ impl BlobStore for FsBlobs {
             return Ok(key);
         }
         let dest = self.blob_path(&key);
-        if dest.exists() {
+        if refresh(&dest) {
             return Ok(key);
         }
         let tmp = self.tmp_path();
@@ -226,4 +240,138 @@ impl BlobStore for FsBlobs {
             Err(e) => Err(Error::io("stat blob file", &path, e)),
         }
     }
+
+    async fn list(&self, after: Option<String>, limit: usize) -> Result<Page<BlobInfo>> {
+        let limit = effective_limit(limit, 1000);
+        let after = after.as_deref().map(BlobKey::parse).transpose()?;
+        let path = self.db.path().to_owned();
+        let from: Vec<u8> = after.map(|k| k.0.to_vec()).unwrap_or_default();
+        let lim = (limit + 1) as i64;
+        let inline: Vec<(Vec<u8>, i64, i64)> = self.db.read(|c| {
+            c.prepare_cached(
+                "SELECT blob_key, length(data), put_at FROM blobs WHERE blob_key > ?1 ORDER BY blob_key LIMIT ?2",
+            )
+            .and_then(|mut s| s.query_map(params![from, lim], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
+            .map_err(|e| db_err(&path, "list inline blobs", e))
+        })?;
+        let mut items: Vec<BlobInfo> = Vec::with_capacity(inline.len());
+        for (k, size, at) in inline {
+            let key: [u8; 32] = k.try_into().map_err(|_| Error::Corrupt {
+                what: "inline blob".into(),
+                path: path.display().to_string(),
+                reason: "its key is not 32 bytes".into(),
+            })?;
+            items.push(BlobInfo { key: BlobKey(key), size: size as u64, put_at: Timestamp::from_micros(at) });
+        }
+        let root = self.root.join("blobs");
+        let files =
+            tokio::task::spawn_blocking(move || list_files(&root, after, limit + 1)).await.map_err(join_err)??;
+        items.extend(files);
+        items.sort_by_key(|b| b.key);
+        items.dedup_by_key(|b| b.key);
+        Ok(page(items, limit, |b| b.key.to_hex()))
+    }
+
+    async fn delete_if_older(&self, keys: &[BlobKey], put_before: Timestamp) -> Result<Vec<Option<u64>>> {
+        let path = self.db.path().to_owned();
+        let wanted: Vec<BlobKey> = keys.to_vec();
+        let mut out: Vec<Option<u64>> = self
+            .db
+            .write(move |c| {
+                let mut del = c
+                    .prepare_cached("DELETE FROM blobs WHERE blob_key = ?1 AND put_at < ?2 RETURNING length(data)")
+                    .map_err(|e| db_err(&path, "delete inline blobs", e))?;
+                let mut out = Vec::with_capacity(wanted.len());
+                for k in &wanted {
+                    let n: Option<i64> = del
+                        .query_row(params![&k.0[..], put_before.as_micros()], |r| r.get(0))
+                        .optional()
+                        .map_err(|e| db_err(&path, format!("delete blob {k}"), e))?;
+                    out.push(n.map(|n| n as u64));
+                }
+                Ok(out)
+            })
+            .await?;
+        for (k, freed) in keys.iter().zip(out.iter_mut()) {
+            if freed.is_none() {
+                let dest = self.blob_path(k);
+                let tmp = self.tmp_path();
+                *freed = tokio::task::spawn_blocking(move || delete_file_if_older(&dest, &tmp, put_before))
+                    .await
+                    .map_err(join_err)??;
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn mtime(meta: &std::fs::Metadata) -> Timestamp {
+    let at = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).unwrap_or_default();
+    Timestamp::from_micros(i64::try_from(at.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// Blob files with keys after `after`, in key order, at most `limit`.
+fn list_files(root: &Path, after: Option<BlobKey>, limit: usize) -> Result<Vec<BlobInfo>> {
+    let after_hex = after.map(|k| k.to_hex());
+    let mut shards: Vec<String> = match std::fs::read_dir(root) {
+        Ok(entries) => entries.flatten().filter_map(|e| e.file_name().into_string().ok()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(Error::io("list", root, e)),
+    };
+    shards.retain(|s| s.len() == 2 && after_hex.as_deref().is_none_or(|a| s.as_str() >= &a[..2]));
+    shards.sort();
+    let mut out = Vec::new();
+    for shard in shards {
+        let dir = root.join(&shard);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map_err(|e| Error::io("list", &dir, e))?
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| after_hex.as_deref().is_none_or(|a| n.as_str() > a))
+            .collect();
+        names.sort();
+        for name in names {
+            // Anything else in a shard directory is not a blob (`braid verify` names it).
+            let Ok(key) = BlobKey::parse(&name) else { continue };
+            let p = dir.join(&name);
+            match std::fs::metadata(&p) {
+                Ok(m) => out.push(BlobInfo { key, size: m.len(), put_at: mtime(&m) }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("stat blob file", &p, e)),
+            }
+            if out.len() >= limit {
+                return Ok(out);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes a blob file last stored before `put_before`. The file is first moved aside
+/// (to `tmp/`, atomically) and its time checked again there: a `put` of the same content
+/// between the first check and the move refreshed the time, and the file goes back; a
+/// `put` after the move finds no file and writes a new one. Either way a blob stored
+/// again is never lost.
+fn delete_file_if_older(dest: &Path, aside: &Path, put_before: Timestamp) -> Result<Option<u64>> {
+    let meta = match std::fs::metadata(dest) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("stat blob file", dest, e)),
+    };
+    if mtime(&meta) >= put_before {
+        return Ok(None);
+    }
+    match std::fs::rename(dest, aside) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("move aside blob file", dest, e)),
+    }
+    let meta = std::fs::metadata(aside).map_err(|e| Error::io("stat blob file", aside, e))?;
+    if mtime(&meta) >= put_before {
+        // Same content by construction, so replacing a copy written meanwhile is harmless.
+        std::fs::rename(aside, dest).map_err(|e| Error::io("move back blob file", dest, e))?;
+        return Ok(None);
+    }
+    std::fs::remove_file(aside).map_err(|e| Error::io("delete blob file", aside, e))?;
+    Ok(Some(meta.len()))
 }

@@ -255,6 +255,8 @@ pub(crate) struct Db {
     path: PathBuf,
     writer: mpsc::Sender<Box<dyn Job>>,
     readers: Mutex<Vec<Connection>>,
+    /// The writer thread, joined when the last handle goes (see `Drop`).
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 pub(crate) fn db_err(path: &Path, context: impl Into<String>, e: rusqlite::Error) -> Error {
@@ -272,6 +274,7 @@ fn configure(conn: &Connection, path: &Path) -> Result<()> {
     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF; PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 16384;")
         .map_err(|e| db_err(path, "configure", e))?;
     conn.set_prepared_statement_cache_capacity(64);
+    super::check::register(conn).map_err(|e| db_err(path, "register the row checksum function", e))?;
     Ok(())
 }
 
@@ -279,6 +282,14 @@ impl Db {
     /// Opens (creating if needed) the database at `path` and starts its writer thread.
     pub(crate) fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path).map_err(|e| db_err(path, "open", e))?;
+        // A new, empty file: free pages can later be given back to the file system
+        // (`braid gc`) without a full VACUUM that would stall running flows. Must be set
+        // before anything (even the WAL switch) writes the first page.
+        let fresh =
+            conn.query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0)).map_err(|e| db_err(path, "open", e))? == 0;
+        if fresh {
+            conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;").map_err(|e| db_err(path, "configure", e))?;
+        }
         configure(&conn, path)?;
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -306,13 +317,59 @@ impl Db {
         if version < SCHEMA_VERSION || missing_tables {
             migrate(&conn).map_err(|e| db_err(path, format!("upgrade the schema from version {version}"), e))?;
         }
+        super::check::migrate(&conn).map_err(|e| db_err(path, "add the columns of row checksums", e))?;
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>(MAX_BATCH * 4);
         let thread_path = path.to_owned();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("braid-store-writer".into())
             .spawn(move || writer_loop(conn, rx, thread_path))
             .map_err(|e| Error::io("start writer thread for", path, e))?;
-        Ok(Db { path: path.to_owned(), writer: tx, readers: Mutex::new(Vec::new()) })
+        Ok(Db { path: path.to_owned(), writer: tx, readers: Mutex::new(Vec::new()), thread: Some(thread) })
+    }
+
+    /// Gives free pages back to the file system (the database was made with
+    /// `auto_vacuum = INCREMENTAL`) in short transactions, so running flows' writes
+    /// interleave; then truncates the WAL if nobody else is using it. A database made
+    /// before that setting (auto_vacuum NONE) is left as is: converting it takes a full
+    /// VACUUM, which would block every writer for as long as it runs. Returns the bytes
+    /// given back, or `None` for such a database.
+    pub(crate) async fn compact(&self) -> Result<Option<u64>> {
+        let path = self.path.clone();
+        let (mode, page_size): (i64, i64) = self.read(|c| {
+            c.query_row("SELECT * FROM pragma_auto_vacuum, pragma_page_size", [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(|e| db_err(&path, "read auto_vacuum", e))
+        })?;
+        if mode != 2 {
+            return Ok(None);
+        }
+        let mut freed = 0u64;
+        loop {
+            let p = path.clone();
+            let n: u64 = self
+                .write(move |c| {
+                    let before: i64 = c
+                        .query_row("PRAGMA freelist_count", [], |r| r.get(0))
+                        .map_err(|e| db_err(&p, "count free pages", e))?;
+                    // 2048 pages (8 MiB) per transaction: milliseconds of the writer.
+                    c.execute_batch("PRAGMA incremental_vacuum(2048);")
+                        .map_err(|e| db_err(&p, "give free pages back", e))?;
+                    let after: i64 = c
+                        .query_row("PRAGMA freelist_count", [], |r| r.get(0))
+                        .map_err(|e| db_err(&p, "count free pages", e))?;
+                    Ok(before.saturating_sub(after).max(0) as u64)
+                })
+                .await?;
+            freed += n;
+            if n == 0 {
+                break;
+            }
+        }
+        // Outside any transaction: a checkpoint cannot run inside one. No busy wait.
+        let p = path.clone();
+        let c = Connection::open(&path).map_err(|e| db_err(&p, "open", e))?;
+        let _ = c.busy_timeout(Duration::ZERO);
+        let _ = c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+        Ok(Some(freed * page_size.max(0) as u64))
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -353,6 +410,7 @@ impl Db {
                 .map_err(|e| db_err(&self.path, "open for reading", e))?;
                 c.busy_timeout(Duration::from_secs(30)).map_err(|e| db_err(&self.path, "set busy timeout", e))?;
                 c.set_prepared_statement_cache_capacity(64);
+                super::check::register(&c).map_err(|e| db_err(&self.path, "register the row checksum function", e))?;
                 c
             }
         };
@@ -384,9 +442,32 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, path: Pat
         }
     }
     // Channel closed: every handle is gone. Fold what the WAL holds back into the
-    // database, PASSIVE so it never waits for (or blocks) another process's reader or
-    // writer: a short `braid show` exiting must not stall a live run.
-    let _ = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);");
+    // database and truncate the WAL, so a cleanly closed store is its database file
+    // alone (copy or archive it as is). With no busy wait: if another process is
+    // reading or writing, TRUNCATE degrades to PASSIVE (copies what it can, waits for
+    // nobody), so a short `braid show` exiting never stalls a live run; that process
+    // checkpoints when it closes.
+    let _ = conn.busy_timeout(Duration::ZERO);
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+        tracing::debug!(db = %path.display(), error = %e, "WAL not checkpointed at close");
+    }
+}
+
+impl Drop for Db {
+    /// The last handle of the store: close the read connections, let the writer finish
+    /// what is queued and checkpoint, and wait for it, so a process that exits right
+    /// after dropping its store leaves no WAL behind.
+    fn drop(&mut self) {
+        self.readers.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        // Closing the channel ends the writer loop once the queue is drained.
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.writer, closed));
+        if let Some(thread) = self.thread.take()
+            && thread.thread().id() != std::thread::current().id()
+        {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Runs a batch in one transaction. On an error of the transaction itself, the error

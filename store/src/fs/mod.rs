@@ -14,6 +14,7 @@
 //! files are immutable once named.
 
 mod blobs;
+mod check;
 mod db;
 mod plans;
 mod records;
@@ -207,78 +208,177 @@ pub struct Problem {
     pub what: String,
 }
 
-/// Checks a whole fs store: the database's integrity, every blob (file or inline)
-/// against its key, artifact rows pointing at missing blobs, and leftover temp files.
-/// Reports each problem with the file it is in; changes nothing.
-pub async fn verify(root: &Path) -> Result<Vec<Problem>> {
-    let (blobs, records) = open(root)?;
-    let mut problems = Vec::new();
-    let db_path = records.db.path().display().to_string();
-    let integrity: Vec<String> = records.db.read(|c| {
-        c.prepare("PRAGMA quick_check")
-            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-            .map_err(|e| db::db_err(records.db.path(), "check integrity", e))
-    })?;
-    for line in integrity.into_iter().filter(|l| l != "ok") {
-        problems.push(Problem { path: db_path.clone(), what: line });
+/// What [`check`] found in a store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Report {
+    /// Damage: each names the file, and for the record database the record.
+    pub problems: Vec<Problem>,
+    /// Harmless findings (temp files of interrupted or running writes).
+    pub notes: Vec<Problem>,
+    /// Rows whose checksum matched.
+    pub rows_checked: u64,
+    /// Rows written before row checksums existed (or by an older braid): decoded and
+    /// structurally checked, but a changed byte in them cannot be told.
+    pub rows_unchecked: u64,
+    /// Blobs whose content was hashed against their key (files and inline rows).
+    pub blobs_checked: u64,
+}
+
+/// Checks a whole fs store and reports every problem with the file it is in; it changes
+/// no record or blob (opening adds the checksum columns to a database made before them,
+/// as every open does). Checked: the database's structure (`PRAGMA integrity_check`: pages, b-trees,
+/// every index entry against its row), every row's checksum (see `check.rs`), every run,
+/// task, attempt and artifact row through the typed decoders, inline values against
+/// their keys, every blob (file or inline) against its key, artifact rows pointing at
+/// missing blobs; leftover temp files are notes. A database that cannot be opened at all
+/// is one problem naming it; the blob files are checked anyway.
+pub async fn check(root: &Path) -> Result<Report> {
+    let mut report = Report::default();
+    let db_path = root.join(DB_FILE);
+    let db_name = db_path.display().to_string();
+    if !root.join(FORMAT_FILE).exists() && !db_path.exists() {
+        return Err(Error::NotFound { what: format!("braid store at {}", root.display()) });
     }
-    let inline: Vec<(Vec<u8>, Vec<u8>)> = records.db.read(|c| {
-        c.prepare("SELECT blob_key, data FROM blobs")
-            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
-            .map_err(|e| db::db_err(records.db.path(), "read inline blobs", e))
-    })?;
-    for (key, data) in inline {
-        let Ok(key) = <[u8; 32]>::try_from(key) else {
-            problems.push(Problem { path: db_path.clone(), what: "inline blob with a malformed key".into() });
-            continue;
-        };
-        if let Err(e) = crate::blob::verify(&BlobKey(key), &data, &db_path) {
-            problems.push(Problem { path: db_path.clone(), what: e.to_string() });
+    let opened = open(root);
+    let (blobs, records) = match opened {
+        Ok(o) => (Some(o.0), Some(o.1)),
+        Err(e) => {
+            report.problems.push(Problem { path: db_name.clone(), what: format!("cannot be opened: {e}") });
+            (None, None)
+        }
+    };
+    if let Some(records) = &records {
+        check_db(records, &db_name, &mut report)?;
+    }
+    check_blob_files(root, &mut report)?;
+    if let (Some(blobs), Some(records)) = (&blobs, &records) {
+        let keys: std::result::Result<Vec<Vec<u8>>, _> = records.db.read(|c| {
+            c.prepare(
+                "SELECT DISTINCT blob_key FROM artifacts WHERE inline_value IS NULL \
+                       UNION SELECT elements_key FROM artifacts WHERE elements_key IS NOT NULL",
+            )
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(|e| db::db_err(records.db.path(), "list artifact blobs", e))
+        });
+        match keys {
+            Ok(keys) => {
+                for key in keys {
+                    let Ok(key) = <[u8; 32]>::try_from(key) else {
+                        continue;
+                    };
+                    let key = BlobKey(key);
+                    if crate::blob::BlobStore::size(blobs, &key).await?.is_none() {
+                        report.problems.push(Problem {
+                            path: blobs.blob_path(&key).display().to_string(),
+                            what: format!("blob {key} is referenced by an artifact but missing"),
+                        });
+                    }
+                }
+            }
+            Err(e) => report.problems.push(Problem { path: db_name.clone(), what: e.to_string() }),
         }
     }
+    for entry in std::fs::read_dir(root.join("tmp")).into_iter().flatten().flatten() {
+        report.notes.push(Problem {
+            path: entry.path().display().to_string(),
+            what: "temp file of an interrupted or running write (harmless; removed when an hour old)".into(),
+        });
+    }
+    Ok(report)
+}
+
+/// The record database's part of [`check`]. A read that fails (a page too damaged to
+/// walk) is reported as a problem of the database, and the other checks go on.
+fn check_db(records: &FsRecords, db_name: &str, report: &mut Report) -> Result<()> {
+    let path = records.db.path();
+    let problem = |what: String| Problem { path: db_name.to_owned(), what };
+    let integrity: Result<Vec<String>> = records.db.read(|c| {
+        c.prepare("PRAGMA integrity_check")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(|e| db::db_err(path, "check integrity", e))
+    });
+    match integrity {
+        Ok(lines) => report.problems.extend(lines.into_iter().filter(|l| l != "ok").map(problem)),
+        Err(e) => report.problems.push(problem(e.to_string())),
+    }
+    for s in check::SUMMED {
+        match records.db.read(|c| {
+            check::check_table(c, s).map_err(|e| db::db_err(path, format!("check the rows of {}", s.table), e))
+        }) {
+            Ok(t) => {
+                report.rows_checked += t.rows - t.unchecked - t.mismatched.len() as u64;
+                report.rows_unchecked += t.unchecked;
+                for name in t.mismatched {
+                    report.problems.push(problem(format!("{name}: its checksum does not match (the row was altered)")));
+                }
+            }
+            Err(e) => report.problems.push(problem(e.to_string())),
+        }
+    }
+    match records.decode_all() {
+        Ok(bad) => {
+            for u in bad {
+                report.problems.push(problem(format!("{}: {}", u.what, u.reason)));
+            }
+        }
+        Err(e) => report.problems.push(problem(e.to_string())),
+    }
+    let inline: Result<Vec<(Vec<u8>, Vec<u8>)>> = records.db.read(|c| {
+        c.prepare("SELECT blob_key, data FROM blobs")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(|e| db::db_err(path, "read inline blobs", e))
+    });
+    match inline {
+        Ok(inline) => {
+            for (key, data) in inline {
+                let Ok(key) = <[u8; 32]>::try_from(key) else {
+                    report.problems.push(problem("inline blob with a malformed key".into()));
+                    continue;
+                };
+                report.blobs_checked += 1;
+                if let Err(e) = crate::blob::verify(&BlobKey(key), &data, db_name) {
+                    report.problems.push(problem(e.to_string()));
+                }
+            }
+        }
+        Err(e) => report.problems.push(problem(e.to_string())),
+    }
+    Ok(())
+}
+
+fn check_blob_files(root: &Path, report: &mut Report) -> Result<()> {
     let blob_root = root.join("blobs");
-    for shard in std::fs::read_dir(&blob_root).map_err(|e| Error::io("list", &blob_root, e))?.flatten() {
+    let shards = match std::fs::read_dir(&blob_root) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("list", &blob_root, e)),
+    };
+    for shard in shards.flatten() {
         for entry in std::fs::read_dir(shard.path()).into_iter().flatten().flatten() {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
             let Ok(key) = BlobKey::parse(&name) else {
-                problems.push(Problem { path: path.display().to_string(), what: "not a blob file name".into() });
+                report.problems.push(Problem { path: path.display().to_string(), what: "not a blob file name".into() });
                 continue;
             };
             match std::fs::read(&path) {
                 Ok(bytes) => {
+                    report.blobs_checked += 1;
                     if let Err(e) = crate::blob::verify(&key, &bytes, &path.display().to_string()) {
-                        problems.push(Problem { path: path.display().to_string(), what: e.to_string() });
+                        report.problems.push(Problem { path: path.display().to_string(), what: e.to_string() });
                     }
                 }
-                Err(e) => problems.push(Problem { path: path.display().to_string(), what: e.to_string() }),
+                Err(e) => report.problems.push(Problem { path: path.display().to_string(), what: e.to_string() }),
             }
         }
     }
-    let keys: Vec<Vec<u8>> = records.db.read(|c| {
-        c.prepare("SELECT DISTINCT blob_key FROM artifacts WHERE inline_value IS NULL")
-            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-            .map_err(|e| db::db_err(records.db.path(), "list artifact blobs", e))
-    })?;
-    for key in keys {
-        let Ok(key) = <[u8; 32]>::try_from(key) else {
-            continue;
-        };
-        let key = BlobKey(key);
-        if crate::blob::BlobStore::size(&blobs, &key).await?.is_none() {
-            problems.push(Problem {
-                path: blobs.blob_path(&key).display().to_string(),
-                what: format!("blob {key} is referenced by an artifact but missing"),
-            });
-        }
-    }
-    for entry in std::fs::read_dir(root.join("tmp")).into_iter().flatten().flatten() {
-        problems.push(Problem {
-            path: entry.path().display().to_string(),
-            what: "temp file left by an interrupted write (harmless; removed when an hour old)".into(),
-        });
-    }
-    Ok(problems)
+    Ok(())
+}
+
+/// [`check`]'s problems and notes in one list (temp files included).
+pub async fn verify(root: &Path) -> Result<Vec<Problem>> {
+    let report = check(root).await?;
+    Ok(report.problems.into_iter().chain(report.notes).collect())
 }
 
 #[cfg(test)]

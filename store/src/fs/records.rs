@@ -216,8 +216,9 @@ fn put_task(conn: &Connection, t: &TaskRecord, revision: u64) -> rusqlite::Resul
     };
     let mut stmt = conn.prepare_cached(
         "INSERT OR REPLACE INTO tasks (run_id, task_id, flow, step, status, attempt, foreach_index, iteration, parent, \
-         created_at, started_at, ended_at, lease_deadline, progress_pct, progress_msg, progress_at, extra, revision) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+         created_at, started_at, ended_at, lease_deadline, progress_pct, progress_msg, progress_at, extra, revision, \
+         row_sum) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+         braid_row_sum(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18))",
     )?;
     stmt.execute(params![
         t.key.run.to_string(),
@@ -273,7 +274,8 @@ fn write_one(conn: &Connection, w: TaskWrite) -> rusqlite::Result<WriteOutcome> 
         }
         let mut ins = conn.prepare_cached(
             "INSERT INTO artifacts (run_id, task_id, name, blob_key, type_name, size, preview, preview_cut, \
-             elements_key, elements_len, inline_value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             elements_key, elements_len, inline_value, row_sum) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, \
+             braid_row_sum(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10))",
         )?;
         for a in arts {
             ins.execute(params![
@@ -299,8 +301,8 @@ fn write_one(conn: &Connection, w: TaskWrite) -> rusqlite::Result<WriteOutcome> 
             .transpose()
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         conn.prepare_cached(
-            "INSERT OR REPLACE INTO attempts (run_id, task_id, attempt, status, started_at, ended_at, error) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT OR REPLACE INTO attempts (run_id, task_id, attempt, status, started_at, ended_at, error, row_sum) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, braid_row_sum(?1, ?2, ?3, ?4, ?5, ?6, ?7))",
         )?
         .execute(params![
             run,
@@ -319,8 +321,9 @@ fn put_run(conn: &Connection, r: &RunRecord, revision: u64) -> rusqlite::Result<
     let json = |v: &dyn erased::Json| v.to_json().map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)));
     conn.prepare_cached(
         "INSERT OR REPLACE INTO runs (run_id, flow, status, created_at, started_at, ended_at, origin_run, name, error, \
-         params, tags, meta, revision, lease_holder, lease_renewed, lease_deadline) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+         params, tags, meta, revision, lease_holder, lease_renewed, lease_deadline, row_sum) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
+         braid_row_sum(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13))",
     )?
     .execute(params![
         r.id.to_string(),
@@ -380,7 +383,7 @@ impl RecordStore for FsRecords {
             .map_err(|e| Error::Invalid { what: format!("spec of flow {}", flow.name), reason: e.to_string() })?;
         self.db
             .write(move |c| {
-                c.prepare_cached("INSERT OR REPLACE INTO flows (name, spec, updated_at) VALUES (?1, ?2, ?3)")
+                c.prepare_cached("INSERT OR REPLACE INTO flows (name, spec, updated_at, row_sum) VALUES (?1, ?2, ?3, braid_row_sum(?1, ?2, ?3))")
                     .and_then(|mut s| s.execute(params![flow.name.as_str(), spec, flow.updated_at.as_micros()]))
                     .map_err(|e| db_err(&path, format!("write flow {}", flow.name), e))?;
                 Ok(())
@@ -808,17 +811,19 @@ impl RecordStore for FsRecords {
         self.db
             .write(move |c| {
                 let res: rusqlite::Result<()> = (|| {
-                    let mut next = c.prepare_cached(
-                        "SELECT COALESCE(MAX(seq), 0) FROM logs WHERE run_id = ?1 AND task_id = ?2",
-                    )?;
+                    let mut next =
+                        c.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM logs WHERE run_id = ?1 AND task_id = ?2")?;
                     let mut ins = c.prepare_cached(
-                        "INSERT INTO logs (run_id, task_id, seq, attempt, at, level, line) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        "INSERT INTO logs (run_id, task_id, seq, attempt, at, level, line, row_sum) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, braid_row_sum(?1, ?2, ?3, ?4, ?5, ?6, ?7))",
                     )?;
                     let mut last: Option<(RunId, TaskId, i64)> = None;
                     for l in &lines {
                         let seq = match last {
                             Some((r, t, s)) if r == l.run && t == l.task => s + 1,
-                            _ => next.query_row(params![l.run.to_string(), id_i64(l.task)], |r| r.get::<_, i64>(0))? + 1,
+                            _ => {
+                                next.query_row(params![l.run.to_string(), id_i64(l.task)], |r| r.get::<_, i64>(0))? + 1
+                            }
                         };
                         ins.execute(params![
                             l.run.to_string(),
@@ -894,5 +899,179 @@ impl RecordStore for FsRecords {
                 .query_row(params![scope, key], |r| r.get(0))
                 .optional()
         })
+    }
+    async fn delete_run(&self, flow: &FlowName, id: RunId, revision: u64) -> Result<RunDeletion> {
+        let path = self.db.path().to_owned();
+        let (flow, run) = (flow.clone(), id.to_string());
+        self.db
+            .write(move |c| {
+                let what = || format!("run {flow}/{run}");
+                let e = |context: &str| {
+                    let context = format!("{context} of {flow}/{run}");
+                    let path = path.clone();
+                    move |e| db_err(&path, context, e)
+                };
+                let stored: Option<(i64, String)> = c
+                    .prepare_cached("SELECT revision, flow FROM runs WHERE run_id = ?1")
+                    .and_then(|mut s| s.query_row([&run], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+                    .map_err(e("read run"))?;
+                let Some((stored, _)) = stored.filter(|(_, f)| f == flow.as_str()) else {
+                    return Err(Error::NotFound { what: what() });
+                };
+                if stored as u64 != revision {
+                    return Err(Error::Conflict {
+                        what: what(),
+                        reason: format!("expected revision {revision}, stored is {stored}"),
+                    });
+                }
+                let resumed: Option<(String, String)> = c
+                    .prepare_cached("SELECT flow, run_id FROM runs WHERE origin_run = ?1 AND run_id <> ?1 LIMIT 1")
+                    .and_then(|mut s| s.query_row([&run], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+                    .map_err(e("find runs resumed from"))?;
+                if let Some((f, r)) = resumed {
+                    return Err(Error::Conflict {
+                        what: what(),
+                        reason: format!("run {f}/{r} was resumed from it and remains"),
+                    });
+                }
+                let del = |table: &str| -> Result<u64> {
+                    c.prepare_cached(&format!("DELETE FROM {table} WHERE run_id = ?1"))
+                        .and_then(|mut s| s.execute([&run]))
+                        .map(|n| n as u64)
+                        .map_err(e(&format!("delete the {table}")))
+                };
+                let gone = RunDeletion {
+                    log_lines: del("logs")?,
+                    artifacts: del("artifacts")?,
+                    attempts: del("attempts")?,
+                    tasks: del("tasks")?,
+                };
+                del("run_tags")?;
+                del("runs")?;
+                Ok(gone)
+            })
+            .await
+    }
+
+    async fn artifact_blob_refs(&self, after: Option<String>, limit: usize) -> Result<Page<BlobRef>> {
+        let limit = effective_limit(limit, 10_000);
+        let bad = |s: &str| Error::Invalid {
+            what: format!("blob reference cursor {s:?}"),
+            reason: "pass back the `next` value of the previous page".into(),
+        };
+        let after: (String, i64, String) = match after.as_deref() {
+            None => (String::new(), -1, String::new()),
+            Some(s) => {
+                let mut parts = s.splitn(3, '/');
+                match (parts.next(), parts.next().and_then(|t| t.parse::<i64>().ok()), parts.next()) {
+                    (Some(r), Some(t), Some(n)) => (r.to_owned(), t, n.to_owned()),
+                    _ => return Err(bad(s)),
+                }
+            }
+        };
+        type Row = (String, i64, String, Vec<u8>, Option<Vec<u8>>);
+        let rows: Vec<Row> = self.read("list blob references", |c| {
+            c.prepare_cached(
+                "SELECT run_id, task_id, name, blob_key, elements_key FROM artifacts \
+                 WHERE (run_id, task_id, name) > (?1, ?2, ?3) ORDER BY run_id, task_id, name LIMIT ?4",
+            )?
+            .query_map(params![after.0, after.1, after.2, (limit + 1) as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect()
+        })?;
+        let more = rows.len() > limit;
+        let mut items = Vec::with_capacity(rows.len() * 2);
+        let mut last = None;
+        for (run_s, task, name, key, elements) in rows.into_iter().take(limit) {
+            let what = || format!("artifact row {run_s}/{task}/{name}");
+            let run = RunId::parse(&run_s).map_err(|e| self.corrupt(what(), e))?;
+            let key: [u8; 32] = key.try_into().map_err(|_| self.corrupt(what(), "blob key is not 32 bytes"))?;
+            items.push(BlobRef { run, key: BlobKey(key) });
+            if let Some(k) = elements {
+                let k: [u8; 32] = k.try_into().map_err(|_| self.corrupt(what(), "elements key is not 32 bytes"))?;
+                items.push(BlobRef { run, key: BlobKey(k) });
+            }
+            last = Some(format!("{run_s}/{task}/{name}"));
+        }
+        Ok(Page { items, next: if more { last } else { None } })
+    }
+
+    async fn compact(&self) -> Result<Option<u64>> {
+        self.db.compact().await
+    }
+}
+
+/// A row that does not decode, found by [`FsRecords::decode_all`].
+pub(crate) struct Undecodable {
+    pub(crate) what: String,
+    pub(crate) reason: String,
+}
+
+impl FsRecords {
+    /// Reads every run, task, attempt and artifact row through the decoders the store
+    /// uses, so a value that no longer parses (a status, a name, JSON, a key length) is
+    /// named here rather than on some later read. Changes nothing.
+    pub(crate) fn decode_all(&self) -> Result<Vec<Undecodable>> {
+        let mut out = Vec::new();
+        let mut note = |r: Result<()>| {
+            if let Err(e) = r {
+                match e {
+                    Error::Corrupt { what, reason, .. } => out.push(Undecodable { what, reason }),
+                    other => out.push(Undecodable { what: "a row".into(), reason: other.to_string() }),
+                }
+            }
+        };
+        let runs: Vec<Result<RunRecord>> = self.read("read every run", |c| {
+            c.prepare("SELECT * FROM runs")?.query_map([], |r| self.run_from_row(r))?.collect()
+        })?;
+        for r in runs {
+            note(r.map(|_| ()));
+        }
+        let tasks: Vec<Result<TaskRecord>> = self.read("read every task", |c| {
+            c.prepare(&format!("SELECT {TASK_COLUMNS} FROM tasks"))?
+                .query_map([], |r| self.task_from_row(None, r))?
+                .collect()
+        })?;
+        for t in tasks {
+            note(t.map(|_| ()));
+        }
+        let arts: Vec<(String, Result<ArtifactRecord>)> = self.read("read every artifact", |c| {
+            c.prepare("SELECT * FROM artifacts")?
+                .query_map([], |r| {
+                    let at = format!("{}/{}", r.get::<_, String>("run_id")?, r.get::<_, i64>("task_id")?);
+                    let what = || format!("artifact row of task {at}");
+                    Ok((at.clone(), self.artifact_from_row(r, &what)?))
+                })?
+                .collect()
+        })?;
+        for (at, a) in arts {
+            note(a.and_then(|a| match &a.inline {
+                Some(bytes) => crate::blob::verify(&a.key, bytes, "").map_err(|e| {
+                    self.corrupt(
+                        format!("inline value of artifact {} of task {at}", a.name),
+                        match e {
+                            Error::Corrupt { reason, .. } => reason,
+                            e => e.to_string(),
+                        },
+                    )
+                }),
+                None => Ok(()),
+            }));
+        }
+        type AttemptRow = (String, i64, i64, String, Option<String>);
+        let attempts: Vec<AttemptRow> = self.read("read every attempt", |c| {
+            c.prepare("SELECT run_id, task_id, attempt, status, error FROM attempts")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+                .collect()
+        })?;
+        for (run, task, attempt, status, error) in attempts {
+            let what = || format!("attempt row {run}/{task}/{attempt}");
+            note(status.parse::<TaskStatus>().map(|_| ()).map_err(|e| self.corrupt(what(), e)));
+            if let Some(e) = error {
+                note(serde_json::from_str::<TaskError>(&e).map(|_| ()).map_err(|e| self.corrupt(what(), e)));
+            }
+        }
+        Ok(out)
     }
 }
