@@ -150,8 +150,14 @@ fn fanout_round(tmp: &Path, o: &Options, i: usize, typical: Duration) -> Result<
     let mut resume = Command::new(bin("fanout", true));
     resume.args(["resume", id.trim(), "--quiet"]).arg("--store").arg(&store).env_remove("BRAID_STORE");
     let text = output(&format!("resume of {pathspec}"), &mut resume)?;
-    let reused: u64 =
-        text.split(", ").find_map(|p| p.strip_suffix(" reused)").and_then(|n| n.parse().ok())).unwrap_or(0);
+    // The last line: `fanout/ID succeeded in 1.2s (N tasks run, M reused)`.
+    let reused: u64 = text
+        .lines()
+        .last()
+        .and_then(|l| l.trim().strip_suffix(" reused)"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
     if reused != committed {
         return Err(format!(
             "{pathspec}: the killed run had committed {committed} tasks, the resume reused {reused}: {text}"
