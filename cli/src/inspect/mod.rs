@@ -8,10 +8,10 @@
 mod artifact;
 mod dag;
 mod error;
-mod json;
+pub(crate) mod json;
 mod logs;
-mod output;
-mod plan;
+pub(crate) mod output;
+pub(crate) mod plan;
 mod show;
 mod tag;
 mod watch;
@@ -142,6 +142,9 @@ pub enum Command {
         #[command(subcommand)]
         action: PlanAction,
     },
+    /// Serve the web UI and the JSON API (/api/v1) over the store, on 127.0.0.1:8080
+    /// unless told otherwise.
+    Ui(crate::ui::UiArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -276,6 +279,7 @@ pub fn run(cli: Cli, out: &Out) -> Result<()> {
             PlanAction::Deactivate { names, labels } => plan::set_active(&client, out, &names, &labels, false),
             PlanAction::Launch { name, params } => plan::launch(&client, out, &name, &params),
         },
+        Command::Ui(args) => crate::ui::serve(client, &args),
     }
 }
 
