@@ -59,13 +59,14 @@ pub async fn list(State(st): State<Shared>, Q(q): Q<PlansQuery>, Q(n): Q<Notice>
                 p.empty { "No launch plans. Register some with the flow binary's " code { "plans apply FILE" } "." }
             } @else {
                 table.plans {
-                    thead { tr { th { "plan" } th { "flow" } th { "version" } th { "active" } th { "schedule" } th { "sets" } th { "labels" } th { "next tick" } th {} } }
+                    thead { tr { th { "plan" } th { "description" } th { "flow" } th { "version" } th { "active" } th { "schedule" } th { "sets" } th { "labels" } th { "next tick" } th {} } }
                     tbody {
                         @for d in &docs {
                             @let name = text(d, "name");
                             @let active = d.get("active").and_then(Value::as_bool).unwrap_or(false);
                             tr data-plan=(name) {
                                 td { a href={"/plans/" (seg(&name))} { (name) } }
+                                td { (view::cut(&text(d, "description"), 80)) }
                                 td { (text(d, "flow")) }
                                 td { (text(d, "version")) }
                                 td.active { @if active { span.st.st-succeeded { "active" } } @else { span.st.st-pending { "inactive" } } }
@@ -155,19 +156,6 @@ pub async fn show(
                     button type="submit" { "Launch now" }
                 }
             }
-            dl.fields {
-                dt { "flow" } dd { a href={"/?flow=" (seg(&flow))} { (flow) } }
-                dt { "version" } dd { (text(&d, "version")) " (updated " (text(&d, "updated_at")) ")" }
-                dt { "schedule" } dd.mono { (schedule_text(&d)) }
-                dt { "catch-up" } dd { (text(&d, "catch_up")) }
-                dt { "concurrency" } dd { (text(&d, "concurrency")) }
-                dt { "labels" } dd { @for l in labels_of(&d) { span.tag { (l) } " " } }
-                dt { "fixed inputs" } dd.mono { (text(&d, "fixed")) }
-                dt { "default inputs" } dd.mono { (text(&d, "defaults")) }
-                @if !matrix_params.is_empty() { dt { "matrix" } dd.mono { (text(&d, "matrix")) } }
-            }
-            h2 { "Next ticks (" (text(&m, "timezone")) ")" @if !active { " — if activated" } }
-            ul.ticks { @for t in d.get("next_ticks").and_then(Value::as_array).unwrap_or(&empty) { li { (text(t, "local")) } } }
             h2 { "Matrix" }
             p.dim { "One row per parameter set, one column per tick (the latest " (ticks.len()) "), each cell the run's status." }
             @if ticks.is_empty() { p.empty { "No launches yet." } } @else {
@@ -194,6 +182,19 @@ pub async fn show(
                 }
                 div.legend { @for w in ["succeeded", "failed", "running", "pending", "skipped", "cancelled", "lost"] { span class=(sclass(w)) { (glyph(w)) " " (w) } " " } }
             }
+            dl.fields {
+                dt { "flow" } dd { a href={"/?flow=" (seg(&flow))} { (flow) } }
+                dt { "version" } dd { (text(&d, "version")) " (updated " (text(&d, "updated_at")) ")" }
+                dt { "schedule" } dd.mono { (schedule_text(&d)) }
+                dt { "catch-up" } dd { (text(&d, "catch_up")) }
+                dt { "concurrency" } dd { (text(&d, "concurrency")) }
+                dt { "labels" } dd { @for l in labels_of(&d) { span.tag { (l) } " " } }
+                dt { "fixed inputs" } dd.mono { (text(&d, "fixed")) }
+                dt { "default inputs" } dd.mono { (text(&d, "defaults")) }
+                @if !matrix_params.is_empty() { dt { "matrix" } dd.mono { (text(&d, "matrix")) } }
+            }
+            h2 { "Next ticks (" (text(&m, "timezone")) ")" @if !active { " — if activated" } }
+            ul.ticks { @for t in d.get("next_ticks").and_then(Value::as_array).unwrap_or(&empty) { li { (text(t, "local")) } } }
             h2 { "Parameter sets (" (sets.len()) ")" }
             table { thead { tr { th { "run name" } th { "values" } th {} } } tbody {
                 @for s in &sets { tr {

@@ -1,6 +1,8 @@
 #![allow(clippy::unwrap_used, dead_code)]
 //! Shared by the UI tests: stores with real runs and plans, and an in-process server.
 
+pub mod webdriver;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -49,12 +51,20 @@ pub fn fanout() -> braid_runtime::Result<Flow> {
 
 /// The `sites` example's flow.
 pub fn data_sync() -> braid_runtime::Result<Flow> {
+    data_sync_failing(|_| false)
+}
+
+/// The `sites` example's flow, whose runs fail where `fails(site)` says so.
+pub fn data_sync_failing(fails: fn(&str) -> bool) -> braid_runtime::Result<Flow> {
     Flow::builder("data_sync")
         .param(Param::new("site_id", ParamType::String))
         .param(Param::new("full", ParamType::Bool).default(false))
-        .step("start", |ctx| async move {
+        .step("start", move |ctx| async move {
             let site: String = ctx.param("site_id")?;
             ctx.set("site", &site)?;
+            if fails(&site) {
+                return Err(format!("cannot reach {site}").into());
+            }
             Ok(())
         })
         .next("end")
@@ -69,11 +79,16 @@ pub fn flowbin(name: &str, store: &Path, args: &[&str], flows: Vec<braid_runtime
     braid_cli::flow_main_from(all, flows)
 }
 
-/// The sites plan file with a hostile description.
+/// The sites plan file with a description (hostile unless told otherwise).
 pub fn plan_file(dir: &Path) -> PathBuf {
+    plan_file_described(dir, XSS)
+}
+
+pub fn plan_file_described(dir: &Path, description: &str) -> PathBuf {
     let path = dir.join("plans.toml");
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sites.toml")).unwrap();
-    let text = text.replace("description = \"Sync every site's changes, hourly\"", &format!("description = \"{XSS}\""));
+    let text = text
+        .replace("description = \"Sync every site's changes, hourly\"", &format!("description = \"{description}\""));
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -81,16 +96,29 @@ pub fn plan_file(dir: &Path) -> PathBuf {
 /// A store with: a real fanout run of `n` items, the sites plan with three hours of
 /// backfilled runs (9 runs), and a fabricated run whose values are all hostile text.
 pub fn store(dir: &Path, n: u64) -> PathBuf {
+    store_with(dir, n, data_sync, "2026-03-02T12:00")
+}
+
+/// Like [`store`], with another `data_sync` flow and backfill end.
+pub fn store_with(dir: &Path, n: u64, sync: fn() -> braid_runtime::Result<Flow>, to: &str) -> PathBuf {
+    store_described(dir, n, sync, to, XSS)
+}
+
+pub fn store_described(
+    dir: &Path,
+    n: u64,
+    sync: fn() -> braid_runtime::Result<Flow>,
+    to: &str,
+    description: &str,
+) -> PathBuf {
     let store = dir.join(".braid");
     let n_param = format!("n={n}");
     assert_eq!(flowbin("fanout", &store, &["run", "--param", &n_param], vec![fanout()]), ExitCode::SUCCESS);
-    let plans = plan_file(dir);
-    assert_eq!(
-        flowbin("sites", &store, &["plans", "apply", plans.to_str().unwrap()], vec![data_sync()]),
-        ExitCode::SUCCESS
-    );
-    let backfill = ["backfill", "data_sync_hourly", "--from", "2026-03-02T09:00", "--to", "2026-03-02T12:00"];
-    assert_eq!(flowbin("sites", &store, &backfill, vec![data_sync()]), ExitCode::SUCCESS);
+    let plans = plan_file_described(dir, description);
+    assert_eq!(flowbin("sites", &store, &["plans", "apply", plans.to_str().unwrap()], vec![sync()]), ExitCode::SUCCESS);
+    let backfill = ["backfill", "data_sync_hourly", "--from", "2026-03-02T09:00", "--to", to];
+    // A flow whose runs fail makes the backfill exit 1; its runs are stored all the same.
+    let _ = flowbin("sites", &store, &backfill, vec![sync()]);
     hostile_run(&Store::open_fs(&store).unwrap());
     store
 }
