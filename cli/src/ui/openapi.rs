@@ -43,10 +43,45 @@ fn any_obj() -> Value {
 }
 
 fn path_param(name: &str, description: &str) -> Value {
-    json!({"name": name, "in": "path", "required": true, "description": description, "schema": {"type": "string"}})
+    let schema = match name {
+        "flow" | "plan" | "name" => ident(),
+        "step" => json!({"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"}),
+        "run" => json!({"type": "string", "pattern": "^(latest|[0-9A-HJKMNP-TV-Z]{26})$"}),
+        "task" | "index" => json!({"type": "string", "pattern": "^[0-9]{1,19}$"}),
+        _ => s(),
+    };
+    json!({"name": name, "in": "path", "required": true, "description": description, "schema": schema})
 }
 
-fn query_param(name: &str, description: &str, schema: Value) -> Value {
+/// A flow, plan or artifact name: an identifier of at most 64 bytes.
+fn ident() -> Value {
+    json!({"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"})
+}
+
+/// A tag or label part.
+fn word() -> Value {
+    json!({"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"})
+}
+
+/// A time filter: RFC 3339 with an offset, or a date.
+fn time() -> Value {
+    json!({"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2}))?$"})
+}
+
+fn statuses(all: &[&str]) -> Value {
+    json!({"type": "string", "enum": all})
+}
+
+/// An optional query parameter. An empty value means "not given" (what an HTML form's
+/// blank field sends), so patterns and enums also admit the empty string.
+fn query_param(name: &str, description: &str, mut schema: Value) -> Value {
+    if let Some(p) = schema.get("pattern").and_then(Value::as_str) {
+        let inner = p.trim_start_matches('^').trim_end_matches('$');
+        schema["pattern"] = json!(format!("^(?:{inner})?$"));
+    }
+    if let Some(Value::Array(values)) = schema.get_mut("enum") {
+        values.push(json!(""));
+    }
     json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
 }
 
@@ -163,30 +198,37 @@ fn schemas() -> Value {
 
 /// The document.
 pub fn spec() -> Value {
-    let limit = |max: u64| json!({"type": "integer", "minimum": 1, "maximum": max});
+    // Out-of-range limits are cut to the range, not refused.
+    let limit = |_max: u64| json!({"type": "integer", "minimum": 0});
+    let run_statuses: Vec<&str> = braid_client::RunStatus::ALL.iter().map(|s| s.as_str()).collect();
+    let task_statuses: Vec<&str> = braid_client::TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
     let mut tasks_params = step_params();
-    tasks_params.push(query_param("status", "Only tasks in this status", s()));
+    tasks_params.push(query_param("status", "Only tasks in this status", statuses(&task_statuses)));
     tasks_params.push(query_param("after", "The `next` of the previous page", s()));
-    tasks_params.push(query_param("limit", "Tasks per page (100 unless given)", limit(1000)));
+    tasks_params.push(query_param("limit", "Tasks per page (100 unless given; 1 to 1000)", limit(1000)));
     let mut index_params = step_params();
     index_params.push(path_param("index", "A foreach index (0, 1, 2, …)"));
     let mut log_params = task_params();
     log_params.push(query_param("after", "Only lines with `seq` above this", json!({"type": "integer", "minimum": 0})));
-    log_params.push(query_param("limit", "At most this many lines (1000 unless given)", limit(10_000)));
+    log_params.push(query_param("limit", "At most this many lines (1000 unless given; 1 to 10,000)", limit(10_000)));
     let mut artifact_params = task_params();
     artifact_params.push(path_param("name", "The artifact's name"));
     let mut matrix_params = vec![path_param("plan", "The plan's name")];
-    matrix_params.push(query_param("ticks", "How many of the latest ticks (24 unless given)", limit(500)));
+    matrix_params.push(query_param("ticks", "How many of the latest ticks (24 unless given; 1 to 500)", limit(500)));
     let run_filters = vec![
-        query_param("flow", "Only runs of this flow", s()),
-        query_param("status", "Only runs in this status (pending, running, succeeded, failed, cancelled, …)", s()),
-        query_param("tag", "Only runs with this tag", s()),
+        query_param("flow", "Only runs of this flow", ident()),
+        query_param("status", "Only runs in this status", statuses(&run_statuses)),
+        query_param("tag", "Only runs with this tag", word()),
         query_param("plan", "Only runs this launch plan started", s()),
         query_param("name", "Only runs with this name; a trailing `*` matches a prefix", s()),
-        query_param("since", "Only runs created at or after this time (RFC 3339, or a date, UTC)", s()),
-        query_param("until", "Only runs created before this time", s()),
-        query_param("after", "The `next` of the previous page (a run id)", s()),
-        query_param("limit", "Runs per page (50 unless given)", limit(500)),
+        query_param("since", "Only runs created at or after this time (RFC 3339, or a date, UTC)", time()),
+        query_param("until", "Only runs created before this time", time()),
+        query_param(
+            "after",
+            "The `next` of the previous page (a run id)",
+            json!({"type": "string", "pattern": "^[0-9A-HJKMNP-TV-Z]{26}$"}),
+        ),
+        query_param("limit", "Runs per page (50 unless given; 1 to 500)", limit(500)),
     ];
     let value_responses = json!({
         "200": {"description": "The stored envelope bytes (codec, type name, payload), as `braid artifact --raw` prints them",
@@ -214,8 +256,8 @@ pub fn spec() -> Value {
             "/api/v1/runs/{flow}/{run}/tasks/{task}/artifacts/{name}": get("An artifact's record and JSON preview", artifact_params.clone(), ok("The artifact", r("Artifact"))),
             "/api/v1/runs/{flow}/{run}/tasks/{task}/artifacts/{name}/value": get("An artifact's stored value, as a download", artifact_params, value_responses),
             "/api/v1/plans": get("Launch plans, by name", vec![
-                query_param("flow", "Only plans of this flow", s()),
-                query_param("label", "Only plans with this label (key=value)", s()),
+                query_param("flow", "Only plans of this flow", ident()),
+                query_param("label", "Only plans with this label (key=value)", json!({"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}=[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"})),
             ], ok("Plans", arr(r("Plan")))),
             "/api/v1/plans/{plan}": get("A launch plan: versions, next ticks, parameter sets", vec![path_param("plan", "The plan's name")], ok("The plan", r("PlanDetail"))),
             "/api/v1/plans/{plan}/matrix": get("A plan's matrix: a row per parameter set, a column per tick", matrix_params, ok("The matrix", r("Matrix"))),
