@@ -104,6 +104,7 @@ pub async fn run(State(st): State<Shared>, Seg((flow, run)): Seg<(String, String
         }
         loop {
             let r = s.run.clone();
+            let started = std::time::Instant::now();
             let now = blocking(move || {
                 let r = r.refresh()?;
                 let steps = r.steps()?;
@@ -137,7 +138,8 @@ pub async fn run(State(st): State<Shared>, Seg((flow, run)): Seg<(String, String
                 s.done = true;
                 return Some((event("end", &doc), s));
             }
-            tokio::time::sleep(RUN_POLL).await;
+            // A wide run takes a while to summarise: poll it less often.
+            tokio::time::sleep(RUN_POLL.max(started.elapsed() * 4)).await;
         }
     })))
 }

@@ -128,7 +128,8 @@ pub async fn run(State(st): State<Shared>, Seg((flow, run)): Seg<(String, String
         let r = api::find_run(&st.client, &flow, &run)?;
         let id = r.id().to_string();
         let href = run_href(&flow, &id);
-        let steps = r.steps()?;
+        let steps = api::steps_of(&st, &r)?;
+        api::prefetch_grids(&st, &r, &steps);
         let graph = r.flow().ok().and_then(|f| f.graph().ok().flatten());
         let states: HashMap<String, StepState> = steps
             .iter()
@@ -138,7 +139,7 @@ pub async fn run(State(st): State<Shared>, Seg((flow, run)): Seg<(String, String
             })
             .collect();
         let mut rows = Vec::new();
-        for s in &steps {
+        for s in steps.iter() {
             let tasks = if s.task_count() <= TIMELINE_TASKS_MAX {
                 Some(
                     s.tasks()?
@@ -190,7 +191,7 @@ pub async fn run(State(st): State<Shared>, Seg((flow, run)): Seg<(String, String
                 table.steps {
                     thead { tr { th { "step" } th { "tasks" } @for s in TaskStatus::ALL { th { (s.as_str()) } } th { "duration" } } }
                     tbody {
-                        @for s in &steps {
+                        @for s in steps.iter() {
                             tr {
                                 td { a href={(href) "/" (seg(s.name().as_str()))} { (s.name()) } }
                                 td { (s.task_count()) }
@@ -225,7 +226,7 @@ pub async fn step(
     Q(q): Q<StepQuery>,
 ) -> UiResult<Response> {
     blocking(move || {
-        let s = api::find_step(&st.client, &flow, &run, &step)?;
+        let s = api::find_step(&st, &flow, &run, &step)?;
         let id = s.run_id().to_string();
         if let Some(i) = q.index.as_deref().map(str::trim).filter(|i| !i.is_empty()) {
             let t = s.task_by_index(api::parse_index(i)?)?;
@@ -304,7 +305,7 @@ pub async fn task_by_index(
 ) -> UiResult<Redirect> {
     blocking(move || {
         let index = api::parse_index(&index)?;
-        let t = api::find_step(&st.client, &flow, &run, &step)?.task_by_index(index)?;
+        let t = api::find_step(&st, &flow, &run, &step)?.task_by_index(index)?;
         Ok(Redirect::to(&task_href(&flow, &t.run_id().to_string(), &step, t.id().0)))
     })
     .await
@@ -327,7 +328,7 @@ pub async fn task(
     Seg((flow, run, step, task)): Seg<(String, String, String, String)>,
 ) -> UiResult<Markup> {
     blocking(move || {
-        let s = api::find_step(&st.client, &flow, &run, &step)?;
+        let s = api::find_step(&st, &flow, &run, &step)?;
         let t = s.task(braid_client::TaskId::parse(&task)?)?;
         let id = t.run_id().to_string();
         let attempts = t.attempts()?;

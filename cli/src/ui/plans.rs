@@ -127,6 +127,11 @@ pub async fn show(
     blocking(move || {
         let d = api::plan_doc(&st.client, &name)?;
         let m = api::matrix_doc(&st.client, &name, q.ticks.unwrap_or(MATRIX_TICKS))?;
+        let rec = st.client.plan(&name)?;
+        let tz = plan_view::zone(plan_view::parse(&rec).as_ref());
+        let query = braid_client::LaunchQuery { plan: Some(rec.name.clone()), limit: RECENT, ..Default::default() };
+        let recent: Vec<Value> =
+            st.client.launches(&query)?.iter().map(|l| plan_view::launch_json(&st.client, l, &tz)).collect();
         let active = d.get("active").and_then(Value::as_bool).unwrap_or(false);
         let flow = text(&d, "flow");
         let empty = Vec::new();
@@ -195,6 +200,22 @@ pub async fn show(
             }
             h2 { "Next ticks (" (text(&m, "timezone")) ")" @if !active { " — if activated" } }
             ul.ticks { @for t in d.get("next_ticks").and_then(Value::as_array).unwrap_or(&empty) { li { (text(t, "local")) } } }
+            h2 { "Recent launches" }
+            @if recent.is_empty() { p.empty { "none" } } @else {
+                table.launches { thead { tr { th { "tick" } th { "run name" } th { "kind" } th { "version" } th { "status" } th { "note" } } } tbody {
+                    @for l in &recent { tr {
+                        td { (text(l, "tick_local")) }
+                        td { @match l.get("run").and_then(Value::as_str) {
+                            Some(run) => { a href=(run_href(&flow, run)) { (text(l, "name")) } },
+                            None => { (text(l, "name")) },
+                        } }
+                        td { (text(l, "kind")) }
+                        td { (text(l, "version")) }
+                        td { @let w = if l["status"].is_null() { text(l, "state") } else { text(l, "status") }; span class=(sclass(&w)) { (w) } }
+                        td { (text(l, "note")) }
+                    } }
+                } }
+            }
             h2 { "Parameter sets (" (sets.len()) ")" }
             table { thead { tr { th { "run name" } th { "values" } th {} } } tbody {
                 @for s in &sets { tr {
@@ -214,6 +235,9 @@ pub async fn show(
     })
     .await
 }
+
+/// Launches listed under "Recent launches".
+const RECENT: usize = 20;
 
 /// `2026-03-02 09:00:00 EST` -> `03-02 09:00`.
 fn short_tick(local: &str) -> String {

@@ -139,6 +139,10 @@ pub struct AppState {
     pub security: Security,
     pub metrics: Metrics,
     pub(crate) grids: GridCache,
+    /// Steps of finished runs, by run pathspec.
+    pub(crate) steps: Mutex<HashMap<String, Arc<Vec<braid_client::Step>>>>,
+    /// Grids being computed in the background, by step pathspec.
+    pub(crate) prefetching: Mutex<std::collections::HashSet<String>>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -153,7 +157,14 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> UiResult<T> + Send 
 
 /// The whole application: pages, API, events, assets, metrics, with the middleware.
 pub fn router(client: Client, security: Security) -> Router {
-    let state = Arc::new(AppState { client, security, metrics: Metrics::new(), grids: Mutex::new(HashMap::new()) });
+    let state = Arc::new(AppState {
+        client,
+        security,
+        metrics: Metrics::new(),
+        grids: Mutex::new(HashMap::new()),
+        steps: Mutex::new(HashMap::new()),
+        prefetching: Mutex::new(Default::default()),
+    });
     Router::new()
         .route("/", get(pages::runs))
         .route("/runs/{flow}/{run}", get(pages::run))

@@ -87,6 +87,8 @@
       }
       ctx.putImageData(img, 0, 0);
       c.dataset.drawn = String(n);
+      // Milliseconds from the start of the page's navigation to the grid on screen.
+      if (!c.dataset.drawnAt) c.dataset.drawnAt = String(Math.round(performance.now()));
     }
     function cellAt(ev) {
       const r = c.getBoundingClientRect();
