@@ -6,11 +6,13 @@
 //! - [`flow_main`] is what a user's flow binary calls from `main`: it gives the flows it
 //!   hosts a command line (`run`, `resume`, `check`, `show`) with a live view, and the
 //!   launch plan commands (`plans apply|launch`, `scheduler`, `backfill`).
+//! - [`ui`] is `braid ui`: the web UI and the JSON API over a store.
 
 mod flow_main;
 mod flow_plans;
 pub mod inspect;
 mod report;
+pub mod ui;
 
 pub use flow_main::{flow_main, flow_main_from};
 

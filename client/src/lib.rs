@@ -69,7 +69,7 @@ pub use braid_store::{
 pub use error::{Error, Result};
 pub use flow::{Flow, RunFilter};
 pub use run::Run;
-pub use step::{ArtifactEntry, Step};
+pub use step::{ArtifactEntry, Step, TaskState};
 pub use task::Task;
 
 use braid_store::{FlowRecord, MEMORY_LOCATION};

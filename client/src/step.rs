@@ -1,8 +1,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use braid_core::{ArtifactName, FlowName, RunId, StepName, TaskId, TaskStatus, Timestamp};
-use braid_store::{ArtifactRecord, BlobKey, StepSummary, TaskKey, TaskQuery, VisibleArtifact};
+use braid_core::{ArtifactName, Attempt, FlowName, RunId, StepName, TaskId, TaskStatus, Timestamp};
+use braid_store::{ArtifactRecord, BlobKey, Page, StepSummary, TaskKey, TaskQuery, VisibleArtifact};
 use serde::de::DeserializeOwned;
 
 use crate::artifact::Artifact;
@@ -28,6 +28,16 @@ pub struct ArtifactEntry {
     /// The task's innermost foreach index; `None` outside a foreach.
     pub index: Option<u64>,
     pub artifact: Artifact,
+}
+
+/// A task in brief, from [`Step::task_states`]: enough to draw it as one cell of a grid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskState {
+    pub task: TaskId,
+    /// Its foreach indexes, outermost first (empty outside a foreach).
+    pub indexes: Vec<u64>,
+    pub status: TaskStatus,
+    pub attempt: Attempt,
 }
 
 struct Row {
@@ -115,6 +125,53 @@ impl Step {
             .into_iter()
             .map(|r| Task::new(self.client.clone(), r))
             .collect())
+    }
+
+    /// One page of the step's tasks in task id order: at most `limit` (1 to 1000) after
+    /// the cursor `after` (the `next` of the previous page; `None` for the first page),
+    /// only those in `status` when given. A malformed cursor is an error that says so.
+    pub fn tasks_page(&self, status: Option<TaskStatus>, after: Option<&str>, limit: usize) -> Result<Page<Task>> {
+        let records = &self.client.store().records;
+        let query = TaskQuery {
+            step: Some(self.name().clone()),
+            status,
+            after: after.map(str::to_owned),
+            limit: limit.clamp(1, crate::run::TASK_PAGE),
+        };
+        let page = rt::call(
+            || format!("cannot list the tasks of {}", self.pathspec()),
+            records.list_tasks(&self.flow, self.run, &query),
+        )?;
+        Ok(Page { items: page.items.into_iter().map(|r| Task::new(self.client.clone(), r)).collect(), next: page.next })
+    }
+
+    /// Every task of the step as a compact [`TaskState`] (id, foreach indexes, status,
+    /// attempt), in task id order. Read page by page and kept small, so a grid of a
+    /// 100,000-branch foreach costs a few MB, not the full records.
+    pub fn task_states(&self) -> Result<Vec<TaskState>> {
+        let records = &self.client.store().records;
+        let mut query =
+            TaskQuery { step: Some(self.name().clone()), status: None, after: None, limit: crate::run::TASK_PAGE };
+        let mut out = Vec::with_capacity(usize::try_from(self.task_count()).unwrap_or(0));
+        loop {
+            let page = rt::call(
+                || format!("cannot list the tasks of {}", self.pathspec()),
+                records.list_tasks(&self.flow, self.run, &query),
+            )?;
+            out.extend(page.items.into_iter().map(|r| {
+                let task = Task::new(self.client.clone(), r);
+                TaskState {
+                    task: task.id(),
+                    indexes: task.foreach_stack().iter().map(|f| f.index).collect(),
+                    status: task.status(),
+                    attempt: task.attempt(),
+                }
+            }));
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => return Ok(out),
+            }
+        }
     }
 
     /// The step's tasks in one status, in task id order.

@@ -647,3 +647,30 @@ fn handles_are_send_and_sync() {
     fn error<T: Send + Sync + std::error::Error + 'static>() {}
     error::<Error>();
 }
+
+#[test]
+fn a_steps_tasks_come_in_pages_and_as_compact_states() {
+    on_each_store(|store, client| {
+        let f = fixtures::fanout(store, 25).unwrap();
+        let work = client().flow("fanout").unwrap().latest_run().unwrap().step("work").unwrap();
+
+        let first = work.tasks_page(None, None, 10).unwrap();
+        assert_eq!(first.items.len(), 10);
+        assert_eq!(first.items[0].id(), f.work[0]);
+        let second = work.tasks_page(None, first.next.as_deref(), 10).unwrap();
+        assert_eq!(second.items[0].id(), f.work[10]);
+        let third = work.tasks_page(None, second.next.as_deref(), 10).unwrap();
+        assert_eq!(third.items.len(), 5);
+        assert_eq!(third.next, None);
+        assert!(work.tasks_page(Some(TaskStatus::Failed), None, 10).unwrap().items.is_empty());
+        let bad = work.tasks_page(None, Some("not-a-cursor"), 10).unwrap_err();
+        assert!(bad.to_string().contains("cursor"), "{bad}");
+
+        let states = work.task_states().unwrap();
+        assert_eq!(states.len(), 25);
+        assert_eq!(states[7].task, f.work[7]);
+        assert_eq!(states[7].indexes, vec![7]);
+        assert_eq!(states[7].status, TaskStatus::Succeeded);
+        assert_eq!(states[1].attempt.0, 2, "the fixture's index 1 needed two attempts");
+    });
+}

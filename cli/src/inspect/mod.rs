@@ -10,10 +10,10 @@ mod artifact;
 mod dag;
 mod error;
 mod gc;
-mod json;
+pub(crate) mod json;
 mod logs;
-mod output;
-mod plan;
+pub(crate) mod output;
+pub(crate) mod plan;
 mod show;
 mod tag;
 mod verify;
@@ -153,6 +153,9 @@ pub enum Command {
     /// remaining run references, and give the space back. Never collected: runs tagged
     /// `keep`, runs not finished, runs a remaining run was resumed from.
     Gc(gc::GcArgs),
+    /// Serve the web UI and the JSON API (/api/v1) over the store, on 127.0.0.1:8080
+    /// unless told otherwise.
+    Ui(crate::ui::UiArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -294,6 +297,7 @@ pub fn run(cli: Cli, out: &Out) -> Result<()> {
         Command::Gc(args) => gc::gc(client.store(), client.location(), out, &args),
         // Handled above: it reads the store without opening a client.
         Command::Verify => Ok(()),
+        Command::Ui(args) => crate::ui::serve(client, &args),
     }
 }
 

@@ -20,12 +20,12 @@ use super::output::{Out, cut, time, time_opt};
 /// How long a scheduler may be silent and still count as running.
 const LIVE: Duration = Duration::from_secs(30);
 
-fn zone(lp: Option<&LaunchPlan>) -> jiff::tz::TimeZone {
+pub(crate) fn zone(lp: Option<&LaunchPlan>) -> jiff::tz::TimeZone {
     lp.and_then(|p| p.schedule()).map_or(jiff::tz::TimeZone::UTC, |s| s.time_zone())
 }
 
 /// A time in a plan's zone: `2026-03-02 09:00:00 EST`.
-fn local(t: jiff::Timestamp, tz: &jiff::tz::TimeZone) -> String {
+pub(crate) fn local(t: jiff::Timestamp, tz: &jiff::tz::TimeZone) -> String {
     t.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M:%S %Z").to_string()
 }
 
@@ -35,7 +35,7 @@ fn labels_json(rec: &PlanRecord) -> Value {
     Value::Object(m)
 }
 
-fn labels_text(rec: &PlanRecord) -> String {
+pub(crate) fn labels_text(rec: &PlanRecord) -> String {
     rec.labels.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(",")
 }
 
@@ -44,7 +44,7 @@ fn ts_json(t: Option<Timestamp>) -> Value {
 }
 
 /// The next tick of an active plan, from now (or from its cursor if that is later).
-fn next_tick(rec: &PlanRecord, lp: Option<&LaunchPlan>) -> Option<jiff::Timestamp> {
+pub(crate) fn next_tick(rec: &PlanRecord, lp: Option<&LaunchPlan>) -> Option<jiff::Timestamp> {
     if !rec.active {
         return None;
     }
@@ -63,7 +63,7 @@ fn schedule_json(spec: Option<&PlanSpec>) -> Value {
     }
 }
 
-fn plan_json(rec: &PlanRecord, lp: Option<&LaunchPlan>) -> Value {
+pub(crate) fn plan_json(rec: &PlanRecord, lp: Option<&LaunchPlan>) -> Value {
     let tz = zone(lp);
     let next = next_tick(rec, lp);
     let spec = lp.map(|p| p.spec());
@@ -92,7 +92,7 @@ fn plan_json(rec: &PlanRecord, lp: Option<&LaunchPlan>) -> Value {
     })
 }
 
-fn parse(rec: &PlanRecord) -> Option<LaunchPlan> {
+pub(crate) fn parse(rec: &PlanRecord) -> Option<LaunchPlan> {
     LaunchPlan::from_json(&rec.spec).ok()
 }
 
@@ -135,7 +135,7 @@ pub fn list(client: &Client, out: &Out, labels: &[Label], flow: Option<&str>) ->
     out.table_out(&t)
 }
 
-fn launch_json(client: &Client, l: &LaunchRecord, tz: &jiff::tz::TimeZone) -> Value {
+pub(crate) fn launch_json(client: &Client, l: &LaunchRecord, tz: &jiff::tz::TimeZone) -> Value {
     let status = run_status(client, l);
     json!({
         "tick": l.tick.to_string(),
@@ -152,7 +152,7 @@ fn launch_json(client: &Client, l: &LaunchRecord, tz: &jiff::tz::TimeZone) -> Va
 }
 
 /// The run's status now (a started launch's run may have ended since).
-fn run_status(client: &Client, l: &LaunchRecord) -> Option<String> {
+pub(crate) fn run_status(client: &Client, l: &LaunchRecord) -> Option<String> {
     if let Some(s) = l.status {
         return Some(s.as_str().to_owned());
     }
@@ -325,7 +325,8 @@ pub fn show(client: &Client, out: &Out, name: &str, ticks: usize, runs: usize) -
     out.table_out(&st)
 }
 
-fn selector(names: &[String], labels: &[Label]) -> Result<PlanSelector> {
+/// Which plans an activation changes: names or labels, exactly one of the two.
+pub(crate) fn selector(names: &[String], labels: &[Label]) -> Result<PlanSelector> {
     match (names.is_empty(), labels.is_empty()) {
         (false, true) => Ok(PlanSelector::Names(
             names.iter().map(|n| PlanName::new(n).map_err(|e| Error::Usage(e.to_string()))).collect::<Result<_>>()?,
@@ -341,10 +342,16 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T> {
     Ok(rt.block_on(f))
 }
 
+/// Activates or deactivates the selected plans in one atomic write: what `braid plan
+/// activate|deactivate` and the web UI's buttons both do. Returns each selected plan and
+/// whether it changed.
+pub(crate) async fn write_active(client: &Client, sel: &PlanSelector, active: bool) -> Result<Vec<(PlanName, bool)>> {
+    plan::set_active(client.store(), sel, active, Timestamp::now()).await.map_err(plan_error)
+}
+
 pub fn set_active(client: &Client, out: &Out, names: &[String], labels: &[Label], active: bool) -> Result<()> {
     let sel = selector(names, labels)?;
-    let store = client.store();
-    let changed = block_on(plan::set_active(store, &sel, active, Timestamp::now()))?.map_err(plan_error)?;
+    let changed = block_on(write_active(client, &sel, active))??;
     let verb = if active { "activated" } else { "deactivated" };
     if out.json {
         let v: Vec<Value> = changed.iter().map(|(n, c)| json!({"plan": n.as_str(), "changed": c})).collect();
@@ -375,11 +382,20 @@ fn plan_error(e: plan::PlanError) -> Error {
     if e.is_usage() { Error::Usage(e.to_string()) } else { Error::Failed(e.to_string()) }
 }
 
+/// Records a launch request of a plan now (pending launches a running scheduler of the
+/// plan's flow adopts): what `braid plan launch` and the web UI's button both do. Returns
+/// the launches and the live schedulers that will start them.
+pub(crate) async fn request_launch(
+    client: &Client,
+    name: &str,
+    overrides: &[(String, String)],
+) -> Result<(Vec<LaunchRecord>, Vec<braid_client::SchedulerRecord>)> {
+    plan::request_launch(client.store(), name, overrides, jiff::Timestamp::now(), LIVE).await.map_err(plan_error)
+}
+
 pub fn launch(client: &Client, out: &Out, name: &str, params: &[String]) -> Result<()> {
     let overrides = crate::split_params(params).map_err(Error::Usage)?;
-    let (launches, live) =
-        block_on(plan::request_launch(client.store(), name, &overrides, jiff::Timestamp::now(), LIVE))?
-            .map_err(plan_error)?;
+    let (launches, live) = block_on(request_launch(client, name, &overrides))??;
     let flow = launches.first().map(|l| l.flow.to_string()).unwrap_or_default();
     if out.json {
         return out.json(&json!({
