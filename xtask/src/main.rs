@@ -4,19 +4,23 @@
 //! - `ci`: what CI checks: formatting, clippy with warnings denied, the whole test suite.
 //! - `bench [--quick] [--json FILE] [--peer metaflow]`: builds braid's benchmarks in
 //!   release mode, runs them all and prints one table (see `bench.rs`).
+//! - `fuzz [--smoke] [--seconds N] [TARGET...]`: runs the cargo-fuzz targets in `fuzz/`
+//!   (see `fuzz.rs`); `--smoke` is CI's short pass.
 
 mod bench;
+mod fuzz;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask <ci | bench [--quick] [--json FILE] [--peer metaflow]>";
+const USAGE: &str = "usage: cargo xtask <ci | bench [--quick] [--json FILE] [--peer metaflow] | fuzz [--smoke] [--seconds N] [TARGET...]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench::bench(&args[1..]),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())
