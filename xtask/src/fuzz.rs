@@ -156,9 +156,10 @@ pub fn fuzz(args: &[String]) -> Result<(), String> {
     }
     let fuzz_dir = root().join("fuzz");
     let started = Instant::now();
+    // Every target at once (`cargo fuzz build` takes one or all): they share all the
+    // dependencies, so the others cost seconds.
     let mut build = fuzz_cargo();
     build.args(["build", "--sanitizer", "none"]);
-    build.args(&opts.targets);
     crate::run("cargo fuzz build (release, debug assertions, no sanitizer)", build)?;
     let built = started.elapsed();
 
