@@ -110,7 +110,7 @@ fn show(v: Option<u64>) -> String {
 
 /// Runs `cargo fuzz run TARGET DIRS... -- FLAGS...` in `fuzz/`, echoing libFuzzer's
 /// output (without its per-input lines when `quiet`) and collecting its figures.
-fn libfuzzer(target: &str, dirs: &[PathBuf], flags: &[String], quiet: bool) -> Result<Stats, String> {
+fn libfuzzer(target: &str, dirs: &[PathBuf], flags: &[String], quiet: bool) -> (Stats, Result<(), String>) {
     let mut cmd = fuzz_cargo();
     cmd.args(["run", "--sanitizer", "none", target]);
     cmd.args(dirs);
@@ -119,8 +119,11 @@ fn libfuzzer(target: &str, dirs: &[PathBuf], flags: &[String], quiet: bool) -> R
     cmd.stderr(Stdio::piped());
     let what = format!("cargo fuzz run {target} -- {}", flags.join(" "));
     eprintln!("xtask: {what}");
-    let mut child = cmd.spawn().map_err(|e| format!("{what}: cannot start: {e}"))?;
     let mut stats = Stats::default();
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return (stats, Err(format!("{what}: cannot start: {e}"))),
+    };
     if let Some(err) = child.stderr.take() {
         for line in BufReader::new(err).lines().map_while(Result::ok) {
             stats.read(&line);
@@ -130,15 +133,15 @@ fn libfuzzer(target: &str, dirs: &[PathBuf], flags: &[String], quiet: bool) -> R
             }
         }
     }
-    let status = child.wait().map_err(|e| format!("{what}: {e}"))?;
-    if status.success() {
-        Ok(stats)
-    } else {
-        Err(format!(
+    let result = match child.wait() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(format!(
             "{what} failed ({status}): the input that did it is in fuzz/artifacts/{target}/; \
              reproduce with `cargo fuzz run --sanitizer none {target} fuzz/artifacts/{target}/<file>` in fuzz/"
-        ))
-    }
+        )),
+        Err(e) => Err(format!("{what}: {e}")),
+    };
+    (stats, result)
 }
 
 fn fuzz_cargo() -> Command {
@@ -173,8 +176,8 @@ pub fn fuzz(args: &[String]) -> Result<(), String> {
         let mut result = Ok(());
         let dirs = if opts.smoke {
             // One pass over the committed corpus; then fuzz into a scratch corpus seeded by it.
-            result =
-                libfuzzer(target, std::slice::from_ref(&corpus), &["-runs=0".into(), timeout.clone()], true).map(drop);
+            let replay = ["-runs=0".to_owned(), timeout.clone()];
+            result = libfuzzer(target, std::slice::from_ref(&corpus), &replay, true).1;
             let scratch = fuzz_dir.join("target").join("smoke-corpus").join(target);
             let _ = std::fs::remove_dir_all(&scratch);
             std::fs::create_dir_all(&scratch).map_err(|e| format!("create {}: {e}", scratch.display()))?;
@@ -185,10 +188,7 @@ pub fn fuzz(args: &[String]) -> Result<(), String> {
         let mut stats = Stats::default();
         if result.is_ok() {
             let flags = [format!("-max_total_time={}", opts.seconds), timeout, "-print_final_stats=1".into()];
-            match libfuzzer(target, &dirs, &flags, opts.smoke) {
-                Ok(s) => stats = s,
-                Err(e) => result = Err(e),
-            }
+            (stats, result) = libfuzzer(target, &dirs, &flags, opts.smoke);
         }
         let outcome = match &result {
             Ok(()) => "ok".to_owned(),
