@@ -7,13 +7,17 @@
 //! - `chaos [--runs N] [--n ITEMS] [--seed S]`: kills braid processes with SIGKILL at
 //!   random moments, resumes, and checks totals and stores (see `chaos.rs`).
 
+//! - `fuzz [--smoke] [--seconds N] [TARGET...]`: runs the cargo-fuzz targets in `fuzz/`
+//!   (see `fuzz.rs`); `--smoke` is CI's short pass.
+
 mod bench;
 mod chaos;
+mod fuzz;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask <ci | bench [--quick] [--json FILE] [--peer metaflow] | chaos [--runs N] [--n ITEMS] [--seed S]>";
+const USAGE: &str = "usage: cargo xtask <ci | bench [--quick] [--json FILE] [--peer metaflow] | chaos [--runs N] [--n ITEMS] [--seed S] | fuzz [--smoke] [--seconds N] [TARGET...]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -21,6 +25,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("bench") => bench::bench(&args[1..]),
         Some("chaos") => chaos::chaos(&args[1..]),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())

@@ -12,8 +12,8 @@
 
 use std::time::Duration;
 
-use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
+use croner::{Cron, Weekday};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, Zoned};
 
@@ -48,7 +48,7 @@ pub(crate) fn parse_cron(expr: &str) -> Result<Cron, String> {
             "{expr:?} has {fields} fields; give 5 (minute hour day-of-month month day-of-week, e.g. \"0 * * * *\" for every hour) or 6 (seconds first, e.g. \"0 0 * * * *\")"
         ));
     }
-    CronParser::builder()
+    let cron = CronParser::builder()
         .seconds(Seconds::Optional)
         .year(Year::Disallowed)
         .build()
@@ -57,7 +57,50 @@ pub(crate) fn parse_cron(expr: &str) -> Result<Cron, String> {
             format!(
                 "{expr:?} does not parse: {e}; fields are minute (0-59), hour (0-23), day of month (1-31), month (1-12 or JAN-DEC), day of week (0-7 or SUN-SAT), with `*`, `,`, `-` and `/`, e.g. \"30 2 * * *\" for 02:30 every day"
             )
-        })
+        })?;
+    match never_matches(&cron) {
+        Some(why) => Err(format!(
+            "cron expression {expr:?} never fires: {why}; give each field at least one value that can occur, e.g. \"0 0 28 2 *\" rather than \"0 0 30 2 *\""
+        )),
+        None => Ok(cron),
+    }
+}
+
+/// Why a parsed expression matches no instant at all, if it does not: a time field
+/// left without values (croner takes `,` as an empty list), or day-of-month, month and
+/// day-of-week fields that no date meets (February 30th). croner would search every
+/// such schedule up to the year 5000, for seconds, at each question asked of it.
+fn never_matches(cron: &Cron) -> Option<&'static str> {
+    let p = &cron.pattern;
+    let none = |n: u32, matches: &dyn Fn(u32) -> Result<bool, croner::errors::CronError>| {
+        !(0..n).any(|v| matches(v).unwrap_or(false))
+    };
+    if none(60, &|s| p.second_match(s)) {
+        return Some("its seconds field matches no second");
+    }
+    if none(60, &|m| p.minute_match(m)) {
+        return Some("its minute field matches no minute");
+    }
+    if none(24, &|h| p.hour_match(h)) {
+        return Some("its hour field matches no hour");
+    }
+    // The Gregorian calendar repeats itself, weekdays included, every 400 years
+    // (146,097 days, 20,871 weeks): a date that matches exists in 2000-2399 or nowhere.
+    let mut first = Weekday::Saturday; // 2000-01-01
+    for year in 2000..2400 {
+        for month in 1..=12u32 {
+            let length = jiff::civil::date(year as i16, month as i8, 1).days_in_month() as u32;
+            if p.month_match(month).unwrap_or(false) {
+                for day in 1..=length {
+                    if p.day_match(year, month, day, first.shift(day as i32 - 1)).unwrap_or(false) {
+                        return None;
+                    }
+                }
+            }
+            first = first.shift(length as i32);
+        }
+    }
+    Some("no date matches its day-of-month, month and day-of-week fields together")
 }
 
 pub(crate) fn parse_zone(name: &str) -> Result<TimeZone, String> {
@@ -272,5 +315,27 @@ mod tests {
         assert!(e.timezone.as_deref().is_some_and(|t| t.contains("\"Mars/Base\"")), "{e:?}");
         let text = e.to_string();
         assert!(text.starts_with("cron: ") && text.contains("; timezone: "), "{text}");
+    }
+
+    #[test]
+    fn crons_that_never_fire_are_refused_instead_of_searched_until_the_year_5000() {
+        // Found by the plan_file fuzz target: croner parses `,` as an empty minute list,
+        // and every next-tick search then took seconds.
+        for (expr, why) in [
+            (", * * * *", "minute field"),
+            ("0 , * * *", "hour field"),
+            (", 0 * * * *", "seconds field"),
+            ("0 0 30 2 *", "no date"),
+            ("0 0 31 4,6,9,11 *", "no date"),
+        ] {
+            let e = Schedule::cron(expr, "UTC").unwrap_err().to_string();
+            assert!(e.contains(&format!("{expr:?} never fires")) && e.contains(why), "{expr}: {e}");
+        }
+        // Rare but real: every leap day, the last day of February, a leap day on a Monday.
+        for expr in ["0 0 29 2 *", "0 0 L 2 *", "0 0 29 2 MON", "0 12 * * 7"] {
+            let s = Schedule::cron(expr, "UTC").unwrap_or_else(|e| panic!("{expr}: {e}"));
+            let t: Timestamp = "2026-03-08T06:30:00Z".parse().unwrap();
+            assert!(s.next_after(t).is_some(), "{expr}");
+        }
     }
 }
