@@ -6,7 +6,10 @@
 //!   `cargo fuzz cmin <target>` (run in `fuzz/`) before committing it.
 //! - `--smoke` (what CI runs): each target first replays its committed corpus once, then
 //!   fuzzes for `--seconds` (default 20) into a scratch corpus under `fuzz/target/`, so
-//!   the committed corpus is left as it is.
+//!   the committed corpus is left as it is. The smoke builds at `opt-level = 1`
+//!   (`CARGO_PROFILE_RELEASE_OPT_LEVEL=1`, in `fuzz/target/smoke/`): the build is most of
+//!   CI's time here, and 20 s of somewhat slower fuzzing still replays every committed
+//!   input and explores past it.
 //!
 //! Any crash, panic, timeout (`-timeout`) or out-of-memory fails the command; libFuzzer
 //! leaves the input that did it in `fuzz/artifacts/<target>/`. The targets are built
@@ -109,10 +112,11 @@ fn show(v: Option<u64>) -> String {
 }
 
 /// Runs `cargo fuzz run TARGET DIRS... -- FLAGS...` in `fuzz/`, echoing libFuzzer's
-/// output (without its per-input lines when `quiet`) and collecting its figures.
-fn libfuzzer(target: &str, dirs: &[PathBuf], flags: &[String], quiet: bool) -> (Stats, Result<(), String>) {
-    let mut cmd = fuzz_cargo();
-    cmd.args(["run", "--sanitizer", "none", target]);
+/// output (without its per-input lines in a smoke) and collecting its figures.
+fn libfuzzer(target: &str, dirs: &[PathBuf], flags: &[String], smoke: bool) -> (Stats, Result<(), String>) {
+    let quiet = smoke;
+    let mut cmd = fuzz_command("run", smoke);
+    cmd.arg(target);
     cmd.args(dirs);
     cmd.arg("--");
     cmd.args(flags);
@@ -151,6 +155,18 @@ fn fuzz_cargo() -> Command {
     c
 }
 
+/// `cargo fuzz SUBCOMMAND --sanitizer none`; for a smoke, less optimised, in its own
+/// target dir (so it never rebuilds the release one).
+fn fuzz_command(subcommand: &str, smoke: bool) -> Command {
+    let mut c = fuzz_cargo();
+    c.args([subcommand, "--sanitizer", "none"]);
+    if smoke {
+        c.env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "1");
+        c.arg("--target-dir").arg(root().join("fuzz/target/smoke"));
+    }
+    c
+}
+
 pub fn fuzz(args: &[String]) -> Result<(), String> {
     let opts = parse(args)?;
     let probe = fuzz_cargo().arg("--version").output();
@@ -161,9 +177,9 @@ pub fn fuzz(args: &[String]) -> Result<(), String> {
     let started = Instant::now();
     // Every target at once (`cargo fuzz build` takes one or all): they share all the
     // dependencies, so the others cost seconds.
-    let mut build = fuzz_cargo();
-    build.args(["build", "--sanitizer", "none"]);
-    crate::run("cargo fuzz build (release, debug assertions, no sanitizer)", build)?;
+    let build = fuzz_command("build", opts.smoke);
+    let what = if opts.smoke { "opt-level 1 for a smoke" } else { "release" };
+    crate::run(&format!("cargo fuzz build ({what}, debug assertions, no sanitizer)"), build)?;
     let built = started.elapsed();
 
     let mut rows = Vec::new();
