@@ -96,6 +96,8 @@ fn pristine() -> &'static Pristine {
         remove_stale_scratch();
         let root = scratch_root().join("pristine");
         let _ = std::fs::remove_dir_all(&root);
+        // `Store::open_fs` creates the store's own directory but refuses a missing parent.
+        std::fs::create_dir_all(scratch_root()).expect("create the scratch directory");
         let flow = Arc::new(flow().expect("the fuzz flow is valid"));
         runtime().block_on(async {
             let store = Store::open_fs(&root).expect("open the pristine store");
