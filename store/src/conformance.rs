@@ -36,11 +36,55 @@ impl Harness {
         let store = Store::open_fs(dir.path().join("store")).expect("open fs store");
         Harness { store, guard: Some(dir) }
     }
+
+    /// Records in a fresh database of this process's throwaway PostgreSQL, blobs in a
+    /// fresh bucket of its throwaway S3 server; `None` (after one loud `skipped:` line)
+    /// when either is not installed.
+    #[cfg(all(feature = "test-servers", feature = "postgres", feature = "s3"))]
+    pub async fn pg_s3() -> Option<Self> {
+        let pg = crate::test_servers::postgres()?;
+        let s3 = crate::test_servers::s3()?;
+        Some(Harness { store: pg_s3_store(&pg.fresh_database(), &s3.fresh_bucket()).await, guard: None })
+    }
+
+    /// Records in a fresh database of this process's throwaway PostgreSQL, blobs in a
+    /// shared directory (`file://`); `None` when PostgreSQL is not installed.
+    #[cfg(all(feature = "test-servers", feature = "postgres"))]
+    pub async fn pg_dir() -> Option<Self> {
+        let pg = crate::test_servers::postgres()?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let blobs = format!("file://{}", dir.path().join("shared").display());
+        let store = Store::connect(&pg.fresh_database(), Some(&blobs)).await.expect("open pg + dir store");
+        Some(Harness { store, guard: Some(dir) })
+    }
+}
+
+/// A store of PostgreSQL records (`db`) and S3 blobs (`bucket`) of the throwaway servers.
+#[cfg(all(feature = "test-servers", feature = "postgres", feature = "s3"))]
+pub async fn pg_s3_store(db: &str, bucket: &str) -> Store {
+    let s3 = crate::test_servers::s3().expect("s3 server");
+    let (records, plans) = crate::pg::open(db).await.expect("open pg records");
+    let blobs = crate::s3::S3Blobs::open_with(bucket, &s3.env()).await.expect("open s3 blobs");
+    Store::from_parts(
+        Arc::new(blobs),
+        Arc::new(records),
+        Arc::new(plans),
+        crate::pg::redact(db),
+        Some(bucket.to_owned()),
+    )
 }
 
 /// Expands to one test per check for a backend.
 #[macro_export]
 macro_rules! conformance_suite {
+    // A backend whose servers may be missing: `$harness` is an `Option<Harness>`, and
+    // `None` (the server is not installed, said once by the harness) passes every check.
+    (optional $name:ident, $harness:expr) => {
+        $crate::conformance_suite!($name, match $harness {
+            Some(h) => h,
+            None => return,
+        });
+    };
     ($name:ident, $harness:expr) => {
         mod $name {
             use $crate::conformance::Harness;

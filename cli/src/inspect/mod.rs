@@ -40,9 +40,14 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Debug, Clone, Args)]
 pub struct Global {
-    /// The store to read: a directory (default ./.braid) or `memory:`.
+    /// The store to read: a directory (default ./.braid), `memory:`, or
+    /// postgres://USER@HOST[:PORT]/DB.
     #[arg(long, global = true, env = "BRAID_STORE", value_name = "PATH")]
     pub store: Option<String>,
+    /// Where a postgres:// store's blobs are: s3://BUCKET/PREFIX (endpoint, region and
+    /// credentials from the AWS_* environment) or file:///SHARED/DIR.
+    #[arg(long, global = true, env = "BRAID_BLOBS", value_name = "LOCATION")]
+    pub blobs: Option<String>,
     /// Print exactly one JSON document on stdout instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -283,5 +288,6 @@ pub fn run(cli: Cli, out: &Out) -> Result<()> {
 fn open(global: &Global) -> Result<Client> {
     let flag = global.store.as_deref().filter(|s| !s.is_empty());
     let location = braid_store::Store::resolve_location(flag);
-    Ok(Client::open(&location)?)
+    let blobs = braid_store::Store::resolve_blobs(global.blobs.as_deref());
+    Ok(Client::open_with_blobs(&location, blobs.as_deref())?)
 }
