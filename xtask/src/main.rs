@@ -4,19 +4,23 @@
 //! - `ci`: what CI checks: formatting, clippy with warnings denied, the whole test suite.
 //! - `bench [--quick] [--json FILE] [--peer metaflow]`: builds braid's benchmarks in
 //!   release mode, runs them all and prints one table (see `bench.rs`).
+//! - `dev-servers`: starts a throwaway PostgreSQL and S3 server (moto) on 127.0.0.1 and
+//!   prints the `BRAID_STORE` / `BRAID_BLOBS` / `AWS_*` exports that point braid at them;
+//!   they stop with Ctrl-C. Shells out to the store crate's `dev_servers` example.
 
 mod bench;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask <ci | bench [--quick] [--json FILE] [--peer metaflow]>";
+const USAGE: &str = "usage: cargo xtask <ci | bench [--quick] [--json FILE] [--peer metaflow] | dev-servers>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench::bench(&args[1..]),
+        Some("dev-servers") => dev_servers(),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -47,6 +51,21 @@ fn run(what: &str, mut cmd: Command) -> Result<(), String> {
     eprintln!("xtask: {what}");
     let status = cmd.status().map_err(|e| format!("{what}: cannot start: {e}"))?;
     if status.success() { Ok(()) } else { Err(format!("{what} failed ({status})")) }
+}
+
+fn dev_servers() -> Result<(), String> {
+    let mut c = cargo();
+    c.args([
+        "run",
+        "-q",
+        "-p",
+        "braidflow-store",
+        "--features",
+        "test-servers,postgres,s3",
+        "--example",
+        "dev_servers",
+    ]);
+    run("start throwaway PostgreSQL and S3 servers (needs postgresql and moto[server] installed)", c)
 }
 
 fn ci() -> Result<(), String> {

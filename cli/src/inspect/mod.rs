@@ -7,6 +7,7 @@
 //! 2 bad usage (clap's message, which includes malformed pathspecs, statuses and tags).
 
 mod artifact;
+mod copy;
 mod dag;
 mod error;
 mod json;
@@ -57,6 +58,21 @@ pub struct Global {
 pub enum Command {
     /// List the flows in the store, each with its latest run.
     Flows,
+    /// Copy everything of one store into another (e.g. ./.braid into PostgreSQL + S3):
+    /// flows, plans, launches, runs with their tasks, attempts, artifacts and logs.
+    /// Idempotent and resumable: run it again after an interruption; a second copy
+    /// changes nothing. `--blobs` is where the destination's blobs go.
+    Copy {
+        /// The store to copy from: a directory, or postgres://…
+        #[arg(long, value_name = "LOCATION")]
+        from: String,
+        /// Where the source's blobs are, for a postgres:// source.
+        #[arg(long, value_name = "LOCATION")]
+        from_blobs: Option<String>,
+        /// The store to copy into: a directory, or postgres://… (with --blobs).
+        #[arg(long, value_name = "LOCATION")]
+        to: String,
+    },
     /// List runs, newest first: of FLOW, or of every flow.
     Runs {
         /// Only this flow's runs.
@@ -254,9 +270,14 @@ pub fn main() -> ExitCode {
 
 /// Runs one parsed command.
 pub fn run(cli: Cli, out: &Out) -> Result<()> {
+    if let Command::Copy { from, from_blobs, to } = &cli.command {
+        // The destination's blobs: --blobs, else BRAID_BLOBS (through clap).
+        return copy::copy(out, from, from_blobs.as_deref(), to, cli.global.blobs.as_deref());
+    }
     let client = open(&cli.global)?;
     match cli.command {
         Command::Flows => show::flows(&client, out),
+        Command::Copy { .. } => Err(Error::Usage("copy opens its own stores".into())),
         Command::Runs { flow, status, tag, name, plan, limit } => {
             let names = show::NameFilter { name, plan };
             show::runs(&client, out, flow.as_deref(), status, tag, &names, limit)
