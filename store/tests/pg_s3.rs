@@ -213,8 +213,9 @@ async fn bad_postgres_locations_say_what_is_wrong() {
         let blobs = blobs.clone();
         async move { Store::connect(&loc, Some(&blobs)).await.unwrap_err().to_string() }
     };
-    // Nothing listens on a port just freed.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // Port 1 (tcpmux): nothing listens there; a port just freed could be taken by a
+    // server another test starts meanwhile.
+    let port = 1;
     let started = std::time::Instant::now();
     let e = open(format!("postgres://braid@127.0.0.1:{port}/braid")).await;
     assert!(e.contains("cannot be reached") && e.contains(&format!("127.0.0.1:{port}")), "{e}");
@@ -233,7 +234,9 @@ async fn bad_s3_locations_say_what_is_wrong() {
     let Some(s3) = test_servers::s3() else { return };
     let e = s3::S3Blobs::open_with("s3://no-such-bucket-here/x", &s3.env()).await.unwrap_err().to_string();
     assert!(e.contains("bucket `no-such-bucket-here`, which does not exist"), "{e}");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // Port 1 (tcpmux): nothing listens there; a port just freed could be taken by a
+    // server another test starts meanwhile.
+    let port = 1;
     let mut env = s3.env();
     env[0].1 = format!("http://127.0.0.1:{port}");
     let e = s3::S3Blobs::open_with("s3://b/x", &env).await.unwrap_err().to_string();

@@ -90,4 +90,5 @@ const BENCHES: &[(&str, &str)] = &[
     ("braidflow-store", "store"),
     ("braidflow-runtime", "progress"),
     ("braidflow-runtime", "scheduler"),
+    ("braidflow-cli", "remote"),
 ];

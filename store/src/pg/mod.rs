@@ -415,7 +415,7 @@ pub async fn open(location: &str) -> Result<(PgRecords, PgPlans)> {
             )
         },
     )??;
-    Ok((PgRecords { db: db.clone() }, PgPlans { db }))
+    Ok((PgRecords::new(db.clone()), PgPlans { db }))
 }
 
 async fn connect(shown: &str, config: Config) -> Result<Db> {
