@@ -135,16 +135,19 @@ impl S3Blobs {
         }
     }
 
-    /// Lists the prefix (the bucket exists, reads are allowed) and writes the marker
-    /// object (writes are allowed).
+    /// Writes the marker object (the bucket exists, writes are allowed), then lists the
+    /// prefix (reads are allowed). The put comes first: its failures have typed variants
+    /// (a missing bucket is `NotFound`, refused credentials `PermissionDenied` or
+    /// `Unauthenticated`), where a failed list is only `Generic`.
     async fn check(&self) -> object_store::Result<()> {
-        let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
-        self.store.list_with_delimiter(prefix.as_ref()).await?;
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
         match self.store.put_opts(&self.path_of(MARKER), PutPayload::from_static(b"braid-blobs 1\n"), opts).await {
-            Ok(_) | Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(()),
-            Err(e) => Err(e),
+            Ok(_) | Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {}
+            Err(e) => return Err(e),
         }
+        let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
+        self.store.list_with_delimiter(prefix.as_ref()).await?;
+        Ok(())
     }
 
     fn open_problem(&self, endpoint: &str, e: &object_store::Error) -> String {
@@ -156,23 +159,10 @@ impl S3Blobs {
             object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => format!(
                 "was refused by {endpoint}: the credentials may not read and write bucket `{bucket}` ({e}); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
             ),
-            other => {
-                let text = error_chain(other);
-                if text.contains("InvalidAccessKeyId") || text.contains("SignatureDoesNotMatch") || text.contains("403")
-                {
-                    format!(
-                        "was refused by {endpoint}: wrong credentials ({text}); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-                    )
-                } else if text.contains("NoSuchBucket") || text.contains("404") {
-                    format!(
-                        "names bucket `{bucket}`, which does not exist at {endpoint}; create it (e.g. `aws s3 mb s3://{bucket}`) or name another"
-                    )
-                } else {
-                    format!(
-                        "cannot be reached: {endpoint} failed ({text}); check AWS_ENDPOINT_URL (and AWS_ALLOW_HTTP=true for an http:// endpoint), and that the server is running"
-                    )
-                }
-            }
+            other => format!(
+                "cannot be reached: {endpoint} failed ({}); check AWS_ENDPOINT_URL (and AWS_ALLOW_HTTP=true for an http:// endpoint), and that the server is running",
+                error_chain(other)
+            ),
         }
     }
 
