@@ -29,9 +29,14 @@ struct FlowCli {
     /// Which flow, when this binary hosts several.
     #[arg(long, global = true)]
     flow: Option<String>,
-    /// The store: a directory, or `memory:` (default: $BRAID_STORE, else ./.braid).
+    /// The store: a directory, `memory:`, or postgres://USER@HOST[:PORT]/DB (default:
+    /// $BRAID_STORE, else ./.braid).
     #[arg(long, global = true, env = "BRAID_STORE")]
     store: Option<String>,
+    /// Where a postgres:// store's blobs go: s3://BUCKET/PREFIX (endpoint, region and
+    /// credentials from the AWS_* environment) or file:///SHARED/DIR.
+    #[arg(long, global = true, env = "BRAID_BLOBS")]
+    blobs: Option<String>,
     #[command(subcommand)]
     command: FlowCommand,
 }
@@ -129,16 +134,21 @@ where
         }
     };
     let wanted = cli.flow.as_deref();
+    let flags = store_flags(&cli);
     match cli.command {
-        FlowCommand::Plans(a) => return crate::flow_plans::plans(cli.store, wanted, flows, a),
-        FlowCommand::Scheduler(a) => return crate::flow_plans::scheduler(cli.store, wanted, flows, a),
-        FlowCommand::Backfill(a) => return crate::flow_plans::backfill(cli.store, wanted, flows, a),
+        FlowCommand::Plans(a) => return crate::flow_plans::plans(flags, wanted, flows, a),
+        FlowCommand::Scheduler(a) => return crate::flow_plans::scheduler(flags, wanted, flows, a),
+        FlowCommand::Backfill(a) => return crate::flow_plans::backfill(flags, wanted, flows, a),
         _ => {}
     }
     match pick_flow(flows, cli.flow.as_deref(), &cli.command) {
         Ok(flow) => dispatch(cli, flow),
         Err(code) => code,
     }
+}
+
+fn store_flags(cli: &FlowCli) -> crate::flow_plans::StoreFlags {
+    crate::flow_plans::StoreFlags { store: cli.store.clone(), blobs: cli.blobs.clone() }
 }
 
 /// Logs go to stderr filtered by `RUST_LOG` (default `warn`); every event inside a step
@@ -200,6 +210,7 @@ fn pick_flow(
 }
 
 fn dispatch(cli: FlowCli, flow: Arc<Flow>) -> ExitCode {
+    let flags = store_flags(&cli);
     match cli.command {
         FlowCommand::Plans(_) | FlowCommand::Scheduler(_) | FlowCommand::Backfill(_) => ExitCode::from(EXIT_USAGE),
         FlowCommand::Check => check(&flow),
@@ -228,7 +239,7 @@ fn dispatch(cli: FlowCli, flow: Arc<Flow>) -> ExitCode {
                     Err(e) => return usage_error(format!("--tag: {e}")),
                 }
             }
-            start(cli.store, flow, opts, args.common)
+            start(flags, flow, opts, args.common)
         }
         FlowCommand::Resume { run, from, force, common } => {
             let origin = match run.as_deref().map(RunId::parse).transpose() {
@@ -240,7 +251,7 @@ fn dispatch(cli: FlowCli, flow: Arc<Flow>) -> ExitCode {
                 Err(e) => return usage_error(format!("--from: {e}")),
             };
             let opts = RunOptions { resume: Some(Resume { origin, from, force }), ..Default::default() };
-            start(cli.store, flow, opts, common)
+            start(flags, flow, opts, common)
         }
     }
 }
@@ -296,7 +307,12 @@ fn show(flow: &Flow, mermaid: bool, dot: bool, json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn start(store: Option<String>, flow: Arc<Flow>, mut opts: RunOptions, common: CommonRunArgs) -> ExitCode {
+fn start(
+    flags: crate::flow_plans::StoreFlags,
+    flow: Arc<Flow>,
+    mut opts: RunOptions,
+    common: CommonRunArgs,
+) -> ExitCode {
     if let Some(w) = common.max_workers {
         if w == 0 {
             return usage_error("--max-workers must be at least 1");
@@ -309,8 +325,9 @@ fn start(store: Option<String>, flow: Arc<Flow>, mut opts: RunOptions, common: C
         Err(e) => return fail(&Context::new("cannot start the async runtime", e), EXIT_FAILED),
     };
     runtime.block_on(async move {
-        let location = Store::resolve_location(store.as_deref());
-        let store = match Store::open(&location) {
+        let location = Store::resolve_location(flags.store.as_deref());
+        let blobs = Store::resolve_blobs(flags.blobs.as_deref());
+        let store = match Store::connect(&location, blobs.as_deref()).await {
             Ok(s) => s,
             Err(e) => {
                 // A location that cannot be a store is the caller's to fix: usage.

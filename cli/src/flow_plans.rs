@@ -177,9 +177,17 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         .map_err(|e| fail(&Context::new("cannot start the async runtime", e), EXIT_FAILED))
 }
 
-fn open_store(flag: Option<&str>) -> Result<Store, ExitCode> {
-    let location = Store::resolve_location(flag);
-    Store::open(&location).map_err(|e| {
+/// `--store` and `--blobs` as given (each else its environment variable, through clap).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StoreFlags {
+    pub(crate) store: Option<String>,
+    pub(crate) blobs: Option<String>,
+}
+
+fn open_store(flags: &StoreFlags, rt: &tokio::runtime::Runtime) -> Result<Store, ExitCode> {
+    let location = Store::resolve_location(flags.store.as_deref());
+    let blobs = Store::resolve_blobs(flags.blobs.as_deref());
+    rt.block_on(Store::connect(&location, blobs.as_deref())).map_err(|e| {
         // A location that cannot be a store is the caller's to fix: usage.
         let code = if matches!(e, braid_store::Error::Location { .. }) { EXIT_USAGE } else { EXIT_FAILED };
         fail(&Context::new(format!("cannot open the store at {location}"), e), code)
@@ -200,7 +208,7 @@ fn plan_zone(store: &Store, rt: &tokio::runtime::Runtime, plan: &str) -> jiff::t
 }
 
 pub(crate) fn plans(
-    store: Option<String>,
+    store: StoreFlags,
     wanted: Option<&str>,
     flows: Vec<braid_runtime::Result<Flow>>,
     args: PlansArgs,
@@ -210,7 +218,7 @@ pub(crate) fn plans(
         Err(code) => return code,
     };
     match args.command {
-        PlansCommand::Apply { file, dry_run, json } => apply(store.as_deref(), flows, &file, dry_run, json),
+        PlansCommand::Apply { file, dry_run, json } => apply(&store, flows, &file, dry_run, json),
         PlansCommand::Launch { plan, params, limits, json } => {
             let overrides = match crate::split_params(&params) {
                 Ok(o) => o,
@@ -220,12 +228,12 @@ pub(crate) fn plans(
                 Ok(d) => d,
                 Err(code) => return code,
             };
-            launch(store.as_deref(), flows, &plan, &overrides, dispatch, json)
+            launch(&store, flows, &plan, &overrides, dispatch, json)
         }
     }
 }
 
-fn apply(store: Option<&str>, flows: Vec<Arc<Flow>>, file: &std::path::Path, dry_run: bool, json: bool) -> ExitCode {
+fn apply(store: &StoreFlags, flows: Vec<Arc<Flow>>, file: &std::path::Path, dry_run: bool, json: bool) -> ExitCode {
     // Every problem of every plan, schema and flow alike, in one error.
     let plans = match plan::check_plan_file(file, &flows) {
         Ok(p) => p,
@@ -245,7 +253,7 @@ fn apply(store: Option<&str>, flows: Vec<Arc<Flow>>, file: &std::path::Path, dry
         Ok(r) => r,
         Err(c) => return c,
     };
-    let store = match open_store(store) {
+    let store = match open_store(store, &rt) {
         Ok(s) => s,
         Err(c) => return c,
     };
@@ -398,7 +406,7 @@ async fn cancel_on_ctrl_c<T>(env: &LaunchEnv, fut: impl std::future::Future<Outp
 }
 
 fn launch(
-    store: Option<&str>,
+    store: &StoreFlags,
     flows: Vec<Arc<Flow>>,
     plan_name: &str,
     overrides: &[(String, String)],
@@ -409,7 +417,7 @@ fn launch(
         Ok(r) => r,
         Err(c) => return c,
     };
-    let store = match open_store(store) {
+    let store = match open_store(store, &rt) {
         Ok(s) => s,
         Err(c) => return c,
     };
@@ -441,7 +449,7 @@ fn launch(
 }
 
 pub(crate) fn backfill(
-    store: Option<String>,
+    store: StoreFlags,
     wanted: Option<&str>,
     flows: Vec<braid_runtime::Result<Flow>>,
     args: BackfillArgs,
@@ -458,7 +466,7 @@ pub(crate) fn backfill(
         Ok(r) => r,
         Err(c) => return c,
     };
-    let store = match open_store(store.as_deref()) {
+    let store = match open_store(&store, &rt) {
         Ok(s) => s,
         Err(c) => return c,
     };
@@ -577,7 +585,7 @@ fn print_backfill(r: &BackfillReport, tz: &jiff::tz::TimeZone, dry_run: bool) {
 }
 
 pub(crate) fn scheduler(
-    store: Option<String>,
+    store: StoreFlags,
     wanted: Option<&str>,
     flows: Vec<braid_runtime::Result<Flow>>,
     args: SchedulerArgs,
@@ -597,7 +605,7 @@ pub(crate) fn scheduler(
         Ok(r) => r,
         Err(c) => return c,
     };
-    let store = match open_store(store.as_deref()) {
+    let store = match open_store(&store, &rt) {
         Ok(s) => s,
         Err(c) => return c,
     };

@@ -475,11 +475,11 @@ fn done_when_commands_on_a_thousand_item_fanout() {
 }
 
 #[test]
-fn a_store_url_without_a_backend_says_what_this_build_supports() {
+fn a_store_url_braid_has_no_store_for_says_what_a_store_can_be() {
     let out = braid_in(Path::new("s3://bucket/braid"), &["flows"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.starts_with("error: cannot open the store at s3://bucket/braid: store location "), "{err}");
-    assert!(err.contains("it supports directory paths and `memory:`"), "{err}");
+    assert!(err.contains("holds blobs, not records") && err.contains("--store postgres://"), "{err}");
     assert_eq!(err.lines().count(), 1, "the cause is in the message already, not repeated: {err}");
 }

@@ -487,5 +487,5 @@ fn a_bad_store_location_is_printed_as_an_error_with_its_cause() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.starts_with("error: cannot open the store at postgres://localhost/braid\n  caused by: "), "{err}");
-    assert!(err.contains("postgres:// and s3:// come with the PostgreSQL and S3 backends"), "{err}");
+    assert!(err.contains("keeps records only: say where its blobs go with --blobs"), "{err}");
 }

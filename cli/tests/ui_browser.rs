@@ -3,7 +3,8 @@
 //! page of a real run, a running task's progress bar moving, a plan's activation toggled
 //! and persisted, a jump to foreach branch 7, hostile values shown as text, and a
 //! cross-site form post refused. Saves screenshots of the run page, the foreach grid and
-//! the matrix view under docs/. Without chromium and chromedriver installed, each test
+//! the matrix view under the target directory, or under docs/ (the README's) with
+//! `BRAID_UPDATE_SCREENSHOTS=1`, so a test run leaves the work tree as it was. Without chromium and chromedriver installed, each test
 //! says so on one line and passes.
 
 mod ui_support;
@@ -37,8 +38,15 @@ fn with_browser(f: impl FnOnce(&Browser)) {
     f(&b);
 }
 
+/// Where screenshots go: docs/ when asked to update the README's, else the target dir.
 fn docs() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs")
+    if std::env::var_os("BRAID_UPDATE_SCREENSHOTS").is_some_and(|v| v == "1") {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs")
+    } else {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
 }
 
 const WAIT: Duration = Duration::from_secs(10);

@@ -90,14 +90,33 @@ pub enum Object {
 }
 
 impl Client {
-    /// Opens the store at `location` (a directory, or `memory:`). A directory that holds
-    /// no braid store is an error: the client never creates one.
+    /// Opens the store at `location` (a directory, `memory:`, or `postgres://…`). A
+    /// directory that holds no braid store is an error: the client never creates one.
+    /// A PostgreSQL store's blobs are where `BRAID_BLOBS` says (`s3://bucket/prefix`,
+    /// with endpoint and credentials from the `AWS_*` environment, or `file:///path`);
+    /// to give them explicitly use [`Client::open_with_blobs`].
     pub fn open(location: &str) -> Result<Client> {
-        if location != MEMORY_LOCATION {
+        Self::open_with_blobs(location, Store::resolve_blobs(None).as_deref())
+    }
+
+    /// Opens the store at `location` with its blobs at `blobs`: for a `postgres://`
+    /// store, `s3://bucket/prefix` or `file:///path`; `None` for a store that keeps its
+    /// own (a directory, `memory:`).
+    ///
+    /// ```no_run
+    /// let client = braid_client::Client::open_with_blobs(
+    ///     "postgres://braid@db.internal:5432/braid",
+    ///     Some("s3://team-runs/braid"),
+    /// )?;
+    /// # Ok::<(), braid_client::Error>(())
+    /// ```
+    pub fn open_with_blobs(location: &str, blobs: Option<&str>) -> Result<Client> {
+        let parsed = if location.is_empty() { None } else { Some(braid_store::StoreLocation::parse(location)) };
+        let remote = matches!(parsed, Some(Ok(braid_store::StoreLocation::Postgres(_))));
+        if location != MEMORY_LOCATION && !remote {
             // A location no backend of this build serves (a URL scheme, ...) says so.
-            if !location.is_empty() {
-                braid_store::StoreLocation::parse(location)
-                    .map_err(|e| Error::store(format!("cannot open the store at {location}"), e))?;
+            if let Some(Err(e)) = parsed {
+                return Err(Error::store(format!("cannot open the store at {location}"), e));
             }
             let root = Path::new(location);
             let reason = if location.is_empty() {
@@ -113,8 +132,10 @@ impl Client {
                 return Err(Error::NoStore { location: location.to_owned(), reason });
             }
         }
-        let store =
-            Store::open(location).map_err(|e| Error::store(format!("cannot open the store at {location}"), e))?;
+        // A store that keeps its own blobs ignores BRAID_BLOBS (set for another store).
+        let blobs = if remote { blobs } else { None };
+        let store = rt::block_on(Store::connect(location, blobs))?
+            .map_err(|e| Error::store(format!("cannot open the store at {}", shown(location)), e))?;
         Ok(Client { store })
     }
 
@@ -286,4 +307,14 @@ pub(crate) fn wrong_depth(pathspec: &str, found: PathspecDepth, expected: &'stat
         _ => "flow/run/step/task, the task part being a task id",
     };
     Error::WrongDepth { pathspec: pathspec.to_owned(), found: depth_name(found), expected, form }
+}
+
+/// A location as messages show it: a password in it hidden.
+fn shown(location: &str) -> String {
+    match location.split_once("://").and_then(|(scheme, rest)| Some((scheme, rest.split_once('@')?))) {
+        Some((scheme, (auth, host))) if auth.contains(':') => {
+            format!("{scheme}://{}:***@{host}", auth.split(':').next().unwrap_or_default())
+        }
+        _ => location.to_owned(),
+    }
 }

@@ -19,7 +19,7 @@ static RUNTIME: OnceLock<std::result::Result<Runtime, String>> = OnceLock::new()
 fn runtime() -> Result<&'static Runtime> {
     RUNTIME
         .get_or_init(|| {
-            Builder::new_current_thread().enable_time().thread_name("braid-client").build().map_err(|e| e.to_string())
+            Builder::new_current_thread().enable_all().thread_name("braid-client").build().map_err(|e| e.to_string())
         })
         .as_ref()
         .map_err(|reason| Error::Runtime { reason: reason.clone() })

@@ -114,10 +114,34 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Job>, failure: Arc
                 Err(_) => break,
             }
         }
+        let poisoned = failure.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(cause) = poisoned {
+            refuse_successes(&mut jobs, &cause);
+        }
         if let Err(e) = write_batch(&store, &mut jobs).await {
             failure.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
         }
     }
+}
+
+/// After a batch nobody waited for failed, its task results are not durable, and a
+/// later batch may hold their children's (a child starts as soon as its parent's result
+/// is queued). So no success is written after that: each is refused with the first
+/// failure, which fails the run, and the store keeps only successes whose parents are
+/// durable too — what `resume` reuses. Failures, progress and logs are still written,
+/// so the store says what happened to the tasks that were running.
+fn refuse_successes(jobs: &mut Vec<Job>, cause: &PersistError) {
+    jobs.retain_mut(|job| {
+        let Job::Write { write, reply, .. } = job else { return true };
+        if write.task.status != braid_core::TaskStatus::Succeeded {
+            return true;
+        }
+        if let Some(r) = reply.take() {
+            // The waiting task learns why; if it stopped waiting, nobody is left to tell.
+            let _ = r.send(Err(cause.clone()));
+        }
+        false
+    });
 }
 
 /// Writes one batch; `Err` for a failure that no waiting caller was told about.

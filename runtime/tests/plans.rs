@@ -254,8 +254,10 @@ async fn concurrency_policies_per_parameter_set() {
     assert_eq!(state(env.launches("queue").await), [LaunchState::Started, LaunchState::Pending]);
     assert_eq!(s.running(), 4);
 
-    // Let the first runs end: the queued tick starts, in order.
-    gate.add_permits(3);
+    // Let the four running runs end (one permit each: with fewer, the permits may go to
+    // the other plans' runs and the queue's first run never ends): the queued tick
+    // starts, in order.
+    gate.add_permits(4);
     wait_for("the queued tick to start", async || {
         env.launches("queue").await.iter().all(|l| l.state != LaunchState::Pending)
     })

@@ -35,6 +35,25 @@ pub enum Error {
         source: std::sync::Arc<rusqlite::Error>,
     },
 
+    /// A PostgreSQL store's server refused or failed an operation, or no connection
+    /// could be had; the driver's (or the pool's) error is the cause.
+    #[error("PostgreSQL store {location}: {context}")]
+    Postgres {
+        location: String,
+        context: String,
+        #[source]
+        source: std::sync::Arc<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// An object store (S3) refused or failed an operation; its error is the cause.
+    #[error("blob store {location}: {context}")]
+    ObjectStore {
+        location: String,
+        context: String,
+        #[source]
+        source: std::sync::Arc<dyn std::error::Error + Send + Sync>,
+    },
+
     #[error("invalid {what}: {reason}")]
     Invalid { what: String, reason: String },
 

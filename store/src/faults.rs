@@ -122,6 +122,7 @@ impl Faults {
             Arc::new(FaultyRecords { inner: store.records.clone(), faults: self.clone() }),
             Arc::new(FaultyPlans { inner: store.plans.clone(), faults: self.clone() }),
             location,
+            store.blobs_location().map(str::to_owned),
         )
     }
 

@@ -22,17 +22,40 @@ fn an_empty_location_says_what_to_give() {
 }
 
 #[test]
-fn url_schemes_without_a_backend_name_what_this_build_supports() {
-    for location in ["postgres://braid@localhost/braid", "s3://bucket/braid", "sqlite://x"] {
+fn url_schemes_braid_has_no_store_for_name_what_a_store_can_be() {
+    for location in ["sqlite://x", "mysql://braid@localhost/braid"] {
         let e = Store::open(location).unwrap_err().to_string();
-        assert!(e.contains("this build cannot open: it supports directory paths and `memory:`"), "{e}");
-        assert!(e.contains("postgres:// and s3:// come with the PostgreSQL and S3 backends"), "{e}");
+        assert!(e.contains("which braid cannot open: a store is a directory path, `memory:` or postgres://"), "{e}");
     }
+    let s3 = problems("s3://bucket/braid");
+    assert!(s3[0].contains("holds blobs, not records") && s3[0].contains("--blobs s3://"), "{s3:?}");
     assert!(problems("file:///tmp/s")[0].contains("without `file://`"));
     assert!(problems("memory://")[0].contains("write `memory:`"));
     // A Windows drive letter is not a scheme.
     assert_eq!(StoreLocation::parse("C://braid").unwrap(), StoreLocation::Dir("C://braid".into()));
     assert_eq!(StoreLocation::parse("memory:").unwrap(), StoreLocation::Memory);
+    assert_eq!(
+        StoreLocation::parse("postgres://braid@db:5432/runs").unwrap(),
+        StoreLocation::Postgres("postgres://braid@db:5432/runs".into())
+    );
+}
+
+#[test]
+fn a_postgres_store_is_opened_with_connect_and_a_password_is_never_shown() {
+    let e = Store::open("postgres://braid:hunter2@localhost/braid").unwrap_err().to_string();
+    assert!(e.contains("Store::connect") && !e.contains("hunter2") && e.contains("braid:***@"), "{e}");
+}
+
+#[tokio::test]
+async fn a_postgres_store_without_blobs_says_to_add_them() {
+    let e = Store::connect("postgres://braid@localhost/braid", None).await.unwrap_err().to_string();
+    assert!(e.contains("keeps records only") && e.contains("--blobs s3://") && e.contains("BRAID_BLOBS"), "{e}");
+    let e = Store::connect("memory:", Some("s3://bucket/x")).await.unwrap_err().to_string();
+    assert!(e.contains("only a postgres:// store takes"), "{e}");
+    let e = Store::connect("postgres://braid@localhost/braid", Some("ftp://x")).await.unwrap_err().to_string();
+    assert!(e.contains("not a blob location") && e.contains("file:///"), "{e}");
+    let e = Store::connect("postgres://braid@localhost/braid", Some("file://relative/dir")).await.unwrap_err();
+    assert!(e.to_string().contains("three slashes"), "{e}");
 }
 
 #[test]
@@ -42,7 +65,7 @@ fn every_problem_of_a_location_is_reported_at_once() {
     let Error::Location { problems, .. } = &e else { panic!("{text}") };
     assert_eq!(problems.len(), 2, "{text}");
     assert!(text.starts_with("store location \" s3://bucket \" has 2 problems:\n  - "), "{text}");
-    assert!(text.contains("whitespace around it") && text.contains("s3:// store"), "{text}");
+    assert!(text.contains("whitespace around it") && text.contains("s3:// location"), "{text}");
 }
 
 #[test]

@@ -27,6 +27,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("client", "3. client"),
     ("progress", "4. progress"),
     ("scheduler", "5. scheduler"),
+    ("remote", "6. PostgreSQL + S3 beside fs (throwaway servers on this machine; not in --quick)"),
 ];
 
 /// The scheduler's figure; a placeholder row says it is missing until a bench measures it.

@@ -6,9 +6,11 @@
 //!   release mode, runs them all and prints one table (see `bench.rs`).
 //! - `chaos [--runs N] [--n ITEMS] [--seed S]`: kills braid processes with SIGKILL at
 //!   random moments, resumes, and checks totals and stores (see `chaos.rs`).
-
 //! - `fuzz [--smoke] [--seconds N] [TARGET...]`: runs the cargo-fuzz targets in `fuzz/`
 //!   (see `fuzz.rs`); `--smoke` is CI's short pass.
+//! - `dev-servers`: starts a throwaway PostgreSQL and S3 server (moto) on 127.0.0.1 and
+//!   prints the `BRAID_STORE` / `BRAID_BLOBS` / `AWS_*` exports that point braid at them;
+//!   they stop with Ctrl-C. Shells out to the store crate's `dev_servers` example.
 
 mod bench;
 mod chaos;
@@ -17,7 +19,7 @@ mod fuzz;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask <ci | bench [--quick] [--json FILE] [--peer metaflow] | chaos [--runs N] [--n ITEMS] [--seed S] | fuzz [--smoke] [--seconds N] [TARGET...]>";
+const USAGE: &str = "usage: cargo xtask <ci | bench [--quick] [--json FILE] [--peer metaflow] | chaos [--runs N] [--n ITEMS] [--seed S] | fuzz [--smoke] [--seconds N] [TARGET...] | dev-servers>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,6 +28,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::bench(&args[1..]),
         Some("chaos") => chaos::chaos(&args[1..]),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
+        Some("dev-servers") => dev_servers(),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -58,6 +61,21 @@ fn run(what: &str, mut cmd: Command) -> Result<(), String> {
     if status.success() { Ok(()) } else { Err(format!("{what} failed ({status})")) }
 }
 
+fn dev_servers() -> Result<(), String> {
+    let mut c = cargo();
+    c.args([
+        "run",
+        "-q",
+        "-p",
+        "braidflow-store",
+        "--features",
+        "test-servers,postgres,s3",
+        "--example",
+        "dev_servers",
+    ]);
+    run("start throwaway PostgreSQL and S3 servers (needs postgresql and moto[server] installed)", c)
+}
+
 fn ci() -> Result<(), String> {
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--", "--check"]);
@@ -80,4 +98,5 @@ const BENCHES: &[(&str, &str)] = &[
     ("braidflow-store", "store"),
     ("braidflow-runtime", "progress"),
     ("braidflow-runtime", "scheduler"),
+    ("braidflow-cli", "remote"),
 ];

@@ -97,7 +97,8 @@ struct Freed {
 
 pub fn gc(store: &Store, location: &str, out: &Out, args: &GcArgs) -> Result<()> {
     let started = Instant::now();
-    let on_disk = (location != braid_store::MEMORY_LOCATION).then(|| Path::new(location).to_owned());
+    // The store's size on disk, for an embedded store (not `memory:` or `postgres://`).
+    let on_disk = Some(Path::new(location).to_owned()).filter(|p| p.is_dir());
     let size_before = on_disk.as_deref().map(disk_usage);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Error::Runtime)?;
     let (spared, freed) = rt.block_on(collect(store, args))?;

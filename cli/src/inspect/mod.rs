@@ -7,6 +7,7 @@
 //! 2 bad usage (clap's message, which includes malformed pathspecs, statuses and tags).
 
 mod artifact;
+mod copy;
 mod dag;
 mod error;
 mod gc;
@@ -42,9 +43,14 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Debug, Clone, Args)]
 pub struct Global {
-    /// The store to read: a directory (default ./.braid) or `memory:`.
+    /// The store to read: a directory (default ./.braid), `memory:`, or
+    /// postgres://USER@HOST[:PORT]/DB.
     #[arg(long, global = true, env = "BRAID_STORE", value_name = "PATH")]
     pub store: Option<String>,
+    /// Where a postgres:// store's blobs are: s3://BUCKET/PREFIX (endpoint, region and
+    /// credentials from the AWS_* environment) or file:///SHARED/DIR.
+    #[arg(long, global = true, env = "BRAID_BLOBS", value_name = "LOCATION")]
+    pub blobs: Option<String>,
     /// Print exactly one JSON document on stdout instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -54,6 +60,21 @@ pub struct Global {
 pub enum Command {
     /// List the flows in the store, each with its latest run.
     Flows,
+    /// Copy everything of one store into another (e.g. ./.braid into PostgreSQL + S3):
+    /// flows, plans, launches, runs with their tasks, attempts, artifacts and logs.
+    /// Idempotent and resumable: run it again after an interruption; a second copy
+    /// changes nothing. `--blobs` is where the destination's blobs go.
+    Copy {
+        /// The store to copy from: a directory, or postgres://…
+        #[arg(long, value_name = "LOCATION")]
+        from: String,
+        /// Where the source's blobs are, for a postgres:// source.
+        #[arg(long, value_name = "LOCATION")]
+        from_blobs: Option<String>,
+        /// The store to copy into: a directory, or postgres://… (with --blobs).
+        #[arg(long, value_name = "LOCATION")]
+        to: String,
+    },
     /// List runs, newest first: of FLOW, or of every flow.
     Runs {
         /// Only this flow's runs.
@@ -266,9 +287,14 @@ pub fn run(cli: Cli, out: &Out) -> Result<()> {
         let flag = cli.global.store.as_deref().filter(|s| !s.is_empty());
         return verify::verify(&braid_store::Store::resolve_location(flag), out);
     }
+    if let Command::Copy { from, from_blobs, to } = &cli.command {
+        // The destination's blobs: --blobs, else BRAID_BLOBS (through clap).
+        return copy::copy(out, from, from_blobs.as_deref(), to, cli.global.blobs.as_deref());
+    }
     let client = open(&cli.global)?;
     match cli.command {
         Command::Flows => show::flows(&client, out),
+        Command::Copy { .. } => Err(Error::Usage("copy opens its own stores".into())),
         Command::Runs { flow, status, tag, name, plan, limit } => {
             let names = show::NameFilter { name, plan };
             show::runs(&client, out, flow.as_deref(), status, tag, &names, limit)
@@ -304,5 +330,6 @@ pub fn run(cli: Cli, out: &Out) -> Result<()> {
 fn open(global: &Global) -> Result<Client> {
     let flag = global.store.as_deref().filter(|s| !s.is_empty());
     let location = braid_store::Store::resolve_location(flag);
-    Ok(Client::open(&location)?)
+    let blobs = braid_store::Store::resolve_blobs(global.blobs.as_deref());
+    Ok(Client::open_with_blobs(&location, blobs.as_deref())?)
 }

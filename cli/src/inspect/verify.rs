@@ -23,6 +23,14 @@ pub fn verify(location: &str, out: &Out) -> Result<()> {
     let root = Path::new(location);
     let no_store =
         |reason: String| Error::Client(braid_client::Error::NoStore { location: location.to_owned(), reason });
+    if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+        return Err(no_store(
+            "braid verify checks an embedded store's files and rows; a PostgreSQL store is kept sound by the \
+             server (use its page checksums and the amcheck extension), and every blob read is verified \
+             against its hash whatever the backend"
+                .to_owned(),
+        ));
+    }
     if !root.is_dir() {
         return Err(no_store(format!("{} is not a directory", root.display())));
     }

@@ -27,16 +27,150 @@ pub struct FsBlobs {
     pub(crate) db: Arc<Db>,
 }
 
-impl FsBlobs {
-    pub(crate) fn blob_path(&self, key: &BlobKey) -> PathBuf {
+/// Content-addressed blob files under a root: `blobs/<2 hex>/<64 hex>`, written to
+/// `tmp/` first, fsynced and renamed into place. The files half of the fs backend, and
+/// the whole of the shared-directory backend ([`crate::DirBlobs`]): names are unique
+/// across machines (host, process, time), a published file is never changed, and a
+/// rename is atomic on every machine that mounts the directory.
+#[derive(Debug, Clone)]
+pub(crate) struct BlobFiles {
+    pub(crate) root: PathBuf,
+}
+
+impl BlobFiles {
+    pub(crate) fn path(&self, key: &BlobKey) -> PathBuf {
         let hex = key.to_hex();
         self.root.join("blobs").join(&hex[..2]).join(hex)
     }
 
     fn tmp_path(&self) -> PathBuf {
-        let unique =
-            format!("{}-{}-{:x}.tmp", std::process::id(), braid_core::Timestamp::now().as_micros(), rand_u64());
+        let unique = format!(
+            "{}-{}-{}-{:x}.tmp",
+            crate::record::host_name(),
+            std::process::id(),
+            braid_core::Timestamp::now().as_micros(),
+            rand_u64()
+        );
         self.root.join("tmp").join(unique)
+    }
+
+    /// Stores `bytes` as the file of `key` unless it is there.
+    pub(crate) async fn put(&self, key: BlobKey, bytes: Vec<u8>) -> Result<()> {
+        let dest = self.path(&key);
+        if refresh(&dest) {
+            return Ok(());
+        }
+        let tmp = self.tmp_path();
+        tokio::task::spawn_blocking(move || write_file_blob(&tmp, &dest, &bytes)).await.map_err(join_err)?
+    }
+
+    /// Reads `reader` to its end, hashing it. Content up to `keep` bytes is returned
+    /// (`Some`) and not written; past that it spills to a temp file as it is read and is
+    /// published as the file of its key, so any size streams in bounded memory.
+    pub(crate) async fn put_stream(
+        &self,
+        reader: &mut (dyn AsyncRead + Send + Unpin),
+        keep: usize,
+    ) -> Result<(BlobKey, u64, Option<Vec<u8>>)> {
+        let mut hasher = blake3::Hasher::new();
+        let mut head: Vec<u8> = Vec::new();
+        let mut chunk = vec![0u8; STREAM_CHUNK];
+        let mut file: Option<(std::fs::File, PathBuf)> = None;
+        let mut total: u64 = 0;
+        loop {
+            let n = reader.read(&mut chunk).await.map_err(|e| Error::io("read blob stream for", &self.root, e))?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            hasher.update(&chunk[..n]);
+            match &mut file {
+                Some((f, tmp)) => f.write_all(&chunk[..n]).map_err(|e| Error::io("write temp file", &*tmp, e))?,
+                None => {
+                    head.extend_from_slice(&chunk[..n]);
+                    if head.len() > keep {
+                        let tmp = self.tmp_path();
+                        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("create temp file", &tmp, e))?;
+                        f.write_all(&head).map_err(|e| Error::io("write temp file", &tmp, e))?;
+                        head = Vec::new();
+                        file = Some((f, tmp));
+                    }
+                }
+            }
+        }
+        let key = BlobKey(*hasher.finalize().as_bytes());
+        match file {
+            None => Ok((key, total, Some(head))),
+            Some((f, tmp)) => {
+                let dest = self.path(&key);
+                tokio::task::spawn_blocking(move || {
+                    f.sync_all().map_err(|e| Error::io("fsync temp file", &tmp, e))?;
+                    drop(f);
+                    publish(&tmp, &dest)
+                })
+                .await
+                .map_err(join_err)??;
+                Ok((key, total, None))
+            }
+        }
+    }
+
+    /// The file's bytes, verified; `None` if there is no file for `key`.
+    pub(crate) async fn get(&self, key: &BlobKey) -> Result<Option<Vec<u8>>> {
+        let path = self.path(key);
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("read blob file", &path, e)),
+        };
+        verify(key, &bytes, &path.display().to_string())?;
+        Ok(Some(bytes))
+    }
+
+    /// A verifying reader over the file; `None` if there is no file for `key`.
+    pub(crate) async fn open(&self, key: &BlobKey) -> Result<Option<BlobReader>> {
+        let path = self.path(key);
+        let f = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open blob file", &path, e)),
+        };
+        let reader = tokio::io::BufReader::with_capacity(STREAM_CHUNK, f);
+        Ok(Some(Box::new(VerifyingReader::new(reader, *key, path.display().to_string()))))
+    }
+
+    pub(crate) async fn size(&self, key: &BlobKey) -> Result<Option<u64>> {
+        let path = self.path(key);
+        match tokio::fs::metadata(&path).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("stat blob file", &path, e)),
+        }
+    }
+
+    /// Blob files with keys after `after`, in key order, at most `limit`; a file's
+    /// modification time is when its content was last stored.
+    pub(crate) async fn list(&self, after: Option<BlobKey>, limit: usize) -> Result<Vec<BlobInfo>> {
+        let root = self.root.join("blobs");
+        tokio::task::spawn_blocking(move || list_files(&root, after, limit)).await.map_err(join_err)?
+    }
+
+    /// Deletes the file of `key` if its content was last stored before `put_before`;
+    /// the bytes freed, or `None` if there was no such file.
+    pub(crate) async fn delete_if_older(&self, key: &BlobKey, put_before: Timestamp) -> Result<Option<u64>> {
+        let dest = self.path(key);
+        let aside = self.tmp_path();
+        tokio::task::spawn_blocking(move || delete_file_if_older(&dest, &aside, put_before)).await.map_err(join_err)?
+    }
+}
+
+impl FsBlobs {
+    pub(crate) fn files(&self) -> BlobFiles {
+        BlobFiles { root: self.root.clone() }
+    }
+
+    pub(crate) fn blob_path(&self, key: &BlobKey) -> PathBuf {
+        self.files().path(key)
     }
 
     async fn put_inline(&self, key: BlobKey, bytes: Vec<u8>) -> Result<()> {
@@ -138,59 +272,15 @@ impl BlobStore for FsBlobs {
             self.put_inline(key, bytes).await?;
             return Ok(key);
         }
-        let dest = self.blob_path(&key);
-        if refresh(&dest) {
-            return Ok(key);
-        }
-        let tmp = self.tmp_path();
-        tokio::task::spawn_blocking(move || write_file_blob(&tmp, &dest, &bytes)).await.map_err(join_err)??;
+        self.files().put(key, bytes).await?;
         Ok(key)
     }
 
     async fn put_stream(&self, reader: &mut (dyn AsyncRead + Send + Unpin)) -> Result<(BlobKey, u64)> {
-        // Small content stays in memory and goes inline; past INLINE_MAX it spills to a
-        // temp file, hashed as it is written, so any size streams in bounded memory.
-        let mut hasher = blake3::Hasher::new();
-        let mut head: Vec<u8> = Vec::new();
-        let mut chunk = vec![0u8; STREAM_CHUNK];
-        let mut file: Option<(std::fs::File, PathBuf)> = None;
-        let mut total: u64 = 0;
-        loop {
-            let n = reader.read(&mut chunk).await.map_err(|e| Error::io("read blob stream for", &self.root, e))?;
-            if n == 0 {
-                break;
-            }
-            total += n as u64;
-            hasher.update(&chunk[..n]);
-            match &mut file {
-                Some((f, tmp)) => f.write_all(&chunk[..n]).map_err(|e| Error::io("write temp file", &*tmp, e))?,
-                None => {
-                    head.extend_from_slice(&chunk[..n]);
-                    if head.len() > INLINE_MAX {
-                        let tmp = self.tmp_path();
-                        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("create temp file", &tmp, e))?;
-                        f.write_all(&head).map_err(|e| Error::io("write temp file", &tmp, e))?;
-                        head = Vec::new();
-                        file = Some((f, tmp));
-                    }
-                }
-            }
-        }
-        let key = BlobKey(*hasher.finalize().as_bytes());
-        match file {
-            None => {
-                self.put_inline(key, head).await?;
-            }
-            Some((f, tmp)) => {
-                let dest = self.blob_path(&key);
-                tokio::task::spawn_blocking(move || {
-                    f.sync_all().map_err(|e| Error::io("fsync temp file", &tmp, e))?;
-                    drop(f);
-                    publish(&tmp, &dest)
-                })
-                .await
-                .map_err(join_err)??;
-            }
+        // Small content stays in memory and goes inline; larger spills to a file.
+        let (key, total, head) = self.files().put_stream(reader, INLINE_MAX).await?;
+        if let Some(head) = head {
+            self.put_inline(key, head).await?;
         }
         Ok((key, total))
     }
@@ -200,16 +290,7 @@ impl BlobStore for FsBlobs {
             verify(key, &bytes, &self.db.path().display().to_string())?;
             return Ok(bytes);
         }
-        let path = self.blob_path(key);
-        let bytes = match tokio::fs::read(&path).await {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotFound { what: format!("blob {key}") });
-            }
-            Err(e) => return Err(Error::io("read blob file", &path, e)),
-        };
-        verify(key, &bytes, &path.display().to_string())?;
-        Ok(bytes)
+        self.files().get(key).await?.ok_or_else(|| Error::NotFound { what: format!("blob {key}") })
     }
 
     async fn get_stream(&self, key: &BlobKey) -> Result<BlobReader> {
@@ -217,28 +298,14 @@ impl BlobStore for FsBlobs {
             verify(key, &bytes, &self.db.path().display().to_string())?;
             return Ok(Box::new(std::io::Cursor::new(bytes)));
         }
-        let path = self.blob_path(key);
-        let f = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotFound { what: format!("blob {key}") });
-            }
-            Err(e) => return Err(Error::io("open blob file", &path, e)),
-        };
-        let reader = tokio::io::BufReader::with_capacity(STREAM_CHUNK, f);
-        Ok(Box::new(VerifyingReader::new(reader, *key, path.display().to_string())))
+        self.files().open(key).await?.ok_or_else(|| Error::NotFound { what: format!("blob {key}") })
     }
 
     async fn size(&self, key: &BlobKey) -> Result<Option<u64>> {
         if let Some(n) = self.inline_size(key)? {
             return Ok(Some(n));
         }
-        let path = self.blob_path(key);
-        match tokio::fs::metadata(&path).await {
-            Ok(m) => Ok(Some(m.len())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("stat blob file", &path, e)),
-        }
+        self.files().size(key).await
     }
 
     async fn list(&self, after: Option<String>, limit: usize) -> Result<Page<BlobInfo>> {
@@ -263,9 +330,7 @@ impl BlobStore for FsBlobs {
             })?;
             items.push(BlobInfo { key: BlobKey(key), size: size as u64, put_at: Timestamp::from_micros(at) });
         }
-        let root = self.root.join("blobs");
-        let files =
-            tokio::task::spawn_blocking(move || list_files(&root, after, limit + 1)).await.map_err(join_err)??;
+        let files = self.files().list(after, limit + 1).await?;
         items.extend(files);
         items.sort_by_key(|b| b.key);
         items.dedup_by_key(|b| b.key);
@@ -294,11 +359,7 @@ impl BlobStore for FsBlobs {
             .await?;
         for (k, freed) in keys.iter().zip(out.iter_mut()) {
             if freed.is_none() {
-                let dest = self.blob_path(k);
-                let tmp = self.tmp_path();
-                *freed = tokio::task::spawn_blocking(move || delete_file_if_older(&dest, &tmp, put_before))
-                    .await
-                    .map_err(join_err)??;
+                *freed = self.files().delete_if_older(k, put_before).await?;
             }
         }
         Ok(out)

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+pub(crate) use blobs::BlobFiles;
 pub use blobs::{FsBlobs, INLINE_MAX};
 pub use plans::FsPlans;
 pub use records::FsRecords;

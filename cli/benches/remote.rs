@@ -1,0 +1,231 @@
+//! PostgreSQL + S3 side by side with the fs store, on throwaway servers on this machine
+//! (`braid_store::test_servers`): durable task records per second (batched, and one per
+//! call), the fanout foreach of 10,000 and 100,000 trivial tasks in one process, and
+//! client reads (one artifact from each of 10,000 tasks; `task_by_index` at 100,000).
+//!
+//! `--quick` (CI) measures nothing here: starting the servers and the 100,000-task runs
+//! take too long for a smoke test; it prints one row saying so. Without PostgreSQL or moto
+//! installed it prints one row saying what to install.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use braid_client::Client;
+use braid_core::{RunId, RunStatus, StepName, TaskId};
+use braid_runtime::{Flow, Param, ParamType, RunOptions};
+use braid_store::{RecordStore, RunRecord, Store, TaskKey, TaskRecord, TaskWrite, test_servers};
+use serde_json::{Value, json};
+
+const SECTION: &str = "remote";
+
+fn row(name: impl Into<String>, value: Option<f64>, unit: &str, note: impl Into<String>) -> Value {
+    json!({ "section": SECTION, "name": name.into(), "value": value, "unit": unit, "note": note.into() })
+}
+
+fn emit(rows: &[Value], json_out: Option<&Path>) {
+    match json_out {
+        Some(path) => std::fs::write(path, serde_json::to_vec_pretty(rows).unwrap()).unwrap(),
+        None => {
+            for r in rows {
+                println!(
+                    "  {:<10} {:<58} {:>12} {:<6} {}",
+                    r["section"].as_str().unwrap_or(""),
+                    r["name"].as_str().unwrap_or(""),
+                    r["value"].as_f64().map_or("-".into(), |v| format!("{v:.3}")),
+                    r["unit"].as_str().unwrap_or(""),
+                    r["note"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+}
+
+fn fanout() -> Flow {
+    Flow::builder("fanout")
+        .param(Param::new("n", ParamType::UInt).default(100u64))
+        .step("start", |ctx| async move {
+            let n: u64 = ctx.param("n")?;
+            ctx.set("items", &(0..n).collect::<Vec<u64>>())?;
+            Ok(())
+        })
+        .foreach("items", "work")
+        .step("work", |ctx| async move {
+            let x: u64 = ctx.input()?;
+            ctx.set("out", &(x * x))?;
+            Ok(())
+        })
+        .next("join")
+        .join("join", |ctx| async move {
+            let mut total = 0u64;
+            for input in ctx.inputs()? {
+                total += input.get::<u64>("out").await?;
+            }
+            ctx.set("total", &total)?;
+            Ok(())
+        })
+        .next("end")
+        .step("end", |_| async { Ok(()) })
+        .end()
+        .build()
+        .unwrap()
+}
+
+async fn pg_s3(pg: &test_servers::PgServer, s3: &test_servers::S3Server) -> Store {
+    let db = pg.fresh_database();
+    let bucket = s3.fresh_bucket();
+    let (records, plans) = braid_store::pg::open(&db).await.unwrap();
+    let blobs = braid_store::s3::S3Blobs::open_with(&bucket, &s3.env()).await.unwrap();
+    Store::from_parts(Arc::new(blobs), Arc::new(records), Arc::new(plans), braid_store::pg::redact(&db), Some(bucket))
+}
+
+fn tasks(run: RunId, from: u64, n: u64) -> Vec<TaskWrite> {
+    (from..from + n)
+        .map(|t| {
+            let key =
+                TaskKey { flow: "bench".parse().unwrap(), run, step: StepName::new("work").unwrap(), task: TaskId(t) };
+            let mut r = TaskRecord::new(key);
+            r.status = braid_core::TaskStatus::Succeeded;
+            TaskWrite::new(r)
+        })
+        .collect()
+}
+
+/// Records per second, batched (10,000 in batches of 4,096, as the runtime's writer does)
+/// and one write per call (1,000).
+async fn record_rows(label: &str, records: &dyn RecordStore) -> Vec<Value> {
+    let run = RunRecord::new("bench".parse().unwrap(), RunId::generate());
+    records.create_run(&run).await.unwrap();
+    let n = 20_000u64;
+    let start = Instant::now();
+    let mut from = 0;
+    while from < n {
+        let k = (n - from).min(4_096);
+        let out = records.write_tasks(tasks(run.id, from, k)).await.unwrap();
+        assert!(out.iter().all(|o| o.is_applied()));
+        from += k;
+    }
+    let batched = n as f64 / start.elapsed().as_secs_f64();
+    let one = 1_000u64;
+    let start = Instant::now();
+    for t in 0..one {
+        records.write_tasks(tasks(run.id, n + t, 1)).await.unwrap();
+    }
+    let single = one as f64 / start.elapsed().as_secs_f64();
+    vec![
+        row(format!("{label}: durable task records, batched"), Some(batched), "/s", "20,000 in write_tasks of 4,096"),
+        row(format!("{label}: durable task records, one per call"), Some(single), "/s", "1,000 write_tasks of 1"),
+    ]
+}
+
+/// The fanout foreach of `n` in this process; returns its run id and wall time.
+async fn foreach(store: &Store, n: u64) -> (RunId, Duration) {
+    let opts = RunOptions {
+        params: vec![("n".to_owned(), n.to_string())],
+        max_num_splits: Some(n),
+        env_params: false,
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let summary = braid_runtime::run(Arc::new(fanout()), store.clone(), opts).await.unwrap();
+    let el = start.elapsed();
+    assert_eq!(summary.status, RunStatus::Succeeded, "{:?}", summary.error);
+    (summary.run_id, el)
+}
+
+fn client_rows(label: &str, store_10k: Store, store_100k: Store) -> Vec<Value> {
+    let mut rows = Vec::new();
+    let start = Instant::now();
+    let step = Client::from_store(store_10k).flow("fanout").unwrap().latest_run().unwrap().step("work").unwrap();
+    let values: Vec<(u64, u64)> = step.artifact_values("out").unwrap();
+    assert_eq!(values.len(), 10_000);
+    rows.push(row(
+        format!("{label}: one artifact from each of 10,000 tasks, bulk"),
+        Some(start.elapsed().as_secs_f64()),
+        "s",
+        "step.artifact_values",
+    ));
+    let step = Client::from_store(store_100k).flow("fanout").unwrap().latest_run().unwrap().step("work").unwrap();
+    let calls = 1_000u64;
+    let mut worst = Duration::ZERO;
+    let start = Instant::now();
+    for k in 0..calls {
+        let i = (k * 7_919) % 100_000;
+        let t0 = Instant::now();
+        let task = step.task_by_index(i).unwrap();
+        worst = worst.max(t0.elapsed());
+        assert_eq!(task.index(), Some(i));
+    }
+    rows.push(row(
+        format!("{label}: task_by_index on a 100,000-branch step"),
+        Some(start.elapsed().as_secs_f64() * 1e3 / calls as f64),
+        "ms",
+        format!("mean of {calls} spread-out indices; worst {:.2} ms", worst.as_secs_f64() * 1e3),
+    ));
+    rows
+}
+
+fn main() {
+    let mut quick = false;
+    let mut json_out: Option<PathBuf> = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--json-out" => json_out = it.next().map(PathBuf::from),
+            _ => {}
+        }
+    }
+    if quick {
+        emit(
+            &[row("PostgreSQL + S3", None, "", "not measured with --quick (servers and 100,000-task runs)")],
+            json_out.as_deref(),
+        );
+        return;
+    }
+    let (Some(pg), Some(s3)) = (test_servers::postgres(), test_servers::s3()) else {
+        emit(
+            &[row("PostgreSQL + S3", None, "", "not measured: install postgresql and moto[server]")],
+            json_out.as_deref(),
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let mut rows = Vec::new();
+    let (fs_stores, pg_stores) = rt.block_on(async {
+        eprintln!("remote: task records");
+        let fs = Store::open_fs(dir.path().join("records")).unwrap();
+        rows.extend(record_rows("fs", fs.records.as_ref()).await);
+        let pg_store = pg_s3(pg, s3).await;
+        rows.extend(record_rows("PostgreSQL", pg_store.records.as_ref()).await);
+        let mut fs_stores = Vec::new();
+        let mut pg_stores = Vec::new();
+        for n in [10_000u64, 100_000] {
+            eprintln!("remote: foreach of {n}");
+            let fs = Store::open_fs(dir.path().join(format!("fs{n}"))).unwrap();
+            let (_, el) = foreach(&fs, n).await;
+            rows.push(row(format!("fs: foreach of {n} trivial tasks"), Some(el.as_secs_f64()), "s", "one process"));
+            fs_stores.push(fs);
+            let remote = pg_s3(pg, s3).await;
+            let (_, el) = foreach(&remote, n).await;
+            rows.push(row(
+                format!("PostgreSQL + S3: foreach of {n} trivial tasks"),
+                Some(el.as_secs_f64()),
+                "s",
+                format!("one process; {:.1} µs per task", el.as_secs_f64() * 1e6 / n as f64),
+            ));
+            pg_stores.push(remote);
+        }
+        (fs_stores, pg_stores)
+    });
+    eprintln!("remote: client reads");
+    let [fs10, fs100]: [Store; 2] = fs_stores.try_into().unwrap();
+    let [pg10, pg100]: [Store; 2] = pg_stores.try_into().unwrap();
+    rows.extend(client_rows("fs", fs10, fs100));
+    rows.extend(client_rows("PostgreSQL + S3", pg10, pg100));
+    drop(rt);
+    emit(&rows, json_out.as_deref());
+}
