@@ -1,7 +1,8 @@
 //! `cargo xtask <command>`: developer automation as Rust code (matklad's xtask pattern),
 //! run through the alias in `.cargo/config.toml`.
 //!
-//! - `ci`: what CI checks: formatting, clippy with warnings denied, the whole test suite.
+//! - `ci`: formatting, clippy with warnings denied, `cargo doc` with warnings denied (every
+//!   public item documented), the whole test suite, and `cargo package --workspace`.
 //! - `bench [--quick] [--json FILE] [--peer metaflow]`: builds braid's benchmarks in
 //!   release mode, runs them all and prints one table (see `bench.rs`).
 //! - `chaos [--runs N] [--n ITEMS] [--seed S]`: kills braid processes with SIGKILL at
@@ -83,9 +84,19 @@ fn ci() -> Result<(), String> {
     let mut clippy = cargo();
     clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
     run("cargo clippy", clippy)?;
+    // Every public item documented (each lib.rs has `#![warn(missing_docs)]`) and every
+    // intra-doc link resolving: rustdoc's warnings are errors here.
+    let mut doc = cargo();
+    doc.args(["doc", "--workspace", "--no-deps", "--all-features"]).env("RUSTDOCFLAGS", "-D warnings");
+    run("cargo doc", doc)?;
     let mut test = cargo();
     test.args(["test", "--workspace"]);
-    run("cargo test --workspace", test)
+    run("cargo test --workspace", test)?;
+    // Each crate builds alone from the files it would publish, against its siblings as
+    // packaged (not the workspace's paths): what a user of one crate gets.
+    let mut package = cargo();
+    package.args(["package", "--workspace", "--exclude", "xtask"]);
+    run("cargo package --workspace", package)
 }
 
 /// Every benchmark `cargo xtask bench` runs, as (package, bench target), in this order.
