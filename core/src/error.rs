@@ -116,5 +116,5 @@ pub enum Error {
     },
 }
 
-/// A result whose error is this crate's [`Error`].
+/// A result whose error is this crate's [`Error`](enum@Error).
 pub type Result<T, E = Error> = std::result::Result<T, E>;

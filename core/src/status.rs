@@ -78,7 +78,7 @@ impl TaskStatus {
 pub struct Progress {
     /// How far the task is, 0 to 100 (checked by [`Progress::new`]).
     pub percent: f32,
-    /// What it is doing, at most [`MAX_PROGRESS_MESSAGE`] bytes.
+    /// What it is doing, at most 1024 bytes ([`Progress::new`] cuts a longer one).
     pub message: String,
 }
 
