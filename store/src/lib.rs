@@ -26,6 +26,7 @@ mod memory_plans;
 pub mod pg;
 mod plan;
 mod record;
+mod rows;
 #[cfg(feature = "s3")]
 pub mod s3;
 #[cfg(feature = "test-servers")]

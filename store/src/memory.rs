@@ -114,18 +114,6 @@ fn run_of<'a>(t: &'a Tables, flow: &FlowName, id: RunId) -> Option<&'a RunRecord
     t.runs.get(&id).filter(|r| &r.flow == flow)
 }
 
-fn parse_cursor<T: std::str::FromStr>(after: &Option<String>, what: &str) -> Result<Option<T>> {
-    after
-        .as_deref()
-        .map(|s| {
-            s.parse::<T>().map_err(|_| Error::Invalid {
-                what: format!("{what} cursor {s:?}"),
-                reason: "pass back the `next` value of the previous page".into(),
-            })
-        })
-        .transpose()
-}
-
 #[async_trait]
 impl RecordStore for MemoryRecords {
     async fn put_flow(&self, flow: FlowRecord) -> Result<()> {
@@ -288,21 +276,15 @@ impl RecordStore for MemoryRecords {
 
     async fn step_summaries(&self, flow: &FlowName, run: RunId) -> Result<Vec<StepSummary>> {
         let t = self.lock();
-        let mut order: Vec<StepName> = Vec::new();
-        let mut by_step: HashMap<StepName, StepSummary> = HashMap::new();
-        for v in t.tasks.range((run, TaskId(0))..=(run, TaskId(u64::MAX))).map(|(_, v)| v) {
-            if &v.key.flow != flow {
-                continue;
-            }
-            let s = by_step.entry(v.key.step.clone()).or_insert_with(|| {
-                order.push(v.key.step.clone());
-                StepSummary { step: v.key.step.clone(), counts: BTreeMap::new(), first_started: None, last_ended: None }
-            });
-            *s.counts.entry(v.status).or_default() += 1;
-            s.first_started = min_opt(s.first_started, v.started_at);
-            s.last_ended = s.last_ended.max(v.ended_at);
-        }
-        Ok(order.into_iter().filter_map(|s| by_step.remove(&s)).collect())
+        let tasks = t.tasks.range((run, TaskId(0))..=(run, TaskId(u64::MAX))).map(|(_, v)| v);
+        Ok(summarise_steps(tasks.filter(|v| &v.key.flow == flow).map(|v| StepCount {
+            step: v.key.step.clone(),
+            status: v.status,
+            count: 1,
+            first_started: v.started_at,
+            last_ended: v.ended_at,
+            first_task: v.key.task.0,
+        })))
     }
 
     async fn list_attempts(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Vec<AttemptRecord>> {
@@ -447,12 +429,9 @@ impl RecordStore for MemoryRecords {
         let after: Option<(RunId, u64)> = after
             .as_deref()
             .map(|s| {
-                s.split_once('/').and_then(|(r, t)| Some((RunId::parse(r).ok()?, t.parse::<u64>().ok()?))).ok_or_else(
-                    || Error::Invalid {
-                        what: format!("blob reference cursor {s:?}"),
-                        reason: "pass back the `next` value of the previous page".into(),
-                    },
-                )
+                s.split_once('/')
+                    .and_then(|(r, t)| Some((RunId::parse(r).ok()?, t.parse::<u64>().ok()?)))
+                    .ok_or_else(|| bad_cursor("blob reference", s))
             })
             .transpose()?;
         let t = self.lock();
@@ -476,12 +455,5 @@ impl RecordStore for MemoryRecords {
             }
         }
         Ok(Page { items, next })
-    }
-}
-
-fn min_opt(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }

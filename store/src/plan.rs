@@ -11,7 +11,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::str::FromStr;
 
 use async_trait::async_trait;
 use braid_core::{FlowName, Label, PlanName, RunId, RunStatus, Timestamp};
@@ -115,62 +114,41 @@ pub enum PlanSelector {
     Labels(Vec<Label>),
 }
 
-/// Why a launch exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LaunchKind {
-    /// A tick of the plan's schedule, launched by a scheduler.
-    Scheduled,
-    /// A past tick, launched by `backfill`.
-    Backfill,
-    /// Launched by hand (`plans launch`, `braid plan launch`).
-    Manual,
+/// The `FromStr` error of [`LaunchKind`] and [`LaunchState`]: `Invalid`, naming the type.
+fn invalid_word(what: &'static str, input: &str, reason: String) -> Error {
+    Error::Invalid { what: format!("{what} {input:?}"), reason }
 }
 
-/// Where a launch is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LaunchState {
-    /// Claimed, its run not started yet (waiting for its turn, a worker, or a scheduler).
-    Pending,
-    /// Its run started (`run` is set) and has not ended.
-    Started,
-    /// Its run ended (`status` says how).
-    Finished,
-    /// Never launched, on purpose (`note` says why: the concurrency policy, the plan
-    /// deactivated, ...).
-    Skipped,
-}
+braid_core::string_enum!(
+    /// Why a launch exists. Stored as its word (`as_str`); more kinds may come, so a
+    /// `match` outside this crate needs a `_` arm.
+    #[non_exhaustive]
+    pub enum LaunchKind, "LaunchKind", Error = invalid_word; {
+        /// A tick of the plan's schedule, launched by a scheduler.
+        Scheduled = "scheduled",
+        /// A past tick, launched by `backfill`.
+        Backfill = "backfill",
+        /// Launched by hand (`plans launch`, `braid plan launch`).
+        Manual = "manual",
+    }
+);
 
-macro_rules! word_enum {
-    ($ty:ident { $($v:ident => $s:literal),+ $(,)? }) => {
-        impl $ty {
-            pub fn as_str(self) -> &'static str {
-                match self { $($ty::$v => $s),+ }
-            }
-        }
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-        impl FromStr for $ty {
-            type Err = Error;
-            fn from_str(s: &str) -> Result<Self> {
-                match s {
-                    $($s => Ok($ty::$v),)+
-                    _ => Err(Error::Invalid {
-                        what: format!("{} {s:?}", stringify!($ty)),
-                        reason: format!("expected one of: {}", [$($s),+].join(", ")),
-                    }),
-                }
-            }
-        }
-    };
-}
-
-word_enum!(LaunchKind { Scheduled => "scheduled", Backfill => "backfill", Manual => "manual" });
-word_enum!(LaunchState { Pending => "pending", Started => "started", Finished => "finished", Skipped => "skipped" });
+braid_core::string_enum!(
+    /// Where a launch is. Stored as its word (`as_str`); more states may come, so a
+    /// `match` outside this crate needs a `_` arm.
+    #[non_exhaustive]
+    pub enum LaunchState, "LaunchState", Error = invalid_word; {
+        /// Claimed, its run not started yet (waiting for its turn, a worker, or a scheduler).
+        Pending = "pending",
+        /// Its run started (`run` is set) and has not ended.
+        Started = "started",
+        /// Its run ended (`status` says how).
+        Finished = "finished",
+        /// Never launched, on purpose (`note` says why: the concurrency policy, the plan
+        /// deactivated, ...).
+        Skipped = "skipped",
+    }
+);
 
 /// One launch of a plan: a (plan, tick, parameter set), or a manual launch. Created by
 /// [`PlanStore::claim_launches`] (insert-if-absent on `key`), then moved along by

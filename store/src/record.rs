@@ -16,7 +16,7 @@ use braid_core::{
 use serde::{Deserialize, Serialize};
 
 use crate::blob::BlobKey;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// A flow as registered by the binary that runs it: its graph spec (the `dag` crate's
 /// JSON), so tools can show the flow without its code.
@@ -635,6 +635,77 @@ pub(crate) fn check_precondition(key: &TaskKey, stored: Option<StoredTask>, pre:
             } else {
                 None
             }
+        }
+    }
+}
+
+/// The error for a page cursor that is not one this store handed out.
+pub(crate) fn bad_cursor(what: &str, cursor: &str) -> Error {
+    Error::Invalid {
+        what: format!("{what} cursor {cursor:?}"),
+        reason: "pass back the `next` value of the previous page".into(),
+    }
+}
+
+/// Reads the `after` cursor of a list of `what` (the `next` of the previous page, a
+/// value's `Display` form); `None` for the first page.
+pub(crate) fn parse_cursor<T: std::str::FromStr>(after: &Option<String>, what: &str) -> Result<Option<T>> {
+    after.as_deref().map(|s| s.parse::<T>().map_err(|_| bad_cursor(what, s))).transpose()
+}
+
+/// How many tasks of a step have one status, and when the first of them started and the
+/// last ended: what a backend counts (per task, or per `GROUP BY step, status` row) for
+/// [`summarise_steps`].
+pub(crate) struct StepCount {
+    pub(crate) step: StepName,
+    pub(crate) status: TaskStatus,
+    pub(crate) count: u64,
+    pub(crate) first_started: Option<Timestamp>,
+    pub(crate) last_ended: Option<Timestamp>,
+    /// The lowest task id counted, which orders the steps.
+    pub(crate) first_task: u64,
+}
+
+/// [`RecordStore::step_summaries`] from counts: one summary per step, in order of each
+/// step's first task.
+pub(crate) fn summarise_steps(counts: impl IntoIterator<Item = StepCount>) -> Vec<StepSummary> {
+    let mut by_step: BTreeMap<StepName, (u64, StepSummary)> = BTreeMap::new();
+    for c in counts {
+        let e = by_step.entry(c.step.clone()).or_insert_with(|| {
+            (c.first_task, StepSummary { step: c.step, counts: BTreeMap::new(), first_started: None, last_ended: None })
+        });
+        e.0 = e.0.min(c.first_task);
+        *e.1.counts.entry(c.status).or_default() += c.count;
+        e.1.first_started = match (e.1.first_started, c.first_started) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        e.1.last_ended = e.1.last_ended.max(c.last_ended);
+    }
+    let mut out: Vec<(u64, StepSummary)> = by_step.into_values().collect();
+    out.sort_by_key(|(first, _)| *first);
+    out.into_iter().map(|(_, s)| s).collect()
+}
+
+/// [`RecordStore::update_tags`] for a backend without a one-statement tag update: read
+/// the run, change its tags, write it back on its revision, again on a conflict.
+pub(crate) async fn update_tags_by_revision<R: RecordStore + ?Sized>(
+    records: &R,
+    flow: &FlowName,
+    id: RunId,
+    add: &[Tag],
+    remove: &[Tag],
+) -> Result<RunRecord> {
+    loop {
+        let mut run =
+            records.get_run(flow, id).await?.ok_or_else(|| Error::NotFound { what: format!("run {flow}/{id}") })?;
+        for t in remove {
+            run.tags.remove(t);
+        }
+        run.tags.extend(add.iter().cloned());
+        match records.update_run(&run).await {
+            Err(e) if e.is_conflict() => continue,
+            other => return other,
         }
     }
 }
