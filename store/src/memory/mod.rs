@@ -1,5 +1,6 @@
 //! The memory backend: everything in process memory, gone when the process ends. For
-//! tests and for trying flows without touching disk.
+//! tests and for trying flows without touching disk. [`Store::memory`](crate::Store::memory)
+//! puts the three together; [`MemoryPlans`] takes the record store its launch claims go to.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -12,6 +13,10 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use crate::blob::{BlobInfo, BlobKey, BlobReader, BlobStore};
 use crate::error::{Error, Result};
 use crate::record::*;
+
+mod plans;
+
+pub use plans::MemoryPlans;
 
 /// Blobs in a concurrent map keyed by content hash.
 #[derive(Debug, Default)]
