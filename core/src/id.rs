@@ -33,6 +33,8 @@ impl RunId {
         self.0.timestamp_ms()
     }
 
+    /// Reads an id as [`Display`](fmt::Display) writes it: 26 characters of Crockford
+    /// base32. `InvalidId` says what is wrong (length, a character).
     pub fn parse(input: &str) -> Result<Self> {
         if input.len() != 26 {
             return Err(Error::InvalidId {
@@ -88,6 +90,7 @@ impl<'de> Deserialize<'de> for RunId {
 pub struct TaskId(pub u64);
 
 impl TaskId {
+    /// Reads a task id: a non-negative decimal integer. `InvalidId` otherwise.
     pub fn parse(input: &str) -> Result<Self> {
         input.parse::<u64>().map(TaskId).map_err(|_| Error::InvalidId {
             kind: "task id",
@@ -123,8 +126,10 @@ impl FromStr for TaskId {
 pub struct Attempt(pub u32);
 
 impl Attempt {
+    /// The first attempt at a task.
     pub const FIRST: Attempt = Attempt(1);
 
+    /// The attempt after this one (a retry); saturates at `u32::MAX`.
     pub fn next(self) -> Attempt {
         Attempt(self.0.saturating_add(1))
     }

@@ -96,6 +96,7 @@ macro_rules! define_name {
                 Ok(Self(Arc::from(input)))
             }
 
+            /// The name as text, as validated.
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -216,7 +217,9 @@ impl StepName {
 /// A `key=value` label on a launch plan.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Label {
+    /// What the label says something about, e.g. `team`.
     pub key: LabelPart,
+    /// What it says, e.g. `sync`.
     pub value: LabelPart,
 }
 

@@ -12,7 +12,9 @@ use crate::name::{FlowName, StepName};
 /// The run part of a pathspec: an id, or `latest` (the newest run of the flow).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RunRef {
+    /// `latest`: the newest run of the flow, resolved when the pathspec is used.
     Latest,
+    /// One run, by id.
     Id(RunId),
 }
 
@@ -36,17 +38,23 @@ impl FromStr for RunRef {
 /// needs a step.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Pathspec {
+    /// The flow; always present.
     pub flow: FlowName,
+    /// The run, if the pathspec goes that deep.
     pub run: Option<RunRef>,
+    /// The step; only with a run.
     pub step: Option<StepName>,
+    /// The task; only with a step.
     pub task: Option<TaskId>,
 }
 
 impl Pathspec {
+    /// The pathspec of a whole flow: `flow`.
     pub fn flow(flow: FlowName) -> Self {
         Pathspec { flow, run: None, step: None, task: None }
     }
 
+    /// The pathspec of one task: `flow/run/step/task`.
     pub fn task(flow: FlowName, run: RunId, step: StepName, task: TaskId) -> Self {
         Pathspec { flow, run: Some(RunRef::Id(run)), step: Some(step), task: Some(task) }
     }
@@ -61,6 +69,8 @@ impl Pathspec {
         }
     }
 
+    /// Reads `flow[/run[/step[/task]]]` (a trailing `/` is allowed, the run may be
+    /// `latest`). `InvalidPathspec` names the part that is wrong and why.
     pub fn parse(input: &str) -> Result<Self> {
         let fail =
             |part: &'static str, reason: String| Error::InvalidPathspec { input: input.to_owned(), part, reason };
@@ -89,9 +99,13 @@ impl Pathspec {
 /// How many parts a pathspec has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum PathspecDepth {
+    /// `flow`.
     Flow,
+    /// `flow/run`.
     Run,
+    /// `flow/run/step`.
     Step,
+    /// `flow/run/step/task`.
     Task,
 }
 

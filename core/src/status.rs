@@ -1,56 +1,28 @@
 //! Statuses of runs and tasks, progress values and timestamps.
 
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-macro_rules! string_enum {
-    ($(#[$meta:meta])* $ty:ident, $what:literal { $($(#[$vmeta:meta])* $variant:ident = $s:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $ty { $($(#[$vmeta])* $variant),+ }
-
-        impl $ty {
-            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($ty::$variant => $s),+ }
-            }
-        }
-
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $ty {
-            type Err = Error;
-            fn from_str(s: &str) -> Result<Self> {
-                match s {
-                    $($s => Ok($ty::$variant),)+
-                    _ => Err(Error::InvalidValue {
-                        what: $what,
-                        input: s.to_owned(),
-                        reason: format!("expected one of: {}", [$($s),+].join(", ")),
-                    }),
-                }
-            }
-        }
-    };
+/// The `FromStr` error of the statuses: `InvalidValue`.
+fn invalid(what: &'static str, input: &str, reason: String) -> Error {
+    Error::InvalidValue { what, input: input.to_owned(), reason }
 }
 
-string_enum!(
-    /// Where a run is in its life.
-    RunStatus, "run status" {
+crate::string_enum!(
+    /// Where a run is in its life. Stored as its word (`as_str`); more statuses may
+    /// come, so a `match` outside this crate needs a `_` arm.
+    #[non_exhaustive]
+    pub enum RunStatus, "run status", Error = invalid; {
         /// Created, no task started yet.
         Pending = "pending",
+        /// A process is moving it forward (see the run's lease).
         Running = "running",
+        /// Reached `end`.
         Succeeded = "succeeded",
+        /// A task failed for good; the run's `error` says which.
         Failed = "failed",
         /// Stopped by the user (Ctrl-C) or by the scheduler.
         Cancelled = "cancelled",
@@ -73,21 +45,29 @@ impl RunStatus {
     }
 }
 
-string_enum!(
-    /// Where a task (or one attempt at it) is in its life.
-    TaskStatus, "task status" {
+crate::string_enum!(
+    /// Where a task (or one attempt at it) is in its life. Stored as its word
+    /// (`as_str`); more statuses may come, so a `match` outside this crate needs a `_` arm.
+    #[non_exhaustive]
+    pub enum TaskStatus, "task status", Error = invalid; {
         /// Known to the run, not started.
         Pending = "pending",
+        /// An attempt holds its lease and runs it.
         Running = "running",
+        /// Its last attempt returned successfully (or a failure was caught).
         Succeeded = "succeeded",
+        /// Its last attempt failed and no retry is left.
         Failed = "failed",
         /// Its lease expired: it hung or its process died.
         Lost = "lost",
+        /// Stopped because the run was cancelled.
         Cancelled = "cancelled",
     }
 );
 
 impl TaskStatus {
+    /// Nothing will change this task (or attempt) any more: anything but `pending` and
+    /// `running`.
     pub fn is_terminal(self) -> bool {
         !matches!(self, TaskStatus::Pending | TaskStatus::Running)
     }
@@ -96,12 +76,14 @@ impl TaskStatus {
 /// A progress report: percent done (0 to 100) and a message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
+    /// How far the task is, 0 to 100 (checked by [`Progress::new`]).
     pub percent: f32,
+    /// What it is doing, at most 1024 bytes ([`Progress::new`] cuts a longer one).
     pub message: String,
 }
 
 /// Longest progress message kept, in bytes; longer ones are cut at a char boundary.
-pub const MAX_PROGRESS_MESSAGE: usize = 1024;
+pub(crate) const MAX_PROGRESS_MESSAGE: usize = 1024;
 
 impl Progress {
     /// Validates `percent` (finite, 0 to 100) and bounds the message.
@@ -133,26 +115,33 @@ impl Progress {
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
+    /// The current time, to the microsecond.
     pub fn now() -> Self {
         Timestamp(jiff::Timestamp::now().as_microsecond())
     }
 
+    /// The time `us` microseconds after the Unix epoch (negative: before).
     pub fn from_micros(us: i64) -> Self {
         Timestamp(us)
     }
 
+    /// Microseconds since the Unix epoch: how stores keep it.
     pub fn as_micros(self) -> i64 {
         self.0
     }
 
+    /// As a `jiff::Timestamp`, for display and calendar arithmetic; a value out of
+    /// jiff's range (never made by braid) becomes the Unix epoch.
     pub fn to_jiff(self) -> jiff::Timestamp {
         jiff::Timestamp::from_microsecond(self.0).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
     }
 
+    /// From a `jiff::Timestamp`, dropping anything finer than a microsecond.
     pub fn from_jiff(ts: jiff::Timestamp) -> Self {
         Timestamp(ts.as_microsecond())
     }
 
+    /// `d` later, saturating at the largest timestamp.
     pub fn plus(self, d: std::time::Duration) -> Self {
         Timestamp(self.0.saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)))
     }

@@ -19,9 +19,19 @@ pub enum Next {
     /// Run every listed step as a branch; close the branches with a join.
     Split(Vec<String>),
     /// Run `to` once per item of the artifact `over`; close with a join.
-    Foreach { over: String, to: String },
+    Foreach {
+        /// The artifact holding the items (a sequence the task set).
+        over: String,
+        /// The step that runs once per item.
+        to: String,
+    },
     /// Take the case named by the string value of artifact `on`, as `(case, step)` pairs.
-    Switch { on: String, cases: Vec<(String, String)> },
+    Switch {
+        /// The artifact whose string value picks the case.
+        on: String,
+        /// `(case key, step)` pairs, in declaration order.
+        cases: Vec<(String, String)>,
+    },
 }
 
 impl Next {
@@ -119,6 +129,7 @@ pub struct FlowBuilder {
 }
 
 impl FlowBuilder {
+    /// A flow named `name` with no steps yet; the name is checked by `build()`.
     pub fn new(name: &str) -> Self {
         FlowBuilder { name: name.to_owned(), params: Vec::new(), steps: Vec::new(), docs: Vec::new() }
     }

@@ -91,14 +91,12 @@ impl FlowGraph {
         }
     }
 
+    /// The validated graph as data, e.g. to export it as JSON.
     pub fn spec(&self) -> &FlowSpec {
         &self.spec
     }
 
-    pub fn into_spec(self) -> FlowSpec {
-        self.spec
-    }
-
+    /// The flow's name.
     pub fn name(&self) -> &FlowName {
         &self.spec.name
     }
@@ -108,14 +106,17 @@ impl FlowGraph {
         &self.spec.steps
     }
 
+    /// The step named `name`, if the flow has one.
     pub fn step(&self, name: &str) -> Option<&StepSpec> {
         self.index.get(name).map(|&i| &self.spec.steps[i])
     }
 
+    /// The declared parameters, in declaration order.
     pub fn params(&self) -> &[ParamSpec] {
         &self.spec.params
     }
 
+    /// The parameter named `name`, if the flow declares one.
     pub fn param(&self, name: &str) -> Option<&ParamSpec> {
         self.spec.params.iter().find(|p| p.name == name)
     }

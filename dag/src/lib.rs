@@ -6,7 +6,7 @@
 //!
 //! - the data: [`FlowSpec`] (serde JSON, [`FORMAT_VERSION`]) made of [`StepSpec`]s with a
 //!   [`StepKind`] and a [`Transition`] (end, next, split, foreach, switch), and
-//!   [`ParamSpec`]s with a [`ParamType`] that parses and type-checks values;
+//!   [`ParamSpec`]s with a [`ParamType`], whose values [`ParamCheck`] parses and type-checks;
 //! - declaring: [`FlowBuilder`] takes plain `&str` names and [`Next`] transition
 //!   descriptions, and `build()` reports every problem at once as [`ValidationErrors`];
 //!   each [`ValidationError`] names the step and says how to fix it;
@@ -32,6 +32,8 @@
 //! assert_eq!(graph.topological_order(), ["start", "attempt", "end"]);
 //! ```
 
+#![warn(missing_docs)]
+
 mod builder;
 mod error;
 mod graph;
@@ -40,9 +42,16 @@ mod render;
 mod spec;
 mod validate;
 
+// Declaring a flow.
 pub use builder::{FlowBuilder, Next};
-pub use error::Error;
-pub use graph::FlowGraph;
-pub use param::{Param, ParamCheck, ParamErrors, ParamProblem, ParamSpec, ParamType, split_param_arg};
+pub use param::Param;
+// The graph as data (the JSON spec).
+pub use param::{ParamSpec, ParamType};
 pub use spec::{FORMAT_VERSION, FlowSpec, StepKind, StepSpec, Transition};
+// The validated graph.
+pub use graph::FlowGraph;
+// Checking parameter values given to a run.
+pub use param::{ParamCheck, ParamErrors, ParamProblem, split_param_arg};
+// Errors, and the "did you mean" used in them.
+pub use error::Error;
 pub use validate::{ValidationError, ValidationErrors, suggest};

@@ -7,8 +7,6 @@ use braid_core::ParamName;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-use crate::Error;
-
 /// The type of a flow parameter. Values travel as JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -42,18 +40,8 @@ impl ParamType {
     }
 
     /// Parses command-line text such as `1000`, `true`, `3.5` or `{"a": 1}` into a JSON
-    /// value of this type. Surrounding whitespace is ignored except for strings.
-    pub fn parse_value(&self, param: &ParamName, text: &str) -> Result<Value, Error> {
-        self.parse_text(text).map_err(|detail| Error::ParamValue {
-            param: param.clone(),
-            expected: self.expected(),
-            got: shorten(format!("{text:?}")),
-            detail,
-        })
-    }
-
-    /// [`ParamType::parse_value`] without the parameter: the error is the detail (empty,
-    /// or starting with a space, e.g. ` (out of range)`).
+    /// value of this type (surrounding whitespace is ignored except for strings); the
+    /// error is the detail (empty, or starting with a space, e.g. ` (out of range)`).
     fn parse_text(&self, text: &str) -> Result<Value, String> {
         let t = text.trim();
         let int_detail = |e: std::num::ParseIntError| match e.kind() {
@@ -77,20 +65,6 @@ impl ParamType {
                 _ => Err(String::new()),
             },
             ParamType::Json => serde_json::from_str(text).map_err(|e| format!(" ({e})")),
-        }
-    }
-
-    /// Type-checks a JSON value (a default, a launch-plan input) against this type.
-    pub fn check_value(&self, param: &ParamName, value: &Value) -> Result<(), Error> {
-        if self.accepts(value) {
-            Ok(())
-        } else {
-            Err(Error::ParamValue {
-                param: param.clone(),
-                expected: self.expected(),
-                got: shorten(value.to_string()),
-                detail: String::new(),
-            })
         }
     }
 
@@ -132,12 +106,15 @@ pub(crate) fn shorten(s: String) -> String {
 /// The parameter is required when it has no default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ParamSpec {
+    /// The parameter's name, unique in the flow.
     pub name: ParamName,
+    /// The type its values must have.
     #[serde(rename = "type")]
     pub ty: ParamType,
     /// `Some(Value::Null)` is a real `null` default (for `json` parameters).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub default: Option<Value>,
+    /// What the parameter is for, for people (`--help`, the UI).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub help: Option<String>,
 }
@@ -171,6 +148,7 @@ pub struct Param {
 }
 
 impl Param {
+    /// A required parameter `name` of type `ty`, without help text.
     pub fn new(name: &str, ty: ParamType) -> Self {
         Param { name: name.to_owned(), ty, default: None, help: None }
     }
@@ -181,6 +159,7 @@ impl Param {
         self
     }
 
+    /// Sets the help text shown with the parameter.
     pub fn help(mut self, text: &str) -> Self {
         self.help = Some(text.to_owned());
         self
@@ -209,21 +188,63 @@ fn kind_of(value: &Value) -> &'static str {
 
 /// One problem with a value given for a flow's parameter. Where the value was given
 /// (`--param n=x`, `fixed.region`, ...) is kept beside it, in [`ParamErrors`] or by the
-/// caller.
+/// caller. More checks may bring more variants, so a `match` outside this crate needs a
+/// `_` arm.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum ParamProblem {
     /// Command-line text that is not `NAME=VALUE`.
-    NotNameValue { text: String, example: String },
+    NotNameValue {
+        /// The text as given.
+        text: String,
+        /// A correct `NAME=VALUE` for this flow, for the message.
+        example: String,
+    },
     /// A name the flow does not declare.
-    Unknown { name: String, declared: Vec<(ParamName, ParamType)>, suggestion: Option<String> },
+    Unknown {
+        /// The undeclared name.
+        name: String,
+        /// Every declared parameter with its type, for the message.
+        declared: Vec<(ParamName, ParamType)>,
+        /// The closest declared name, if one is close.
+        suggestion: Option<String>,
+    },
     /// Text that does not parse as the parameter's type.
-    BadText { param: ParamName, ty: ParamType, text: String, detail: String },
+    BadText {
+        /// The parameter.
+        param: ParamName,
+        /// Its type.
+        ty: ParamType,
+        /// The text as given.
+        text: String,
+        /// Extra detail such as ` (out of range)`; empty or starting with a space.
+        detail: String,
+    },
     /// A JSON value (a plan input, a typed value) of another type than the parameter's.
-    WrongType { param: ParamName, ty: ParamType, value: String, kind: &'static str },
+    WrongType {
+        /// The parameter.
+        param: ParamName,
+        /// Its type.
+        ty: ParamType,
+        /// The value as JSON, shortened when long.
+        value: String,
+        /// What the value is instead, e.g. `a string`.
+        kind: &'static str,
+    },
     /// The same parameter given a second time; `first` is where it was given first.
-    Twice { param: String, first: String },
+    Twice {
+        /// The parameter.
+        param: String,
+        /// Where it was given first, e.g. `--param n=3`.
+        first: String,
+    },
     /// A parameter without a default that nothing gave.
-    Missing { param: ParamName, ty: ParamType },
+    Missing {
+        /// The parameter.
+        param: ParamName,
+        /// Its type, for the message.
+        ty: ParamType,
+    },
 }
 
 impl fmt::Display for ParamProblem {
@@ -264,7 +285,9 @@ impl fmt::Display for ParamProblem {
 /// the value was given (`--param n=x`, `BRAID_PARAM_N`, ...; empty for a missing one).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub struct ParamErrors {
+    /// The flow whose parameters they are.
     pub flow: String,
+    /// Each problem with where the value was given (empty for a missing one).
     pub problems: Vec<(String, ParamProblem)>,
 }
 
@@ -309,6 +332,7 @@ pub struct ParamCheck<'a> {
 }
 
 impl<'a> ParamCheck<'a> {
+    /// A checker for a flow's declared parameters (e.g. [`crate::FlowGraph::params`]).
     pub fn new(declared: &'a [ParamSpec]) -> Self {
         ParamCheck { declared }
     }
@@ -388,47 +412,56 @@ mod tests {
         ParamName::new("n").unwrap()
     }
 
+    /// Parses `text` for a flow declaring one parameter `n` of type `ty`.
+    fn parse(ty: ParamType, text: &str) -> Result<Value, String> {
+        let declared = [ParamSpec { name: n(), ty, default: None, help: None }];
+        ParamCheck::new(&declared).parse("n", text).map_err(|e| e.to_string())
+    }
+
+    /// Type-checks `value` for a flow declaring one parameter `n` of type `ty`.
+    fn check(ty: ParamType, value: Value) -> Result<(), String> {
+        let declared = [ParamSpec { name: n(), ty, default: None, help: None }];
+        ParamCheck::new(&declared).check("n", &value).map(|_| ()).map_err(|e| e.to_string())
+    }
+
     #[test]
     fn parses_cli_text() {
-        let p = n();
-        assert_eq!(ParamType::UInt.parse_value(&p, "1000").unwrap(), json!(1000));
-        assert_eq!(ParamType::Int.parse_value(&p, " -5 ").unwrap(), json!(-5));
-        assert_eq!(ParamType::Float.parse_value(&p, "3.5").unwrap(), json!(3.5));
-        assert_eq!(ParamType::Bool.parse_value(&p, "TRUE").unwrap(), json!(true));
-        assert_eq!(ParamType::String.parse_value(&p, " x ").unwrap(), json!(" x "));
-        assert_eq!(ParamType::Json.parse_value(&p, r#"{"a":[1]}"#).unwrap(), json!({"a": [1]}));
+        assert_eq!(parse(ParamType::UInt, "1000").unwrap(), json!(1000));
+        assert_eq!(parse(ParamType::Int, " -5 ").unwrap(), json!(-5));
+        assert_eq!(parse(ParamType::Float, "3.5").unwrap(), json!(3.5));
+        assert_eq!(parse(ParamType::Bool, "TRUE").unwrap(), json!(true));
+        assert_eq!(parse(ParamType::String, " x ").unwrap(), json!(" x "));
+        assert_eq!(parse(ParamType::Json, r#"{"a":[1]}"#).unwrap(), json!({"a": [1]}));
     }
 
     #[test]
     fn parse_errors_name_param_type_and_text() {
-        let p = n();
-        let e = ParamType::UInt.parse_value(&p, "abc").unwrap_err().to_string();
+        let e = parse(ParamType::UInt, "abc").unwrap_err();
         assert_eq!(e, r#"parameter `n` expects an unsigned integer (u64), got "abc""#);
-        let e = ParamType::UInt.parse_value(&p, "-1").unwrap_err().to_string();
+        let e = parse(ParamType::UInt, "-1").unwrap_err();
         assert!(e.contains("must not be negative"), "{e}");
-        let e = ParamType::Int.parse_value(&p, "99999999999999999999").unwrap_err();
-        assert!(e.to_string().contains("out of range"), "{e}");
-        let e = ParamType::Float.parse_value(&p, "inf").unwrap_err().to_string();
+        let e = parse(ParamType::Int, "99999999999999999999").unwrap_err();
+        assert!(e.contains("out of range"), "{e}");
+        let e = parse(ParamType::Float, "inf").unwrap_err();
         assert!(e.contains("NaN"), "{e}");
-        let e = ParamType::Bool.parse_value(&p, "yes").unwrap_err().to_string();
+        let e = parse(ParamType::Bool, "yes").unwrap_err();
         assert!(e.contains("true or false") && e.contains("\"yes\""), "{e}");
-        let e = ParamType::Json.parse_value(&p, "{").unwrap_err().to_string();
+        let e = parse(ParamType::Json, "{").unwrap_err();
         assert!(e.contains("a JSON value") && e.contains("EOF"), "{e}");
         let long = "x".repeat(500);
-        let e = ParamType::Int.parse_value(&p, &long).unwrap_err().to_string();
+        let e = parse(ParamType::Int, &long).unwrap_err();
         assert!(e.len() < 200, "{e}");
     }
 
     #[test]
     fn checks_json_values() {
-        let p = n();
-        ParamType::Float.check_value(&p, &json!(3)).unwrap();
-        ParamType::Json.check_value(&p, &json!(null)).unwrap();
-        let e = ParamType::UInt.check_value(&p, &json!(-1)).unwrap_err().to_string();
-        assert_eq!(e, "parameter `n` expects an unsigned integer (u64), got -1");
-        assert!(ParamType::Int.check_value(&p, &json!(1.5)).is_err());
-        assert!(ParamType::String.check_value(&p, &json!(1)).is_err());
-        assert!(ParamType::Bool.check_value(&p, &json!("true")).is_err());
+        check(ParamType::Float, json!(3)).unwrap();
+        check(ParamType::Json, json!(null)).unwrap();
+        let e = check(ParamType::UInt, json!(-1)).unwrap_err();
+        assert_eq!(e, "-1 is a negative integer, the flow's parameter `n` is an unsigned integer (u64)");
+        assert!(check(ParamType::Int, json!(1.5)).is_err());
+        assert!(check(ParamType::String, json!(1)).is_err());
+        assert!(check(ParamType::Bool, json!("true")).is_err());
     }
 
     #[test]

@@ -19,15 +19,31 @@ pub enum Transition {
     /// The flow finishes; only the `end` step has it.
     End,
     /// Linear: one successor.
-    Next { to: StepName },
+    Next {
+        /// The successor.
+        to: StepName,
+    },
     /// A static split: one branch per target, all closed by one join.
-    Split { to: Vec<StepName> },
+    Split {
+        /// The first step of each branch.
+        to: Vec<StepName>,
+    },
     /// One task of `to` per item of the artifact `over`, closed by a join.
-    Foreach { over: ArtifactName, to: StepName },
+    Foreach {
+        /// The sequence artifact whose items are fanned out over.
+        over: ArtifactName,
+        /// The step run once per item.
+        to: StepName,
+    },
     /// The task sets the artifact `on` to a string; the case with that key is taken.
     /// A case that goes back to the switch step or to a step every path to it passes
     /// through forms a loop.
-    Switch { on: ArtifactName, cases: BTreeMap<String, StepName> },
+    Switch {
+        /// The artifact whose string value picks the case.
+        on: ArtifactName,
+        /// Case key to the step it goes to.
+        cases: BTreeMap<String, StepName>,
+    },
 }
 
 impl Transition {
@@ -64,6 +80,7 @@ impl Transition {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepKind {
+    /// Starts from its parent task's artifacts.
     #[default]
     Normal,
     /// Receives the branches of the innermost open split or foreach.
@@ -73,10 +90,14 @@ pub enum StepKind {
 /// One step of a flow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepSpec {
+    /// The step's name, unique in the flow.
     pub name: StepName,
+    /// Ordinary step or join.
     #[serde(default)]
     pub kind: StepKind,
+    /// Where the flow goes when the step's task finishes.
     pub next: Transition,
+    /// What the step does, for people (shown by `braid show` and the UI).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub doc: Option<String>,
 }
@@ -87,10 +108,14 @@ pub struct StepSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "SpecRepr")]
 pub struct FlowSpec {
+    /// The spec format, [`FORMAT_VERSION`] (anything else is refused on reading).
     pub format_version: u32,
+    /// The flow's name.
     pub name: FlowName,
+    /// The declared parameters, in declaration order.
     #[serde(default)]
     pub params: Vec<ParamSpec>,
+    /// The steps, in declaration order.
     pub steps: Vec<StepSpec>,
 }
 

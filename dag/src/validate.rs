@@ -18,131 +18,197 @@ use crate::builder::{Decl, Next};
 use crate::{Param, StepKind};
 
 /// One problem found in a flow declaration. Every message names the step (or parameter)
-/// and says how to fix it.
+/// and says how to fix it; tools that act on a problem decide on the variant. New checks
+/// bring new variants, so a `match` outside this crate needs a `_` arm.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ValidationError {
     /// A flow, step, artifact or parameter name breaks the naming rules.
     InvalidName {
         /// Where the name appears, e.g. ``a target of step `a` ``.
         context: String,
+        /// The name as written.
         input: String,
         /// The full naming error (quotes the input and states the rule).
         reason: String,
     },
     /// A spec with a format version this build does not understand.
     FormatVersion {
+        /// The spec's `format_version`.
         found: u32,
     },
+    /// No step is named `start`, where every run begins.
     MissingStart,
+    /// No step is named `end`, where every run finishes.
     MissingEnd,
+    /// Two or more steps share a name.
     DuplicateStep {
+        /// The shared name.
         step: String,
+        /// How many steps have it.
         count: usize,
     },
+    /// Two or more parameters share a name.
     DuplicateParam {
+        /// The shared name.
         param: String,
+        /// How many parameters have it.
         count: usize,
     },
     /// The default cannot be serialized or does not have the parameter's type.
     InvalidDefault {
+        /// The parameter.
         param: String,
+        /// What is wrong with its default.
         reason: String,
     },
+    /// A doc comment attached to a step that is not declared.
     DocForUnknownStep {
+        /// The name the doc was attached to.
         step: String,
     },
+    /// A transition names a step that is not declared.
     UnknownTarget {
+        /// The step whose transition it is.
         step: String,
+        /// The undeclared name.
         target: String,
+        /// The closest declared name, if one is close (see [`suggest`]).
         suggestion: Option<String>,
+        /// Every declared step, for the message.
         declared: Vec<String>,
     },
     /// The `end` step has a transition other than `End`.
     EndNotFinal {
+        /// The kind of transition it has, e.g. `next`.
         transition: &'static str,
     },
     /// A step other than `end` has the `End` transition.
     EndOutsideEnd {
+        /// That step.
         step: String,
     },
+    /// A split with fewer than two distinct branches.
     SplitTooFew {
+        /// The splitting step.
         step: String,
+        /// How many distinct branches it has.
         count: usize,
     },
+    /// A split lists one branch twice.
     DuplicateTarget {
+        /// The splitting step.
         step: String,
+        /// The branch listed twice.
         target: String,
     },
+    /// A switch has one case key twice.
     DuplicateCase {
+        /// The switch step.
         step: String,
+        /// The repeated case key.
         case: String,
     },
+    /// A switch without cases.
     EmptySwitch {
+        /// The switch step.
         step: String,
     },
     /// Steps on a cycle that is not a switch loop.
     Cycle {
+        /// The steps on the cycle.
         steps: Vec<String>,
     },
+    /// No path from `start` leads to a step.
     Unreachable {
+        /// That step.
         step: String,
     },
+    /// A step from which no path reaches `end`.
     NoPathToEnd {
+        /// That step.
         step: String,
     },
     /// A split or foreach whose branches reach `end` without a join.
     UnclosedFanout {
+        /// The fan-out step.
         fanout: String,
+        /// `split` or `foreach`.
         kind: &'static str,
     },
     /// A join reached from a step that has no open split or foreach.
     JoinWithoutFanout {
+        /// The join step.
         join: String,
+        /// The step it is reached from, when known.
         from: Option<String>,
     },
     /// A join receiving branches of different fan-outs: `(fan-out, via step)`.
     JoinOfDifferentFanouts {
+        /// The join step.
         join: String,
+        /// Each fan-out it receives, with the step its branch arrives from.
         fanouts: Vec<(String, String)>,
     },
     /// Different branches of one split meet at a step that is not a join.
     BranchesMeet {
+        /// Where they meet.
         step: String,
+        /// The split whose branches they are.
         fanout: String,
+        /// The two steps they arrive from.
         from: [String; 2],
     },
     /// Paths into a step disagree on the open fan-outs.
     MismatchedNesting {
+        /// The step the paths meet at.
         step: String,
+        /// The two steps the paths arrive from.
         from: [String; 2],
+        /// The fan-outs open on each path, outermost first.
         open: [Vec<String>; 2],
     },
     /// The branches of one fan-out reach different joins.
     FanoutClosedTwice {
+        /// The fan-out step.
         fanout: String,
+        /// `split` or `foreach`.
         kind: &'static str,
+        /// The joins its branches reach.
         joins: Vec<String>,
     },
     /// A join closes a split but some branches (named by their first step) never reach it.
     MissingBranches {
+        /// The join step.
         join: String,
+        /// The split it closes.
         split: String,
+        /// The first step of each branch that does not reach the join.
         missing: Vec<String>,
     },
     /// A split or foreach goes straight to a join.
     EmptyBranch {
+        /// The fan-out step.
         fanout: String,
+        /// The join it goes straight to.
         join: String,
     },
     /// A loop-back edge that jumps into or out of a split or foreach.
     LoopAcrossFanout {
+        /// The switch step that loops.
         switch: String,
+        /// The step it loops back to.
         target: String,
+        /// The fan-outs open at the switch.
         switch_open: Vec<String>,
+        /// The fan-outs open at the target.
         target_open: Vec<String>,
     },
+    /// A loop-back edge into a join, which would re-enter it without its branches.
     LoopIntoJoin {
+        /// The switch step that loops.
         switch: String,
+        /// The join it loops back to.
         target: String,
     },
 }
@@ -331,12 +397,15 @@ impl std::error::Error for ValidationError {}
 pub struct ValidationErrors(pub Vec<ValidationError>);
 
 impl ValidationErrors {
+    /// The problems, in the order they were found.
     pub fn iter(&self) -> std::slice::Iter<'_, ValidationError> {
         self.0.iter()
     }
+    /// How many problems there are.
     pub fn len(&self) -> usize {
         self.0.len()
     }
+    /// Whether there are none (a `build()` never returns an empty one).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -497,7 +497,7 @@ fn loop_into_join() {
 
 #[test]
 fn newer_spec_version_refused_by_from_spec() {
-    let mut spec = flow().step("start", Next::to("end")).step("end", Next::End).build().unwrap().into_spec();
+    let mut spec = flow().step("start", Next::to("end")).step("end", Next::End).build().unwrap().spec().clone();
     spec.format_version = 2;
     let e = FlowGraph::from_spec(spec).unwrap_err().to_string();
     assert!(e.contains("format version 2") && e.contains("upgrade braid"), "{e}");

@@ -2,7 +2,7 @@
 //! consistent); random and mutated graphs never panic and every problem names something.
 
 use braid_core::ParamName;
-use braid_dag::{FlowBuilder, FlowGraph, Next, Param, ParamType, StepKind};
+use braid_dag::{FlowBuilder, FlowGraph, Next, Param, ParamCheck, ParamSpec, ParamType, StepKind};
 use proptest::prelude::*;
 
 /// A single-entry, single-exit piece of a flow.
@@ -323,12 +323,14 @@ proptest! {
 
     #[test]
     fn parse_value_never_panics(ty in any_type(), text in prop_oneof![any::<String>(), "[-+0-9.eE]{0,24}", "\\PC{0,40}"]) {
-        let param = ParamName::new("p").expect("valid");
-        if let Ok(v) = ty.parse_value(&param, &text) {
-            prop_assert!(ty.check_value(&param, &v).is_ok(), "{ty}: {text:?} -> {v}");
-        } else {
-            let msg = ty.parse_value(&param, &text).unwrap_err().to_string();
-            prop_assert!(msg.starts_with("parameter `p` expects "), "{msg}");
+        let declared = [ParamSpec { name: ParamName::new("p").expect("valid"), ty, default: None, help: None }];
+        let check = ParamCheck::new(&declared);
+        match check.parse("p", &text) {
+            Ok(v) => prop_assert!(check.check("p", &v).is_ok(), "{ty}: {text:?} -> {v}"),
+            Err(e) => {
+                let msg = e.to_string();
+                prop_assert!(msg.starts_with("parameter `p` expects "), "{msg}");
+            }
         }
     }
 }

@@ -19,14 +19,17 @@ use braid_core::Timestamp;
 pub struct BlobKey(pub [u8; 32]);
 
 impl BlobKey {
+    /// The key of `bytes`: their blake3 hash.
     pub fn of(bytes: &[u8]) -> Self {
         BlobKey(*blake3::hash(bytes).as_bytes())
     }
 
+    /// The 64 lowercase hex digits it is shown as (and [`BlobKey::parse`] reads).
     pub fn to_hex(&self) -> String {
         blake3::Hash::from_bytes(self.0).to_hex().to_string()
     }
 
+    /// Reads 64 hex digits; `Invalid` otherwise.
     pub fn parse(s: &str) -> Result<Self> {
         blake3::Hash::from_hex(s).map(|h| BlobKey(*h.as_bytes())).map_err(|e| Error::Invalid {
             what: format!("blob key {s:?}"),
@@ -71,7 +74,9 @@ impl<'de> Deserialize<'de> for BlobKey {
 pub type BlobReader = Box<dyn AsyncRead + Send + Unpin>;
 
 /// Where blobs live. Implemented by the fs backend (files, small ones inline in the
-/// record database), the memory backend, and later object storage.
+/// record database), the memory backend, S3 ([`crate::s3`]) and a shared directory
+/// ([`crate::DirBlobs`]); an out-of-tree backend implements it and runs the
+/// `conformance` suite. Every read is verified against the key.
 #[async_trait]
 pub trait BlobStore: Send + Sync + fmt::Debug {
     /// Stores `bytes`; storing content that is already there writes nothing.
@@ -100,6 +105,7 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     /// The blob's size, or `None` if absent.
     async fn size(&self, key: &BlobKey) -> Result<Option<u64>>;
 
+    /// Whether the blob is stored (by default: whether it has a size).
     async fn exists(&self, key: &BlobKey) -> Result<bool> {
         Ok(self.size(key).await?.is_some())
     }
@@ -127,7 +133,9 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
 /// A blob as [`BlobStore::list`] shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobInfo {
+    /// The blob's key.
     pub key: BlobKey,
+    /// Its size in bytes.
     pub size: u64,
     /// When it was last stored.
     pub put_at: Timestamp,

@@ -22,15 +22,19 @@ pub use crate::conformance_plans::*;
 /// A store under test and whatever keeps it alive (a temp directory).
 #[derive(Debug)]
 pub struct Harness {
+    /// The store the checks run against.
     pub store: Store,
+    /// What must outlive the store (its temporary directory), if anything.
     pub guard: Option<tempfile::TempDir>,
 }
 
 impl Harness {
+    /// A fresh memory store.
     pub fn memory() -> Self {
         Harness { store: Store::memory(), guard: None }
     }
 
+    /// A fresh fs store in a temporary directory.
     pub fn fs() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open_fs(dir.path().join("store")).expect("open fs store");
@@ -153,6 +157,8 @@ fn applied(outcomes: &[WriteOutcome]) {
     }
 }
 
+/// Conformance check: Blobs of every size class (empty, inline, file-sized) read back as stored,
+/// and storing the same content again yields the same key.
 pub async fn blob_round_trip_and_dedupe(store: &Store) {
     for size in [0usize, 10, 300, 40 * 1024, 300 * 1024] {
         let bytes: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
@@ -175,6 +181,8 @@ pub async fn blob_round_trip_and_dedupe(store: &Store) {
     }
 }
 
+/// Conformance check: Blobs stored from a stream and read as a stream (up to a few MiB) come back
+/// byte for byte, with the right size.
 pub async fn blob_stream_round_trip(store: &Store) {
     for size in [5usize, 20 * 1024, 3 * 1024 * 1024 + 17] {
         let bytes: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
@@ -189,6 +197,7 @@ pub async fn blob_stream_round_trip(store: &Store) {
     }
 }
 
+/// Conformance check: Reading a blob that was never stored is `NotFound`, and `size` says `None`.
 pub async fn blob_missing(store: &Store) {
     let k = BlobKey::of(b"never stored");
     let e = store.blobs.get(&k).await.unwrap_err();
@@ -199,6 +208,7 @@ pub async fn blob_missing(store: &Store) {
     assert!(!store.blobs.exists(&k).await.unwrap());
 }
 
+/// Conformance check: Flows are registered, replaced and listed by name.
 pub async fn flows(store: &Store) {
     let rec = FlowRecord { name: flow(), spec: serde_json::json!({"steps": [1]}), updated_at: Timestamp::now() };
     store.records.put_flow(rec.clone()).await.unwrap();
@@ -212,6 +222,8 @@ pub async fn flows(store: &Store) {
     assert_eq!(store.records.get_flow(&FlowName::new("nope").unwrap()).await.unwrap(), None);
 }
 
+/// Conformance check: A run is created once; an update on a stale revision is a `Conflict`, on the
+/// current one it bumps the revision.
 pub async fn run_create_update_conflict(store: &Store) {
     let mut run = new_run(store).await;
     assert_eq!(run.revision, 1);
@@ -226,6 +238,8 @@ pub async fn run_create_update_conflict(store: &Store) {
     assert!(e.to_string().contains(&run.id.to_string()), "{e}");
 }
 
+/// Conformance check: Runs list newest first, page by cursor without gaps or repeats, and filter by
+/// status and tag.
 pub async fn runs_newest_first_paged_and_filtered(store: &Store) {
     let mut ids = Vec::new();
     for i in 0..25 {
@@ -272,6 +286,8 @@ pub async fn runs_newest_first_paged_and_filtered(store: &Store) {
     assert!(bad.unwrap_err().to_string().contains("cursor"));
 }
 
+/// Conformance check: A live run whose lease ran out is observed (and listed) as `lost`; renewing a
+/// lease needs its holder.
 pub async fn run_leases_say_lost_when_they_run_out(store: &Store) {
     let ms = std::time::Duration::from_millis;
     let mut live = RunRecord::new(flow(), RunId::generate());
@@ -325,6 +341,7 @@ pub async fn run_leases_say_lost_when_they_run_out(store: &Store) {
     assert!(!store.records.renew_run_lease(&flow(), RunId::generate(), &renewed).await.unwrap());
 }
 
+/// Conformance check: Tags are added and removed in one write, and runs are found by tag.
 pub async fn run_tags(store: &Store) {
     let run = new_run(store).await;
     let a = Tag::new("a").unwrap();
@@ -338,6 +355,8 @@ pub async fn run_tags(store: &Store) {
     assert!(e.is_not_found(), "{e}");
 }
 
+/// Conformance check: Task writes in a batch all apply; tasks list in id order, page by cursor, and
+/// filter by step and status.
 pub async fn tasks_written_listed_and_paged(store: &Store) {
     let run = new_run(store).await;
     let mut writes = Vec::new();
@@ -373,6 +392,8 @@ pub async fn tasks_written_listed_and_paged(store: &Store) {
     assert_eq!(store.records.get_task(&FlowName::new("x").unwrap(), run.id, TaskId(4)).await.unwrap(), None);
 }
 
+/// Conformance check: Each precondition (none, absent, revision, attempt) applies or rejects with
+/// the right `Rejection`.
 pub async fn task_preconditions(store: &Store) {
     let run = new_run(store).await;
     let mut rec = TaskRecord::new(key(run.id, "s", 1));
@@ -428,6 +449,7 @@ pub async fn task_preconditions(store: &Store) {
     assert!(out[0].is_applied() && !out[1].is_applied(), "{out:?}");
 }
 
+/// Conformance check: Of many concurrent writes on one revision exactly one applies.
 pub async fn conditional_updates_under_concurrency(store: &Store) {
     let run = new_run(store).await;
     let rec = TaskRecord::new(key(run.id, "s", 1));
@@ -468,6 +490,8 @@ pub async fn conditional_updates_under_concurrency(store: &Store) {
     assert_eq!(wins, 1, "exactly one run update per revision");
 }
 
+/// Conformance check: Of many concurrent claims of one key exactly one wins, and `claim_holder`
+/// names it.
 pub async fn claims_under_concurrency(store: &Store) {
     let store = Arc::new(store.clone());
     let mut handles = Vec::new();
@@ -492,6 +516,8 @@ pub async fn claims_under_concurrency(store: &Store) {
     assert_eq!(store.records.claim_holder("tick", "none").await.unwrap(), None);
 }
 
+/// Conformance check: A task sees its own artifacts and its ancestors', nearer ones shadowing
+/// farther ones; a step's artifacts read in foreach index order.
 pub async fn artifact_visibility_and_bulk_reads(store: &Store) {
     let run = new_run(store).await;
     let a1 = artifact(store, "a", 1).await;
@@ -549,6 +575,8 @@ pub async fn artifact_visibility_and_bulk_reads(store: &Store) {
     assert_eq!(vis.iter().find(|v| v.artifact.name == "b").unwrap().set_by, TaskId(1));
 }
 
+/// Conformance check: Step summaries count each step's tasks by status, in order of each step's
+/// first task.
 pub async fn step_summaries_count_by_status(store: &Store) {
     let run = new_run(store).await;
     let mut writes = Vec::new();
@@ -578,6 +606,7 @@ pub async fn step_summaries_count_by_status(store: &Store) {
     assert_eq!(sums[1].first_started, Some(Timestamp::from_micros(1_002)));
 }
 
+/// Conformance check: Every attempt of a task is recorded, in order, with its status and error.
 pub async fn attempts_recorded(store: &Store) {
     let run = new_run(store).await;
     let rec = TaskRecord::new(key(run.id, "s", 1));
@@ -598,6 +627,8 @@ pub async fn attempts_recorded(store: &Store) {
     assert_eq!(attempts[2].status, TaskStatus::Succeeded);
 }
 
+/// Conformance check: Log lines get increasing sequence numbers per task and read back after a
+/// sequence number, limited.
 pub async fn logs_in_order(store: &Store) {
     let run = new_run(store).await;
     applied(&store.records.write_tasks(vec![TaskWrite::new(TaskRecord::new(key(run.id, "s", 1)))]).await.unwrap());
@@ -619,6 +650,8 @@ pub async fn logs_in_order(store: &Store) {
     assert_eq!(tail.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(), ["line 6", "line 7"]);
 }
 
+/// Conformance check: Reading runs, tasks, attempts, artifacts and logs that do not exist gives
+/// `None` or nothing, not an error.
 pub async fn missing_records(store: &Store) {
     let id = RunId::generate();
     assert_eq!(store.records.get_run(&flow(), id).await.unwrap(), None);
@@ -631,6 +664,8 @@ pub async fn missing_records(store: &Store) {
     assert!(store.records.step_summaries(&flow(), id).await.unwrap().is_empty());
 }
 
+/// Conformance check: Every field of a run, task, attempt and artifact record survives a write and
+/// a read.
 pub async fn records_keep_all_fields(store: &Store) {
     let mut run = RunRecord::new(flow(), RunId::generate());
     run.params.insert("n".into(), serde_json::json!(1000));
@@ -743,6 +778,8 @@ async fn run_with_records(store: &Store, tags: &[&str]) -> (RunRecord, Vec<Artif
     (run, vec![a, b])
 }
 
+/// Conformance check: Deleting a run removes its tasks, attempts, artifacts and logs at once, only
+/// at its current revision and only while no run resumed from it remains; other runs are untouched.
 pub async fn delete_run_removes_everything_under_it_conditionally(store: &Store) {
     let (gone, _) = run_with_records(store, &["nightly"]).await;
     let (kept, kept_arts) = run_with_records(store, &["nightly"]).await;
@@ -781,6 +818,8 @@ pub async fn delete_run_removes_everything_under_it_conditionally(store: &Store)
     }
 }
 
+/// Conformance check: Blob references list every artifact's value and elements manifest, page by
+/// page, without losing any.
 pub async fn artifact_blob_refs_cover_values_and_manifests_in_pages(store: &Store) {
     let (r1, arts1) = run_with_records(store, &[]).await;
     let (r2, arts2) = run_with_records(store, &[]).await;
@@ -816,6 +855,8 @@ pub async fn artifact_blob_refs_cover_values_and_manifests_in_pages(store: &Stor
     assert!(store.records.artifact_blob_refs(Some("garbage".into()), 10).await.is_err());
 }
 
+/// Conformance check: Blobs list in key order with size and time stored, and only those stored
+/// before the cut-off are deleted.
 pub async fn blobs_listed_and_deleted_by_age(store: &Store) {
     let small = store.blobs.put(b"a small blob".to_vec()).await.unwrap();
     let big: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();

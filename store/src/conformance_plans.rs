@@ -51,6 +51,8 @@ fn launch(plan: &str, tick: i64, set: &str, holder: Option<&str>) -> LaunchRecor
     }
 }
 
+/// Conformance check: Registering a plan makes version 1, new content a new version and the same
+/// content nothing; labels follow the latest version.
 pub async fn plans_versioned_by_content(store: &Store) {
     let p = &store.plans;
     let t1 = Timestamp::from_micros(1_000);
@@ -94,6 +96,8 @@ pub async fn plans_versioned_by_content(store: &Store) {
     assert_eq!(p.list_plans(&q).await.unwrap().len(), 1);
 }
 
+/// Conformance check: Plans list by flow, label and activity, and activate or deactivate by names
+/// or labels in one write (unknown names change nothing); cursors only move forward.
 pub async fn plans_listed_and_activated_by_label(store: &Store) {
     let p = &store.plans;
     let t = Timestamp::from_micros(10);
@@ -154,6 +158,8 @@ pub async fn plans_listed_and_activated_by_label(store: &Store) {
     assert_eq!(p.get_plan(&plan_name("p2")).await.unwrap().unwrap().cursor, Some(Timestamp::from_micros(500)));
 }
 
+/// Conformance check: Of many schedulers claiming the same launches at once, each launch is won
+/// once, and its claim is recorded.
 pub async fn launches_claimed_once_under_concurrency(store: &Store) {
     let plans = store.plans.clone();
     let mut handles = Vec::new();
@@ -186,6 +192,8 @@ pub async fn launches_claimed_once_under_concurrency(store: &Store) {
     let _: Arc<dyn PlanStore> = plans;
 }
 
+/// Conformance check: Launches update only in their expected state and holder, list by query, and
+/// are adopted from dead holders and released.
 pub async fn launches_updated_conditionally_listed_and_adopted(store: &Store) {
     let p = &store.plans;
     let won = p

@@ -58,11 +58,6 @@ impl DirBlobs {
         }
         Ok(DirBlobs { files: BlobFiles { root }, location: location.to_owned() })
     }
-
-    /// The file a blob is kept in.
-    pub fn blob_path(&self, key: &BlobKey) -> PathBuf {
-        self.files.path(key)
-    }
 }
 
 fn prepare(location: &str, root: &Path) -> Result<()> {

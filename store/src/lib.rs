@@ -8,11 +8,24 @@
 //! - [`PlanStore`]: launch plans (versions, labels, activation) and the scheduler's
 //!   state: cursors, launches claimed at most once, heartbeats.
 //!
-//! A [`Store`] holds the three. Backends: [`fs`] (the embedded default: SQLite records and
-//! small blobs, larger blobs as files), [`memory`], and past one machine [`pg`]
-//! (PostgreSQL records and plans, feature `postgres`) with blobs in S3 ([`s3`], feature
-//! `s3`) or in a directory every machine mounts ([`DirBlobs`]). The `conformance`
-//! feature exposes the suite every backend must pass.
+//! A [`Store`] holds the three, opened from a location ([`Store::open`],
+//! [`Store::connect`]; [`StoreLocation`], [`BlobLocation`]). Backends, each a module
+//! or type of its own: [`fs`] (the embedded default: SQLite records and small blobs,
+//! larger blobs as files), [`memory`], and past one machine [`pg`] (PostgreSQL records
+//! and plans, feature `postgres`) with blobs in S3 ([`s3`], feature `s3`) or in a
+//! directory every machine mounts ([`DirBlobs`]).
+//!
+//! For writing and testing backends: feature `conformance` exposes the suite every
+//! backend must pass (`conformance`, `conformance_suite!`), `faults` a wrapper that
+//! injects failures (`faults`), `test-servers` throwaway PostgreSQL and S3 servers
+//! (`test_servers`).
+//!
+//! The record types are plain data with public fields; fields may be added in a minor
+//! release, so outside this crate build them with their constructors
+//! ([`RunRecord::new`], [`TaskRecord::new`], [`TaskWrite::new`]), `Default` (the
+//! queries) or struct update syntax, and match enums with a `_` arm where they say so.
+
+#![warn(missing_docs)]
 
 mod blob;
 mod dir;
@@ -21,11 +34,11 @@ mod error;
 pub mod faults;
 pub mod fs;
 pub mod memory;
-mod memory_plans;
 #[cfg(feature = "postgres")]
 pub mod pg;
 mod plan;
 mod record;
+mod rows;
 #[cfg(feature = "s3")]
 pub mod s3;
 #[cfg(feature = "test-servers")]
@@ -39,19 +52,29 @@ mod conformance_plans;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+// The store and where it lives.
+pub use error::{Error, Result};
+// (Store, StoreLocation, BlobLocation and the location constants are defined below.)
+
+// Blobs.
 pub use blob::{BlobInfo, BlobKey, BlobReader, BlobStore};
 pub use dir::DirBlobs;
-pub use error::{Error, Result};
-pub use memory_plans::MemoryPlans;
+
+// Records: the trait, what it stores, how it is queried and written.
+pub use record::{
+    ArtifactRecord, AttemptRecord, ElementsRef, FlowRecord, ForeachFrame, LogLine, RunLease, RunRecord, StepArtifact,
+    StepSummary, TaskError, TaskEvent, TaskEventKind, TaskKey, TaskRecord, VisibleArtifact,
+};
+pub use record::{BlobRef, Page, RunDeletion, RunQuery, TaskQuery};
+pub use record::{INLINE_VALUE_MAX, MAX_TASK_EVENTS, RecordStore};
+pub use record::{Precondition, Rejection, TaskWrite, WriteOutcome};
+// Lease holders: who a process is, and whether one on this machine is gone.
+pub use record::{host_name, process_exited, process_holder};
+
+// Plans: the trait, what it stores, and the scheduler's state.
 pub use plan::{
     LAUNCH_CLAIM_SCOPE, LaunchKind, LaunchQuery, LaunchRecord, LaunchState, PlanDraft, PlanQuery, PlanRecord,
     PlanSelector, PlanStore, PlanVersion, Registration, SchedulerRecord,
-};
-pub use record::{
-    ArtifactRecord, AttemptRecord, BlobRef, ElementsRef, FlowRecord, ForeachFrame, INLINE_VALUE_MAX, LogLine,
-    MAX_TASK_EVENTS, Page, Precondition, RecordStore, Rejection, RunDeletion, RunLease, RunQuery, RunRecord,
-    StepArtifact, StepSummary, TaskError, TaskEvent, TaskEventKind, TaskKey, TaskQuery, TaskRecord, TaskWrite,
-    VisibleArtifact, WriteOutcome, host_name, process_exited, process_holder,
 };
 
 /// The environment variable naming the store when no `--store` flag is given.
@@ -64,8 +87,10 @@ pub const DEFAULT_STORE: &str = ".braid";
 /// The location that opens a fresh, empty memory store.
 pub const MEMORY_LOCATION: &str = "memory:";
 
-/// Where a store lives, as a location string names it.
+/// Where a store lives, as a location string names it. New backends bring new variants,
+/// so a `match` outside this crate needs a `_` arm.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StoreLocation {
     /// `memory:`: a fresh, empty store in this process.
     Memory,
@@ -76,8 +101,10 @@ pub enum StoreLocation {
     Postgres(String),
 }
 
-/// Where a PostgreSQL store's blobs live (`--blobs`, `BRAID_BLOBS`).
+/// Where a PostgreSQL store's blobs live (`--blobs`, `BRAID_BLOBS`). New backends bring
+/// new variants, so a `match` outside this crate needs a `_` arm.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BlobLocation {
     /// `s3://bucket[/prefix]`: objects in an S3-compatible store.
     S3(String),
@@ -176,7 +203,9 @@ fn shown(location: &str) -> String {
 /// A store: blobs and records, cheap to clone and share between tasks.
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// Artifact values and other content-addressed bytes.
     pub blobs: Arc<dyn BlobStore>,
+    /// Flows, runs, tasks, artifacts' records, logs and claims.
     pub records: Arc<dyn RecordStore>,
     /// Launch plans and the scheduler's state; shares the records' database.
     pub plans: Arc<dyn PlanStore>,
@@ -190,7 +219,7 @@ impl Store {
         let records: Arc<dyn RecordStore> = Arc::new(memory::MemoryRecords::default());
         Store {
             blobs: Arc::new(memory::MemoryBlobs::default()),
-            plans: Arc::new(MemoryPlans::new(records.clone())),
+            plans: Arc::new(memory::MemoryPlans::new(records.clone())),
             records,
             location: MEMORY_LOCATION.into(),
             blobs_location: None,

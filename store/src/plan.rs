@@ -11,7 +11,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::str::FromStr;
 
 use async_trait::async_trait;
 use braid_core::{FlowName, Label, PlanName, RunId, RunStatus, Timestamp};
@@ -26,8 +25,11 @@ pub const LAUNCH_CLAIM_SCOPE: &str = "plan-launch";
 /// A plan to register: its content as JSON, and a hash of that content.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanDraft {
+    /// The plan's name, unique in the store.
     pub name: PlanName,
+    /// The flow it launches.
     pub flow: FlowName,
+    /// Labels to select it by (`team=sync`).
     pub labels: BTreeSet<Label>,
     /// The plan's content (the runtime's plan spec); what versions are made of.
     pub spec: serde_json::Value,
@@ -41,13 +43,19 @@ pub struct PlanDraft {
 /// A registered plan: its latest version and its state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanRecord {
+    /// The plan's name.
     pub name: PlanName,
+    /// The flow it launches.
     pub flow: FlowName,
     /// The latest version, from 1.
     pub version: u32,
+    /// The content hash of the latest version.
     pub hash: String,
+    /// The latest version's content; `null` when listed `without_spec`.
     pub spec: serde_json::Value,
+    /// The latest version's labels.
     pub labels: BTreeSet<Label>,
+    /// Whether its schedule fires.
     pub active: bool,
     /// When version 1 was registered.
     pub created_at: Timestamp,
@@ -63,11 +71,17 @@ pub struct PlanRecord {
 /// One version of a plan's content.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanVersion {
+    /// The plan's name.
     pub name: PlanName,
+    /// The version number, from 1.
     pub version: u32,
+    /// The content hash.
     pub hash: String,
+    /// The content.
     pub spec: serde_json::Value,
+    /// The labels of this version.
     pub labels: BTreeSet<Label>,
+    /// When this version was registered.
     pub created_at: Timestamp,
 }
 
@@ -76,14 +90,26 @@ pub struct PlanVersion {
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Registration {
     /// A new plan, version 1.
-    Created { version: u32 },
+    Created {
+        /// The version made: 1.
+        version: u32,
+    },
     /// Other content: a new version.
-    Updated { version: u32, previous: u32 },
+    Updated {
+        /// The version made.
+        version: u32,
+        /// The latest version before.
+        previous: u32,
+    },
     /// The same content as the latest version: nothing written.
-    Unchanged { version: u32 },
+    Unchanged {
+        /// The latest version, which stays.
+        version: u32,
+    },
 }
 
 impl Registration {
+    /// The plan's latest version after the registration.
     pub fn version(self) -> u32 {
         match self {
             Registration::Created { version }
@@ -100,6 +126,7 @@ pub struct PlanQuery {
     pub flows: Vec<FlowName>,
     /// Only plans carrying every one of these labels.
     pub labels: Vec<Label>,
+    /// Only active (`Some(true)`) or inactive plans.
     pub active: Option<bool>,
     /// Leave [`PlanRecord::spec`] as `null`: for callers that cache content by version
     /// (a scheduler listing thousands of plans every pass).
@@ -115,75 +142,58 @@ pub enum PlanSelector {
     Labels(Vec<Label>),
 }
 
-/// Why a launch exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LaunchKind {
-    /// A tick of the plan's schedule, launched by a scheduler.
-    Scheduled,
-    /// A past tick, launched by `backfill`.
-    Backfill,
-    /// Launched by hand (`plans launch`, `braid plan launch`).
-    Manual,
+/// The `FromStr` error of [`LaunchKind`] and [`LaunchState`]: `Invalid`, naming the type.
+fn invalid_word(what: &'static str, input: &str, reason: String) -> Error {
+    Error::Invalid { what: format!("{what} {input:?}"), reason }
 }
 
-/// Where a launch is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LaunchState {
-    /// Claimed, its run not started yet (waiting for its turn, a worker, or a scheduler).
-    Pending,
-    /// Its run started (`run` is set) and has not ended.
-    Started,
-    /// Its run ended (`status` says how).
-    Finished,
-    /// Never launched, on purpose (`note` says why: the concurrency policy, the plan
-    /// deactivated, ...).
-    Skipped,
-}
+braid_core::string_enum!(
+    /// Why a launch exists. Stored as its word (`as_str`); more kinds may come, so a
+    /// `match` outside this crate needs a `_` arm.
+    #[non_exhaustive]
+    pub enum LaunchKind, "LaunchKind", Error = invalid_word; {
+        /// A tick of the plan's schedule, launched by a scheduler.
+        Scheduled = "scheduled",
+        /// A past tick, launched by `backfill`.
+        Backfill = "backfill",
+        /// Launched by hand (`plans launch`, `braid plan launch`).
+        Manual = "manual",
+    }
+);
 
-macro_rules! word_enum {
-    ($ty:ident { $($v:ident => $s:literal),+ $(,)? }) => {
-        impl $ty {
-            pub fn as_str(self) -> &'static str {
-                match self { $($ty::$v => $s),+ }
-            }
-        }
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-        impl FromStr for $ty {
-            type Err = Error;
-            fn from_str(s: &str) -> Result<Self> {
-                match s {
-                    $($s => Ok($ty::$v),)+
-                    _ => Err(Error::Invalid {
-                        what: format!("{} {s:?}", stringify!($ty)),
-                        reason: format!("expected one of: {}", [$($s),+].join(", ")),
-                    }),
-                }
-            }
-        }
-    };
-}
-
-word_enum!(LaunchKind { Scheduled => "scheduled", Backfill => "backfill", Manual => "manual" });
-word_enum!(LaunchState { Pending => "pending", Started => "started", Finished => "finished", Skipped => "skipped" });
+braid_core::string_enum!(
+    /// Where a launch is. Stored as its word (`as_str`); more states may come, so a
+    /// `match` outside this crate needs a `_` arm.
+    #[non_exhaustive]
+    pub enum LaunchState, "LaunchState", Error = invalid_word; {
+        /// Claimed, its run not started yet (waiting for its turn, a worker, or a scheduler).
+        Pending = "pending",
+        /// Its run started (`run` is set) and has not ended.
+        Started = "started",
+        /// Its run ended (`status` says how).
+        Finished = "finished",
+        /// Never launched, on purpose (`note` says why: the concurrency policy, the plan
+        /// deactivated, ...).
+        Skipped = "skipped",
+    }
+);
 
 /// One launch of a plan: a (plan, tick, parameter set), or a manual launch. Created by
 /// [`PlanStore::claim_launches`] (insert-if-absent on `key`), then moved along by
-/// conditional updates ([`PlanStore::update_launch`]).
+/// conditional updates ([`PlanStore::update_launch`]). Fields may be added in a minor
+/// release (new ones optional); move one along with struct update syntax from the stored one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LaunchRecord {
     /// The claim key: unique per (plan, tick, parameter set) for scheduled and backfill
     /// launches, per request for manual ones.
     pub key: String,
+    /// The plan it launches.
     pub plan: PlanName,
     /// The plan version that claimed it (and that its run records).
     pub version: u32,
+    /// The flow its run is of.
     pub flow: FlowName,
+    /// Why it exists.
     pub kind: LaunchKind,
     /// The tick (the schedule's time) it is for; for a manual launch, when it was asked for.
     pub tick: Timestamp,
@@ -193,27 +203,34 @@ pub struct LaunchRecord {
     pub params: BTreeMap<String, serde_json::Value>,
     /// The run's readable name, e.g. `data_sync_hourly_site1`.
     pub name: String,
+    /// Where it is.
     pub state: LaunchState,
     /// The scheduler (or command) responsible for starting it; `None`: anyone may adopt it.
     pub holder: Option<String>,
+    /// The run it started, once it has.
     pub run: Option<RunId>,
     /// How the run ended, once it has.
     pub status: Option<RunStatus>,
     /// Why it was skipped, or what went wrong starting it.
     pub note: Option<String>,
+    /// When it was claimed.
     pub created_at: Timestamp,
+    /// When it last changed.
     pub updated_at: Timestamp,
 }
 
 /// Which launches to list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LaunchQuery {
+    /// Only launches of this plan.
     pub plan: Option<PlanName>,
+    /// Only launches of this parameter set (its `set_key`).
     pub set_key: Option<String>,
     /// Only launches in one of these states (empty: any).
     pub states: Vec<LaunchState>,
     /// Only launches of these flows (empty: any).
     pub flows: Vec<FlowName>,
+    /// Only launches held by this scheduler.
     pub holder: Option<String>,
     /// Only launches with a tick before this one (a cursor for paging newest first).
     pub before_tick: Option<Timestamp>,
@@ -226,18 +243,23 @@ pub struct LaunchQuery {
 /// A running scheduler, as its heartbeat says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SchedulerRecord {
+    /// The scheduler's id (`role@host:pid`).
     pub id: String,
     /// The flows it serves.
     pub flows: Vec<FlowName>,
     /// Host and process, for people.
     pub host: String,
+    /// Its process id.
     pub pid: u32,
+    /// When it started.
     pub started_at: Timestamp,
     /// Its last heartbeat.
     pub seen_at: Timestamp,
 }
 
-/// Plans, their versions and activation, and the scheduler's state.
+/// Plans, their versions and activation, and the scheduler's state: the plans half of a
+/// store, implemented by each backend (and by out-of-tree ones, checked by the
+/// `conformance` suite).
 #[async_trait]
 pub trait PlanStore: Send + Sync + fmt::Debug {
     /// Registers plans in one atomic write: each becomes version 1, a new version (other
@@ -245,6 +267,7 @@ pub trait PlanStore: Send + Sync + fmt::Debug {
     async fn register_plans(&self, drafts: Vec<PlanDraft>, now: Timestamp) -> Result<Vec<Registration>>;
     /// A plan's latest version and state.
     async fn get_plan(&self, name: &PlanName) -> Result<Option<PlanRecord>>;
+    /// One version of a plan, if both exist.
     async fn get_plan_version(&self, name: &PlanName, version: u32) -> Result<Option<PlanVersion>>;
     /// Every version of a plan, oldest first.
     async fn list_plan_versions(&self, name: &PlanName) -> Result<Vec<PlanVersion>>;
@@ -274,7 +297,9 @@ pub trait PlanStore: Send + Sync + fmt::Debug {
         expect_state: LaunchState,
         expect_holder: Option<&str>,
     ) -> Result<bool>;
+    /// The launch with this claim key.
     async fn get_launch(&self, key: &str) -> Result<Option<LaunchRecord>>;
+    /// Launches matching the query, newest tick first (or oldest first), at most its limit.
     async fn list_launches(&self, query: &LaunchQuery) -> Result<Vec<LaunchRecord>>;
     /// Takes over pending launches of `flows` whose holder is none or not in `live`:
     /// sets their holder to `holder` and returns them, oldest tick first, at most `limit`.
@@ -291,7 +316,9 @@ pub trait PlanStore: Send + Sync + fmt::Debug {
 
     /// Records a scheduler's heartbeat (creating or replacing its record).
     async fn heartbeat(&self, scheduler: &SchedulerRecord) -> Result<()>;
+    /// Every scheduler's last heartbeat, by id; readers judge liveness from `seen_at`.
     async fn list_schedulers(&self) -> Result<Vec<SchedulerRecord>>;
+    /// Removes a scheduler's record (it stopped cleanly); nothing if absent.
     async fn remove_scheduler(&self, id: &str) -> Result<()>;
 }
 

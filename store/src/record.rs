@@ -16,28 +16,39 @@ use braid_core::{
 use serde::{Deserialize, Serialize};
 
 use crate::blob::BlobKey;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// A flow as registered by the binary that runs it: its graph spec (the `dag` crate's
 /// JSON), so tools can show the flow without its code.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FlowRecord {
+    /// The flow's name.
     pub name: FlowName,
+    /// The flow graph as `braidflow-dag`'s JSON spec.
     pub spec: serde_json::Value,
+    /// When it was last registered.
     pub updated_at: Timestamp,
 }
 
-/// One run of a flow.
+/// One run of a flow. Fields may be added in a minor release: make one with
+/// [`RunRecord::new`] and set what applies, rather than with a struct literal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
+    /// The flow it is a run of.
     pub flow: FlowName,
+    /// The run's id, unique in the store.
     pub id: RunId,
+    /// The stored status; readers show [`RunRecord::observed_status`].
     pub status: RunStatus,
     /// Parameter values the run was started with, by parameter name.
     pub params: BTreeMap<String, serde_json::Value>,
+    /// Tags people put on it (`braid tag`).
     pub tags: BTreeSet<Tag>,
+    /// When it was created.
     pub created_at: Timestamp,
+    /// When its first task started.
     pub started_at: Option<Timestamp>,
+    /// When it reached a terminal status.
     pub ended_at: Option<Timestamp>,
     /// For a resumed run, the run it resumed.
     pub origin_run: Option<RunId>,
@@ -81,7 +92,7 @@ impl RunLease {
 
     /// Whether its holder is a process of this machine that has exited: the lease can
     /// never be renewed again, even if its deadline has not come yet.
-    pub fn holder_exited(&self) -> bool {
+    pub(crate) fn holder_exited(&self) -> bool {
         let Some((_, at)) = self.holder.split_once('@') else { return false };
         let mut parts = at.split(':');
         match (parts.next(), parts.next().and_then(|p| p.parse::<u32>().ok())) {
@@ -115,6 +126,8 @@ pub fn process_exited(pid: u32) -> bool {
 }
 
 impl RunRecord {
+    /// A `pending` run of `flow`, created now, with no parameters, tags or lease: set the
+    /// fields that apply, then `create_run`.
     pub fn new(flow: FlowName, id: RunId) -> Self {
         RunRecord {
             flow,
@@ -153,9 +166,13 @@ impl RunRecord {
 /// Where a task is: flow, run, step, task id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TaskKey {
+    /// The flow.
     pub flow: FlowName,
+    /// The run.
     pub run: RunId,
+    /// The step the task is of.
     pub step: StepName,
+    /// The task's id within the run.
     pub task: TaskId,
 }
 
@@ -174,7 +191,9 @@ pub struct ForeachFrame {
     pub task: TaskId,
     /// The artifact it fanned out over.
     pub over: ArtifactName,
+    /// This task's item in that sequence, from 0.
     pub index: u64,
+    /// How many items the sequence has.
     pub len: u64,
 }
 
@@ -183,15 +202,19 @@ pub struct ForeachFrame {
 pub struct TaskError {
     /// A short kind: `error`, `panic`, `timeout`, `lost`, `cancelled`, or the error's type.
     pub kind: String,
+    /// What went wrong, for people.
     pub message: String,
 }
 
 /// A task of a run: one execution unit of a step (one per foreach item, per loop
 /// iteration, ...). Holds status, progress and lease in one record, so a write that
-/// extends the lease can never drop progress.
+/// extends the lease can never drop progress. Fields may be added in a minor release:
+/// make one with [`TaskRecord::new`] and set what applies.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRecord {
+    /// Where the task is.
     pub key: TaskKey,
+    /// The stored status; readers show [`TaskRecord::observed_status`].
     pub status: TaskStatus,
     /// The current (or last) attempt; also the lease's fencing token.
     pub attempt: Attempt,
@@ -204,12 +227,19 @@ pub struct TaskRecord {
     pub parent: Option<TaskId>,
     /// For a join: the branch tasks, in foreach index (or declared branch) order.
     pub inputs: Vec<TaskId>,
+    /// When it was created.
     pub created_at: Timestamp,
+    /// When its current attempt started.
     pub started_at: Option<Timestamp>,
+    /// When it finished.
     pub ended_at: Option<Timestamp>,
+    /// Until when the running attempt's lease holds; past it, the attempt is lost.
     pub lease_deadline: Option<Timestamp>,
+    /// The latest progress report.
     pub progress: Option<Progress>,
+    /// When that report was made.
     pub progress_at: Option<Timestamp>,
+    /// Why the last attempt failed.
     pub error: Option<TaskError>,
     /// For a task reused by `resume`: the run and task it was cloned from.
     pub origin: Option<(RunId, TaskId)>,
@@ -217,6 +247,7 @@ pub struct TaskRecord {
     pub eta: Option<Timestamp>,
     /// The latest progress reports and warnings, oldest first, at most [`MAX_TASK_EVENTS`].
     pub events: Vec<TaskEvent>,
+    /// Bumped by every write; the precondition of [`Precondition::Revision`].
     pub revision: u64,
 }
 
@@ -226,17 +257,25 @@ pub const MAX_TASK_EVENTS: usize = 32;
 /// Something that happened to a running task: a progress report written, or a warning.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskEvent {
+    /// When it happened.
     pub at: Timestamp,
+    /// The attempt it happened in.
     pub attempt: Attempt,
+    /// What happened.
     pub kind: TaskEventKind,
+    /// The percent at that time, if known.
     pub percent: Option<f32>,
+    /// The report's message, or what the warning says.
     pub message: String,
 }
 
-/// What a [`TaskEvent`] is.
+/// What a [`TaskEvent`] is. More kinds may come, so a `match` outside this crate needs a
+/// `_` arm (or [`TaskEventKind::is_warning`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum TaskEventKind {
+    /// A progress report was written.
     Progress,
     /// The percent has not moved for the step's stall time.
     Stalled,
@@ -249,6 +288,8 @@ pub enum TaskEventKind {
 }
 
 impl TaskEventKind {
+    /// Anything but a progress report: what a UI flags, and what
+    /// [`TaskRecord::push_event`] keeps longest.
     pub fn is_warning(self) -> bool {
         !matches!(self, TaskEventKind::Progress)
     }
@@ -268,6 +309,8 @@ impl TaskRecord {
 }
 
 impl TaskRecord {
+    /// A `pending` task at `key`, attempt 1, created now, outside any foreach or loop:
+    /// set the fields that apply, then write it.
     pub fn new(key: TaskKey) -> Self {
         TaskRecord {
             key,
@@ -307,21 +350,31 @@ impl TaskRecord {
 /// One attempt at a task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRecord {
+    /// Which attempt.
     pub attempt: Attempt,
+    /// How it ended, or `running`.
     pub status: TaskStatus,
+    /// When it started.
     pub started_at: Timestamp,
+    /// When it ended.
     pub ended_at: Option<Timestamp>,
+    /// Why it failed, if it did.
     pub error: Option<TaskError>,
 }
 
 /// An artifact a task set: name → blob, with what is needed to show it without the blob.
+/// Fields may be added in a minor release (new ones are optional, `None` when absent).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArtifactRecord {
+    /// The artifact's name.
     pub name: ArtifactName,
+    /// The content hash of its envelope.
     pub key: BlobKey,
+    /// The value's Rust type name, as in the envelope.
     pub type_name: String,
     /// Size of the stored envelope in bytes.
     pub size: u64,
+    /// A bounded JSON rendering, for tools that do not know the type.
     pub preview: Preview,
     /// For a sequence that a foreach may fan out over: its elements, each in its own
     /// envelope, stored as one blob (see `braid_core::codec::encode_elements`).
@@ -339,35 +392,48 @@ pub const INLINE_VALUE_MAX: usize = 1024;
 /// Where the per-element envelopes of a sequence artifact are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ElementsRef {
+    /// The blob holding the per-element envelopes (a manifest).
     pub key: BlobKey,
+    /// How many elements.
     pub len: u64,
 }
 
 /// An artifact as a task sees it, with the task that set it (itself or an ancestor).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VisibleArtifact {
+    /// The artifact.
     pub artifact: ArtifactRecord,
+    /// The task that set it: the one asked about or one of its ancestors.
     pub set_by: TaskId,
 }
 
 /// One value of an artifact across a step: which task, its foreach index, the artifact.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepArtifact {
+    /// The task that set it.
     pub task: TaskId,
+    /// That task's innermost foreach index, if any.
     pub foreach_index: Option<u64>,
+    /// The artifact.
     pub artifact: ArtifactRecord,
 }
 
 /// A line a task logged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogLine {
+    /// The run.
     pub run: RunId,
+    /// The task that logged it.
     pub task: TaskId,
+    /// The attempt that logged it.
     pub attempt: Attempt,
     /// Order of the line within the task, assigned by the writer, starting at 1.
     pub seq: u64,
+    /// When it was logged.
     pub at: Timestamp,
+    /// `trace`, `debug`, `info`, `warn`, `error`, or `stdout`/`stderr`.
     pub level: String,
+    /// The text, without the newline.
     pub line: String,
 }
 
@@ -389,13 +455,18 @@ pub enum Precondition {
 /// task), the attempt to record, and the precondition.
 #[derive(Debug, Clone)]
 pub struct TaskWrite {
+    /// The record to store; its revision is set by the store.
     pub task: TaskRecord,
+    /// The artifacts the task set, replacing any it set before; `None` leaves them.
     pub artifacts: Option<Vec<ArtifactRecord>>,
+    /// An attempt to record (created or replaced by number).
     pub attempt: Option<AttemptRecord>,
+    /// What must hold for the write to apply.
     pub precondition: Precondition,
 }
 
 impl TaskWrite {
+    /// A write of `task` alone (no artifacts, no attempt) that always applies.
     pub fn new(task: TaskRecord) -> Self {
         TaskWrite { task, artifacts: None, attempt: None, precondition: Precondition::None }
     }
@@ -405,9 +476,15 @@ impl TaskWrite {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOutcome {
     /// Applied; the record now has this revision.
-    Applied { revision: u64 },
+    Applied {
+        /// The record's revision after the write.
+        revision: u64,
+    },
     /// Not applied; says what did not hold.
-    Rejected { reason: Rejection },
+    Rejected {
+        /// What did not hold.
+        reason: Rejection,
+    },
 }
 
 /// Why a conditional task write did not apply: what its [`Precondition`] expected and
@@ -418,23 +495,55 @@ pub enum WriteOutcome {
 pub enum Rejection {
     /// [`Precondition::Absent`]: the task exists.
     #[error("task {key} exists (revision {revision})")]
-    Exists { key: String, revision: u64 },
+    Exists {
+        /// The task, as `flow/run/step/task`.
+        key: String,
+        /// The stored record's revision.
+        revision: u64,
+    },
     /// [`Precondition::Revision`] or [`Precondition::Attempt`]: there is no such task.
     #[error("task {key} does not exist")]
-    Missing { key: String },
+    Missing {
+        /// The task, as `flow/run/step/task`.
+        key: String,
+    },
     /// [`Precondition::Revision`]: someone else wrote the task first.
     #[error("expected revision {expected} of task {key}, stored is {stored}")]
-    RevisionMismatch { key: String, expected: u64, stored: u64 },
+    RevisionMismatch {
+        /// The task, as `flow/run/step/task`.
+        key: String,
+        /// The revision the write expected.
+        expected: u64,
+        /// The revision stored.
+        stored: u64,
+    },
     /// [`Precondition::Attempt`] failed its fencing check: a newer attempt holds the
     /// task (this one was declared lost and retried).
     #[error("stale attempt {attempt} of task {key}: the task is on attempt {current}")]
-    StaleAttempt { key: String, attempt: Attempt, current: Attempt },
+    StaleAttempt {
+        /// The task, as `flow/run/step/task`.
+        key: String,
+        /// The attempt that wrote.
+        attempt: Attempt,
+        /// The attempt the task is on.
+        current: Attempt,
+    },
     /// [`Precondition::Attempt`]: the attempt already ended (e.g. it was declared lost).
     #[error("attempt {attempt} of task {key} already ended as {status}")]
-    AttemptEnded { key: String, attempt: Attempt, status: TaskStatus },
+    AttemptEnded {
+        /// The task, as `flow/run/step/task`.
+        key: String,
+        /// The attempt that wrote.
+        attempt: Attempt,
+        /// How it ended.
+        status: TaskStatus,
+    },
     /// Not sent: a later write of the same task in the same batch replaced it.
     #[error("superseded by a later write of task {key}")]
-    Superseded { key: String },
+    Superseded {
+        /// The task, as `flow/run/step/task`.
+        key: String,
+    },
 }
 
 impl Rejection {
@@ -445,6 +554,7 @@ impl Rejection {
 }
 
 impl WriteOutcome {
+    /// Whether the write applied.
     pub fn is_applied(&self) -> bool {
         matches!(self, WriteOutcome::Applied { .. })
     }
@@ -453,7 +563,9 @@ impl WriteOutcome {
 /// A page of a list: pass `next` back as `after` for the following page.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Page<T> {
+    /// The items of this page.
     pub items: Vec<T>,
+    /// The cursor of the next page; `None` on the last.
     pub next: Option<String>,
 }
 
@@ -463,6 +575,7 @@ pub struct RunQuery {
     /// Runs whose *observed* status is this (see [`RunRecord::observed_status`]): `running`
     /// leaves out runs whose lease ran out, `lost` finds them.
     pub status: Option<RunStatus>,
+    /// Only runs carrying this tag.
     pub tag: Option<Tag>,
     /// A cursor from a previous page.
     pub after: Option<String>,
@@ -473,8 +586,11 @@ pub struct RunQuery {
 /// Which tasks of a run to list; in task id order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskQuery {
+    /// Only tasks of this step.
     pub step: Option<StepName>,
+    /// Only tasks with this stored status.
     pub status: Option<TaskStatus>,
+    /// A cursor from a previous page.
     pub after: Option<String>,
     /// At most this many (0 means a backend default of 1000).
     pub limit: usize,
@@ -487,17 +603,24 @@ pub(crate) fn effective_limit(limit: usize, default: usize) -> usize {
 /// Counts of a step's tasks by status, and when the step started and ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepSummary {
+    /// The step.
     pub step: StepName,
+    /// How many of its tasks have each stored status.
     pub counts: BTreeMap<TaskStatus, u64>,
+    /// When its first task started.
     pub first_started: Option<Timestamp>,
+    /// When its last task ended.
     pub last_ended: Option<Timestamp>,
 }
 
-/// The records half of a store.
+/// The records half of a store, implemented by each backend (and by out-of-tree ones,
+/// checked by the `conformance` suite). Every write is atomic: a batch applies whole or
+/// not at all.
 #[async_trait]
 pub trait RecordStore: Send + Sync + fmt::Debug {
     /// Registers or replaces a flow's spec.
     async fn put_flow(&self, flow: FlowRecord) -> Result<()>;
+    /// A flow's registered spec, if any.
     async fn get_flow(&self, name: &FlowName) -> Result<Option<FlowRecord>>;
     /// Every flow, by name. Flows are few; runs and tasks are paged.
     async fn list_flows(&self) -> Result<Vec<FlowRecord>>;
@@ -507,6 +630,7 @@ pub trait RecordStore: Send + Sync + fmt::Debug {
     /// Replaces a run if its stored revision is `run.revision`; returns the stored
     /// record (revision bumped) or `Conflict`.
     async fn update_run(&self, run: &RunRecord) -> Result<RunRecord>;
+    /// A run of `flow`, if it exists.
     async fn get_run(&self, flow: &FlowName, id: RunId) -> Result<Option<RunRecord>>;
     /// Runs of a flow, newest first.
     async fn list_runs(&self, flow: &FlowName, query: &RunQuery) -> Result<Page<RunRecord>>;
@@ -521,7 +645,9 @@ pub trait RecordStore: Send + Sync + fmt::Debug {
     /// Applies task writes in one batch; each write's precondition is checked on its
     /// own, and the outcomes come back in order.
     async fn write_tasks(&self, writes: Vec<TaskWrite>) -> Result<Vec<WriteOutcome>>;
+    /// A task of a run, if it exists.
     async fn get_task(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Option<TaskRecord>>;
+    /// Tasks of a run matching the query, in task id order, a page at a time.
     async fn list_tasks(&self, flow: &FlowName, run: RunId, query: &TaskQuery) -> Result<Page<TaskRecord>>;
     /// Tasks of `step` whose innermost foreach index is `index`, found through an index
     /// (one task, or one per outer branch when foreach steps nest).
@@ -529,6 +655,7 @@ pub trait RecordStore: Send + Sync + fmt::Debug {
     -> Result<Vec<TaskRecord>>;
     /// Per-step counts by status, in order of each step's first task.
     async fn step_summaries(&self, flow: &FlowName, run: RunId) -> Result<Vec<StepSummary>>;
+    /// Every recorded attempt of a task, oldest first.
     async fn list_attempts(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Vec<AttemptRecord>>;
 
     /// Artifacts the task itself set.
@@ -588,16 +715,22 @@ pub trait RecordStore: Send + Sync + fmt::Debug {
 /// What [`RecordStore::delete_run`] removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunDeletion {
+    /// Task rows removed.
     pub tasks: u64,
+    /// Attempt rows removed.
     pub attempts: u64,
+    /// Artifact rows removed.
     pub artifacts: u64,
+    /// Log lines removed.
     pub log_lines: u64,
 }
 
 /// A blob an artifact row of `run` references.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct BlobRef {
+    /// The run of the artifact row.
     pub run: RunId,
+    /// The blob it references.
     pub key: BlobKey,
 }
 
@@ -635,6 +768,77 @@ pub(crate) fn check_precondition(key: &TaskKey, stored: Option<StoredTask>, pre:
             } else {
                 None
             }
+        }
+    }
+}
+
+/// The error for a page cursor that is not one this store handed out.
+pub(crate) fn bad_cursor(what: &str, cursor: &str) -> Error {
+    Error::Invalid {
+        what: format!("{what} cursor {cursor:?}"),
+        reason: "pass back the `next` value of the previous page".into(),
+    }
+}
+
+/// Reads the `after` cursor of a list of `what` (the `next` of the previous page, a
+/// value's `Display` form); `None` for the first page.
+pub(crate) fn parse_cursor<T: std::str::FromStr>(after: &Option<String>, what: &str) -> Result<Option<T>> {
+    after.as_deref().map(|s| s.parse::<T>().map_err(|_| bad_cursor(what, s))).transpose()
+}
+
+/// How many tasks of a step have one status, and when the first of them started and the
+/// last ended: what a backend counts (per task, or per `GROUP BY step, status` row) for
+/// [`summarise_steps`].
+pub(crate) struct StepCount {
+    pub(crate) step: StepName,
+    pub(crate) status: TaskStatus,
+    pub(crate) count: u64,
+    pub(crate) first_started: Option<Timestamp>,
+    pub(crate) last_ended: Option<Timestamp>,
+    /// The lowest task id counted, which orders the steps.
+    pub(crate) first_task: u64,
+}
+
+/// [`RecordStore::step_summaries`] from counts: one summary per step, in order of each
+/// step's first task.
+pub(crate) fn summarise_steps(counts: impl IntoIterator<Item = StepCount>) -> Vec<StepSummary> {
+    let mut by_step: BTreeMap<StepName, (u64, StepSummary)> = BTreeMap::new();
+    for c in counts {
+        let e = by_step.entry(c.step.clone()).or_insert_with(|| {
+            (c.first_task, StepSummary { step: c.step, counts: BTreeMap::new(), first_started: None, last_ended: None })
+        });
+        e.0 = e.0.min(c.first_task);
+        *e.1.counts.entry(c.status).or_default() += c.count;
+        e.1.first_started = match (e.1.first_started, c.first_started) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        e.1.last_ended = e.1.last_ended.max(c.last_ended);
+    }
+    let mut out: Vec<(u64, StepSummary)> = by_step.into_values().collect();
+    out.sort_by_key(|(first, _)| *first);
+    out.into_iter().map(|(_, s)| s).collect()
+}
+
+/// [`RecordStore::update_tags`] for a backend without a one-statement tag update: read
+/// the run, change its tags, write it back on its revision, again on a conflict.
+pub(crate) async fn update_tags_by_revision<R: RecordStore + ?Sized>(
+    records: &R,
+    flow: &FlowName,
+    id: RunId,
+    add: &[Tag],
+    remove: &[Tag],
+) -> Result<RunRecord> {
+    loop {
+        let mut run =
+            records.get_run(flow, id).await?.ok_or_else(|| Error::NotFound { what: format!("run {flow}/{id}") })?;
+        for t in remove {
+            run.tags.remove(t);
+        }
+        run.tags.extend(add.iter().cloned());
+        match records.update_run(&run).await {
+            Err(e) if e.is_conflict() => continue,
+            other => return other,
         }
     }
 }

@@ -28,18 +28,21 @@ use std::time::{Duration, Instant};
 /// The password of the test server's superuser `braid`.
 pub const PG_PASSWORD: &str = "braid-test-secret";
 /// The PostgreSQL superuser of the test server.
-pub const PG_USER: &str = "braid";
+pub(crate) const PG_USER: &str = "braid";
 
 /// A running throwaway PostgreSQL.
 #[derive(Debug)]
 pub struct PgServer {
+    /// The port it listens on, on 127.0.0.1.
     pub port: u16,
+    /// Its data directory, removed when the process ends.
     pub dir: PathBuf,
 }
 
 /// A running throwaway S3 server (moto).
 #[derive(Debug)]
 pub struct S3Server {
+    /// The port it listens on, on 127.0.0.1.
     pub port: u16,
 }
 

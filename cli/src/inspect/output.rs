@@ -131,6 +131,7 @@ impl Out {
                 RunStatus::Running => Some(Color::Cyan),
                 RunStatus::Cancelled => Some(Color::Yellow),
                 RunStatus::Pending => None,
+                _ => None,
             },
         )
     }
@@ -185,6 +186,7 @@ pub fn task_color(s: TaskStatus) -> Option<Color> {
         TaskStatus::Running => Some(Color::Cyan),
         TaskStatus::Cancelled => Some(Color::Yellow),
         TaskStatus::Pending => None,
+        _ => None,
     }
 }
 
@@ -195,6 +197,7 @@ pub fn run_console_color(s: RunStatus) -> Option<console::Color> {
         RunStatus::Running => Some(console::Color::Cyan),
         RunStatus::Cancelled => Some(console::Color::Yellow),
         RunStatus::Pending => None,
+        _ => None,
     }
 }
 
@@ -205,6 +208,7 @@ pub fn task_console_color(s: TaskStatus) -> Option<console::Color> {
         TaskStatus::Running => Some(console::Color::Cyan),
         TaskStatus::Cancelled => Some(console::Color::Yellow),
         TaskStatus::Pending => None,
+        _ => None,
     }
 }
 

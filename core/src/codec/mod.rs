@@ -26,20 +26,26 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 
+/// The first four bytes of every envelope: `BRAF`.
 pub const MAGIC: [u8; 4] = *b"BRAF";
+/// The newest envelope format this build writes and reads; an envelope with a higher
+/// version is refused with `UnsupportedFormat`.
 pub const FORMAT_VERSION: u8 = 1;
 const HEADER_LEN: usize = 10;
 const FLAG_ZSTD: u8 = 1;
 
 /// Payloads larger than this are zstd-compressed (when that makes them smaller).
-pub const COMPRESS_THRESHOLD: usize = 64 * 1024;
+pub(crate) const COMPRESS_THRESHOLD: usize = 64 * 1024;
 /// Longest preview kept, in bytes, before the cut marker.
 pub const PREVIEW_LIMIT: usize = 2048;
 
-/// Which serializer produced the payload.
+/// Which serializer produced the payload (byte 5 of the envelope). More may be added,
+/// so a `match` outside this crate needs a `_` arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum CodecId {
+    /// bincode 2 in serde mode with its standard configuration.
     Bincode2 = 1,
 }
 
@@ -51,6 +57,7 @@ impl CodecId {
         }
     }
 
+    /// A short name for people, e.g. `bincode2`.
     pub fn as_str(self) -> &'static str {
         match self {
             CodecId::Bincode2 => "bincode2",
@@ -58,12 +65,18 @@ impl CodecId {
     }
 }
 
-/// What the envelope says about the value inside, read without decoding it.
+/// What the envelope says about the value inside, read without decoding it (see
+/// [`inspect`]). Only [`inspect`] makes one; fields may be added.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EnvelopeHeader {
+    /// The envelope's format version, at most [`FORMAT_VERSION`].
     pub format_version: u8,
+    /// The serializer of the payload.
     pub codec: CodecId,
+    /// Whether the payload is zstd-compressed.
     pub compressed: bool,
+    /// The stored value's type, as [`type_name_of`] names it; [`decode`] checks it.
     pub type_name: String,
     /// Where the payload starts in the envelope.
     pub payload_offset: usize,
@@ -74,6 +87,7 @@ pub struct EnvelopeHeader {
 pub struct Preview {
     /// JSON text; when `truncated`, the first `PREVIEW_LIMIT` bytes followed by a marker.
     pub text: String,
+    /// Whether `text` was cut (then it is not valid JSON), or the value had no JSON form.
     pub truncated: bool,
 }
 
@@ -93,8 +107,11 @@ impl Preview {
 /// A value ready to store: the envelope bytes and what is recorded beside them.
 #[derive(Debug, Clone)]
 pub struct EncodedArtifact {
+    /// The envelope: header, type name, payload.
     pub bytes: Vec<u8>,
+    /// The value's type name, as in the envelope (recorded beside it for listings).
     pub type_name: String,
+    /// The bounded JSON rendering shown by tools that do not know the type.
     pub preview: Preview,
 }
 
@@ -250,7 +267,7 @@ fn decode_payload<T: DeserializeOwned>(bytes: &[u8], header: &EnvelopeHeader) ->
 
 /// Renders `value` as JSON, stopping once `PREVIEW_LIMIT` bytes are written so a huge
 /// value never builds a huge string.
-pub fn preview_of<T: Serialize + ?Sized>(value: &T) -> Preview {
+pub(crate) fn preview_of<T: Serialize + ?Sized>(value: &T) -> Preview {
     let mut w = BoundedWriter { buf: Vec::with_capacity(128), limit: PREVIEW_LIMIT, overflowed: false };
     let result = serde_json::to_writer(&mut w, value);
     let BoundedWriter { mut buf, overflowed, .. } = w;

@@ -17,7 +17,7 @@ use crate::record::{Page, effective_limit, page};
 use braid_core::Timestamp;
 
 /// Blobs up to this size are stored inline in the record database.
-pub const INLINE_MAX: usize = 32 * 1024;
+pub(crate) const INLINE_MAX: usize = 32 * 1024;
 const STREAM_CHUNK: usize = 1024 * 1024;
 
 /// Blobs of an fs store.

@@ -376,6 +376,21 @@ impl Db {
         &self.path
     }
 
+    /// The database's path, as errors name it.
+    pub(crate) fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// The error for a row of this database that does not decode.
+    pub(crate) fn corrupt(&self, what: String, reason: impl ToString) -> Error {
+        crate::rows::corrupt(&self.location(), what, reason)
+    }
+
+    /// [`Db::read`] of a query whose SQLite errors name `context` and the database.
+    pub(crate) fn query<T>(&self, context: &str, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        self.read(|c| f(c).map_err(|e| db_err(&self.path, context, e)))
+    }
+
     /// Runs `f` in the writer's next transaction and returns its result after commit.
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
     where

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub(crate) use blobs::BlobFiles;
-pub use blobs::{FsBlobs, INLINE_MAX};
+pub use blobs::FsBlobs;
 pub use plans::FsPlans;
 pub use records::FsRecords;
 
@@ -205,7 +205,9 @@ fn clean_temp(root: &Path, age: Duration) -> Vec<PathBuf> {
 /// A problem found by [`verify`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
+    /// The file concerned (the record database, a blob file).
     pub path: String,
+    /// What is wrong, naming the record or blob.
     pub what: String,
 }
 

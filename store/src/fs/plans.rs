@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use braid_core::{FlowName, Label, PlanName, RunId, RunStatus, Timestamp};
+use braid_core::{FlowName, Label, PlanName, Timestamp};
 use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
@@ -15,6 +15,7 @@ use super::records::FsRecords;
 use crate::error::{Error, Result};
 use crate::plan::*;
 use crate::record::effective_limit;
+use crate::rows::{LaunchRow, PlanRow, PlanVersionRow};
 
 /// Plans of an fs store; shares the record database.
 #[derive(Debug, Clone)]
@@ -27,107 +28,55 @@ impl FsPlans {
         FsPlans { db: records.db.clone() }
     }
 
-    fn corrupt(&self, what: String, reason: impl ToString) -> Error {
-        Error::Corrupt { what, path: self.db.path().display().to_string(), reason: reason.to_string() }
-    }
-
-    fn read<T>(&self, context: &str, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let path = self.db.path().to_owned();
-        self.db.read(|c| f(c).map_err(|e| db_err(&path, context, e)))
-    }
-
     fn plan_from_row(&self, row: &Row<'_>, with_spec: bool) -> rusqlite::Result<Result<PlanRecord>> {
-        let name: String = row.get("name")?;
-        let flow: String = row.get("flow")?;
-        let version: i64 = row.get("version")?;
-        let hash: String = row.get("hash")?;
-        let spec: Option<String> = if with_spec { Some(row.get("spec")?) } else { None };
-        let labels: String = row.get("labels")?;
-        let active: bool = row.get("active")?;
-        let created_at: i64 = row.get("created_at")?;
-        let updated_at: i64 = row.get("updated_at")?;
-        let active_since: Option<i64> = row.get("active_since")?;
-        let cursor: Option<i64> = row.get("cursor")?;
-        let what = || format!("plan row {name}");
-        Ok((|| {
-            Ok(PlanRecord {
-                name: PlanName::new(&name).map_err(|e| self.corrupt(what(), e))?,
-                flow: FlowName::new(&flow).map_err(|e| self.corrupt(what(), e))?,
-                version: version as u32,
-                hash,
-                spec: match spec {
-                    Some(s) => serde_json::from_str(&s).map_err(|e| self.corrupt(what(), e))?,
-                    None => serde_json::Value::Null,
-                },
-                labels: serde_json::from_str(&labels).map_err(|e| self.corrupt(what(), e))?,
-                active,
-                created_at: Timestamp::from_micros(created_at),
-                updated_at: Timestamp::from_micros(updated_at),
-                active_since: active_since.map(Timestamp::from_micros),
-                cursor: cursor.map(Timestamp::from_micros),
-            })
-        })())
+        let raw = PlanRow {
+            name: row.get("name")?,
+            flow: row.get("flow")?,
+            version: row.get("version")?,
+            hash: row.get("hash")?,
+            spec: if with_spec { Some(row.get("spec")?) } else { None },
+            labels: row.get("labels")?,
+            active: row.get("active")?,
+            created_at: row.get("created_at")?,
+            updated_at: row.get("updated_at")?,
+            active_since: row.get("active_since")?,
+            cursor: row.get("cursor")?,
+        };
+        Ok(raw.decode(&self.db.location()))
     }
 
     fn version_from_row(&self, row: &Row<'_>) -> rusqlite::Result<Result<PlanVersion>> {
-        let name: String = row.get("name")?;
-        let version: i64 = row.get("version")?;
-        let hash: String = row.get("hash")?;
-        let spec: String = row.get("spec")?;
-        let labels: String = row.get("labels")?;
-        let created_at: i64 = row.get("created_at")?;
-        let what = || format!("plan version row {name}/{version}");
-        Ok((|| {
-            Ok(PlanVersion {
-                name: PlanName::new(&name).map_err(|e| self.corrupt(what(), e))?,
-                version: version as u32,
-                hash,
-                spec: serde_json::from_str(&spec).map_err(|e| self.corrupt(what(), e))?,
-                labels: serde_json::from_str(&labels).map_err(|e| self.corrupt(what(), e))?,
-                created_at: Timestamp::from_micros(created_at),
-            })
-        })())
+        let raw = PlanVersionRow {
+            name: row.get("name")?,
+            version: row.get("version")?,
+            hash: row.get("hash")?,
+            spec: row.get("spec")?,
+            labels: row.get("labels")?,
+            created_at: row.get("created_at")?,
+        };
+        Ok(raw.decode(&self.db.location()))
     }
 
     fn launch_from_row(&self, row: &Row<'_>) -> rusqlite::Result<Result<LaunchRecord>> {
-        let key: String = row.get("key")?;
-        let plan: String = row.get("plan")?;
-        let version: i64 = row.get("version")?;
-        let flow: String = row.get("flow")?;
-        let kind: String = row.get("kind")?;
-        let tick: i64 = row.get("tick")?;
-        let set_key: String = row.get("set_key")?;
-        let params: String = row.get("params")?;
-        let name: String = row.get("name")?;
-        let state: String = row.get("state")?;
-        let holder: Option<String> = row.get("holder")?;
-        let run: Option<String> = row.get("run_id")?;
-        let status: Option<String> = row.get("status")?;
-        let note: Option<String> = row.get("note")?;
-        let created_at: i64 = row.get("created_at")?;
-        let updated_at: i64 = row.get("updated_at")?;
-        let what = || format!("launch row {key}");
-        let record = (|| {
-            Ok(LaunchRecord {
-                plan: PlanName::new(&plan).map_err(|e| self.corrupt(what(), e))?,
-                version: version as u32,
-                flow: FlowName::new(&flow).map_err(|e| self.corrupt(what(), e))?,
-                kind: kind.parse().map_err(|e| self.corrupt(what(), e))?,
-                tick: Timestamp::from_micros(tick),
-                set_key,
-                params: serde_json::from_str(&params).map_err(|e| self.corrupt(what(), e))?,
-                name,
-                state: state.parse().map_err(|e| self.corrupt(what(), e))?,
-                holder,
-                run: run.map(|r| RunId::parse(&r)).transpose().map_err(|e| self.corrupt(what(), e))?,
-                status: status.map(|s| s.parse::<RunStatus>()).transpose().map_err(|e| self.corrupt(what(), e))?,
-                note,
-                created_at: Timestamp::from_micros(created_at),
-                updated_at: Timestamp::from_micros(updated_at),
-                key: key.clone(),
-            })
-        })();
-        Ok(record)
+        let raw = LaunchRow {
+            key: row.get("key")?,
+            plan: row.get("plan")?,
+            version: row.get("version")?,
+            flow: row.get("flow")?,
+            kind: row.get("kind")?,
+            tick: row.get("tick")?,
+            set_key: row.get("set_key")?,
+            params: row.get("params")?,
+            name: row.get("name")?,
+            state: row.get("state")?,
+            holder: row.get("holder")?,
+            run: row.get("run_id")?,
+            status: row.get("status")?,
+            note: row.get("note")?,
+            created_at: row.get("created_at")?,
+            updated_at: row.get("updated_at")?,
+        };
+        Ok(raw.decode(&self.db.location()))
     }
 }
 
@@ -261,25 +210,27 @@ impl PlanStore for FsPlans {
     }
 
     async fn get_plan(&self, name: &PlanName) -> Result<Option<PlanRecord>> {
-        self.read("read plan", |c| {
-            c.prepare_cached("SELECT * FROM plans WHERE name = ?1")?
-                .query_row([name.as_str()], |r| self.plan_from_row(r, true))
-                .optional()
-        })?
-        .transpose()
+        self.db
+            .query("read plan", |c| {
+                c.prepare_cached("SELECT * FROM plans WHERE name = ?1")?
+                    .query_row([name.as_str()], |r| self.plan_from_row(r, true))
+                    .optional()
+            })?
+            .transpose()
     }
 
     async fn get_plan_version(&self, name: &PlanName, version: u32) -> Result<Option<PlanVersion>> {
-        self.read("read plan version", |c| {
-            c.prepare_cached("SELECT * FROM plan_versions WHERE name = ?1 AND version = ?2")?
-                .query_row(params![name.as_str(), version], |r| self.version_from_row(r))
-                .optional()
-        })?
-        .transpose()
+        self.db
+            .query("read plan version", |c| {
+                c.prepare_cached("SELECT * FROM plan_versions WHERE name = ?1 AND version = ?2")?
+                    .query_row(params![name.as_str(), version], |r| self.version_from_row(r))
+                    .optional()
+            })?
+            .transpose()
     }
 
     async fn list_plan_versions(&self, name: &PlanName) -> Result<Vec<PlanVersion>> {
-        let rows: Vec<Result<PlanVersion>> = self.read("list plan versions", |c| {
+        let rows: Vec<Result<PlanVersion>> = self.db.query("list plan versions", |c| {
             c.prepare_cached("SELECT * FROM plan_versions WHERE name = ?1 ORDER BY version")?
                 .query_map([name.as_str()], |r| self.version_from_row(r))?
                 .collect()
@@ -302,7 +253,7 @@ impl PlanStore for FsPlans {
             sql.push_str(if a { " AND active = 1" } else { " AND active = 0" });
         }
         sql.push_str(" ORDER BY name");
-        let rows: Vec<Result<PlanRecord>> = self.read("list plans", |c| {
+        let rows: Vec<Result<PlanRecord>> = self.db.query("list plans", |c| {
             c.prepare_cached(&sql)?
                 .query_map(params_from_iter(args.iter()), |r| self.plan_from_row(r, !query.without_spec))?
                 .collect()
@@ -364,7 +315,9 @@ impl PlanStore for FsPlans {
             })
             .await?;
         rows.into_iter()
-            .map(|(n, changed)| Ok((PlanName::new(&n).map_err(|e| self.corrupt(format!("plan row {n}"), e))?, changed)))
+            .map(|(n, changed)| {
+                Ok((PlanName::new(&n).map_err(|e| self.db.corrupt(format!("plan row {n}"), e))?, changed))
+            })
             .collect()
     }
 
@@ -447,12 +400,13 @@ impl PlanStore for FsPlans {
     }
 
     async fn get_launch(&self, key: &str) -> Result<Option<LaunchRecord>> {
-        self.read("read launch", |c| {
-            c.prepare_cached(&format!("SELECT {LAUNCH_COLUMNS} FROM launches WHERE key = ?1"))?
-                .query_row([key], |r| self.launch_from_row(r))
-                .optional()
-        })?
-        .transpose()
+        self.db
+            .query("read launch", |c| {
+                c.prepare_cached(&format!("SELECT {LAUNCH_COLUMNS} FROM launches WHERE key = ?1"))?
+                    .query_row([key], |r| self.launch_from_row(r))
+                    .optional()
+            })?
+            .transpose()
     }
 
     async fn list_launches(&self, query: &LaunchQuery) -> Result<Vec<LaunchRecord>> {
@@ -482,7 +436,7 @@ impl PlanStore for FsPlans {
         let dir = if query.oldest_first { "ASC" } else { "DESC" };
         sql.push_str(&format!(" ORDER BY tick {dir}, plan {dir}, set_key {dir}, key {dir} LIMIT {limit}"));
         let values = args;
-        let rows: Vec<Result<LaunchRecord>> = self.read("list launches", |c| {
+        let rows: Vec<Result<LaunchRecord>> = self.db.query("list launches", |c| {
             c.prepare_cached(&sql)?.query_map(params_from_iter(values.iter()), |r| self.launch_from_row(r))?.collect()
         })?;
         rows.into_iter().collect()
@@ -565,13 +519,15 @@ impl PlanStore for FsPlans {
     }
 
     async fn list_schedulers(&self) -> Result<Vec<SchedulerRecord>> {
-        let rows: Vec<(String, String)> = self.read("list schedulers", |c| {
+        let rows: Vec<(String, String)> = self.db.query("list schedulers", |c| {
             c.prepare_cached("SELECT id, info FROM schedulers ORDER BY id")?
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect()
         })?;
         rows.into_iter()
-            .map(|(id, info)| serde_json::from_str(&info).map_err(|e| self.corrupt(format!("scheduler row {id}"), e)))
+            .map(|(id, info)| {
+                serde_json::from_str(&info).map_err(|e| self.db.corrupt(format!("scheduler row {id}"), e))
+            })
             .collect()
     }
 

@@ -1,20 +1,18 @@
 //! `RecordStore` over the SQLite database.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use braid_core::codec::Preview;
-use braid_core::{
-    ArtifactName, Attempt, FlowName, Progress, RunId, RunStatus, StepName, Tag, TaskId, TaskStatus, Timestamp,
-};
+use braid_core::{ArtifactName, Attempt, FlowName, RunId, RunStatus, StepName, Tag, TaskId, TaskStatus, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use serde::{Deserialize, Serialize};
 
 use super::db::{Db, db_err};
-use crate::blob::BlobKey;
 use crate::error::{Error, Result};
 use crate::record::*;
+use crate::rows::{
+    ArtifactRow, BlobRefRow, RunRow, StepCountRow, TaskRow, blob_ref_page, parse_artifact_cursor, step_summaries,
+    task_extra_json,
+};
 
 /// Records of an fs store.
 #[derive(Debug, Clone)]
@@ -30,164 +28,65 @@ fn id_i64(t: TaskId) -> i64 {
     t.0 as i64
 }
 
-/// Columns of `tasks` that are read rarely, kept as one JSON text.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct TaskExtra {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    foreach_stack: Vec<ForeachFrame>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    inputs: Vec<TaskId>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    error: Option<TaskError>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    origin: Option<(RunId, TaskId)>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    eta: Option<Timestamp>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    events: Vec<TaskEvent>,
-}
-
 impl FsRecords {
-    fn corrupt(&self, what: String, reason: impl ToString) -> Error {
-        Error::Corrupt { what, path: self.db.path().display().to_string(), reason: reason.to_string() }
-    }
-
-    fn read<T>(&self, context: &str, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let path = self.db.path().to_owned();
-        self.db.read(|c| f(c).map_err(|e| db_err(&path, context, e)))
-    }
-
     fn run_from_row(&self, row: &Row<'_>) -> rusqlite::Result<Result<RunRecord>> {
-        let id: String = row.get("run_id")?;
-        let flow: String = row.get("flow")?;
-        let status: String = row.get("status")?;
-        let params: String = row.get("params")?;
-        let tags: String = row.get("tags")?;
-        let meta: String = row.get("meta")?;
-        let origin: Option<String> = row.get("origin_run")?;
-        let created_at: i64 = row.get("created_at")?;
-        let started_at: Option<i64> = row.get("started_at")?;
-        let ended_at: Option<i64> = row.get("ended_at")?;
-        let name: Option<String> = row.get("name")?;
-        let error: Option<String> = row.get("error")?;
-        let revision: i64 = row.get("revision")?;
-        let lease_holder: Option<String> = row.get("lease_holder")?;
-        let lease_renewed: Option<i64> = row.get("lease_renewed")?;
-        let lease_deadline: Option<i64> = row.get("lease_deadline")?;
-        let lease = match (lease_holder, lease_renewed, lease_deadline) {
-            (Some(holder), Some(renewed), Some(deadline)) => Some(RunLease {
-                holder,
-                renewed_at: Timestamp::from_micros(renewed),
-                deadline: Timestamp::from_micros(deadline),
-            }),
-            _ => None,
+        let raw = RunRow {
+            id: row.get("run_id")?,
+            flow: row.get("flow")?,
+            status: row.get("status")?,
+            params: row.get("params")?,
+            tags: row.get("tags")?,
+            meta: row.get("meta")?,
+            origin_run: row.get("origin_run")?,
+            created_at: row.get("created_at")?,
+            started_at: row.get("started_at")?,
+            ended_at: row.get("ended_at")?,
+            name: row.get("name")?,
+            error: row.get("error")?,
+            revision: row.get("revision")?,
+            lease_holder: row.get("lease_holder")?,
+            lease_renewed: row.get("lease_renewed")?,
+            lease_deadline: row.get("lease_deadline")?,
         };
-        let what = || format!("run row {id}");
-        Ok((|| {
-            Ok(RunRecord {
-                flow: FlowName::new(&flow).map_err(|e| self.corrupt(what(), e))?,
-                id: RunId::parse(&id).map_err(|e| self.corrupt(what(), e))?,
-                status: status.parse::<RunStatus>().map_err(|e| self.corrupt(what(), e))?,
-                params: serde_json::from_str(&params).map_err(|e| self.corrupt(what(), e))?,
-                tags: serde_json::from_str::<BTreeSet<Tag>>(&tags).map_err(|e| self.corrupt(what(), e))?,
-                created_at: Timestamp::from_micros(created_at),
-                started_at: ts(started_at),
-                ended_at: ts(ended_at),
-                origin_run: origin.map(|o| RunId::parse(&o)).transpose().map_err(|e| self.corrupt(what(), e))?,
-                name,
-                error,
-                meta: serde_json::from_str(&meta).map_err(|e| self.corrupt(what(), e))?,
-                lease,
-                revision: revision as u64,
-            })
-        })())
+        Ok(raw.decode(&self.db.location()))
     }
 
     fn task_from_row(&self, flow_hint: Option<&FlowName>, row: &Row<'_>) -> rusqlite::Result<Result<TaskRecord>> {
-        let run: String = row.get("run_id")?;
-        let task: i64 = row.get("task_id")?;
-        let flow: String = row.get("flow")?;
-        let step: String = row.get("step")?;
-        let status: String = row.get("status")?;
-        let attempt: i64 = row.get("attempt")?;
-        let iteration: i64 = row.get("iteration")?;
-        let parent: Option<i64> = row.get("parent")?;
-        let created_at: i64 = row.get("created_at")?;
-        let started_at: Option<i64> = row.get("started_at")?;
-        let ended_at: Option<i64> = row.get("ended_at")?;
-        let lease: Option<i64> = row.get("lease_deadline")?;
-        let pct: Option<f64> = row.get("progress_pct")?;
-        let msg: Option<String> = row.get("progress_msg")?;
-        let progress_at: Option<i64> = row.get("progress_at")?;
-        let extra: Option<String> = row.get("extra")?;
-        let revision: i64 = row.get("revision")?;
-        let what = || format!("task row {run}/{task}");
-        Ok((|| {
-            let extra: TaskExtra = match extra {
-                Some(e) => serde_json::from_str(&e).map_err(|e| self.corrupt(what(), e))?,
-                None => TaskExtra::default(),
-            };
-            let flow = match flow_hint {
-                Some(f) if f.as_str() == flow => f.clone(),
-                _ => FlowName::new(&flow).map_err(|e| self.corrupt(what(), e))?,
-            };
-            Ok(TaskRecord {
-                key: TaskKey {
-                    flow,
-                    run: RunId::parse(&run).map_err(|e| self.corrupt(what(), e))?,
-                    step: StepName::new(&step).map_err(|e| self.corrupt(what(), e))?,
-                    task: TaskId(task as u64),
-                },
-                status: status.parse::<TaskStatus>().map_err(|e| self.corrupt(what(), e))?,
-                attempt: Attempt(attempt as u32),
-                foreach_stack: extra.foreach_stack,
-                iteration: iteration as u32,
-                parent: parent.map(|p| TaskId(p as u64)),
-                inputs: extra.inputs,
-                created_at: Timestamp::from_micros(created_at),
-                started_at: ts(started_at),
-                ended_at: ts(ended_at),
-                lease_deadline: ts(lease),
-                progress: pct.map(|p| Progress { percent: p as f32, message: msg.unwrap_or_default() }),
-                progress_at: ts(progress_at),
-                error: extra.error,
-                origin: extra.origin,
-                eta: extra.eta,
-                events: extra.events,
-                revision: revision as u64,
-            })
-        })())
+        let raw = TaskRow {
+            run: row.get("run_id")?,
+            task: row.get("task_id")?,
+            flow: row.get("flow")?,
+            step: row.get("step")?,
+            status: row.get("status")?,
+            attempt: row.get("attempt")?,
+            iteration: row.get("iteration")?,
+            parent: row.get("parent")?,
+            created_at: row.get("created_at")?,
+            started_at: row.get("started_at")?,
+            ended_at: row.get("ended_at")?,
+            lease_deadline: row.get("lease_deadline")?,
+            progress_pct: row.get("progress_pct")?,
+            progress_msg: row.get("progress_msg")?,
+            progress_at: row.get("progress_at")?,
+            extra: row.get("extra")?,
+            revision: row.get("revision")?,
+        };
+        Ok(raw.decode(flow_hint, &self.db.location()))
     }
 
     fn artifact_from_row(&self, row: &Row<'_>, what: &dyn Fn() -> String) -> rusqlite::Result<Result<ArtifactRecord>> {
-        let name: String = row.get("name")?;
-        let key: Vec<u8> = row.get("blob_key")?;
-        let type_name: String = row.get("type_name")?;
-        let size: i64 = row.get("size")?;
-        let preview: String = row.get("preview")?;
-        let cut: bool = row.get("preview_cut")?;
-        let elements_key: Option<Vec<u8>> = row.get("elements_key")?;
-        let elements_len: Option<i64> = row.get("elements_len")?;
-        let inline: Option<Vec<u8>> = row.get("inline_value")?;
-        Ok((|| {
-            let elements = match (elements_key, elements_len) {
-                (Some(k), Some(len)) => Some(ElementsRef {
-                    key: BlobKey(k.try_into().map_err(|_| self.corrupt(what(), "elements key is not 32 bytes"))?),
-                    len: len as u64,
-                }),
-                _ => None,
-            };
-            let key: [u8; 32] = key.try_into().map_err(|_| self.corrupt(what(), "blob key is not 32 bytes"))?;
-            Ok(ArtifactRecord {
-                name: ArtifactName::new(&name).map_err(|e| self.corrupt(what(), e))?,
-                key: BlobKey(key),
-                type_name,
-                size: size as u64,
-                preview: Preview { text: preview, truncated: cut },
-                elements,
-                inline,
-            })
-        })())
+        let raw = ArtifactRow {
+            name: row.get("name")?,
+            blob_key: row.get("blob_key")?,
+            type_name: row.get("type_name")?,
+            size: row.get("size")?,
+            preview: row.get("preview")?,
+            preview_cut: row.get("preview_cut")?,
+            elements_key: row.get("elements_key")?,
+            elements_len: row.get("elements_len")?,
+            inline_value: row.get("inline_value")?,
+        };
+        Ok(raw.decode(what, &self.db.location()))
     }
 }
 
@@ -195,25 +94,7 @@ const TASK_COLUMNS: &str = "run_id, task_id, flow, step, status, attempt, iterat
     ended_at, lease_deadline, progress_pct, progress_msg, progress_at, extra, revision";
 
 fn put_task(conn: &Connection, t: &TaskRecord, revision: u64) -> rusqlite::Result<()> {
-    let extra = TaskExtra {
-        foreach_stack: t.foreach_stack.clone(),
-        inputs: t.inputs.clone(),
-        error: t.error.clone(),
-        origin: t.origin,
-        eta: t.eta,
-        events: t.events.clone(),
-    };
-    let extra = if extra.foreach_stack.is_empty()
-        && extra.inputs.is_empty()
-        && extra.error.is_none()
-        && extra.origin.is_none()
-        && extra.eta.is_none()
-        && extra.events.is_empty()
-    {
-        None
-    } else {
-        Some(serde_json::to_string(&extra).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?)
-    };
+    let extra = task_extra_json(t).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     let mut stmt = conn.prepare_cached(
         "INSERT OR REPLACE INTO tasks (run_id, task_id, flow, step, status, attempt, foreach_index, iteration, parent, \
          created_at, started_at, ended_at, lease_deadline, progress_pct, progress_msg, progress_at, extra, revision, \
@@ -363,18 +244,6 @@ mod erased {
     }
 }
 
-fn cursor<T: std::str::FromStr>(after: &Option<String>, what: &str) -> Result<Option<T>> {
-    after
-        .as_deref()
-        .map(|s| {
-            s.parse::<T>().map_err(|_| Error::Invalid {
-                what: format!("{what} cursor {s:?}"),
-                reason: "pass back the `next` value of the previous page".into(),
-            })
-        })
-        .transpose()
-}
-
 #[async_trait]
 impl RecordStore for FsRecords {
     async fn put_flow(&self, flow: FlowRecord) -> Result<()> {
@@ -392,7 +261,7 @@ impl RecordStore for FsRecords {
     }
 
     async fn get_flow(&self, name: &FlowName) -> Result<Option<FlowRecord>> {
-        let row: Option<(String, i64)> = self.read("read flow", |c| {
+        let row: Option<(String, i64)> = self.db.query("read flow", |c| {
             c.prepare_cached("SELECT spec, updated_at FROM flows WHERE name = ?1")?
                 .query_row([name.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
@@ -400,7 +269,7 @@ impl RecordStore for FsRecords {
         row.map(|(spec, at)| {
             Ok(FlowRecord {
                 name: name.clone(),
-                spec: serde_json::from_str(&spec).map_err(|e| self.corrupt(format!("flow row {name}"), e))?,
+                spec: serde_json::from_str(&spec).map_err(|e| self.db.corrupt(format!("flow row {name}"), e))?,
                 updated_at: Timestamp::from_micros(at),
             })
         })
@@ -408,7 +277,7 @@ impl RecordStore for FsRecords {
     }
 
     async fn list_flows(&self) -> Result<Vec<FlowRecord>> {
-        let rows: Vec<(String, String, i64)> = self.read("list flows", |c| {
+        let rows: Vec<(String, String, i64)> = self.db.query("list flows", |c| {
             c.prepare_cached("SELECT name, spec, updated_at FROM flows ORDER BY name")?
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect()
@@ -417,8 +286,8 @@ impl RecordStore for FsRecords {
             .map(|(name, spec, at)| {
                 let what = || format!("flow row {name}");
                 Ok(FlowRecord {
-                    name: FlowName::new(&name).map_err(|e| self.corrupt(what(), e))?,
-                    spec: serde_json::from_str(&spec).map_err(|e| self.corrupt(what(), e))?,
+                    name: FlowName::new(&name).map_err(|e| self.db.corrupt(what(), e))?,
+                    spec: serde_json::from_str(&spec).map_err(|e| self.db.corrupt(what(), e))?,
                     updated_at: Timestamp::from_micros(at),
                 })
             })
@@ -473,20 +342,21 @@ impl RecordStore for FsRecords {
     }
 
     async fn get_run(&self, flow: &FlowName, id: RunId) -> Result<Option<RunRecord>> {
-        self.read("read run", |c| {
-            c.prepare_cached("SELECT * FROM runs WHERE run_id = ?1 AND flow = ?2")?
-                .query_row(params![id.to_string(), flow.as_str()], |r| self.run_from_row(r))
-                .optional()
-        })?
-        .transpose()
+        self.db
+            .query("read run", |c| {
+                c.prepare_cached("SELECT * FROM runs WHERE run_id = ?1 AND flow = ?2")?
+                    .query_row(params![id.to_string(), flow.as_str()], |r| self.run_from_row(r))
+                    .optional()
+            })?
+            .transpose()
     }
 
     async fn list_runs(&self, flow: &FlowName, query: &RunQuery) -> Result<Page<RunRecord>> {
         let limit = effective_limit(query.limit, 100);
-        let after: Option<RunId> = cursor(&query.after, "run")?;
+        let after: Option<RunId> = parse_cursor(&query.after, "run")?;
         // Any id sorts below "~", so no cursor means "from the newest".
         let after = after.map_or_else(|| "~".to_owned(), |a| a.to_string());
-        let rows: Vec<Result<RunRecord>> = self.read("list runs", |c| {
+        let rows: Vec<Result<RunRecord>> = self.db.query("list runs", |c| {
             let mut sql = String::from("SELECT * FROM runs WHERE flow = ?1 AND run_id < ?2");
             // By observed status: a live record whose lease ran out is `lost`.
             let by_lease = query.status.is_some_and(|s| s.is_live() || s == RunStatus::Lost);
@@ -560,18 +430,7 @@ impl RecordStore for FsRecords {
     }
 
     async fn update_tags(&self, flow: &FlowName, id: RunId, add: &[Tag], remove: &[Tag]) -> Result<RunRecord> {
-        loop {
-            let mut run =
-                self.get_run(flow, id).await?.ok_or_else(|| Error::NotFound { what: format!("run {flow}/{id}") })?;
-            for t in remove {
-                run.tags.remove(t);
-            }
-            run.tags.extend(add.iter().cloned());
-            match self.update_run(&run).await {
-                Err(e) if e.is_conflict() => continue,
-                other => return other,
-            }
-        }
+        update_tags_by_revision(self, flow, id, add, remove).await
     }
 
     async fn write_tasks(&self, writes: Vec<TaskWrite>) -> Result<Vec<WriteOutcome>> {
@@ -589,21 +448,22 @@ impl RecordStore for FsRecords {
     }
 
     async fn get_task(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Option<TaskRecord>> {
-        self.read("read task", |c| {
-            c.prepare_cached(&format!(
-                "SELECT {TASK_COLUMNS} FROM tasks WHERE run_id = ?1 AND task_id = ?2 AND flow = ?3"
-            ))?
-            .query_row(params![run.to_string(), id_i64(task), flow.as_str()], |r| self.task_from_row(Some(flow), r))
-            .optional()
-        })?
-        .transpose()
+        self.db
+            .query("read task", |c| {
+                c.prepare_cached(&format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE run_id = ?1 AND task_id = ?2 AND flow = ?3"
+                ))?
+                .query_row(params![run.to_string(), id_i64(task), flow.as_str()], |r| self.task_from_row(Some(flow), r))
+                .optional()
+            })?
+            .transpose()
     }
 
     async fn list_tasks(&self, flow: &FlowName, run: RunId, query: &TaskQuery) -> Result<Page<TaskRecord>> {
         let limit = effective_limit(query.limit, 1000);
-        let after: Option<u64> = cursor(&query.after, "task")?;
+        let after: Option<u64> = parse_cursor(&query.after, "task")?;
         let after = after.map_or(-1, |a| a as i64);
-        let rows: Vec<Result<TaskRecord>> = self.read("list tasks", |c| {
+        let rows: Vec<Result<TaskRecord>> = self.db.query("list tasks", |c| {
             let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE run_id = ?1 AND flow = ?2 AND task_id > ?3");
             if query.step.is_some() {
                 sql.push_str(" AND step = ?4");
@@ -647,7 +507,7 @@ impl RecordStore for FsRecords {
         step: &StepName,
         index: u64,
     ) -> Result<Vec<TaskRecord>> {
-        let rows: Vec<Result<TaskRecord>> = self.read("find task by index", |c| {
+        let rows: Vec<Result<TaskRecord>> = self.db.query("find task by index", |c| {
             // Without statistics SQLite prefers the primary key and scans the whole run
             // (14 ms at 100,000 tasks), so the step index is named. No `ORDER BY`: with
             // it, SQLite marks the plan as depending on the bound values, and a cached
@@ -667,8 +527,7 @@ impl RecordStore for FsRecords {
     }
 
     async fn step_summaries(&self, flow: &FlowName, run: RunId) -> Result<Vec<StepSummary>> {
-        type Row = (String, String, i64, Option<i64>, Option<i64>, i64);
-        let rows: Vec<Row> = self.read("summarise steps", |c| {
+        let rows: Vec<StepCountRow> = self.db.query("summarise steps", |c| {
             c.prepare_cached(
                 "SELECT step, status, COUNT(*), MIN(started_at), MAX(ended_at), MIN(task_id) FROM tasks \
                  WHERE run_id = ?1 AND flow = ?2 GROUP BY step, status",
@@ -678,31 +537,12 @@ impl RecordStore for FsRecords {
             })?
             .collect()
         })?;
-        let mut by_step: BTreeMap<String, (i64, StepSummary)> = BTreeMap::new();
-        for (step, status, count, started, ended, first) in rows {
-            let what = || format!("task rows of {flow}/{run}/{step}");
-            let name = StepName::new(&step).map_err(|e| self.corrupt(what(), e))?;
-            let status: TaskStatus = status.parse().map_err(|e| self.corrupt(what(), e))?;
-            let e = by_step.entry(step).or_insert_with(|| {
-                (first, StepSummary { step: name, counts: BTreeMap::new(), first_started: None, last_ended: None })
-            });
-            e.0 = e.0.min(first);
-            e.1.counts.insert(status, count as u64);
-            let started = ts(started);
-            e.1.first_started = match (e.1.first_started, started) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            e.1.last_ended = e.1.last_ended.max(ts(ended));
-        }
-        let mut out: Vec<(i64, StepSummary)> = by_step.into_values().collect();
-        out.sort_by_key(|(first, _)| *first);
-        Ok(out.into_iter().map(|(_, s)| s).collect())
+        step_summaries(rows, flow, run, &self.db.location())
     }
 
     async fn list_attempts(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Vec<AttemptRecord>> {
         type Row = (i64, String, i64, Option<i64>, Option<String>);
-        let rows: Vec<Row> = self.read("list attempts", |c| {
+        let rows: Vec<Row> = self.db.query("list attempts", |c| {
             c.prepare_cached(
                 "SELECT a.attempt, a.status, a.started_at, a.ended_at, a.error FROM attempts a \
                  JOIN tasks t ON t.run_id = a.run_id AND t.task_id = a.task_id \
@@ -718,10 +558,13 @@ impl RecordStore for FsRecords {
                 let what = || format!("attempt row {run}/{task}/{attempt}");
                 Ok(AttemptRecord {
                     attempt: Attempt(attempt as u32),
-                    status: status.parse().map_err(|e| self.corrupt(what(), e))?,
+                    status: status.parse().map_err(|e| self.db.corrupt(what(), e))?,
                     started_at: Timestamp::from_micros(started),
                     ended_at: ts(ended),
-                    error: error.map(|e| serde_json::from_str(&e)).transpose().map_err(|e| self.corrupt(what(), e))?,
+                    error: error
+                        .map(|e| serde_json::from_str(&e))
+                        .transpose()
+                        .map_err(|e| self.db.corrupt(what(), e))?,
                 })
             })
             .collect()
@@ -729,7 +572,7 @@ impl RecordStore for FsRecords {
 
     async fn task_artifacts(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Vec<ArtifactRecord>> {
         let what = || format!("artifact rows of {flow}/{run}/{task}");
-        let rows: Vec<Result<ArtifactRecord>> = self.read("list artifacts", |c| {
+        let rows: Vec<Result<ArtifactRecord>> = self.db.query("list artifacts", |c| {
             c.prepare_cached(
                 "SELECT a.* FROM artifacts a JOIN tasks t ON t.run_id = a.run_id AND t.task_id = a.task_id \
                  WHERE a.run_id = ?1 AND a.task_id = ?2 AND t.flow = ?3 ORDER BY a.name",
@@ -748,7 +591,7 @@ impl RecordStore for FsRecords {
         // (11.7 ms per call at 100,000 tasks). The chain carries run_id so `?1` is used
         // once: a parameter used in several places makes SQLite mark the plan as depending
         // on its value, and a cached statement is then prepared again on every call.
-        let rows: Vec<(i64, i64, Result<ArtifactRecord>)> = self.read("resolve artifacts", |c| {
+        let rows: Vec<(i64, i64, Result<ArtifactRecord>)> = self.db.query("resolve artifacts", |c| {
             c.prepare_cached(
                 "WITH RECURSIVE chain(run_id, task_id, depth) AS ( \
                      SELECT run_id, task_id, 0 FROM tasks WHERE run_id = ?1 AND task_id = ?2 AND flow = ?3 \
@@ -785,17 +628,18 @@ impl RecordStore for FsRecords {
         name: &ArtifactName,
     ) -> Result<Vec<StepArtifact>> {
         let what = || format!("artifact {name} of {flow}/{run}/{step}");
-        let rows: Vec<(i64, Option<i64>, Result<ArtifactRecord>)> = self.read("read artifact across step", |c| {
-            c.prepare_cached(
-                "SELECT t.task_id AS tid, t.foreach_index AS fi, a.* FROM tasks t \
+        let rows: Vec<(i64, Option<i64>, Result<ArtifactRecord>)> =
+            self.db.query("read artifact across step", |c| {
+                c.prepare_cached(
+                    "SELECT t.task_id AS tid, t.foreach_index AS fi, a.* FROM tasks t \
                  JOIN artifacts a ON a.run_id = t.run_id AND a.task_id = t.task_id AND a.name = ?3 \
                  WHERE t.run_id = ?1 AND t.step = ?2 AND t.flow = ?4 ORDER BY t.foreach_index, t.task_id",
-            )?
-            .query_map(params![run.to_string(), step.as_str(), name.as_str(), flow.as_str()], |r| {
-                Ok((r.get("tid")?, r.get("fi")?, self.artifact_from_row(r, &what)?))
-            })?
-            .collect()
-        })?;
+                )?
+                .query_map(params![run.to_string(), step.as_str(), name.as_str(), flow.as_str()], |r| {
+                    Ok((r.get("tid")?, r.get("fi")?, self.artifact_from_row(r, &what)?))
+                })?
+                .collect()
+            })?;
         rows.into_iter()
             .map(|(task, fi, art)| {
                 Ok(StepArtifact { task: TaskId(task as u64), foreach_index: fi.map(|i| i as u64), artifact: art? })
@@ -853,7 +697,7 @@ impl RecordStore for FsRecords {
     ) -> Result<Vec<LogLine>> {
         let limit = if limit == 0 { i64::MAX } else { limit as i64 };
         type Row = (i64, i64, i64, String, String);
-        let rows: Vec<Row> = self.read("read logs", |c| {
+        let rows: Vec<Row> = self.db.query("read logs", |c| {
             c.prepare_cached(
                 "SELECT l.seq, l.attempt, l.at, l.level, l.line FROM logs l \
                  JOIN tasks t ON t.run_id = l.run_id AND t.task_id = l.task_id \
@@ -894,7 +738,7 @@ impl RecordStore for FsRecords {
     }
 
     async fn claim_holder(&self, scope: &str, key: &str) -> Result<Option<String>> {
-        self.read("read claim", |c| {
+        self.db.query("read claim", |c| {
             c.prepare_cached("SELECT holder FROM claims WHERE scope = ?1 AND key = ?2")?
                 .query_row(params![scope, key], |r| r.get(0))
                 .optional()
@@ -955,22 +799,8 @@ impl RecordStore for FsRecords {
 
     async fn artifact_blob_refs(&self, after: Option<String>, limit: usize) -> Result<Page<BlobRef>> {
         let limit = effective_limit(limit, 10_000);
-        let bad = |s: &str| Error::Invalid {
-            what: format!("blob reference cursor {s:?}"),
-            reason: "pass back the `next` value of the previous page".into(),
-        };
-        let after: (String, i64, String) = match after.as_deref() {
-            None => (String::new(), -1, String::new()),
-            Some(s) => {
-                let mut parts = s.splitn(3, '/');
-                match (parts.next(), parts.next().and_then(|t| t.parse::<i64>().ok()), parts.next()) {
-                    (Some(r), Some(t), Some(n)) => (r.to_owned(), t, n.to_owned()),
-                    _ => return Err(bad(s)),
-                }
-            }
-        };
-        type Row = (String, i64, String, Vec<u8>, Option<Vec<u8>>);
-        let rows: Vec<Row> = self.read("list blob references", |c| {
+        let after = parse_artifact_cursor(after.as_deref())?;
+        let rows: Vec<BlobRefRow> = self.db.query("list blob references", |c| {
             c.prepare_cached(
                 "SELECT run_id, task_id, name, blob_key, elements_key FROM artifacts \
                  WHERE (run_id, task_id, name) > (?1, ?2, ?3) ORDER BY run_id, task_id, name LIMIT ?4",
@@ -980,21 +810,7 @@ impl RecordStore for FsRecords {
             })?
             .collect()
         })?;
-        let more = rows.len() > limit;
-        let mut items = Vec::with_capacity(rows.len() * 2);
-        let mut last = None;
-        for (run_s, task, name, key, elements) in rows.into_iter().take(limit) {
-            let what = || format!("artifact row {run_s}/{task}/{name}");
-            let run = RunId::parse(&run_s).map_err(|e| self.corrupt(what(), e))?;
-            let key: [u8; 32] = key.try_into().map_err(|_| self.corrupt(what(), "blob key is not 32 bytes"))?;
-            items.push(BlobRef { run, key: BlobKey(key) });
-            if let Some(k) = elements {
-                let k: [u8; 32] = k.try_into().map_err(|_| self.corrupt(what(), "elements key is not 32 bytes"))?;
-                items.push(BlobRef { run, key: BlobKey(k) });
-            }
-            last = Some(format!("{run_s}/{task}/{name}"));
-        }
-        Ok(Page { items, next: if more { last } else { None } })
+        blob_ref_page(rows, limit, &self.db.location())
     }
 
     async fn compact(&self) -> Result<Option<u64>> {
@@ -1022,13 +838,13 @@ impl FsRecords {
                 }
             }
         };
-        let runs: Vec<Result<RunRecord>> = self.read("read every run", |c| {
+        let runs: Vec<Result<RunRecord>> = self.db.query("read every run", |c| {
             c.prepare("SELECT * FROM runs")?.query_map([], |r| self.run_from_row(r))?.collect()
         })?;
         for r in runs {
             note(r.map(|_| ()));
         }
-        let tasks: Vec<Result<TaskRecord>> = self.read("read every task", |c| {
+        let tasks: Vec<Result<TaskRecord>> = self.db.query("read every task", |c| {
             c.prepare(&format!("SELECT {TASK_COLUMNS} FROM tasks"))?
                 .query_map([], |r| self.task_from_row(None, r))?
                 .collect()
@@ -1036,7 +852,7 @@ impl FsRecords {
         for t in tasks {
             note(t.map(|_| ()));
         }
-        let arts: Vec<(String, Result<ArtifactRecord>)> = self.read("read every artifact", |c| {
+        let arts: Vec<(String, Result<ArtifactRecord>)> = self.db.query("read every artifact", |c| {
             c.prepare("SELECT * FROM artifacts")?
                 .query_map([], |r| {
                     let at = format!("{}/{}", r.get::<_, String>("run_id")?, r.get::<_, i64>("task_id")?);
@@ -1048,7 +864,7 @@ impl FsRecords {
         for (at, a) in arts {
             note(a.and_then(|a| match &a.inline {
                 Some(bytes) => crate::blob::verify(&a.key, bytes, "").map_err(|e| {
-                    self.corrupt(
+                    self.db.corrupt(
                         format!("inline value of artifact {} of task {at}", a.name),
                         match e {
                             Error::Corrupt { reason, .. } => reason,
@@ -1060,16 +876,16 @@ impl FsRecords {
             }));
         }
         type AttemptRow = (String, i64, i64, String, Option<String>);
-        let attempts: Vec<AttemptRow> = self.read("read every attempt", |c| {
+        let attempts: Vec<AttemptRow> = self.db.query("read every attempt", |c| {
             c.prepare("SELECT run_id, task_id, attempt, status, error FROM attempts")?
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
                 .collect()
         })?;
         for (run, task, attempt, status, error) in attempts {
             let what = || format!("attempt row {run}/{task}/{attempt}");
-            note(status.parse::<TaskStatus>().map(|_| ()).map_err(|e| self.corrupt(what(), e)));
+            note(status.parse::<TaskStatus>().map(|_| ()).map_err(|e| self.db.corrupt(what(), e)));
             if let Some(e) = error {
-                note(serde_json::from_str::<TaskError>(&e).map(|_| ()).map_err(|e| self.corrupt(what(), e)));
+                note(serde_json::from_str::<TaskError>(&e).map(|_| ()).map_err(|e| self.db.corrupt(what(), e)));
             }
         }
         Ok(out)

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use braid_core::{FlowName, Label, PlanName, RunId, RunStatus, Timestamp};
+use braid_core::{FlowName, Label, PlanName, Timestamp};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
@@ -14,6 +14,7 @@ use super::{Db, Fail, PgResult};
 use crate::error::{Error, Result};
 use crate::plan::*;
 use crate::record::effective_limit;
+use crate::rows::{LaunchRow, PlanRow, PlanVersionRow};
 
 /// Plans of a PostgreSQL store; shares the records' pool.
 #[derive(Debug, Clone)]
@@ -36,76 +37,54 @@ const LAUNCH_COLUMNS: &str = "key, plan, version, flow, kind, tick, set_key, par
 
 impl PgPlans {
     fn plan_from_row(&self, row: &Row, with_spec: bool) -> PgResult<PlanRecord> {
-        let name: String = get(row, "name")?;
-        let what = || format!("plan row {name}");
-        let c = |e: &dyn std::fmt::Display| self.db.corrupt(what(), e);
-        let spec: Option<String> = if with_spec { Some(get(row, "spec")?) } else { None };
-        let labels: String = get(row, "labels")?;
-        let flow: String = get(row, "flow")?;
-        Ok(PlanRecord {
-            name: PlanName::new(&name).map_err(|e| c(&e))?,
-            flow: FlowName::new(&flow).map_err(|e| c(&e))?,
-            version: get::<i64>(row, "version")? as u32,
+        let raw = PlanRow {
+            name: get(row, "name")?,
+            flow: get(row, "flow")?,
+            version: get(row, "version")?,
             hash: get(row, "hash")?,
-            spec: match spec {
-                Some(s) => serde_json::from_str(&s).map_err(|e| c(&e))?,
-                None => serde_json::Value::Null,
-            },
-            labels: serde_json::from_str(&labels).map_err(|e| c(&e))?,
+            spec: if with_spec { Some(get(row, "spec")?) } else { None },
+            labels: get(row, "labels")?,
             active: get(row, "active")?,
-            created_at: Timestamp::from_micros(get(row, "created_at")?),
-            updated_at: Timestamp::from_micros(get(row, "updated_at")?),
-            active_since: get::<Option<i64>>(row, "active_since")?.map(Timestamp::from_micros),
-            cursor: get::<Option<i64>>(row, "cursor")?.map(Timestamp::from_micros),
-        })
+            created_at: get(row, "created_at")?,
+            updated_at: get(row, "updated_at")?,
+            active_since: get(row, "active_since")?,
+            cursor: get(row, "cursor")?,
+        };
+        Ok(raw.decode(self.db.location())?)
     }
 
     fn version_from_row(&self, row: &Row) -> PgResult<PlanVersion> {
-        let name: String = get(row, "name")?;
-        let version: i64 = get(row, "version")?;
-        let what = || format!("plan version row {name}/{version}");
-        let c = |e: &dyn std::fmt::Display| self.db.corrupt(what(), e);
-        let spec: String = get(row, "spec")?;
-        let labels: String = get(row, "labels")?;
-        Ok(PlanVersion {
-            name: PlanName::new(&name).map_err(|e| c(&e))?,
-            version: version as u32,
+        let raw = PlanVersionRow {
+            name: get(row, "name")?,
+            version: get(row, "version")?,
             hash: get(row, "hash")?,
-            spec: serde_json::from_str(&spec).map_err(|e| c(&e))?,
-            labels: serde_json::from_str(&labels).map_err(|e| c(&e))?,
-            created_at: Timestamp::from_micros(get(row, "created_at")?),
-        })
+            spec: get(row, "spec")?,
+            labels: get(row, "labels")?,
+            created_at: get(row, "created_at")?,
+        };
+        Ok(raw.decode(self.db.location())?)
     }
 
     fn launch_from_row(&self, row: &Row) -> PgResult<LaunchRecord> {
-        let key: String = get(row, "key")?;
-        let what = || format!("launch row {key}");
-        let c = |e: &dyn std::fmt::Display| self.db.corrupt(what(), e);
-        let plan: String = get(row, "plan")?;
-        let flow: String = get(row, "flow")?;
-        let kind: String = get(row, "kind")?;
-        let params: String = get(row, "params")?;
-        let state: String = get(row, "state")?;
-        let run: Option<String> = get(row, "run_id")?;
-        let status: Option<String> = get(row, "status")?;
-        Ok(LaunchRecord {
-            plan: PlanName::new(&plan).map_err(|e| c(&e))?,
-            version: get::<i64>(row, "version")? as u32,
-            flow: FlowName::new(&flow).map_err(|e| c(&e))?,
-            kind: kind.parse().map_err(|e| c(&e))?,
-            tick: Timestamp::from_micros(get(row, "tick")?),
+        let raw = LaunchRow {
+            key: get(row, "key")?,
+            plan: get(row, "plan")?,
+            version: get(row, "version")?,
+            flow: get(row, "flow")?,
+            kind: get(row, "kind")?,
+            tick: get(row, "tick")?,
             set_key: get(row, "set_key")?,
-            params: serde_json::from_str(&params).map_err(|e| c(&e))?,
+            params: get(row, "params")?,
             name: get(row, "name")?,
-            state: state.parse().map_err(|e| c(&e))?,
+            state: get(row, "state")?,
             holder: get(row, "holder")?,
-            run: run.map(|r| RunId::parse(&r)).transpose().map_err(|e| c(&e))?,
-            status: status.map(|s| s.parse::<RunStatus>()).transpose().map_err(|e| c(&e))?,
+            run: get(row, "run_id")?,
+            status: get(row, "status")?,
             note: get(row, "note")?,
-            created_at: Timestamp::from_micros(get(row, "created_at")?),
-            updated_at: Timestamp::from_micros(get(row, "updated_at")?),
-            key: key.clone(),
-        })
+            created_at: get(row, "created_at")?,
+            updated_at: get(row, "updated_at")?,
+        };
+        Ok(raw.decode(self.db.location())?)
     }
 }
 

@@ -1,22 +1,21 @@
 //! `RecordStore` over PostgreSQL.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use braid_core::codec::Preview;
-use braid_core::{
-    ArtifactName, Attempt, FlowName, Progress, RunId, RunStatus, StepName, Tag, TaskId, TaskStatus, Timestamp,
-};
-use serde::{Deserialize, Serialize};
+use braid_core::{ArtifactName, Attempt, FlowName, RunId, RunStatus, StepName, Tag, TaskId, TaskStatus, Timestamp};
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, ToSql};
 
 use super::{Db, Fail, PgResult};
-use crate::blob::BlobKey;
 use crate::error::{Error, Result};
 use crate::record::*;
+use crate::rows::{
+    ArtifactRow, BlobRefRow, RunRow, StepCountRow, TaskRow, blob_ref_page, parse_artifact_cursor, step_summaries,
+    task_extra_json,
+};
 
 /// Records of a PostgreSQL store.
 #[derive(Debug, Clone)]
@@ -119,46 +118,12 @@ macro_rules! retry {
 }
 pub(crate) use {read, retry};
 
-/// Columns of `tasks` that are read rarely, kept as one JSON text (as in the fs backend).
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct TaskExtra {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    foreach_stack: Vec<ForeachFrame>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    inputs: Vec<TaskId>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    error: Option<TaskError>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    origin: Option<(RunId, TaskId)>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    eta: Option<Timestamp>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    events: Vec<TaskEvent>,
-}
-
 fn json_err(what: String, e: serde_json::Error) -> Fail {
     Fail::Store(Error::Invalid { what, reason: e.to_string() })
 }
 
 fn extra_json(t: &TaskRecord) -> PgResult<Option<String>> {
-    if t.foreach_stack.is_empty()
-        && t.inputs.is_empty()
-        && t.error.is_none()
-        && t.origin.is_none()
-        && t.eta.is_none()
-        && t.events.is_empty()
-    {
-        return Ok(None);
-    }
-    let extra = TaskExtra {
-        foreach_stack: t.foreach_stack.clone(),
-        inputs: t.inputs.clone(),
-        error: t.error.clone(),
-        origin: t.origin,
-        eta: t.eta,
-        events: t.events.clone(),
-    };
-    serde_json::to_string(&extra).map(Some).map_err(|e| json_err(format!("task {}", t.key), e))
+    task_extra_json(t).map_err(|e| json_err(format!("task {}", t.key), e))
 }
 
 const TASK_COLUMNS: &str = "run_id, task_id, flow, step, status, attempt, iteration, parent, created_at, started_at, \
@@ -550,108 +515,63 @@ async fn write_batch(conn: &mut deadpool_postgres::Object, writes: &[TaskWrite])
 
 impl PgRecords {
     fn run_from_row(&self, row: &Row) -> PgResult<RunRecord> {
-        let id: String = get(row, "run_id")?;
-        let what = || format!("run row {id}");
-        let flow: String = get(row, "flow")?;
-        let status: String = get(row, "status")?;
-        let params: String = get(row, "params")?;
-        let tags: String = get(row, "tags")?;
-        let meta: String = get(row, "meta")?;
-        let origin: Option<String> = get(row, "origin_run")?;
-        let lease = match (
-            get::<Option<String>>(row, "lease_holder")?,
-            get::<Option<i64>>(row, "lease_renewed")?,
-            get::<Option<i64>>(row, "lease_deadline")?,
-        ) {
-            (Some(holder), Some(renewed), Some(deadline)) => Some(RunLease {
-                holder,
-                renewed_at: Timestamp::from_micros(renewed),
-                deadline: Timestamp::from_micros(deadline),
-            }),
-            _ => None,
-        };
-        let c = |e: &dyn std::fmt::Display| self.db.corrupt(what(), e);
-        Ok(RunRecord {
-            flow: FlowName::new(&flow).map_err(|e| c(&e))?,
-            id: RunId::parse(&id).map_err(|e| c(&e))?,
-            status: status.parse::<RunStatus>().map_err(|e| c(&e))?,
-            params: serde_json::from_str(&params).map_err(|e| c(&e))?,
-            tags: serde_json::from_str::<BTreeSet<Tag>>(&tags).map_err(|e| c(&e))?,
-            created_at: Timestamp::from_micros(get(row, "created_at")?),
-            started_at: ts(get(row, "started_at")?),
-            ended_at: ts(get(row, "ended_at")?),
-            origin_run: origin.map(|o| RunId::parse(&o)).transpose().map_err(|e| c(&e))?,
+        let raw = RunRow {
+            id: get(row, "run_id")?,
+            flow: get(row, "flow")?,
+            status: get(row, "status")?,
+            params: get(row, "params")?,
+            tags: get(row, "tags")?,
+            meta: get(row, "meta")?,
+            origin_run: get(row, "origin_run")?,
+            created_at: get(row, "created_at")?,
+            started_at: get(row, "started_at")?,
+            ended_at: get(row, "ended_at")?,
             name: get(row, "name")?,
             error: get(row, "error")?,
-            meta: serde_json::from_str(&meta).map_err(|e| c(&e))?,
-            lease,
-            revision: get::<i64>(row, "revision")? as u64,
-        })
+            revision: get(row, "revision")?,
+            lease_holder: get(row, "lease_holder")?,
+            lease_renewed: get(row, "lease_renewed")?,
+            lease_deadline: get(row, "lease_deadline")?,
+        };
+        Ok(raw.decode(self.db.location())?)
     }
 
     fn task_from_row(&self, flow_hint: &FlowName, row: &Row) -> PgResult<TaskRecord> {
-        let run: String = get(row, "run_id")?;
-        let task: i64 = get(row, "task_id")?;
-        let what = || format!("task row {run}/{task}");
-        let c = |e: &dyn std::fmt::Display| self.db.corrupt(what(), e);
-        let flow: String = get(row, "flow")?;
-        let step: String = get(row, "step")?;
-        let status: String = get(row, "status")?;
-        let extra: Option<String> = get(row, "extra")?;
-        let extra: TaskExtra = match extra {
-            Some(e) => serde_json::from_str(&e).map_err(|e| c(&e))?,
-            None => TaskExtra::default(),
+        let raw = TaskRow {
+            run: get(row, "run_id")?,
+            task: get(row, "task_id")?,
+            flow: get(row, "flow")?,
+            step: get(row, "step")?,
+            status: get(row, "status")?,
+            attempt: get(row, "attempt")?,
+            iteration: get(row, "iteration")?,
+            parent: get(row, "parent")?,
+            created_at: get(row, "created_at")?,
+            started_at: get(row, "started_at")?,
+            ended_at: get(row, "ended_at")?,
+            lease_deadline: get(row, "lease_deadline")?,
+            progress_pct: get(row, "progress_pct")?,
+            progress_msg: get(row, "progress_msg")?,
+            progress_at: get(row, "progress_at")?,
+            extra: get(row, "extra")?,
+            revision: get(row, "revision")?,
         };
-        let flow =
-            if flow_hint.as_str() == flow { flow_hint.clone() } else { FlowName::new(&flow).map_err(|e| c(&e))? };
-        let pct: Option<f64> = get(row, "progress_pct")?;
-        let msg: Option<String> = get(row, "progress_msg")?;
-        Ok(TaskRecord {
-            key: TaskKey {
-                flow,
-                run: RunId::parse(&run).map_err(|e| c(&e))?,
-                step: StepName::new(&step).map_err(|e| c(&e))?,
-                task: TaskId(task as u64),
-            },
-            status: status.parse::<TaskStatus>().map_err(|e| c(&e))?,
-            attempt: Attempt(get::<i64>(row, "attempt")? as u32),
-            foreach_stack: extra.foreach_stack,
-            iteration: get::<i64>(row, "iteration")? as u32,
-            parent: get::<Option<i64>>(row, "parent")?.map(|p| TaskId(p as u64)),
-            inputs: extra.inputs,
-            created_at: Timestamp::from_micros(get(row, "created_at")?),
-            started_at: ts(get(row, "started_at")?),
-            ended_at: ts(get(row, "ended_at")?),
-            lease_deadline: ts(get(row, "lease_deadline")?),
-            progress: pct.map(|p| Progress { percent: p as f32, message: msg.unwrap_or_default() }),
-            progress_at: ts(get(row, "progress_at")?),
-            error: extra.error,
-            origin: extra.origin,
-            eta: extra.eta,
-            events: extra.events,
-            revision: get::<i64>(row, "revision")? as u64,
-        })
+        Ok(raw.decode(Some(flow_hint), self.db.location())?)
     }
 
     fn artifact_from_row(&self, row: &Row, what: &dyn Fn() -> String) -> PgResult<ArtifactRecord> {
-        let name: String = get(row, "name")?;
-        let key: Vec<u8> = get(row, "blob_key")?;
-        let elements = match (get::<Option<Vec<u8>>>(row, "elements_key")?, get::<Option<i64>>(row, "elements_len")?) {
-            (Some(k), Some(len)) => Some(ElementsRef {
-                key: BlobKey(k.try_into().map_err(|_| self.db.corrupt(what(), "elements key is not 32 bytes"))?),
-                len: len as u64,
-            }),
-            _ => None,
-        };
-        Ok(ArtifactRecord {
-            name: ArtifactName::new(&name).map_err(|e| self.db.corrupt(what(), e))?,
-            key: BlobKey(key.try_into().map_err(|_| self.db.corrupt(what(), "blob key is not 32 bytes"))?),
+        let raw = ArtifactRow {
+            name: get(row, "name")?,
+            blob_key: get(row, "blob_key")?,
             type_name: get(row, "type_name")?,
-            size: get::<i64>(row, "size")? as u64,
-            preview: Preview { text: get(row, "preview")?, truncated: get(row, "preview_cut")? },
-            elements,
-            inline: get(row, "inline_value")?,
-        })
+            size: get(row, "size")?,
+            preview: get(row, "preview")?,
+            preview_cut: get(row, "preview_cut")?,
+            elements_key: get(row, "elements_key")?,
+            elements_len: get(row, "elements_len")?,
+            inline_value: get(row, "inline_value")?,
+        };
+        Ok(raw.decode(what, self.db.location())?)
     }
 }
 
@@ -715,18 +635,6 @@ async fn put_run(tx: &deadpool_postgres::Transaction<'_>, r: &RunRecord, insert:
         tx.execute(&ins, &[&id, &tag_list]).await?;
     }
     Ok(n)
-}
-
-fn cursor<T: std::str::FromStr>(after: &Option<String>, what: &str) -> Result<Option<T>> {
-    after
-        .as_deref()
-        .map(|s| {
-            s.parse::<T>().map_err(|_| Error::Invalid {
-                what: format!("{what} cursor {s:?}"),
-                reason: "pass back the `next` value of the previous page".into(),
-            })
-        })
-        .transpose()
 }
 
 #[async_trait]
@@ -837,7 +745,7 @@ impl RecordStore for PgRecords {
 
     async fn list_runs(&self, flow: &FlowName, query: &RunQuery) -> Result<Page<RunRecord>> {
         let limit = effective_limit(query.limit, 100);
-        let after: Option<RunId> = cursor(&query.after, "run")?;
+        let after: Option<RunId> = parse_cursor(&query.after, "run")?;
         // Any id sorts below "~", so no cursor means "from the newest".
         let after = after.map_or_else(|| "~".to_owned(), |a| a.to_string());
         let status = query.status.map(|s| s.as_str().to_owned());
@@ -898,18 +806,7 @@ impl RecordStore for PgRecords {
     }
 
     async fn update_tags(&self, flow: &FlowName, id: RunId, add: &[Tag], remove: &[Tag]) -> Result<RunRecord> {
-        loop {
-            let mut run =
-                self.get_run(flow, id).await?.ok_or_else(|| Error::NotFound { what: format!("run {flow}/{id}") })?;
-            for t in remove {
-                run.tags.remove(t);
-            }
-            run.tags.extend(add.iter().cloned());
-            match self.update_run(&run).await {
-                Err(e) if e.is_conflict() => continue,
-                other => return other,
-            }
-        }
+        update_tags_by_revision(self, flow, id, add, remove).await
     }
 
     async fn write_tasks(&self, writes: Vec<TaskWrite>) -> Result<Vec<WriteOutcome>> {
@@ -943,7 +840,7 @@ impl RecordStore for PgRecords {
 
     async fn list_tasks(&self, flow: &FlowName, run: RunId, query: &TaskQuery) -> Result<Page<TaskRecord>> {
         let limit = effective_limit(query.limit, 1000);
-        let after: Option<u64> = cursor(&query.after, "task")?;
+        let after: Option<u64> = parse_cursor(&query.after, "task")?;
         let after = after.map_or(-1, |a| a as i64);
         let (run_s, flow_s, lim) = (run.to_string(), flow.to_string(), (limit + 1) as i64);
         let step = query.step.as_ref().map(|s| s.to_string());
@@ -996,7 +893,7 @@ impl RecordStore for PgRecords {
                              MIN(task_id) AS first FROM tasks WHERE run_id = $1 AND flow = $2 GROUP BY step, status",
                 )
                 .await?;
-            let mut out = Vec::new();
+            let mut out: Vec<StepCountRow> = Vec::new();
             for r in c.query(&stmt, &[&run.to_string(), &flow.as_str()]).await? {
                 out.push((
                     get::<String>(&r, "step")?,
@@ -1009,31 +906,7 @@ impl RecordStore for PgRecords {
             }
             Ok(out)
         })?;
-        let mut by_step: BTreeMap<String, (i64, StepSummary)> = BTreeMap::new();
-        for (step, status, count, started, ended, first) in rows {
-            let what = || format!("task rows of {flow}/{run}/{step}");
-            let corrupt = |e: &dyn std::fmt::Display| Error::Corrupt {
-                what: what(),
-                path: self.db.location().to_owned(),
-                reason: e.to_string(),
-            };
-            let name = StepName::new(&step).map_err(|e| corrupt(&e))?;
-            let status: TaskStatus = status.parse().map_err(|e| corrupt(&e))?;
-            let e = by_step.entry(step).or_insert_with(|| {
-                (first, StepSummary { step: name, counts: BTreeMap::new(), first_started: None, last_ended: None })
-            });
-            e.0 = e.0.min(first);
-            e.1.counts.insert(status, count as u64);
-            let started = ts(started);
-            e.1.first_started = match (e.1.first_started, started) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            e.1.last_ended = e.1.last_ended.max(ts(ended));
-        }
-        let mut out: Vec<(i64, StepSummary)> = by_step.into_values().collect();
-        out.sort_by_key(|(first, _)| *first);
-        Ok(out.into_iter().map(|(_, s)| s).collect())
+        step_summaries(rows, flow, run, self.db.location())
     }
 
     async fn list_attempts(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Vec<AttemptRecord>> {
@@ -1271,21 +1144,8 @@ impl RecordStore for PgRecords {
 
     async fn artifact_blob_refs(&self, after: Option<String>, limit: usize) -> Result<Page<BlobRef>> {
         let limit = effective_limit(limit, 10_000);
-        let bad = |s: &str| Error::Invalid {
-            what: format!("blob reference cursor {s:?}"),
-            reason: "pass back the `next` value of the previous page".into(),
-        };
-        let after: (String, i64, String) = match after.as_deref() {
-            None => (String::new(), -1, String::new()),
-            Some(s) => {
-                let mut parts = s.splitn(3, '/');
-                match (parts.next(), parts.next().and_then(|t| t.parse::<i64>().ok()), parts.next()) {
-                    (Some(r), Some(t), Some(n)) => (r.to_owned(), t, n.to_owned()),
-                    _ => return Err(bad(s)),
-                }
-            }
-        };
-        read!(self, "list blob references", |c| {
+        let after = parse_artifact_cursor(after.as_deref())?;
+        let rows: Vec<BlobRefRow> = read!(self, "list blob references", |c| {
             // A row comparison on the primary key: an index range scan, page after page.
             let stmt = c
                 .prepare_cached(
@@ -1293,27 +1153,19 @@ impl RecordStore for PgRecords {
                      WHERE (run_id, task_id, name) > ($1, $2, $3) ORDER BY run_id, task_id, name LIMIT $4",
                 )
                 .await?;
-            let rows = c.query(&stmt, &[&after.0, &after.1, &after.2, &((limit + 1) as i64)]).await?;
-            let more = rows.len() > limit;
-            let mut items = Vec::with_capacity(rows.len() * 2);
-            let mut last = None;
-            for row in rows.iter().take(limit) {
-                let (run_s, task, name): (String, i64, String) =
-                    (get(row, "run_id")?, get(row, "task_id")?, get(row, "name")?);
-                let what = || format!("artifact row {run_s}/{task}/{name}");
-                let run = RunId::parse(&run_s).map_err(|e| self.db.corrupt(what(), e))?;
-                let key: Vec<u8> = get(row, "blob_key")?;
-                let key: [u8; 32] = key.try_into().map_err(|_| self.db.corrupt(what(), "blob key is not 32 bytes"))?;
-                items.push(BlobRef { run, key: BlobKey(key) });
-                if let Some(k) = get::<Option<Vec<u8>>>(row, "elements_key")? {
-                    let k: [u8; 32] =
-                        k.try_into().map_err(|_| self.db.corrupt(what(), "elements key is not 32 bytes"))?;
-                    items.push(BlobRef { run, key: BlobKey(k) });
-                }
-                last = Some(format!("{run_s}/{task}/{name}"));
+            let mut out = Vec::new();
+            for row in c.query(&stmt, &[&after.0, &after.1, &after.2, &((limit + 1) as i64)]).await? {
+                out.push((
+                    get(&row, "run_id")?,
+                    get(&row, "task_id")?,
+                    get(&row, "name")?,
+                    get(&row, "blob_key")?,
+                    get(&row, "elements_key")?,
+                ));
             }
-            Ok(Page { items, next: if more { last } else { None } })
-        })
+            Ok(out)
+        })?;
+        blob_ref_page(rows, limit, self.db.location())
     }
 
     async fn try_claim(&self, scope: &str, key: &str, holder: &str) -> Result<bool> {

@@ -1,5 +1,6 @@
 //! The memory backend: everything in process memory, gone when the process ends. For
-//! tests and for trying flows without touching disk.
+//! tests and for trying flows without touching disk. [`Store::memory`](crate::Store::memory)
+//! puts the three together; [`MemoryPlans`] takes the record store its launch claims go to.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -12,6 +13,10 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use crate::blob::{BlobInfo, BlobKey, BlobReader, BlobStore};
 use crate::error::{Error, Result};
 use crate::record::*;
+
+mod plans;
+
+pub use plans::MemoryPlans;
 
 /// Blobs in a concurrent map keyed by content hash.
 #[derive(Debug, Default)]
@@ -112,18 +117,6 @@ impl MemoryRecords {
 
 fn run_of<'a>(t: &'a Tables, flow: &FlowName, id: RunId) -> Option<&'a RunRecord> {
     t.runs.get(&id).filter(|r| &r.flow == flow)
-}
-
-fn parse_cursor<T: std::str::FromStr>(after: &Option<String>, what: &str) -> Result<Option<T>> {
-    after
-        .as_deref()
-        .map(|s| {
-            s.parse::<T>().map_err(|_| Error::Invalid {
-                what: format!("{what} cursor {s:?}"),
-                reason: "pass back the `next` value of the previous page".into(),
-            })
-        })
-        .transpose()
 }
 
 #[async_trait]
@@ -288,21 +281,15 @@ impl RecordStore for MemoryRecords {
 
     async fn step_summaries(&self, flow: &FlowName, run: RunId) -> Result<Vec<StepSummary>> {
         let t = self.lock();
-        let mut order: Vec<StepName> = Vec::new();
-        let mut by_step: HashMap<StepName, StepSummary> = HashMap::new();
-        for v in t.tasks.range((run, TaskId(0))..=(run, TaskId(u64::MAX))).map(|(_, v)| v) {
-            if &v.key.flow != flow {
-                continue;
-            }
-            let s = by_step.entry(v.key.step.clone()).or_insert_with(|| {
-                order.push(v.key.step.clone());
-                StepSummary { step: v.key.step.clone(), counts: BTreeMap::new(), first_started: None, last_ended: None }
-            });
-            *s.counts.entry(v.status).or_default() += 1;
-            s.first_started = min_opt(s.first_started, v.started_at);
-            s.last_ended = s.last_ended.max(v.ended_at);
-        }
-        Ok(order.into_iter().filter_map(|s| by_step.remove(&s)).collect())
+        let tasks = t.tasks.range((run, TaskId(0))..=(run, TaskId(u64::MAX))).map(|(_, v)| v);
+        Ok(summarise_steps(tasks.filter(|v| &v.key.flow == flow).map(|v| StepCount {
+            step: v.key.step.clone(),
+            status: v.status,
+            count: 1,
+            first_started: v.started_at,
+            last_ended: v.ended_at,
+            first_task: v.key.task.0,
+        })))
     }
 
     async fn list_attempts(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Vec<AttemptRecord>> {
@@ -447,12 +434,9 @@ impl RecordStore for MemoryRecords {
         let after: Option<(RunId, u64)> = after
             .as_deref()
             .map(|s| {
-                s.split_once('/').and_then(|(r, t)| Some((RunId::parse(r).ok()?, t.parse::<u64>().ok()?))).ok_or_else(
-                    || Error::Invalid {
-                        what: format!("blob reference cursor {s:?}"),
-                        reason: "pass back the `next` value of the previous page".into(),
-                    },
-                )
+                s.split_once('/')
+                    .and_then(|(r, t)| Some((RunId::parse(r).ok()?, t.parse::<u64>().ok()?)))
+                    .ok_or_else(|| bad_cursor("blob reference", s))
             })
             .transpose()?;
         let t = self.lock();
@@ -476,12 +460,5 @@ impl RecordStore for MemoryRecords {
             }
         }
         Ok(Page { items, next })
-    }
-}
-
-fn min_opt(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }

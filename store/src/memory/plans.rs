@@ -28,6 +28,7 @@ pub struct MemoryPlans {
 }
 
 impl MemoryPlans {
+    /// Empty plans whose launch claims go to `records` (the store's record half).
     pub fn new(records: Arc<dyn RecordStore>) -> Self {
         MemoryPlans { records, tables: Mutex::new(Tables::default()) }
     }
