@@ -1,7 +1,7 @@
 //! The executor: runs a flow's tasks in-process on tokio, at most `max_workers` at once.
 //!
-//! One scheduler loop owns all run state (ready queue, join barriers), so routing needs
-//! no locks; each task runs as its own tokio task and hands back an outcome. Task ids
+//! One [`Dispatcher`] per run owns all run state (ready queue, join barriers), so
+//! routing needs no locks; each task runs as its own tokio task and hands back an outcome. Task ids
 //! are assigned in creation order, so foreach branches get consecutive ids in index order.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -174,8 +174,10 @@ struct Fanout {
     branch: usize,
 }
 
-/// A task to run.
-struct TaskPlan {
+/// A task the dispatcher has created and will start: its place in the flow (step,
+/// parent, open fan-outs, foreach frames, loop iteration) and what it starts from.
+/// (Not a launch plan: those are `plan::LaunchPlan`.)
+struct ReadyTask {
     id: TaskId,
     step: StepName,
     parent: Option<TaskId>,
@@ -398,7 +400,7 @@ impl PreparedRun {
         run.lease = Some(RunLease::new(shared.holder.clone(), shared.run_lease));
         run = shared.store.records.update_run(&run).await?;
 
-        let mut sched = Scheduler {
+        let mut dispatcher = Dispatcher {
             shared: shared.clone(),
             next_id: 0,
             ready: VecDeque::new(),
@@ -411,13 +413,13 @@ impl PreparedRun {
             reused: 0,
             ended: false,
         };
-        sched.run().await;
+        dispatcher.run().await;
         shared.persister.flush().await;
         if let Some(e) = shared.persister.failure() {
-            sched.fail(Error::Records(e));
+            dispatcher.fail(Error::Records(e));
         }
 
-        let (status, error) = match (&sched.failure, sched.ended) {
+        let (status, error) = match (&dispatcher.failure, dispatcher.ended) {
             (None, true) => (RunStatus::Succeeded, None),
             (Some(Error::Cancelled), _) => (RunStatus::Cancelled, Some("cancelled".to_owned())),
             (Some(e), _) => (RunStatus::Failed, Some(crate::error::chain(e))),
@@ -450,8 +452,8 @@ impl PreparedRun {
             run_id: shared.run_id,
             status,
             error,
-            executed: sched.executed,
-            reused: sched.reused,
+            executed: dispatcher.executed,
+            reused: dispatcher.reused,
             elapsed: started.elapsed(),
         })
     }
@@ -561,13 +563,16 @@ async fn mark_lost(store: &Store, mut run: RunRecord) -> Result<()> {
     }
 }
 
-struct Scheduler {
+/// The run's routing loop: owns the ready queue and the join barriers, starts ready
+/// tasks (at most `max_workers` step bodies at once), and routes each finished task's
+/// outcome to the tasks that come next. (Launch plans have their own `plan::Scheduler`.)
+struct Dispatcher {
     shared: Arc<RunShared>,
     next_id: u64,
-    ready: VecDeque<TaskPlan>,
+    ready: VecDeque<ReadyTask>,
     barriers: HashMap<u64, Barrier>,
     next_barrier: u64,
-    running: JoinSet<(TaskPlan, Outcome)>,
+    running: JoinSet<(ReadyTask, Outcome)>,
     max_workers: usize,
     failure: Option<Error>,
     executed: u64,
@@ -575,10 +580,19 @@ struct Scheduler {
     ended: bool,
 }
 
-impl Scheduler {
+impl Dispatcher {
     async fn run(&mut self) {
         let start = StepName::start();
-        self.plan(start, None, Arc::new(Namespace::new()), Arc::new(Vec::new()), Arc::new(Vec::new()), 0, None, true);
+        self.make_ready(
+            start,
+            None,
+            Arc::new(Namespace::new()),
+            Arc::new(Vec::new()),
+            Arc::new(Vec::new()),
+            0,
+            None,
+            true,
+        );
         loop {
             // Many more tasks than workers are kept in flight (each waits for a worker
             // permit before its code runs), so finishing tasks are handed back in batches
@@ -589,14 +603,14 @@ impl Scheduler {
                     self.fail(Error::Cancelled);
                     break;
                 }
-                let Some(plan) = self.ready.pop_front() else {
+                let Some(task) = self.ready.pop_front() else {
                     break;
                 };
                 let shared = self.shared.clone();
-                self.shared.progress.update(&plan.step, |c| c.running += 1);
+                self.shared.progress.update(&task.step, |c| c.running += 1);
                 self.running.spawn(async move {
-                    let outcome = run_task(&shared, &plan).await;
-                    (plan, outcome)
+                    let outcome = run_task(&shared, &task).await;
+                    (task, outcome)
                 });
             }
             if self.running.is_empty() {
@@ -619,7 +633,7 @@ impl Scheduler {
             }
             for joined in batch {
                 match joined {
-                    Ok((plan, outcome)) => self.handle(plan, outcome),
+                    Ok((task, outcome)) => self.handle(task, outcome),
                     Err(e) => self.fail(Error::TaskFailed {
                         step: StepName::start(),
                         task: TaskId(0),
@@ -641,7 +655,9 @@ impl Scheduler {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn plan(
+    /// Creates the next task (the next id) of `step` and queues it, reusing its twin in
+    /// the origin run when resuming and everything upstream was reused.
+    fn make_ready(
         &mut self,
         step: StepName,
         parent: Option<TaskId>,
@@ -664,7 +680,7 @@ impl Scheduler {
                 .cloned(),
             _ => None,
         };
-        self.ready.push_back(TaskPlan {
+        self.ready.push_back(ReadyTask {
             id: TaskId(self.next_id),
             step,
             parent,
@@ -677,8 +693,8 @@ impl Scheduler {
         });
     }
 
-    fn handle(&mut self, plan: TaskPlan, outcome: Outcome) {
-        let step = plan.step.clone();
+    fn handle(&mut self, task: ReadyTask, outcome: Outcome) {
+        let step = task.step.clone();
         match outcome {
             Outcome::Failed(e) => {
                 self.executed += 1;
@@ -705,14 +721,14 @@ impl Scheduler {
                 if self.failure.is_some() {
                     return;
                 }
-                if let Err(e) = self.route(plan, ns, next, reused) {
+                if let Err(e) = self.route(task, ns, next, reused) {
                     self.fail(e);
                 }
             }
         }
     }
 
-    fn route(&mut self, plan: TaskPlan, ns: Arc<Namespace>, next: NextMove, reused: bool) -> Result<()> {
+    fn route(&mut self, task: ReadyTask, ns: Arc<Namespace>, next: NextMove, reused: bool) -> Result<()> {
         let graph = self.shared.flow.graph.clone();
         match next {
             NextMove::End => {
@@ -721,24 +737,24 @@ impl Scheduler {
             }
             NextMove::Go { to, loop_back } => {
                 let iteration = if loop_back {
-                    let max = self.shared.flow.policy(&plan.step).map_or(1000, |p| p.max_iterations);
-                    if plan.iteration + 1 > max {
-                        return Err(Error::LoopLimit { step: plan.step.clone(), max });
+                    let max = self.shared.flow.policy(&task.step).map_or(1000, |p| p.max_iterations);
+                    if task.iteration + 1 > max {
+                        return Err(Error::LoopLimit { step: task.step.clone(), max });
                     }
-                    plan.iteration + 1
+                    task.iteration + 1
                 } else {
-                    plan.iteration
+                    task.iteration
                 };
                 let is_join = graph.step(to.as_str()).is_some_and(|s| s.kind == StepKind::Join);
                 if is_join {
-                    self.arrive(&plan, ns, reused);
+                    self.arrive(&task, ns, reused);
                 } else {
-                    self.plan(
+                    self.make_ready(
                         to,
-                        Some(plan.id),
+                        Some(task.id),
                         ns,
-                        plan.fanouts.clone(),
-                        plan.frames.clone(),
+                        task.fanouts.clone(),
+                        task.frames.clone(),
                         iteration,
                         None,
                         reused,
@@ -747,21 +763,21 @@ impl Scheduler {
                 Ok(())
             }
             NextMove::Split(targets) => {
-                let join = graph.join_of(plan.step.as_str()).cloned().ok_or_else(|| Error::InvalidFlow {
+                let join = graph.join_of(task.step.as_str()).cloned().ok_or_else(|| Error::InvalidFlow {
                     flow: graph.name().to_string(),
-                    problems: format!("split `{}` has no join", plan.step),
+                    problems: format!("split `{}` has no join", task.step),
                 })?;
-                let b = self.open_barrier(&plan, join, targets.len(), reused);
+                let b = self.open_barrier(&task, join, targets.len(), reused);
                 for (i, t) in targets.into_iter().enumerate() {
-                    let mut fanouts = (*plan.fanouts).clone();
+                    let mut fanouts = (*task.fanouts).clone();
                     fanouts.push(Fanout { barrier: b, branch: i });
-                    self.plan(
+                    self.make_ready(
                         t,
-                        Some(plan.id),
+                        Some(task.id),
                         ns.clone(),
                         Arc::new(fanouts),
-                        plan.frames.clone(),
-                        plan.iteration,
+                        task.frames.clone(),
+                        task.iteration,
                         None,
                         reused,
                     );
@@ -770,32 +786,32 @@ impl Scheduler {
             }
             NextMove::Foreach { to, over, elements } => {
                 let len = elements.len() as u64;
-                let join = graph.join_of(plan.step.as_str()).cloned().ok_or_else(|| Error::InvalidFlow {
+                let join = graph.join_of(task.step.as_str()).cloned().ok_or_else(|| Error::InvalidFlow {
                     flow: graph.name().to_string(),
-                    problems: format!("foreach `{}` has no join", plan.step),
+                    problems: format!("foreach `{}` has no join", task.step),
                 })?;
-                let b = self.open_barrier(&plan, join, elements.len(), reused);
+                let b = self.open_barrier(&task, join, elements.len(), reused);
                 for i in 0..elements.len() {
-                    let mut fanouts = (*plan.fanouts).clone();
+                    let mut fanouts = (*task.fanouts).clone();
                     fanouts.push(Fanout { barrier: b, branch: i });
-                    let mut frames = (*plan.frames).clone();
+                    let mut frames = (*task.frames).clone();
                     frames.push(Frame {
                         record: ForeachFrame {
-                            step: plan.step.clone(),
-                            task: plan.id,
+                            step: task.step.clone(),
+                            task: task.id,
                             over: over.clone(),
                             index: i as u64,
                             len,
                         },
                         elements: elements.clone(),
                     });
-                    self.plan(
+                    self.make_ready(
                         to.clone(),
-                        Some(plan.id),
+                        Some(task.id),
                         ns.clone(),
                         Arc::new(fanouts),
                         Arc::new(frames),
-                        plan.iteration,
+                        task.iteration,
                         None,
                         reused,
                     );
@@ -808,7 +824,7 @@ impl Scheduler {
         }
     }
 
-    fn open_barrier(&mut self, plan: &TaskPlan, join: StepName, n: usize, reused: bool) -> u64 {
+    fn open_barrier(&mut self, task: &ReadyTask, join: StepName, n: usize, reused: bool) -> u64 {
         self.next_barrier += 1;
         let id = self.next_barrier;
         self.barriers.insert(
@@ -817,20 +833,20 @@ impl Scheduler {
                 join,
                 arrived: vec![None; n],
                 count: 0,
-                outer_fanouts: plan.fanouts.clone(),
-                outer_frames: plan.frames.clone(),
-                iteration: plan.iteration,
+                outer_fanouts: task.fanouts.clone(),
+                outer_frames: task.frames.clone(),
+                iteration: task.iteration,
                 reused,
             },
         );
         id
     }
 
-    fn arrive(&mut self, plan: &TaskPlan, ns: Arc<Namespace>, reused: bool) {
-        let Some(fanout) = plan.fanouts.last().copied() else {
+    fn arrive(&mut self, task: &ReadyTask, ns: Arc<Namespace>, reused: bool) {
+        let Some(fanout) = task.fanouts.last().copied() else {
             self.fail(Error::InvalidFlow {
                 flow: self.shared.flow.name().to_string(),
-                problems: format!("step `{}` reaches a join outside any split or foreach", plan.step),
+                problems: format!("step `{}` reaches a join outside any split or foreach", task.step),
             });
             return;
         };
@@ -840,7 +856,7 @@ impl Scheduler {
                     b.count += 1;
                 }
                 b.arrived[fanout.branch] =
-                    Some(Branch { task: plan.id, step: plan.step.clone(), index: fanout.branch as u64, ns, reused });
+                    Some(Branch { task: task.id, step: task.step.clone(), index: fanout.branch as u64, ns, reused });
                 b.count == b.arrived.len()
             }
             None => false,
@@ -856,7 +872,7 @@ impl Scheduler {
         };
         let branches: Vec<Branch> = b.arrived.into_iter().flatten().collect();
         let all_reused = b.reused && branches.iter().all(|br| br.reused);
-        self.plan(
+        self.make_ready(
             b.join,
             None,
             Arc::new(Namespace::new()),
@@ -869,43 +885,43 @@ impl Scheduler {
     }
 }
 
-fn task_key(shared: &RunShared, plan: &TaskPlan) -> TaskKey {
-    TaskKey { flow: shared.flow.name().clone(), run: shared.run_id, step: plan.step.clone(), task: plan.id }
+fn task_key(shared: &RunShared, task: &ReadyTask) -> TaskKey {
+    TaskKey { flow: shared.flow.name().clone(), run: shared.run_id, step: task.step.clone(), task: task.id }
 }
 
-fn base_record(shared: &RunShared, plan: &TaskPlan) -> TaskRecord {
-    let mut rec = TaskRecord::new(task_key(shared, plan));
-    rec.foreach_stack = plan.frames.iter().map(|f| f.record.clone()).collect();
-    rec.iteration = plan.iteration;
-    rec.parent = plan.parent;
-    rec.inputs = plan.inputs.as_ref().map(|i| i.iter().map(|b| b.task).collect()).unwrap_or_default();
+fn base_record(shared: &RunShared, task: &ReadyTask) -> TaskRecord {
+    let mut rec = TaskRecord::new(task_key(shared, task));
+    rec.foreach_stack = task.frames.iter().map(|f| f.record.clone()).collect();
+    rec.iteration = task.iteration;
+    rec.parent = task.parent;
+    rec.inputs = task.inputs.as_ref().map(|i| i.iter().map(|b| b.task).collect()).unwrap_or_default();
     rec
 }
 
-async fn run_task(shared: &Arc<RunShared>, plan: &TaskPlan) -> Outcome {
-    if let Some(origin) = &plan.reuse {
-        match reuse_task(shared, plan, origin).await {
+async fn run_task(shared: &Arc<RunShared>, task: &ReadyTask) -> Outcome {
+    if let Some(origin) = &task.reuse {
+        match reuse_task(shared, task, origin).await {
             Ok(o) => return o,
             Err(e) => {
-                tracing::warn!(step = %plan.step, error = %e, "could not reuse the origin task; running it");
+                tracing::warn!(step = %task.step, error = %e, "could not reuse the origin task; running it");
             }
         }
     }
-    execute_task(shared, plan).await
+    execute_task(shared, task).await
 }
 
 /// Clones a successful task of the origin run into this run, by reference: same
 /// artifact keys, no bytes copied, the step not executed.
-async fn reuse_task(shared: &Arc<RunShared>, plan: &TaskPlan, origin: &TaskRecord) -> Result<Outcome> {
+async fn reuse_task(shared: &Arc<RunShared>, task: &ReadyTask, origin: &TaskRecord) -> Result<Outcome> {
     let Some(o) = &shared.origin else {
         return Err(Error::Resume { reason: "no origin".into() });
     };
     let arts = shared.store.records.task_artifacts(shared.flow.name(), o.run, origin.key.task).await?;
-    let mut ns: Namespace = (*plan.parent_ns).clone();
+    let mut ns: Namespace = (*task.parent_ns).clone();
     for a in &arts {
         ns.insert(a.name.clone(), Arc::new(ArtRef::new(a.clone())));
     }
-    let mut rec = base_record(shared, plan);
+    let mut rec = base_record(shared, task);
     rec.status = TaskStatus::Succeeded;
     rec.attempt = origin.attempt;
     rec.started_at = origin.started_at;
@@ -917,7 +933,7 @@ async fn reuse_task(shared: &Arc<RunShared>, plan: &TaskPlan, origin: &TaskRecor
     let write = TaskWrite { artifacts: Some(arts), ..TaskWrite::new(rec) };
     shared.persister.write_later(Vec::new(), write);
     let ns = Arc::new(ns);
-    let next = decide_next(shared, plan, &ns).await?;
+    let next = decide_next(shared, task, &ns).await?;
     Ok(Outcome::Succeeded { ns, next, reused: true })
 }
 
@@ -990,11 +1006,11 @@ async fn run_body(body: &StepBody, ctx: Ctx, timeout: Option<Duration>, cancel: 
     }
 }
 
-async fn execute_task(shared: &Arc<RunShared>, plan: &TaskPlan) -> Outcome {
-    let Some(step_impl) = shared.flow.steps.get(&plan.step) else {
+async fn execute_task(shared: &Arc<RunShared>, task: &ReadyTask) -> Outcome {
+    let Some(step_impl) = shared.flow.steps.get(&task.step) else {
         return Outcome::Failed(Error::InvalidFlow {
             flow: shared.flow.name().to_string(),
-            problems: format!("step `{}` has no function", plan.step),
+            problems: format!("step `{}` has no function", task.step),
         });
     };
     let policy = &step_impl.policy;
@@ -1013,7 +1029,7 @@ async fn execute_task(shared: &Arc<RunShared>, plan: &TaskPlan) -> Outcome {
         };
         let started = Timestamp::now();
         let clock = Instant::now();
-        let mut rec = base_record(shared, plan);
+        let mut rec = base_record(shared, task);
         rec.status = TaskStatus::Running;
         rec.attempt = attempt;
         rec.started_at = Some(started);
@@ -1025,20 +1041,20 @@ async fn execute_task(shared: &Arc<RunShared>, plan: &TaskPlan) -> Outcome {
             .persister
             .write_later(Vec::new(), TaskWrite { attempt: Some(running_attempt), ..TaskWrite::new(rec.clone()) });
         if let Some(m) = &shared.metrics {
-            m.attempt_started(flow, plan.step.as_str(), attempt != Attempt::FIRST);
+            m.attempt_started(flow, task.step.as_str(), attempt != Attempt::FIRST);
         }
         let record = Arc::new(Mutex::new(rec));
         let ctx = Ctx {
             inner: Arc::new(CtxInner {
                 shared: shared.clone(),
-                step: plan.step.clone(),
-                task: plan.id,
+                step: task.step.clone(),
+                task: task.id,
                 attempt,
-                iteration: plan.iteration,
-                parent_ns: plan.parent_ns.clone(),
+                iteration: task.iteration,
+                parent_ns: task.parent_ns.clone(),
                 sets: Mutex::new(BTreeMap::new()),
-                frames: plan.frames.clone(),
-                inputs: plan.inputs.clone(),
+                frames: task.frames.clone(),
+                inputs: task.inputs.clone(),
                 record: record.clone(),
                 progress: Mutex::new(ProgressState::new()),
                 policy: policy.clone(),
@@ -1057,7 +1073,7 @@ async fn execute_task(shared: &Arc<RunShared>, plan: &TaskPlan) -> Outcome {
             AttemptEnd::Failed(e) => (TaskStatus::Failed, Some(e)),
             AttemptEnd::Lost => {
                 if let Some(m) = &shared.metrics {
-                    m.lease_expired(flow, plan.step.as_str());
+                    m.lease_expired(flow, task.step.as_str());
                 }
                 let message = format!(
                     "lease expired: no heartbeat or progress for {:.1}s (the step's lease); attempt {attempt} declared lost",
@@ -1075,8 +1091,8 @@ async fn execute_task(shared: &Arc<RunShared>, plan: &TaskPlan) -> Outcome {
             let label = final_status.map_or("retrying", TaskStatus::as_str);
             m.attempt_ended(
                 flow,
-                plan.step.as_str(),
-                &plan.id.to_string(),
+                task.step.as_str(),
+                &task.id.to_string(),
                 label,
                 clock.elapsed().as_secs_f64(),
                 final_status.is_some(),
@@ -1084,7 +1100,7 @@ async fn execute_task(shared: &Arc<RunShared>, plan: &TaskPlan) -> Outcome {
         }
         match status {
             TaskStatus::Succeeded => {
-                return finish(shared, plan, &ctx, &record, started, ended, None).await;
+                return finish(shared, task, &ctx, &record, started, ended, None).await;
             }
             TaskStatus::Failed | TaskStatus::Lost if !last => {
                 let e = error.unwrap_or(TaskError { kind: "error".into(), message: String::new() });
@@ -1115,7 +1131,7 @@ async fn execute_task(shared: &Arc<RunShared>, plan: &TaskPlan) -> Outcome {
                 if let Err(err) = ctx.set(&name, &e) {
                     return Outcome::Failed(err);
                 }
-                return finish(shared, plan, &ctx, &record, started, ended, Some(e)).await;
+                return finish(shared, task, &ctx, &record, started, ended, Some(e)).await;
             }
             _ => {
                 let e = error.unwrap_or(TaskError { kind: "error".into(), message: String::new() });
@@ -1131,15 +1147,15 @@ async fn execute_task(shared: &Arc<RunShared>, plan: &TaskPlan) -> Outcome {
                 if let Err(write) = shared.persister.write(Vec::new(), w).await {
                     // The store cannot say how the task ended: that, not the task's own
                     // failure, is what fails the run (and `resume` re-runs the task).
-                    tracing::error!(step = %plan.step, task = %plan.id, %attempt, error = %e.message, "task ended as {status}, and its record could not be stored");
+                    tracing::error!(step = %task.step, task = %task.id, %attempt, error = %e.message, "task ended as {status}, and its record could not be stored");
                     return Outcome::Failed(write);
                 }
                 if status == TaskStatus::Cancelled {
                     return Outcome::Cancelled;
                 }
                 return Outcome::Failed(Error::TaskFailed {
-                    step: plan.step.clone(),
-                    task: plan.id,
+                    step: task.step.clone(),
+                    task: task.id,
                     attempt,
                     cause: format!("{}: {}", e.kind, e.message),
                 });
@@ -1176,7 +1192,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// the flow goes next.
 async fn finish(
     shared: &Arc<RunShared>,
-    plan: &TaskPlan,
+    task: &ReadyTask,
     ctx: &Ctx,
     record: &Arc<Mutex<TaskRecord>>,
     started: Timestamp,
@@ -1186,7 +1202,7 @@ async fn finish(
     let sets: BTreeMap<ArtifactName, LocalSet> = std::mem::take(&mut *lock(&ctx.inner.sets));
     let mut small_blobs = Vec::new();
     let mut artifacts = Vec::with_capacity(sets.len());
-    let mut ns: Namespace = (*plan.parent_ns).clone();
+    let mut ns: Namespace = (*task.parent_ns).clone();
     for (name, set) in sets {
         for blob in set.new_blobs {
             if blob.len() > CACHE_MAX {
@@ -1229,18 +1245,18 @@ async fn finish(
     };
     shared.persister.write_later(small_blobs, write);
     let ns = Arc::new(ns);
-    match decide_next(shared, plan, &ns).await {
+    match decide_next(shared, task, &ns).await {
         Ok(next) => Outcome::Succeeded { ns, next, reused: false },
         Err(e) => Outcome::Failed(e),
     }
 }
 
-/// Where the flow goes after a task of `plan.step` succeeded with namespace `ns`.
-async fn decide_next(shared: &RunShared, plan: &TaskPlan, ns: &Namespace) -> Result<NextMove> {
+/// Where the flow goes after a task of `task.step` succeeded with namespace `ns`.
+async fn decide_next(shared: &RunShared, task: &ReadyTask, ns: &Namespace) -> Result<NextMove> {
     let graph = &shared.flow.graph;
-    let spec = graph.step(plan.step.as_str()).ok_or_else(|| Error::InvalidFlow {
+    let spec = graph.step(task.step.as_str()).ok_or_else(|| Error::InvalidFlow {
         flow: graph.name().to_string(),
-        problems: format!("unknown step `{}`", plan.step),
+        problems: format!("unknown step `{}`", task.step),
     })?;
     Ok(match &spec.next {
         Transition::End => NextMove::End,
@@ -1248,12 +1264,12 @@ async fn decide_next(shared: &RunShared, plan: &TaskPlan, ns: &Namespace) -> Res
         Transition::Split { to } => NextMove::Split(to.clone()),
         Transition::Foreach { over, to } => {
             let art = ns.get(over).ok_or_else(|| Error::Foreach {
-                step: plan.step.clone(),
+                step: task.step.clone(),
                 over: over.clone(),
-                reason: format!("artifact `{over}` is not set; set it in `{}` or an earlier step", plan.step),
+                reason: format!("artifact `{over}` is not set; set it in `{}` or an earlier step", task.step),
             })?;
             let elements = art.elements(&*shared.store.blobs).await?.ok_or_else(|| Error::Foreach {
-                step: plan.step.clone(),
+                step: task.step.clone(),
                 over: over.clone(),
                 reason: format!(
                     "`{over}` (a {}) holds no list of items; set it to a Vec, slice, array or tuple",
@@ -1263,13 +1279,13 @@ async fn decide_next(shared: &RunShared, plan: &TaskPlan, ns: &Namespace) -> Res
             let len = elements.len() as u64;
             let max = shared.max_num_splits;
             if len > max {
-                return Err(Error::TooManySplits { step: plan.step.clone(), len, max });
+                return Err(Error::TooManySplits { step: task.step.clone(), len, max });
             }
             NextMove::Foreach { to: to.clone(), over: over.clone(), elements }
         }
         Transition::Switch { on, cases } => {
             let art = ns.get(on).ok_or_else(|| Error::Switch {
-                step: plan.step.clone(),
+                step: task.step.clone(),
                 on: on.clone(),
                 reason: format!(
                     "the step must set `{on}` to one of: {}",
@@ -1281,14 +1297,14 @@ async fn decide_next(shared: &RunShared, plan: &TaskPlan, ns: &Namespace) -> Res
                 other => other.to_string(),
             };
             let to = cases.get(&value).ok_or_else(|| Error::Switch {
-                step: plan.step.clone(),
+                step: task.step.clone(),
                 on: on.clone(),
                 reason: format!(
                     "value {value:?} matches no case; cases: {}",
                     cases.keys().cloned().collect::<Vec<_>>().join(", ")
                 ),
             })?;
-            NextMove::Go { to: to.clone(), loop_back: graph.is_loop_back(plan.step.as_str(), to.as_str()) }
+            NextMove::Go { to: to.clone(), loop_back: graph.is_loop_back(task.step.as_str(), to.as_str()) }
         }
     })
 }

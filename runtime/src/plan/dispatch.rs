@@ -135,7 +135,7 @@ struct State {
 }
 
 /// Starts launches held by this process; see the module docs.
-pub(crate) struct Dispatcher {
+pub(crate) struct Launcher {
     pub(crate) store: Store,
     pub(crate) flows: BTreeMap<FlowName, Arc<Flow>>,
     pub(crate) id: String,
@@ -154,9 +154,9 @@ pub(crate) struct Dispatcher {
     started_at: Timestamp,
 }
 
-impl fmt::Debug for Dispatcher {
+impl fmt::Debug for Launcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Dispatcher").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Launcher").field("id", &self.id).finish_non_exhaustive()
     }
 }
 
@@ -200,10 +200,10 @@ fn ts(t: jiff::Timestamp) -> Timestamp {
     Timestamp::from_jiff(t)
 }
 
-impl Dispatcher {
+impl Launcher {
     pub(crate) fn new(env: &LaunchEnv, role: &str, opts: DispatchOptions) -> Self {
         let now = ts(env.clock.now());
-        Dispatcher {
+        Launcher {
             store: env.store.clone(),
             flows: env.flows.iter().map(|f| (f.name().clone(), f.clone())).collect(),
             id: holder_id(role),

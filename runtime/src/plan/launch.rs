@@ -10,7 +10,7 @@ use braid_dag::FlowSpec;
 use braid_store::{LaunchKind, LaunchRecord, LaunchState, PlanQuery, PlanRecord, SchedulerRecord, Store};
 use serde_json::Value;
 
-use super::dispatch::{DispatchOptions, Dispatcher, LaunchEnv, LaunchOutcome};
+use super::dispatch::{DispatchOptions, LaunchEnv, LaunchOutcome, Launcher};
 use super::error::{PlanError, PlanProblem, PlanResult};
 use super::model::{LaunchPlan, ParamSet};
 use super::registry::parse_time;
@@ -201,7 +201,7 @@ pub async fn backfill(
             schedule.describe()
         ))
     })?;
-    let d = Arc::new(Dispatcher::new(env, "backfill", opts.dispatch.clone()));
+    let d = Arc::new(Launcher::new(env, "backfill", opts.dispatch.clone()));
     let now_ts = Timestamp::from_jiff(now);
     let mut launches = Vec::new();
     for t in &ticks {
@@ -337,7 +337,7 @@ pub async fn launch_now(
 ) -> PlanResult<Vec<LaunchOutcome>> {
     let (store, clock) = (&env.store, &env.clock);
     let (rec, lp, flow) = load(store, &env.flows, plan).await?;
-    let d = Arc::new(Dispatcher::new(env, "launch", opts));
+    let d = Arc::new(Launcher::new(env, "launch", opts));
     let launches = manual_launches(&lp, rec.version, flow.spec(), overrides, clock.now(), Some(d.id.clone()))?;
     d.cache_plan(rec.version, Arc::new(lp));
     d.heartbeat(true).await?;
