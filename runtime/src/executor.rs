@@ -9,7 +9,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use braid_core::codec;
 use braid_core::{ArtifactName, Attempt, FlowName, RunId, RunStatus, StepName, Tag, TaskId, TaskStatus, Timestamp};
 use braid_dag::{StepKind, Transition};
 use braid_store::{
@@ -229,7 +228,7 @@ impl std::fmt::Debug for PreparedRun {
 /// `BRAID_PARAM_<NAME>`, then the computed or declared default. Every unknown,
 /// ill-typed, repeated and missing parameter is reported at once, each with where it
 /// was given ([`Error::Params`]).
-pub fn resolve_params(flow: &Flow, opts: &RunOptions) -> Result<BTreeMap<String, serde_json::Value>> {
+fn resolve_params(flow: &Flow, opts: &RunOptions) -> Result<BTreeMap<String, serde_json::Value>> {
     resolve_params_with(flow, opts, Vec::new())
 }
 
@@ -1307,9 +1306,4 @@ async fn decide_next(shared: &RunShared, task: &ReadyTask, ns: &Namespace) -> Re
             NextMove::Go { to: to.clone(), loop_back: graph.is_loop_back(task.step.as_str(), to.as_str()) }
         }
     })
-}
-
-/// Decodes an artifact's envelope bytes (used by tests and the CLI).
-pub fn decode_artifact<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    Ok(codec::decode(bytes)?)
 }

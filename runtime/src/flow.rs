@@ -34,7 +34,7 @@ pub enum Backoff {
 
 impl Backoff {
     /// The delay before retry number `retry` (1 for the first retry).
-    pub fn delay(&self, retry: u32) -> Duration {
+    pub(crate) fn delay(&self, retry: u32) -> Duration {
         match *self {
             Backoff::Fixed(d) => d,
             Backoff::Exponential { base, max } => {
@@ -109,7 +109,7 @@ impl std::fmt::Debug for Flow {
 }
 
 /// The default bound on a foreach's width.
-pub const DEFAULT_MAX_NUM_SPLITS: u64 = 100_000;
+pub(crate) const DEFAULT_MAX_NUM_SPLITS: u64 = 100_000;
 
 impl Flow {
     /// Starts declaring a flow.
@@ -138,11 +138,6 @@ impl Flow {
 
     pub fn policy(&self, step: &StepName) -> Option<&StepPolicy> {
         self.steps.get(step).map(|s| &s.policy)
-    }
-
-    /// Raises (or lowers) the bound on a foreach's width.
-    pub fn set_max_num_splits(&mut self, max: u64) {
-        self.max_num_splits = max;
     }
 }
 

@@ -62,12 +62,9 @@ mod progress;
 pub use braid_dag::{Param, ParamSpec, ParamType};
 pub use context::{Ctx, Input, Merge};
 pub use error::{BoxError, Error, Result, StepResult};
-pub use executor::{
-    PreparedRun, Resume, RunOptions, RunProgress, RunSummary, StepCounts, decode_artifact, resolve_params,
-    resolve_params_with,
-};
+pub use executor::{PreparedRun, Resume, RunOptions, RunProgress, RunSummary, StepCounts, resolve_params_with};
 pub use failpoint::init_failpoints;
-pub use flow::{Backoff, DEFAULT_MAX_NUM_SPLITS, Flow, FlowBuilder, StepBuilder, StepPolicy};
+pub use flow::{Backoff, Flow, FlowBuilder, StepBuilder, StepPolicy};
 pub use lease::RUN_LEASE;
 pub use logs::{TaskLogLayer, task_log_layer};
 pub use metrics::Metrics;

@@ -33,7 +33,7 @@ pub trait Clock: Send + Sync + fmt::Debug {
 
 /// The system's clock.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> jiff::Timestamp {
@@ -54,11 +54,6 @@ impl ManualClock {
 
     pub fn set(&self, t: jiff::Timestamp) {
         *self.now.lock().unwrap_or_else(|e| e.into_inner()) = t;
-    }
-
-    pub fn advance(&self, d: Duration) {
-        let mut now = self.now.lock().unwrap_or_else(|e| e.into_inner());
-        *now = now.checked_add(jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX)).unwrap_or(*now);
     }
 }
 

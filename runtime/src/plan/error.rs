@@ -14,7 +14,7 @@ pub struct PlanProblem {
 }
 
 impl PlanProblem {
-    pub fn new(plan: impl Into<String>, key: impl Into<String>, message: impl fmt::Display) -> Self {
+    pub(crate) fn new(plan: impl Into<String>, key: impl Into<String>, message: impl fmt::Display) -> Self {
         PlanProblem { plan: plan.into(), key: key.into(), message: message.to_string() }
     }
 }

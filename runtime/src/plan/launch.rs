@@ -159,8 +159,8 @@ pub struct BackfillReport {
 
 /// Launches the ticks of `plan` in `[from, to)` through the same claims as the scheduler,
 /// so a tick of a parameter set that was launched (by the scheduler or an earlier
-/// backfill) is not launched again. `from` and `to` are read by [`parse_time`] in the
-/// plan's time zone. Runs go in this process under the plan's concurrency policy and
+/// backfill) is not launched again. `from` and `to` are RFC 3339 times with an offset, or
+/// wall-clock times or dates in the plan's time zone. Runs go in this process under the plan's concurrency policy and
 /// the global limit; returns when they have ended.
 pub async fn backfill(
     env: &LaunchEnv,
@@ -254,7 +254,7 @@ pub async fn backfill(
 /// `overrides` given for matrix parameters; other overrides replace defaults (fixed
 /// inputs cannot be overridden). `holder` `None` records them as a request any
 /// scheduler of the flow may start.
-pub fn manual_launches(
+pub(crate) fn manual_launches(
     plan: &LaunchPlan,
     version: u32,
     flow: &FlowSpec,

@@ -14,11 +14,11 @@ use super::error::{PlanError, PlanProblem, PlanResult};
 use super::schedule::{Schedule, format_duration, parse_duration};
 
 /// Most parameter sets one plan may expand to.
-pub const MAX_PARAMETER_SETS: usize = 10_000;
+pub(crate) const MAX_PARAMETER_SETS: usize = 10_000;
 /// The catch-up limit when `catch_up = "all"` names none.
-pub const DEFAULT_CATCH_UP_LIMIT: u32 = 100;
+pub(crate) const DEFAULT_CATCH_UP_LIMIT: u32 = 100;
 /// How late a tick may be and still launch under `catch_up = "none"`, by default.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_GRACE: Duration = Duration::from_secs(60);
 
 /// What happens to a tick of a parameter set whose previous run is still going.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -204,7 +204,7 @@ impl LaunchPlan {
     /// Validates a spec on its own (names, schedule, labels, matrix, policies); the
     /// flow's parameters are checked by [`LaunchPlan::check_flow`]. Every problem is
     /// reported at once.
-    pub fn from_spec(spec: PlanSpec) -> PlanResult<LaunchPlan> {
+    pub(crate) fn from_spec(spec: PlanSpec) -> PlanResult<LaunchPlan> {
         let shown = shown_name(&spec.name);
         Self::validate(spec).map_err(|problems| PlanError::Invalid { plan: shown, problems })
     }

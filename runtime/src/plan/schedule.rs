@@ -110,7 +110,7 @@ pub(crate) fn parse_zone(name: &str) -> Result<TimeZone, String> {
 }
 
 /// Parses a duration such as `15m`, `1h 30m`, `90s` or `PT1H`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let d: SignedDuration = text.trim().parse().map_err(|e| {
         format!("duration {text:?} does not parse ({e}); write it like \"15m\", \"1h\", \"1h 30m\" or \"90s\"")
     })?;
@@ -121,7 +121,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Prints a duration the way [`parse_duration`] reads it.
-pub fn format_duration(d: Duration) -> String {
+pub(crate) fn format_duration(d: Duration) -> String {
     let s = d.as_secs();
     let parts: Vec<String> = [(s / 86_400, "d"), (s / 3600 % 24, "h"), (s / 60 % 60, "m"), (s % 60, "s")]
         .iter()
@@ -199,12 +199,6 @@ impl Schedule {
                 Timestamp::from_microsecond(i64::try_from(us.div_euclid(step) * step).ok()?).ok()
             }
         }
-    }
-
-    /// The last tick strictly before `t`.
-    pub fn last_before(&self, t: Timestamp) -> Option<Timestamp> {
-        let just_before = t.checked_sub(SignedDuration::from_micros(1)).ok()?;
-        self.last_at_or_before(just_before)
     }
 
     /// Ticks in `[from, to)`, oldest first, at most `limit` (then `Err` with the limit).
