@@ -91,6 +91,20 @@ pub struct LaunchOutcome {
     pub note: Option<String>,
 }
 
+/// How long a scheduler, backfill or launch process may go without a heartbeat before it
+/// counts as dead: its pending launches are then adopted by a live scheduler, and
+/// `braid plan launch` no longer counts it as a scheduler that will start a request.
+/// The default of [`DispatchOptions::dead_after`]; six missed heartbeats of the default
+/// 5 s interval.
+pub const DEAD_AFTER: Duration = Duration::from_secs(30);
+
+/// Whether a holder last seen at `seen_at` is still alive at `now`: it wrote a heartbeat
+/// within `dead_after`.
+pub(crate) fn heard_within(seen_at: Timestamp, now: Timestamp, dead_after: Duration) -> bool {
+    let window = i64::try_from(dead_after.as_micros()).unwrap_or(i64::MAX);
+    seen_at.as_micros() >= now.as_micros().saturating_sub(window)
+}
+
 /// Settings shared by schedulers and one-off launchers.
 #[derive(Debug, Clone)]
 pub struct DispatchOptions {
@@ -100,7 +114,8 @@ pub struct DispatchOptions {
     pub run_workers: usize,
     /// How often this process says it is alive.
     pub heartbeat: Duration,
-    /// A holder silent for this long is dead: its pending launches are adopted.
+    /// A holder silent for this long is dead: its pending launches are adopted
+    /// (default [`DEAD_AFTER`]).
     pub dead_after: Duration,
 }
 
@@ -110,7 +125,7 @@ impl Default for DispatchOptions {
             max_runs: 16,
             run_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             heartbeat: Duration::from_secs(5),
-            dead_after: Duration::from_secs(30),
+            dead_after: DEAD_AFTER,
         }
     }
 }
@@ -264,7 +279,7 @@ impl Launcher {
     /// machine that has exited is dead at once, whatever its last heartbeat: a scheduler
     /// restarted after a crash adopts what the crashed one held without waiting.
     pub(crate) async fn live_holders(&self) -> PlanResult<Vec<String>> {
-        let cutoff = ts(self.now()).as_micros() - i64::try_from(self.opts.dead_after.as_micros()).unwrap_or(i64::MAX);
+        let now = ts(self.now());
         let host = braid_store::host_name();
         let mut live: Vec<String> = self
             .store
@@ -272,7 +287,7 @@ impl Launcher {
             .list_schedulers()
             .await?
             .into_iter()
-            .filter(|s| s.seen_at.as_micros() >= cutoff)
+            .filter(|s| heard_within(s.seen_at, now, self.opts.dead_after))
             .filter(|s| !(s.host == host && braid_store::process_exited(s.pid)))
             .map(|s| s.id)
             .collect();

@@ -10,7 +10,7 @@ use braid_dag::FlowSpec;
 use braid_store::{LaunchKind, LaunchRecord, LaunchState, PlanQuery, PlanRecord, SchedulerRecord, Store};
 use serde_json::Value;
 
-use super::dispatch::{DispatchOptions, LaunchEnv, LaunchOutcome, Launcher};
+use super::dispatch::{DispatchOptions, LaunchEnv, LaunchOutcome, Launcher, heard_within};
 use super::error::{PlanError, PlanProblem, PlanResult};
 use super::model::{LaunchPlan, ParamSet};
 use super::registry::parse_time;
@@ -354,7 +354,8 @@ pub async fn launch_now(
 /// Records a manual launch of `plan` as pending launches without a holder: the next
 /// pass of any running scheduler of the plan's flow adopts and starts them. Needs only
 /// the store (the flow's spec as `plans apply` stored it). Returns the launches and the
-/// live schedulers that serve the flow (none: nothing starts them until one runs).
+/// live schedulers that serve the flow (none: nothing starts them until one runs): those
+/// heard from within `dead_after` (normally [`DEAD_AFTER`](super::DEAD_AFTER)).
 pub async fn request_launch(
     store: &Store,
     plan: &str,
@@ -383,13 +384,15 @@ pub async fn request_launch(
     }
     let launches = manual_launches(&lp, rec.version, &spec, overrides, now, None)?;
     store.plans.claim_launches(launches.clone()).await?;
-    let cutoff = Timestamp::from_jiff(now).as_micros() - i64::try_from(dead_after.as_micros()).unwrap_or(i64::MAX);
+    let now = Timestamp::from_jiff(now);
     let live = store
         .plans
         .list_schedulers()
         .await?
         .into_iter()
-        .filter(|s| s.seen_at.as_micros() >= cutoff && s.flows.contains(lp.flow()) && s.id.starts_with("scheduler@"))
+        .filter(|s| {
+            heard_within(s.seen_at, now, dead_after) && s.flows.contains(lp.flow()) && s.id.starts_with("scheduler@")
+        })
         .collect();
     Ok((launches, live))
 }

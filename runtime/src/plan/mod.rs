@@ -28,7 +28,7 @@ mod registry;
 mod schedule;
 mod scheduler;
 
-pub use dispatch::{Clock, DispatchOptions, LaunchEnv, LaunchEvent, LaunchOutcome, ManualClock};
+pub use dispatch::{Clock, DEAD_AFTER, DispatchOptions, LaunchEnv, LaunchEvent, LaunchOutcome, ManualClock};
 pub use error::{PlanError, PlanProblem, PlanResult};
 pub use file::{check_plan_file, check_plan_text, parse_plans};
 pub use launch::{BackfillOptions, BackfillReport, backfill, get_plan, launch_key, launch_now, request_launch};
