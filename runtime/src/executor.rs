@@ -224,98 +224,12 @@ impl std::fmt::Debug for PreparedRun {
     }
 }
 
-/// Resolves parameter values: command-line text, then typed values, then
-/// `BRAID_PARAM_<NAME>`, then the computed or declared default. Every unknown,
-/// ill-typed, repeated and missing parameter is reported at once, each with where it
-/// was given ([`Error::Params`]).
-fn resolve_params(flow: &Flow, opts: &RunOptions) -> Result<BTreeMap<String, serde_json::Value>> {
-    resolve_params_with(flow, opts, Vec::new())
-}
-
-/// [`resolve_params`], with problems the caller found already (e.g. `--param` text
-/// that is not `NAME=VALUE`) listed first in the error.
-pub fn resolve_params_with(
-    flow: &Flow,
-    opts: &RunOptions,
-    mut problems: Vec<(String, braid_dag::ParamProblem)>,
-) -> Result<BTreeMap<String, serde_json::Value>> {
-    use braid_dag::{ParamCheck, ParamProblem};
-    let declared = &flow.graph.spec().params;
-    let check = ParamCheck::new(declared);
-    let mut out = BTreeMap::new();
-    // Where each parameter was given first, to name both places of a repeat.
-    let mut given: BTreeMap<&str, String> = BTreeMap::new();
-    let mut computed = Vec::new();
-    for (name, text) in &opts.params {
-        let at = format!("--param {name}={text}");
-        if check.declared(name).is_ok()
-            && let Some(first) = given.get(name.as_str())
-        {
-            problems.push((at, ParamProblem::Twice { param: name.clone(), first: first.clone() }));
-            continue;
-        }
-        match check.parse(name, text) {
-            Ok(v) => {
-                out.insert(name.clone(), v);
-            }
-            Err(p) => problems.push((at.clone(), p)),
-        }
-        given.entry(name).or_insert(at);
-    }
-    for (name, v) in &opts.param_values {
-        let at = format!("value {name}={v}");
-        match check.check(name, v) {
-            Ok(_) => {
-                out.entry(name.clone()).or_insert_with(|| v.clone());
-            }
-            Err(p) => problems.push((at.clone(), p)),
-        }
-        given.entry(name).or_insert(at);
-    }
-    for spec in declared {
-        let name = spec.name.as_str();
-        if given.contains_key(name) {
-            continue;
-        }
-        if opts.env_params {
-            let var = format!("BRAID_PARAM_{}", name.to_uppercase());
-            if let Ok(text) = std::env::var(&var) {
-                match check.parse(name, &text) {
-                    Ok(v) => {
-                        out.insert(name.to_owned(), v);
-                    }
-                    Err(p) => problems.push((format!("environment variable {var}"), p)),
-                }
-                continue;
-            }
-        }
-        if flow.computed.contains_key(&spec.name) {
-            computed.push(&spec.name);
-        } else if let Some(d) = &spec.default {
-            out.insert(name.to_owned(), d.clone());
-        } else {
-            problems.push((String::new(), ParamProblem::Missing { param: spec.name.clone(), ty: spec.ty }));
-        }
-    }
-    if problems.is_empty() {
-        // Computed only for a run that starts: computing may cost, or count.
-        for name in computed {
-            if let Some(f) = flow.computed.get(name) {
-                out.insert(name.to_string(), f());
-            }
-        }
-        Ok(out)
-    } else {
-        Err(Error::Params(braid_dag::ParamErrors { flow: flow.name().to_string(), problems }))
-    }
-}
-
 impl PreparedRun {
     /// Registers the flow, resolves parameters and creates the run record, so the run
     /// id is known before any step runs.
     pub async fn prepare(flow: Arc<Flow>, store: Store, opts: RunOptions) -> Result<PreparedRun> {
         let run_id = opts.run_id.unwrap_or_else(RunId::generate);
-        let mut params = resolve_params(&flow, &opts)?;
+        let mut params = crate::params::resolve_params_with(&flow, &opts, Vec::new())?;
         let mut origin = None;
         let mut origin_run = None;
         if let Some(resume) = &opts.resume {

@@ -15,6 +15,7 @@ use super::error::{PlanError, PlanProblem, PlanResult};
 use super::model::{LaunchPlan, ParamSet};
 use super::registry::parse_time;
 use crate::flow::Flow;
+use crate::params::GivenParams;
 
 /// The claim key of a (plan, tick, parameter set): the same for the scheduler and for
 /// backfill, whatever the plan's version, so a tick of a set launches at most once.
@@ -264,24 +265,14 @@ pub(crate) fn manual_launches(
 ) -> PlanResult<Vec<LaunchRecord>> {
     let mut sets: Vec<&ParamSet> = plan.parameter_sets().iter().collect();
     let mut extra: BTreeMap<String, Value> = BTreeMap::new();
-    let check = braid_dag::ParamCheck::new(&flow.params);
+    let mut given = GivenParams::new(&flow.params);
     let mut problems = Vec::new();
-    let mut given: BTreeMap<&str, String> = BTreeMap::new();
     for (k, text) in overrides {
         let at = format!("--param {k}={text}");
+        let v = given.text(k, text);
+        problems.extend(given.take_problems().into_iter().map(|(at, p)| PlanProblem::new(plan.name().as_str(), at, p)));
+        let Some(v) = v else { continue };
         let mut problem = |message: String| problems.push(PlanProblem::new(plan.name().as_str(), at.clone(), message));
-        if let Some(first) = given.get(k.as_str()) {
-            problem(braid_dag::ParamProblem::Twice { param: k.clone(), first: first.clone() }.to_string());
-            continue;
-        }
-        given.insert(k, at.clone());
-        let v = match check.parse(k, text) {
-            Ok(v) => v,
-            Err(e) => {
-                problem(e.to_string());
-                continue;
-            }
-        };
         if let Some(fixed) = plan.fixed().get(k) {
             problem(format!(
                 "parameter `{k}` is fixed by the plan to {fixed}; fixed inputs cannot be overridden (change `fixed` in the plan file, or run the flow directly with `run --param`)"
