@@ -49,6 +49,10 @@ pub struct RunOptions {
     pub cancel: CancellationToken,
     /// Read `BRAID_PARAM_<NAME>` environment variables.
     pub env_params: bool,
+    /// Where `env_params` reads the variables from: `None` (the default) reads the
+    /// process environment; a map (a snapshot taken at start-up, a test's values) is
+    /// read instead, so nothing has to change the environment of a running process.
+    pub env_vars: Option<BTreeMap<String, String>>,
     /// Where to count tasks, progress, leases and retries (served by `--metrics-addr`).
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     /// How long the run's lease lasts without a renewal (see [`crate::RUN_LEASE`]).
@@ -72,6 +76,7 @@ impl Default for RunOptions {
             meta: serde_json::Map::new(),
             cancel: CancellationToken::new(),
             env_params: true,
+            env_vars: None,
             metrics: None,
             run_lease: crate::lease::RUN_LEASE,
             run_id: None,

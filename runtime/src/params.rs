@@ -129,7 +129,11 @@ pub fn resolve_params_with(
                 continue;
             }
             let var = format!("BRAID_PARAM_{}", spec.name.as_str().to_uppercase());
-            if let Ok(text) = std::env::var(&var) {
+            let text = match &opts.env_vars {
+                Some(vars) => vars.get(&var).cloned(),
+                None => std::env::var(&var).ok(),
+            };
+            if let Some(text) = text {
                 params.env(spec.name.as_str(), &var, &text);
             }
         }

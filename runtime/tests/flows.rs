@@ -857,18 +857,20 @@ async fn env_params_override_defaults() {
             .build()
             .unwrap(),
     );
-    // SAFETY-free: this test is the only one reading BRAID_PARAM_WIDTH.
-    unsafe_env_set("BRAID_PARAM_WIDTH", "7");
-    let s = braid_runtime::run(flow, store.clone(), RunOptions::default()).await.unwrap();
+    // The variables a run reads, given to it: no test changes the process environment.
+    let env_vars = BTreeMap::from([("BRAID_PARAM_WIDTH".to_owned(), "7".to_owned())]);
+    let s =
+        braid_runtime::run(flow.clone(), store.clone(), RunOptions { env_vars: Some(env_vars), ..Default::default() })
+            .await
+            .unwrap();
     assert_ok(&s);
     let start = only_task(&store, "envp", s.run_id, "start").await;
     assert_eq!(value::<u64>(&store, "envp", s.run_id, start.key.task, "w").await, 7);
-}
-
-#[allow(unsafe_code)]
-fn unsafe_env_set(k: &str, v: &str) {
-    // Edition 2024 makes set_var unsafe; no other test reads this variable.
-    unsafe { std::env::set_var(k, v) }
+    // A bad value names the variable it came from.
+    let env_vars = BTreeMap::from([("BRAID_PARAM_WIDTH".to_owned(), "wide".to_owned())]);
+    let opts = RunOptions { env_vars: Some(env_vars), ..Default::default() };
+    let e = braid_runtime::run(flow, store.clone(), opts).await.unwrap_err().to_string();
+    assert!(e.contains("environment variable BRAID_PARAM_WIDTH") && e.contains("\"wide\""), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
