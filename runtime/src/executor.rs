@@ -26,7 +26,8 @@ use crate::namespace::{ArtRef, CACHE_MAX, Namespace};
 use crate::persist::Persister;
 use crate::progress::ProgressState;
 
-/// How to start a run.
+/// How to start a run. Fields may be added: start from `RunOptions::default()` and set
+/// the ones you need (`RunOptions { max_workers: 4, ..Default::default() }`).
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Parameter values as given on the command line (`name`, `text`), parsed against
@@ -34,6 +35,7 @@ pub struct RunOptions {
     pub params: Vec<(String, String)>,
     /// Parameter values already typed (from a launch plan).
     pub param_values: BTreeMap<String, serde_json::Value>,
+    /// Tags the run record starts with.
     pub tags: Vec<Tag>,
     /// Tasks running at once (default: the number of cores).
     pub max_workers: usize,
@@ -99,28 +101,37 @@ pub struct Resume {
 /// How a run ended.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
+    /// The flow that ran.
     pub flow: FlowName,
+    /// The run's id.
     pub run_id: RunId,
+    /// How it ended: succeeded, failed or cancelled.
     pub status: RunStatus,
+    /// Why it did not succeed: the error and its causes on one line.
     pub error: Option<String>,
     /// Tasks executed in this run (attempted at least once).
     pub executed: u64,
     /// Tasks reused from the origin run of a resume.
     pub reused: u64,
+    /// Wall-clock time from the start of `execute` to the run's end.
     pub elapsed: Duration,
 }
 
 /// Counts per step, for live views.
 #[derive(Debug, Default, Clone)]
 pub struct StepCounts {
+    /// Tasks of the step that succeeded (or were reused).
     pub done: u64,
+    /// Tasks of the step started and not yet ended.
     pub running: u64,
+    /// Tasks of the step that failed their last attempt.
     pub failed: u64,
 }
 
 /// What a live view can observe while a run goes.
 #[derive(Debug, Default)]
 pub struct RunProgress {
+    /// Counts by step name; [`RunProgress::snapshot`] copies them.
     pub steps: Mutex<BTreeMap<String, StepCounts>>,
 }
 
@@ -130,6 +141,7 @@ impl RunProgress {
         f(m.entry(step.to_string()).or_default());
     }
 
+    /// The counts by step name now.
     pub fn snapshot(&self) -> BTreeMap<String, StepCounts> {
         self.steps.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -296,6 +308,7 @@ impl PreparedRun {
         Ok(PreparedRun { shared, max_workers: opts.max_workers.max(1) })
     }
 
+    /// The run's id, known before any step runs.
     pub fn run_id(&self) -> RunId {
         self.shared.run_id
     }

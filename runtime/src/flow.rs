@@ -23,13 +23,19 @@ pub(crate) enum StepBody {
     Blocking(Arc<dyn Fn(Ctx) -> StepResult + Send + Sync>),
 }
 
-/// How long to wait between attempts.
+/// How long to wait between attempts. Kinds may be added: a `match` needs a `_` arm.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub enum Backoff {
     /// The same delay before every retry.
     Fixed(Duration),
     /// `base`, then `2 × base`, `4 × base`, ... capped at `max`.
-    Exponential { base: Duration, max: Duration },
+    Exponential {
+        /// The delay before the first retry.
+        base: Duration,
+        /// The longest delay.
+        max: Duration,
+    },
 }
 
 impl Backoff {
@@ -46,10 +52,12 @@ impl Backoff {
 }
 
 /// Per-step policies: retries, timeout, catch, loop bound, lease and progress coalescing.
+/// Set through [`StepBuilder`]; read with [`Flow::policy`].
 #[derive(Debug, Clone)]
 pub struct StepPolicy {
     /// Retries after the first attempt fails.
     pub retries: u32,
+    /// How long to wait before each retry.
     pub backoff: Backoff,
     /// An attempt running longer is cancelled and fails (and is retried if it may).
     pub timeout: Option<Duration>,
@@ -124,18 +132,22 @@ impl Flow {
         }
     }
 
+    /// The flow's name.
     pub fn name(&self) -> &FlowName {
         self.graph.name()
     }
 
+    /// The validated graph: steps, transitions, joins, loops.
     pub fn graph(&self) -> &FlowGraph {
         &self.graph
     }
 
+    /// The graph's serializable form, as the store keeps it.
     pub fn spec(&self) -> &FlowSpec {
         self.graph.spec()
     }
 
+    /// The policies of `step` (retries, timeout, ...), if the flow has that step.
     pub fn policy(&self, step: &StepName) -> Option<&StepPolicy> {
         self.steps.get(step).map(|s| &s.policy)
     }
@@ -275,6 +287,7 @@ impl StepBuilder {
         self
     }
 
+    /// How long to wait before each retry (default: none).
     pub fn backoff(mut self, b: Backoff) -> Self {
         self.policy.backoff = b;
         self

@@ -28,6 +28,7 @@ use crate::flow::Flow;
 /// The time a scheduler sees. Injected in tests, so DST days and missed ticks are tested
 /// without waiting.
 pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current time.
     fn now(&self) -> jiff::Timestamp;
 }
 
@@ -48,10 +49,12 @@ pub struct ManualClock {
 }
 
 impl ManualClock {
+    /// A clock that reads `start` until it is set.
     pub fn new(start: jiff::Timestamp) -> Self {
         ManualClock { now: Mutex::new(start) }
     }
 
+    /// Moves the clock to `t` (forward or back).
     pub fn set(&self, t: jiff::Timestamp) {
         *self.now.lock().unwrap_or_else(|e| e.into_inner()) = t;
     }
@@ -63,31 +66,77 @@ impl Clock for ManualClock {
     }
 }
 
-/// What a scheduler, a backfill or a manual launch did, as it happens.
+/// What a scheduler, a backfill or a manual launch did, as it happens (sent to
+/// [`LaunchEnv::with_events`]). Variants may be added: a `match` needs a `_` arm.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum LaunchEvent {
-    /// A run started: `flow/run`, its name, the tick.
-    Started { launch: String, pathspec: String, name: String, tick: jiff::Timestamp },
+    /// A run started.
+    Started {
+        /// The launch's claim key ([`launch_key`](super::launch_key)).
+        launch: String,
+        /// The run, as `flow/run`.
+        pathspec: String,
+        /// The run's readable name, `<plan>_<values>`.
+        name: String,
+        /// The tick it launches.
+        tick: jiff::Timestamp,
+    },
     /// A run ended.
-    Finished { launch: String, pathspec: String, name: String, status: RunStatus, error: Option<String> },
+    Finished {
+        /// The launch's claim key.
+        launch: String,
+        /// The run, as `flow/run`.
+        pathspec: String,
+        /// The run's readable name.
+        name: String,
+        /// How it ended.
+        status: RunStatus,
+        /// Its error, if it failed.
+        error: Option<String>,
+    },
     /// A launch was not started, on purpose or because its run could not be created.
-    Skipped { launch: String, name: String, tick: jiff::Timestamp, reason: String },
+    Skipped {
+        /// The launch's claim key.
+        launch: String,
+        /// The run name it would have had.
+        name: String,
+        /// The tick it was for.
+        tick: jiff::Timestamp,
+        /// Why it was skipped.
+        reason: String,
+    },
     /// Missed ticks left out by the catch-up policy.
-    MissedTicks { plan: PlanName, skipped: usize, policy: String },
+    MissedTicks {
+        /// The plan whose ticks were missed.
+        plan: PlanName,
+        /// How many ticks were left out.
+        skipped: usize,
+        /// The catch-up policy that left them out, as text.
+        policy: String,
+    },
 }
 
 /// How a launch this process handled ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LaunchOutcome {
+    /// The launch's claim key.
     pub key: String,
+    /// The plan it launched.
     pub plan: PlanName,
+    /// The run's readable name, `<plan>_<values>`.
     pub name: String,
+    /// The tick (for a manual launch, when it was asked for).
     pub tick: jiff::Timestamp,
+    /// The plan's flow.
     pub flow: FlowName,
+    /// The run it started, if it started one.
     pub run: Option<RunId>,
     /// `None` while the run goes; `Skipped` launches have none.
     pub status: Option<RunStatus>,
+    /// The launch's state in the store (`finished`, `skipped`, ...).
     pub state: LaunchState,
+    /// Why it was skipped, or what else there is to know about it.
     pub note: Option<String>,
 }
 
@@ -105,7 +154,8 @@ pub(crate) fn heard_within(seen_at: Timestamp, now: Timestamp, dead_after: Durat
     seen_at.as_micros() >= now.as_micros().saturating_sub(window)
 }
 
-/// Settings shared by schedulers and one-off launchers.
+/// Settings shared by schedulers and one-off launchers. Fields may be added: start from
+/// `DispatchOptions::default()` and set the ones you need.
 #[derive(Debug, Clone)]
 pub struct DispatchOptions {
     /// Runs going at once in this process, over every plan (the global limit).
@@ -171,12 +221,17 @@ impl fmt::Debug for Launcher {
 }
 
 /// Where launches happen: the store, the flows this process hosts, the clock it reads
-/// and where it reports what it does.
+/// and where it reports what it does. Fields may be added: build one with
+/// [`LaunchEnv::new`] and the `with_` methods.
 #[derive(Debug, Clone)]
 pub struct LaunchEnv {
+    /// Where plans, launches and runs are stored.
     pub store: Store,
+    /// The flows this process hosts (and so can launch).
     pub flows: Vec<Arc<Flow>>,
+    /// The time launches are decided by.
     pub clock: Arc<dyn Clock>,
+    /// Where every [`LaunchEvent`] is sent, if anywhere.
     pub events: Option<tokio::sync::mpsc::UnboundedSender<LaunchEvent>>,
     /// Cancelling it cancels the runs started here and starts nothing more (Ctrl-C).
     pub cancel: CancellationToken,

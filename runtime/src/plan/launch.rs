@@ -120,7 +120,9 @@ pub async fn get_plan(store: &Store, name: &str) -> PlanResult<PlanRecord> {
 
 /// How a backfill goes.
 #[derive(Debug, Clone)]
+/// Fields may be added: start from `BackfillOptions::default()`.
 pub struct BackfillOptions {
+    /// Limits and liveness, as for a scheduler.
     pub dispatch: DispatchOptions,
     /// List what would launch; claim and run nothing.
     pub dry_run: bool,
@@ -137,11 +139,17 @@ impl Default for BackfillOptions {
 /// What a backfill did.
 #[derive(Debug, Clone)]
 pub struct BackfillReport {
+    /// The plan backfilled.
     pub plan: PlanName,
+    /// Its version whose inputs the launches got.
     pub version: u32,
+    /// Its flow.
     pub flow: FlowName,
+    /// The plan's time zone (IANA name), in which `from` and `to` were read.
     pub time_zone: String,
+    /// The start of the interval (included).
     pub from: jiff::Timestamp,
+    /// The end of the interval (left out).
     pub to: jiff::Timestamp,
     /// The ticks in `[from, to)`.
     pub ticks: Vec<jiff::Timestamp>,

@@ -28,11 +28,18 @@ mod registry;
 mod schedule;
 mod scheduler;
 
-pub use dispatch::{Clock, DEAD_AFTER, DispatchOptions, LaunchEnv, LaunchEvent, LaunchOutcome, ManualClock};
-pub use error::{PlanError, PlanProblem, PlanResult};
+// Plans: their model, files and registration.
 pub use file::{check_plan_file, check_plan_text, parse_plans};
-pub use launch::{BackfillOptions, BackfillReport, backfill, get_plan, launch_key, launch_now, request_launch};
 pub use model::{CatchUp, CatchUpKind, Concurrency, LaunchPlan, LaunchPlanBuilder, ParamSet, PlanSpec};
 pub use registry::{Registered, register_plans, register_plans_at, set_active};
 pub use schedule::{CronError, Schedule};
+
+// The scheduler.
 pub use scheduler::{PassReport, Scheduler, SchedulerOptions};
+
+// Launches: the environment they happen in, backfill and manual launches, what they report.
+pub use dispatch::{Clock, DEAD_AFTER, DispatchOptions, LaunchEnv, LaunchEvent, LaunchOutcome, ManualClock};
+pub use launch::{BackfillOptions, BackfillReport, backfill, get_plan, launch_key, launch_now, request_launch};
+
+// Errors.
+pub use error::{PlanError, PlanProblem, PlanResult};

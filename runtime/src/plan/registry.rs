@@ -16,8 +16,11 @@ use crate::flow::Flow;
 /// What registering one plan did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Registered {
+    /// The plan.
     pub plan: PlanName,
+    /// Its flow.
     pub flow: FlowName,
+    /// Whether it is new, a new version, or unchanged (and its version).
     pub outcome: Registration,
     /// How many parameter sets it launches per tick.
     pub sets: usize,

@@ -17,14 +17,28 @@ use croner::{Cron, Weekday};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, Zoned};
 
-/// A validated schedule.
+/// A validated schedule: build one with [`Schedule::cron`] or [`Schedule::every`], which
+/// check it. Kinds may be added: a `match` needs a `_` arm.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Schedule {
     /// A cron expression (5 fields, or 6 with seconds first) in a time zone.
-    Cron { expr: String, tz_name: String, tz: TimeZone, cron: Box<Cron> },
+    Cron {
+        /// The expression, its fields separated by one space.
+        expr: String,
+        /// The time zone's IANA name, as given.
+        tz_name: String,
+        /// The time zone.
+        tz: TimeZone,
+        /// The parsed expression.
+        cron: Box<Cron>,
+    },
     /// Every `every`, on multiples of it since the Unix epoch (UTC): `15m` ticks at :00,
     /// :15, :30 and :45 whatever the zone or the moment the plan was registered.
-    Every { every: Duration },
+    Every {
+        /// The interval (at least 1 s).
+        every: Duration,
+    },
 }
 
 /// What is wrong with a cron schedule: its expression, its time zone, or both (each is
@@ -147,6 +161,7 @@ impl Schedule {
         })
     }
 
+    /// A fixed rate of at least 1 s; the error says why an interval is refused.
     pub fn every(every: Duration) -> Result<Schedule, String> {
         if every < Duration::from_secs(1) {
             return Err(format!("`every` must be at least 1s, not {}ms", every.as_millis()));

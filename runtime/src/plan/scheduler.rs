@@ -24,9 +24,10 @@ use super::model::{CatchUp, LaunchPlan};
 /// Most due ticks one plan contributes to a pass (older ones count as missed).
 const MAX_DUE_TICKS: usize = 10_000;
 
-/// How a scheduler runs.
+/// How a scheduler runs. Fields may be added: start from `SchedulerOptions::default()`.
 #[derive(Debug, Clone)]
 pub struct SchedulerOptions {
+    /// Limits and liveness of the launches it starts.
     pub dispatch: DispatchOptions,
     /// Longest wait between passes (new launch requests, adoptions, and ticks are
     /// noticed at least this often).
