@@ -383,6 +383,7 @@ fn progress_printer(
                 LaunchEvent::MissedTicks { plan, skipped, policy } => {
                     format!("plan {plan}: {skipped} missed tick(s) left out (catch_up = {policy})")
                 }
+                _ => continue,
             };
             eprintln!("{line}");
         }
@@ -727,6 +728,7 @@ fn print_event(e: &LaunchEvent, json: bool) {
             LaunchEvent::MissedTicks { plan, skipped, policy } => {
                 json!({"event": "missed_ticks", "at": now.to_string(), "plan": plan.as_str(), "left_out": skipped, "catch_up": policy})
             }
+            _ => return,
         };
         v.to_string()
     } else {
@@ -744,6 +746,7 @@ fn print_event(e: &LaunchEvent, json: bool) {
             LaunchEvent::MissedTicks { plan, skipped, policy } => {
                 format!("{at} plan {plan}: {skipped} missed tick(s) left out (catch_up = {policy})")
             }
+            _ => return,
         }
     };
     let mut out = std::io::stdout().lock();

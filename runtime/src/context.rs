@@ -73,14 +73,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Ctx {
+    /// The run this task belongs to.
     pub fn run_id(&self) -> RunId {
         self.inner.shared.run_id
     }
 
+    /// The step this task runs.
     pub fn step(&self) -> &StepName {
         &self.inner.step
     }
 
+    /// This task's id in the run (ids follow creation order).
     pub fn task_id(&self) -> TaskId {
         self.inner.task
     }
@@ -383,19 +386,24 @@ impl Ctx {
 /// only `include`.
 #[derive(Debug, Clone, Default)]
 pub struct Merge {
+    /// Only these names (empty: every name); not together with `exclude`.
     pub include: Vec<String>,
+    /// Every name but these.
     pub exclude: Vec<String>,
 }
 
 impl Merge {
+    /// Every artifact the branches agree on.
     pub fn all() -> Self {
         Merge::default()
     }
 
+    /// Only the artifacts `names`, each of which must exist.
     pub fn only(names: &[&str]) -> Self {
         Merge { include: names.iter().map(|s| (*s).to_owned()).collect(), exclude: Vec::new() }
     }
 
+    /// Every artifact but `names`.
     pub fn except(names: &[&str]) -> Self {
         Merge { include: Vec::new(), exclude: names.iter().map(|s| (*s).to_owned()).collect() }
     }
@@ -420,6 +428,7 @@ impl Input {
         &self.branch.step
     }
 
+    /// The branch's last task (the one that reached the join).
     pub fn task_id(&self) -> TaskId {
         self.branch.task
     }
@@ -429,10 +438,12 @@ impl Input {
         self.branch.index
     }
 
+    /// The artifact names this branch sees, sorted.
     pub fn names(&self) -> Vec<String> {
         sorted_names(&self.branch.ns)
     }
 
+    /// Whether this branch sees artifact `name`.
     pub fn has(&self, name: &str) -> bool {
         self.branch.ns.contains_key(name)
     }

@@ -23,18 +23,24 @@ pub(crate) enum StepBody {
     Blocking(Arc<dyn Fn(Ctx) -> StepResult + Send + Sync>),
 }
 
-/// How long to wait between attempts.
+/// How long to wait between attempts. Kinds may be added: a `match` needs a `_` arm.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub enum Backoff {
     /// The same delay before every retry.
     Fixed(Duration),
     /// `base`, then `2 × base`, `4 × base`, ... capped at `max`.
-    Exponential { base: Duration, max: Duration },
+    Exponential {
+        /// The delay before the first retry.
+        base: Duration,
+        /// The longest delay.
+        max: Duration,
+    },
 }
 
 impl Backoff {
     /// The delay before retry number `retry` (1 for the first retry).
-    pub fn delay(&self, retry: u32) -> Duration {
+    pub(crate) fn delay(&self, retry: u32) -> Duration {
         match *self {
             Backoff::Fixed(d) => d,
             Backoff::Exponential { base, max } => {
@@ -46,10 +52,12 @@ impl Backoff {
 }
 
 /// Per-step policies: retries, timeout, catch, loop bound, lease and progress coalescing.
+/// Set through [`StepBuilder`]; read with [`Flow::policy`].
 #[derive(Debug, Clone)]
 pub struct StepPolicy {
     /// Retries after the first attempt fails.
     pub retries: u32,
+    /// How long to wait before each retry.
     pub backoff: Backoff,
     /// An attempt running longer is cancelled and fails (and is retried if it may).
     pub timeout: Option<Duration>,
@@ -109,7 +117,7 @@ impl std::fmt::Debug for Flow {
 }
 
 /// The default bound on a foreach's width.
-pub const DEFAULT_MAX_NUM_SPLITS: u64 = 100_000;
+pub(crate) const DEFAULT_MAX_NUM_SPLITS: u64 = 100_000;
 
 impl Flow {
     /// Starts declaring a flow.
@@ -124,25 +132,24 @@ impl Flow {
         }
     }
 
+    /// The flow's name.
     pub fn name(&self) -> &FlowName {
         self.graph.name()
     }
 
+    /// The validated graph: steps, transitions, joins, loops.
     pub fn graph(&self) -> &FlowGraph {
         &self.graph
     }
 
+    /// The graph's serializable form, as the store keeps it.
     pub fn spec(&self) -> &FlowSpec {
         self.graph.spec()
     }
 
+    /// The policies of `step` (retries, timeout, ...), if the flow has that step.
     pub fn policy(&self, step: &StepName) -> Option<&StepPolicy> {
         self.steps.get(step).map(|s| &s.policy)
-    }
-
-    /// Raises (or lowers) the bound on a foreach's width.
-    pub fn set_max_num_splits(&mut self, max: u64) {
-        self.max_num_splits = max;
     }
 }
 
@@ -280,6 +287,7 @@ impl StepBuilder {
         self
     }
 
+    /// How long to wait before each retry (default: none).
     pub fn backoff(mut self, b: Backoff) -> Self {
         self.policy.backoff = b;
         self

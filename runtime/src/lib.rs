@@ -45,6 +45,20 @@
 //! - [`PreparedRun::prepare`] creates the run record (the id is known before any step
 //!   runs); [`PreparedRun::execute`] runs it. [`Resume`] reuses every successful task of
 //!   an earlier run by reference.
+//!
+//! The API, by purpose (every module but [`plan`] is private, and the lists below are
+//! the whole surface):
+//! - **Authoring a flow**: [`Flow::builder`] → [`FlowBuilder`] / [`StepBuilder`] (with
+//!   [`Param`], [`Backoff`], [`StepPolicy`]); step bodies get a [`Ctx`], joins see
+//!   [`Input`]s and take [`Merge`]d values.
+//! - **Running it**: [`run`], or [`PreparedRun`] to know the run id first, with
+//!   [`RunOptions`] (and [`Resume`]); [`RunSummary`], [`RunProgress`] and [`Metrics`] tell
+//!   how it goes; [`task_log_layer`] sends `tracing` events of steps to their task logs.
+//! - **Launch plans and the scheduler**: the [`plan`] module, a front door of its own.
+//! - **Errors**: [`Error`] (and [`PersistError`], its cause when records cannot be
+//!   stored); [`plan::PlanError`] for plans.
+
+#![warn(missing_docs)]
 
 mod context;
 mod error;
@@ -55,23 +69,31 @@ mod lease;
 mod logs;
 mod metrics;
 mod namespace;
+mod params;
 mod persist;
-pub mod plan;
 mod progress;
 
+// Authoring a flow.
 pub use braid_dag::{Param, ParamSpec, ParamType};
 pub use context::{Ctx, Input, Merge};
-pub use error::{BoxError, Error, Result, StepResult};
-pub use executor::{
-    PreparedRun, Resume, RunOptions, RunProgress, RunSummary, StepCounts, decode_artifact, resolve_params,
-    resolve_params_with,
-};
+pub use error::{BoxError, StepResult};
+pub use flow::{Backoff, Flow, FlowBuilder, StepBuilder, StepPolicy};
+
+// Running it.
+pub use executor::{PreparedRun, Resume, RunOptions, RunProgress, RunSummary, StepCounts};
 pub use failpoint::init_failpoints;
-pub use flow::{Backoff, DEFAULT_MAX_NUM_SPLITS, Flow, FlowBuilder, StepBuilder, StepPolicy};
 pub use lease::RUN_LEASE;
 pub use logs::{TaskLogLayer, task_log_layer};
 pub use metrics::Metrics;
+pub use params::resolve_params_with;
 pub use tokio_util::sync::CancellationToken;
+
+// Launch plans and the scheduler: `braid_runtime::plan::{LaunchPlan, Scheduler, ...}`.
+pub mod plan;
+
+// Errors.
+pub use error::{Error, Result};
+pub use persist::PersistError;
 
 use std::sync::Arc;
 

@@ -63,6 +63,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// A registry with every braid metric at zero (`braid_` prefix).
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("braid");
         let tasks = Family::<StatusLabels, Gauge>::default();

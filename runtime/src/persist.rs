@@ -15,15 +15,21 @@ use crate::error::{Error, Result};
 const MAX_BATCH: usize = 4096;
 
 /// Why the run's records could not be written, with the store's error as the cause.
-/// Cheap to clone: one failed batch is reported to every write in it.
+/// Cheap to clone: one failed batch is reported to every write in it. The cause of
+/// [`Error::Records`]; variants may be added.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum PersistError {
+    /// The blob store refused the batch's blobs.
     #[error("storing the run's artifact blobs failed")]
     Blobs(#[source] Arc<braid_store::Error>),
+    /// The record store refused the batch's task records.
     #[error("writing the run's task records failed")]
     Tasks(#[source] Arc<braid_store::Error>),
+    /// A task's result failed its precondition (someone else wrote the task).
     #[error("the store rejected a task's result")]
     Rejected(#[source] Rejection),
+    /// The writer ended before this write (an earlier failure, or the run ended).
     #[error("the run's store writer has stopped")]
     Stopped,
 }

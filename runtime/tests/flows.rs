@@ -44,8 +44,7 @@ async fn linear_flow_inherits_by_reference() {
             .build()
             .unwrap(),
     );
-    let s = run(&flow, &store, &[]).await;
-    assert_ok(&s);
+    let s = run_ok(&flow, &store, &[]).await;
     let f = FlowName::new("hello").unwrap();
     let start = only_task(&store, "hello", s.run_id, "start").await;
     let end = only_task(&store, "hello", s.run_id, "end").await;
@@ -62,34 +61,28 @@ async fn linear_flow_inherits_by_reference() {
 }
 
 fn split_flow(join_body: fn(braid_runtime::Ctx) -> braid_runtime::StepResult) -> Arc<Flow> {
-    Arc::new(
-        Flow::builder("splitter")
-            .step("start", |ctx| async move {
-                ctx.set("common", &1u32)?;
-                Ok(())
-            })
-            .split(&["left", "right"])
-            .step("left", |ctx| async move {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                ctx.set("side", "l")?;
-                ctx.set("shared", &5u32)?;
-                ctx.set("only_left", &true)?;
-                Ok(())
-            })
-            .next("join")
-            .step("right", |ctx| async move {
-                ctx.set("side", "r")?;
-                ctx.set("shared", &5u32)?;
-                Ok(())
-            })
-            .next("join")
-            .join("join", move |ctx| async move { join_body(ctx) })
-            .next("end")
-            .step("end", |_| async { ok() })
-            .end()
-            .build()
-            .unwrap(),
-    )
+    Flow::builder("splitter")
+        .step("start", |ctx| async move {
+            ctx.set("common", &1u32)?;
+            Ok(())
+        })
+        .split(&["left", "right"])
+        .step("left", |ctx| async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            ctx.set("side", "l")?;
+            ctx.set("shared", &5u32)?;
+            ctx.set("only_left", &true)?;
+            Ok(())
+        })
+        .next("join")
+        .step("right", |ctx| async move {
+            ctx.set("side", "r")?;
+            ctx.set("shared", &5u32)?;
+            Ok(())
+        })
+        .next("join")
+        .join("join", move |ctx| async move { join_body(ctx) })
+        .then_end()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,8 +113,7 @@ async fn split_join_order_merge_and_branch_only_error() {
         assert!(ctx.has("shared") && ctx.has("only_left"));
         Ok(())
     });
-    let s = run(&flow, &store, &[]).await;
-    assert_ok(&s);
+    let s = run_ok(&flow, &store, &[]).await;
     let join = only_task(&store, "splitter", s.run_id, "join").await;
     assert_eq!(join.inputs.len(), 2);
     assert_eq!(value::<u32>(&store, "splitter", s.run_id, join.key.task, "common").await, 99);
@@ -137,59 +129,39 @@ fn futures_block<F: std::future::Future>(f: F) -> F::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merge_outside_a_join_is_an_error() {
     let (store, _d) = fs_store();
-    let flow = Arc::new(
-        Flow::builder("nomerge")
-            .step("start", |ctx| async move {
-                let e = ctx.merge_artifacts(Merge::all()).unwrap_err().to_string();
-                assert!(e.contains("join"), "{e}");
-                assert!(ctx.inputs().is_err());
-                assert!(ctx.input::<u64>().unwrap_err().to_string().contains("foreach"));
-                Ok(())
-            })
-            .next("end")
-            .step("end", |_| async { ok() })
-            .end()
-            .build()
-            .unwrap(),
-    );
-    assert_ok(&run(&flow, &store, &[]).await);
+    let flow = Flow::builder("nomerge")
+        .step("start", |ctx| async move {
+            let e = ctx.merge_artifacts(Merge::all()).unwrap_err().to_string();
+            assert!(e.contains("join"), "{e}");
+            assert!(ctx.inputs().is_err());
+            assert!(ctx.input::<u64>().unwrap_err().to_string().contains("foreach"));
+            Ok(())
+        })
+        .then_end();
+    run_ok(&flow, &store, &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreach_join_sees_index_order_and_records_frames() {
     let (store, _d) = fs_store();
-    let flow = Arc::new(
-        Flow::builder("order")
-            .step("start", |ctx| async move {
-                ctx.set("items", &["a", "b", "c", "d", "e"])?;
-                Ok(())
-            })
-            .foreach("items", "work")
-            .step("work", |ctx| async move {
-                let i = ctx.index().unwrap();
-                // Later items finish first.
-                tokio::time::sleep(Duration::from_millis(10 * (5 - i))).await;
-                let item: String = ctx.input()?;
-                ctx.set("out", &format!("{item}{i}"))?;
-                Ok(())
-            })
-            .next("join")
-            .join("join", |ctx| async move {
-                let mut all = Vec::new();
-                for i in ctx.inputs()? {
-                    all.push(i.get::<String>("out").await?);
-                }
-                ctx.set("all", &all)?;
-                Ok(())
-            })
-            .next("end")
-            .step("end", |_| async { ok() })
-            .end()
-            .build()
-            .unwrap(),
-    );
-    let s = run(&flow, &store, &[]).await;
-    assert_ok(&s);
+    let flow = Flow::builder("order")
+        .step("start", |ctx| async move {
+            ctx.set("items", &["a", "b", "c", "d", "e"])?;
+            Ok(())
+        })
+        .foreach("items", "work")
+        .step("work", |ctx| async move {
+            let i = ctx.index().unwrap();
+            // Later items finish first.
+            tokio::time::sleep(Duration::from_millis(10 * (5 - i))).await;
+            let item: String = ctx.input()?;
+            ctx.set("out", &format!("{item}{i}"))?;
+            Ok(())
+        })
+        .next("join")
+        .join("join", |ctx| gather::<String>(ctx, "out", "all"))
+        .then_end();
+    let s = run_ok(&flow, &store, &[]).await;
     let join = only_task(&store, "order", s.run_id, "join").await;
     let all: Vec<String> = value(&store, "order", s.run_id, join.key.task, "all").await;
     assert_eq!(all, ["a0", "b1", "c2", "d3", "e4"]);
@@ -208,55 +180,40 @@ async fn foreach_join_sees_index_order_and_records_frames() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nested_foreach_joins_each_level() {
     let (store, _d) = fs_store();
-    let flow = Arc::new(
-        Flow::builder("nested")
-            .step("start", |ctx| async move {
-                ctx.set("rows", &vec![1u64, 2, 3])?;
-                Ok(())
-            })
-            .foreach("rows", "row")
-            .step("row", |ctx| async move {
-                let r: u64 = ctx.input()?;
-                ctx.set("cols", &(0..4).map(|c| r * 10 + c).collect::<Vec<u64>>())?;
-                Ok(())
-            })
-            .foreach("cols", "cell")
-            .step("cell", |ctx| async move {
-                let v: u64 = ctx.input()?;
-                let row: u64 = ctx.outer_input(1)?;
-                assert_eq!(v / 10, row);
-                assert_eq!(ctx.foreach_stack().len(), 2);
-                ctx.set("v", &v)?;
-                Ok(())
-            })
-            .next("join_cols")
-            .join("join_cols", |ctx| async move {
-                let mut s = 0u64;
-                for i in ctx.inputs()? {
-                    s += i.get::<u64>("v").await?;
-                }
-                ctx.set("row_sum", &s)?;
-                Ok(())
-            })
-            .next("join_rows")
-            .join("join_rows", |ctx| async move {
-                let mut s = Vec::new();
-                for i in ctx.inputs()? {
-                    s.push(i.get::<u64>("row_sum").await?);
-                }
-                ctx.set("sums", &s)?;
-                Ok(())
-            })
-            .next("end")
-            .step("end", |_| async { ok() })
-            .end()
-            .build()
-            .unwrap(),
-    );
-    let s = run(&flow, &store, &[]).await;
-    assert_ok(&s);
-    let top = only_task(&store, "nested", s.run_id, "join_rows").await;
-    let sums: Vec<u64> = value(&store, "nested", s.run_id, top.key.task, "sums").await;
+    let flow = Flow::builder("nested")
+        .step("start", |ctx| async move {
+            ctx.set("rows", &vec![1u64, 2, 3])?;
+            Ok(())
+        })
+        .foreach("rows", "row")
+        .step("row", |ctx| async move {
+            let r: u64 = ctx.input()?;
+            ctx.set("cols", &(0..4).map(|c| r * 10 + c).collect::<Vec<u64>>())?;
+            Ok(())
+        })
+        .foreach("cols", "cell")
+        .step("cell", |ctx| async move {
+            let v: u64 = ctx.input()?;
+            let row: u64 = ctx.outer_input(1)?;
+            assert_eq!(v / 10, row);
+            assert_eq!(ctx.foreach_stack().len(), 2);
+            ctx.set("v", &v)?;
+            Ok(())
+        })
+        .next("join_cols")
+        .join("join_cols", |ctx| async move {
+            let mut s = 0u64;
+            for i in ctx.inputs()? {
+                s += i.get::<u64>("v").await?;
+            }
+            ctx.set("row_sum", &s)?;
+            Ok(())
+        })
+        .next("join_rows")
+        .join("join_rows", |ctx| gather::<u64>(ctx, "row_sum", "sums"))
+        .then_end();
+    let s = run_ok(&flow, &store, &[]).await;
+    let sums: Vec<u64> = output(&store, &s, "join_rows", "sums").await;
     assert_eq!(sums, vec![46, 86, 126]);
     let cells = tasks(&store, "nested", s.run_id, "cell").await;
     assert_eq!(cells.len(), 12);
@@ -267,48 +224,40 @@ async fn nested_foreach_joins_each_level() {
 }
 
 fn switch_flow(choice: &'static str, after_runs: Arc<AtomicU64>) -> Arc<Flow> {
-    Arc::new(
-        Flow::builder("switcher")
-            .step("start", move |ctx| async move {
-                ctx.set("choice", choice)?;
+    Flow::builder("switcher")
+        .step("start", move |ctx| async move {
+            ctx.set("choice", choice)?;
+            Ok(())
+        })
+        .switch("choice", &[("left", "left"), ("right", "right")])
+        .step("left", |ctx| async move {
+            ctx.set("went", "left")?;
+            Ok(())
+        })
+        .next("after")
+        .step("right", |ctx| async move {
+            ctx.set("went", "right")?;
+            Ok(())
+        })
+        .next("after")
+        .step("after", move |_| {
+            let a = after_runs.clone();
+            async move {
+                a.fetch_add(1, Ordering::SeqCst);
                 Ok(())
-            })
-            .switch("choice", &[("left", "left"), ("right", "right")])
-            .step("left", |ctx| async move {
-                ctx.set("went", "left")?;
-                Ok(())
-            })
-            .next("after")
-            .step("right", |ctx| async move {
-                ctx.set("went", "right")?;
-                Ok(())
-            })
-            .next("after")
-            .step("after", move |_| {
-                let a = after_runs.clone();
-                async move {
-                    a.fetch_add(1, Ordering::SeqCst);
-                    Ok(())
-                }
-            })
-            .next("end")
-            .step("end", |_| async { ok() })
-            .end()
-            .build()
-            .unwrap(),
-    )
+            }
+        })
+        .then_end()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switch_takes_one_case_and_the_meeting_step_runs_once() {
     let (store, _d) = fs_store();
     let after = Arc::new(AtomicU64::new(0));
-    let s = run(&switch_flow("right", after.clone()), &store, &[]).await;
-    assert_ok(&s);
+    let s = run_ok(&switch_flow("right", after.clone()), &store, &[]).await;
     assert_eq!(after.load(Ordering::SeqCst), 1);
     assert!(tasks(&store, "switcher", s.run_id, "left").await.is_empty());
-    let a = only_task(&store, "switcher", s.run_id, "after").await;
-    assert_eq!(value::<String>(&store, "switcher", s.run_id, a.key.task, "went").await, "right");
+    assert_eq!(output::<String>(&store, &s, "after", "went").await, "right");
 
     let s = run(&switch_flow("up", after), &store, &[]).await;
     assert_eq!(s.status, RunStatus::Failed);
@@ -345,15 +294,13 @@ fn loop_flow() -> Arc<Flow> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recursive_switch_loops_until_exit_and_is_bounded() {
     let (store, _d) = fs_store();
-    let s = run(&loop_flow(), &store, &[("rounds", "4")]).await;
-    assert_ok(&s);
+    let s = run_ok(&loop_flow(), &store, &[("rounds", "4")]).await;
     let bodies = tasks(&store, "looper", s.run_id, "body").await;
     assert_eq!(bodies.iter().map(|t| t.iteration).collect::<Vec<_>>(), [0, 1, 2, 3]);
     for w in bodies.windows(2) {
         assert_eq!(w[1].parent, Some(w[0].key.task), "artifacts flow from one iteration to the next");
     }
-    let end = only_task(&store, "looper", s.run_id, "end").await;
-    assert_eq!(value::<u64>(&store, "looper", s.run_id, end.key.task, "count").await, 4);
+    assert_eq!(output::<u64>(&store, &s, "end", "count").await, 4);
 
     let s = run(&loop_flow(), &store, &[("rounds", "100")]).await;
     assert_eq!(s.status, RunStatus::Failed);
@@ -364,118 +311,88 @@ async fn recursive_switch_loops_until_exit_and_is_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loops_inside_foreach_branches_run_independently() {
     let (store, _d) = fs_store();
-    let flow = Arc::new(
-        Flow::builder("foreach_loop")
-            .step("start", |ctx| async move {
-                ctx.set("limits", &vec![1u64, 3, 2])?;
-                Ok(())
-            })
-            .foreach("limits", "prep")
-            .step("prep", |ctx| async move {
-                ctx.set("n", &0u64)?;
-                Ok(())
-            })
-            .next("spin")
-            .step("spin", |ctx| async move {
-                let limit: u64 = ctx.input()?;
-                let n: u64 = ctx.get("n").await?;
-                ctx.set("n", &(n + 1))?;
-                ctx.set("go", if n + 1 >= limit { "out" } else { "more" })?;
-                Ok(())
-            })
-            .switch("go", &[("more", "spin"), ("out", "join")])
-            .join("join", |ctx| async move {
-                let mut ns = Vec::new();
-                for i in ctx.inputs()? {
-                    ns.push(i.get::<u64>("n").await?);
-                }
-                ctx.set("ns", &ns)?;
-                Ok(())
-            })
-            .next("end")
-            .step("end", |_| async { ok() })
-            .end()
-            .build()
-            .unwrap(),
-    );
-    let s = run(&flow, &store, &[]).await;
-    assert_ok(&s);
-    let join = only_task(&store, "foreach_loop", s.run_id, "join").await;
-    assert_eq!(value::<Vec<u64>>(&store, "foreach_loop", s.run_id, join.key.task, "ns").await, vec![1, 3, 2]);
+    let flow = Flow::builder("foreach_loop")
+        .step("start", |ctx| async move {
+            ctx.set("limits", &vec![1u64, 3, 2])?;
+            Ok(())
+        })
+        .foreach("limits", "prep")
+        .step("prep", |ctx| async move {
+            ctx.set("n", &0u64)?;
+            Ok(())
+        })
+        .next("spin")
+        .step("spin", |ctx| async move {
+            let limit: u64 = ctx.input()?;
+            let n: u64 = ctx.get("n").await?;
+            ctx.set("n", &(n + 1))?;
+            ctx.set("go", if n + 1 >= limit { "out" } else { "more" })?;
+            Ok(())
+        })
+        .switch("go", &[("more", "spin"), ("out", "join")])
+        .join("join", |ctx| gather::<u64>(ctx, "n", "ns"))
+        .then_end();
+    let s = run_ok(&flow, &store, &[]).await;
+    assert_eq!(output::<Vec<u64>>(&store, &s, "join", "ns").await, vec![1, 3, 2]);
     assert_eq!(tasks(&store, "foreach_loop", s.run_id, "spin").await.len(), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_after_switch_in_a_branch_gets_the_branch_that_ran() {
     let (store, _d) = fs_store();
-    let flow = Arc::new(
-        Flow::builder("split_switch")
-            .step("start", |_| async { ok() })
-            .split(&["a", "b"])
-            .step("a", |ctx| async move {
-                ctx.set("pick", "two")?;
-                Ok(())
-            })
-            .switch("pick", &[("one", "a1"), ("two", "a2")])
-            .step("a1", |ctx| async move {
-                ctx.set("v", "a1")?;
-                Ok(())
-            })
-            .next("join")
-            .step("a2", |ctx| async move {
-                ctx.set("v", "a2")?;
-                Ok(())
-            })
-            .next("join")
-            .step("b", |ctx| async move {
-                ctx.set("v", "b")?;
-                Ok(())
-            })
-            .next("join")
-            .join("join", |ctx| async move {
-                let mut vs = Vec::new();
-                for i in ctx.inputs()? {
-                    vs.push(format!("{}={}", i.step(), i.get::<String>("v").await?));
-                }
-                ctx.set("vs", &vs)?;
-                Ok(())
-            })
-            .next("end")
-            .step("end", |_| async { ok() })
-            .end()
-            .build()
-            .unwrap(),
-    );
-    let s = run(&flow, &store, &[]).await;
-    assert_ok(&s);
-    let join = only_task(&store, "split_switch", s.run_id, "join").await;
-    assert_eq!(value::<Vec<String>>(&store, "split_switch", s.run_id, join.key.task, "vs").await, ["a2=a2", "b=b"]);
+    let flow = Flow::builder("split_switch")
+        .step("start", |_| async { ok() })
+        .split(&["a", "b"])
+        .step("a", |ctx| async move {
+            ctx.set("pick", "two")?;
+            Ok(())
+        })
+        .switch("pick", &[("one", "a1"), ("two", "a2")])
+        .step("a1", |ctx| async move {
+            ctx.set("v", "a1")?;
+            Ok(())
+        })
+        .next("join")
+        .step("a2", |ctx| async move {
+            ctx.set("v", "a2")?;
+            Ok(())
+        })
+        .next("join")
+        .step("b", |ctx| async move {
+            ctx.set("v", "b")?;
+            Ok(())
+        })
+        .next("join")
+        .join("join", |ctx| async move {
+            let mut vs = Vec::new();
+            for i in ctx.inputs()? {
+                vs.push(format!("{}={}", i.step(), i.get::<String>("v").await?));
+            }
+            ctx.set("vs", &vs)?;
+            Ok(())
+        })
+        .then_end();
+    let s = run_ok(&flow, &store, &[]).await;
+    assert_eq!(output::<Vec<String>>(&store, &s, "join", "vs").await, ["a2=a2", "b=b"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_with_backoff_drop_failed_attempts_artifacts() {
     let (store, _d) = fs_store();
-    let flow = Arc::new(
-        Flow::builder("flaky")
-            .step("start", |ctx| async move {
-                ctx.set("from_failed", &ctx.attempt().0)?;
-                if ctx.attempt().0 < 3 {
-                    return Err(format!("transient failure on attempt {}", ctx.attempt()).into());
-                }
-                ctx.set("ok", &true)?;
-                Ok(())
-            })
-            .retries(3)
-            .backoff(Backoff::Exponential { base: Duration::from_millis(40), max: Duration::from_secs(1) })
-            .next("end")
-            .step("end", |_| async { ok() })
-            .end()
-            .build()
-            .unwrap(),
-    );
+    let flow = Flow::builder("flaky")
+        .step("start", |ctx| async move {
+            ctx.set("from_failed", &ctx.attempt().0)?;
+            if ctx.attempt().0 < 3 {
+                return Err(format!("transient failure on attempt {}", ctx.attempt()).into());
+            }
+            ctx.set("ok", &true)?;
+            Ok(())
+        })
+        .retries(3)
+        .backoff(Backoff::Exponential { base: Duration::from_millis(40), max: Duration::from_secs(1) })
+        .then_end();
     let t0 = Instant::now();
-    let s = run(&flow, &store, &[]).await;
-    assert_ok(&s);
+    let s = run_ok(&flow, &store, &[]).await;
     assert!(t0.elapsed() >= Duration::from_millis(120), "backoff 40 + 80 ms was honoured");
     let f = FlowName::new("flaky").unwrap();
     let start = only_task(&store, "flaky", s.run_id, "start").await;
@@ -495,20 +412,14 @@ async fn retries_with_backoff_drop_failed_attempts_artifacts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_fails_the_attempt_and_the_run_names_step_task_attempt() {
     let (store, _d) = fs_store();
-    let flow = Arc::new(
-        Flow::builder("slow")
-            .step("start", |_| async {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                ok()
-            })
-            .timeout(Duration::from_millis(100))
-            .retries(1)
-            .next("end")
-            .step("end", |_| async { ok() })
-            .end()
-            .build()
-            .unwrap(),
-    );
+    let flow = Flow::builder("slow")
+        .step("start", |_| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            ok()
+        })
+        .timeout(Duration::from_millis(100))
+        .retries(1)
+        .then_end();
     let t0 = Instant::now();
     let s = run(&flow, &store, &[]).await;
     assert!(t0.elapsed() < Duration::from_secs(5));
@@ -545,8 +456,7 @@ async fn catch_records_the_failure_and_the_flow_goes_on() {
             .build()
             .unwrap(),
     );
-    let s = run(&flow, &store, &[]).await;
-    assert_ok(&s);
+    let s = run_ok(&flow, &store, &[]).await;
     let start = only_task(&store, "caught", s.run_id, "start").await;
     assert_eq!(start.status, TaskStatus::Succeeded);
     assert_eq!(start.error.as_ref().unwrap().message, "boom");
@@ -556,29 +466,23 @@ async fn catch_records_the_failure_and_the_flow_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_cancels_running_tasks_and_panics_are_failures() {
     let (store, _d) = fs_store();
-    let flow = Arc::new(
-        Flow::builder("crash")
-            .step("start", |ctx| async move {
-                ctx.set("xs", &vec![0u32, 1, 2, 3])?;
-                Ok(())
-            })
-            .foreach("xs", "work")
-            .step("work", |ctx| async move {
-                if ctx.input::<u32>()? == 0 {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    panic!("branch zero exploded");
-                }
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                ok()
-            })
-            .next("join")
-            .join("join", |_| async { ok() })
-            .next("end")
-            .step("end", |_| async { ok() })
-            .end()
-            .build()
-            .unwrap(),
-    );
+    let flow = Flow::builder("crash")
+        .step("start", |ctx| async move {
+            ctx.set("xs", &vec![0u32, 1, 2, 3])?;
+            Ok(())
+        })
+        .foreach("xs", "work")
+        .step("work", |ctx| async move {
+            if ctx.input::<u32>()? == 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                panic!("branch zero exploded");
+            }
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            ok()
+        })
+        .next("join")
+        .join("join", |_| async { ok() })
+        .then_end();
     let opts = RunOptions { max_workers: 4, env_params: false, ..Default::default() };
     let t0 = Instant::now();
     let s = braid_runtime::run(flow, store.clone(), opts).await.unwrap();
@@ -598,18 +502,12 @@ async fn a_failure_cancels_running_tasks_and_panics_are_failures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancellation_stops_the_run_cleanly() {
     let (store, _d) = fs_store();
-    let flow = Arc::new(
-        Flow::builder("cancel")
-            .step("start", |_| async {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                ok()
-            })
-            .next("end")
-            .step("end", |_| async { ok() })
-            .end()
-            .build()
-            .unwrap(),
-    );
+    let flow = Flow::builder("cancel")
+        .step("start", |_| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            ok()
+        })
+        .then_end();
     let opts = RunOptions { env_params: false, ..Default::default() };
     let token = opts.cancel.clone();
     tokio::spawn(async move {
@@ -626,47 +524,41 @@ async fn cancellation_stops_the_run_cleanly() {
 }
 
 fn resumable(fail_at: Arc<AtomicBool>, work_runs: Arc<AtomicU64>, join_runs: Arc<AtomicU64>) -> Arc<Flow> {
-    Arc::new(
-        Flow::builder("resumable")
-            .param(Param::new("n", ParamType::UInt).default(20u64))
-            .step("start", |ctx| async move {
-                let n: u64 = ctx.param("n")?;
-                ctx.set("items", &(0..n).collect::<Vec<u64>>())?;
+    Flow::builder("resumable")
+        .param(Param::new("n", ParamType::UInt).default(20u64))
+        .step("start", |ctx| async move {
+            let n: u64 = ctx.param("n")?;
+            ctx.set("items", &(0..n).collect::<Vec<u64>>())?;
+            Ok(())
+        })
+        .foreach("items", "work")
+        .step("work", move |ctx| {
+            let fail_at = fail_at.clone();
+            let work_runs = work_runs.clone();
+            async move {
+                work_runs.fetch_add(1, Ordering::SeqCst);
+                let x: u64 = ctx.input()?;
+                if x == 7 && fail_at.load(Ordering::SeqCst) {
+                    return Err("item 7 is not ready".into());
+                }
+                ctx.set("out", &(x * 3))?;
                 Ok(())
-            })
-            .foreach("items", "work")
-            .step("work", move |ctx| {
-                let fail_at = fail_at.clone();
-                let work_runs = work_runs.clone();
-                async move {
-                    work_runs.fetch_add(1, Ordering::SeqCst);
-                    let x: u64 = ctx.input()?;
-                    if x == 7 && fail_at.load(Ordering::SeqCst) {
-                        return Err("item 7 is not ready".into());
-                    }
-                    ctx.set("out", &(x * 3))?;
-                    Ok(())
+            }
+        })
+        .next("join")
+        .join("join", move |ctx| {
+            let join_runs = join_runs.clone();
+            async move {
+                join_runs.fetch_add(1, Ordering::SeqCst);
+                let mut t = 0u64;
+                for i in ctx.inputs()? {
+                    t += i.get::<u64>("out").await?;
                 }
-            })
-            .next("join")
-            .join("join", move |ctx| {
-                let join_runs = join_runs.clone();
-                async move {
-                    join_runs.fetch_add(1, Ordering::SeqCst);
-                    let mut t = 0u64;
-                    for i in ctx.inputs()? {
-                        t += i.get::<u64>("out").await?;
-                    }
-                    ctx.set("total", &t)?;
-                    Ok(())
-                }
-            })
-            .next("end")
-            .step("end", |_| async { ok() })
-            .end()
-            .build()
-            .unwrap(),
-    )
+                ctx.set("total", &t)?;
+                Ok(())
+            }
+        })
+        .then_end()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -710,8 +602,7 @@ async fn resume_reuses_successful_tasks_by_reference() {
             assert_eq!(t.origin, None);
         }
     }
-    let join = only_task(&store, "resumable", second.run_id, "join").await;
-    assert_eq!(value::<u64>(&store, "resumable", second.run_id, join.key.task, "total").await, 3 * 190);
+    assert_eq!(output::<u64>(&store, &second, "join", "total").await, 3 * 190);
     let run = store.records.get_run(&f, second.run_id).await.unwrap().unwrap();
     assert_eq!(run.origin_run, Some(first.run_id));
     assert_eq!(run.params.get("n"), Some(&serde_json::json!(20)));
@@ -759,16 +650,8 @@ async fn two_runs_at_once_get_distinct_ids_and_records() {
     assert_ne!(a.run_id, b.run_id);
     assert_eq!(tasks(&store, "fanout", a.run_id, "work").await.len(), 30);
     assert_eq!(tasks(&store, "fanout", b.run_id, "work").await.len(), 40);
-    let ja = only_task(&store, "fanout", a.run_id, "join").await;
-    let jb = only_task(&store, "fanout", b.run_id, "join").await;
-    assert_eq!(
-        value::<u64>(&store, "fanout", a.run_id, ja.key.task, "total").await,
-        (0..30u64).map(|x| x * x).sum::<u64>()
-    );
-    assert_eq!(
-        value::<u64>(&store, "fanout", b.run_id, jb.key.task, "total").await,
-        (0..40u64).map(|x| x * x).sum::<u64>()
-    );
+    assert_eq!(output::<u64>(&store, &a, "join", "total").await, (0..30u64).map(|x| x * x).sum::<u64>());
+    assert_eq!(output::<u64>(&store, &b, "join", "total").await, (0..40u64).map(|x| x * x).sum::<u64>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -776,20 +659,15 @@ async fn parameters_are_checked_and_resolved() {
     let (store, _d) = fs_store();
     let calls = Arc::new(AtomicU64::new(0));
     let c2 = calls.clone();
-    let flow = Arc::new(
-        Flow::builder("params")
-            .param(Param::new("n", ParamType::UInt).default(5u64))
-            .param(Param::new("label", ParamType::String))
-            .param_computed("seed", ParamType::UInt, "computed once", move || c2.fetch_add(1, Ordering::SeqCst) + 100)
-            .step("start", |ctx| async move {
-                ctx.set("seed_seen", &ctx.param::<u64>("seed")?)?;
-                Ok(())
-            })
-            .next("end")
-            .join_free_end()
-            .build()
-            .unwrap(),
-    );
+    let flow = Flow::builder("params")
+        .param(Param::new("n", ParamType::UInt).default(5u64))
+        .param(Param::new("label", ParamType::String))
+        .param_computed("seed", ParamType::UInt, "computed once", move || c2.fetch_add(1, Ordering::SeqCst) + 100)
+        .step("start", |ctx| async move {
+            ctx.set("seed_seen", &ctx.param::<u64>("seed")?)?;
+            Ok(())
+        })
+        .then_end();
     let opts = |params: &[(&str, &str)]| RunOptions {
         params: params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         env_params: false,
@@ -832,70 +710,51 @@ async fn parameters_are_checked_and_resolved() {
     assert_eq!(run.params.get("n"), Some(&serde_json::json!(5)));
 }
 
-trait EndStep {
-    fn join_free_end(self) -> braid_runtime::FlowBuilder;
-}
-
-impl EndStep for braid_runtime::FlowBuilder {
-    fn join_free_end(self) -> braid_runtime::FlowBuilder {
-        self.step("end", |_| async { ok() }).end()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn env_params_override_defaults() {
     let (store, _d) = fs_store();
-    let flow = Arc::new(
-        Flow::builder("envp")
-            .param(Param::new("width", ParamType::UInt).default(1u64))
-            .step("start", |ctx| async move {
-                ctx.set("w", &ctx.param::<u64>("width")?)?;
-                Ok(())
-            })
-            .next("end")
-            .join_free_end()
-            .build()
-            .unwrap(),
-    );
-    // SAFETY-free: this test is the only one reading BRAID_PARAM_WIDTH.
-    unsafe_env_set("BRAID_PARAM_WIDTH", "7");
-    let s = braid_runtime::run(flow, store.clone(), RunOptions::default()).await.unwrap();
+    let flow = Flow::builder("envp")
+        .param(Param::new("width", ParamType::UInt).default(1u64))
+        .step("start", |ctx| async move {
+            ctx.set("w", &ctx.param::<u64>("width")?)?;
+            Ok(())
+        })
+        .then_end();
+    // The variables a run reads, given to it: no test changes the process environment.
+    let env_vars = BTreeMap::from([("BRAID_PARAM_WIDTH".to_owned(), "7".to_owned())]);
+    let s =
+        braid_runtime::run(flow.clone(), store.clone(), RunOptions { env_vars: Some(env_vars), ..Default::default() })
+            .await
+            .unwrap();
     assert_ok(&s);
-    let start = only_task(&store, "envp", s.run_id, "start").await;
-    assert_eq!(value::<u64>(&store, "envp", s.run_id, start.key.task, "w").await, 7);
-}
-
-#[allow(unsafe_code)]
-fn unsafe_env_set(k: &str, v: &str) {
-    // Edition 2024 makes set_var unsafe; no other test reads this variable.
-    unsafe { std::env::set_var(k, v) }
+    assert_eq!(output::<u64>(&store, &s, "start", "w").await, 7);
+    // A bad value names the variable it came from.
+    let env_vars = BTreeMap::from([("BRAID_PARAM_WIDTH".to_owned(), "wide".to_owned())]);
+    let opts = RunOptions { env_vars: Some(env_vars), ..Default::default() };
+    let e = braid_runtime::run(flow, store.clone(), opts).await.unwrap_err().to_string();
+    assert!(e.contains("environment variable BRAID_PARAM_WIDTH") && e.contains("\"wide\""), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreach_width_is_bounded_and_non_sequences_refused() {
     let (store, _d) = fs_store();
-    let flow = Arc::new(
-        Flow::builder("wide")
-            .max_num_splits(10)
-            .param(Param::new("n", ParamType::UInt).default(11u64))
-            .step("start", |ctx| async move {
-                let n: u64 = ctx.param("n")?;
-                if n == 0 {
-                    ctx.set("items", &5u64)?;
-                } else {
-                    ctx.set("items", &(0..n).collect::<Vec<_>>())?;
-                }
-                Ok(())
-            })
-            .foreach("items", "work")
-            .step("work", |_| async { ok() })
-            .next("join")
-            .join("join", |_| async { ok() })
-            .next("end")
-            .join_free_end()
-            .build()
-            .unwrap(),
-    );
+    let flow = Flow::builder("wide")
+        .max_num_splits(10)
+        .param(Param::new("n", ParamType::UInt).default(11u64))
+        .step("start", |ctx| async move {
+            let n: u64 = ctx.param("n")?;
+            if n == 0 {
+                ctx.set("items", &5u64)?;
+            } else {
+                ctx.set("items", &(0..n).collect::<Vec<_>>())?;
+            }
+            Ok(())
+        })
+        .foreach("items", "work")
+        .step("work", |_| async { ok() })
+        .next("join")
+        .join("join", |_| async { ok() })
+        .then_end();
     let s = run(&flow, &store, &[]).await;
     assert_eq!(s.status, RunStatus::Failed);
     let e = s.error.unwrap();
@@ -909,28 +768,21 @@ async fn foreach_width_is_bounded_and_non_sequences_refused() {
 async fn empty_foreach_runs_the_join_with_no_inputs() {
     let (store, _d) = fs_store();
     let flow = fanout(Arc::new(AtomicU64::new(0)));
-    let s = run(&flow, &store, &[("n", "0")]).await;
-    assert_ok(&s);
-    let join = only_task(&store, "fanout", s.run_id, "join").await;
-    assert_eq!(value::<u64>(&store, "fanout", s.run_id, join.key.task, "total").await, 0);
+    let s = run_ok(&flow, &store, &[("n", "0")]).await;
+    assert_eq!(output::<u64>(&store, &s, "join", "total").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_steps_and_invalid_flows() {
     let (store, _d) = fs_store();
-    let flow = Arc::new(
-        Flow::builder("blocking")
-            .step_blocking("start", |ctx| {
-                std::thread::sleep(Duration::from_millis(10));
-                ctx.set("x", &1u8)?;
-                Ok(())
-            })
-            .next("end")
-            .join_free_end()
-            .build()
-            .unwrap(),
-    );
-    assert_ok(&run(&flow, &store, &[]).await);
+    let flow = Flow::builder("blocking")
+        .step_blocking("start", |ctx| {
+            std::thread::sleep(Duration::from_millis(10));
+            ctx.set("x", &1u8)?;
+            Ok(())
+        })
+        .then_end();
+    run_ok(&flow, &store, &[]).await;
     let e = Flow::builder("bad")
         .step("start", |_| async { ok() })
         .next("nowhere")

@@ -822,7 +822,7 @@ async fn manual_launches_in_process_and_by_request() {
         "p",
         &[("site_id".into(), "site3".into())],
         env.clock.now_ts(),
-        Duration::from_secs(30),
+        braid_runtime::plan::DEAD_AFTER,
     )
     .await
     .unwrap();

@@ -18,7 +18,7 @@ use super::error::{Error, Result};
 use super::output::{Out, cut, time, time_opt};
 
 /// How long a scheduler may be silent and still count as running.
-const LIVE: Duration = Duration::from_secs(30);
+const LIVE: Duration = plan::DEAD_AFTER;
 
 pub(crate) fn zone(lp: Option<&LaunchPlan>) -> jiff::tz::TimeZone {
     lp.and_then(|p| p.schedule()).map_or(jiff::tz::TimeZone::UTC, |s| s.time_zone())

@@ -28,12 +28,13 @@ use crate::flow::Flow;
 /// The time a scheduler sees. Injected in tests, so DST days and missed ticks are tested
 /// without waiting.
 pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current time.
     fn now(&self) -> jiff::Timestamp;
 }
 
 /// The system's clock.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> jiff::Timestamp {
@@ -48,17 +49,14 @@ pub struct ManualClock {
 }
 
 impl ManualClock {
+    /// A clock that reads `start` until it is set.
     pub fn new(start: jiff::Timestamp) -> Self {
         ManualClock { now: Mutex::new(start) }
     }
 
+    /// Moves the clock to `t` (forward or back).
     pub fn set(&self, t: jiff::Timestamp) {
         *self.now.lock().unwrap_or_else(|e| e.into_inner()) = t;
-    }
-
-    pub fn advance(&self, d: Duration) {
-        let mut now = self.now.lock().unwrap_or_else(|e| e.into_inner());
-        *now = now.checked_add(jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX)).unwrap_or(*now);
     }
 }
 
@@ -68,35 +66,96 @@ impl Clock for ManualClock {
     }
 }
 
-/// What a scheduler, a backfill or a manual launch did, as it happens.
+/// What a scheduler, a backfill or a manual launch did, as it happens (sent to
+/// [`LaunchEnv::with_events`]). Variants may be added: a `match` needs a `_` arm.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum LaunchEvent {
-    /// A run started: `flow/run`, its name, the tick.
-    Started { launch: String, pathspec: String, name: String, tick: jiff::Timestamp },
+    /// A run started.
+    Started {
+        /// The launch's claim key ([`launch_key`](super::launch_key)).
+        launch: String,
+        /// The run, as `flow/run`.
+        pathspec: String,
+        /// The run's readable name, `<plan>_<values>`.
+        name: String,
+        /// The tick it launches.
+        tick: jiff::Timestamp,
+    },
     /// A run ended.
-    Finished { launch: String, pathspec: String, name: String, status: RunStatus, error: Option<String> },
+    Finished {
+        /// The launch's claim key.
+        launch: String,
+        /// The run, as `flow/run`.
+        pathspec: String,
+        /// The run's readable name.
+        name: String,
+        /// How it ended.
+        status: RunStatus,
+        /// Its error, if it failed.
+        error: Option<String>,
+    },
     /// A launch was not started, on purpose or because its run could not be created.
-    Skipped { launch: String, name: String, tick: jiff::Timestamp, reason: String },
+    Skipped {
+        /// The launch's claim key.
+        launch: String,
+        /// The run name it would have had.
+        name: String,
+        /// The tick it was for.
+        tick: jiff::Timestamp,
+        /// Why it was skipped.
+        reason: String,
+    },
     /// Missed ticks left out by the catch-up policy.
-    MissedTicks { plan: PlanName, skipped: usize, policy: String },
+    MissedTicks {
+        /// The plan whose ticks were missed.
+        plan: PlanName,
+        /// How many ticks were left out.
+        skipped: usize,
+        /// The catch-up policy that left them out, as text.
+        policy: String,
+    },
 }
 
 /// How a launch this process handled ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LaunchOutcome {
+    /// The launch's claim key.
     pub key: String,
+    /// The plan it launched.
     pub plan: PlanName,
+    /// The run's readable name, `<plan>_<values>`.
     pub name: String,
+    /// The tick (for a manual launch, when it was asked for).
     pub tick: jiff::Timestamp,
+    /// The plan's flow.
     pub flow: FlowName,
+    /// The run it started, if it started one.
     pub run: Option<RunId>,
     /// `None` while the run goes; `Skipped` launches have none.
     pub status: Option<RunStatus>,
+    /// The launch's state in the store (`finished`, `skipped`, ...).
     pub state: LaunchState,
+    /// Why it was skipped, or what else there is to know about it.
     pub note: Option<String>,
 }
 
-/// Settings shared by schedulers and one-off launchers.
+/// How long a scheduler, backfill or launch process may go without a heartbeat before it
+/// counts as dead: its pending launches are then adopted by a live scheduler, and
+/// `braid plan launch` no longer counts it as a scheduler that will start a request.
+/// The default of [`DispatchOptions::dead_after`]; six missed heartbeats of the default
+/// 5 s interval.
+pub const DEAD_AFTER: Duration = Duration::from_secs(30);
+
+/// Whether a holder last seen at `seen_at` is still alive at `now`: it wrote a heartbeat
+/// within `dead_after`.
+pub(crate) fn heard_within(seen_at: Timestamp, now: Timestamp, dead_after: Duration) -> bool {
+    let window = i64::try_from(dead_after.as_micros()).unwrap_or(i64::MAX);
+    seen_at.as_micros() >= now.as_micros().saturating_sub(window)
+}
+
+/// Settings shared by schedulers and one-off launchers. Fields may be added: start from
+/// `DispatchOptions::default()` and set the ones you need.
 #[derive(Debug, Clone)]
 pub struct DispatchOptions {
     /// Runs going at once in this process, over every plan (the global limit).
@@ -105,7 +164,8 @@ pub struct DispatchOptions {
     pub run_workers: usize,
     /// How often this process says it is alive.
     pub heartbeat: Duration,
-    /// A holder silent for this long is dead: its pending launches are adopted.
+    /// A holder silent for this long is dead: its pending launches are adopted
+    /// (default [`DEAD_AFTER`]).
     pub dead_after: Duration,
 }
 
@@ -115,7 +175,7 @@ impl Default for DispatchOptions {
             max_runs: 16,
             run_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             heartbeat: Duration::from_secs(5),
-            dead_after: Duration::from_secs(30),
+            dead_after: DEAD_AFTER,
         }
     }
 }
@@ -135,7 +195,7 @@ struct State {
 }
 
 /// Starts launches held by this process; see the module docs.
-pub(crate) struct Dispatcher {
+pub(crate) struct Launcher {
     pub(crate) store: Store,
     pub(crate) flows: BTreeMap<FlowName, Arc<Flow>>,
     pub(crate) id: String,
@@ -154,19 +214,24 @@ pub(crate) struct Dispatcher {
     started_at: Timestamp,
 }
 
-impl fmt::Debug for Dispatcher {
+impl fmt::Debug for Launcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Dispatcher").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Launcher").field("id", &self.id).finish_non_exhaustive()
     }
 }
 
 /// Where launches happen: the store, the flows this process hosts, the clock it reads
-/// and where it reports what it does.
+/// and where it reports what it does. Fields may be added: build one with
+/// [`LaunchEnv::new`] and the `with_` methods.
 #[derive(Debug, Clone)]
 pub struct LaunchEnv {
+    /// Where plans, launches and runs are stored.
     pub store: Store,
+    /// The flows this process hosts (and so can launch).
     pub flows: Vec<Arc<Flow>>,
+    /// The time launches are decided by.
     pub clock: Arc<dyn Clock>,
+    /// Where every [`LaunchEvent`] is sent, if anywhere.
     pub events: Option<tokio::sync::mpsc::UnboundedSender<LaunchEvent>>,
     /// Cancelling it cancels the runs started here and starts nothing more (Ctrl-C).
     pub cancel: CancellationToken,
@@ -200,10 +265,10 @@ fn ts(t: jiff::Timestamp) -> Timestamp {
     Timestamp::from_jiff(t)
 }
 
-impl Dispatcher {
+impl Launcher {
     pub(crate) fn new(env: &LaunchEnv, role: &str, opts: DispatchOptions) -> Self {
         let now = ts(env.clock.now());
-        Dispatcher {
+        Launcher {
             store: env.store.clone(),
             flows: env.flows.iter().map(|f| (f.name().clone(), f.clone())).collect(),
             id: holder_id(role),
@@ -269,7 +334,7 @@ impl Dispatcher {
     /// machine that has exited is dead at once, whatever its last heartbeat: a scheduler
     /// restarted after a crash adopts what the crashed one held without waiting.
     pub(crate) async fn live_holders(&self) -> PlanResult<Vec<String>> {
-        let cutoff = ts(self.now()).as_micros() - i64::try_from(self.opts.dead_after.as_micros()).unwrap_or(i64::MAX);
+        let now = ts(self.now());
         let host = braid_store::host_name();
         let mut live: Vec<String> = self
             .store
@@ -277,7 +342,7 @@ impl Dispatcher {
             .list_schedulers()
             .await?
             .into_iter()
-            .filter(|s| s.seen_at.as_micros() >= cutoff)
+            .filter(|s| heard_within(s.seen_at, now, self.opts.dead_after))
             .filter(|s| !(s.host == host && braid_store::process_exited(s.pid)))
             .map(|s| s.id)
             .collect();

@@ -9,12 +9,15 @@ use thiserror::Error;
 pub struct PlanProblem {
     /// The plan's name as written (`#2 (unnamed)` for a table without one).
     pub plan: String,
+    /// The key of the plan concerned (`cron`, `matrix.site_id[0]`); empty for the plan
+    /// as a whole.
     pub key: String,
+    /// What is wrong and, where there is one, the fix.
     pub message: String,
 }
 
 impl PlanProblem {
-    pub fn new(plan: impl Into<String>, key: impl Into<String>, message: impl fmt::Display) -> Self {
+    pub(crate) fn new(plan: impl Into<String>, key: impl Into<String>, message: impl fmt::Display) -> Self {
         PlanProblem { plan: plan.into(), key: key.into(), message: message.to_string() }
     }
 }
@@ -35,45 +38,89 @@ fn lines(problems: &[PlanProblem]) -> String {
 }
 
 /// What can go wrong with launch plans. Messages name the plan, the key, the parameter,
-/// the cron expression or the file concerned, and say how to fix it.
+/// the cron expression or the file concerned, and say how to fix it. Decide on the
+/// variant (or [`PlanError::is_usage`]), never on the message; variants may be added.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum PlanError {
     /// One plan is not valid; `problems` lists every problem.
     #[error("plan `{plan}` is not valid:\n{}", lines(.problems))]
-    Invalid { plan: String, problems: Vec<PlanProblem> },
+    Invalid {
+        /// The plan's name as written.
+        plan: String,
+        /// Every problem of it.
+        problems: Vec<PlanProblem>,
+    },
 
     /// A batch (a plan file) with invalid plans: none of it was registered. `problems`
     /// lists every problem of every bad plan.
     #[error("{bad} of {total} plans in {source_name} are not valid, so none was registered:\n{}", lines(.problems))]
-    Rejected { source_name: String, bad: usize, total: usize, problems: Vec<PlanProblem> },
+    Rejected {
+        /// The batch's source: a file path, or `code`.
+        source_name: String,
+        /// How many of its plans have problems.
+        bad: usize,
+        /// How many plans it has.
+        total: usize,
+        /// Every problem of every bad plan.
+        problems: Vec<PlanProblem>,
+    },
 
     /// A registered plan that its flow's current parameters no longer accept.
     #[error("plan `{plan}` (version {version}) no longer fits flow `{flow}`; fix the plan file and apply it again:\n{}", lines(.problems))]
-    NoLongerFits { plan: String, version: u32, flow: String, problems: Vec<PlanProblem> },
+    NoLongerFits {
+        /// The plan.
+        plan: String,
+        /// Its registered version.
+        version: u32,
+        /// Its flow.
+        flow: String,
+        /// Every input that no longer fits.
+        problems: Vec<PlanProblem>,
+    },
 
     /// A manual launch whose `--param`s do not fit the plan: every problem at once.
     #[error("cannot launch plan `{plan}`:\n{}", lines(.problems))]
-    BadLaunch { plan: String, problems: Vec<PlanProblem> },
+    BadLaunch {
+        /// The plan.
+        plan: String,
+        /// Every `--param` that does not fit, each naming it.
+        problems: Vec<PlanProblem>,
+    },
 
     /// A plan file that cannot be read or parsed.
     #[error("plan file {path}: {reason}")]
-    File { path: String, reason: String },
+    File {
+        /// The file.
+        path: String,
+        /// Why it cannot be read or parsed.
+        reason: String,
+    },
 
+    /// A plan name that no registered plan has.
     #[error(
         "plan `{plan}` is not registered{hint}; `braid plan list` shows the registered plans, `plans apply FILE` registers more"
     )]
-    UnknownPlan { plan: String, hint: String },
+    UnknownPlan {
+        /// The name asked for.
+        plan: String,
+        /// The registered plans, as a parenthesis (or that none is).
+        hint: String,
+    },
 
     /// Arguments that do not fit (a backfill range, a fixed parameter overridden, ...).
     #[error("{0}")]
     Usage(String),
 
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] braid_store::Error),
 
+    /// A launched run could not be prepared or run.
     #[error(transparent)]
     Run(#[from] crate::Error),
 
+    /// A name `braid_core` refuses (a plan name, a label).
     #[error(transparent)]
     Core(#[from] braid_core::Error),
 }
@@ -103,4 +150,5 @@ impl PlanError {
     }
 }
 
+/// The result of the launch-plan calls.
 pub type PlanResult<T, E = PlanError> = std::result::Result<T, E>;

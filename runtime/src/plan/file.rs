@@ -55,11 +55,6 @@ pub fn parse_plans(text: &str, source: &str) -> PlanResult<Vec<LaunchPlan>> {
     check(text, source, None)
 }
 
-/// Reads and parses a plan file ([`parse_plans`]).
-pub fn load_plan_file(path: &Path) -> PlanResult<Vec<LaunchPlan>> {
-    parse_plans(&read(path)?, &path.display().to_string())
-}
-
 /// [`parse_plans`], and every plan checked against the flows of this binary too (its flow
 /// is hosted; its inputs exist, have their types and cover the required parameters),
 /// even a plan that has other problems: one error lists every problem of the file.

@@ -10,11 +10,12 @@ use braid_dag::FlowSpec;
 use braid_store::{LaunchKind, LaunchRecord, LaunchState, PlanQuery, PlanRecord, SchedulerRecord, Store};
 use serde_json::Value;
 
-use super::dispatch::{DispatchOptions, Dispatcher, LaunchEnv, LaunchOutcome};
+use super::dispatch::{DispatchOptions, LaunchEnv, LaunchOutcome, Launcher, heard_within};
 use super::error::{PlanError, PlanProblem, PlanResult};
 use super::model::{LaunchPlan, ParamSet};
 use super::registry::parse_time;
 use crate::flow::Flow;
+use crate::params::GivenParams;
 
 /// The claim key of a (plan, tick, parameter set): the same for the scheduler and for
 /// backfill, whatever the plan's version, so a tick of a set launches at most once.
@@ -119,7 +120,9 @@ pub async fn get_plan(store: &Store, name: &str) -> PlanResult<PlanRecord> {
 
 /// How a backfill goes.
 #[derive(Debug, Clone)]
+/// Fields may be added: start from `BackfillOptions::default()`.
 pub struct BackfillOptions {
+    /// Limits and liveness, as for a scheduler.
     pub dispatch: DispatchOptions,
     /// List what would launch; claim and run nothing.
     pub dry_run: bool,
@@ -136,11 +139,17 @@ impl Default for BackfillOptions {
 /// What a backfill did.
 #[derive(Debug, Clone)]
 pub struct BackfillReport {
+    /// The plan backfilled.
     pub plan: PlanName,
+    /// Its version whose inputs the launches got.
     pub version: u32,
+    /// Its flow.
     pub flow: FlowName,
+    /// The plan's time zone (IANA name), in which `from` and `to` were read.
     pub time_zone: String,
+    /// The start of the interval (included).
     pub from: jiff::Timestamp,
+    /// The end of the interval (left out).
     pub to: jiff::Timestamp,
     /// The ticks in `[from, to)`.
     pub ticks: Vec<jiff::Timestamp>,
@@ -159,8 +168,8 @@ pub struct BackfillReport {
 
 /// Launches the ticks of `plan` in `[from, to)` through the same claims as the scheduler,
 /// so a tick of a parameter set that was launched (by the scheduler or an earlier
-/// backfill) is not launched again. `from` and `to` are read by [`parse_time`] in the
-/// plan's time zone. Runs go in this process under the plan's concurrency policy and
+/// backfill) is not launched again. `from` and `to` are RFC 3339 times with an offset, or
+/// wall-clock times or dates in the plan's time zone. Runs go in this process under the plan's concurrency policy and
 /// the global limit; returns when they have ended.
 pub async fn backfill(
     env: &LaunchEnv,
@@ -201,7 +210,7 @@ pub async fn backfill(
             schedule.describe()
         ))
     })?;
-    let d = Arc::new(Dispatcher::new(env, "backfill", opts.dispatch.clone()));
+    let d = Arc::new(Launcher::new(env, "backfill", opts.dispatch.clone()));
     let now_ts = Timestamp::from_jiff(now);
     let mut launches = Vec::new();
     for t in &ticks {
@@ -254,7 +263,7 @@ pub async fn backfill(
 /// `overrides` given for matrix parameters; other overrides replace defaults (fixed
 /// inputs cannot be overridden). `holder` `None` records them as a request any
 /// scheduler of the flow may start.
-pub fn manual_launches(
+pub(crate) fn manual_launches(
     plan: &LaunchPlan,
     version: u32,
     flow: &FlowSpec,
@@ -264,24 +273,14 @@ pub fn manual_launches(
 ) -> PlanResult<Vec<LaunchRecord>> {
     let mut sets: Vec<&ParamSet> = plan.parameter_sets().iter().collect();
     let mut extra: BTreeMap<String, Value> = BTreeMap::new();
-    let check = braid_dag::ParamCheck::new(&flow.params);
+    let mut given = GivenParams::new(&flow.params);
     let mut problems = Vec::new();
-    let mut given: BTreeMap<&str, String> = BTreeMap::new();
     for (k, text) in overrides {
         let at = format!("--param {k}={text}");
+        let v = given.text(k, text);
+        problems.extend(given.take_problems().into_iter().map(|(at, p)| PlanProblem::new(plan.name().as_str(), at, p)));
+        let Some(v) = v else { continue };
         let mut problem = |message: String| problems.push(PlanProblem::new(plan.name().as_str(), at.clone(), message));
-        if let Some(first) = given.get(k.as_str()) {
-            problem(braid_dag::ParamProblem::Twice { param: k.clone(), first: first.clone() }.to_string());
-            continue;
-        }
-        given.insert(k, at.clone());
-        let v = match check.parse(k, text) {
-            Ok(v) => v,
-            Err(e) => {
-                problem(e.to_string());
-                continue;
-            }
-        };
         if let Some(fixed) = plan.fixed().get(k) {
             problem(format!(
                 "parameter `{k}` is fixed by the plan to {fixed}; fixed inputs cannot be overridden (change `fixed` in the plan file, or run the flow directly with `run --param`)"
@@ -337,7 +336,7 @@ pub async fn launch_now(
 ) -> PlanResult<Vec<LaunchOutcome>> {
     let (store, clock) = (&env.store, &env.clock);
     let (rec, lp, flow) = load(store, &env.flows, plan).await?;
-    let d = Arc::new(Dispatcher::new(env, "launch", opts));
+    let d = Arc::new(Launcher::new(env, "launch", opts));
     let launches = manual_launches(&lp, rec.version, flow.spec(), overrides, clock.now(), Some(d.id.clone()))?;
     d.cache_plan(rec.version, Arc::new(lp));
     d.heartbeat(true).await?;
@@ -354,7 +353,8 @@ pub async fn launch_now(
 /// Records a manual launch of `plan` as pending launches without a holder: the next
 /// pass of any running scheduler of the plan's flow adopts and starts them. Needs only
 /// the store (the flow's spec as `plans apply` stored it). Returns the launches and the
-/// live schedulers that serve the flow (none: nothing starts them until one runs).
+/// live schedulers that serve the flow (none: nothing starts them until one runs): those
+/// heard from within `dead_after` (normally [`DEAD_AFTER`](super::DEAD_AFTER)).
 pub async fn request_launch(
     store: &Store,
     plan: &str,
@@ -383,13 +383,15 @@ pub async fn request_launch(
     }
     let launches = manual_launches(&lp, rec.version, &spec, overrides, now, None)?;
     store.plans.claim_launches(launches.clone()).await?;
-    let cutoff = Timestamp::from_jiff(now).as_micros() - i64::try_from(dead_after.as_micros()).unwrap_or(i64::MAX);
+    let now = Timestamp::from_jiff(now);
     let live = store
         .plans
         .list_schedulers()
         .await?
         .into_iter()
-        .filter(|s| s.seen_at.as_micros() >= cutoff && s.flows.contains(lp.flow()) && s.id.starts_with("scheduler@"))
+        .filter(|s| {
+            heard_within(s.seen_at, now, dead_after) && s.flows.contains(lp.flow()) && s.id.starts_with("scheduler@")
+        })
         .collect();
     Ok((launches, live))
 }

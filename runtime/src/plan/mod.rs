@@ -4,7 +4,7 @@
 //! matrix of parameter sets (or an explicit list), an optional schedule (cron in an IANA
 //! time zone, or a fixed rate), labels, a concurrency policy per parameter set and a
 //! catch-up policy. Plans come from code ([`LaunchPlan::builder`]) or TOML files
-//! ([`load_plan_file`]); [`register_plans`] validates a batch against the flows'
+//! ([`check_plan_file`]); [`register_plans`] validates a batch against the flows'
 //! parameters and registers all of it or none. Registering other content makes a new
 //! version; the same content is a no-op.
 //!
@@ -28,18 +28,18 @@ mod registry;
 mod schedule;
 mod scheduler;
 
-pub use dispatch::{Clock, DispatchOptions, LaunchEnv, LaunchEvent, LaunchOutcome, ManualClock, SystemClock};
-pub use error::{PlanError, PlanProblem, PlanResult};
-pub use file::{check_plan_file, check_plan_text, load_plan_file, parse_plans};
-pub use launch::{
-    BackfillOptions, BackfillReport, backfill, get_plan, launch_key, launch_now, manual_launches, request_launch,
-};
-pub use model::{
-    CatchUp, CatchUpKind, Concurrency, DEFAULT_CATCH_UP_LIMIT, DEFAULT_GRACE, LaunchPlan, LaunchPlanBuilder,
-    MAX_PARAMETER_SETS, ParamSet, PlanSpec,
-};
-pub use registry::{
-    Registered, check_plans, label_selector, parse_time, register_plans, register_plans_at, set_active,
-};
-pub use schedule::{CronError, Schedule, format_duration, parse_duration};
+// Plans: their model, files and registration.
+pub use file::{check_plan_file, check_plan_text, parse_plans};
+pub use model::{CatchUp, CatchUpKind, Concurrency, LaunchPlan, LaunchPlanBuilder, ParamSet, PlanSpec};
+pub use registry::{Registered, register_plans, register_plans_at, set_active};
+pub use schedule::{CronError, Schedule};
+
+// The scheduler.
 pub use scheduler::{PassReport, Scheduler, SchedulerOptions};
+
+// Launches: the environment they happen in, backfill and manual launches, what they report.
+pub use dispatch::{Clock, DEAD_AFTER, DispatchOptions, LaunchEnv, LaunchEvent, LaunchOutcome, ManualClock};
+pub use launch::{BackfillOptions, BackfillReport, backfill, get_plan, launch_key, launch_now, request_launch};
+
+// Errors.
+pub use error::{PlanError, PlanProblem, PlanResult};

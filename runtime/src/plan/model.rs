@@ -14,15 +14,17 @@ use super::error::{PlanError, PlanProblem, PlanResult};
 use super::schedule::{Schedule, format_duration, parse_duration};
 
 /// Most parameter sets one plan may expand to.
-pub const MAX_PARAMETER_SETS: usize = 10_000;
+pub(crate) const MAX_PARAMETER_SETS: usize = 10_000;
 /// The catch-up limit when `catch_up = "all"` names none.
-pub const DEFAULT_CATCH_UP_LIMIT: u32 = 100;
+pub(crate) const DEFAULT_CATCH_UP_LIMIT: u32 = 100;
 /// How late a tick may be and still launch under `catch_up = "none"`, by default.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_GRACE: Duration = Duration::from_secs(60);
 
 /// What happens to a tick of a parameter set whose previous run is still going.
+/// Policies may be added: a `match` needs a `_` arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Concurrency {
     /// Launch it anyway.
     #[default]
@@ -44,9 +46,11 @@ impl fmt::Display for Concurrency {
 }
 
 /// What a scheduler does with ticks that came due while no scheduler was running (or
-/// while it could not keep up).
+/// while it could not keep up), as a plan file names it (`catch_up = "all"`); its
+/// parameter is a key of its own. Policies may be added: a `match` needs a `_` arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum CatchUpKind {
     /// Skip missed ticks: launch only ticks at most `grace` late.
     None,
@@ -57,12 +61,24 @@ pub enum CatchUpKind {
     All,
 }
 
-/// The catch-up policy with its parameter.
+/// The catch-up policy with its parameter, as a validated plan holds it and
+/// [`LaunchPlanBuilder::catch_up`] takes it. Policies may be added: a `match` needs a
+/// `_` arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CatchUp {
-    None { grace: Duration },
+    /// Skip missed ticks; a tick at most `grace` late still launches.
+    None {
+        /// How late a tick may be and still launch (default 1 minute).
+        grace: Duration,
+    },
+    /// Launch only the most recent missed tick.
     Latest,
-    All { limit: u32 },
+    /// Launch every missed tick, oldest first, at most the `limit` most recent.
+    All {
+        /// Most missed ticks launched (default 100).
+        limit: u32,
+    },
 }
 
 impl fmt::Display for CatchUp {
@@ -80,9 +96,14 @@ impl fmt::Display for CatchUp {
 /// labels and policies. Unknown keys are errors (a typo is not silently ignored).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// Fields may be added: build one from `PlanSpec::default()`, or through
+/// [`LaunchPlan::builder`].
 pub struct PlanSpec {
+    /// The plan's name (runs are named `<name>_<values>`).
     pub name: String,
+    /// The flow it launches.
     pub flow: String,
+    /// What the plan is for, shown by `braid plan show`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// A cron expression: 5 fields, or 6 with seconds first.
@@ -106,14 +127,17 @@ pub struct PlanSpec {
     /// Or an explicit list of parameter sets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parameter_sets: Vec<BTreeMap<String, Value>>,
+    /// Labels, `key = "value"`, to select plans by (`braid plan activate --label`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// Whether the plan is active when first registered (default true). Not part of
     /// the plan's content: later, `braid plan activate|deactivate` owns the flag.
     #[serde(default = "yes", skip_serializing)]
     pub active: bool,
+    /// What a tick does while the previous run of its parameter set goes.
     #[serde(default)]
     pub concurrency: Concurrency,
+    /// What happens to ticks missed while no scheduler ran.
     #[serde(default)]
     pub catch_up: CatchUpKind,
     /// With `catch_up = "all"`: at most this many missed ticks (the most recent).
@@ -135,6 +159,8 @@ pub struct ParamSet {
     /// Canonical JSON of `values`, e.g. `{"site_id":"site1"}`; `{}` for a plan without
     /// a matrix.
     pub key: String,
+    /// The set's values by parameter name (not the plan's fixed or default inputs:
+    /// [`LaunchPlan::params_for`] gives all of a run's inputs).
     pub values: BTreeMap<String, Value>,
 }
 
@@ -204,7 +230,7 @@ impl LaunchPlan {
     /// Validates a spec on its own (names, schedule, labels, matrix, policies); the
     /// flow's parameters are checked by [`LaunchPlan::check_flow`]. Every problem is
     /// reported at once.
-    pub fn from_spec(spec: PlanSpec) -> PlanResult<LaunchPlan> {
+    pub(crate) fn from_spec(spec: PlanSpec) -> PlanResult<LaunchPlan> {
         let shown = shown_name(&spec.name);
         Self::validate(spec).map_err(|problems| PlanError::Invalid { plan: shown, problems })
     }
@@ -322,30 +348,37 @@ impl LaunchPlan {
         check_flow_spec(&self.spec, self.name.as_str(), flow)
     }
 
+    /// The plan's name.
     pub fn name(&self) -> &PlanName {
         &self.name
     }
 
+    /// The flow it launches.
     pub fn flow(&self) -> &FlowName {
         &self.flow
     }
 
+    /// The plan as written (and stored).
     pub fn spec(&self) -> &PlanSpec {
         &self.spec
     }
 
+    /// When it launches; `None` for a plan launched only by hand.
     pub fn schedule(&self) -> Option<&Schedule> {
         self.schedule.as_ref()
     }
 
+    /// Its labels, validated.
     pub fn labels(&self) -> &BTreeSet<Label> {
         &self.labels
     }
 
+    /// What a tick does while the previous run of its parameter set goes.
     pub fn concurrency(&self) -> Concurrency {
         self.spec.concurrency
     }
 
+    /// What happens to ticks missed while no scheduler ran.
     pub fn catch_up(&self) -> CatchUp {
         self.catch_up
     }
@@ -355,10 +388,12 @@ impl LaunchPlan {
         self.spec.active
     }
 
+    /// Inputs every run gets and no launch can override.
     pub fn fixed(&self) -> &BTreeMap<String, Value> {
         &self.spec.fixed
     }
 
+    /// Inputs every run gets unless a manual launch overrides them.
     pub fn defaults(&self) -> &BTreeMap<String, Value> {
         &self.spec.defaults
     }
@@ -639,6 +674,7 @@ impl LaunchPlanBuilder {
         })
     }
 
+    /// What the plan is for, shown by `braid plan show`.
     pub fn description(mut self, text: &str) -> Self {
         self.spec.description = Some(text.to_owned());
         self
@@ -691,16 +727,20 @@ impl LaunchPlanBuilder {
         self
     }
 
+    /// A label to select the plan by (`key=value`); checked by `build`.
     pub fn label(mut self, key: &str, value: &str) -> Self {
         self.spec.labels.insert(key.to_owned(), value.to_owned());
         self
     }
 
+    /// What a tick does while the previous run of its parameter set goes (default
+    /// [`Concurrency::Allow`]).
     pub fn concurrency(mut self, c: Concurrency) -> Self {
         self.spec.concurrency = c;
         self
     }
 
+    /// What happens to missed ticks (default [`CatchUp::Latest`]).
     pub fn catch_up(mut self, c: CatchUp) -> Self {
         match c {
             CatchUp::None { grace } => {
@@ -728,6 +768,8 @@ impl LaunchPlanBuilder {
         self
     }
 
+    /// Validates the plan on its own (name, schedule, labels, matrix, policies; its
+    /// flow's parameters are checked when it is registered), every problem at once.
     pub fn build(self) -> PlanResult<LaunchPlan> {
         let plan = shown_name(&self.spec.name);
         let mut problems = Problems::new(plan.clone());

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use braid_core::{FlowName, Label, PlanName, Timestamp};
+use braid_core::{FlowName, PlanName, Timestamp};
 use braid_store::{FlowRecord, PlanDraft, PlanSelector, Registration, Store};
 use jiff::civil::{Date, DateTime};
 use jiff::tz::TimeZone;
@@ -16,8 +16,11 @@ use crate::flow::Flow;
 /// What registering one plan did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Registered {
+    /// The plan.
     pub plan: PlanName,
+    /// Its flow.
     pub flow: FlowName,
+    /// Whether it is new, a new version, or unchanged (and its version).
     pub outcome: Registration,
     /// How many parameter sets it launches per tick.
     pub sets: usize,
@@ -85,7 +88,7 @@ pub async fn register_plans_at(
 
 /// Every problem of a batch against the flows of this binary: each plan's flow is
 /// hosted, its inputs fit the flow's parameters, no name is declared twice.
-pub fn check_plans(flows: &[Arc<Flow>], plans: &[LaunchPlan]) -> Vec<PlanProblem> {
+pub(crate) fn check_plans(flows: &[Arc<Flow>], plans: &[LaunchPlan]) -> Vec<PlanProblem> {
     let hosted = || flows.iter().map(|f| format!("`{}`", f.name())).collect::<Vec<_>>().join(", ");
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
@@ -121,17 +124,11 @@ pub async fn set_active(
     Ok(store.plans.set_plans_active(selector, active, now).await?)
 }
 
-/// Selects plans by labels given as `key=value` text.
-pub fn label_selector(labels: &[String]) -> PlanResult<PlanSelector> {
-    let parsed: Vec<Label> = labels.iter().map(|l| l.parse()).collect::<Result<_, _>>()?;
-    Ok(PlanSelector::Labels(parsed))
-}
-
 /// Reads a time as people type it: RFC 3339 with an offset (`2026-03-02T14:00:00Z`,
 /// `2026-03-02T09:00-05:00`), or a wall-clock time in `tz` (`2026-03-02T09:00`,
 /// `2026-03-02 09:00:00`), or a date (midnight in `tz`). A wall-clock time that happens
 /// twice is the first; one that does not exist is moved forward by the gap.
-pub fn parse_time(text: &str, tz: &TimeZone) -> Result<jiff::Timestamp, String> {
+pub(crate) fn parse_time(text: &str, tz: &TimeZone) -> Result<jiff::Timestamp, String> {
     let t = text.trim();
     if let Ok(ts) = t.parse::<jiff::Timestamp>() {
         return Ok(ts);

@@ -17,14 +17,28 @@ use croner::{Cron, Weekday};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, Zoned};
 
-/// A validated schedule.
+/// A validated schedule: build one with [`Schedule::cron`] or [`Schedule::every`], which
+/// check it. Kinds may be added: a `match` needs a `_` arm.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Schedule {
     /// A cron expression (5 fields, or 6 with seconds first) in a time zone.
-    Cron { expr: String, tz_name: String, tz: TimeZone, cron: Box<Cron> },
+    Cron {
+        /// The expression, its fields separated by one space.
+        expr: String,
+        /// The time zone's IANA name, as given.
+        tz_name: String,
+        /// The time zone.
+        tz: TimeZone,
+        /// The parsed expression.
+        cron: Box<Cron>,
+    },
     /// Every `every`, on multiples of it since the Unix epoch (UTC): `15m` ticks at :00,
     /// :15, :30 and :45 whatever the zone or the moment the plan was registered.
-    Every { every: Duration },
+    Every {
+        /// The interval (at least 1 s).
+        every: Duration,
+    },
 }
 
 /// What is wrong with a cron schedule: its expression, its time zone, or both (each is
@@ -110,7 +124,7 @@ pub(crate) fn parse_zone(name: &str) -> Result<TimeZone, String> {
 }
 
 /// Parses a duration such as `15m`, `1h 30m`, `90s` or `PT1H`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let d: SignedDuration = text.trim().parse().map_err(|e| {
         format!("duration {text:?} does not parse ({e}); write it like \"15m\", \"1h\", \"1h 30m\" or \"90s\"")
     })?;
@@ -121,7 +135,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Prints a duration the way [`parse_duration`] reads it.
-pub fn format_duration(d: Duration) -> String {
+pub(crate) fn format_duration(d: Duration) -> String {
     let s = d.as_secs();
     let parts: Vec<String> = [(s / 86_400, "d"), (s / 3600 % 24, "h"), (s / 60 % 60, "m"), (s % 60, "s")]
         .iter()
@@ -147,6 +161,7 @@ impl Schedule {
         })
     }
 
+    /// A fixed rate of at least 1 s; the error says why an interval is refused.
     pub fn every(every: Duration) -> Result<Schedule, String> {
         if every < Duration::from_secs(1) {
             return Err(format!("`every` must be at least 1s, not {}ms", every.as_millis()));
@@ -199,12 +214,6 @@ impl Schedule {
                 Timestamp::from_microsecond(i64::try_from(us.div_euclid(step) * step).ok()?).ok()
             }
         }
-    }
-
-    /// The last tick strictly before `t`.
-    pub fn last_before(&self, t: Timestamp) -> Option<Timestamp> {
-        let just_before = t.checked_sub(SignedDuration::from_micros(1)).ok()?;
-        self.last_at_or_before(just_before)
     }
 
     /// Ticks in `[from, to)`, oldest first, at most `limit` (then `Err` with the limit).

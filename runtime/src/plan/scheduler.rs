@@ -16,7 +16,7 @@ use braid_core::{PlanName, Timestamp};
 use braid_store::{LaunchKind, PlanQuery};
 use tokio_util::sync::CancellationToken;
 
-use super::dispatch::{DispatchOptions, Dispatcher, LaunchEnv, LaunchEvent, LaunchOutcome};
+use super::dispatch::{DispatchOptions, LaunchEnv, LaunchEvent, LaunchOutcome, Launcher};
 use super::error::PlanResult;
 use super::launch::scheduled_launches;
 use super::model::{CatchUp, LaunchPlan};
@@ -24,9 +24,10 @@ use super::model::{CatchUp, LaunchPlan};
 /// Most due ticks one plan contributes to a pass (older ones count as missed).
 const MAX_DUE_TICKS: usize = 10_000;
 
-/// How a scheduler runs.
+/// How a scheduler runs. Fields may be added: start from `SchedulerOptions::default()`.
 #[derive(Debug, Clone)]
 pub struct SchedulerOptions {
+    /// Limits and liveness of the launches it starts.
     pub dispatch: DispatchOptions,
     /// Longest wait between passes (new launch requests, adoptions, and ticks are
     /// noticed at least this often).
@@ -73,7 +74,7 @@ struct Cached {
 /// A scheduler over the flows of one binary. See the module docs.
 #[derive(Debug)]
 pub struct Scheduler {
-    d: Arc<Dispatcher>,
+    d: Arc<Launcher>,
     opts: SchedulerOptions,
     cache: Mutex<HashMap<PlanName, Cached>>,
 }
@@ -87,7 +88,7 @@ impl std::fmt::Debug for Cached {
 impl Scheduler {
     /// A scheduler for the flows of `env`.
     pub fn new(env: &LaunchEnv, opts: SchedulerOptions) -> Self {
-        let d = Arc::new(Dispatcher::new(env, "scheduler", opts.dispatch.clone()));
+        let d = Arc::new(Launcher::new(env, "scheduler", opts.dispatch.clone()));
         Scheduler { d, opts, cache: Mutex::new(HashMap::new()) }
     }
 

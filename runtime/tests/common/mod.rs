@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use braid_core::{ArtifactName, FlowName, RunId, RunStatus, StepName, TaskId};
-use braid_runtime::{Flow, Param, ParamType, RunOptions, RunSummary};
+use braid_runtime::{Ctx, Flow, Param, ParamType, RunOptions, RunSummary, StepBuilder, StepResult};
 use braid_store::{Store, TaskQuery, TaskRecord};
 
 /// A fresh fs store in a temp dir (kept alive by the guard).
@@ -88,4 +88,38 @@ pub fn fanout(work_runs: Arc<AtomicU64>) -> Arc<Flow> {
             .build()
             .unwrap(),
     )
+}
+
+/// The end of most test flows: on to an `end` step that does nothing, then build.
+pub trait ThenEnd {
+    fn then_end(self) -> Arc<Flow>;
+}
+
+impl ThenEnd for StepBuilder {
+    fn then_end(self) -> Arc<Flow> {
+        Arc::new(self.next("end").step("end", |_| async { Ok(()) }).end().build().unwrap())
+    }
+}
+
+/// Runs `flow` with `params` (as `--param` text) and asserts it succeeded.
+pub async fn run_ok(flow: &Arc<Flow>, store: &Store, params: &[(&str, &str)]) -> RunSummary {
+    let s = run(flow, store, params).await;
+    assert_ok(&s);
+    s
+}
+
+/// Artifact `name` as the only task of `step` in run `s` sees it.
+pub async fn output<T: serde::de::DeserializeOwned>(store: &Store, s: &RunSummary, step: &str, name: &str) -> T {
+    let task = only_task(store, s.flow.as_str(), s.run_id, step).await;
+    value(store, s.flow.as_str(), s.run_id, task.key.task, name).await
+}
+
+/// A join's body: sets `into` to the list of every branch's `from`, in branch order.
+pub async fn gather<T: serde::de::DeserializeOwned + serde::Serialize>(ctx: Ctx, from: &str, into: &str) -> StepResult {
+    let mut all = Vec::new();
+    for input in ctx.inputs()? {
+        all.push(input.get::<T>(from).await?);
+    }
+    ctx.set(into, &all)?;
+    Ok(())
 }

@@ -1,0 +1,370 @@
+//! The run's routing loop: the [`Dispatcher`] owns the ready queue and the join
+//! barriers, starts ready tasks and routes each finished task's outcome.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use braid_core::{Attempt, StepName, TaskId};
+use braid_dag::StepKind;
+use braid_store::ForeachFrame;
+use tokio::task::JoinSet;
+
+use super::messages::{Fanout, NextMove, Outcome, ReadyTask};
+use super::task::run_task;
+use super::{RunShared, TaskIdentity};
+use crate::context::{Branch, Frame};
+use crate::error::{Error, Result};
+use crate::namespace::Namespace;
+
+struct Barrier {
+    join: StepName,
+    arrived: Vec<Option<Branch>>,
+    count: usize,
+    outer_fanouts: Arc<Vec<Fanout>>,
+    outer_frames: Arc<Vec<Frame>>,
+    iteration: u32,
+    reused: bool,
+}
+
+/// The run's routing loop: owns the ready queue and the join barriers, starts ready
+/// tasks (at most `max_workers` step bodies at once), and routes each finished task's
+/// outcome to the tasks that come next. (Launch plans have their own `plan::Scheduler`.)
+pub(super) struct Dispatcher {
+    shared: Arc<RunShared>,
+    next_id: u64,
+    ready: VecDeque<ReadyTask>,
+    barriers: HashMap<u64, Barrier>,
+    next_barrier: u64,
+    running: JoinSet<(ReadyTask, Outcome)>,
+    max_workers: usize,
+    /// The first error: it ends the run.
+    pub(super) failure: Option<Error>,
+    /// Tasks executed (attempted at least once).
+    pub(super) executed: u64,
+    /// Tasks reused from the origin run.
+    pub(super) reused: u64,
+    /// Whether a task reached `end`.
+    pub(super) ended: bool,
+}
+
+impl Dispatcher {
+    /// A dispatcher for the run of `shared`, nothing started yet.
+    pub(super) fn new(shared: Arc<RunShared>, max_workers: usize) -> Self {
+        Dispatcher {
+            shared,
+            next_id: 0,
+            ready: VecDeque::new(),
+            barriers: HashMap::new(),
+            next_barrier: 0,
+            running: JoinSet::new(),
+            max_workers,
+            failure: None,
+            executed: 0,
+            reused: 0,
+            ended: false,
+        }
+    }
+
+    pub(super) async fn run(&mut self) {
+        let start = StepName::start();
+        self.make_ready(
+            start,
+            None,
+            Arc::new(Namespace::new()),
+            Arc::new(Vec::new()),
+            Arc::new(Vec::new()),
+            0,
+            None,
+            true,
+        );
+        loop {
+            // Many more tasks than workers are kept in flight (each waits for a worker
+            // permit before its code runs), so finishing tasks are handed back in batches
+            // instead of one thread wake-up per task.
+            let in_flight = (self.max_workers * 64).max(512);
+            while self.failure.is_none() && self.running.len() < in_flight {
+                if self.shared.cancel.is_cancelled() {
+                    self.fail(Error::Cancelled);
+                    break;
+                }
+                let Some(task) = self.ready.pop_front() else {
+                    break;
+                };
+                let shared = self.shared.clone();
+                self.shared.progress.update(&task.step, |c| c.running += 1);
+                self.running.spawn(async move {
+                    let outcome = run_task(&shared, &task).await;
+                    (task, outcome)
+                });
+            }
+            if self.running.is_empty() {
+                break;
+            }
+            let joined = tokio::select! {
+                j = self.running.join_next() => j,
+                _ = self.shared.cancel.cancelled(), if self.failure.is_none() => {
+                    self.fail(Error::Cancelled);
+                    continue;
+                }
+            };
+            let Some(joined) = joined else { break };
+            let mut batch = vec![joined];
+            while let Some(more) = self.running.try_join_next() {
+                batch.push(more);
+            }
+            if let Some(e) = self.shared.persister.failure() {
+                self.fail(Error::Records(e));
+            }
+            for joined in batch {
+                match joined {
+                    Ok((task, outcome)) => self.handle(task, outcome),
+                    Err(e) => self.fail(Error::TaskFailed {
+                        step: StepName::start(),
+                        task: TaskId(0),
+                        attempt: Attempt::FIRST,
+                        cause: format!("executor task crashed: {e}"),
+                    }),
+                }
+            }
+        }
+    }
+
+    pub(super) fn fail(&mut self, e: Error) {
+        if self.failure.is_none() {
+            self.failure = Some(e);
+        }
+        // Tasks still running see the token and stop; nothing new starts.
+        self.shared.cancel.cancel();
+        self.ready.clear();
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    /// Creates the next task (the next id) of `step` and queues it, reusing its twin in
+    /// the origin run when resuming and everything upstream was reused.
+    fn make_ready(
+        &mut self,
+        step: StepName,
+        parent: Option<TaskId>,
+        parent_ns: Arc<Namespace>,
+        fanouts: Arc<Vec<Fanout>>,
+        frames: Arc<Vec<Frame>>,
+        iteration: u32,
+        inputs: Option<Arc<Vec<Branch>>>,
+        upstream_reused: bool,
+    ) {
+        self.next_id += 1;
+        let reuse = match &self.shared.origin {
+            Some(o) if upstream_reused && o.from.as_ref() != Some(&step) => o
+                .tasks
+                .get(&TaskIdentity {
+                    step: step.clone(),
+                    path: frames.iter().map(|f| f.record.index).collect(),
+                    iteration,
+                })
+                .cloned(),
+            _ => None,
+        };
+        self.ready.push_back(ReadyTask {
+            id: TaskId(self.next_id),
+            step,
+            parent,
+            parent_ns,
+            fanouts,
+            frames,
+            iteration,
+            inputs,
+            reuse,
+        });
+    }
+
+    fn handle(&mut self, task: ReadyTask, outcome: Outcome) {
+        let step = task.step.clone();
+        match outcome {
+            Outcome::Failed(e) => {
+                self.executed += 1;
+                self.shared.progress.update(&step, |c| {
+                    c.running -= 1;
+                    c.failed += 1;
+                });
+                self.fail(e);
+            }
+            Outcome::Cancelled => {
+                self.shared.progress.update(&step, |c| c.running -= 1);
+                self.fail(Error::Cancelled);
+            }
+            Outcome::Succeeded { ns, next, reused } => {
+                if reused {
+                    self.reused += 1;
+                } else {
+                    self.executed += 1;
+                }
+                self.shared.progress.update(&step, |c| {
+                    c.running -= 1;
+                    c.done += 1;
+                });
+                if self.failure.is_some() {
+                    return;
+                }
+                if let Err(e) = self.route(task, ns, next, reused) {
+                    self.fail(e);
+                }
+            }
+        }
+    }
+
+    fn route(&mut self, task: ReadyTask, ns: Arc<Namespace>, next: NextMove, reused: bool) -> Result<()> {
+        let graph = self.shared.flow.graph.clone();
+        match next {
+            NextMove::End => {
+                self.ended = true;
+                Ok(())
+            }
+            NextMove::Go { to, loop_back } => {
+                let iteration = if loop_back {
+                    let max = self.shared.flow.policy(&task.step).map_or(1000, |p| p.max_iterations);
+                    if task.iteration + 1 > max {
+                        return Err(Error::LoopLimit { step: task.step.clone(), max });
+                    }
+                    task.iteration + 1
+                } else {
+                    task.iteration
+                };
+                let is_join = graph.step(to.as_str()).is_some_and(|s| s.kind == StepKind::Join);
+                if is_join {
+                    self.arrive(&task, ns, reused);
+                } else {
+                    self.make_ready(
+                        to,
+                        Some(task.id),
+                        ns,
+                        task.fanouts.clone(),
+                        task.frames.clone(),
+                        iteration,
+                        None,
+                        reused,
+                    );
+                }
+                Ok(())
+            }
+            NextMove::Split(targets) => {
+                let join = graph.join_of(task.step.as_str()).cloned().ok_or_else(|| Error::InvalidFlow {
+                    flow: graph.name().to_string(),
+                    problems: format!("split `{}` has no join", task.step),
+                })?;
+                let b = self.open_barrier(&task, join, targets.len(), reused);
+                for (i, t) in targets.into_iter().enumerate() {
+                    let mut fanouts = (*task.fanouts).clone();
+                    fanouts.push(Fanout { barrier: b, branch: i });
+                    self.make_ready(
+                        t,
+                        Some(task.id),
+                        ns.clone(),
+                        Arc::new(fanouts),
+                        task.frames.clone(),
+                        task.iteration,
+                        None,
+                        reused,
+                    );
+                }
+                Ok(())
+            }
+            NextMove::Foreach { to, over, elements } => {
+                let len = elements.len() as u64;
+                let join = graph.join_of(task.step.as_str()).cloned().ok_or_else(|| Error::InvalidFlow {
+                    flow: graph.name().to_string(),
+                    problems: format!("foreach `{}` has no join", task.step),
+                })?;
+                let b = self.open_barrier(&task, join, elements.len(), reused);
+                for i in 0..elements.len() {
+                    let mut fanouts = (*task.fanouts).clone();
+                    fanouts.push(Fanout { barrier: b, branch: i });
+                    let mut frames = (*task.frames).clone();
+                    frames.push(Frame {
+                        record: ForeachFrame {
+                            step: task.step.clone(),
+                            task: task.id,
+                            over: over.clone(),
+                            index: i as u64,
+                            len,
+                        },
+                        elements: elements.clone(),
+                    });
+                    self.make_ready(
+                        to.clone(),
+                        Some(task.id),
+                        ns.clone(),
+                        Arc::new(fanouts),
+                        Arc::new(frames),
+                        task.iteration,
+                        None,
+                        reused,
+                    );
+                }
+                if elements.is_empty() {
+                    self.close_barrier(b);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn open_barrier(&mut self, task: &ReadyTask, join: StepName, n: usize, reused: bool) -> u64 {
+        self.next_barrier += 1;
+        let id = self.next_barrier;
+        self.barriers.insert(
+            id,
+            Barrier {
+                join,
+                arrived: vec![None; n],
+                count: 0,
+                outer_fanouts: task.fanouts.clone(),
+                outer_frames: task.frames.clone(),
+                iteration: task.iteration,
+                reused,
+            },
+        );
+        id
+    }
+
+    fn arrive(&mut self, task: &ReadyTask, ns: Arc<Namespace>, reused: bool) {
+        let Some(fanout) = task.fanouts.last().copied() else {
+            self.fail(Error::InvalidFlow {
+                flow: self.shared.flow.name().to_string(),
+                problems: format!("step `{}` reaches a join outside any split or foreach", task.step),
+            });
+            return;
+        };
+        let full = match self.barriers.get_mut(&fanout.barrier) {
+            Some(b) => {
+                if b.arrived[fanout.branch].is_none() {
+                    b.count += 1;
+                }
+                b.arrived[fanout.branch] =
+                    Some(Branch { task: task.id, step: task.step.clone(), index: fanout.branch as u64, ns, reused });
+                b.count == b.arrived.len()
+            }
+            None => false,
+        };
+        if full {
+            self.close_barrier(fanout.barrier);
+        }
+    }
+
+    fn close_barrier(&mut self, id: u64) {
+        let Some(b) = self.barriers.remove(&id) else {
+            return;
+        };
+        let branches: Vec<Branch> = b.arrived.into_iter().flatten().collect();
+        let all_reused = b.reused && branches.iter().all(|br| br.reused);
+        self.make_ready(
+            b.join,
+            None,
+            Arc::new(Namespace::new()),
+            b.outer_fanouts,
+            b.outer_frames,
+            b.iteration,
+            Some(Arc::new(branches)),
+            all_reused,
+        );
+    }
+}
