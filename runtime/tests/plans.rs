@@ -618,11 +618,15 @@ async fn two_schedulers_on_one_store_launch_each_tick_once() {
     )
     .await
     .unwrap();
-    let a = Scheduler::new(
-        &LaunchEnv::new(a_store.clone(), vec![flow.clone()]).with_clock(clock.clone()),
-        SchedulerOptions::default(),
-    );
-    let b = Scheduler::new(&LaunchEnv::new(b_store, vec![flow]).with_clock(clock.clone()), SchedulerOptions::default());
+    // Both stay alive: the clock jumps 20 minutes between passes, where real schedulers
+    // heartbeat every few seconds, so a 30 s liveness window would make each see the
+    // other as dead mid-pass (adoption has its own tests).
+    let live = || SchedulerOptions {
+        dispatch: DispatchOptions { dead_after: Duration::from_secs(2 * 3600), ..Default::default() },
+        ..Default::default()
+    };
+    let a = Scheduler::new(&LaunchEnv::new(a_store.clone(), vec![flow.clone()]).with_clock(clock.clone()), live());
+    let b = Scheduler::new(&LaunchEnv::new(b_store, vec![flow]).with_clock(clock.clone()), live());
     let mut won = (0, 0);
     for hour in 1..=24 {
         for minute in [0, 20, 40] {
