@@ -27,7 +27,7 @@ mod view;
 
 use std::net::SocketAddr;
 
-use braid_client::Client;
+use braid_client::Store;
 use clap::Args;
 
 pub use error::UiError;
@@ -69,7 +69,7 @@ pub fn check_security(addr: &SocketAddr, token: Option<&str>) -> Result<Option<S
 }
 
 /// Runs the server until Ctrl-C.
-pub fn serve(client: Client, args: &UiArgs) -> crate::inspect::Result<()> {
+pub fn serve(store: Store, args: &UiArgs) -> crate::inspect::Result<()> {
     let token = check_security(&args.addr, args.token.as_deref()).map_err(crate::inspect::Error::Usage)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -84,9 +84,9 @@ pub fn serve(client: Client, args: &UiArgs) -> crate::inspect::Result<()> {
         let local = listener.local_addr().map_err(crate::inspect::Error::Io)?;
         let security = Security::new(token);
         let auth = if security.token_required() { " (token required)" } else { "" };
-        eprintln!("braid ui: serving the store at {} on http://{local}/{auth}", client.location());
-        tracing::info!(%local, store = client.location(), "braid ui listening");
-        let app = router(client, security);
+        eprintln!("braid ui: serving the store at {} on http://{local}/{auth}", store.location());
+        tracing::info!(%local, store = store.location(), "braid ui listening");
+        let app = router(store, security);
         axum::serve(listener, app)
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;

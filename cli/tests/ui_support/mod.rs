@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 
 use braid_client::fixtures::{RunWriter, TaskSpec};
-use braid_client::{Client, RunStatus, TaskStatus};
+use braid_client::{RunStatus, TaskStatus};
 use braid_runtime::{Flow, Param, ParamType};
 use braid_store::Store;
 use serde_json::json;
@@ -151,7 +151,7 @@ pub fn hostile_run(store: &Store) {
 
 /// A UI server on 127.0.0.1 (a free port) over `store`, running until the test process ends.
 pub fn serve(store: &Path, token: Option<&str>) -> String {
-    let client = Client::open(store.to_str().unwrap()).unwrap();
+    let store = braid_client::open_store(store.to_str().unwrap(), None).unwrap();
     let security = braid_cli::ui::Security::new(token.map(str::to_owned));
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -159,7 +159,7 @@ pub fn serve(store: &Path, token: Option<&str>) -> String {
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, braid_cli::ui::router(client, security)).await.unwrap();
+            axum::serve(listener, braid_cli::ui::router(store, security)).await.unwrap();
         });
     });
     format!("http://{}", rx.recv().unwrap())
