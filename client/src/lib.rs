@@ -8,7 +8,7 @@
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let store = braid_store::Store::memory();
+//! # let store = braid_client::Store::memory();
 //! # braid_client::fixtures::fanout(&store, 50)?;
 //! use braid_client::Client;
 //!
@@ -50,6 +50,8 @@
 //!
 //! Every type the API takes or returns is re-exported below, so `braidflow-client` is
 //! the only braid crate a script or a notebook depends on.
+
+#![warn(missing_docs)]
 
 mod artifact;
 mod client;
