@@ -108,6 +108,25 @@ fn run_id_file_is_written_before_any_step_runs() {
     assert!(!seen.lock().unwrap().is_empty(), "the step saw the file");
 }
 
+/// Every command picks its flows one way: a broken flow is reported, and the command goes
+/// on only when `--flow` names a sibling that built.
+#[test]
+fn a_broken_flow_stops_only_the_commands_that_do_not_name_a_flow_that_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let broken = || Flow::builder("broken").step("start", |_| async { Ok(()) }).next("missing").build();
+    for args in [&["check"][..], &["run"], &["scheduler", "--once"], &["--flow", "broken", "check"]] {
+        assert_eq!(cli(&store, args, vec![broken(), hello()]), ExitCode::from(2), "{args:?}");
+    }
+    for args in
+        [&["--flow", "hello", "check"][..], &["--flow", "hello", "run"], &["--flow", "hello", "scheduler", "--once"]]
+    {
+        assert_eq!(cli(&store, args, vec![broken(), hello()]), ExitCode::SUCCESS, "{args:?}");
+    }
+    let runs = Client::open(store.to_str().unwrap()).unwrap().flow("hello").unwrap().runs().unwrap();
+    assert_eq!(runs.len(), 1);
+}
+
 #[test]
 fn exit_codes_distinguish_success_failure_and_bad_usage() {
     let dir = tempfile::tempdir().unwrap();

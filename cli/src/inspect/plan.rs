@@ -24,6 +24,23 @@ pub(crate) fn zone(lp: Option<&LaunchPlan>) -> jiff::tz::TimeZone {
     lp.and_then(|p| p.schedule()).map_or(jiff::tz::TimeZone::UTC, |s| s.time_zone())
 }
 
+/// A plan's versions and its next ticks (each as the instant and in the plan's zone), put
+/// into the plan's JSON: `braid plan show --json` and the UI's `/api/v1/plans/{plan}`.
+pub(crate) fn insert_versions_and_ticks(
+    m: &mut serde_json::Map<String, Value>,
+    versions: &[braid_client::PlanVersion],
+    upcoming: &[jiff::Timestamp],
+    tz: &jiff::tz::TimeZone,
+) {
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"version": v.version, "hash": v.hash, "created_at": v.created_at.to_string()}))
+        .collect();
+    m.insert("versions".into(), json!(versions));
+    let ticks: Vec<Value> = upcoming.iter().map(|t| json!({"tick": t.to_string(), "local": local(*t, tz)})).collect();
+    m.insert("next_ticks".into(), json!(ticks));
+}
+
 /// A time in a plan's zone: `2026-03-02 09:00:00 EST`.
 pub(crate) fn local(t: jiff::Timestamp, tz: &jiff::tz::TimeZone) -> String {
     t.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M:%S %Z").to_string()
@@ -189,24 +206,7 @@ pub fn show(client: &Client, out: &Out, name: &str, ticks: usize, runs: usize) -
     if out.json {
         let mut v = plan_json(&rec, Some(&lp));
         if let Value::Object(m) = &mut v {
-            m.insert(
-                "versions".into(),
-                json!(
-                    versions
-                        .iter()
-                        .map(|v| json!({"version": v.version, "hash": v.hash, "created_at": v.created_at.to_string()}))
-                        .collect::<Vec<_>>()
-                ),
-            );
-            m.insert(
-                "next_ticks".into(),
-                json!(
-                    upcoming
-                        .iter()
-                        .map(|t| json!({"tick": t.to_string(), "local": t.to_zoned(tz.clone()).to_string()}))
-                        .collect::<Vec<_>>()
-                ),
-            );
+            insert_versions_and_ticks(m, &versions, &upcoming, &tz);
             let sets: Vec<Value> = lp
                 .parameter_sets()
                 .iter()
