@@ -13,34 +13,9 @@ use braid_runtime::{Flow, Param, ParamType};
 
 mod child;
 
-fn fanout() -> braid_runtime::Result<Flow> {
-    Flow::builder("fanout")
-        .param(Param::new("n", ParamType::UInt).default(100u64))
-        .step("start", |ctx| async move {
-            let n: u64 = ctx.param("n")?;
-            ctx.set("items", &(0..n).collect::<Vec<u64>>())?;
-            Ok(())
-        })
-        .foreach("items", "work")
-        .step("work", |ctx| async move {
-            let x: u64 = ctx.input()?;
-            ctx.set("out", &(x * x))?;
-            Ok(())
-        })
-        .next("join")
-        .join("join", |ctx| async move {
-            let mut total = 0u64;
-            for input in ctx.inputs()? {
-                total += input.get::<u64>("out").await?;
-            }
-            ctx.set("total", &total)?;
-            Ok(())
-        })
-        .next("end")
-        .step("end", |_ctx| async move { Ok(()) })
-        .end()
-        .build()
-}
+#[path = "../examples/fanout/flow.rs"]
+mod fanout_flow;
+use fanout_flow::fanout;
 
 fn cli(store: &Path, args: &[&str], flows: Vec<braid_runtime::Result<Flow>>) -> ExitCode {
     let mut all = vec!["flowbin".to_owned()];

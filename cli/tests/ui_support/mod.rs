@@ -18,35 +18,12 @@ use serde_json::json;
 pub const XSS: &str = "<script>alert(1)</script>";
 pub const XSS_IMG: &str = "<img src=x onerror=alert(2)>";
 
-/// The `fanout` example's flow: a foreach over 0..n and a join.
+#[path = "../../examples/fanout/flow.rs"]
+mod fanout_flow;
+
+/// The `fanout` example's flow (`n` = 10 unless given), each `work` task logging a line.
 pub fn fanout() -> braid_runtime::Result<Flow> {
-    Flow::builder("fanout")
-        .param(Param::new("n", ParamType::UInt).default(10u64))
-        .step("start", |ctx| async move {
-            let n: u64 = ctx.param("n")?;
-            ctx.set("items", &(0..n).collect::<Vec<u64>>())?;
-            Ok(())
-        })
-        .foreach("items", "work")
-        .step("work", |ctx| async move {
-            let x: u64 = ctx.input()?;
-            tracing::info!("squaring {x}");
-            ctx.set("out", &(x * x))?;
-            Ok(())
-        })
-        .next("join")
-        .join("join", |ctx| async move {
-            let mut total = 0u64;
-            for input in ctx.inputs()? {
-                total += input.get::<u64>("out").await?;
-            }
-            ctx.set("total", &total)?;
-            Ok(())
-        })
-        .next("end")
-        .step("end", |_ctx| async move { Ok(()) })
-        .end()
-        .build()
+    fanout_flow::Fanout::new().default_n(10).log_work().build()
 }
 
 /// The `sites` example's flow.
