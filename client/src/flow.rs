@@ -70,11 +70,6 @@ impl Flow {
         self.name.to_string()
     }
 
-    /// The client this handle reads through.
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
     /// The flow as its binary registered it; `None` if runs exist but no spec was stored.
     pub fn record(&self) -> Option<&FlowRecord> {
         self.record.as_ref()

@@ -43,14 +43,6 @@ impl Object {
         }
     }
 
-    /// The flow, or an error saying what `pathspec` named instead and what a flow's looks like.
-    pub fn into_flow(self, pathspec: &str) -> Result<Flow> {
-        match self {
-            Object::Flow(f) => Ok(f),
-            other => Err(wrong_depth(pathspec, other.depth(), "flow")),
-        }
-    }
-
     /// The run, or an error saying what `pathspec` named instead and what a run's looks like.
     pub fn into_run(self, pathspec: &str) -> Result<Run> {
         match self {

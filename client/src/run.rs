@@ -40,8 +40,8 @@ impl Run {
         format!("{}/{}", self.record.flow, self.record.id)
     }
 
-    /// The client this handle reads through.
-    pub fn client(&self) -> &Client {
+    /// The client this handle reads through (a tag write returns the run over it).
+    pub(crate) fn client(&self) -> &Client {
         &self.client
     }
 

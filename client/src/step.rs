@@ -79,11 +79,6 @@ impl Step {
         format!("{}/{}/{}", self.flow, self.run, self.summary.step)
     }
 
-    /// The client this handle reads through.
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
     /// The run this step belongs to, as it is now.
     pub fn run(&self) -> Result<Run> {
         self.client.flow_by_name(&self.flow)?.run_by_id(self.run)

@@ -56,11 +56,6 @@ impl Task {
         self.record.key.to_string()
     }
 
-    /// The client this handle reads through.
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
     /// The whole record as read.
     pub fn record(&self) -> &TaskRecord {
         &self.record

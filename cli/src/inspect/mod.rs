@@ -27,37 +27,37 @@ use braid_client::{Client, Pathspec, RunStatus, Tag, TagWriter};
 use braid_core::Label;
 use clap::{Args, Parser, Subcommand};
 
-pub use error::{Error, Result};
+pub(crate) use error::{Error, Result};
 use output::Out;
 
 /// Inspect what braid runs produced: flows, runs, steps, tasks, artifacts, logs.
 #[derive(Debug, Parser)]
 #[command(name = "braid", version, about, long_about = None)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
-    pub global: Global,
+    pub(crate) global: Global,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// Options every command takes.
 #[derive(Debug, Clone, Args)]
-pub struct Global {
+pub(crate) struct Global {
     /// The store to read: a directory (default ./.braid), `memory:`, or
     /// postgres://USER@HOST[:PORT]/DB.
     #[arg(long, global = true, env = "BRAID_STORE", value_name = "PATH")]
-    pub store: Option<String>,
+    pub(crate) store: Option<String>,
     /// Where a postgres:// store's blobs are: s3://BUCKET/PREFIX (endpoint, region and
     /// credentials from the AWS_* environment) or file:///SHARED/DIR.
     #[arg(long, global = true, env = "BRAID_BLOBS", value_name = "LOCATION")]
-    pub blobs: Option<String>,
+    pub(crate) blobs: Option<String>,
     /// Print exactly one JSON document on stdout instead of text.
     #[arg(long, global = true)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// List the flows in the store, each with its latest run.
     Flows,
     /// Copy everything of one store into another (e.g. ./.braid into PostgreSQL + S3):
@@ -180,7 +180,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum PlanAction {
+pub(crate) enum PlanAction {
     /// List plans with version, active flag, schedule, parameter sets, labels, next tick.
     List {
         /// Only plans with this label (key=value); repeat to require several.
@@ -225,7 +225,7 @@ pub enum PlanAction {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum TagAction {
+pub(crate) enum TagAction {
     /// Add tags to a run.
     Add {
         /// flow/run; the run may be `latest`.
@@ -282,7 +282,7 @@ pub fn main() -> ExitCode {
 }
 
 /// Runs one parsed command.
-pub fn run(cli: Cli, out: &Out) -> Result<()> {
+pub(crate) fn run(cli: Cli, out: &Out) -> Result<()> {
     if let Command::Verify = cli.command {
         let flag = cli.global.store.as_deref().filter(|s| !s.is_empty());
         return verify::verify(&braid_store::Store::resolve_location(flag), out);

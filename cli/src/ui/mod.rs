@@ -11,9 +11,9 @@
 //! writes (activate, deactivate, launch a plan) are form POSTs with a CSRF token, and a
 //! cross-site POST is refused.
 //!
-//! - [`server`]: state, router, security and metrics middleware
-//! - [`pages`], [`plans`]: the HTML pages; [`dag`]: the flow graph and timeline as SVG
-//! - [`api`]: the JSON API; [`openapi`]: its document; [`live`]: server-sent events
+//! - `server`: state, router, security and metrics middleware
+//! - `pages`, `plans`: the HTML pages; `dag`: the flow graph and timeline as SVG
+//! - `api`: the JSON API; `openapi`: its document; `live`: server-sent events
 
 mod api;
 mod dag;
@@ -30,12 +30,11 @@ use std::net::SocketAddr;
 use braid_client::Store;
 use clap::Args;
 
-pub use error::UiError;
 pub use server::{Security, router};
 
 /// Options of `braid ui`.
 #[derive(Debug, Clone, Args)]
-pub struct UiArgs {
+pub(crate) struct UiArgs {
     /// Address to listen on. Anything but a loopback address needs --token.
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "HOST:PORT")]
     pub addr: SocketAddr,
@@ -69,7 +68,7 @@ pub fn check_security(addr: &SocketAddr, token: Option<&str>) -> Result<Option<S
 }
 
 /// Runs the server until Ctrl-C.
-pub fn serve(store: Store, args: &UiArgs) -> crate::inspect::Result<()> {
+pub(crate) fn serve(store: Store, args: &UiArgs) -> crate::inspect::Result<()> {
     let token = check_security(&args.addr, args.token.as_deref()).map_err(crate::inspect::Error::Usage)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

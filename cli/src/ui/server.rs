@@ -56,7 +56,8 @@ impl Security {
         }
     }
 
-    pub fn token_required(&self) -> bool {
+    /// Whether every request must carry the token (one was given).
+    pub(crate) fn token_required(&self) -> bool {
         self.token.is_some()
     }
 
@@ -66,12 +67,12 @@ impl Security {
     }
 
     /// The token every form of this server carries.
-    pub fn csrf(&self) -> &str {
+    pub(crate) fn csrf(&self) -> &str {
         &self.csrf
     }
 
     /// Whether a form's CSRF field is this server's, compared in constant time.
-    pub fn csrf_ok(&self, given: &str) -> bool {
+    pub(crate) fn csrf_ok(&self, given: &str) -> bool {
         blake3::hash(given.as_bytes()) == blake3::hash(self.csrf.as_bytes())
     }
 }
