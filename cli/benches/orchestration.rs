@@ -13,6 +13,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../examples/fanout/flow.rs"]
+mod fanout_flow;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -20,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use braid_client::Client;
 use braid_core::RunStatus;
-use braid_runtime::{Flow, Param, ParamType, RunOptions};
+use braid_runtime::{Flow, RunOptions};
 use braid_store::Store;
 use serde_json::{Value, json};
 
@@ -150,35 +153,9 @@ fn linear(steps: u64) -> Flow {
     b.step("end", |_| async { Ok(()) }).end().build().unwrap()
 }
 
-/// The `fanout` example: a foreach over 0..n squaring each item, a join summing.
+/// The `fanout` example's flow (`n` = 100 unless given).
 fn fanout() -> Flow {
-    Flow::builder("fanout")
-        .param(Param::new("n", ParamType::UInt).default(100u64))
-        .step("start", |ctx| async move {
-            let n: u64 = ctx.param("n")?;
-            ctx.set("items", &(0..n).collect::<Vec<u64>>())?;
-            Ok(())
-        })
-        .foreach("items", "work")
-        .step("work", |ctx| async move {
-            let x: u64 = ctx.input()?;
-            ctx.set("out", &(x * x))?;
-            Ok(())
-        })
-        .next("join")
-        .join("join", |ctx| async move {
-            let mut total = 0u64;
-            for input in ctx.inputs()? {
-                total += input.get::<u64>("out").await?;
-            }
-            ctx.set("total", &total)?;
-            Ok(())
-        })
-        .next("end")
-        .step("end", |_| async { Ok(()) })
-        .end()
-        .build()
-        .unwrap()
+    fanout_flow::fanout().expect("the fanout flow is valid")
 }
 
 fn tiny() -> Flow {

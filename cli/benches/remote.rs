@@ -9,13 +9,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../examples/fanout/flow.rs"]
+mod fanout_flow;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use braid_client::Client;
 use braid_core::{RunId, RunStatus, StepName, TaskId};
-use braid_runtime::{Flow, Param, ParamType, RunOptions};
+use braid_runtime::{Flow, RunOptions};
 use braid_store::{RecordStore, RunRecord, Store, TaskKey, TaskRecord, TaskWrite, test_servers};
 use serde_json::{Value, json};
 
@@ -43,34 +46,9 @@ fn emit(rows: &[Value], json_out: Option<&Path>) {
     }
 }
 
+/// The `fanout` example's flow (`n` = 100 unless given).
 fn fanout() -> Flow {
-    Flow::builder("fanout")
-        .param(Param::new("n", ParamType::UInt).default(100u64))
-        .step("start", |ctx| async move {
-            let n: u64 = ctx.param("n")?;
-            ctx.set("items", &(0..n).collect::<Vec<u64>>())?;
-            Ok(())
-        })
-        .foreach("items", "work")
-        .step("work", |ctx| async move {
-            let x: u64 = ctx.input()?;
-            ctx.set("out", &(x * x))?;
-            Ok(())
-        })
-        .next("join")
-        .join("join", |ctx| async move {
-            let mut total = 0u64;
-            for input in ctx.inputs()? {
-                total += input.get::<u64>("out").await?;
-            }
-            ctx.set("total", &total)?;
-            Ok(())
-        })
-        .next("end")
-        .step("end", |_| async { Ok(()) })
-        .end()
-        .build()
-        .unwrap()
+    fanout_flow::fanout().expect("the fanout flow is valid")
 }
 
 async fn pg_s3(pg: &test_servers::PgServer, s3: &test_servers::S3Server) -> Store {

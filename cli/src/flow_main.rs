@@ -19,9 +19,12 @@ use clap::{Args, Parser, Subcommand};
 use crate::report::{Context, fail};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-const EXIT_FAILED: u8 = 1;
-const EXIT_USAGE: u8 = 2;
-const EXIT_CANCELLED: u8 = 130;
+/// A run failed, or the store did.
+pub(crate) const EXIT_FAILED: u8 = 1;
+/// Bad usage: unknown flags, an invalid flow or plan, a store location that cannot be one.
+pub(crate) const EXIT_USAGE: u8 = 2;
+/// Cancelled with Ctrl-C.
+pub(crate) const EXIT_CANCELLED: u8 = 130;
 
 #[derive(Debug, Parser)]
 #[command(about = "Run, resume, check and show the flows of this binary (braid)", version)]
@@ -141,14 +144,33 @@ where
         FlowCommand::Backfill(a) => return crate::flow_plans::backfill(flags, wanted, flows, a),
         _ => {}
     }
-    match pick_flow(flows, cli.flow.as_deref(), &cli.command) {
+    match pick_flow(flows, cli.flow.as_deref()) {
         Ok(flow) => dispatch(cli, flow),
         Err(code) => code,
     }
 }
 
-fn store_flags(cli: &FlowCli) -> crate::flow_plans::StoreFlags {
-    crate::flow_plans::StoreFlags { store: cli.store.clone(), blobs: cli.blobs.clone() }
+fn store_flags(cli: &FlowCli) -> StoreFlags {
+    StoreFlags { store: cli.store.clone(), blobs: cli.blobs.clone() }
+}
+
+/// `--store` and `--blobs` as given (each else its environment variable, through clap).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StoreFlags {
+    pub(crate) store: Option<String>,
+    pub(crate) blobs: Option<String>,
+}
+
+/// Opens (or, for a new directory, creates) the store the flags name, for every command
+/// of the flow binary that needs one. A location that cannot be a store is the caller's
+/// to fix (exit 2); a store that does not answer is a failure (exit 1).
+pub(crate) async fn open_store(flags: &StoreFlags) -> Result<Store, ExitCode> {
+    let location = Store::resolve_location(flags.store.as_deref());
+    let blobs = Store::resolve_blobs(flags.blobs.as_deref());
+    Store::connect(&location, blobs.as_deref()).await.map_err(|e| {
+        let code = if matches!(e, braid_store::Error::Location { .. }) { EXIT_USAGE } else { EXIT_FAILED };
+        fail(&Context::new(format!("cannot open the store at {location}"), e), code)
+    })
 }
 
 /// Logs go to stderr filtered by `RUST_LOG` (default `warn`); every event inside a step
@@ -162,51 +184,55 @@ fn init_tracing() {
     let _ = tracing_subscriber::registry().with(stderr).with(braid_runtime::task_log_layer()).try_init();
 }
 
-fn usage_error(msg: impl std::fmt::Display) -> ExitCode {
+/// Prints `error: msg` and returns the usage exit code.
+pub(crate) fn usage(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {msg}");
     ExitCode::from(EXIT_USAGE)
 }
 
-fn pick_flow(
+/// The flows a command of this binary works on, from what their builders returned: the
+/// one `--flow` names, else every flow the binary hosts. Every command picks its flows
+/// here, so a broken flow is handled one way: its error is printed on stderr, and the
+/// command goes on only if `--flow` names a flow that built (a broken flow does not keep
+/// its siblings from running when they are asked for by name); otherwise exit 2.
+pub(crate) fn hosted(
     flows: Vec<braid_runtime::Result<Flow>>,
     wanted: Option<&str>,
-    command: &FlowCommand,
-) -> Result<Arc<Flow>, ExitCode> {
+) -> Result<Vec<Arc<Flow>>, ExitCode> {
     let mut ok = Vec::new();
-    let mut broken = Vec::new();
+    let mut broken = false;
     for f in flows {
         match f {
-            Ok(f) => ok.push(f),
-            Err(e) => broken.push(e),
+            Ok(f) => ok.push(Arc::new(f)),
+            Err(e) => {
+                eprintln!("{e}");
+                broken = true;
+            }
         }
     }
-    if !broken.is_empty() {
-        for e in &broken {
-            eprintln!("{e}");
-        }
-        if matches!(command, FlowCommand::Check)
-            || wanted.is_none()
-            || ok.iter().all(|f| Some(f.name().as_str()) != wanted)
-        {
-            return Err(ExitCode::from(EXIT_USAGE));
-        }
+    let names = ok.iter().map(|f| f.name().to_string()).collect::<Vec<_>>().join(", ");
+    if let Some(w) = wanted {
+        ok.retain(|f| f.name().as_str() == w);
+        ok.truncate(1);
     }
-    let names = || ok.iter().map(|f| f.name().to_string()).collect::<Vec<_>>().join(", ");
-    let index = match wanted {
-        Some(w) => ok
-            .iter()
-            .position(|f| f.name().as_str() == w)
-            .ok_or_else(|| usage_error(format!("this binary has no flow `{w}`; it hosts: {}", names())))?,
-        None if ok.len() == 1 => 0,
-        None if ok.is_empty() => return Err(usage_error("this binary hosts no flow")),
-        None => {
-            return Err(usage_error(format!(
-                "this binary hosts several flows; pick one with --flow NAME: {}",
-                names()
-            )));
-        }
-    };
-    Ok(Arc::new(ok.swap_remove(index)))
+    match (ok.is_empty(), broken, wanted) {
+        (false, false, _) | (false, true, Some(_)) => Ok(ok),
+        // The errors printed above say what is wrong.
+        (_, true, _) => Err(ExitCode::from(EXIT_USAGE)),
+        (true, false, Some(w)) => Err(usage(format!("this binary has no flow `{w}`; it hosts: {names}"))),
+        (true, false, None) => Err(usage("this binary hosts no flow")),
+    }
+}
+
+/// The one flow `run`, `resume`, `check` and `show` work on: [`hosted`], which must
+/// leave one (`--flow` picks it when the binary hosts several).
+fn pick_flow(flows: Vec<braid_runtime::Result<Flow>>, wanted: Option<&str>) -> Result<Arc<Flow>, ExitCode> {
+    let mut flows = hosted(flows, wanted)?;
+    if flows.len() > 1 {
+        let names = flows.iter().map(|f| f.name().to_string()).collect::<Vec<_>>().join(", ");
+        return Err(usage(format!("this binary hosts several flows; pick one with --flow NAME: {names}")));
+    }
+    flows.pop().ok_or_else(|| usage("this binary hosts no flow"))
 }
 
 fn dispatch(cli: FlowCli, flow: Arc<Flow>) -> ExitCode {
@@ -230,13 +256,13 @@ fn dispatch(cli: FlowCli, flow: Arc<Flow>) -> ExitCode {
             if !malformed.is_empty() {
                 return match braid_runtime::resolve_params_with(&flow, &opts, malformed) {
                     Err(e) => fail(&e, EXIT_USAGE),
-                    Ok(_) => usage_error("--param: expected NAME=VALUE"),
+                    Ok(_) => usage("--param: expected NAME=VALUE"),
                 };
             }
             for t in &args.tags {
                 match Tag::new(t) {
                     Ok(t) => opts.tags.push(t),
-                    Err(e) => return usage_error(format!("--tag: {e}")),
+                    Err(e) => return usage(format!("--tag: {e}")),
                 }
             }
             start(flags, flow, opts, args.common)
@@ -244,11 +270,11 @@ fn dispatch(cli: FlowCli, flow: Arc<Flow>) -> ExitCode {
         FlowCommand::Resume { run, from, force, common } => {
             let origin = match run.as_deref().map(RunId::parse).transpose() {
                 Ok(r) => r,
-                Err(e) => return usage_error(e),
+                Err(e) => return usage(e),
             };
             let from = match from.as_deref().map(StepName::new).transpose() {
                 Ok(f) => f,
-                Err(e) => return usage_error(format!("--from: {e}")),
+                Err(e) => return usage(format!("--from: {e}")),
             };
             let opts = RunOptions { resume: Some(Resume { origin, from, force }), ..Default::default() };
             start(flags, flow, opts, common)
@@ -271,7 +297,7 @@ fn show(flow: &Flow, mermaid: bool, dot: bool, json: bool) -> ExitCode {
     } else if json {
         match serde_json::to_string_pretty(g.spec()) {
             Ok(s) => println!("{s}"),
-            Err(e) => return usage_error(e),
+            Err(e) => return usage(e),
         }
     } else {
         println!("flow {}", flow.name());
@@ -307,15 +333,10 @@ fn show(flow: &Flow, mermaid: bool, dot: bool, json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn start(
-    flags: crate::flow_plans::StoreFlags,
-    flow: Arc<Flow>,
-    mut opts: RunOptions,
-    common: CommonRunArgs,
-) -> ExitCode {
+fn start(flags: StoreFlags, flow: Arc<Flow>, mut opts: RunOptions, common: CommonRunArgs) -> ExitCode {
     if let Some(w) = common.max_workers {
         if w == 0 {
-            return usage_error("--max-workers must be at least 1");
+            return usage("--max-workers must be at least 1");
         }
         opts.max_workers = w;
     }
@@ -325,15 +346,9 @@ fn start(
         Err(e) => return fail(&Context::new("cannot start the async runtime", e), EXIT_FAILED),
     };
     runtime.block_on(async move {
-        let location = Store::resolve_location(flags.store.as_deref());
-        let blobs = Store::resolve_blobs(flags.blobs.as_deref());
-        let store = match Store::connect(&location, blobs.as_deref()).await {
+        let store = match open_store(&flags).await {
             Ok(s) => s,
-            Err(e) => {
-                // A location that cannot be a store is the caller's to fix: usage.
-                let code = if matches!(e, braid_store::Error::Location { .. }) { EXIT_USAGE } else { EXIT_FAILED };
-                return fail(&Context::new(format!("cannot open the store at {location}"), e), code);
-            }
+            Err(code) => return code,
         };
         let cancel = CancellationToken::new();
         opts.cancel = cancel.clone();
@@ -341,7 +356,7 @@ fn start(
             let metrics = Arc::new(braid_runtime::Metrics::new());
             match serve_metrics(addr, metrics.clone()).await {
                 Ok(bound) => eprintln!("metrics at http://{bound}/metrics"),
-                Err(e) => return usage_error(e),
+                Err(e) => return usage(e),
             }
             opts.metrics = Some(metrics);
         }

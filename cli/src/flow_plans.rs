@@ -20,11 +20,9 @@ use braid_store::{LaunchRecord, LaunchState, PlanQuery, Registration, Store};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
+use crate::flow_main::{EXIT_CANCELLED, EXIT_FAILED, EXIT_USAGE, StoreFlags, hosted, open_store, usage};
+use crate::inspect::plan::local;
 use crate::report::{Context, fail};
-
-const EXIT_FAILED: u8 = 1;
-const EXIT_USAGE: u8 = 2;
-const EXIT_CANCELLED: u8 = 130;
 
 /// `plans ...`
 #[derive(Debug, Args)]
@@ -132,42 +130,8 @@ pub(crate) struct BackfillArgs {
     quiet: bool,
 }
 
-fn usage(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {msg}");
-    ExitCode::from(EXIT_USAGE)
-}
-
 fn plan_error(e: PlanError) -> ExitCode {
     fail(&e, if e.is_usage() { EXIT_USAGE } else { EXIT_FAILED })
-}
-
-/// The flows that built, or the exit code after printing why some did not.
-fn hosted(flows: Vec<braid_runtime::Result<Flow>>, wanted: Option<&str>) -> Result<Vec<Arc<Flow>>, ExitCode> {
-    let mut ok = Vec::new();
-    let mut broken = false;
-    for f in flows {
-        match f {
-            Ok(f) => ok.push(Arc::new(f)),
-            Err(e) => {
-                eprintln!("{e}");
-                broken = true;
-            }
-        }
-    }
-    if broken {
-        return Err(ExitCode::from(EXIT_USAGE));
-    }
-    if let Some(w) = wanted {
-        let names = ok.iter().map(|f| f.name().to_string()).collect::<Vec<_>>().join(", ");
-        ok.retain(|f| f.name().as_str() == w);
-        if ok.is_empty() {
-            return Err(usage(format!("this binary has no flow `{w}`; it hosts: {names}")));
-        }
-    }
-    if ok.is_empty() {
-        return Err(usage("this binary hosts no flow"));
-    }
-    Ok(ok)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
@@ -177,26 +141,34 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         .map_err(|e| fail(&Context::new("cannot start the async runtime", e), EXIT_FAILED))
 }
 
-/// `--store` and `--blobs` as given (each else its environment variable, through clap).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct StoreFlags {
-    pub(crate) store: Option<String>,
-    pub(crate) blobs: Option<String>,
+/// The async runtime every plan command runs on, and the store the flags name, opened on it.
+fn runtime_and_store(flags: &StoreFlags) -> Result<(tokio::runtime::Runtime, Store), ExitCode> {
+    let rt = runtime()?;
+    let store = rt.block_on(open_store(flags))?;
+    Ok((rt, store))
 }
 
-fn open_store(flags: &StoreFlags, rt: &tokio::runtime::Runtime) -> Result<Store, ExitCode> {
-    let location = Store::resolve_location(flags.store.as_deref());
-    let blobs = Store::resolve_blobs(flags.blobs.as_deref());
-    rt.block_on(Store::connect(&location, blobs.as_deref())).map_err(|e| {
-        // A location that cannot be a store is the caller's to fix: usage.
-        let code = if matches!(e, braid_store::Error::Location { .. }) { EXIT_USAGE } else { EXIT_FAILED };
-        fail(&Context::new(format!("cannot open the store at {location}"), e), code)
-    })
+/// What `scheduler` and `backfill` start from.
+struct Setup {
+    flows: Vec<Arc<Flow>>,
+    dispatch: DispatchOptions,
+    rt: tokio::runtime::Runtime,
+    store: Store,
 }
 
-/// A tick in the plan's time zone: `2026-03-02 09:00:00 EST`.
-fn local(t: jiff::Timestamp, tz: &jiff::tz::TimeZone) -> String {
-    t.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M:%S %Z").to_string()
+impl Setup {
+    /// The flows picked by [`hosted`], the limits checked, then the runtime and the store.
+    fn new(
+        flags: &StoreFlags,
+        wanted: Option<&str>,
+        flows: Vec<braid_runtime::Result<Flow>>,
+        limits: &Limits,
+    ) -> Result<Setup, ExitCode> {
+        let flows = hosted(flows, wanted)?;
+        let dispatch = limits.dispatch()?;
+        let (rt, store) = runtime_and_store(flags)?;
+        Ok(Setup { flows, dispatch, rt, store })
+    }
 }
 
 fn plan_zone(store: &Store, rt: &tokio::runtime::Runtime, plan: &str) -> jiff::tz::TimeZone {
@@ -249,12 +221,8 @@ fn apply(store: &StoreFlags, flows: Vec<Arc<Flow>>, file: &std::path::Path, dry_
         }
         return ExitCode::SUCCESS;
     }
-    let rt = match runtime() {
+    let (rt, store) = match runtime_and_store(store) {
         Ok(r) => r,
-        Err(c) => return c,
-    };
-    let store = match open_store(store, &rt) {
-        Ok(s) => s,
         Err(c) => return c,
     };
     let described: Vec<(String, String, bool)> = plans
@@ -414,12 +382,8 @@ fn launch(
     dispatch: DispatchOptions,
     json: bool,
 ) -> ExitCode {
-    let rt = match runtime() {
+    let (rt, store) = match runtime_and_store(store) {
         Ok(r) => r,
-        Err(c) => return c,
-    };
-    let store = match open_store(store, &rt) {
-        Ok(s) => s,
         Err(c) => return c,
     };
     let tz = plan_zone(&store, &rt, plan_name);
@@ -455,19 +419,7 @@ pub(crate) fn backfill(
     flows: Vec<braid_runtime::Result<Flow>>,
     args: BackfillArgs,
 ) -> ExitCode {
-    let flows = match hosted(flows, wanted) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
-    let dispatch = match args.limits.dispatch() {
-        Ok(d) => d,
-        Err(c) => return c,
-    };
-    let rt = match runtime() {
-        Ok(r) => r,
-        Err(c) => return c,
-    };
-    let store = match open_store(&store, &rt) {
+    let Setup { flows, dispatch, rt, store } = match Setup::new(&store, wanted, flows, &args.limits) {
         Ok(s) => s,
         Err(c) => return c,
     };
@@ -591,22 +543,10 @@ pub(crate) fn scheduler(
     flows: Vec<braid_runtime::Result<Flow>>,
     args: SchedulerArgs,
 ) -> ExitCode {
-    let flows = match hosted(flows, wanted) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
-    let dispatch = match args.limits.dispatch() {
-        Ok(d) => d,
-        Err(c) => return c,
-    };
     if !(args.poll.is_finite() && args.poll > 0.0) {
         return usage("--poll must be a positive number of seconds");
     }
-    let rt = match runtime() {
-        Ok(r) => r,
-        Err(c) => return c,
-    };
-    let store = match open_store(&store, &rt) {
+    let Setup { flows, dispatch, rt, store } = match Setup::new(&store, wanted, flows, &args.limits) {
         Ok(s) => s,
         Err(c) => return c,
     };

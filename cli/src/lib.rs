@@ -8,6 +8,8 @@
 //!   launch plan commands (`plans apply|launch`, `scheduler`, `backfill`).
 //! - [`ui`] is `braid ui`: the web UI and the JSON API over a store.
 
+#![warn(missing_docs)]
+
 mod flow_main;
 mod flow_plans;
 pub mod inspect;

@@ -13,34 +13,9 @@ use braid_runtime::{Flow, Param, ParamType};
 
 mod child;
 
-fn fanout() -> braid_runtime::Result<Flow> {
-    Flow::builder("fanout")
-        .param(Param::new("n", ParamType::UInt).default(100u64))
-        .step("start", |ctx| async move {
-            let n: u64 = ctx.param("n")?;
-            ctx.set("items", &(0..n).collect::<Vec<u64>>())?;
-            Ok(())
-        })
-        .foreach("items", "work")
-        .step("work", |ctx| async move {
-            let x: u64 = ctx.input()?;
-            ctx.set("out", &(x * x))?;
-            Ok(())
-        })
-        .next("join")
-        .join("join", |ctx| async move {
-            let mut total = 0u64;
-            for input in ctx.inputs()? {
-                total += input.get::<u64>("out").await?;
-            }
-            ctx.set("total", &total)?;
-            Ok(())
-        })
-        .next("end")
-        .step("end", |_ctx| async move { Ok(()) })
-        .end()
-        .build()
-}
+#[path = "../examples/fanout/flow.rs"]
+mod fanout_flow;
+use fanout_flow::fanout;
 
 fn cli(store: &Path, args: &[&str], flows: Vec<braid_runtime::Result<Flow>>) -> ExitCode {
     let mut all = vec!["flowbin".to_owned()];
@@ -106,6 +81,25 @@ fn run_id_file_is_written_before_any_step_runs() {
     let args = ["run", "--run-id-file", id_file.to_str().unwrap()];
     assert_eq!(cli(&store, &args, vec![flow]), ExitCode::SUCCESS);
     assert!(!seen.lock().unwrap().is_empty(), "the step saw the file");
+}
+
+/// Every command picks its flows one way: a broken flow is reported, and the command goes
+/// on only when `--flow` names a sibling that built.
+#[test]
+fn a_broken_flow_stops_only_the_commands_that_do_not_name_a_flow_that_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let broken = || Flow::builder("broken").step("start", |_| async { Ok(()) }).next("missing").build();
+    for args in [&["check"][..], &["run"], &["scheduler", "--once"], &["--flow", "broken", "check"]] {
+        assert_eq!(cli(&store, args, vec![broken(), hello()]), ExitCode::from(2), "{args:?}");
+    }
+    for args in
+        [&["--flow", "hello", "check"][..], &["--flow", "hello", "run"], &["--flow", "hello", "scheduler", "--once"]]
+    {
+        assert_eq!(cli(&store, args, vec![broken(), hello()]), ExitCode::SUCCESS, "{args:?}");
+    }
+    let runs = Client::open(store.to_str().unwrap()).unwrap().flow("hello").unwrap().runs().unwrap();
+    assert_eq!(runs.len(), 1);
 }
 
 #[test]

@@ -11,18 +11,20 @@ use braid_client::{Client, RunStatus};
 use braid_runtime::{Flow, Param, ParamType};
 use serde_json::Value;
 
-/// The fanout flow, plus a large artifact (`big`, `size` pseudo-random numbers from
-/// `seed`: a blob file when `size` is large) and a small one whose preview is known.
+#[path = "../examples/fanout/flow.rs"]
+mod fanout_flow;
+
+/// The fanout flow (`n` = 10 unless given), plus a large artifact (`big`, `size`
+/// pseudo-random numbers from `seed`: a blob file when `size` is large) and a small one
+/// whose preview is known.
 fn fanout() -> braid_runtime::Result<Flow> {
-    Flow::builder("fanout")
-        .param(Param::new("n", ParamType::UInt).default(10u64))
+    fanout_flow::Fanout::new()
+        .default_n(10)
         .param(Param::new("size", ParamType::UInt).default(0u64))
         .param(Param::new("seed", ParamType::UInt).default(0u64))
-        .step("start", |ctx| async move {
-            let n: u64 = ctx.param("n")?;
+        .start_also(|ctx| {
             let size: u64 = ctx.param("size")?;
             let seed: u64 = ctx.param("seed")?;
-            ctx.set("items", &(0..n).collect::<Vec<u64>>())?;
             let big: Vec<u64> = (0..size)
                 .map(|i| (i ^ seed.wrapping_mul(0xD1B5_4A32_D192_ED03)).wrapping_mul(0x9E37_79B9_7F4A_7C15))
                 .collect();
@@ -30,24 +32,6 @@ fn fanout() -> braid_runtime::Result<Flow> {
             ctx.set("note", "needle-in-the-preview")?;
             Ok(())
         })
-        .foreach("items", "work")
-        .step("work", |ctx| async move {
-            let x: u64 = ctx.input()?;
-            ctx.set("out", &(x * x))?;
-            Ok(())
-        })
-        .next("join")
-        .join("join", |ctx| async move {
-            let mut total = 0u64;
-            for input in ctx.inputs()? {
-                total += input.get::<u64>("out").await?;
-            }
-            ctx.set("total", &total)?;
-            Ok(())
-        })
-        .next("end")
-        .step("end", |_ctx| async move { Ok(()) })
-        .end()
         .build()
 }
 

@@ -19,6 +19,7 @@ impl Artifact {
         Artifact { client, task, visible }
     }
 
+    /// The name the task set it under.
     pub fn name(&self) -> &ArtifactName {
         &self.visible.artifact.name
     }

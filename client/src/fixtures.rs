@@ -38,11 +38,15 @@ pub fn fanout_spec() -> Value {
 /// The tasks of a fabricated `fanout` run.
 #[derive(Debug, Clone)]
 pub struct FanoutRun {
+    /// The run's id.
     pub run: RunId,
+    /// The `start` task.
     pub start: TaskId,
     /// The `work` tasks, by foreach index.
     pub work: Vec<TaskId>,
+    /// The `join` task.
     pub join: TaskId,
+    /// The `end` task.
     pub end: TaskId,
 }
 
@@ -76,6 +80,7 @@ pub fn fanout(store: &Store, n: u64) -> Result<FanoutRun> {
 /// The `start` task of a `fanout` run, written.
 #[derive(Debug, Clone, Copy)]
 pub struct FanoutStart {
+    /// The `start` task's id, the parent of every `work` task.
     pub start: TaskId,
 }
 
@@ -137,10 +142,12 @@ impl RunWriter {
         Ok(RunWriter { store: store.clone(), run, next_task: 1, clock })
     }
 
+    /// The id of the run being written.
     pub fn run_id(&self) -> RunId {
         self.run.id
     }
 
+    /// The run record as last written.
     pub fn record(&self) -> &RunRecord {
         &self.run
     }
@@ -386,21 +393,25 @@ impl TaskSpec {
         self
     }
 
+    /// The status the task is written with (default: succeeded).
     pub fn status(mut self, status: TaskStatus) -> Self {
         self.status = status;
         self
     }
 
+    /// The task whose artifacts this one inherits.
     pub fn parent(mut self, parent: TaskId) -> Self {
         self.parent = Some(parent);
         self
     }
 
+    /// Makes the task a join of these branch tasks.
     pub fn inputs(mut self, inputs: Vec<TaskId>) -> Self {
         self.inputs = inputs;
         self
     }
 
+    /// The loop iteration the task belongs to.
     pub fn iteration(mut self, iteration: u32) -> Self {
         self.iteration = iteration;
         self
@@ -441,6 +452,7 @@ impl TaskSpec {
         Ok(self)
     }
 
+    /// A log line the task wrote.
     pub fn log(mut self, line: impl Into<String>) -> Self {
         self.logs.push(line.into());
         self

@@ -14,29 +14,36 @@ pub struct Flow {
 }
 
 /// Which runs [`Flow::runs_matching`] returns, newest first.
+/// Fields may be added: build one with [`RunFilter::new`] (or `Default`) and its setters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunFilter {
+    /// Only runs in this status (as of now: a run whose lease ran out counts as lost).
     pub status: Option<RunStatus>,
+    /// Only runs with this tag.
     pub tag: Option<Tag>,
     /// At most this many; `None` for all.
     pub limit: Option<usize>,
 }
 
 impl RunFilter {
+    /// Every run (no status, no tag, no limit).
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Only runs in `status`.
     pub fn status(mut self, status: RunStatus) -> Self {
         self.status = Some(status);
         self
     }
 
+    /// Only runs tagged `tag`.
     pub fn tag(mut self, tag: Tag) -> Self {
         self.tag = Some(tag);
         self
     }
 
+    /// At most `limit` runs, the newest.
     pub fn limit(mut self, limit: usize) -> Self {
         self.limit = Some(limit);
         self
@@ -53,16 +60,14 @@ impl Flow {
         Flow { client, name, record }
     }
 
+    /// The flow's name.
     pub fn name(&self) -> &FlowName {
         &self.name
     }
 
+    /// The flow's pathspec: its name.
     pub fn pathspec(&self) -> String {
         self.name.to_string()
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
     }
 
     /// The flow as its binary registered it; `None` if runs exist but no spec was stored.
@@ -139,6 +144,7 @@ impl Flow {
         self.run_ref(id.parse::<RunRef>()?)
     }
 
+    /// The run with this id; an unknown id lists the latest runs.
     pub fn run_by_id(&self, id: RunId) -> Result<Run> {
         let records = &self.client.store().records;
         let record = rt::call(|| format!("cannot read run {}/{id}", self.name), records.get_run(&self.name, id))?;

@@ -25,10 +25,12 @@ impl Run {
         Run { client, record }
     }
 
+    /// The run's id, unique within its flow.
     pub fn id(&self) -> RunId {
         self.record.id
     }
 
+    /// The name of the flow this is a run of.
     pub fn flow_name(&self) -> &FlowName {
         &self.record.flow
     }
@@ -38,7 +40,8 @@ impl Run {
         format!("{}/{}", self.record.flow, self.record.id)
     }
 
-    pub fn client(&self) -> &Client {
+    /// The client this handle reads through (a tag write returns the run over it).
+    pub(crate) fn client(&self) -> &Client {
         &self.client
     }
 
@@ -95,26 +98,32 @@ impl Run {
         &self.record.params
     }
 
+    /// The value of parameter `name` the run was started with.
     pub fn param(&self, name: &str) -> Option<&serde_json::Value> {
         self.record.params.get(name)
     }
 
+    /// The run's tags (written with a [`TagWriter`](crate::TagWriter)).
     pub fn tags(&self) -> &BTreeSet<Tag> {
         &self.record.tags
     }
 
+    /// Whether the run carries `tag`.
     pub fn has_tag(&self, tag: &str) -> bool {
         self.record.tags.iter().any(|t| t.as_str() == tag)
     }
 
+    /// When the run was created.
     pub fn created_at(&self) -> Timestamp {
         self.record.created_at
     }
 
+    /// When the run started; `None` while it is pending.
     pub fn started_at(&self) -> Option<Timestamp> {
         self.record.started_at
     }
 
+    /// When the run ended; `None` while it goes on.
     pub fn ended_at(&self) -> Option<Timestamp> {
         self.record.ended_at
     }

@@ -21,22 +21,30 @@ pub struct Step {
     summary: StepSummary,
 }
 
-/// One task's value of an artifact, from [`Step::artifact_entries`].
+/// One task's value of an artifact, from [`Step::artifact_entries`]. Fields may be added.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ArtifactEntry {
+    /// The task that has the value.
     pub task: TaskId,
     /// The task's innermost foreach index; `None` outside a foreach.
     pub index: Option<u64>,
+    /// The value, as that task sees it.
     pub artifact: Artifact,
 }
 
 /// A task in brief, from [`Step::task_states`]: enough to draw it as one cell of a grid.
+/// Fields may be added.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TaskState {
+    /// The task's id.
     pub task: TaskId,
     /// Its foreach indexes, outermost first (empty outside a foreach).
     pub indexes: Vec<u64>,
+    /// Its status as of now (lost rather than running once its lease ran out).
     pub status: TaskStatus,
+    /// Its current (or last) attempt, from 1.
     pub attempt: Attempt,
 }
 
@@ -51,14 +59,17 @@ impl Step {
         Step { client, flow, run, summary }
     }
 
+    /// The step's name.
     pub fn name(&self) -> &StepName {
         &self.summary.step
     }
 
+    /// The name of the flow the run belongs to.
     pub fn flow_name(&self) -> &FlowName {
         &self.flow
     }
 
+    /// The id of the run the step belongs to.
     pub fn run_id(&self) -> RunId {
         self.run
     }
@@ -66,10 +77,6 @@ impl Step {
     /// `flow/run_id/step`.
     pub fn pathspec(&self) -> String {
         format!("{}/{}/{}", self.flow, self.run, self.summary.step)
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
     }
 
     /// The run this step belongs to, as it is now.
@@ -82,6 +89,7 @@ impl Step {
         self.run()?.step_by_name(&self.summary.step)
     }
 
+    /// The store's summary of the step as read: counts by status, first start, last end.
     pub fn summary(&self) -> &StepSummary {
         &self.summary
     }
@@ -91,6 +99,7 @@ impl Step {
         &self.summary.counts
     }
 
+    /// How many of its tasks are in `status`.
     pub fn count(&self, status: TaskStatus) -> u64 {
         self.summary.counts.get(&status).copied().unwrap_or(0)
     }
@@ -105,10 +114,12 @@ impl Step {
         self.count(TaskStatus::Pending) == 0 && self.count(TaskStatus::Running) == 0
     }
 
+    /// When its first task started.
     pub fn first_started(&self) -> Option<Timestamp> {
         self.summary.first_started
     }
 
+    /// When its last task so far ended.
     pub fn last_ended(&self) -> Option<Timestamp> {
         self.summary.last_ended
     }

@@ -26,22 +26,27 @@ impl Task {
         Task { client, record }
     }
 
+    /// The task's id, unique within its run (numbers from 1, in creation order).
     pub fn id(&self) -> TaskId {
         self.record.key.task
     }
 
+    /// Flow, run, step and task id together.
     pub fn key(&self) -> &TaskKey {
         &self.record.key
     }
 
+    /// The name of the flow the run belongs to.
     pub fn flow_name(&self) -> &FlowName {
         &self.record.key.flow
     }
 
+    /// The id of the run the task belongs to.
     pub fn run_id(&self) -> RunId {
         self.record.key.run
     }
 
+    /// The name of the step the task belongs to.
     pub fn step_name(&self) -> &StepName {
         &self.record.key.step
     }
@@ -49,10 +54,6 @@ impl Task {
     /// `flow/run_id/step/task_id`.
     pub fn pathspec(&self) -> String {
         self.record.key.to_string()
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
     }
 
     /// The whole record as read.
@@ -72,10 +73,12 @@ impl Task {
         })
     }
 
+    /// The run the task belongs to, as it is now.
     pub fn run(&self) -> Result<Run> {
         self.client.flow_by_name(&self.record.key.flow)?.run_by_id(self.record.key.run)
     }
 
+    /// The step the task belongs to, as it is now.
     pub fn step(&self) -> Result<Step> {
         self.run()?.step_by_name(&self.record.key.step)
     }
@@ -125,14 +128,17 @@ impl Task {
         self.record.iteration
     }
 
+    /// When the task was created.
     pub fn created_at(&self) -> Timestamp {
         self.record.created_at
     }
 
+    /// When its current attempt started; `None` while it is pending.
     pub fn started_at(&self) -> Option<Timestamp> {
         self.record.started_at
     }
 
+    /// When it ended; `None` while it goes on.
     pub fn ended_at(&self) -> Option<Timestamp> {
         self.record.ended_at
     }
@@ -228,6 +234,7 @@ impl Task {
         self.record.parent
     }
 
+    /// The task whose artifacts this one starts with; `None` for `start` and joins.
     pub fn parent(&self) -> Result<Option<Task>> {
         self.record.parent.map(|id| self.sibling(id)).transpose()
     }
@@ -288,10 +295,12 @@ impl Task {
             .collect())
     }
 
+    /// The names of the artifacts the task sees (its own and inherited), sorted.
     pub fn artifact_names(&self) -> Result<Vec<ArtifactName>> {
         Ok(self.visible()?.into_iter().map(|v| v.artifact.name).collect())
     }
 
+    /// Whether the task sees an artifact `name`.
     pub fn has_artifact(&self, name: &str) -> Result<bool> {
         let name = ArtifactName::new(name)?;
         Ok(self.visible()?.iter().any(|v| v.artifact.name == name))

@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+#[path = "../../cli/examples/fanout/flow.rs"]
+mod fanout_flow;
+
 use braid_client::Client;
 use braid_runtime::plan::{LaunchPlan, register_plans};
 use braid_runtime::{Flow, RunOptions};
@@ -59,33 +62,18 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// The `fanout` example's flow under another name, over 3 items, with a value large
+/// enough to be a blob file and a small label.
 fn flow() -> braid_runtime::Result<Flow> {
-    Flow::builder("fuzzed")
-        .step("start", |ctx| async move {
-            ctx.set("items", &vec![3u64, 5, 7])?;
+    fanout_flow::Fanout::new()
+        .name("fuzzed")
+        .default_n(3)
+        .start_also(|ctx| {
             // Over the 32 KiB inline limit: a blob file under blobs/.
             ctx.set("big", &(0..40_000u32).map(|i| (i * 7919 % 251) as u8).collect::<Vec<u8>>())?;
             ctx.set("label", "fuzz")?;
             Ok(())
         })
-        .foreach("items", "work")
-        .step("work", |ctx| async move {
-            let x: u64 = ctx.input()?;
-            ctx.set("out", &(x * x))?;
-            Ok(())
-        })
-        .next("join")
-        .join("join", |ctx| async move {
-            let mut total = 0u64;
-            for input in ctx.inputs()? {
-                total += input.get::<u64>("out").await?;
-            }
-            ctx.set("total", &total)?;
-            Ok(())
-        })
-        .next("end")
-        .step("end", |_ctx| async move { Ok(()) })
-        .end()
         .build()
 }
 

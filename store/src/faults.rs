@@ -36,6 +36,9 @@ pub enum Op {
     RecordWrite,
     /// Every `PlanStore` write: registrations, activation, cursors, launches, heartbeats.
     PlanWrite,
+    /// Every `RecordStore` read: flows, runs, tasks, summaries, artifacts, logs, claims, blob
+    /// references. Counted so a test can bound how many queries a read makes.
+    RecordRead,
 }
 
 /// What an injected fault does.
@@ -73,7 +76,7 @@ struct Rule {
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
     rules: Arc<Mutex<Vec<Rule>>>,
-    counts: Arc<[AtomicU64; 4]>,
+    counts: Arc<[AtomicU64; 5]>,
     calls: Arc<Mutex<std::collections::HashMap<&'static str, u64>>>,
     fired: Arc<AtomicU64>,
 }
@@ -94,7 +97,8 @@ impl Faults {
     /// "task records", "log lines", "claim", "run deletion", "blob delete",
     /// "plan registration", "plan activation",
     /// "plan cursors", "launch claims", "launch record", "launch adoption",
-    /// "launch release", "scheduler heartbeat", "scheduler record".
+    /// "launch release", "scheduler heartbeat", "scheduler record", "record read" (any
+    /// `RecordStore` read).
     pub fn inject_call(&self, what: &'static str, nth: u64, fault: Fault) {
         self.rules.lock().unwrap_or_else(|e| e.into_inner()).push(Rule { target: Target::Call(what), nth, fault });
     }
@@ -248,9 +252,11 @@ impl RecordStore for FaultyRecords {
         self.inner.put_flow(flow).await
     }
     async fn get_flow(&self, name: &FlowName) -> Result<Option<FlowRecord>> {
+        self.faults.check(Op::RecordRead, "record read")?;
         self.inner.get_flow(name).await
     }
     async fn list_flows(&self) -> Result<Vec<FlowRecord>> {
+        self.faults.check(Op::RecordRead, "record read")?;
         self.inner.list_flows().await
     }
     async fn create_run(&self, run: &RunRecord) -> Result<()> {
@@ -262,9 +268,11 @@ impl RecordStore for FaultyRecords {
         self.inner.update_run(run).await
     }
     async fn get_run(&self, flow: &FlowName, id: RunId) -> Result<Option<RunRecord>> {
+        self.faults.check(Op::RecordRead, "record read")?;
         self.inner.get_run(flow, id).await
     }
     async fn list_runs(&self, flow: &FlowName, query: &RunQuery) -> Result<Page<RunRecord>> {
+        self.faults.check(Op::RecordRead, "record read")?;
         self.inner.list_runs(flow, query).await
     }
     async fn renew_run_lease(&self, flow: &FlowName, id: RunId, lease: &RunLease) -> Result<bool> {
@@ -280,9 +288,11 @@ impl RecordStore for FaultyRecords {
         self.inner.write_tasks(writes).await
     }
     async fn get_task(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Option<TaskRecord>> {
+        self.faults.check(Op::RecordRead, "record read")?;
         self.inner.get_task(flow, run, task).await
     }
     async fn list_tasks(&self, flow: &FlowName, run: RunId, query: &TaskQuery) -> Result<Page<TaskRecord>> {
+        self.faults.check(Op::RecordRead, "record read")?;
         self.inner.list_tasks(flow, run, query).await
     }
     async fn tasks_by_index(
@@ -292,18 +302,23 @@ impl RecordStore for FaultyRecords {
         step: &StepName,
         index: u64,
     ) -> Result<Vec<TaskRecord>> {
+        self.faults.check(Op::RecordRead, "record read")?;
         self.inner.tasks_by_index(flow, run, step, index).await
     }
     async fn step_summaries(&self, flow: &FlowName, run: RunId) -> Result<Vec<StepSummary>> {
+        self.faults.check(Op::RecordRead, "record read")?;
         self.inner.step_summaries(flow, run).await
     }
     async fn list_attempts(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Vec<AttemptRecord>> {
+        self.faults.check(Op::RecordRead, "record read")?;
         self.inner.list_attempts(flow, run, task).await
     }
     async fn task_artifacts(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Vec<ArtifactRecord>> {
+        self.faults.check(Op::RecordRead, "record read")?;
         self.inner.task_artifacts(flow, run, task).await
     }
     async fn visible_artifacts(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Vec<VisibleArtifact>> {
+        self.faults.check(Op::RecordRead, "record read")?;
         self.inner.visible_artifacts(flow, run, task).await
     }
     async fn step_artifacts(
@@ -313,6 +328,7 @@ impl RecordStore for FaultyRecords {
         step: &StepName,
         name: &ArtifactName,
     ) -> Result<Vec<StepArtifact>> {
+        self.faults.check(Op::RecordRead, "record read")?;
         self.inner.step_artifacts(flow, run, step, name).await
     }
     async fn append_logs(&self, lines: Vec<LogLine>) -> Result<()> {
@@ -327,6 +343,7 @@ impl RecordStore for FaultyRecords {
         after: u64,
         limit: usize,
     ) -> Result<Vec<LogLine>> {
+        self.faults.check(Op::RecordRead, "record read")?;
         self.inner.read_logs(flow, run, task, after, limit).await
     }
     async fn try_claim(&self, scope: &str, key: &str, holder: &str) -> Result<bool> {
@@ -334,6 +351,7 @@ impl RecordStore for FaultyRecords {
         self.inner.try_claim(scope, key, holder).await
     }
     async fn claim_holder(&self, scope: &str, key: &str) -> Result<Option<String>> {
+        self.faults.check(Op::RecordRead, "record read")?;
         self.inner.claim_holder(scope, key).await
     }
     async fn delete_run(&self, flow: &FlowName, id: RunId, revision: u64) -> Result<RunDeletion> {
@@ -341,6 +359,7 @@ impl RecordStore for FaultyRecords {
         self.inner.delete_run(flow, id, revision).await
     }
     async fn artifact_blob_refs(&self, after: Option<String>, limit: usize) -> Result<Page<BlobRef>> {
+        self.faults.check(Op::RecordRead, "record read")?;
         self.inner.artifact_blob_refs(after, limit).await
     }
 }

@@ -48,9 +48,9 @@ pub fn copy(out: &Out, from: &str, from_blobs: Option<&str>, to: &str, to_blobs:
     let copied = rt.block_on(async {
         if !from.contains("://") && from != braid_store::MEMORY_LOCATION {
             let root = std::path::Path::new(from);
-            if !root.join("FORMAT").is_file() {
+            if !braid_store::fs::is_store(root) {
                 return Err(Error::Usage(format!(
-                    "--from {from}: no braid store there (no FORMAT file); give the directory of an existing store"
+                    "--from {from}: no braid store there; give the directory of an existing store"
                 )));
             }
         }

@@ -23,41 +23,41 @@ mod watch;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use braid_client::{Client, Pathspec, RunStatus, Tag};
+use braid_client::{Client, Pathspec, RunStatus, Tag, TagWriter};
 use braid_core::Label;
 use clap::{Args, Parser, Subcommand};
 
-pub use error::{Error, Result};
+pub(crate) use error::{Error, Result};
 use output::Out;
 
 /// Inspect what braid runs produced: flows, runs, steps, tasks, artifacts, logs.
 #[derive(Debug, Parser)]
 #[command(name = "braid", version, about, long_about = None)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
-    pub global: Global,
+    pub(crate) global: Global,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// Options every command takes.
 #[derive(Debug, Clone, Args)]
-pub struct Global {
+pub(crate) struct Global {
     /// The store to read: a directory (default ./.braid), `memory:`, or
     /// postgres://USER@HOST[:PORT]/DB.
     #[arg(long, global = true, env = "BRAID_STORE", value_name = "PATH")]
-    pub store: Option<String>,
+    pub(crate) store: Option<String>,
     /// Where a postgres:// store's blobs are: s3://BUCKET/PREFIX (endpoint, region and
     /// credentials from the AWS_* environment) or file:///SHARED/DIR.
     #[arg(long, global = true, env = "BRAID_BLOBS", value_name = "LOCATION")]
-    pub blobs: Option<String>,
+    pub(crate) blobs: Option<String>,
     /// Print exactly one JSON document on stdout instead of text.
     #[arg(long, global = true)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// List the flows in the store, each with its latest run.
     Flows,
     /// Copy everything of one store into another (e.g. ./.braid into PostgreSQL + S3):
@@ -180,7 +180,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum PlanAction {
+pub(crate) enum PlanAction {
     /// List plans with version, active flag, schedule, parameter sets, labels, next tick.
     List {
         /// Only plans with this label (key=value); repeat to require several.
@@ -225,7 +225,7 @@ pub enum PlanAction {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum TagAction {
+pub(crate) enum TagAction {
     /// Add tags to a run.
     Add {
         /// flow/run; the run may be `latest`.
@@ -282,7 +282,7 @@ pub fn main() -> ExitCode {
 }
 
 /// Runs one parsed command.
-pub fn run(cli: Cli, out: &Out) -> Result<()> {
+pub(crate) fn run(cli: Cli, out: &Out) -> Result<()> {
     if let Command::Verify = cli.command {
         let flag = cli.global.store.as_deref().filter(|s| !s.is_empty());
         return verify::verify(&braid_store::Store::resolve_location(flag), out);
@@ -291,7 +291,8 @@ pub fn run(cli: Cli, out: &Out) -> Result<()> {
         // The destination's blobs: --blobs, else BRAID_BLOBS (through clap).
         return copy::copy(out, from, from_blobs.as_deref(), to, cli.global.blobs.as_deref());
     }
-    let client = open(&cli.global)?;
+    let store = open(&cli.global)?;
+    let client = Client::from_store(store.clone());
     match cli.command {
         Command::Flows => show::flows(&client, out),
         Command::Copy { .. } => Err(Error::Usage("copy opens its own stores".into())),
@@ -310,26 +311,30 @@ pub fn run(cli: Cli, out: &Out) -> Result<()> {
         }
         Command::Dag { flow, mermaid, dot } => dag::dag(&client, out, &flow, mermaid, dot),
         Command::Tag { action } => match action {
-            TagAction::Add { run, tags } => tag::tag(&client, out, &run, &tags, &[]),
-            TagAction::Remove { run, tags } => tag::tag(&client, out, &run, &[], &tags),
+            TagAction::Add { run, tags } => tag::tag(&client, TagWriter::from_store(store), out, &run, &tags, true),
+            TagAction::Remove { run, tags } => tag::tag(&client, TagWriter::from_store(store), out, &run, &tags, false),
         },
         Command::Plan { action } => match action {
             PlanAction::List { labels, flow } => plan::list(&client, out, &labels, flow.as_deref()),
             PlanAction::Show { name, ticks, runs } => plan::show(&client, out, &name, ticks, runs),
-            PlanAction::Activate { names, labels } => plan::set_active(&client, out, &names, &labels, true),
-            PlanAction::Deactivate { names, labels } => plan::set_active(&client, out, &names, &labels, false),
-            PlanAction::Launch { name, params } => plan::launch(&client, out, &name, &params),
+            PlanAction::Activate { names, labels } => plan::set_active(&store, out, &names, &labels, true),
+            PlanAction::Deactivate { names, labels } => plan::set_active(&store, out, &names, &labels, false),
+            PlanAction::Launch { name, params } => plan::launch(&store, out, &name, &params),
         },
-        Command::Gc(args) => gc::gc(client.store(), client.location(), out, &args),
+        Command::Gc(args) => gc::gc(&store, client.location(), out, &args),
         // Handled above: it reads the store without opening a client.
         Command::Verify => Ok(()),
-        Command::Ui(args) => crate::ui::serve(client, &args),
+        Command::Ui(args) => crate::ui::serve(store, &args),
     }
 }
 
-fn open(global: &Global) -> Result<Client> {
+/// The store `--store` (or `BRAID_STORE`, else `./.braid`) names, with its blobs where
+/// `--blobs` (or `BRAID_BLOBS`) says; one that does not exist is an error, never created.
+/// Reads go through a [`Client`] over it; only `tag`, `gc` and `plan
+/// activate|deactivate|launch` (and the UI's plan buttons) write to it.
+fn open(global: &Global) -> Result<braid_store::Store> {
     let flag = global.store.as_deref().filter(|s| !s.is_empty());
     let location = braid_store::Store::resolve_location(flag);
     let blobs = braid_store::Store::resolve_blobs(global.blobs.as_deref());
-    Ok(Client::open_with_blobs(&location, blobs.as_deref())?)
+    Ok(braid_client::open_store(&location, blobs.as_deref())?)
 }

@@ -35,11 +35,6 @@ impl Out {
         Out { json, tty, color: tty && !no_color, width, stderr_tty }
     }
 
-    /// Plain output: no colour, no terminal width (for tests and pipes).
-    pub fn plain(json: bool) -> Self {
-        Out { json, tty: false, color: false, width: None, stderr_tty: false }
-    }
-
     /// Writes `text` to stdout as is.
     pub fn print(&self, text: &str) -> Result<()> {
         let mut stdout = std::io::stdout().lock();

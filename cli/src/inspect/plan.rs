@@ -10,7 +10,7 @@ use std::time::Duration;
 use braid_client::{Client, LaunchQuery, LaunchRecord, PlanQuery, PlanRecord, Timestamp};
 use braid_core::{FlowName, Label, PlanName};
 use braid_runtime::plan::{self, LaunchPlan, PlanSpec};
-use braid_store::PlanSelector;
+use braid_store::{PlanSelector, Store};
 use comfy_table::Cell;
 use serde_json::{Value, json};
 
@@ -22,6 +22,23 @@ const LIVE: Duration = plan::DEAD_AFTER;
 
 pub(crate) fn zone(lp: Option<&LaunchPlan>) -> jiff::tz::TimeZone {
     lp.and_then(|p| p.schedule()).map_or(jiff::tz::TimeZone::UTC, |s| s.time_zone())
+}
+
+/// A plan's versions and its next ticks (each as the instant and in the plan's zone), put
+/// into the plan's JSON: `braid plan show --json` and the UI's `/api/v1/plans/{plan}`.
+pub(crate) fn insert_versions_and_ticks(
+    m: &mut serde_json::Map<String, Value>,
+    versions: &[braid_client::PlanVersion],
+    upcoming: &[jiff::Timestamp],
+    tz: &jiff::tz::TimeZone,
+) {
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"version": v.version, "hash": v.hash, "created_at": v.created_at.to_string()}))
+        .collect();
+    m.insert("versions".into(), json!(versions));
+    let ticks: Vec<Value> = upcoming.iter().map(|t| json!({"tick": t.to_string(), "local": local(*t, tz)})).collect();
+    m.insert("next_ticks".into(), json!(ticks));
 }
 
 /// A time in a plan's zone: `2026-03-02 09:00:00 EST`.
@@ -189,24 +206,7 @@ pub fn show(client: &Client, out: &Out, name: &str, ticks: usize, runs: usize) -
     if out.json {
         let mut v = plan_json(&rec, Some(&lp));
         if let Value::Object(m) = &mut v {
-            m.insert(
-                "versions".into(),
-                json!(
-                    versions
-                        .iter()
-                        .map(|v| json!({"version": v.version, "hash": v.hash, "created_at": v.created_at.to_string()}))
-                        .collect::<Vec<_>>()
-                ),
-            );
-            m.insert(
-                "next_ticks".into(),
-                json!(
-                    upcoming
-                        .iter()
-                        .map(|t| json!({"tick": t.to_string(), "local": t.to_zoned(tz.clone()).to_string()}))
-                        .collect::<Vec<_>>()
-                ),
-            );
+            insert_versions_and_ticks(m, &versions, &upcoming, &tz);
             let sets: Vec<Value> = lp
                 .parameter_sets()
                 .iter()
@@ -345,13 +345,13 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T> {
 /// Activates or deactivates the selected plans in one atomic write: what `braid plan
 /// activate|deactivate` and the web UI's buttons both do. Returns each selected plan and
 /// whether it changed.
-pub(crate) async fn write_active(client: &Client, sel: &PlanSelector, active: bool) -> Result<Vec<(PlanName, bool)>> {
-    plan::set_active(client.store(), sel, active, Timestamp::now()).await.map_err(plan_error)
+pub(crate) async fn write_active(store: &Store, sel: &PlanSelector, active: bool) -> Result<Vec<(PlanName, bool)>> {
+    plan::set_active(store, sel, active, Timestamp::now()).await.map_err(plan_error)
 }
 
-pub fn set_active(client: &Client, out: &Out, names: &[String], labels: &[Label], active: bool) -> Result<()> {
+pub fn set_active(store: &Store, out: &Out, names: &[String], labels: &[Label], active: bool) -> Result<()> {
     let sel = selector(names, labels)?;
-    let changed = block_on(write_active(client, &sel, active))??;
+    let changed = block_on(write_active(store, &sel, active))??;
     let verb = if active { "activated" } else { "deactivated" };
     if out.json {
         let v: Vec<Value> = changed.iter().map(|(n, c)| json!({"plan": n.as_str(), "changed": c})).collect();
@@ -386,16 +386,16 @@ fn plan_error(e: plan::PlanError) -> Error {
 /// plan's flow adopts): what `braid plan launch` and the web UI's button both do. Returns
 /// the launches and the live schedulers that will start them.
 pub(crate) async fn request_launch(
-    client: &Client,
+    store: &Store,
     name: &str,
     overrides: &[(String, String)],
 ) -> Result<(Vec<LaunchRecord>, Vec<braid_client::SchedulerRecord>)> {
-    plan::request_launch(client.store(), name, overrides, jiff::Timestamp::now(), LIVE).await.map_err(plan_error)
+    plan::request_launch(store, name, overrides, jiff::Timestamp::now(), LIVE).await.map_err(plan_error)
 }
 
-pub fn launch(client: &Client, out: &Out, name: &str, params: &[String]) -> Result<()> {
+pub fn launch(store: &Store, out: &Out, name: &str, params: &[String]) -> Result<()> {
     let overrides = crate::split_params(params).map_err(Error::Usage)?;
-    let (launches, live) = block_on(request_launch(client, name, &overrides))??;
+    let (launches, live) = block_on(request_launch(store, name, &overrides))??;
     let flow = launches.first().map(|l| l.flow.to_string()).unwrap_or_default();
     if out.json {
         return out.json(&json!({

@@ -1,21 +1,18 @@
-//! `braid tag add|remove RUN TAG...`: the one write the `braid` command makes.
+//! `braid tag add|remove RUN TAG...`: a run's tags, written through a [`TagWriter`].
 
-use braid_client::{Client, Pathspec, PathspecDepth, Tag};
+use braid_client::{Client, Pathspec, PathspecDepth, Tag, TagWriter};
 
 use super::error::{Error, Result};
 use super::json;
 use super::output::Out;
 
-pub fn tag(client: &Client, out: &Out, run: &Pathspec, add: &[Tag], remove: &[Tag]) -> Result<()> {
+/// Adds `tags` to the run `run` names (`add`), or removes them, and prints its tags after.
+pub fn tag(client: &Client, writer: TagWriter, out: &Out, run: &Pathspec, tags: &[Tag], add: bool) -> Result<()> {
     if run.depth() != PathspecDepth::Run {
         return Err(Error::Usage(format!("tags belong to runs: give flow/run (the run may be `latest`), not {run}")));
     }
     let run = client.resolve(run)?.into_run(&run.to_string())?;
-    let rt = tokio::runtime::Builder::new_current_thread().build().map_err(Error::Runtime)?;
-    let records = &client.store().records;
-    rt.block_on(records.update_tags(run.flow_name(), run.id(), add, remove))
-        .map_err(|e| Error::Store { context: format!("cannot update the tags of {}", run.pathspec()), source: e })?;
-    let run = run.refresh()?;
+    let run = if add { writer.add(&run, tags)? } else { writer.remove(&run, tags)? };
     if out.json {
         return out.json(&json::run(&run));
     }

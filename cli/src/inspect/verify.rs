@@ -34,16 +34,15 @@ pub fn verify(location: &str, out: &Out) -> Result<()> {
     if !root.is_dir() {
         return Err(no_store(format!("{} is not a directory", root.display())));
     }
-    if !root.join("FORMAT").exists() && !root.join("records.sqlite").exists() {
-        return Err(no_store(format!(
-            "{} has no FORMAT file and no records.sqlite, so it is not a braid store",
-            root.display()
-        )));
-    }
     let rt = tokio::runtime::Builder::new_current_thread().build().map_err(Error::Runtime)?;
-    let report = rt
-        .block_on(braid_store::fs::check(root))
-        .map_err(|e| Error::Store { context: format!("cannot verify the store at {location}"), source: e })?;
+    let report = rt.block_on(braid_store::fs::check(root)).map_err(|e| match e {
+        // Neither the store's format marker nor its record database is there.
+        braid_store::Error::NotFound { .. } => no_store(format!(
+            "{} holds neither a store's format marker nor its record database, so it is not a braid store",
+            root.display()
+        )),
+        e => Error::Store { context: format!("cannot verify the store at {location}"), source: e },
+    })?;
     let files: std::collections::BTreeSet<&str> = report.problems.iter().map(|p| p.path.as_str()).collect();
     let summary = if report.problems.is_empty() {
         format!(

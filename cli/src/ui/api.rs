@@ -485,24 +485,7 @@ pub fn plan_doc(client: &Client, name: &str) -> UiResult<Value> {
         lp.as_ref().and_then(|p| p.schedule()).map(|s| s.upcoming(from, NEXT_TICKS)).unwrap_or_default();
     let mut v = plan_view::plan_json(&rec, lp.as_ref());
     if let Value::Object(m) = &mut v {
-        m.insert(
-            "versions".into(),
-            json!(
-                versions
-                    .iter()
-                    .map(|v| json!({"version": v.version, "hash": v.hash, "created_at": v.created_at.to_string()}))
-                    .collect::<Vec<_>>()
-            ),
-        );
-        m.insert(
-            "next_ticks".into(),
-            json!(
-                upcoming
-                    .iter()
-                    .map(|t| json!({"tick": t.to_string(), "local": plan_view::local(*t, &tz)}))
-                    .collect::<Vec<_>>()
-            ),
-        );
+        plan_view::insert_versions_and_ticks(m, &versions, &upcoming, &tz);
         m.insert("timezone".into(), json!(tz.iana_name().unwrap_or("UTC")));
         let sets: Vec<Value> = lp
             .as_ref()

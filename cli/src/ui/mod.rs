@@ -11,9 +11,9 @@
 //! writes (activate, deactivate, launch a plan) are form POSTs with a CSRF token, and a
 //! cross-site POST is refused.
 //!
-//! - [`server`]: state, router, security and metrics middleware
-//! - [`pages`], [`plans`]: the HTML pages; [`dag`]: the flow graph and timeline as SVG
-//! - [`api`]: the JSON API; [`openapi`]: its document; [`live`]: server-sent events
+//! - `server`: state, router, security and metrics middleware
+//! - `pages`, `plans`: the HTML pages; `dag`: the flow graph and timeline as SVG
+//! - `api`: the JSON API; `openapi`: its document; `live`: server-sent events
 
 mod api;
 mod dag;
@@ -27,15 +27,14 @@ mod view;
 
 use std::net::SocketAddr;
 
-use braid_client::Client;
+use braid_client::Store;
 use clap::Args;
 
-pub use error::UiError;
 pub use server::{Security, router};
 
 /// Options of `braid ui`.
 #[derive(Debug, Clone, Args)]
-pub struct UiArgs {
+pub(crate) struct UiArgs {
     /// Address to listen on. Anything but a loopback address needs --token.
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "HOST:PORT")]
     pub addr: SocketAddr,
@@ -69,7 +68,7 @@ pub fn check_security(addr: &SocketAddr, token: Option<&str>) -> Result<Option<S
 }
 
 /// Runs the server until Ctrl-C.
-pub fn serve(client: Client, args: &UiArgs) -> crate::inspect::Result<()> {
+pub(crate) fn serve(store: Store, args: &UiArgs) -> crate::inspect::Result<()> {
     let token = check_security(&args.addr, args.token.as_deref()).map_err(crate::inspect::Error::Usage)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -84,9 +83,9 @@ pub fn serve(client: Client, args: &UiArgs) -> crate::inspect::Result<()> {
         let local = listener.local_addr().map_err(crate::inspect::Error::Io)?;
         let security = Security::new(token);
         let auth = if security.token_required() { " (token required)" } else { "" };
-        eprintln!("braid ui: serving the store at {} on http://{local}/{auth}", client.location());
-        tracing::info!(%local, store = client.location(), "braid ui listening");
-        let app = router(client, security);
+        eprintln!("braid ui: serving the store at {} on http://{local}/{auth}", store.location());
+        tracing::info!(%local, store = store.location(), "braid ui listening");
+        let app = router(store, security);
         axum::serve(listener, app)
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;

@@ -285,13 +285,13 @@ pub async fn action(
     body: axum::body::Bytes,
 ) -> UiResult<Response> {
     let plan_href = format!("/plans/{}", seg(&name));
-    let client = st.client.clone();
+    let store = st.store.clone();
     match action.as_str() {
         "activate" | "deactivate" => {
             check_form(&st, &body)?;
             let active = action == "activate";
             let sel = plan_view::selector(std::slice::from_ref(&name), &[])?;
-            let changed = plan_view::write_active(&client, &sel, active).await?;
+            let changed = plan_view::write_active(&store, &sel, active).await?;
             let did = changed.iter().any(|(_, c)| *c);
             let msg = if did {
                 format!("{} plan {name}", active_word(active))
@@ -306,7 +306,7 @@ pub async fn action(
             let params: Vec<String> =
                 pairs.into_iter().filter(|(k, v)| k == "param" && !v.trim().is_empty()).map(|(_, v)| v).collect();
             let overrides = crate::split_params(&params).map_err(crate::inspect::Error::Usage)?;
-            let (launches, live) = plan_view::request_launch(&client, &name, &overrides).await?;
+            let (launches, live) = plan_view::request_launch(&store, &name, &overrides).await?;
             let names: Vec<&str> = launches.iter().map(|l| l.name.as_str()).collect();
             let mut msg = format!("requested {} launch(es): {}", launches.len(), names.join(", "));
             if live.is_empty() {
@@ -333,7 +333,7 @@ pub async fn bulk_action(State(st): State<Shared>, body: axum::body::Bytes) -> U
     };
     let label: Label = field(&pairs, "label").unwrap_or_default().trim().parse()?;
     let sel = plan_view::selector(&[], std::slice::from_ref(&label))?;
-    let changed = plan_view::write_active(&st.client, &sel, active).await?;
+    let changed = plan_view::write_active(&st.store, &sel, active).await?;
     let did: Vec<String> = changed.iter().filter(|(_, c)| *c).map(|(n, _)| n.to_string()).collect();
     let msg = if changed.is_empty() {
         format!("no plan has {label}; nothing changed")

@@ -12,7 +12,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use braid_client::Client;
+use braid_client::{Client, Store};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -56,7 +56,8 @@ impl Security {
         }
     }
 
-    pub fn token_required(&self) -> bool {
+    /// Whether every request must carry the token (one was given).
+    pub(crate) fn token_required(&self) -> bool {
         self.token.is_some()
     }
 
@@ -66,12 +67,12 @@ impl Security {
     }
 
     /// The token every form of this server carries.
-    pub fn csrf(&self) -> &str {
+    pub(crate) fn csrf(&self) -> &str {
         &self.csrf
     }
 
     /// Whether a form's CSRF field is this server's, compared in constant time.
-    pub fn csrf_ok(&self, given: &str) -> bool {
+    pub(crate) fn csrf_ok(&self, given: &str) -> bool {
         blake3::hash(given.as_bytes()) == blake3::hash(self.csrf.as_bytes())
     }
 }
@@ -135,7 +136,11 @@ pub(crate) const GRID_CACHE_MAX: usize = 16;
 /// What every handler sees.
 #[derive(Debug)]
 pub struct AppState {
+    /// Every read goes through it.
     pub client: Client,
+    /// The store the client reads, for the UI's only writes: activating, deactivating
+    /// and launching plans (form POSTs with a CSRF token).
+    pub store: Store,
     pub security: Security,
     pub metrics: Metrics,
     pub(crate) grids: GridCache,
@@ -155,10 +160,12 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> UiResult<T> + Send 
     }
 }
 
-/// The whole application: pages, API, events, assets, metrics, with the middleware.
-pub fn router(client: Client, security: Security) -> Router {
+/// The whole application over `store`: pages, API, events, assets, metrics, with the
+/// middleware.
+pub fn router(store: Store, security: Security) -> Router {
     let state = Arc::new(AppState {
-        client,
+        client: Client::from_store(store.clone()),
+        store,
         security,
         metrics: Metrics::new(),
         grids: Mutex::new(HashMap::new()),

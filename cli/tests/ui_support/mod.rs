@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 
 use braid_client::fixtures::{RunWriter, TaskSpec};
-use braid_client::{Client, RunStatus, TaskStatus};
+use braid_client::{RunStatus, TaskStatus};
 use braid_runtime::{Flow, Param, ParamType};
 use braid_store::Store;
 use serde_json::json;
@@ -18,35 +18,12 @@ use serde_json::json;
 pub const XSS: &str = "<script>alert(1)</script>";
 pub const XSS_IMG: &str = "<img src=x onerror=alert(2)>";
 
-/// The `fanout` example's flow: a foreach over 0..n and a join.
+#[path = "../../examples/fanout/flow.rs"]
+mod fanout_flow;
+
+/// The `fanout` example's flow (`n` = 10 unless given), each `work` task logging a line.
 pub fn fanout() -> braid_runtime::Result<Flow> {
-    Flow::builder("fanout")
-        .param(Param::new("n", ParamType::UInt).default(10u64))
-        .step("start", |ctx| async move {
-            let n: u64 = ctx.param("n")?;
-            ctx.set("items", &(0..n).collect::<Vec<u64>>())?;
-            Ok(())
-        })
-        .foreach("items", "work")
-        .step("work", |ctx| async move {
-            let x: u64 = ctx.input()?;
-            tracing::info!("squaring {x}");
-            ctx.set("out", &(x * x))?;
-            Ok(())
-        })
-        .next("join")
-        .join("join", |ctx| async move {
-            let mut total = 0u64;
-            for input in ctx.inputs()? {
-                total += input.get::<u64>("out").await?;
-            }
-            ctx.set("total", &total)?;
-            Ok(())
-        })
-        .next("end")
-        .step("end", |_ctx| async move { Ok(()) })
-        .end()
-        .build()
+    fanout_flow::Fanout::new().default_n(10).log_work().build()
 }
 
 /// The `sites` example's flow.
@@ -151,7 +128,7 @@ pub fn hostile_run(store: &Store) {
 
 /// A UI server on 127.0.0.1 (a free port) over `store`, running until the test process ends.
 pub fn serve(store: &Path, token: Option<&str>) -> String {
-    let client = Client::open(store.to_str().unwrap()).unwrap();
+    let store = braid_client::open_store(store.to_str().unwrap(), None).unwrap();
     let security = braid_cli::ui::Security::new(token.map(str::to_owned));
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -159,7 +136,7 @@ pub fn serve(store: &Path, token: Option<&str>) -> String {
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, braid_cli::ui::router(client, security)).await.unwrap();
+            axum::serve(listener, braid_cli::ui::router(store, security)).await.unwrap();
         });
     });
     format!("http://{}", rx.recv().unwrap())

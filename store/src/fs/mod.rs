@@ -38,6 +38,13 @@ const DB_FILE: &str = "records.sqlite";
 /// Temp files older than this are leftovers of a crashed writer and are removed at open.
 const STALE_TEMP: Duration = Duration::from_secs(3600);
 
+/// Whether `root` holds an fs store (its format marker is there). For a reader that
+/// must not create one: opening (e.g. [`crate::Store::open_fs`]) turns a missing or empty
+/// directory into a new store, this only looks.
+pub fn is_store(root: &Path) -> bool {
+    root.join(FORMAT_FILE).is_file()
+}
+
 /// Opens the fs store at `root`, creating it if `root` does not exist or is an empty
 /// directory (see [`prepare_root`]).
 pub(crate) fn open(root: &Path) -> Result<(FsBlobs, FsRecords)> {
