@@ -2,11 +2,14 @@
 //! squaring its item, and a join summing the squares (`total` = 332833500 for n = 1000).
 //!
 //! The `fanout` example (`main.rs` beside this file) hosts it as it is; cli's tests and
-//! benches and the `damaged_store` fuzz target take this same file with
+//! benches, runtime's tests and the `damaged_store` fuzz target take this same file with
 //! `#[path = ".../examples/fanout/flow.rs"] mod fanout_flow;` and vary it through
 //! [`Fanout`] (another name, another default `n`, more artifacts in `start`, a log line
 //! per `work` task) instead of writing the flow again.
 #![allow(dead_code)] // Each includer uses a part.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use braid_runtime::{Ctx, Flow, Param, ParamType, StepResult};
 
@@ -23,6 +26,7 @@ pub struct Fanout {
     params: Vec<Param>,
     start_also: Option<fn(&Ctx) -> StepResult>,
     log_work: bool,
+    count_work: Option<Arc<AtomicU64>>,
 }
 
 impl Default for Fanout {
@@ -34,7 +38,14 @@ impl Default for Fanout {
 impl Fanout {
     /// The example's flow: named `fanout`, `n` defaulting to 100.
     pub fn new() -> Self {
-        Fanout { name: "fanout", default_n: 100, params: Vec::new(), start_also: None, log_work: false }
+        Fanout {
+            name: "fanout",
+            default_n: 100,
+            params: Vec::new(),
+            start_also: None,
+            log_work: false,
+            count_work: None,
+        }
     }
 
     /// Another name for the flow.
@@ -67,9 +78,15 @@ impl Fanout {
         self
     }
 
+    /// Each `work` execution adds one to `counter` (runtime tests check what resume reran).
+    pub fn count_work(mut self, counter: Arc<AtomicU64>) -> Self {
+        self.count_work = Some(counter);
+        self
+    }
+
     /// The flow.
     pub fn build(self) -> braid_runtime::Result<Flow> {
-        let Fanout { name, default_n, params, start_also, log_work } = self;
+        let Fanout { name, default_n, params, start_also, log_work, count_work } = self;
         let mut b = Flow::builder(name)
             .param(Param::new("n", ParamType::UInt).default(default_n).help("how many items to fan out over"));
         for p in params {
@@ -85,13 +102,19 @@ impl Fanout {
         })
         .doc("makes the items 0..n")
         .foreach("items", "work")
-        .step("work", move |ctx| async move {
-            let x: u64 = ctx.input()?;
-            if log_work {
-                ctx.log(format!("squaring {x}"));
+        .step("work", move |ctx| {
+            let count_work = count_work.clone();
+            async move {
+                if let Some(c) = &count_work {
+                    c.fetch_add(1, Ordering::SeqCst);
+                }
+                let x: u64 = ctx.input()?;
+                if log_work {
+                    ctx.log(format!("squaring {x}"));
+                }
+                ctx.set("out", &(x * x))?;
+                Ok(())
             }
-            ctx.set("out", &(x * x))?;
-            Ok(())
         })
         .doc("squares its item")
         .next("join")

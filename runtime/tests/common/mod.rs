@@ -1,10 +1,10 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use braid_core::{ArtifactName, FlowName, RunId, RunStatus, StepName, TaskId};
-use braid_runtime::{Ctx, Flow, Param, ParamType, RunOptions, RunSummary, StepBuilder, StepResult};
+use braid_runtime::{Ctx, Flow, RunOptions, RunSummary, StepBuilder, StepResult};
 use braid_store::{Store, TaskQuery, TaskRecord};
 
 /// A fresh fs store in a temp dir (kept alive by the guard).
@@ -53,41 +53,13 @@ pub async fn only_task(store: &Store, flow: &str, run: RunId, step: &str) -> Tas
     t.remove(0)
 }
 
-/// The `fanout` flow of the examples, with a counter of `work` executions.
+#[path = "../../../cli/examples/fanout/flow.rs"]
+mod fanout_flow;
+
+/// The `fanout` flow of the examples (its one definition, in cli's example), with a counter
+/// of `work` executions.
 pub fn fanout(work_runs: Arc<AtomicU64>) -> Arc<Flow> {
-    Arc::new(
-        Flow::builder("fanout")
-            .param(Param::new("n", ParamType::UInt).default(100u64).help("how many items"))
-            .step("start", |ctx| async move {
-                let n: u64 = ctx.param("n")?;
-                ctx.set("items", &(0..n).collect::<Vec<u64>>())?;
-                Ok(())
-            })
-            .foreach("items", "work")
-            .step("work", move |ctx| {
-                let work_runs = work_runs.clone();
-                async move {
-                    work_runs.fetch_add(1, Ordering::SeqCst);
-                    let x: u64 = ctx.input()?;
-                    ctx.set("out", &(x * x))?;
-                    Ok(())
-                }
-            })
-            .next("join")
-            .join("join", |ctx| async move {
-                let mut total = 0u64;
-                for input in ctx.inputs()? {
-                    total += input.get::<u64>("out").await?;
-                }
-                ctx.set("total", &total)?;
-                Ok(())
-            })
-            .next("end")
-            .step("end", |_ctx| async move { Ok(()) })
-            .end()
-            .build()
-            .unwrap(),
-    )
+    Arc::new(fanout_flow::Fanout::new().count_work(work_runs).build().unwrap())
 }
 
 /// The end of most test flows: on to an `end` step that does nothing, then build.
