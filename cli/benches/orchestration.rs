@@ -92,29 +92,9 @@ fn main() {
     emit(&rows, a.json_out.as_deref());
 }
 
-// ---- rows: the format every bench `cargo xtask bench` runs writes ----
-
-fn row(section: &str, name: impl Into<String>, value: Option<f64>, unit: &str, note: impl Into<String>) -> Value {
-    json!({ "section": section, "name": name.into(), "value": value, "unit": unit, "note": note.into() })
-}
-
-fn emit(rows: &[Value], json_out: Option<&Path>) {
-    match json_out {
-        Some(path) => std::fs::write(path, serde_json::to_vec_pretty(rows).unwrap()).unwrap(),
-        None => {
-            for r in rows {
-                println!(
-                    "  {:<14} {:<48} {:>14} {:<6} {}",
-                    r["section"].as_str().unwrap_or(""),
-                    r["name"].as_str().unwrap_or(""),
-                    r["value"].as_f64().map_or("-".into(), |v| format!("{v:.3}")),
-                    r["unit"].as_str().unwrap_or(""),
-                    r["note"].as_str().unwrap_or("")
-                );
-            }
-        }
-    }
-}
+#[path = "support/rows.rs"]
+mod rows;
+use rows::{emit, row};
 
 /// 1234567 -> "1,234,567".
 fn thousands(n: u64) -> String {

@@ -12,7 +12,7 @@
 #[path = "../examples/fanout/flow.rs"]
 mod fanout_flow;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,30 +20,16 @@ use braid_client::Client;
 use braid_core::{RunId, RunStatus, StepName, TaskId};
 use braid_runtime::{Flow, RunOptions};
 use braid_store::{RecordStore, RunRecord, Store, TaskKey, TaskRecord, TaskWrite, test_servers};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const SECTION: &str = "remote";
 
-fn row(name: impl Into<String>, value: Option<f64>, unit: &str, note: impl Into<String>) -> Value {
-    json!({ "section": SECTION, "name": name.into(), "value": value, "unit": unit, "note": note.into() })
-}
+#[path = "support/rows.rs"]
+mod rows;
+use rows::emit;
 
-fn emit(rows: &[Value], json_out: Option<&Path>) {
-    match json_out {
-        Some(path) => std::fs::write(path, serde_json::to_vec_pretty(rows).unwrap()).unwrap(),
-        None => {
-            for r in rows {
-                println!(
-                    "  {:<10} {:<58} {:>12} {:<6} {}",
-                    r["section"].as_str().unwrap_or(""),
-                    r["name"].as_str().unwrap_or(""),
-                    r["value"].as_f64().map_or("-".into(), |v| format!("{v:.3}")),
-                    r["unit"].as_str().unwrap_or(""),
-                    r["note"].as_str().unwrap_or("")
-                );
-            }
-        }
-    }
+fn row(name: impl Into<String>, value: Option<f64>, unit: &str, note: impl Into<String>) -> Value {
+    rows::row(SECTION, name, value, unit, note)
 }
 
 /// The `fanout` example's flow (`n` = 100 unless given).
