@@ -117,7 +117,7 @@ impl Ctx {
 
     /// The names this task sees now: inherited and set.
     pub fn names(&self) -> Vec<String> {
-        let mut all: BTreeSet<String> = self.inner.parent_ns.keys().map(|k| k.to_string()).collect();
+        let mut all: BTreeSet<String> = self.inner.parent_ns.names().into_iter().map(|k| k.to_string()).collect();
         all.extend(lock(&self.inner.sets).keys().map(|k| k.to_string()));
         all.into_iter().collect()
     }
@@ -288,7 +288,7 @@ impl Ctx {
         }
         let mut all: BTreeSet<ArtifactName> = BTreeSet::new();
         for b in inputs.iter() {
-            all.extend(b.ns.keys().cloned());
+            all.extend(b.ns.names());
         }
         let candidates: Vec<ArtifactName> = if merge.include.is_empty() {
             let exclude: BTreeSet<&str> = merge.exclude.iter().map(String::as_str).collect();
@@ -311,7 +311,7 @@ impl Ctx {
             let mut first: Option<&Arc<ArtRef>> = None;
             let mut conflict = false;
             for b in inputs.iter() {
-                if let Some(a) = b.ns.get(&name) {
+                if let Some(a) = b.ns.get(name.as_str()) {
                     match first {
                         None => first = Some(a),
                         Some(f) if f.record.key != a.record.key => conflict = true,
@@ -321,7 +321,7 @@ impl Ctx {
             }
             if conflict {
                 let steps: BTreeSet<String> =
-                    inputs.iter().filter(|b| b.ns.contains_key(&name)).map(|b| b.step.to_string()).collect();
+                    inputs.iter().filter(|b| b.ns.contains_key(name.as_str())).map(|b| b.step.to_string()).collect();
                 conflicts.push(format!(
                     "`{name}` (differs between branches of {})",
                     steps.into_iter().collect::<Vec<_>>().join(", ")

@@ -16,6 +16,25 @@ use crate::context::{Branch, Frame};
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
 
+/// A foreach's children not created yet. They are made as room opens in flight, so a
+/// million-branch foreach holds one cursor here rather than a million queued tasks;
+/// their ids were reserved when the foreach routed (`first_id + index`), so ids still
+/// follow the order in which tasks were decided.
+struct PendingForeach {
+    to: StepName,
+    parent: TaskId,
+    parent_ns: Arc<Namespace>,
+    fanouts: Arc<Vec<Fanout>>,
+    frames: Arc<Vec<Frame>>,
+    barrier: u64,
+    over: ForeachFrame,
+    elements: Arc<Vec<Vec<u8>>>,
+    next: usize,
+    first_id: u64,
+    iteration: u32,
+    reused: bool,
+}
+
 struct Barrier {
     join: StepName,
     arrived: Vec<Option<Branch>>,
@@ -33,6 +52,8 @@ pub(super) struct Dispatcher {
     shared: Arc<RunShared>,
     next_id: u64,
     ready: VecDeque<ReadyTask>,
+    /// Foreach fan-outs whose children are still to be created, oldest first.
+    pending: VecDeque<PendingForeach>,
     barriers: HashMap<u64, Barrier>,
     next_barrier: u64,
     running: JoinSet<(ReadyTask, Outcome)>,
@@ -54,6 +75,7 @@ impl Dispatcher {
             shared,
             next_id: 0,
             ready: VecDeque::new(),
+            pending: VecDeque::new(),
             barriers: HashMap::new(),
             next_barrier: 0,
             running: JoinSet::new(),
@@ -87,7 +109,7 @@ impl Dispatcher {
                     self.fail(Error::Cancelled);
                     break;
                 }
-                let Some(task) = self.ready.pop_front() else {
+                let Some(task) = self.ready.pop_front().or_else(|| self.next_pending()) else {
                     break;
                 };
                 let shared = self.shared.clone();
@@ -136,6 +158,37 @@ impl Dispatcher {
         // Tasks still running see the token and stop; nothing new starts.
         self.shared.cancel.cancel();
         self.ready.clear();
+        self.pending.clear();
+    }
+
+    /// Creates the next child of the oldest foreach still fanning out.
+    fn next_pending(&mut self) -> Option<ReadyTask> {
+        let p = self.pending.front_mut()?;
+        let i = p.next;
+        p.next += 1;
+        let mut fanouts = Vec::with_capacity(p.fanouts.len() + 1);
+        fanouts.extend_from_slice(&p.fanouts);
+        fanouts.push(Fanout { barrier: p.barrier, branch: i });
+        let mut frames = Vec::with_capacity(p.frames.len() + 1);
+        frames.extend_from_slice(&p.frames);
+        frames.push(Frame { record: ForeachFrame { index: i as u64, ..p.over.clone() }, elements: p.elements.clone() });
+        let id = TaskId(p.first_id + i as u64);
+        let (to, parent, parent_ns, iteration, reused) =
+            (p.to.clone(), p.parent, p.parent_ns.clone(), p.iteration, p.reused);
+        if p.next >= p.elements.len() {
+            self.pending.pop_front();
+        }
+        Some(self.ready_task(
+            id,
+            to,
+            Some(parent),
+            parent_ns,
+            Arc::new(fanouts),
+            Arc::new(frames),
+            iteration,
+            None,
+            reused,
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -153,6 +206,35 @@ impl Dispatcher {
         upstream_reused: bool,
     ) {
         self.next_id += 1;
+        let task = self.ready_task(
+            TaskId(self.next_id),
+            step,
+            parent,
+            parent_ns,
+            fanouts,
+            frames,
+            iteration,
+            inputs,
+            upstream_reused,
+        );
+        self.ready.push_back(task);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    /// Task `id` of `step`, with its twin in the origin run to reuse when resuming and
+    /// everything upstream was reused.
+    fn ready_task(
+        &self,
+        id: TaskId,
+        step: StepName,
+        parent: Option<TaskId>,
+        parent_ns: Arc<Namespace>,
+        fanouts: Arc<Vec<Fanout>>,
+        frames: Arc<Vec<Frame>>,
+        iteration: u32,
+        inputs: Option<Arc<Vec<Branch>>>,
+        upstream_reused: bool,
+    ) -> ReadyTask {
         let reuse = match &self.shared.origin {
             Some(o) if upstream_reused && o.from.as_ref() != Some(&step) => o
                 .tasks
@@ -161,20 +243,10 @@ impl Dispatcher {
                     path: frames.iter().map(|f| f.record.index).collect(),
                     iteration,
                 })
-                .cloned(),
+                .map(|r| Box::new(r.clone())),
             _ => None,
         };
-        self.ready.push_back(ReadyTask {
-            id: TaskId(self.next_id),
-            step,
-            parent,
-            parent_ns,
-            fanouts,
-            frames,
-            iteration,
-            inputs,
-            reuse,
-        });
+        ReadyTask { id, step, parent, parent_ns, fanouts, frames, iteration, inputs, reuse }
     }
 
     fn handle(&mut self, task: ReadyTask, outcome: Outcome) {
@@ -275,30 +347,23 @@ impl Dispatcher {
                     problems: format!("foreach `{}` has no join", task.step),
                 })?;
                 let b = self.open_barrier(&task, join, elements.len(), reused);
-                for i in 0..elements.len() {
-                    let mut fanouts = (*task.fanouts).clone();
-                    fanouts.push(Fanout { barrier: b, branch: i });
-                    let mut frames = (*task.frames).clone();
-                    frames.push(Frame {
-                        record: ForeachFrame {
-                            step: task.step.clone(),
-                            task: task.id,
-                            over: over.clone(),
-                            index: i as u64,
-                            len,
-                        },
+                if !elements.is_empty() {
+                    let first_id = self.next_id + 1;
+                    self.next_id += len;
+                    self.pending.push_back(PendingForeach {
+                        to,
+                        parent: task.id,
+                        parent_ns: ns,
+                        fanouts: task.fanouts.clone(),
+                        frames: task.frames.clone(),
+                        barrier: b,
+                        over: ForeachFrame { step: task.step.clone(), task: task.id, over, index: 0, len },
                         elements: elements.clone(),
-                    });
-                    self.make_ready(
-                        to.clone(),
-                        Some(task.id),
-                        ns.clone(),
-                        Arc::new(fanouts),
-                        Arc::new(frames),
-                        task.iteration,
-                        None,
+                        next: 0,
+                        first_id,
+                        iteration: task.iteration,
                         reused,
-                    );
+                    });
                 }
                 if elements.is_empty() {
                     self.close_barrier(b);

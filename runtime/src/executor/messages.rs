@@ -30,7 +30,8 @@ pub(super) struct ReadyTask {
     pub(super) iteration: u32,
     pub(super) inputs: Option<Arc<Vec<Branch>>>,
     /// The task in the origin run to reuse instead of running this one.
-    pub(super) reuse: Option<TaskRecord>,
+    /// (Boxed: a record is most of a `ReadyTask`'s size, and most tasks reuse nothing.)
+    pub(super) reuse: Option<Box<TaskRecord>>,
 }
 
 pub(super) enum NextMove {

@@ -53,10 +53,10 @@ async fn reuse_task(shared: &Arc<RunShared>, task: &ReadyTask, origin: &TaskReco
         return Err(Error::Resume { reason: "no origin".into() });
     };
     let arts = shared.store.records.task_artifacts(shared.flow.name(), o.run, origin.key.task).await?;
-    let mut ns: Namespace = (*task.parent_ns).clone();
-    for a in &arts {
-        ns.insert(a.name.clone(), Arc::new(ArtRef::new(a.clone())));
-    }
+    let ns = Namespace::extend(
+        &task.parent_ns,
+        arts.iter().map(|a| (a.name.clone(), Arc::new(ArtRef::new(a.clone())))).collect(),
+    );
     let mut rec = base_record(shared, task);
     rec.status = TaskStatus::Succeeded;
     rec.attempt = origin.attempt;
@@ -68,7 +68,6 @@ async fn reuse_task(shared: &Arc<RunShared>, task: &ReadyTask, origin: &TaskReco
     rec.origin = Some((o.run, origin.key.task));
     let write = TaskWrite { artifacts: Some(arts), ..TaskWrite::new(rec) };
     shared.persister.write_later(Vec::new(), write);
-    let ns = Arc::new(ns);
     let next = decide_next(shared, task, &ns).await?;
     Ok(Outcome::Succeeded { ns, next, reused: true })
 }
@@ -334,7 +333,7 @@ async fn finish(
     let sets: BTreeMap<ArtifactName, LocalSet> = std::mem::take(&mut *lock(&ctx.inner.sets));
     let mut small_blobs = Vec::new();
     let mut artifacts = Vec::with_capacity(sets.len());
-    let mut ns: Namespace = (*task.parent_ns).clone();
+    let mut own = Vec::with_capacity(sets.len());
     for (name, set) in sets {
         for blob in set.new_blobs {
             if blob.len() > CACHE_MAX {
@@ -347,8 +346,9 @@ async fn finish(
             }
         }
         artifacts.push(set.art.record.clone());
-        ns.insert(name, set.art);
+        own.push((name, set.art));
     }
+    let ns = Namespace::extend(&task.parent_ns, own);
     let progress = {
         let st = lock(&ctx.inner.progress);
         (st.latest.clone(), st.latest_at)
@@ -376,7 +376,6 @@ async fn finish(
         task: rec,
     };
     shared.persister.write_later(small_blobs, write);
-    let ns = Arc::new(ns);
     match decide_next(shared, task, &ns).await {
         Ok(next) => Outcome::Succeeded { ns, next, reused: false },
         Err(e) => Outcome::Failed(e),
@@ -395,7 +394,7 @@ async fn decide_next(shared: &RunShared, task: &ReadyTask, ns: &Namespace) -> Re
         Transition::Next { to } => NextMove::Go { to: to.clone(), loop_back: false },
         Transition::Split { to } => NextMove::Split(to.clone()),
         Transition::Foreach { over, to } => {
-            let art = ns.get(over).ok_or_else(|| Error::Foreach {
+            let art = ns.get(over.as_str()).ok_or_else(|| Error::Foreach {
                 step: task.step.clone(),
                 over: over.clone(),
                 reason: format!("artifact `{over}` is not set; set it in `{}` or an earlier step", task.step),
@@ -416,7 +415,7 @@ async fn decide_next(shared: &RunShared, task: &ReadyTask, ns: &Namespace) -> Re
             NextMove::Foreach { to: to.clone(), over: over.clone(), elements }
         }
         Transition::Switch { on, cases } => {
-            let art = ns.get(on).ok_or_else(|| Error::Switch {
+            let art = ns.get(on.as_str()).ok_or_else(|| Error::Switch {
                 step: task.step.clone(),
                 on: on.clone(),
                 reason: format!(
