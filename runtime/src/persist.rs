@@ -4,15 +4,23 @@
 //! thousands.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use braid_core::{RunId, TaskId};
 use braid_store::{LogLine, Precondition, Rejection, Store, TaskWrite, WriteOutcome};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::error::{Error, Result};
 
 const MAX_BATCH: usize = 4096;
+
+/// Task writes queued but not yet written past which no new task starts
+/// ([`Persister::throttle`]). Two batches: the writer always has the next one ready, and
+/// a run whose tasks outpace the store holds a few MiB of queued records instead of one
+/// per task it got ahead by (most of the memory of a 100,000-branch foreach, measured
+/// with massif, before this bound).
+const MAX_BACKLOG: usize = 2 * MAX_BATCH;
 
 /// Why the run's records could not be written, with the store's error as the cause.
 /// Cheap to clone: one failed batch is reported to every write in it. The cause of
@@ -46,6 +54,10 @@ enum Job {
 #[derive(Debug, Clone)]
 pub(crate) struct Persister {
     tx: mpsc::UnboundedSender<Job>,
+    /// Task writes sent and not yet written (or failed).
+    backlog: Arc<AtomicUsize>,
+    /// Woken each time the writer finishes a batch.
+    drained: Arc<Notify>,
     /// The first failure of a write nobody waited for; it fails the run.
     failure: Arc<Mutex<Option<PersistError>>>,
 }
@@ -60,8 +72,25 @@ impl Persister {
     pub(crate) fn start(store: Store) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let failure = Arc::new(Mutex::new(None));
-        tokio::spawn(writer(store, rx, failure.clone()));
-        Persister { tx, failure }
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let drained = Arc::new(Notify::new());
+        tokio::spawn(writer(store, rx, failure.clone(), backlog.clone(), drained.clone()));
+        Persister { tx, backlog, drained, failure }
+    }
+
+    /// Waits while the writer is more than [`MAX_BACKLOG`] task writes behind: called
+    /// before a task starts, so a run never gets further ahead of its store than that.
+    pub(crate) async fn throttle(&self) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a batch finishing in between still wakes us.
+            notified.as_mut().enable();
+            if self.backlog.load(Ordering::Acquire) <= MAX_BACKLOG || self.tx.is_closed() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Why a write nobody waited for failed, if one did.
@@ -72,6 +101,7 @@ impl Persister {
     /// Queues a write and waits until it is committed.
     pub(crate) async fn write(&self, blobs: Vec<Vec<u8>>, write: TaskWrite) -> Result<WriteOutcome> {
         let (reply, rx) = oneshot::channel();
+        self.backlog.fetch_add(1, Ordering::AcqRel);
         self.tx
             .send(Job::Write { blobs, write: Box::new(write), reply: Some(reply) })
             .map_err(|_| Error::Records(PersistError::Stopped))?;
@@ -87,6 +117,7 @@ impl Persister {
     /// child's records never become durable before its parent's). A failure is kept
     /// and fails the run.
     pub(crate) fn write_later(&self, blobs: Vec<Vec<u8>>, write: TaskWrite) {
+        self.backlog.fetch_add(1, Ordering::AcqRel);
         if self.tx.send(Job::Write { blobs, write: Box::new(write), reply: None }).is_err() {
             let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
             f.get_or_insert(PersistError::Stopped);
@@ -110,7 +141,13 @@ impl Persister {
     }
 }
 
-async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Job>, failure: Arc<Mutex<Option<PersistError>>>) {
+async fn writer(
+    store: Store,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    failure: Arc<Mutex<Option<PersistError>>>,
+    backlog: Arc<AtomicUsize>,
+    drained: Arc<Notify>,
+) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         jobs.push(first);
@@ -120,6 +157,7 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Job>, failure: Arc
                 Err(_) => break,
             }
         }
+        let writes = jobs.iter().filter(|j| matches!(j, Job::Write { .. })).count();
         let poisoned = failure.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(cause) = poisoned {
             refuse_successes(&mut jobs, &cause);
@@ -127,7 +165,11 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Job>, failure: Arc
         if let Err(e) = write_batch(&store, &mut jobs).await {
             failure.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
         }
+        backlog.fetch_sub(writes, Ordering::AcqRel);
+        drained.notify_waiters();
     }
+    // The queue is closed: nobody may wait for room in it any more.
+    drained.notify_waiters();
 }
 
 /// After a batch nobody waited for failed, its task results are not durable, and a
@@ -293,4 +335,37 @@ async fn write_batch(store: &Store, jobs: &mut Vec<Job>) -> Result<(), PersistEr
         let _ = f.send(());
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use braid_core::{FlowName, StepName};
+    use braid_store::{TaskKey, TaskRecord};
+    use futures_util::FutureExt;
+
+    fn write(run: RunId, task: u64) -> TaskWrite {
+        let key =
+            TaskKey { flow: FlowName::new("f").unwrap(), run, step: StepName::new("s").unwrap(), task: TaskId(task) };
+        TaskWrite::new(TaskRecord::new(key))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn no_task_starts_while_the_writer_is_more_than_two_batches_behind() {
+        let p = Persister::start(Store::memory());
+        let run = RunId::generate();
+        // The writer task cannot run before this test yields: everything stays queued.
+        for i in 0..(MAX_BACKLOG as u64 + 100) {
+            p.write_later(Vec::new(), write(run, i + 1));
+        }
+        assert_eq!(p.backlog.load(Ordering::Acquire), MAX_BACKLOG + 100);
+        assert!(p.throttle().now_or_never().is_none(), "a task would start with the writer too far behind");
+        // Awaiting lets the writer take batches; it returns once the backlog is back under the bound.
+        p.throttle().await;
+        assert!(p.backlog.load(Ordering::Acquire) <= MAX_BACKLOG);
+        p.flush().await;
+        assert_eq!(p.backlog.load(Ordering::Acquire), 0, "every write is counted out once written");
+        assert!(p.throttle().now_or_never().is_some());
+    }
 }

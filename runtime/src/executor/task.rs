@@ -35,6 +35,9 @@ fn base_record(shared: &RunShared, task: &ReadyTask) -> TaskRecord {
 }
 
 pub(super) async fn run_task(shared: &Arc<RunShared>, task: &ReadyTask) -> Outcome {
+    // Not while the store's writer is far behind: the run's memory stays bounded by what
+    // is queued for it, however wide the step (see `persist::MAX_BACKLOG`).
+    shared.persister.throttle().await;
     if let Some(origin) = &task.reuse {
         match reuse_task(shared, task, origin).await {
             Ok(o) => return o,
