@@ -553,6 +553,23 @@ pub async fn artifact_visibility_and_bulk_reads(store: &Store) {
     assert_eq!(vis[1].artifact, b2, "nearer ancestors shadow farther ones");
     let own = store.records.task_artifacts(&flow(), run.id, TaskId(2)).await.unwrap();
     assert_eq!(own, vec![b2]);
+    let mut each = Vec::new();
+    for t in 2..=6 {
+        for a in store.records.task_artifacts(&flow(), run.id, TaskId(t)).await.unwrap() {
+            each.push((TaskId(t), a));
+        }
+    }
+    let block = store.records.artifacts_of_tasks(&flow(), run.id, TaskId(2), TaskId(6)).await.unwrap();
+    assert_eq!(block, each, "a block of tasks' own artifacts, by task then name");
+    assert!(store.records.artifacts_of_tasks(&flow(), run.id, TaskId(90), TaskId(99)).await.unwrap().is_empty());
+    assert!(
+        store
+            .records
+            .artifacts_of_tasks(&FlowName::new("other").unwrap(), run.id, TaskId(1), TaskId(9))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let bulk =
         store.records.step_artifacts(&flow(), run.id, &step("work"), &ArtifactName::new("out").unwrap()).await.unwrap();

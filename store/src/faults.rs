@@ -317,6 +317,16 @@ impl RecordStore for FaultyRecords {
         self.faults.check(Op::RecordRead, "record read")?;
         self.inner.task_artifacts(flow, run, task).await
     }
+    async fn artifacts_of_tasks(
+        &self,
+        flow: &FlowName,
+        run: RunId,
+        first: TaskId,
+        last: TaskId,
+    ) -> Result<Vec<(TaskId, ArtifactRecord)>> {
+        self.faults.check(Op::RecordRead, "record read")?;
+        self.inner.artifacts_of_tasks(flow, run, first, last).await
+    }
     async fn visible_artifacts(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Vec<VisibleArtifact>> {
         self.faults.check(Op::RecordRead, "record read")?;
         self.inner.visible_artifacts(flow, run, task).await

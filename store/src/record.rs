@@ -660,6 +660,17 @@ pub trait RecordStore: Send + Sync + fmt::Debug {
 
     /// Artifacts the task itself set.
     async fn task_artifacts(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Vec<ArtifactRecord>>;
+    /// Artifacts set by each task of `run` whose id is in `first..=last` (each task's own,
+    /// as [`RecordStore::task_artifacts`] gives them), ordered by task id then name: one
+    /// read for a block of tasks, such as a window of a wide foreach's branches, which a
+    /// join reads in order instead of holding every branch in memory.
+    async fn artifacts_of_tasks(
+        &self,
+        flow: &FlowName,
+        run: RunId,
+        first: TaskId,
+        last: TaskId,
+    ) -> Result<Vec<(TaskId, ArtifactRecord)>>;
     /// Artifacts the task sees: its own, then its parent's and so on up, nearer ones
     /// shadowing farther ones; sorted by name.
     async fn visible_artifacts(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Vec<VisibleArtifact>>;

@@ -583,6 +583,28 @@ impl RecordStore for FsRecords {
         rows.into_iter().collect()
     }
 
+    async fn artifacts_of_tasks(
+        &self,
+        flow: &FlowName,
+        run: RunId,
+        first: TaskId,
+        last: TaskId,
+    ) -> Result<Vec<(TaskId, ArtifactRecord)>> {
+        let what = || format!("artifact rows of {flow}/{run}/{first}..={last}");
+        // A range of the artifacts primary key (run_id, task_id, name): already in order.
+        let rows: Vec<(i64, Result<ArtifactRecord>)> = self.db.query("list artifacts of tasks", |c| {
+            c.prepare_cached(
+                "SELECT a.task_id AS of_task, a.* FROM artifacts a JOIN tasks t ON t.run_id = a.run_id AND t.task_id = a.task_id \
+                 WHERE a.run_id = ?1 AND a.task_id BETWEEN ?2 AND ?3 AND t.flow = ?4 ORDER BY a.task_id, a.name",
+            )?
+            .query_map(params![run.to_string(), id_i64(first), id_i64(last), flow.as_str()], |r| {
+                Ok((r.get("of_task")?, self.artifact_from_row(r, &what)?))
+            })?
+            .collect()
+        })?;
+        rows.into_iter().map(|(t, a)| Ok((TaskId(t.max(0) as u64), a?))).collect()
+    }
+
     async fn visible_artifacts(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Vec<VisibleArtifact>> {
         let what = || format!("artifact rows seen by {flow}/{run}/{task}");
         // Walk the parent chain in SQL: depth orders nearer tasks first, and the first

@@ -310,6 +310,27 @@ impl RecordStore for MemoryRecords {
         Ok(arts)
     }
 
+    async fn artifacts_of_tasks(
+        &self,
+        flow: &FlowName,
+        run: RunId,
+        first: TaskId,
+        last: TaskId,
+    ) -> Result<Vec<(TaskId, ArtifactRecord)>> {
+        let t = self.lock();
+        let mut out = Vec::new();
+        for id in first.0..=last.0 {
+            let task = TaskId(id);
+            if t.tasks.get(&(run, task)).is_none_or(|v| &v.key.flow != flow) {
+                continue;
+            }
+            let mut arts = t.artifacts.get(&(run, task)).cloned().unwrap_or_default();
+            arts.sort_by(|a, b| a.name.cmp(&b.name));
+            out.extend(arts.into_iter().map(|a| (task, a)));
+        }
+        Ok(out)
+    }
+
     async fn visible_artifacts(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Vec<VisibleArtifact>> {
         let t = self.lock();
         let mut seen: BTreeMap<ArtifactName, VisibleArtifact> = BTreeMap::new();

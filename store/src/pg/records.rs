@@ -957,6 +957,33 @@ impl RecordStore for PgRecords {
         })
     }
 
+    async fn artifacts_of_tasks(
+        &self,
+        flow: &FlowName,
+        run: RunId,
+        first: TaskId,
+        last: TaskId,
+    ) -> Result<Vec<(TaskId, ArtifactRecord)>> {
+        let what = || format!("artifact rows of {flow}/{run}/{first}..={last}");
+        read!(self, "list artifacts of tasks", |c| {
+            let stmt = c
+                .prepare_cached(&format!(
+                    "SELECT a.task_id AS of_task, {} FROM artifacts a JOIN tasks t ON t.run_id = a.run_id AND t.task_id = a.task_id \
+                         WHERE a.run_id = $1 AND a.task_id BETWEEN $2 AND $3 AND t.flow = $4 ORDER BY a.task_id, a.name",
+                    prefixed("a", ARTIFACT_COLUMNS)
+                ))
+                .await?;
+            c.query(&stmt, &[&run.to_string(), &id_i64(first), &id_i64(last), &flow.as_str()])
+                .await?
+                .iter()
+                .map(|r| {
+                    let t: i64 = get(r, "of_task")?;
+                    Ok((TaskId(t.max(0) as u64), self.artifact_from_row(r, &what)?))
+                })
+                .collect()
+        })
+    }
+
     async fn visible_artifacts(&self, flow: &FlowName, run: RunId, task: TaskId) -> Result<Vec<VisibleArtifact>> {
         let what = || format!("artifact rows seen by {flow}/{run}/{task}");
         // Walk the parent chain in SQL; `DISTINCT ON (name)` keeps the nearest setter.
