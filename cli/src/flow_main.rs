@@ -98,7 +98,7 @@ struct CommonRunArgs {
     /// Tasks running at once (default: the number of cores).
     #[arg(long)]
     max_workers: Option<usize>,
-    /// Bound on a foreach's width (default: the flow's, 100,000 unless it says otherwise).
+    /// Bound on a foreach's width (default: the flow's, 1,000,000 unless it says otherwise).
     #[arg(long)]
     max_num_splits: Option<u64>,
     /// Write the run id to this file as soon as it is known, before any step runs.

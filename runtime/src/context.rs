@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::executor::RunShared;
-use crate::namespace::{ArtRef, Namespace, sorted_names};
+use crate::namespace::{ArtRef, Namespace};
 use crate::progress::ProgressState;
 
 /// A foreach level the task sits in, with the items it fanned out over.
@@ -28,8 +28,105 @@ pub(crate) struct Branch {
     pub(crate) task: TaskId,
     pub(crate) step: StepName,
     pub(crate) index: u64,
-    pub(crate) ns: Arc<Namespace>,
+    pub(crate) ns: BranchNs,
     pub(crate) reused: bool,
+}
+
+/// What a join keeps of a branch's namespace until it runs.
+#[derive(Debug, Clone)]
+pub(crate) enum BranchNs {
+    /// All of it, in memory: joins of up to `join_inputs_in_memory` branches, and
+    /// branches of more than one task.
+    Held(Arc<Namespace>),
+    /// The names the branch's one task set (sorted); their records and values are read
+    /// from the store when asked for, over what the fanning task's namespace
+    /// ([`JoinInputs::inherited`]) holds. About 100 bytes a branch, where a held
+    /// namespace is several hundred.
+    Stored(Arc<[ArtifactName]>),
+}
+
+impl Branch {
+    /// Whether the branch sees `name`.
+    pub(crate) fn has(&self, name: &str, inherited: &Namespace) -> bool {
+        match &self.ns {
+            BranchNs::Held(ns) => ns.contains_key(name),
+            BranchNs::Stored(own) => {
+                own.binary_search_by(|n| n.as_str().cmp(name)).is_ok() || inherited.contains_key(name)
+            }
+        }
+    }
+
+    /// Every name the branch sees.
+    pub(crate) fn names(&self, inherited: &Namespace) -> BTreeSet<ArtifactName> {
+        match &self.ns {
+            BranchNs::Held(ns) => ns.names(),
+            BranchNs::Stored(own) => {
+                let mut all = inherited.names();
+                all.extend(own.iter().cloned());
+                all
+            }
+        }
+    }
+}
+
+/// What a join reads its branches from: the branches in index (or declared) order, the
+/// namespace the branches of a foreach inherited, and the window of stored branches'
+/// artifacts read last.
+pub(crate) struct JoinInputs {
+    pub(crate) branches: Vec<Branch>,
+    pub(crate) inherited: Arc<Namespace>,
+    window: tokio::sync::Mutex<Window>,
+}
+
+/// The own artifacts of the tasks `first..=last`, read in one store call.
+#[derive(Default)]
+struct Window {
+    first: u64,
+    last: u64,
+    flushed: bool,
+    artifacts: std::collections::HashMap<TaskId, Vec<ArtifactRecord>>,
+}
+
+/// How many task ids one window read covers: the branches of a foreach have consecutive
+/// ids, so a join reading its inputs in order makes one store read per this many.
+const WINDOW: u64 = 1024;
+
+impl JoinInputs {
+    pub(crate) fn new(branches: Vec<Branch>, inherited: Arc<Namespace>) -> Self {
+        JoinInputs { branches, inherited, window: tokio::sync::Mutex::new(Window::default()) }
+    }
+
+    /// The stored record of artifact `name`, which `branch` (held in the store) set.
+    async fn stored(&self, shared: &RunShared, branch: &Branch, name: &str) -> Result<Option<Arc<ArtRef>>> {
+        let mut w = self.window.lock().await;
+        if !w.flushed {
+            // The branches' records were queued before the join started: make them durable.
+            shared.persister.flush().await;
+            w.flushed = true;
+        }
+        let id = branch.task.0;
+        if w.artifacts.is_empty() || id < w.first || id > w.last {
+            let last = id.saturating_add(WINDOW - 1);
+            let rows = shared
+                .store
+                .records
+                .artifacts_of_tasks(shared.flow.name(), shared.run_id, branch.task, TaskId(last))
+                .await?;
+            w.artifacts.clear();
+            for (task, a) in rows {
+                w.artifacts.entry(task).or_default().push(a);
+            }
+            (w.first, w.last) = (id, last);
+        }
+        let found = w.artifacts.get(&branch.task).and_then(|arts| arts.iter().find(|a| a.name.as_str() == name));
+        Ok(found.map(|a| Arc::new(ArtRef::new(a.clone()))))
+    }
+}
+
+impl std::fmt::Debug for JoinInputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "JoinInputs({} branches)", self.branches.len())
+    }
 }
 
 /// An artifact this task set (or took by reference in a merge).
@@ -50,7 +147,7 @@ pub(crate) struct CtxInner {
     pub(crate) parent_ns: Arc<Namespace>,
     pub(crate) sets: Mutex<BTreeMap<ArtifactName, LocalSet>>,
     pub(crate) frames: Arc<Vec<Frame>>,
-    pub(crate) inputs: Option<Arc<Vec<Branch>>>,
+    pub(crate) inputs: Option<Arc<JoinInputs>>,
     pub(crate) record: Arc<Mutex<TaskRecord>>,
     pub(crate) progress: Mutex<ProgressState>,
     pub(crate) policy: crate::flow::StepPolicy,
@@ -126,7 +223,7 @@ impl Ctx {
         if let Some(inputs) = &self.inner.inputs
             && let Ok(n) = ArtifactName::new(name)
         {
-            let branches = inputs.iter().filter(|b| b.ns.contains_key(name)).count();
+            let branches = inputs.branches.iter().filter(|b| b.has(name, &inputs.inherited)).count();
             if branches > 0 {
                 return Error::BranchOnly { step: self.inner.step.clone(), name: n, branches };
             }
@@ -265,11 +362,20 @@ impl Ctx {
     /// In a join: one entry per branch, in foreach index order (or declared branch
     /// order for a split).
     pub fn inputs(&self) -> Result<Vec<Input>> {
-        let inputs = self.join_inputs("`inputs()`")?;
-        Ok(inputs.iter().map(|b| Input { branch: b.clone(), shared: self.inner.shared.clone() }).collect())
+        Ok(self.inputs_iter()?.collect())
     }
 
-    fn join_inputs(&self, what: &'static str) -> Result<&Arc<Vec<Branch>>> {
+    /// In a join: the branches one at a time, in the order of [`Ctx::inputs`], without
+    /// making them all first (for a join of a million branches, a `Vec` of inputs is
+    /// tens of MiB). Reading each input's artifacts in this order reads a wide join's
+    /// stored branches a window at a time.
+    pub fn inputs_iter(&self) -> Result<impl ExactSizeIterator<Item = Input> + use<>> {
+        let join = self.join_inputs("`inputs_iter()`")?.clone();
+        let shared = self.inner.shared.clone();
+        Ok((0..join.branches.len()).map(move |i| Input { pos: i, join: join.clone(), shared: shared.clone() }))
+    }
+
+    fn join_inputs(&self, what: &'static str) -> Result<&Arc<JoinInputs>> {
         self.inner.inputs.as_ref().ok_or_else(|| Error::WrongPlace {
             step: self.inner.step.clone(),
             what,
@@ -286,9 +392,24 @@ impl Ctx {
         if !merge.include.is_empty() && !merge.exclude.is_empty() {
             return Err(fail("give either an include list or an exclude list, not both".into()));
         }
+        if inputs.branches.iter().any(|b| matches!(b.ns, BranchNs::Stored(_))) {
+            return Err(fail(format!(
+                "its {} branches are more than the {} whose artifacts a join holds in memory, and merging compares \
+                 every branch's values; read them with `ctx.inputs_iter()` and set what you need, or raise \
+                 `RunOptions::join_inputs_in_memory`",
+                inputs.branches.len(),
+                self.inner.shared.join_inputs_in_memory
+            )));
+        }
+        let held = |b: &Branch| match &b.ns {
+            BranchNs::Held(ns) => Some(ns.clone()),
+            BranchNs::Stored(_) => None,
+        };
+        let namespaces: Vec<(StepName, Arc<Namespace>)> =
+            inputs.branches.iter().filter_map(|b| held(b).map(|ns| (b.step.clone(), ns))).collect();
         let mut all: BTreeSet<ArtifactName> = BTreeSet::new();
-        for b in inputs.iter() {
-            all.extend(b.ns.names());
+        for (_, ns) in &namespaces {
+            all.extend(ns.names());
         }
         let candidates: Vec<ArtifactName> = if merge.include.is_empty() {
             let exclude: BTreeSet<&str> = merge.exclude.iter().map(String::as_str).collect();
@@ -310,8 +431,8 @@ impl Ctx {
             }
             let mut first: Option<&Arc<ArtRef>> = None;
             let mut conflict = false;
-            for b in inputs.iter() {
-                if let Some(a) = b.ns.get(name.as_str()) {
+            for (_, ns) in &namespaces {
+                if let Some(a) = ns.get(name.as_str()) {
                     match first {
                         None => first = Some(a),
                         Some(f) if f.record.key != a.record.key => conflict = true,
@@ -320,8 +441,11 @@ impl Ctx {
                 }
             }
             if conflict {
-                let steps: BTreeSet<String> =
-                    inputs.iter().filter(|b| b.ns.contains_key(name.as_str())).map(|b| b.step.to_string()).collect();
+                let steps: BTreeSet<String> = namespaces
+                    .iter()
+                    .filter(|(_, ns)| ns.contains_key(name.as_str()))
+                    .map(|(step, _)| step.to_string())
+                    .collect();
                 conflicts.push(format!(
                     "`{name}` (differs between branches of {})",
                     steps.into_iter().collect::<Vec<_>>().join(", ")
@@ -412,52 +536,65 @@ impl Merge {
 /// One branch as a join sees it.
 #[derive(Clone)]
 pub struct Input {
-    branch: Branch,
+    pos: usize,
+    join: Arc<JoinInputs>,
     shared: Arc<RunShared>,
 }
 
 impl std::fmt::Debug for Input {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Input({}/{})", self.branch.step, self.branch.task)
+        write!(f, "Input({}/{})", self.branch().step, self.branch().task)
     }
 }
 
 impl Input {
+    fn branch(&self) -> &Branch {
+        &self.join.branches[self.pos]
+    }
+
     /// The step the branch ended at.
     pub fn step(&self) -> &StepName {
-        &self.branch.step
+        &self.branch().step
     }
 
     /// The branch's last task (the one that reached the join).
     pub fn task_id(&self) -> TaskId {
-        self.branch.task
+        self.branch().task
     }
 
     /// The branch's foreach index (or its position in a split).
     pub fn index(&self) -> u64 {
-        self.branch.index
+        self.branch().index
     }
 
     /// The artifact names this branch sees, sorted.
     pub fn names(&self) -> Vec<String> {
-        sorted_names(&self.branch.ns)
+        self.branch().names(&self.join.inherited).into_iter().map(|n| n.to_string()).collect()
     }
 
     /// Whether this branch sees artifact `name`.
     pub fn has(&self, name: &str) -> bool {
-        self.branch.ns.contains_key(name)
+        self.branch().has(name, &self.join.inherited)
     }
 
     /// Reads artifact `name` of this branch as `T`.
     pub async fn get<T: DeserializeOwned>(&self, name: &str) -> Result<T> {
-        let art = self.branch.ns.get(name).ok_or_else(|| Error::ArtifactMissing {
-            step: self.branch.step.clone(),
+        let branch = self.branch();
+        let art = match &branch.ns {
+            BranchNs::Held(ns) => ns.get(name).cloned(),
+            BranchNs::Stored(own) if own.binary_search_by(|n| n.as_str().cmp(name)).is_ok() => {
+                self.join.stored(&self.shared, branch, name).await?
+            }
+            BranchNs::Stored(_) => self.join.inherited.get(name).cloned(),
+        };
+        let art = art.ok_or_else(|| Error::ArtifactMissing {
+            step: branch.step.clone(),
             name: name.to_owned(),
-            existing: format!("branch task {} has: {}", self.branch.task, self.names().join(", ")),
+            existing: format!("branch task {} has: {}", branch.task, self.names().join(", ")),
         })?;
         let bytes = art.bytes(&*self.shared.store.blobs).await?;
         codec::decode(&bytes).map_err(|source| Error::Codec {
-            step: self.branch.step.clone(),
+            step: branch.step.clone(),
             name: name.to_owned(),
             source,
         })

@@ -117,7 +117,7 @@ impl std::fmt::Debug for Flow {
 }
 
 /// The default bound on a foreach's width.
-pub(crate) const DEFAULT_MAX_NUM_SPLITS: u64 = 100_000;
+pub(crate) const DEFAULT_MAX_NUM_SPLITS: u64 = 1_000_000;
 
 impl Flow {
     /// Starts declaring a flow.
@@ -190,7 +190,7 @@ impl FlowBuilder {
         self
     }
 
-    /// Bounds the width of any foreach (default 100,000).
+    /// Bounds the width of any foreach (default 1,000,000).
     pub fn max_num_splits(mut self, max: u64) -> Self {
         self.max_num_splits = max;
         self

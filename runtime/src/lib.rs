@@ -80,7 +80,7 @@ pub use error::{BoxError, StepResult};
 pub use flow::{Backoff, Flow, FlowBuilder, StepBuilder, StepPolicy};
 
 // Running it.
-pub use executor::{PreparedRun, Resume, RunOptions, RunProgress, RunSummary, StepCounts};
+pub use executor::{JOIN_INPUTS_IN_MEMORY, PreparedRun, Resume, RunOptions, RunProgress, RunSummary, StepCounts};
 pub use failpoint::init_failpoints;
 pub use lease::RUN_LEASE;
 pub use logs::{TaskLogLayer, task_log_layer};

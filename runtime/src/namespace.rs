@@ -140,6 +140,18 @@ impl Namespace {
         self.get(name).is_some()
     }
 
+    /// The names this namespace sets over `base`, if it is `base` itself or one layer
+    /// directly over it (what a task that started from `base` set); `None` otherwise.
+    pub(crate) fn own_names_over(self: &Arc<Self>, base: &Arc<Namespace>) -> Option<Vec<ArtifactName>> {
+        if Arc::ptr_eq(self, base) {
+            return Some(Vec::new());
+        }
+        match &self.parent {
+            Some(p) if Arc::ptr_eq(p, base) => Some(self.own.iter().map(|(n, _)| n.clone()).collect()),
+            _ => None,
+        }
+    }
+
     /// Every visible name, sorted.
     pub(crate) fn names(&self) -> BTreeSet<ArtifactName> {
         let mut out = BTreeSet::new();
@@ -150,10 +162,6 @@ impl Namespace {
         }
         out
     }
-}
-
-pub(crate) fn sorted_names(ns: &Namespace) -> Vec<String> {
-    ns.names().into_iter().map(|k| k.to_string()).collect()
 }
 
 #[cfg(test)]
@@ -188,7 +196,8 @@ mod tests {
         let b = Namespace::extend(&a, vec![art("y", 2), art("z", 2)]);
         assert_eq!((marker(&b, "x"), marker(&b, "y"), marker(&b, "z")), (Some(1), Some(2), Some(2)));
         assert_eq!((marker(&a, "y"), marker(&a, "z")), (Some(1), None), "the parent is unchanged");
-        assert_eq!(sorted_names(&b), ["x", "y", "z"]);
+        let names: Vec<String> = b.names().into_iter().map(|n| n.to_string()).collect();
+        assert_eq!(names, ["x", "y", "z"]);
     }
 
     #[test]

@@ -120,7 +120,9 @@ impl Fanout {
         .next("join")
         .join("join", |ctx| async move {
             let mut total = 0u64;
-            for input in ctx.inputs()? {
+            // One branch at a time, in index order: a join of a million branches reads
+            // them from the store a window at a time instead of holding them all.
+            for input in ctx.inputs_iter()? {
                 total += input.get::<u64>("out").await?;
             }
             ctx.set("total", &total)?;

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use super::messages::{Fanout, NextMove, Outcome, ReadyTask};
 use super::task::run_task;
 use super::{RunShared, TaskIdentity};
-use crate::context::{Branch, Frame};
+use crate::context::{Branch, BranchNs, Frame, JoinInputs};
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
 
@@ -38,6 +38,11 @@ struct PendingForeach {
 struct Barrier {
     join: StepName,
     arrived: Vec<Option<Branch>>,
+    /// The task that fanned out, and the namespace its branches start from.
+    fanning: TaskId,
+    inherited: Arc<Namespace>,
+    /// Whether arriving branches are held in memory whole (see `BranchNs`).
+    hold: bool,
     count: usize,
     outer_fanouts: Arc<Vec<Fanout>>,
     outer_frames: Arc<Vec<Frame>>,
@@ -202,7 +207,7 @@ impl Dispatcher {
         fanouts: Arc<Vec<Fanout>>,
         frames: Arc<Vec<Frame>>,
         iteration: u32,
-        inputs: Option<Arc<Vec<Branch>>>,
+        inputs: Option<Arc<JoinInputs>>,
         upstream_reused: bool,
     ) {
         self.next_id += 1;
@@ -232,7 +237,7 @@ impl Dispatcher {
         fanouts: Arc<Vec<Fanout>>,
         frames: Arc<Vec<Frame>>,
         iteration: u32,
-        inputs: Option<Arc<Vec<Branch>>>,
+        inputs: Option<Arc<JoinInputs>>,
         upstream_reused: bool,
     ) -> ReadyTask {
         let reuse = match &self.shared.origin {
@@ -323,7 +328,7 @@ impl Dispatcher {
                     flow: graph.name().to_string(),
                     problems: format!("split `{}` has no join", task.step),
                 })?;
-                let b = self.open_barrier(&task, join, targets.len(), reused);
+                let b = self.open_barrier(&task, &ns, join, targets.len(), reused);
                 for (i, t) in targets.into_iter().enumerate() {
                     let mut fanouts = (*task.fanouts).clone();
                     fanouts.push(Fanout { barrier: b, branch: i });
@@ -346,7 +351,7 @@ impl Dispatcher {
                     flow: graph.name().to_string(),
                     problems: format!("foreach `{}` has no join", task.step),
                 })?;
-                let b = self.open_barrier(&task, join, elements.len(), reused);
+                let b = self.open_barrier(&task, &ns, join, elements.len(), reused);
                 if !elements.is_empty() {
                     let first_id = self.next_id + 1;
                     self.next_id += len;
@@ -373,7 +378,7 @@ impl Dispatcher {
         }
     }
 
-    fn open_barrier(&mut self, task: &ReadyTask, join: StepName, n: usize, reused: bool) -> u64 {
+    fn open_barrier(&mut self, task: &ReadyTask, ns: &Arc<Namespace>, join: StepName, n: usize, reused: bool) -> u64 {
         self.next_barrier += 1;
         let id = self.next_barrier;
         self.barriers.insert(
@@ -381,6 +386,9 @@ impl Dispatcher {
             Barrier {
                 join,
                 arrived: vec![None; n],
+                fanning: task.id,
+                inherited: ns.clone(),
+                hold: n <= self.shared.join_inputs_in_memory,
                 count: 0,
                 outer_fanouts: task.fanouts.clone(),
                 outer_frames: task.frames.clone(),
@@ -404,6 +412,11 @@ impl Dispatcher {
                 if b.arrived[fanout.branch].is_none() {
                     b.count += 1;
                 }
+                let own = if b.hold || task.parent != Some(b.fanning) { None } else { ns.own_names_over(&b.inherited) };
+                let ns = match own {
+                    Some(names) => BranchNs::Stored(names.into()),
+                    None => BranchNs::Held(ns),
+                };
                 b.arrived[fanout.branch] =
                     Some(Branch { task: task.id, step: task.step.clone(), index: fanout.branch as u64, ns, reused });
                 b.count == b.arrived.len()
@@ -428,7 +441,7 @@ impl Dispatcher {
             b.outer_fanouts,
             b.outer_frames,
             b.iteration,
-            Some(Arc::new(branches)),
+            Some(Arc::new(JoinInputs::new(branches, b.inherited))),
             all_reused,
         );
     }

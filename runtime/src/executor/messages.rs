@@ -6,7 +6,7 @@ use std::sync::Arc;
 use braid_core::{ArtifactName, StepName, TaskId};
 use braid_store::TaskRecord;
 
-use crate::context::{Branch, Frame};
+use crate::context::{Frame, JoinInputs};
 use crate::error::Error;
 use crate::namespace::Namespace;
 
@@ -28,7 +28,7 @@ pub(super) struct ReadyTask {
     pub(super) fanouts: Arc<Vec<Fanout>>,
     pub(super) frames: Arc<Vec<Frame>>,
     pub(super) iteration: u32,
-    pub(super) inputs: Option<Arc<Vec<Branch>>>,
+    pub(super) inputs: Option<Arc<JoinInputs>>,
     /// The task in the origin run to reuse instead of running this one.
     /// (Boxed: a record is most of a `ReadyTask`'s size, and most tasks reuse nothing.)
     pub(super) reuse: Option<Box<TaskRecord>>,

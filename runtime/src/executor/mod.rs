@@ -61,6 +61,12 @@ pub struct RunOptions {
     /// exists and never started (`pending`: its creator died before executing it), it is
     /// taken over; any other existing run is a conflict.
     pub run_id: Option<RunId>,
+    /// A join of at most this many branches holds each branch's artifacts in memory until
+    /// it runs (the fastest reads); a wider one keeps only their names and reads their
+    /// values from the store, a window of branches at a time, in index order, so its
+    /// memory does not grow with every artifact of every branch (default
+    /// [`crate::JOIN_INPUTS_IN_MEMORY`]).
+    pub join_inputs_in_memory: usize,
 }
 
 impl Default for RunOptions {
@@ -80,9 +86,14 @@ impl Default for RunOptions {
             metrics: None,
             run_lease: crate::lease::RUN_LEASE,
             run_id: None,
+            join_inputs_in_memory: JOIN_INPUTS_IN_MEMORY,
         }
     }
 }
+
+/// The default of [`RunOptions::join_inputs_in_memory`]: up to 10,000 branches a join's
+/// inputs stay in memory (a few MiB); past that, the store holds them.
+pub const JOIN_INPUTS_IN_MEMORY: usize = 10_000;
 
 /// Which run to resume, and from which step to re-run everything.
 #[derive(Debug, Clone)]
@@ -156,6 +167,7 @@ pub(crate) struct RunShared {
     pub(crate) progress: Arc<RunProgress>,
     pub(crate) origin: Option<Origin>,
     pub(crate) max_num_splits: u64,
+    pub(crate) join_inputs_in_memory: usize,
     /// One permit per worker: held while a step's code runs, so at most `max_workers`
     /// run at once while many more tasks are in flight (starting, storing results).
     pub(crate) workers: Arc<tokio::sync::Semaphore>,
@@ -251,6 +263,7 @@ impl PreparedRun {
             progress: Arc::new(RunProgress::default()),
             origin,
             max_num_splits,
+            join_inputs_in_memory: opts.join_inputs_in_memory,
             workers: Arc::new(tokio::sync::Semaphore::new(opts.max_workers.max(1))),
             metrics: opts.metrics.clone(),
             lease: Mutex::new(Some(keeper)),

@@ -30,7 +30,7 @@ fn base_record(shared: &RunShared, task: &ReadyTask) -> TaskRecord {
     rec.foreach_stack = task.frames.iter().map(|f| f.record.clone()).collect();
     rec.iteration = task.iteration;
     rec.parent = task.parent;
-    rec.inputs = task.inputs.as_ref().map(|i| i.iter().map(|b| b.task).collect()).unwrap_or_default();
+    rec.inputs = task.inputs.as_ref().map(|i| i.branches.iter().map(|b| b.task).collect()).unwrap_or_default();
     rec
 }
 
