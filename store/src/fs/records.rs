@@ -591,11 +591,16 @@ impl RecordStore for FsRecords {
         last: TaskId,
     ) -> Result<Vec<(TaskId, ArtifactRecord)>> {
         let what = || format!("artifact rows of {flow}/{run}/{first}..={last}");
-        // A range of the artifacts primary key (run_id, task_id, name): already in order.
+        // A range of the artifacts primary key (run_id, task_id, name), the flow checked once
+        // on the run. Written as `>=`/`<=` with the run's flow in `EXISTS`: with `BETWEEN`
+        // and a join to `tasks`, the bundled SQLite planned a scan of every artifact row of
+        // the run (133 µs per row read at 1,000,000 tasks against 1 µs for this plan).
         let rows: Vec<(i64, Result<ArtifactRecord>)> = self.db.query("list artifacts of tasks", |c| {
             c.prepare_cached(
-                "SELECT a.task_id AS of_task, a.* FROM artifacts a JOIN tasks t ON t.run_id = a.run_id AND t.task_id = a.task_id \
-                 WHERE a.run_id = ?1 AND a.task_id BETWEEN ?2 AND ?3 AND t.flow = ?4 ORDER BY a.task_id, a.name",
+                "SELECT a.task_id AS of_task, a.* FROM artifacts a \
+                 WHERE a.run_id = ?1 AND a.task_id >= ?2 AND a.task_id <= ?3 \
+                 AND EXISTS (SELECT 1 FROM runs r WHERE r.run_id = a.run_id AND r.flow = ?4) \
+                 ORDER BY a.run_id, a.task_id, a.name",
             )?
             .query_map(params![run.to_string(), id_i64(first), id_i64(last), flow.as_str()], |r| {
                 Ok((r.get("of_task")?, self.artifact_from_row(r, &what)?))
