@@ -43,6 +43,9 @@ struct Barrier {
     inherited: Arc<Namespace>,
     /// Whether arriving branches are held in memory whole (see `BranchNs`).
     hold: bool,
+    /// The names the last stored branch set: the next one that set the same shares them
+    /// (the branches of a foreach nearly always do), so a branch costs no allocation.
+    last_names: Option<Arc<[braid_core::ArtifactName]>>,
     count: usize,
     outer_fanouts: Arc<Vec<Fanout>>,
     outer_frames: Arc<Vec<Frame>>,
@@ -389,6 +392,7 @@ impl Dispatcher {
                 fanning: task.id,
                 inherited: ns.clone(),
                 hold: n <= self.shared.join_inputs_in_memory,
+                last_names: None,
                 count: 0,
                 outer_fanouts: task.fanouts.clone(),
                 outer_frames: task.frames.clone(),
@@ -414,7 +418,17 @@ impl Dispatcher {
                 }
                 let own = if b.hold || task.parent != Some(b.fanning) { None } else { ns.own_names_over(&b.inherited) };
                 let ns = match own {
-                    Some(names) => BranchNs::Stored(names.into()),
+                    Some(names) => {
+                        let shared = match &b.last_names {
+                            Some(last) if **last == names[..] => last.clone(),
+                            _ => {
+                                let fresh: Arc<[braid_core::ArtifactName]> = names.into();
+                                b.last_names = Some(fresh.clone());
+                                fresh
+                            }
+                        };
+                        BranchNs::Stored(shared)
+                    }
                     None => BranchNs::Held(ns),
                 };
                 b.arrived[fanout.branch] =
