@@ -90,6 +90,21 @@ impl FsRecords {
     }
 }
 
+/// A page of [`RecordStore::step_artifacts_page`] among a step's tasks without a foreach
+/// index, after task `?5`, at most `?6`. Through `tasks_by_step`, whose entries end in
+/// the table's key (so are in task id order within an index): no sort, no scan.
+const STEP_ARTIFACTS_UNINDEXED: &str = "SELECT t.task_id AS tid, t.foreach_index AS fi, t.parent AS par, a.* \
+     FROM tasks t INDEXED BY tasks_by_step \
+     LEFT JOIN artifacts a ON a.run_id = t.run_id AND a.task_id = t.task_id AND a.name = ?3 \
+     WHERE t.run_id = ?1 AND t.step = ?2 AND t.foreach_index IS NULL AND t.task_id > ?5 AND t.flow = ?4 \
+     ORDER BY t.foreach_index, t.task_id LIMIT ?6";
+/// The same among the tasks with an index, after (index `?5`, task `?6`), at most `?7`.
+const STEP_ARTIFACTS_INDEXED: &str = "SELECT t.task_id AS tid, t.foreach_index AS fi, t.parent AS par, a.* \
+     FROM tasks t INDEXED BY tasks_by_step \
+     LEFT JOIN artifacts a ON a.run_id = t.run_id AND a.task_id = t.task_id AND a.name = ?3 \
+     WHERE t.run_id = ?1 AND t.step = ?2 AND (t.foreach_index, t.task_id) > (?5, ?6) AND t.flow = ?4 \
+     ORDER BY t.foreach_index, t.task_id LIMIT ?7";
+
 const TASK_COLUMNS: &str = "run_id, task_id, flow, step, status, attempt, iteration, parent, created_at, started_at, \
     ended_at, lease_deadline, progress_pct, progress_msg, progress_at, extra, revision";
 
@@ -647,6 +662,71 @@ impl RecordStore for FsRecords {
             .collect()
     }
 
+    async fn step_artifacts_page(
+        &self,
+        flow: &FlowName,
+        run: RunId,
+        step: &StepName,
+        name: &ArtifactName,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Page<StepArtifactRow>> {
+        let limit = effective_limit(limit, 1000);
+        let after = StepCursor::parse(&after)?;
+        let what = || format!("artifact {name} of {flow}/{run}/{step}");
+        let run_s = run.to_string();
+        let rows: Vec<(i64, Option<i64>, Option<i64>, Option<Result<ArtifactRecord>>)> =
+            self.db.query("read a page of an artifact across a step", |c| {
+                let mut out = Vec::new();
+                let mut read = |sql: &str, from: &[i64]| -> rusqlite::Result<usize> {
+                    let mut stmt = c.prepare_cached(sql)?;
+                    let fixed: [&dyn rusqlite::ToSql; 4] = [&run_s, &step.as_str(), &name.as_str(), &flow.as_str()];
+                    for (i, v) in fixed.into_iter().enumerate() {
+                        stmt.raw_bind_parameter(i + 1, v)?;
+                    }
+                    for (i, v) in from.iter().enumerate() {
+                        stmt.raw_bind_parameter(i + 5, v)?;
+                    }
+                    let mut rows = stmt.raw_query();
+                    while let Some(r) = rows.next()? {
+                        let art = match r.get::<_, Option<String>>("name")? {
+                            Some(_) => Some(self.artifact_from_row(r, &what)?),
+                            None => None,
+                        };
+                        out.push((r.get("tid")?, r.get("fi")?, r.get("par")?, art));
+                    }
+                    Ok(out.len())
+                };
+                // Tasks without a foreach index come first, then the rest by index.
+                let want = limit + 1;
+                let mut have = 0;
+                if after.is_none_or(|a| a.index.is_none()) {
+                    let from = after.map_or(-1, |a| a.task as i64);
+                    have = read(STEP_ARTIFACTS_UNINDEXED, &[from, want as i64])?;
+                }
+                if have < want {
+                    let (i, t) = match after {
+                        Some(StepCursor { index: Some(i), task }) => (i as i64, task as i64),
+                        _ => (-1, -1),
+                    };
+                    read(STEP_ARTIFACTS_INDEXED, &[i, t, (want - have) as i64])?;
+                }
+                Ok(out)
+            })?;
+        let rows = rows
+            .into_iter()
+            .map(|(task, fi, parent, art)| {
+                Ok(StepArtifactRow {
+                    task: TaskId(task as u64),
+                    foreach_index: fi.map(|i| i as u64),
+                    parent: parent.map(|p| TaskId(p as u64)),
+                    artifact: art.transpose()?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page(rows, limit, |r| StepCursor::after(r).to_string()))
+    }
+
     async fn append_logs(&self, lines: Vec<LogLine>) -> Result<()> {
         if lines.is_empty() {
             return Ok(());
@@ -889,5 +969,41 @@ impl FsRecords {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// The plan SQLite chose for `sql`, one line per step.
+    fn plan(records: &FsRecords, sql: &str) -> String {
+        records
+            .db
+            .query("explain", |c| {
+                // Parameters left unbound are NULL: the plan does not depend on them.
+                let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let mut rows = stmt.raw_query();
+                let mut lines = Vec::new();
+                while let Some(r) = rows.next()? {
+                    lines.push(r.get::<_, String>(3)?);
+                }
+                Ok(lines.join("\n"))
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_page_of_a_steps_artifact_is_a_range_of_the_step_index_with_no_sort() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, records) = super::super::open(&dir.path().join("store")).unwrap();
+        for sql in [STEP_ARTIFACTS_UNINDEXED, STEP_ARTIFACTS_INDEXED] {
+            let p = plan(&records, sql);
+            assert!(p.contains("SEARCH t USING INDEX tasks_by_step (run_id=? AND step=?"), "{p}");
+            assert!(p.contains("SEARCH a USING PRIMARY KEY (run_id=? AND task_id=? AND name=?)"), "{p}");
+            assert!(!p.contains("TEMP B-TREE") && !p.contains("SCAN"), "no sort and no scan: {p}");
+        }
     }
 }
