@@ -427,7 +427,8 @@ pub struct StepArtifactRow {
     pub task: TaskId,
     /// Its innermost foreach index, if any.
     pub foreach_index: Option<u64>,
-    /// Its parent, whose artifacts it sees where it set none of its own.
+    /// For a task that did not set the name: its parent, whose value it sees (`None`
+    /// when it set the name itself, or has no parent).
     pub parent: Option<TaskId>,
     /// The artifact as the task set it; `None` if it did not set this name.
     pub artifact: Option<ArtifactRecord>,
@@ -726,7 +727,7 @@ pub trait RecordStore: Send + Sync + fmt::Debug {
         name: &ArtifactName,
     ) -> Result<Vec<StepArtifact>>;
     /// One page of every task of `step`, each with the artifact `name` if it set it
-    /// itself, in foreach index order (tasks without an index first), then task id:
+    /// itself (else its parent), in foreach index order (tasks without an index first), then task id:
     /// at most `limit` (0: 1000) after the cursor `after` (the `next` of the previous
     /// page; `None` for the first). Keyset-paged through an index, so a page costs the
     /// same wherever it is in the step and holds only its own rows; a malformed cursor is

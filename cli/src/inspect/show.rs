@@ -379,7 +379,7 @@ fn step_json<W: std::io::Write>(s: &Step, w: output::JsonStream<W>) -> Result<()
         Value::Object(m) => m,
         _ => serde_json::Map::new(),
     };
-    w.object_with_array(&head, "tasks", s.tasks_iter().map(|t| Ok(json::task(&t?))))
+    w.object_with_array(&head, "tasks", s.tasks_iter().map(|t| Ok(json::TaskJson(t?))))
 }
 
 fn show_step(out: &Out, s: &Step, all: bool) -> Result<()> {

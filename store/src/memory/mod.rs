@@ -396,7 +396,7 @@ impl RecordStore for MemoryRecords {
                 Some(StepArtifactRow {
                     task: v.key.task,
                     foreach_index: at.index,
-                    parent: v.parent,
+                    parent: if artifact.is_none() { v.parent } else { None },
                     artifact: artifact.cloned(),
                 })
             })

@@ -1070,10 +1070,11 @@ impl RecordStore for PgRecords {
                     Some(_) => Some(self.artifact_from_row(r, &what)?),
                     None => None,
                 };
+                let parent = get::<Option<i64>>(r, "par")?.map(|p| TaskId(p as u64));
                 out.push(StepArtifactRow {
                     task: TaskId(get::<i64>(r, "tid")? as u64),
                     foreach_index: get::<Option<i64>>(r, "fi")?.map(|i| i as u64),
-                    parent: get::<Option<i64>>(r, "par")?.map(|p| TaskId(p as u64)),
+                    parent: if artifact.is_none() { parent } else { None },
                     artifact,
                 });
             }
