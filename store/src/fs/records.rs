@@ -51,11 +51,13 @@ impl FsRecords {
         Ok(raw.decode(&self.db.location()))
     }
 
-    /// [`FsRecords::task_from_row`] with the columns' places looked up once.
+    /// [`FsRecords::task_from_row`] with the columns' places and the database's
+    /// location (for errors) found once per statement, not per row.
     fn task_from_row_at(
         &self,
         flow_hint: Option<&FlowName>,
         at: &TaskColumnsAt,
+        location: &str,
         row: &Row<'_>,
     ) -> rusqlite::Result<Result<TaskRecord>> {
         let c = &at.0;
@@ -78,7 +80,7 @@ impl FsRecords {
             extra: row.get(c[15])?,
             revision: row.get(c[16])?,
         };
-        Ok(raw.decode(flow_hint, &self.db.location()))
+        Ok(raw.decode(flow_hint, location))
     }
 
     fn task_from_row(&self, flow_hint: Option<&FlowName>, row: &Row<'_>) -> rusqlite::Result<Result<TaskRecord>> {
@@ -104,11 +106,13 @@ impl FsRecords {
         Ok(raw.decode(flow_hint, &self.db.location()))
     }
 
-    /// [`FsRecords::artifact_from_row`] with the columns' places looked up once.
+    /// [`FsRecords::artifact_from_row`] with the columns' places and the database's
+    /// location (for errors) found once per statement, not per row.
     fn artifact_from_row_at(
         &self,
         row: &Row<'_>,
         at: &ArtifactColumnsAt,
+        location: &str,
         what: &dyn Fn() -> String,
     ) -> rusqlite::Result<Result<ArtifactRecord>> {
         let c = &at.0;
@@ -123,7 +127,7 @@ impl FsRecords {
             elements_len: row.get(c[7])?,
             inline_value: row.get(c[8])?,
         };
-        Ok(raw.decode(what, &self.db.location()))
+        Ok(raw.decode(what, location))
     }
 
     fn artifact_from_row(&self, row: &Row<'_>, what: &dyn Fn() -> String) -> rusqlite::Result<Result<ArtifactRecord>> {
@@ -636,10 +640,11 @@ impl RecordStore for FsRecords {
                 stmt.raw_bind_parameter(i, v)?;
             }
             let at = TaskColumnsAt::of(&stmt)?;
+            let location = self.db.location();
             let mut rows = stmt.raw_query();
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
-                out.push(self.task_from_row_at(Some(flow), &at, r)?);
+                out.push(self.task_from_row_at(Some(flow), &at, &location, r)?);
             }
             Ok(out)
         })?;
@@ -856,11 +861,12 @@ impl RecordStore for FsRecords {
                         stmt.raw_bind_parameter(i + 4, v)?;
                     }
                     let at = ArtifactColumnsAt::of(&stmt)?;
+                    let location = self.db.location();
                     let c = &at.0;
                     let mut rows = stmt.raw_query();
                     while let Some(r) = rows.next()? {
                         let art = match r.get::<_, Option<String>>(c[0])? {
-                            Some(_) => Some(self.artifact_from_row_at(r, &at, &what)?),
+                            Some(_) => Some(self.artifact_from_row_at(r, &at, &location, &what)?),
                             None => None,
                         };
                         out.push((r.get(c[9])?, r.get(c[10])?, r.get(c[11])?, art));
