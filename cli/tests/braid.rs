@@ -483,3 +483,104 @@ fn a_store_url_braid_has_no_store_for_says_what_a_store_can_be() {
     assert!(err.contains("holds blobs, not records") && err.contains("--store postgres://"), "{err}");
     assert_eq!(err.lines().count(), 1, "the cause is in the message already, not repeated: {err}");
 }
+
+/// A finished run whose `work` step has 3,000 tasks: 2,990 succeeded, 7 failed, 3
+/// cancelled; the failed and cancelled ones late in id order.
+fn wide_step(store: &Store) -> braid_client::RunId {
+    let mut w = RunWriter::start(store, "wide", None, BTreeMap::new()).unwrap();
+    let start = w.task(TaskSpec::new("start")).unwrap();
+    let specs = (0..3_000u64)
+        .map(|i| {
+            let t = TaskSpec::new("work").parent(start).foreach("start", start, "items", i, 3_000);
+            let t = match i {
+                2_900..2_907 => t.status(TaskStatus::Failed).error("panic", &format!("item {i} broke")),
+                2_950..2_953 => t.status(TaskStatus::Cancelled),
+                _ => t,
+            };
+            t.set("out", &(i * 2)).unwrap()
+        })
+        .collect();
+    w.tasks(specs).unwrap();
+    w.finish(RunStatus::Failed, Some("work failed".into())).unwrap();
+    w.run_id()
+}
+
+#[test]
+fn show_a_wide_step_streams_every_task_as_json_and_summarises_the_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_fs(dir.path()).unwrap();
+    let run = wide_step(&store);
+    let f = Fixture { failed: run, ok: fixtures::fanout(&store, 1).unwrap(), dir, store };
+    let step = format!("wide/{run}/work");
+    let tasks = braid_client::Client::from_store(f.store.clone()).step(&step).unwrap().tasks().unwrap();
+
+    // JSON: every task, in id order, as the client reads them.
+    let v = f.json(&["show", &step]);
+    assert_eq!(v["total"], 3_000);
+    assert_eq!(v["counts"], json!({"cancelled": 3, "failed": 7, "succeeded": 2_990}));
+    assert_eq!((v["flow"].as_str(), v["run"].as_str()), (Some("wide"), Some(run.to_string().as_str())));
+    let printed = v["tasks"].as_array().unwrap();
+    assert_eq!(printed.len(), 3_000);
+    for (p, t) in printed.iter().zip(&tasks) {
+        assert_eq!(p["id"], t.id().0);
+        assert_eq!(p["index"], json!(t.index()));
+        assert_eq!(p["status"], t.status().as_str());
+        assert_eq!(p["pathspec"], t.pathspec());
+        assert_eq!(p["error"]["message"], json!(t.error().map(|e| e.message.clone())));
+    }
+    assert_eq!(f.json(&["show", &step, "--all"]), v, "--all changes nothing in JSON");
+
+    // Text: counts, the tasks that did not succeed first, the first rows, how to get all.
+    let text = f.text(&["show", &step]);
+    assert!(text.lines().count() < 100, "a summary, not 3,000 lines: {text}");
+    assert!(text.contains("3000 (2990 succeeded, 7 failed, 3 cancelled)"), "{text}");
+    let failed = text.find("\n7 failed\n").unwrap();
+    let cancelled = text.find("\n3 cancelled\n").unwrap();
+    let first = text.find("the first 20 of 3000 tasks").unwrap();
+    assert!(failed < cancelled && cancelled < first, "failed, then cancelled, then the first ones: {text}");
+    assert!(text[failed..cancelled].contains("item 2903 broke"), "{text}");
+    assert!(text.contains(&format!("\n  braid show wide/{run}/work --all       every task, a row each\n")), "{text}");
+    assert!(text.contains(&format!("\n  braid show wide/{run}/work --json      every task as JSON\n")), "{text}");
+
+    // --all: every task, one header, columns aligned across pages.
+    let all = f.text(&["show", &step, "--all"]);
+    let rows: Vec<&str> = all.lines().skip_while(|l| !l.starts_with("TASK")).collect();
+    assert_eq!(rows.len(), 1 + 3_000, "a header and every task");
+    assert_eq!(all.matches("TASK").count(), 1);
+    let status_at = rows[0].find("STATUS").unwrap();
+    for (row, t) in rows[1..].iter().zip(&tasks) {
+        assert!(row.starts_with(&format!("{} ", t.id())), "{row}");
+        assert_eq!(row.get(status_at..status_at + t.status().as_str().len()), Some(t.status().as_str()), "{row}");
+    }
+    let e = f.fails(&["show", &format!("wide/{run}"), "--all"], 2);
+    assert!(e.contains("--all lists every task of a step"), "{e}");
+}
+
+#[test]
+fn a_reader_that_stops_early_ends_the_output_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_fs(dir.path()).unwrap();
+    let run = wide_step(&store);
+    for args in [
+        vec!["show".to_owned(), format!("wide/{run}/work"), "--json".to_owned()],
+        vec!["artifact".to_owned(), format!("wide/{run}/work"), "out".to_owned(), "--json".to_owned()],
+        vec!["show".to_owned(), format!("wide/{run}/work"), "--all".to_owned()],
+    ] {
+        // `| head -c 100`: read 100 bytes, then close the pipe.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_braid"))
+            .arg("--store")
+            .arg(dir.path())
+            .args(&args)
+            .env_remove("BRAID_STORE")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut head = [0u8; 100];
+        std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut head).unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "braid {args:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out), "", "braid {args:?} says nothing about the closed pipe");
+    }
+}

@@ -2,6 +2,7 @@ use braid_core::{FlowName, RunId, RunRef, RunStatus, StepName, Tag, Timestamp};
 use braid_store::{FlowRecord, Page, RunQuery};
 
 use crate::error::{Error, Result};
+use crate::pages::paged;
 use crate::run::Run;
 use crate::{Client, rt};
 
@@ -110,26 +111,31 @@ impl Flow {
     }
 
     /// The runs with the filter's status and tag, newest first, at most `limit`.
+    /// [`Flow::runs_iter`] reads the same a page at a time.
     pub fn runs_matching(&self, filter: &RunFilter) -> Result<Vec<Run>> {
-        let mut out = Vec::new();
-        let mut query = RunQuery { status: filter.status, tag: filter.tag.clone(), after: None, limit: PAGE };
-        loop {
-            if let Some(limit) = filter.limit {
-                if out.len() >= limit {
-                    break;
-                }
-                query.limit = (limit - out.len()).min(PAGE);
-            }
-            let page = self.runs_page(&query)?;
+        self.runs_iter(filter).collect()
+    }
+
+    /// The runs with the filter's status and tag, newest first, at most `limit`, read
+    /// lazily a page (500 runs, or `limit` if fewer) at a time, so memory stays bounded
+    /// however many runs the flow has. An error (a failed read) is yielded once and ends
+    /// the iteration.
+    pub fn runs_iter(&self, filter: &RunFilter) -> impl Iterator<Item = Result<Run>> + use<> {
+        let flow = self.clone();
+        let (status, tag) = (filter.status, filter.tag.clone());
+        let limit = filter.limit.unwrap_or(usize::MAX);
+        let mut left = limit;
+        let runs = paged(move |after| {
+            let query = RunQuery { status, tag: tag.clone(), after, limit: left.clamp(1, PAGE) };
+            let page = flow.runs_page(&query)?;
             // The store filters by lease deadline; a run whose holder on this machine has
             // exited is lost before its deadline, so the status is checked again here.
-            out.extend(page.items.into_iter().filter(|r| filter.status.is_none_or(|s| r.status() == s)));
-            match page.next {
-                Some(next) => query.after = Some(next),
-                None => break,
-            }
-        }
-        Ok(out)
+            let items: Vec<Result<Run>> =
+                page.items.into_iter().filter(|r| status.is_none_or(|s| r.status() == s)).map(Ok).collect();
+            left = left.saturating_sub(items.len());
+            Ok(Page { items, next: page.next.filter(|_| left > 0) })
+        });
+        runs.take(limit)
     }
 
     /// One page of runs, newest first; pass `next` back as `query.after` for the next.

@@ -58,6 +58,7 @@ mod client;
 mod error;
 mod flow;
 mod object;
+mod pages;
 mod plan;
 mod rt;
 mod run;

@@ -2,10 +2,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use braid_core::{FlowName, RunId, RunStatus, StepName, Tag, TaskId, Timestamp};
-use braid_store::{RunRecord, StepSummary, TaskQuery, TaskRecord};
+use braid_store::{Page, RunRecord, StepSummary, TaskQuery, TaskRecord};
 
 use crate::error::{Error, Result};
 use crate::flow::{Flow, declared_steps};
+use crate::pages::paged;
 use crate::step::Step;
 use crate::task::Task;
 use crate::{Client, rt};
@@ -208,12 +209,28 @@ impl Run {
         Ok(summaries)
     }
 
-    /// Every task of the run, in task id order.
+    /// Every task of the run, in task id order. [`Run::tasks_iter`] reads the same a
+    /// page at a time.
     pub fn tasks(&self) -> Result<Vec<Task>> {
-        Ok(list_tasks(&self.client, &self.record.flow, self.id(), None)?
-            .into_iter()
-            .map(|r| Task::new(self.client.clone(), r))
-            .collect())
+        self.tasks_iter().collect()
+    }
+
+    /// Every task of the run, in task id order, read lazily a page (1,000 tasks) at a
+    /// time, so memory stays bounded however many tasks the run has. An error (a failed
+    /// read) is yielded once and ends the iteration.
+    pub fn tasks_iter(&self) -> impl Iterator<Item = Result<Task>> + use<> {
+        let (client, flow, run, pathspec) = (self.client.clone(), self.record.flow.clone(), self.id(), self.pathspec());
+        paged(move |after| {
+            let query = TaskQuery { step: None, status: None, after, limit: TASK_PAGE };
+            let page = rt::call(
+                || format!("cannot list the tasks of {pathspec}"),
+                client.store().records.list_tasks(&flow, run, &query),
+            )?;
+            Ok(Page {
+                items: page.items.into_iter().map(|r| Ok(Task::new(client.clone(), r))).collect(),
+                next: page.next,
+            })
+        })
     }
 
     /// The task with this id, whatever its step.
@@ -267,32 +284,6 @@ impl Run {
 pub(crate) fn get_task(client: &Client, flow: &FlowName, run: RunId, id: TaskId) -> Result<Option<TaskRecord>> {
     let records = &client.store().records;
     rt::call(|| format!("cannot read task {flow}/{run}/{id}"), records.get_task(flow, run, id))
-}
-
-/// Every task of a run (or of one step), page by page, in task id order.
-pub(crate) fn list_tasks(
-    client: &Client,
-    flow: &FlowName,
-    run: RunId,
-    step: Option<&StepName>,
-) -> Result<Vec<TaskRecord>> {
-    let records = &client.store().records;
-    let mut query = TaskQuery { step: step.cloned(), status: None, after: None, limit: TASK_PAGE };
-    let mut out = Vec::new();
-    loop {
-        let page = rt::call(
-            || match step {
-                Some(s) => format!("cannot list the tasks of {flow}/{run}/{s}"),
-                None => format!("cannot list the tasks of {flow}/{run}"),
-            },
-            records.list_tasks(flow, run, &query),
-        )?;
-        out.extend(page.items);
-        match page.next {
-            Some(next) => query.after = Some(next),
-            None => return Ok(out),
-        }
-    }
 }
 
 /// From `start` to `end`, or to now when not ended.

@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use braid_core::{ArtifactName, Attempt, FlowName, RunId, StepName, TaskId, TaskStatus, Timestamp};
@@ -7,7 +7,8 @@ use serde::de::DeserializeOwned;
 
 use crate::artifact::Artifact;
 use crate::error::{Error, Result};
-use crate::run::{Run, duration, get_task, list_tasks};
+use crate::pages::{or_explain, paged};
+use crate::run::{Run, duration, get_task};
 use crate::task::Task;
 use crate::{Client, rt};
 
@@ -47,6 +48,9 @@ pub struct TaskState {
     /// Its current (or last) attempt, from 1.
     pub attempt: Attempt,
 }
+
+/// Parents whose visible artifacts a bulk read remembers before it starts over.
+const PARENTS_REMEMBERED: usize = 4096;
 
 struct Row {
     task: TaskId,
@@ -130,12 +134,30 @@ impl Step {
         duration(self.summary.first_started, end)
     }
 
-    /// Every task of the step, in task id order.
+    /// Every task of the step, in task id order. [`Step::tasks_iter`] reads the same a
+    /// page at a time.
     pub fn tasks(&self) -> Result<Vec<Task>> {
-        Ok(list_tasks(&self.client, &self.flow, self.run, Some(self.name()))?
-            .into_iter()
-            .map(|r| Task::new(self.client.clone(), r))
-            .collect())
+        self.tasks_iter().collect()
+    }
+
+    /// Every task of the step, in task id order, read lazily a page (1,000 tasks) at a
+    /// time, so memory stays bounded whatever the step's width: the next page is fetched
+    /// when the previous one is used up. An error (a failed read) is yielded once and
+    /// ends the iteration.
+    pub fn tasks_iter(&self) -> impl Iterator<Item = Result<Task>> + use<> {
+        let (client, flow, run) = (self.client.clone(), self.flow.clone(), self.run);
+        let (step, pathspec) = (self.name().clone(), self.pathspec());
+        paged(move |after| {
+            let query = TaskQuery { step: Some(step.clone()), status: None, after, limit: crate::run::TASK_PAGE };
+            let page = rt::call(
+                || format!("cannot list the tasks of {pathspec}"),
+                client.store().records.list_tasks(&flow, run, &query),
+            )?;
+            Ok(Page {
+                items: page.items.into_iter().map(|r| Ok(Task::new(client.clone(), r))).collect(),
+                next: page.next,
+            })
+        })
     }
 
     /// One page of the step's tasks in task id order: at most `limit` (1 to 1000) after
@@ -279,131 +301,164 @@ impl Step {
 
     /// The artifact `name` of every task of the step that has it, decoded as `T`, as
     /// `(index, value)` in foreach index order (the index is 0 outside a foreach). Tasks
-    /// that have not set it yet are left out. One query and one batched blob read.
+    /// that have not set it yet are left out. A query and one batched blob read per
+    /// 1,000 tasks; [`Step::artifact_values_iter`] gives the same without holding them all.
     pub fn artifact_values<T: DeserializeOwned>(&self, name: &str) -> Result<Vec<(u64, T)>> {
-        let name = ArtifactName::new(name)?;
-        let rows = self.rows(&name)?;
-        let store = self.client.store();
-        let rows_ref = &rows;
-        // Small values are inline in their rows; the rest come in one batched blob read.
-        let bytes: Vec<Vec<u8>> =
-            rt::call(|| format!("cannot read the values of artifact `{name}` in {}", self.pathspec()), async move {
-                let mut keys: Vec<BlobKey> = rows_ref
-                    .iter()
-                    .filter(|r| r.visible.artifact.inline.is_none())
-                    .map(|r| r.visible.artifact.key)
-                    .collect();
-                keys.sort_unstable();
-                keys.dedup();
-                let fetched = if keys.is_empty() { Vec::new() } else { store.blobs.get_many(&keys).await? };
-                let by_key: HashMap<BlobKey, Vec<u8>> = keys.into_iter().zip(fetched).collect();
-                let mut out = Vec::with_capacity(rows_ref.len());
-                for r in rows_ref {
-                    let a = &r.visible.artifact;
-                    out.push(match &a.inline {
-                        Some(_) => store.artifact_bytes(a).await?,
-                        None => by_key
-                            .get(&a.key)
-                            .cloned()
-                            .ok_or_else(|| braid_store::Error::NotFound { what: format!("blob {}", a.key) })?,
-                    });
-                }
-                Ok(out)
-            })?;
-        rows.iter()
-            .zip(bytes)
-            .map(|(r, b)| {
-                let value = braid_core::codec::decode::<T>(&b)
-                    .map_err(|e| Error::decode(format!("{}/{}", self.pathspec(), r.task), name.to_string(), e))?;
-                Ok((r.index.unwrap_or(0), value))
-            })
-            .collect()
+        self.artifact_values_iter(name).collect()
+    }
+
+    /// [`Step::artifact_values`] read lazily, a page of 1,000 tasks at a time (a query and
+    /// one batched blob read each), so memory stays bounded whatever the step's width.
+    /// An error (a malformed name, a failed read, a value of another type) is yielded
+    /// once and ends the iteration; so is a name no finished task of the step has.
+    pub fn artifact_values_iter<T: DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> impl Iterator<Item = Result<(u64, T)>> + use<T> {
+        let step = self.clone();
+        self.row_pages(name, move |name, rows| {
+            let bytes = step.row_bytes(name, &rows)?;
+            Ok(rows
+                .iter()
+                .zip(bytes)
+                .map(|(r, b)| {
+                    let value = braid_core::codec::decode::<T>(&b)
+                        .map_err(|e| Error::decode(format!("{}/{}", step.pathspec(), r.task), name.to_string(), e))?;
+                    Ok((r.index.unwrap_or(0), value))
+                })
+                .collect())
+        })
     }
 
     /// Like [`Step::artifact_values`], as the JSON previews made at write time (no blob
     /// is read).
     pub fn artifact_previews(&self, name: &str) -> Result<Vec<(u64, serde_json::Value)>> {
-        let name = ArtifactName::new(name)?;
-        Ok(self
-            .rows(&name)?
-            .iter()
-            .map(|r| (r.index.unwrap_or(0), r.visible.artifact.preview.to_json_value()))
-            .collect())
+        self.row_pages(name, |_, rows| {
+            Ok(rows
+                .into_iter()
+                .map(|r| Ok((r.index.unwrap_or(0), r.visible.artifact.preview.to_json_value())))
+                .collect())
+        })
+        .collect()
     }
 
     /// The artifact `name` of every task of the step that has it, with each task's id
-    /// and foreach index, in foreach index order.
+    /// and foreach index, in foreach index order. [`Step::artifact_entries_iter`] reads
+    /// the same a page at a time.
     pub fn artifact_entries(&self, name: &str) -> Result<Vec<ArtifactEntry>> {
-        let name = ArtifactName::new(name)?;
-        Ok(self
-            .rows(&name)?
-            .into_iter()
-            .map(|r| ArtifactEntry {
-                task: r.task,
-                index: r.index,
-                artifact: Artifact::new(
-                    self.client.clone(),
-                    TaskKey { flow: self.flow.clone(), run: self.run, step: self.name().clone(), task: r.task },
-                    r.visible,
-                ),
-            })
-            .collect())
+        self.artifact_entries_iter(name).collect()
     }
 
-    /// The rows of `name` across the step: the values tasks set themselves (one query),
-    /// plus, for tasks that did not set it, the value they inherit from their parent
-    /// (one lookup per distinct parent).
-    fn rows(&self, name: &ArtifactName) -> Result<Vec<Row>> {
-        let records = &self.client.store().records;
-        let set = rt::call(
-            || format!("cannot read artifact `{name}` across {}", self.pathspec()),
-            records.step_artifacts(&self.flow, self.run, self.name(), name),
-        )?;
-        let mut rows: Vec<Row> = set
-            .into_iter()
-            .map(|s| Row {
-                task: s.task,
-                index: s.foreach_index,
-                visible: VisibleArtifact { artifact: s.artifact, set_by: s.task },
-            })
-            .collect();
-        if (rows.len() as u64) < self.task_count() {
-            self.add_inherited(name, &mut rows)?;
-        }
-        rows.sort_by_key(|r| (r.index, r.task));
-        if rows.is_empty() {
-            self.check_name_exists(name)?;
-        }
-        Ok(rows)
+    /// [`Step::artifact_entries`] read lazily, a page of 1,000 tasks (one query) at a
+    /// time, so memory stays bounded whatever the step's width. An error (a malformed
+    /// name, a failed read) is yielded once and ends the iteration; so is a name no
+    /// finished task of the step has.
+    pub fn artifact_entries_iter(&self, name: &str) -> impl Iterator<Item = Result<ArtifactEntry>> + use<> {
+        let step = self.clone();
+        self.row_pages(name, move |_, rows| {
+            Ok(rows
+                .into_iter()
+                .map(|r| {
+                    Ok(ArtifactEntry {
+                        task: r.task,
+                        index: r.index,
+                        artifact: Artifact::new(
+                            step.client.clone(),
+                            TaskKey { flow: step.flow.clone(), run: step.run, step: step.name().clone(), task: r.task },
+                            r.visible,
+                        ),
+                    })
+                })
+                .collect())
+        })
     }
 
-    fn add_inherited(&self, name: &ArtifactName, rows: &mut Vec<Row>) -> Result<()> {
-        let have: HashSet<TaskId> = rows.iter().map(|r| r.task).collect();
-        let tasks = list_tasks(&self.client, &self.flow, self.run, Some(self.name()))?;
+    /// The rows of `name` across the step, a page at a time, each page turned into items
+    /// by `items`: the value each task set itself, or for a task that did not, the value
+    /// it inherits from its parent (one lookup per distinct parent, remembered for the
+    /// next tasks). Nothing at all is explained by [`Step::check_name_exists`].
+    fn row_pages<U, F>(&self, name: &str, mut items: F) -> impl Iterator<Item = Result<U>> + use<U, F>
+    where
+        F: FnMut(&ArtifactName, Vec<Row>) -> Result<Vec<Result<U>>>,
+    {
+        let (name, mut malformed) = match ArtifactName::new(name) {
+            Ok(n) => (Some(n), None),
+            Err(e) => (None, Some(Error::from(e))),
+        };
+        let step = self.clone();
+        let checker = self.clone();
+        let check_name = name.clone();
+        // Parents whose visible value was looked up; a foreach's branches share one.
         let mut by_parent: HashMap<TaskId, Option<VisibleArtifact>> = HashMap::new();
-        for t in tasks {
-            if have.contains(&t.key.task) {
-                continue;
+        let rows = paged(move |after| {
+            if let Some(e) = malformed.take() {
+                return Err(e);
             }
-            let Some(parent) = t.parent else { continue };
-            let found = match by_parent.entry(parent) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(self.visible(parent)?.into_iter().find(|v| &v.artifact.name == name))
-                }
-            };
-            if let Some(v) = found {
-                rows.push(Row { task: t.key.task, index: t.foreach_index(), visible: v.clone() });
+            let Some(name) = &name else { return Ok(Page { items: Vec::new(), next: None }) };
+            let records = &step.client.store().records;
+            let page = rt::call(
+                || format!("cannot read artifact `{name}` across {}", step.pathspec()),
+                records.step_artifacts_page(&step.flow, step.run, step.name(), name, after, crate::run::TASK_PAGE),
+            )?;
+            let mut rows = Vec::with_capacity(page.items.len());
+            for r in page.items {
+                let visible = match (r.artifact, r.parent) {
+                    (Some(artifact), _) => VisibleArtifact { artifact, set_by: r.task },
+                    (None, None) => continue,
+                    (None, Some(parent)) => {
+                        if by_parent.len() >= PARENTS_REMEMBERED {
+                            by_parent.clear();
+                        }
+                        let found = match by_parent.entry(parent) {
+                            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                            std::collections::hash_map::Entry::Vacant(e) => {
+                                e.insert(step.visible(parent)?.into_iter().find(|v| &v.artifact.name == name))
+                            }
+                        };
+                        match found {
+                            Some(v) => v.clone(),
+                            None => continue,
+                        }
+                    }
+                };
+                rows.push(Row { task: r.task, index: r.foreach_index, visible });
             }
-        }
-        Ok(())
+            Ok(Page { items: items(name, rows)?, next: page.next })
+        });
+        or_explain(rows, move || check_name.and_then(|n| checker.check_name_exists(&n).err()))
+    }
+
+    /// The envelope bytes of each row's value, in order: inline ones from their rows, the
+    /// rest in one batched blob read.
+    fn row_bytes(&self, name: &ArtifactName, rows: &[Row]) -> Result<Vec<Vec<u8>>> {
+        let store = self.client.store();
+        rt::call(|| format!("cannot read the values of artifact `{name}` in {}", self.pathspec()), async move {
+            let mut keys: Vec<BlobKey> =
+                rows.iter().filter(|r| r.visible.artifact.inline.is_none()).map(|r| r.visible.artifact.key).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            let fetched = if keys.is_empty() { Vec::new() } else { store.blobs.get_many(&keys).await? };
+            let by_key: HashMap<BlobKey, Vec<u8>> = keys.into_iter().zip(fetched).collect();
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                let a = &r.visible.artifact;
+                out.push(match &a.inline {
+                    Some(_) => store.artifact_bytes(a).await?,
+                    None => by_key
+                        .get(&a.key)
+                        .cloned()
+                        .ok_or_else(|| braid_store::Error::NotFound { what: format!("blob {}", a.key) })?,
+                });
+            }
+            Ok(out)
+        })
     }
 
     /// When no task has `name`: an error if a finished task of the step shows the name
     /// does not exist (so a typo is not an empty list); nothing while tasks still run.
     fn check_name_exists(&self, name: &ArtifactName) -> Result<()> {
-        let done = self.tasks_with_status(TaskStatus::Succeeded)?;
-        match done.into_iter().next() {
+        let done = self.tasks_page(Some(TaskStatus::Succeeded), None, 1)?;
+        match done.items.into_iter().next() {
             Some(task) => task.artifact(name.as_str()).map(|_| ()),
             None => Ok(()),
         }

@@ -101,6 +101,7 @@ macro_rules! conformance_suite {
                 blob_round_trip_and_dedupe, blob_stream_round_trip, blob_missing, flows, run_create_update_conflict,
                 runs_newest_first_paged_and_filtered, run_leases_say_lost_when_they_run_out, run_tags, tasks_written_listed_and_paged, task_preconditions,
                 conditional_updates_under_concurrency, claims_under_concurrency, artifact_visibility_and_bulk_reads,
+                step_artifacts_paged_in_index_order,
                 step_summaries_count_by_status, attempts_recorded, logs_in_order, missing_records, records_keep_all_fields,
                 plans_versioned_by_content, plans_listed_and_activated_by_label, launches_claimed_once_under_concurrency,
                 launches_updated_conditionally_listed_and_adopted, delete_run_removes_everything_under_it_conditionally,
@@ -590,6 +591,129 @@ pub async fn artifact_visibility_and_bulk_reads(store: &Store) {
     assert!(store.records.task_artifacts(&flow(), run.id, TaskId(2)).await.unwrap().is_empty());
     let vis = store.records.visible_artifacts(&flow(), run.id, TaskId(5)).await.unwrap();
     assert_eq!(vis.iter().find(|v| v.artifact.name == "b").unwrap().set_by, TaskId(1));
+}
+
+/// Conformance check: A step's artifact reads a page at a time: every task of the step once, in
+/// foreach index then task id order (tasks without an index first), each with the value it set
+/// itself or else its parent; the pages resume where the last one ended whatever their size,
+/// agree with the whole-step read, and a cursor the store did not hand out is refused.
+pub async fn step_artifacts_paged_in_index_order(store: &Store) {
+    let run = new_run(store).await;
+    let other_run = new_run(store).await;
+    let out = ArtifactName::new("out").unwrap();
+    let mut writes = Vec::new();
+    let mut start = TaskRecord::new(key(run.id, "start", 1));
+    start.status = TaskStatus::Succeeded;
+    writes.push(TaskWrite { artifacts: Some(vec![artifact(store, "out", 1).await]), ..TaskWrite::new(start) });
+    // Loop iterations (no foreach index), written out of id order; 5 sets no `out`.
+    for (t, sets) in [(9u64, true), (2, true), (5, false)] {
+        let mut r = TaskRecord::new(key(run.id, "work", t));
+        r.parent = Some(TaskId(1));
+        r.iteration = t as u32;
+        let arts = if sets { vec![artifact(store, "out", t * 10).await] } else { vec![] };
+        writes.push(TaskWrite { artifacts: Some(arts), ..TaskWrite::new(r) });
+    }
+    // A nested foreach: indexes 0..5 under two outer branches (tasks 100+i and 110+i),
+    // written out of order; (2, outer 1) sets only another name.
+    for idx in [3u64, 0, 4, 1, 2] {
+        for outer in [1u64, 0] {
+            let t = 100 + 10 * outer + idx;
+            let mut r = TaskRecord::new(key(run.id, "work", t));
+            r.parent = Some(TaskId(50 + outer));
+            r.foreach_stack = vec![ForeachFrame {
+                step: step("fan"),
+                task: TaskId(50 + outer),
+                over: ArtifactName::new("items").unwrap(),
+                index: idx,
+                len: 5,
+            }];
+            let arts = if (idx, outer) == (2, 1) {
+                vec![artifact(store, "other", t).await]
+            } else {
+                vec![artifact(store, "out", t).await, artifact(store, "other", 0).await]
+            };
+            writes.push(TaskWrite { artifacts: Some(arts), ..TaskWrite::new(r) });
+        }
+    }
+    // Another step and another run with the same names: never in the pages.
+    let mut elsewhere = TaskRecord::new(key(run.id, "join", 200));
+    elsewhere.parent = Some(TaskId(9));
+    writes.push(TaskWrite { artifacts: Some(vec![artifact(store, "out", 2).await]), ..TaskWrite::new(elsewhere) });
+    let mut other = TaskRecord::new(key(other_run.id, "work", 3));
+    other.foreach_stack = vec![ForeachFrame {
+        step: step("fan"),
+        task: TaskId(1),
+        over: ArtifactName::new("items").unwrap(),
+        index: 0,
+        len: 1,
+    }];
+    writes.push(TaskWrite { artifacts: Some(vec![artifact(store, "out", 3).await]), ..TaskWrite::new(other) });
+    applied(&store.records.write_tasks(writes).await.unwrap());
+
+    let mut expected: Vec<(Option<u64>, u64)> = vec![(None, 2), (None, 5), (None, 9)];
+    for idx in 0..5 {
+        expected.push((Some(idx), 100 + idx));
+        expected.push((Some(idx), 110 + idx));
+    }
+    for limit in [1usize, 2, 3, 4, 5, 12, 13, 14, 0] {
+        let mut rows = Vec::new();
+        let mut after = None;
+        let mut pages = 0;
+        loop {
+            let page =
+                store.records.step_artifacts_page(&flow(), run.id, &step("work"), &out, after, limit).await.unwrap();
+            pages += 1;
+            assert!(page.items.len() <= if limit == 0 { 1000 } else { limit }, "limit {limit}");
+            assert!(page.next.is_none() || !page.items.is_empty(), "a page with a cursor has rows");
+            rows.extend(page.items);
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+            assert!(pages < 100, "the pages end");
+        }
+        let got: Vec<(Option<u64>, u64)> = rows.iter().map(|r| (r.foreach_index, r.task.0)).collect();
+        assert_eq!(got, expected, "limit {limit}");
+        let full_pages = if limit == 0 { 1 } else { expected.len().div_ceil(limit) };
+        assert!(pages == full_pages || pages == full_pages + 1, "limit {limit}: {pages} pages");
+        for r in &rows {
+            let value = match &r.artifact {
+                Some(a) => {
+                    assert_eq!(a.name, out);
+                    Some(codec::decode::<u64>(&store.blobs.get(&a.key).await.unwrap()).unwrap())
+                }
+                None => None,
+            };
+            let want = match (r.foreach_index, r.task.0) {
+                (None, 5) => None,
+                (None, t) => Some(t * 10),
+                (Some(2), 112) => None,
+                (Some(_), t) => Some(t),
+            };
+            assert_eq!(value, want, "task {}", r.task);
+            let parent = if r.foreach_index.is_none() { 1 } else { 50 + (r.task.0 - 100) / 10 };
+            let parent = if want.is_none() { Some(TaskId(parent)) } else { None };
+            assert_eq!(r.parent, parent, "the parent of a task without the name: task {}", r.task);
+        }
+        // The same values as the whole-step read, in the same order.
+        let whole = store.records.step_artifacts(&flow(), run.id, &step("work"), &out).await.unwrap();
+        let set: Vec<(Option<u64>, TaskId, &ArtifactRecord)> =
+            rows.iter().filter_map(|r| Some((r.foreach_index, r.task, r.artifact.as_ref()?))).collect();
+        let whole: Vec<(Option<u64>, TaskId, &ArtifactRecord)> =
+            whole.iter().map(|s| (s.foreach_index, s.task, &s.artifact)).collect();
+        assert_eq!(set, whole);
+    }
+
+    let none = store.records.step_artifacts_page(&flow(), run.id, &step("nothing"), &out, None, 10).await.unwrap();
+    assert!(none.items.is_empty() && none.next.is_none());
+    for bad in ["", "x", "3", "3.x", "-.-", "-1.4", "9223372036854775808.1"] {
+        let e = store
+            .records
+            .step_artifacts_page(&flow(), run.id, &step("work"), &out, Some(bad.to_owned()), 10)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Invalid { .. }), "cursor {bad:?}: {e}");
+    }
 }
 
 /// Conformance check: Step summaries count each step's tasks by status, in order of each step's

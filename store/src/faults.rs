@@ -341,6 +341,18 @@ impl RecordStore for FaultyRecords {
         self.faults.check(Op::RecordRead, "record read")?;
         self.inner.step_artifacts(flow, run, step, name).await
     }
+    async fn step_artifacts_page(
+        &self,
+        flow: &FlowName,
+        run: RunId,
+        step: &StepName,
+        name: &ArtifactName,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Page<StepArtifactRow>> {
+        self.faults.check(Op::RecordRead, "record read")?;
+        self.inner.step_artifacts_page(flow, run, step, name, after, limit).await
+    }
     async fn append_logs(&self, lines: Vec<LogLine>) -> Result<()> {
         self.faults.check(Op::RecordWrite, "log lines")?;
         self.inner.append_logs(lines).await

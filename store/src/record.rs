@@ -418,6 +418,61 @@ pub struct StepArtifact {
     pub artifact: ArtifactRecord,
 }
 
+/// A task of a step with the artifact it set itself under one name, if it did: a row of
+/// [`RecordStore::step_artifacts_page`]. A task without one sees its parent's value
+/// (the value [`RecordStore::visible_artifacts`] of `parent` gives), if any.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepArtifactRow {
+    /// The task.
+    pub task: TaskId,
+    /// Its innermost foreach index, if any.
+    pub foreach_index: Option<u64>,
+    /// For a task that did not set the name: its parent, whose value it sees (`None`
+    /// when it set the name itself, or has no parent).
+    pub parent: Option<TaskId>,
+    /// The artifact as the task set it; `None` if it did not set this name.
+    pub artifact: Option<ArtifactRecord>,
+}
+
+/// Where a page of [`RecordStore::step_artifacts_page`] resumes: after this
+/// (foreach index, task id), tasks without an index (`None`) first. Its text form is
+/// the page cursor: `-.TASK` or `INDEX.TASK`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct StepCursor {
+    pub(crate) index: Option<u64>,
+    pub(crate) task: u64,
+}
+
+impl StepCursor {
+    /// The cursor after `row`.
+    pub(crate) fn after(row: &StepArtifactRow) -> Self {
+        StepCursor { index: row.foreach_index, task: row.task.0 }
+    }
+
+    /// Reads the `after` of a page; `None` for the first page.
+    pub(crate) fn parse(after: &Option<String>) -> Result<Option<Self>> {
+        let Some(s) = after.as_deref() else { return Ok(None) };
+        let bad = || bad_cursor("step artifact", s);
+        let (index, task) = s.split_once('.').ok_or_else(bad)?;
+        let index = if index == "-" { None } else { Some(index.parse::<u64>().map_err(|_| bad())?) };
+        let task = task.parse::<u64>().map_err(|_| bad())?;
+        // Indexes and ids are stored as signed 64-bit integers by the SQL backends.
+        if index.is_some_and(|i| i > i64::MAX as u64) || task > i64::MAX as u64 {
+            return Err(bad());
+        }
+        Ok(Some(StepCursor { index, task }))
+    }
+}
+
+impl fmt::Display for StepCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.index {
+            None => write!(f, "-.{}", self.task),
+            Some(i) => write!(f, "{i}.{}", self.task),
+        }
+    }
+}
+
 /// A line a task logged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogLine {
@@ -682,6 +737,21 @@ pub trait RecordStore: Send + Sync + fmt::Debug {
         step: &StepName,
         name: &ArtifactName,
     ) -> Result<Vec<StepArtifact>>;
+    /// One page of every task of `step`, each with the artifact `name` if it set it
+    /// itself (else its parent), in foreach index order (tasks without an index first), then task id:
+    /// at most `limit` (0: 1000) after the cursor `after` (the `next` of the previous
+    /// page; `None` for the first). Keyset-paged through an index, so a page costs the
+    /// same wherever it is in the step and holds only its own rows; a malformed cursor is
+    /// `Invalid`.
+    async fn step_artifacts_page(
+        &self,
+        flow: &FlowName,
+        run: RunId,
+        step: &StepName,
+        name: &ArtifactName,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Page<StepArtifactRow>>;
 
     /// Appends log lines; `seq` is assigned here, continuing each task's sequence.
     async fn append_logs(&self, lines: Vec<LogLine>) -> Result<()>;

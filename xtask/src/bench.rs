@@ -28,6 +28,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("progress", "4. progress"),
     ("scheduler", "5. scheduler"),
     ("remote", "6. PostgreSQL + S3 beside fs (throwaway servers on this machine; not in --quick)"),
+    ("reads", "7. reads through `braid` over a wide step (each command in its own process, stdout to /dev/null)"),
 ];
 
 /// The scheduler's figure; a placeholder row says it is missing until a bench measures it.

@@ -2,13 +2,22 @@
 
 use std::io::Write;
 
-use braid_client::{Client, Object, Pathspec};
+use braid_client::{Client, Object, Pathspec, Step};
 use comfy_table::Cell;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::error::{Error, Result};
-use super::output::{Out, cut};
+use super::output::{JsonStream, Out, cut};
 use super::show::{index_needs_step, resolve_task};
+
+/// `artifact STEP NAME --json`: `[{index, task, value}]`, each task's value written
+/// as it is read.
+fn step_values_json<W: Write>(step: &Step, name: &str, w: JsonStream<W>) -> Result<()> {
+    w.array(step.artifact_entries_iter(name).map(|e| {
+        let e = e?;
+        Ok(json!({"task": e.task.0, "index": e.index, "value": e.artifact.preview()}))
+    }))
+}
 
 pub fn artifact(
     client: &Client,
@@ -30,14 +39,10 @@ pub fn artifact(
                 step.task_count()
             )));
         }
-        let entries = step.artifact_entries(name)?;
         if out.json {
-            let v: Vec<Value> = entries
-                .iter()
-                .map(|e| json!({"task": e.task.0, "index": e.index, "value": e.artifact.preview()}))
-                .collect();
-            return out.json(&Value::Array(v));
+            return step_values_json(&step, name, out.json_stream());
         }
+        let entries = step.artifact_entries(name)?;
         let mut t = out.table(&["INDEX", "TASK", "VALUE"]);
         for e in &entries {
             t.add_row(vec![
@@ -86,4 +91,44 @@ pub fn artifact(
         serde_json::to_string_pretty(&value).map_err(|e| Error::Io(std::io::Error::other(e)))?
     };
     out.line(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use braid_client::Store;
+    use braid_client::fixtures;
+    use serde_json::Value;
+
+    use super::*;
+
+    #[test]
+    fn streamed_values_of_a_step_are_byte_for_byte_the_array_built_whole() {
+        let store = Store::memory();
+        fixtures::fanout(&store, 2_500).unwrap();
+        let step = Client::from_store(store).step("fanout/latest/work").unwrap();
+        for name in ["out", "note", "label"] {
+            let entries = step.artifact_entries(name).unwrap();
+            let whole: Vec<Value> = entries
+                .iter()
+                .map(|e| json!({"task": e.task.0, "index": e.index, "value": e.artifact.preview()}))
+                .collect();
+            let whole = serde_json::to_string_pretty(&Value::Array(whole)).unwrap() + "\n";
+            let mut buf = Vec::new();
+            step_values_json(&step, name, JsonStream::new(&mut buf)).unwrap();
+            assert!(String::from_utf8(buf).unwrap() == whole, "`{name}` differs from the whole array");
+        }
+    }
+
+    #[test]
+    fn an_unknown_name_is_an_error_before_anything_is_written() {
+        let store = Store::memory();
+        fixtures::fanout(&store, 3).unwrap();
+        let step = Client::from_store(store).step("fanout/latest/work").unwrap();
+        let mut buf = Vec::new();
+        let e = step_values_json(&step, "ouf", JsonStream::new(&mut buf)).unwrap_err();
+        assert!(e.to_string().contains("ouf"), "{e}");
+        assert!(buf.is_empty(), "nothing written: {}", String::from_utf8_lossy(&buf));
+    }
 }

@@ -160,3 +160,226 @@ pub fn flow(f: &Flow, latest: Option<&Run>) -> Value {
         })),
     })
 }
+
+/// A float as `json!` stores it: the `f64` (an `f32` widened), `null` when not finite.
+fn float(x: f64) -> Option<serde_json::Number> {
+    serde_json::Number::from_f64(x)
+}
+
+/// A value written as its `Display` text, a JSON string (no `String` made for it).
+struct Text<T: std::fmt::Display>(T);
+
+impl<T: std::fmt::Display> serde::Serialize for Text<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+/// [`task`] serialized straight from the task, without building a `Value`: the same
+/// fields, in the order `Value`'s map prints them (sorted by name), with the same
+/// numbers, for the rows of a step written as they are read.
+#[derive(serde::Serialize)]
+pub struct TaskRow<'a> {
+    attempt: u32,
+    created_at: Text<Timestamp>,
+    duration_s: Option<serde_json::Number>,
+    ended_at: Option<Text<Timestamp>>,
+    error: Option<ErrorJson<'a>>,
+    eta_s: Option<serde_json::Number>,
+    foreach_stack: Vec<FrameJson<'a>>,
+    id: u64,
+    index: Option<u64>,
+    inputs: Vec<u64>,
+    iteration: u32,
+    lease_deadline: Option<Text<Timestamp>>,
+    lost_reason: Option<String>,
+    origin: Option<OriginJson>,
+    parent: Option<u64>,
+    pathspec: Text<&'a braid_client::TaskKey>,
+    progress: Option<ProgressJson<'a>>,
+    started_at: Option<Text<Timestamp>>,
+    status: &'static str,
+    step: &'a str,
+    warnings: Vec<EventJson<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct ErrorJson<'a> {
+    kind: &'a str,
+    message: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct FrameJson<'a> {
+    index: u64,
+    len: u64,
+    over: &'a str,
+    step: &'a str,
+    task: u64,
+}
+
+#[derive(serde::Serialize)]
+struct OriginJson {
+    run: Text<braid_client::RunId>,
+    task: u64,
+}
+
+#[derive(serde::Serialize)]
+struct ProgressJson<'a> {
+    at: Option<Text<Timestamp>>,
+    message: &'a str,
+    percent: Option<serde_json::Number>,
+}
+
+#[derive(serde::Serialize)]
+struct EventJson<'a> {
+    at: Text<Timestamp>,
+    attempt: u32,
+    kind: braid_client::TaskEventKind,
+    message: &'a str,
+    percent: Option<serde_json::Number>,
+}
+
+impl<'a> TaskRow<'a> {
+    /// The row of `t`.
+    pub fn of(t: &'a Task) -> Self {
+        TaskRow {
+            attempt: t.attempt().0,
+            created_at: Text(t.created_at()),
+            duration_s: t.duration().and_then(|d| float(d.as_secs_f64())),
+            ended_at: t.ended_at().map(Text),
+            error: t.error().map(|e| ErrorJson { kind: &e.kind, message: &e.message }),
+            eta_s: t.eta().and_then(|d| float(d.as_secs_f64())),
+            foreach_stack: t
+                .foreach_stack()
+                .iter()
+                .map(|f| FrameJson {
+                    index: f.index,
+                    len: f.len,
+                    over: f.over.as_str(),
+                    step: f.step.as_str(),
+                    task: f.task.0,
+                })
+                .collect(),
+            id: t.id().0,
+            index: t.index(),
+            inputs: t.input_ids().iter().map(|i| i.0).collect(),
+            iteration: t.iteration(),
+            lease_deadline: t.lease_deadline().map(Text),
+            lost_reason: t.lost_reason(),
+            origin: t.origin().map(|(run, task)| OriginJson { run: Text(run), task: task.0 }),
+            parent: t.parent_id().map(|p| p.0),
+            pathspec: Text(t.key()),
+            progress: t.progress().map(|p| ProgressJson {
+                at: t.progress_at().map(Text),
+                message: &p.message,
+                percent: float(f64::from(p.percent)),
+            }),
+            started_at: t.started_at().map(Text),
+            status: t.status().as_str(),
+            step: t.step_name().as_str(),
+            warnings: t
+                .warnings()
+                .into_iter()
+                .map(|e| EventJson {
+                    at: Text(e.at),
+                    attempt: e.attempt.0,
+                    kind: e.kind,
+                    message: &e.message,
+                    percent: e.percent.and_then(|p| float(f64::from(p))),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A task written as [`TaskRow`]: an element of a stream of a step's tasks.
+pub struct TaskJson(pub Task);
+
+impl serde::Serialize for TaskJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        TaskRow::of(&self.0).serialize(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use braid_client::{
+        Attempt, Client, Progress, RunId, RunRecord, StepName, Store, TaskError, TaskEvent, TaskEventKind, TaskId,
+        TaskKey, TaskRecord, TaskStatus,
+    };
+    use braid_store::TaskWrite;
+
+    use super::*;
+
+    #[test]
+    fn a_task_row_prints_exactly_what_the_task_value_prints_whatever_fields_are_set() {
+        let store = Store::memory();
+        let flow = braid_client::FlowName::new("rows").unwrap();
+        let run = RunRecord::new(flow.clone(), RunId::generate());
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(store.records.create_run(&run)).unwrap();
+        let key =
+            |t| TaskKey { flow: flow.clone(), run: run.id, step: StepName::new("work").unwrap(), task: TaskId(t) };
+        let bare = TaskRecord::new(key(1));
+        let mut full = TaskRecord::new(key(2));
+        full.status = TaskStatus::Running;
+        full.attempt = Attempt(3);
+        full.parent = Some(TaskId(1));
+        full.inputs = vec![TaskId(1), TaskId(7)];
+        full.iteration = 4;
+        full.foreach_stack = vec![braid_client::ForeachFrame {
+            step: StepName::new("start").unwrap(),
+            task: TaskId(1),
+            over: braid_client::ArtifactName::new("items").unwrap(),
+            index: 9,
+            len: 10,
+        }];
+        full.started_at = Some(Timestamp::from_micros(1_700_000_000_123_456));
+        full.ended_at = Some(Timestamp::from_micros(1_700_000_001_000_001));
+        full.lease_deadline = Some(Timestamp::from_micros(1_700_000_002_000_000));
+        full.progress = Some(Progress { percent: 33.3, message: "a \"quoted\"\nline ✓".into() });
+        full.progress_at = Some(Timestamp::from_micros(1_700_000_000_500_000));
+        full.eta = Some(Timestamp::from_micros(1_700_000_009_000_000));
+        full.error = Some(TaskError { kind: "panic".into(), message: "tab\there".into() });
+        full.origin = Some((RunId::generate(), TaskId(5)));
+        full.events = vec![
+            TaskEvent {
+                at: Timestamp::from_micros(1_700_000_000_200_000),
+                attempt: Attempt(2),
+                kind: TaskEventKind::Progress,
+                percent: Some(10.1),
+                message: "ten".into(),
+            },
+            TaskEvent {
+                at: Timestamp::from_micros(1_700_000_000_300_000),
+                attempt: Attempt(3),
+                kind: TaskEventKind::Stalled,
+                percent: None,
+                message: "no report for 5m".into(),
+            },
+        ];
+        // Running as of now (no lease), with an estimate from its progress rate.
+        let mut running = TaskRecord::new(key(3));
+        running.status = TaskStatus::Running;
+        running.started_at = Some(Timestamp::from_micros(1_700_000_000_000_000));
+        running.ended_at = Some(Timestamp::from_micros(1_700_000_000_700_000));
+        running.progress = Some(Progress { percent: 14.3, message: String::new() });
+        running.progress_at = Some(Timestamp::from_micros(1_700_000_000_333_333));
+        let writes = vec![TaskWrite::new(bare), TaskWrite::new(full), TaskWrite::new(running)];
+        rt.block_on(store.records.write_tasks(writes)).unwrap();
+        let client = Client::from_store(store);
+        let tasks = client.flow("rows").unwrap().run_by_id(run.id).unwrap().tasks().unwrap();
+        assert_eq!(tasks.len(), 3);
+        assert_eq!(tasks[1].status(), TaskStatus::Lost, "its lease ran out");
+        assert!(tasks[2].eta().is_some());
+        for t in &tasks {
+            let want = serde_json::to_string_pretty(&task(t)).unwrap();
+            let got = serde_json::to_string_pretty(&TaskJson(t.clone())).unwrap();
+            assert_eq!(got, want, "task {}", t.id());
+        }
+        assert!(serde_json::to_string(&task(&tasks[1])).unwrap().contains("no report for 5m"), "a warning is in");
+    }
+}

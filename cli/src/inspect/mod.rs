@@ -108,6 +108,11 @@ pub(crate) enum Command {
         /// Log lines to show for a task.
         #[arg(long, default_value_t = 10)]
         lines: usize,
+        /// With a step pathspec: list every task, however many (a step of more than
+        /// 2,000 tasks is otherwise summarised: counts, the tasks that did not succeed,
+        /// the first ones). `--json` always prints every task.
+        #[arg(long)]
+        all: bool,
     },
     /// Print an artifact's value: its JSON preview (`--json` for the bare JSON), or with
     /// `--raw` the stored envelope bytes. A step with many tasks prints every task's value.
@@ -300,7 +305,7 @@ pub(crate) fn run(cli: Cli, out: &Out) -> Result<()> {
             let names = show::NameFilter { name, plan };
             show::runs(&client, out, flow.as_deref(), status, tag, &names, limit)
         }
-        Command::Show { pathspec, index, lines } => show::show(&client, out, &pathspec, index, lines),
+        Command::Show { pathspec, index, lines, all } => show::show(&client, out, &pathspec, index, lines, all),
         Command::Artifact { pathspec, name, index, raw } => {
             artifact::artifact(&client, out, &pathspec, &name, index, raw)
         }

@@ -1,11 +1,14 @@
 //! How `braid` prints: JSON or text, tables that fit the terminal, colour only on a
 //! terminal and never with `NO_COLOR`, times and durations people read.
 
-use std::io::{IsTerminal, Write};
+use std::io::{BufWriter, IsTerminal, StdoutLock, Write};
 use std::time::Duration;
 
 use braid_client::{RunStatus, TaskStatus, Timestamp};
 use comfy_table::{Attribute, Cell, Color, ContentArrangement, Table, presets};
+use serde::Serialize;
+use serde_json::ser::{Formatter, PrettyFormatter};
+use serde_json::{Map, Value};
 
 use super::error::{Error, Result};
 
@@ -58,6 +61,11 @@ impl Out {
         self.line(&text)
     }
 
+    /// Stdout for a JSON document written as it is read (see [`JsonStream`]).
+    pub fn json_stream(&self) -> JsonStream<BufWriter<StdoutLock<'static>>> {
+        JsonStream::new(BufWriter::with_capacity(64 * 1024, std::io::stdout().lock()))
+    }
+
     /// A note for people on stderr (never mixed into stdout).
     pub fn note(&self, text: &str) {
         let mut stderr = std::io::stderr().lock();
@@ -77,6 +85,24 @@ impl Out {
 
     /// A table with this header, laid out to fit the terminal.
     pub fn table(&self, header: &[&str]) -> Table {
+        let mut t = self.headless_table();
+        let cells: Vec<Cell> = header
+            .iter()
+            .map(|h| {
+                let c = Cell::new(h);
+                if self.color { c.add_attribute(Attribute::Bold) } else { c }
+            })
+            .collect();
+        t.set_header(cells);
+        for col in t.column_iter_mut() {
+            col.set_padding((0, 2));
+        }
+        t
+    }
+
+    /// A table without a header (more rows of one printed before), laid out the same;
+    /// set each column's padding to `(0, 2)` once its rows are in.
+    pub fn headless_table(&self) -> Table {
         let mut t = Table::new();
         t.load_preset(presets::NOTHING);
         t.force_no_tty();
@@ -93,17 +119,6 @@ impl Out {
             }
         }
         t.set_truncation_indicator("…");
-        let cells: Vec<Cell> = header
-            .iter()
-            .map(|h| {
-                let c = Cell::new(h);
-                if self.color { c.add_attribute(Attribute::Bold) } else { c }
-            })
-            .collect();
-        t.set_header(cells);
-        for col in t.column_iter_mut() {
-            col.set_padding((0, 2));
-        }
         t
     }
 
@@ -171,6 +186,121 @@ impl Out {
             Some(c) if self.color => console::style(word).fg(c).to_string(),
             _ => word.to_owned(),
         }
+    }
+}
+
+/// One pretty-printed JSON document written in parts as they are read, byte for byte
+/// what [`Out::json`] prints for the whole value (`serde_json::to_string_pretty` and a
+/// newline): the elements of its one long array are serialized straight to the writer,
+/// one at a time, so memory holds one element, not the document.
+///
+/// The first element is read before anything is written, so an error that comes
+/// instead of any element (an unknown name) leaves stdout empty; an error after that
+/// ends the output where it was.
+pub struct JsonStream<W: Write> {
+    w: W,
+}
+
+impl<W: Write> JsonStream<W> {
+    pub fn new(w: W) -> Self {
+        JsonStream { w }
+    }
+
+    /// A top-level array of `items`.
+    pub fn array<T: Serialize>(mut self, items: impl Iterator<Item = Result<T>>) -> Result<()> {
+        let mut items = items.peekable();
+        if let Some(Err(_)) = items.peek() {
+            return items.next().map_or(Ok(()), |r| r.map(drop));
+        }
+        self.write_array(items, 0)?;
+        self.finish()
+    }
+
+    /// A top-level object: the fields of `head` and the field `key` holding an array of
+    /// `items`, in key order (the order `serde_json`'s map keeps and prints).
+    pub fn object_with_array<T: Serialize>(
+        mut self,
+        head: &Map<String, Value>,
+        key: &str,
+        items: impl Iterator<Item = Result<T>>,
+    ) -> Result<()> {
+        let mut items = items.peekable();
+        if let Some(Err(_)) = items.peek() {
+            return items.next().map_or(Ok(()), |r| r.map(drop));
+        }
+        self.w.write_all(b"{")?;
+        let mut items = Some(items);
+        let mut first = true;
+        let mut field = |this: &mut Self, k: &str| -> Result<()> {
+            let sep: &[u8] = if first { b"\n  " } else { b",\n  " };
+            this.w.write_all(sep)?;
+            first = false;
+            serde_json::to_writer(&mut this.w, k).map_err(std::io::Error::from)?;
+            this.w.write_all(b": ")?;
+            Ok(())
+        };
+        for (k, v) in head.iter().filter(|(k, _)| k.as_str() != key) {
+            if k.as_str() > key
+                && let Some(items) = items.take()
+            {
+                field(&mut self, key)?;
+                self.write_array(items, 1)?;
+            }
+            field(&mut self, k)?;
+            self.value_at(v, 1)?;
+        }
+        if let Some(items) = items.take() {
+            field(&mut self, key)?;
+            self.write_array(items, 1)?;
+        }
+        self.w.write_all(b"\n}")?;
+        self.finish()
+    }
+
+    /// `[`, each item at `depth + 1`, `]`, as `PrettyFormatter` lays out an array at `depth`.
+    fn write_array<T: Serialize>(&mut self, items: impl Iterator<Item = Result<T>>, depth: usize) -> Result<()> {
+        self.w.write_all(b"[")?;
+        let mut any = false;
+        for item in items {
+            let item = item?;
+            let sep: &[u8] = if any { b",\n" } else { b"\n" };
+            self.w.write_all(sep)?;
+            self.indent(depth + 1)?;
+            self.value_at(&item, depth + 1)?;
+            any = true;
+        }
+        if any {
+            self.w.write_all(b"\n")?;
+            self.indent(depth)?;
+        }
+        self.w.write_all(b"]")?;
+        Ok(())
+    }
+
+    /// `value` pretty-printed as it is when nested `depth` levels deep.
+    fn value_at(&mut self, value: &impl Serialize, depth: usize) -> Result<()> {
+        let mut f = PrettyFormatter::new();
+        // The formatter keeps its nesting level to itself: open `depth` arrays on a sink
+        // so its next line breaks are indented as at that depth.
+        for _ in 0..depth {
+            f.begin_array(&mut std::io::sink())?;
+        }
+        value.serialize(&mut serde_json::Serializer::with_formatter(&mut self.w, f)).map_err(std::io::Error::from)?;
+        Ok(())
+    }
+
+    fn indent(&mut self, depth: usize) -> Result<()> {
+        for _ in 0..depth {
+            self.w.write_all(b"  ")?;
+        }
+        Ok(())
+    }
+
+    /// The newline after the document, and everything out of the buffer.
+    fn finish(mut self) -> Result<()> {
+        self.w.write_all(b"\n")?;
+        self.w.flush()?;
+        Ok(())
     }
 }
 
@@ -259,4 +389,60 @@ pub fn cut(s: &str, max: usize) -> String {
     let mut out: String = one_line.chars().take(max.saturating_sub(1)).collect();
     out.push('…');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn object(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => panic!("not an object"),
+        }
+    }
+
+    #[test]
+    fn a_streamed_document_is_byte_for_byte_what_serde_json_prints_for_the_whole() {
+        let items = [
+            json!({"z": [1, {"a": []}], "a": {}, "m": "quote \" newline \n tab \t é ✓", "n": null, "f": 0.1, "x": [[]]}),
+            json!([]),
+            json!(3),
+            json!({"deep": {"deeper": [{"deepest": [1.5e300, -0.0, true]}]}}),
+        ];
+        let heads =
+            [json!({}), json!({"a": 1}), json!({"zz": [1], "a": {"b": []}}), json!({"items": "replaced", "j": 1})];
+        for head in heads {
+            for n in 0..=items.len() {
+                let mut whole = head.clone();
+                whole["items"] = Value::Array(items[..n].to_vec());
+                let want = serde_json::to_string_pretty(&whole).unwrap() + "\n";
+                let mut buf = Vec::new();
+                JsonStream::new(&mut buf)
+                    .object_with_array(&object(head.clone()), "items", items[..n].iter().map(Ok))
+                    .unwrap();
+                assert_eq!(String::from_utf8(buf).unwrap(), want, "head {head}, {n} items");
+
+                let want = serde_json::to_string_pretty(&items[..n]).unwrap() + "\n";
+                let mut buf = Vec::new();
+                JsonStream::new(&mut buf).array(items[..n].iter().map(Ok)).unwrap();
+                assert_eq!(String::from_utf8(buf).unwrap(), want, "{n} items");
+            }
+        }
+    }
+
+    #[test]
+    fn an_error_instead_of_the_first_element_writes_nothing_and_a_later_one_stops_the_document() {
+        let mut buf = Vec::new();
+        let items = vec![Err(Error::Failed("gone".into())), Ok(json!(1))];
+        assert!(JsonStream::new(&mut buf).array(items.into_iter()).is_err());
+        assert!(buf.is_empty());
+        let items = vec![Ok(json!(1)), Err(Error::Failed("gone".into()))];
+        assert!(JsonStream::new(&mut buf).array(items.into_iter()).is_err());
+        assert_eq!(String::from_utf8(buf).unwrap(), "[\n  1");
+    }
 }

@@ -1,7 +1,7 @@
 //! `braid flows`, `braid runs` and `braid show`.
 
 use braid_client::{Client, Flow, Object, Pathspec, Run, RunFilter, RunStatus, Step, Tag, Task, TaskStatus};
-use comfy_table::{Cell, Color};
+use comfy_table::{Cell, Color, ColumnConstraint, Width};
 use serde_json::{Value, json};
 
 use super::error::{Error, Result};
@@ -94,27 +94,18 @@ pub fn runs(
     // Names live in the run records: with a name filter, read every run and keep the matches.
     let filter = RunFilter { status, tag, limit: if names.is_set() { None } else { limit } };
     let all_flows = flow.is_none();
-    let mut runs: Vec<Run> = match flow {
-        Some(name) => client.flow(name)?.runs_matching(&filter)?,
-        None => {
-            let mut all = Vec::new();
-            for f in client.flows()? {
-                all.extend(f.runs_matching(&filter)?);
-            }
-            // Run ids sort by creation time.
-            all.sort_by_key(|r| std::cmp::Reverse(r.id()));
-            all
-        }
+    let streams: Vec<_> = match flow {
+        Some(name) => vec![client.flow(name)?.runs_iter(&filter)],
+        None => client.flows()?.iter().map(|f| f.runs_iter(&filter)).collect(),
     };
-    if names.is_set() {
-        runs.retain(|r| names.matches(r));
-    }
-    if let Some(limit) = limit {
-        runs.truncate(limit);
-    }
+    let matching = newest_first(streams)
+        .filter(|r| r.as_ref().map_or(true, |r| names.matches(r)))
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|r| r.map_err(Error::from));
     if out.json {
-        return out.json(&Value::Array(runs.iter().map(json::run).collect()));
+        return out.json_stream().array(matching.map(|r| r.map(|r| json::run(&r))));
     }
+    let mut runs = matching.collect::<Result<Vec<Run>>>()?;
     if runs.is_empty() {
         let what = flow.map_or("no runs".to_owned(), |f| format!("no runs of `{f}`"));
         let mut parts = Vec::new();
@@ -153,6 +144,28 @@ pub fn runs(
     out.table_out(&t)
 }
 
+/// The runs of several flows' streams (each newest first) merged newest first: run ids
+/// sort by creation time. A stream's error comes as soon as it is seen.
+fn newest_first<I>(streams: Vec<I>) -> impl Iterator<Item = braid_client::Result<Run>>
+where
+    I: Iterator<Item = braid_client::Result<Run>>,
+{
+    let mut streams: Vec<std::iter::Peekable<I>> = streams.into_iter().map(Iterator::peekable).collect();
+    std::iter::from_fn(move || {
+        let mut pick: Option<(usize, braid_client::RunId)> = None;
+        for (i, s) in streams.iter_mut().enumerate() {
+            match s.peek() {
+                None => {}
+                Some(Err(_)) => return s.next(),
+                Some(Ok(r)) if pick.is_none_or(|(_, id)| r.id() > id) => pick = Some((i, r.id())),
+                Some(Ok(_)) => {}
+            }
+        }
+        let (i, _) = pick?;
+        streams[i].next()
+    })
+}
+
 fn params_text(r: &Run) -> String {
     let text = r.params().iter().map(|(k, v)| format!("{k}={}", compact(v))).collect::<Vec<_>>().join(" ");
     cut(&text, 60)
@@ -165,13 +178,23 @@ fn compact(v: &Value) -> String {
     }
 }
 
-pub fn show(client: &Client, out: &Out, pathspec: &Pathspec, index: Option<u64>, lines: usize) -> Result<()> {
+pub fn show(
+    client: &Client,
+    out: &Out,
+    pathspec: &Pathspec,
+    index: Option<u64>,
+    lines: usize,
+    all: bool,
+) -> Result<()> {
     match client.resolve(pathspec)? {
         Object::Step(s) => match index {
             Some(i) => show_task(out, &s.task_by_index(i)?, lines),
-            None => show_step(out, &s),
+            None => show_step(out, &s, all),
         },
         _ if index.is_some() => Err(index_needs_step(pathspec)),
+        _ if all => Err(Error::Usage(format!(
+            "--all lists every task of a step: give a step pathspec (flow/run/step), not {pathspec}"
+        ))),
         Object::Flow(f) => show_flow(out, &f),
         Object::Run(r) => show_run(out, &r),
         Object::Task(t) => show_task(out, &t, lines),
@@ -336,14 +359,32 @@ pub fn show_run(out: &Out, r: &Run) -> Result<()> {
 /// Steps with at most this many tasks list their tasks' progress in `show RUN`.
 const PROGRESS_LIST_MAX: u64 = 100;
 
-fn show_step(out: &Out, s: &Step) -> Result<()> {
-    let tasks = s.tasks()?;
+/// Steps with more tasks than this are summarised by `braid show STEP` (text) unless
+/// `--all` is given: counts, the tasks that did not succeed, the first tasks.
+pub const STEP_LIST_MAX: u64 = 2_000;
+/// Tasks of each status but `succeeded` listed in a step's summary.
+const SUMMARY_PER_STATUS: usize = 20;
+/// The first tasks listed in a step's summary.
+const SUMMARY_FIRST: usize = 20;
+/// Statuses a summary lists first, in this order: what a user looks for.
+const SUMMARY_STATUSES: [TaskStatus; 5] =
+    [TaskStatus::Failed, TaskStatus::Lost, TaskStatus::Running, TaskStatus::Pending, TaskStatus::Cancelled];
+
+/// `show STEP --json`: the step with every task, written as the tasks are read.
+fn step_json<W: std::io::Write>(s: &Step, w: output::JsonStream<W>) -> Result<()> {
+    let mut head = json::step(s);
+    head["flow"] = json!(s.flow_name().as_str());
+    head["run"] = json!(s.run_id().to_string());
+    let head = match head {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    w.object_with_array(&head, "tasks", s.tasks_iter().map(|t| Ok(json::TaskJson(t?))))
+}
+
+fn show_step(out: &Out, s: &Step, all: bool) -> Result<()> {
     if out.json {
-        let mut v = json::step(s);
-        v["flow"] = json!(s.flow_name().as_str());
-        v["run"] = json!(s.run_id().to_string());
-        v["tasks"] = Value::Array(tasks.iter().map(json::task).collect());
-        return out.json(&v);
+        return step_json(s, out.json_stream());
     }
     let counts = s.counts().iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", ");
     out.fields(&[
@@ -352,23 +393,96 @@ fn show_step(out: &Out, s: &Step) -> Result<()> {
         ("started", time_opt(s.first_started())),
         ("duration", duration_opt(s.duration())),
     ])?;
-    if tasks.is_empty() {
+    if s.task_count() == 0 {
         return Ok(());
     }
-    out.heading("tasks")?;
-    let mut t = out.table(&["TASK", "INDEX", "STATUS", "ATTEMPT", "STARTED", "DURATION", "PROGRESS / ERROR"]);
-    for task in &tasks {
-        t.add_row(vec![
-            Cell::new(task.id()),
-            Cell::new(index_text(task)),
-            out.task_status(task.status()),
-            Cell::new(task.attempt()),
-            Cell::new(time_opt(task.started_at())),
-            Cell::new(duration_opt(task.duration())),
-            Cell::new(progress_or_error(task)),
-        ]);
+    if all || s.task_count() <= STEP_LIST_MAX {
+        out.heading("tasks")?;
+        return task_rows(out, s.tasks_iter());
     }
-    out.table_out(&t)
+    // Too many to read on a terminal: the tasks that need a look, then the first ones.
+    let mut statuses: Vec<TaskStatus> = SUMMARY_STATUSES.into_iter().filter(|st| s.count(*st) > 0).collect();
+    // In a lost run, running tasks are counted as lost but stored as running.
+    if s.count(TaskStatus::Lost) > 0 && !statuses.contains(&TaskStatus::Running) {
+        statuses.push(TaskStatus::Running);
+    }
+    for st in statuses {
+        let page = s.tasks_page(Some(st), None, SUMMARY_PER_STATUS)?;
+        if page.items.is_empty() {
+            continue;
+        }
+        let n = page.items.len();
+        let counted = s.count(st);
+        out.heading(&match page.next {
+            None => format!("{n} {st}"),
+            Some(_) if counted > n as u64 => format!("the first {n} of {counted} {st}"),
+            Some(_) => format!("the first {n} {st}"),
+        })?;
+        task_rows(out, page.items.into_iter().map(Ok))?;
+    }
+    out.heading(&format!("the first {SUMMARY_FIRST} of {} tasks", s.task_count()))?;
+    task_rows(out, s.tasks_iter().take(SUMMARY_FIRST))?;
+    let path = s.pathspec();
+    out.line(&format!(
+        "\n{} tasks, more than are listed here; to see them all:\n  braid show {path} --all       every task, a row each\n  braid show {path} --json      every task as JSON\n  braid show {path} --index N   the task at foreach index N",
+        s.task_count()
+    ))
+}
+
+/// The TASK … PROGRESS / ERROR table of `tasks`, printed a page at a time: each page
+/// is a table whose columns are at least as wide as those of the pages before, under
+/// one header.
+fn task_rows(out: &Out, tasks: impl Iterator<Item = braid_client::Result<Task>>) -> Result<()> {
+    const HEADER: [&str; 7] = ["TASK", "INDEX", "STATUS", "ATTEMPT", "STARTED", "DURATION", "PROGRESS / ERROR"];
+    const PAGE: usize = 1_000;
+    let mut widths: [usize; 6] = [0; 6];
+    let mut page: Vec<[String; 7]> = Vec::with_capacity(PAGE);
+    let mut statuses: Vec<TaskStatus> = Vec::with_capacity(PAGE);
+    let mut first = true;
+    let mut tasks = tasks.peekable();
+    while tasks.peek().is_some() {
+        page.clear();
+        statuses.clear();
+        for task in tasks.by_ref().take(PAGE) {
+            let task = task?;
+            page.push([
+                task.id().to_string(),
+                index_text(&task),
+                task.status().as_str().to_owned(),
+                task.attempt().to_string(),
+                time_opt(task.started_at()),
+                duration_opt(task.duration()),
+                progress_or_error(&task),
+            ]);
+            statuses.push(task.status());
+        }
+        for row in &page {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        if first {
+            for (w, h) in widths.iter_mut().zip(HEADER) {
+                *w = (*w).max(h.len());
+            }
+        }
+        let mut t = if first { out.table(&HEADER) } else { out.headless_table() };
+        for (row, status) in page.iter_mut().zip(&statuses) {
+            let mut cells: Vec<Cell> = row.iter_mut().map(|c| Cell::new(std::mem::take(c))).collect();
+            cells[2] = out.task_status(*status);
+            t.add_row(cells);
+        }
+        for (i, col) in t.column_iter_mut().enumerate() {
+            col.set_padding((0, 2));
+            if let Some(w) = widths.get(i) {
+                let w = u16::try_from(w + 2).unwrap_or(u16::MAX);
+                col.set_constraint(ColumnConstraint::LowerBoundary(Width::Fixed(w)));
+            }
+        }
+        out.table_out(&t)?;
+        first = false;
+    }
+    Ok(())
 }
 
 /// The innermost foreach index, or the whole stack (`0.3`) when foreach steps nest.
@@ -555,4 +669,87 @@ pub fn short_type(name: &str) -> String {
     }
     out.push_str(word.rsplit("::").next().unwrap_or(&word));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeMap;
+
+    use braid_client::fixtures::{self, RunWriter, TaskSpec};
+    use braid_client::{RunStatus, Store};
+
+    use super::*;
+    use crate::inspect::output::JsonStream;
+
+    /// What `show STEP --json` printed before it streamed: the whole document built as
+    /// one value, then pretty-printed.
+    fn whole_step_json(s: &Step) -> String {
+        let tasks = s.tasks().unwrap();
+        let mut v = json::step(s);
+        v["flow"] = json!(s.flow_name().as_str());
+        v["run"] = json!(s.run_id().to_string());
+        v["tasks"] = Value::Array(tasks.iter().map(json::task).collect());
+        serde_json::to_string_pretty(&v).unwrap() + "\n"
+    }
+
+    fn streamed(f: impl FnOnce(JsonStream<&mut Vec<u8>>) -> Result<()>) -> String {
+        let mut buf = Vec::new();
+        f(JsonStream::new(&mut buf)).unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    /// A finished run whose `work` step has 2,600 tasks of every ended status, with
+    /// progress, errors that need escaping, retries, a nested foreach stack.
+    fn mixed(store: &Store) -> Step {
+        let mut w = RunWriter::start(store, "mixed", None, BTreeMap::new()).unwrap();
+        let start = w.task(TaskSpec::new("start").set("x", &1u8).unwrap()).unwrap();
+        let specs = (0..2_600u64)
+            .map(|i| {
+                let mut t = TaskSpec::new("work")
+                    .parent(start)
+                    .foreach("start", start, "items", i / 10, 260)
+                    .foreach("fan", start, "parts", i % 10, 10)
+                    .progress((i % 7) as f32 * 14.3, &format!("step {i} of \"2600\" \u{2713}"));
+                t = match i % 5 {
+                    0 => t.status(TaskStatus::Failed).error("panic", &format!("line\nbreak \\ {i}")),
+                    1 => t.status(TaskStatus::Cancelled),
+                    2 => t.failed_attempt("error", "transient\ttab"),
+                    _ => t,
+                };
+                t.set("out", &i).unwrap()
+            })
+            .collect();
+        w.tasks(specs).unwrap();
+        w.finish(RunStatus::Failed, Some("work failed".into())).unwrap();
+        Client::from_store(store.clone()).step(&format!("mixed/{}/work", w.run_id())).unwrap()
+    }
+
+    #[test]
+    fn a_streamed_step_is_byte_for_byte_the_document_built_whole() {
+        let store = Store::memory();
+        fixtures::fanout(&store, 3_000).unwrap();
+        let fanout = Client::from_store(store.clone()).step("fanout/latest/work").unwrap();
+        for s in [fanout, mixed(&store)] {
+            let whole = whole_step_json(&s);
+            let streamed = streamed(|w| step_json(&s, w));
+            assert!(streamed == whole, "{} differs from the whole document", s.pathspec());
+            let v: Value = serde_json::from_str(&streamed).unwrap();
+            assert_eq!(v["tasks"].as_array().unwrap().len() as u64, s.task_count());
+        }
+    }
+
+    #[test]
+    fn a_streamed_list_of_runs_is_byte_for_byte_the_array_built_whole() {
+        let store = Store::memory();
+        for _ in 0..3 {
+            fixtures::fanout(&store, 2).unwrap();
+        }
+        let client = Client::from_store(store);
+        let runs = client.flow("fanout").unwrap().runs().unwrap();
+        let whole = serde_json::to_string_pretty(&Value::Array(runs.iter().map(json::run).collect())).unwrap() + "\n";
+        let streamed = streamed(|w| w.array(runs.iter().map(|r| Ok(json::run(r)))));
+        assert_eq!(streamed, whole);
+    }
 }

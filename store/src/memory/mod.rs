@@ -378,6 +378,53 @@ impl RecordStore for MemoryRecords {
         Ok(out)
     }
 
+    async fn step_artifacts_page(
+        &self,
+        flow: &FlowName,
+        run: RunId,
+        step: &StepName,
+        name: &ArtifactName,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Page<StepArtifactRow>> {
+        let limit = effective_limit(limit, 1000);
+        let after = StepCursor::parse(&after)?;
+        let t = self.lock();
+        // The `limit + 1` smallest (index, task) after the cursor, in one pass over the
+        // run's tasks: a heap of at most that many keys.
+        let mut heap: std::collections::BinaryHeap<StepCursor> = std::collections::BinaryHeap::new();
+        for (_, v) in t.tasks.range((run, TaskId(0))..=(run, TaskId(u64::MAX))) {
+            if &v.key.flow != flow || &v.key.step != step {
+                continue;
+            }
+            let at = StepCursor { index: v.foreach_index(), task: v.key.task.0 };
+            if after.is_some_and(|a| at <= a) {
+                continue;
+            }
+            if heap.len() <= limit {
+                heap.push(at);
+            } else if heap.peek().is_some_and(|top| at < *top) {
+                heap.pop();
+                heap.push(at);
+            }
+        }
+        let rows = heap
+            .into_sorted_vec()
+            .into_iter()
+            .filter_map(|at| {
+                let v = t.tasks.get(&(run, TaskId(at.task)))?;
+                let artifact = t.artifacts.get(&(run, v.key.task)).and_then(|a| a.iter().find(|a| &a.name == name));
+                Some(StepArtifactRow {
+                    task: v.key.task,
+                    foreach_index: at.index,
+                    parent: if artifact.is_none() { v.parent } else { None },
+                    artifact: artifact.cloned(),
+                })
+            })
+            .collect();
+        Ok(page(rows, limit, |r| StepCursor::after(r).to_string()))
+    }
+
     async fn append_logs(&self, lines: Vec<LogLine>) -> Result<()> {
         let mut t = self.lock();
         for mut line in lines {

@@ -1029,7 +1029,8 @@ impl RecordStore for PgRecords {
                 .prepare_cached(&format!(
                     "SELECT t.task_id AS tid, t.foreach_index AS fi, {} FROM tasks t \
                          JOIN artifacts a ON a.run_id = t.run_id AND a.task_id = t.task_id AND a.name = $3 \
-                         WHERE t.run_id = $1 AND t.step = $2 AND t.flow = $4 ORDER BY t.foreach_index, t.task_id",
+                         WHERE t.run_id = $1 AND t.step = $2 AND t.flow = $4 \
+                         ORDER BY t.foreach_index NULLS FIRST, t.task_id",
                     prefixed("a", ARTIFACT_COLUMNS)
                 ))
                 .await?;
@@ -1043,6 +1044,70 @@ impl RecordStore for PgRecords {
             }
             Ok(out)
         })
+    }
+
+    async fn step_artifacts_page(
+        &self,
+        flow: &FlowName,
+        run: RunId,
+        step: &StepName,
+        name: &ArtifactName,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Page<StepArtifactRow>> {
+        let limit = effective_limit(limit, 1000);
+        let after = StepCursor::parse(&after)?;
+        let what = || format!("artifact {name} of {flow}/{run}/{step}");
+        let run_s = run.to_string();
+        // Tasks without a foreach index first (PostgreSQL sorts NULL last), each part a
+        // range of `tasks_by_step` (run_id, step, foreach_index).
+        let select = format!(
+            "SELECT t.task_id AS tid, t.foreach_index AS fi, t.parent AS par, {} FROM tasks t \
+             LEFT JOIN artifacts a ON a.run_id = t.run_id AND a.task_id = t.task_id AND a.name = $3 \
+             WHERE t.run_id = $1 AND t.step = $2 AND t.flow = $4",
+            prefixed("a", ARTIFACT_COLUMNS)
+        );
+        let unindexed = format!("{select} AND t.foreach_index IS NULL AND t.task_id > $5 ORDER BY t.task_id LIMIT $6");
+        let indexed = format!(
+            "{select} AND (t.foreach_index, t.task_id) > ($5, $6) ORDER BY t.foreach_index, t.task_id LIMIT $7"
+        );
+        let rows = read!(self, "read a page of an artifact across a step", |c| {
+            let want = (limit + 1) as i64;
+            let mut out: Vec<StepArtifactRow> = Vec::new();
+            let fixed: [Param<'_>; 4] = [&run_s, &step.as_str(), &name.as_str(), &flow.as_str()];
+            let mut found = Vec::new();
+            if after.is_none_or(|a| a.index.is_none()) {
+                let from = after.map_or(-1, |a| a.task as i64);
+                let stmt = c.prepare_cached(&unindexed).await?;
+                let params: Vec<Param<'_>> = fixed.iter().copied().chain([&from as Param<'_>, &want]).collect();
+                found.extend(c.query(&stmt, &params).await?);
+            }
+            let left = want - found.len() as i64;
+            if left > 0 {
+                let (i, t) = match after {
+                    Some(StepCursor { index: Some(i), task }) => (i as i64, task as i64),
+                    _ => (-1, -1),
+                };
+                let stmt = c.prepare_cached(&indexed).await?;
+                let params: Vec<Param<'_>> = fixed.iter().copied().chain([&i as Param<'_>, &t, &left]).collect();
+                found.extend(c.query(&stmt, &params).await?);
+            }
+            for r in &found {
+                let artifact = match get::<Option<String>>(r, "name")? {
+                    Some(_) => Some(self.artifact_from_row(r, &what)?),
+                    None => None,
+                };
+                let parent = get::<Option<i64>>(r, "par")?.map(|p| TaskId(p as u64));
+                out.push(StepArtifactRow {
+                    task: TaskId(get::<i64>(r, "tid")? as u64),
+                    foreach_index: get::<Option<i64>>(r, "fi")?.map(|i| i as u64),
+                    parent: if artifact.is_none() { parent } else { None },
+                    artifact,
+                });
+            }
+            Ok(out)
+        })?;
+        Ok(page(rows, limit, |r| StepCursor::after(r).to_string()))
     }
 
     async fn append_logs(&self, lines: Vec<LogLine>) -> Result<()> {
