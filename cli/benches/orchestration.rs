@@ -28,37 +28,9 @@ use braid_runtime::{Flow, RunOptions};
 use braid_store::Store;
 use serde_json::{Value, json};
 
-struct Args {
-    quick: bool,
-    json_out: Option<PathBuf>,
-    max_workers: usize,
-    /// `--child KIND N STORE`: run one flow and report on stdout (one JSON line).
-    child: Option<(String, u64, PathBuf)>,
-}
-
-fn args() -> Args {
-    let mut a = Args {
-        quick: false,
-        json_out: None,
-        max_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
-        child: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--quick" => a.quick = true,
-            "--json-out" => a.json_out = Some(it.next().expect("--json-out FILE").into()),
-            "--max-workers" => a.max_workers = it.next().expect("--max-workers N").parse().expect("a number"),
-            "--child" => {
-                let kind = it.next().expect("--child KIND N STORE");
-                let n = it.next().expect("--child KIND N STORE").parse().expect("a number");
-                a.child = Some((kind, n, it.next().expect("--child KIND N STORE").into()));
-            }
-            _ => {} // `cargo bench` passes `--bench`
-        }
-    }
-    a
-}
+#[path = "support/args.rs"]
+mod args;
+use args::args;
 
 fn main() {
     let a = args();

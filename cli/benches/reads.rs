@@ -16,7 +16,7 @@
 #[path = "../examples/fanout/flow.rs"]
 mod fanout_flow;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,30 +34,9 @@ const WIDTH: u64 = 100_000;
 /// Runs `braid runs` lists.
 const RUNS: u64 = 1_000;
 
-struct Args {
-    quick: bool,
-    json_out: Option<PathBuf>,
-    /// `--child KIND N STORE`: make the store (one fanout run of N, or N tiny runs).
-    child: Option<(String, u64, PathBuf)>,
-}
-
-fn args() -> Args {
-    let mut a = Args { quick: false, json_out: None, child: None };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--quick" => a.quick = true,
-            "--json-out" => a.json_out = Some(it.next().expect("--json-out FILE").into()),
-            "--child" => {
-                let kind = it.next().expect("--child KIND N STORE");
-                let n = it.next().expect("--child KIND N STORE").parse().expect("a number");
-                a.child = Some((kind, n, it.next().expect("--child KIND N STORE").into()));
-            }
-            _ => {} // `cargo bench` passes `--bench`
-        }
-    }
-    a
-}
+#[path = "support/args.rs"]
+mod args;
+use args::args;
 
 fn main() {
     let a = args();

@@ -219,18 +219,7 @@ impl Run {
     /// time, so memory stays bounded however many tasks the run has. An error (a failed
     /// read) is yielded once and ends the iteration.
     pub fn tasks_iter(&self) -> impl Iterator<Item = Result<Task>> + use<> {
-        let (client, flow, run, pathspec) = (self.client.clone(), self.record.flow.clone(), self.id(), self.pathspec());
-        paged(move |after| {
-            let query = TaskQuery { step: None, status: None, after, limit: TASK_PAGE };
-            let page = rt::call(
-                || format!("cannot list the tasks of {pathspec}"),
-                client.store().records.list_tasks(&flow, run, &query),
-            )?;
-            Ok(Page {
-                items: page.items.into_iter().map(|r| Ok(Task::new(client.clone(), r))).collect(),
-                next: page.next,
-            })
-        })
+        task_pages(self.client.clone(), self.record.flow.clone(), self.id(), None, self.pathspec())
     }
 
     /// The task with this id, whatever its step.
@@ -290,4 +279,23 @@ pub(crate) fn get_task(client: &Client, flow: &FlowName, run: RunId, id: TaskId)
 pub(crate) fn duration(start: Option<Timestamp>, end: Option<Timestamp>) -> Option<Duration> {
     let start = start?;
     Some(end.unwrap_or_else(Timestamp::now).since(start))
+}
+
+/// The tasks of `run` (of `step` only, if given), in task id order, a page at a time;
+/// `pathspec` names what is listed in errors.
+pub(crate) fn task_pages(
+    client: Client,
+    flow: FlowName,
+    run: RunId,
+    step: Option<StepName>,
+    pathspec: String,
+) -> impl Iterator<Item = Result<Task>> {
+    paged(move |after| {
+        let query = TaskQuery { step: step.clone(), status: None, after, limit: TASK_PAGE };
+        let page = rt::call(
+            || format!("cannot list the tasks of {pathspec}"),
+            client.store().records.list_tasks(&flow, run, &query),
+        )?;
+        Ok(Page { items: page.items.into_iter().map(|r| Ok(Task::new(client.clone(), r))).collect(), next: page.next })
+    })
 }

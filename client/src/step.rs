@@ -145,19 +145,13 @@ impl Step {
     /// when the previous one is used up. An error (a failed read) is yielded once and
     /// ends the iteration.
     pub fn tasks_iter(&self) -> impl Iterator<Item = Result<Task>> + use<> {
-        let (client, flow, run) = (self.client.clone(), self.flow.clone(), self.run);
-        let (step, pathspec) = (self.name().clone(), self.pathspec());
-        paged(move |after| {
-            let query = TaskQuery { step: Some(step.clone()), status: None, after, limit: crate::run::TASK_PAGE };
-            let page = rt::call(
-                || format!("cannot list the tasks of {pathspec}"),
-                client.store().records.list_tasks(&flow, run, &query),
-            )?;
-            Ok(Page {
-                items: page.items.into_iter().map(|r| Ok(Task::new(client.clone(), r))).collect(),
-                next: page.next,
-            })
-        })
+        crate::run::task_pages(
+            self.client.clone(),
+            self.flow.clone(),
+            self.run,
+            Some(self.name().clone()),
+            self.pathspec(),
+        )
     }
 
     /// One page of the step's tasks in task id order: at most `limit` (1 to 1000) after

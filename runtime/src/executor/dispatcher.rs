@@ -16,6 +16,18 @@ use crate::context::{Branch, BranchNs, Frame, JoinInputs};
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
 
+/// Where a new task sits in the flow and what it starts from.
+struct NewTask {
+    step: StepName,
+    parent: Option<TaskId>,
+    parent_ns: Arc<Namespace>,
+    fanouts: Arc<Vec<Fanout>>,
+    frames: Arc<Vec<Frame>>,
+    iteration: u32,
+    inputs: Option<Arc<JoinInputs>>,
+    upstream_reused: bool,
+}
+
 /// A foreach's children not created yet. They are made as room opens in flight, so a
 /// million-branch foreach holds one cursor here rather than a million queued tasks;
 /// their ids were reserved when the foreach routed (`first_id + index`), so ids still
@@ -97,16 +109,16 @@ impl Dispatcher {
 
     pub(super) async fn run(&mut self) {
         let start = StepName::start();
-        self.make_ready(
-            start,
-            None,
-            Arc::new(Namespace::new()),
-            Arc::new(Vec::new()),
-            Arc::new(Vec::new()),
-            0,
-            None,
-            true,
-        );
+        self.make_ready(NewTask {
+            step: start,
+            parent: None,
+            parent_ns: Arc::new(Namespace::new()),
+            fanouts: Arc::new(Vec::new()),
+            frames: Arc::new(Vec::new()),
+            iteration: 0,
+            inputs: None,
+            upstream_reused: true,
+        });
         loop {
             // Many more tasks than workers are kept in flight (each waits for a worker
             // permit before its code runs), so finishing tasks are handed back in batches
@@ -188,61 +200,30 @@ impl Dispatcher {
         }
         Some(self.ready_task(
             id,
-            to,
-            Some(parent),
-            parent_ns,
-            Arc::new(fanouts),
-            Arc::new(frames),
-            iteration,
-            None,
-            reused,
+            NewTask {
+                step: to,
+                parent: Some(parent),
+                parent_ns,
+                fanouts: Arc::new(fanouts),
+                frames: Arc::new(frames),
+                iteration,
+                inputs: None,
+                upstream_reused: reused,
+            },
         ))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    /// Creates the next task (the next id) of `step` and queues it, reusing its twin in
-    /// the origin run when resuming and everything upstream was reused.
-    fn make_ready(
-        &mut self,
-        step: StepName,
-        parent: Option<TaskId>,
-        parent_ns: Arc<Namespace>,
-        fanouts: Arc<Vec<Fanout>>,
-        frames: Arc<Vec<Frame>>,
-        iteration: u32,
-        inputs: Option<Arc<JoinInputs>>,
-        upstream_reused: bool,
-    ) {
+    /// Creates the next task (the next id) and queues it.
+    fn make_ready(&mut self, new: NewTask) {
         self.next_id += 1;
-        let task = self.ready_task(
-            TaskId(self.next_id),
-            step,
-            parent,
-            parent_ns,
-            fanouts,
-            frames,
-            iteration,
-            inputs,
-            upstream_reused,
-        );
+        let task = self.ready_task(TaskId(self.next_id), new);
         self.ready.push_back(task);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    /// Task `id` of `step`, with its twin in the origin run to reuse when resuming and
-    /// everything upstream was reused.
-    fn ready_task(
-        &self,
-        id: TaskId,
-        step: StepName,
-        parent: Option<TaskId>,
-        parent_ns: Arc<Namespace>,
-        fanouts: Arc<Vec<Fanout>>,
-        frames: Arc<Vec<Frame>>,
-        iteration: u32,
-        inputs: Option<Arc<JoinInputs>>,
-        upstream_reused: bool,
-    ) -> ReadyTask {
+    /// Task `id`, with its twin in the origin run to reuse when resuming and everything
+    /// upstream was reused.
+    fn ready_task(&self, id: TaskId, new: NewTask) -> ReadyTask {
+        let NewTask { step, parent, parent_ns, fanouts, frames, iteration, inputs, upstream_reused } = new;
         let reuse = match &self.shared.origin {
             Some(o) if upstream_reused && o.from.as_ref() != Some(&step) => o
                 .tasks
@@ -313,16 +294,16 @@ impl Dispatcher {
                 if is_join {
                     self.arrive(&task, ns, reused);
                 } else {
-                    self.make_ready(
-                        to,
-                        Some(task.id),
-                        ns,
-                        task.fanouts.clone(),
-                        task.frames.clone(),
+                    self.make_ready(NewTask {
+                        step: to,
+                        parent: Some(task.id),
+                        parent_ns: ns,
+                        fanouts: task.fanouts.clone(),
+                        frames: task.frames.clone(),
                         iteration,
-                        None,
-                        reused,
-                    );
+                        inputs: None,
+                        upstream_reused: reused,
+                    });
                 }
                 Ok(())
             }
@@ -335,16 +316,16 @@ impl Dispatcher {
                 for (i, t) in targets.into_iter().enumerate() {
                     let mut fanouts = (*task.fanouts).clone();
                     fanouts.push(Fanout { barrier: b, branch: i });
-                    self.make_ready(
-                        t,
-                        Some(task.id),
-                        ns.clone(),
-                        Arc::new(fanouts),
-                        task.frames.clone(),
-                        task.iteration,
-                        None,
-                        reused,
-                    );
+                    self.make_ready(NewTask {
+                        step: t,
+                        parent: Some(task.id),
+                        parent_ns: ns.clone(),
+                        fanouts: Arc::new(fanouts),
+                        frames: task.frames.clone(),
+                        iteration: task.iteration,
+                        inputs: None,
+                        upstream_reused: reused,
+                    });
                 }
                 Ok(())
             }
@@ -448,15 +429,15 @@ impl Dispatcher {
         };
         let branches: Vec<Branch> = b.arrived.into_iter().flatten().collect();
         let all_reused = b.reused && branches.iter().all(|br| br.reused);
-        self.make_ready(
-            b.join,
-            None,
-            Arc::new(Namespace::new()),
-            b.outer_fanouts,
-            b.outer_frames,
-            b.iteration,
-            Some(Arc::new(JoinInputs::new(branches, b.inherited))),
-            all_reused,
-        );
+        self.make_ready(NewTask {
+            step: b.join,
+            parent: None,
+            parent_ns: Arc::new(Namespace::new()),
+            fanouts: b.outer_fanouts,
+            frames: b.outer_frames,
+            iteration: b.iteration,
+            inputs: Some(Arc::new(JoinInputs::new(branches, b.inherited))),
+            upstream_reused: all_reused,
+        });
     }
 }
