@@ -96,9 +96,13 @@ async fn fill(store: &Store, marker: &str) -> (RunRecord, u64) {
     };
     let writes = vec![
         TaskWrite { artifacts: Some(arts), attempt: Some(attempt), ..TaskWrite::new(start) },
-        TaskWrite::new(work),
+        TaskWrite::new(work.clone()),
     ];
     store.records.write_tasks(writes).await.unwrap();
+    // A second write of a task replaces its row (revision 2, its sum computed then).
+    work.status = TaskStatus::Succeeded;
+    let out = store.records.write_tasks(vec![TaskWrite::new(work)]).await.unwrap();
+    assert!(matches!(out[..], [braid_store::WriteOutcome::Applied { revision: 2 }]), "{out:?}");
     let line = |task| LogLine {
         run: run.id,
         task: TaskId(task),

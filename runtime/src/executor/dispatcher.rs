@@ -70,13 +70,12 @@ struct Barrier {
 /// outcome to the tasks that come next. (Launch plans have their own `plan::Scheduler`.)
 pub(super) struct Dispatcher {
     shared: Arc<RunShared>,
-    next_id: u64,
     ready: VecDeque<ReadyTask>,
     /// Foreach fan-outs whose children are still to be created, oldest first.
     pending: VecDeque<PendingForeach>,
     barriers: HashMap<u64, Barrier>,
     next_barrier: u64,
-    running: JoinSet<(ReadyTask, Outcome)>,
+    running: JoinSet<(ReadyTask, Outcome, Chained)>,
     max_workers: usize,
     /// The first error: it ends the run.
     pub(super) failure: Option<Error>,
@@ -93,7 +92,6 @@ impl Dispatcher {
     pub(super) fn new(shared: Arc<RunShared>, max_workers: usize) -> Self {
         Dispatcher {
             shared,
-            next_id: 0,
             ready: VecDeque::new(),
             pending: VecDeque::new(),
             barriers: HashMap::new(),
@@ -134,10 +132,7 @@ impl Dispatcher {
                 };
                 let shared = self.shared.clone();
                 self.shared.progress.update(&task.step, |c| c.running += 1);
-                self.running.spawn(async move {
-                    let outcome = run_task(&shared, &task).await;
-                    (task, outcome)
-                });
+                self.running.spawn(async move { run_chain(&shared, task).await });
             }
             if self.running.is_empty() {
                 break;
@@ -159,7 +154,11 @@ impl Dispatcher {
             }
             for joined in batch {
                 match joined {
-                    Ok((task, outcome)) => self.handle(task, outcome),
+                    Ok((task, outcome, chained)) => {
+                        self.executed += chained.executed;
+                        self.reused += chained.reused;
+                        self.handle(task, outcome);
+                    }
                     Err(e) => self.fail(Error::TaskFailed {
                         step: StepName::start(),
                         task: TaskId(0),
@@ -198,7 +197,8 @@ impl Dispatcher {
         if p.next >= p.elements.len() {
             self.pending.pop_front();
         }
-        Some(self.ready_task(
+        Some(ready_task(
+            &self.shared,
             id,
             NewTask {
                 step: to,
@@ -215,27 +215,9 @@ impl Dispatcher {
 
     /// Creates the next task (the next id) and queues it.
     fn make_ready(&mut self, new: NewTask) {
-        self.next_id += 1;
-        let task = self.ready_task(TaskId(self.next_id), new);
+        let id = TaskId(self.shared.reserve_ids(1));
+        let task = ready_task(&self.shared, id, new);
         self.ready.push_back(task);
-    }
-
-    /// Task `id`, with its twin in the origin run to reuse when resuming and everything
-    /// upstream was reused.
-    fn ready_task(&self, id: TaskId, new: NewTask) -> ReadyTask {
-        let NewTask { step, parent, parent_ns, fanouts, frames, iteration, inputs, upstream_reused } = new;
-        let reuse = match &self.shared.origin {
-            Some(o) if upstream_reused && o.from.as_ref() != Some(&step) => o
-                .tasks
-                .get(&TaskIdentity {
-                    step: step.clone(),
-                    path: frames.iter().map(|f| f.record.index).collect(),
-                    iteration,
-                })
-                .map(|r| Box::new(r.clone())),
-            _ => None,
-        };
-        ReadyTask { id, step, parent, parent_ns, fanouts, frames, iteration, inputs, reuse }
     }
 
     fn handle(&mut self, task: ReadyTask, outcome: Outcome) {
@@ -337,8 +319,7 @@ impl Dispatcher {
                 })?;
                 let b = self.open_barrier(&task, &ns, join, elements.len(), reused);
                 if !elements.is_empty() {
-                    let first_id = self.next_id + 1;
-                    self.next_id += len;
+                    let first_id = self.shared.reserve_ids(len);
                     self.pending.push_back(PendingForeach {
                         to,
                         parent: task.id,
@@ -439,5 +420,74 @@ impl Dispatcher {
             inputs: Some(Arc::new(JoinInputs::new(branches, b.inherited))),
             upstream_reused: all_reused,
         });
+    }
+}
+
+/// Task `id`, with its twin in the origin run to reuse when resuming and everything
+/// upstream was reused.
+fn ready_task(shared: &RunShared, id: TaskId, new: NewTask) -> ReadyTask {
+    let NewTask { step, parent, parent_ns, fanouts, frames, iteration, inputs, upstream_reused } = new;
+    let reuse = match &shared.origin {
+        Some(o) if upstream_reused && o.from.as_ref() != Some(&step) => o
+            .tasks
+            .get(&TaskIdentity { step: step.clone(), path: frames.iter().map(|f| f.record.index).collect(), iteration })
+            .map(|r| Box::new(r.clone())),
+        _ => None,
+    };
+    ReadyTask { id, step, parent, parent_ns, fanouts, frames, iteration, inputs, reuse }
+}
+
+/// Tasks a chain ran before the one it hands back (see [`run_chain`]).
+#[derive(Debug, Default)]
+pub(super) struct Chained {
+    executed: u64,
+    reused: u64,
+}
+
+/// Runs `task`, then, while the next move is a plain step that is not a join (a
+/// linear successor: nothing of the dispatcher's state decides it but a fresh id), runs
+/// that step too, in the same tokio task. Hands back the last task and its outcome for
+/// the dispatcher to route, with how many ran before it. Without this, each step of a
+/// linear chain was two hand-offs between tokio tasks (spawn, join) and a dispatcher
+/// wake-up; a foreach branch of several steps now runs them back to back as well.
+/// Loop-backs (their iteration limit is checked when routed), joins, splits, foreach
+/// and the end go back to the dispatcher, as does everything once the run is failing.
+async fn run_chain(shared: &Arc<RunShared>, mut task: ReadyTask) -> (ReadyTask, Outcome, Chained) {
+    let mut chained = Chained::default();
+    loop {
+        let outcome = run_task(shared, &task).await;
+        let Outcome::Succeeded { ns, next: NextMove::Go { to, loop_back: false }, reused } = outcome else {
+            return (task, outcome, chained);
+        };
+        let is_join = shared.flow.graph.step(to.as_str()).is_none_or(|s| s.kind == StepKind::Join);
+        if is_join || shared.cancel.is_cancelled() || shared.persister.failure().is_some() {
+            let outcome = Outcome::Succeeded { ns, next: NextMove::Go { to, loop_back: false }, reused };
+            return (task, outcome, chained);
+        }
+        if reused {
+            chained.reused += 1;
+        } else {
+            chained.executed += 1;
+        }
+        shared.progress.update(&task.step, |c| {
+            c.running -= 1;
+            c.done += 1;
+        });
+        shared.progress.update(&to, |c| c.running += 1);
+        let id = TaskId(shared.reserve_ids(1));
+        task = ready_task(
+            shared,
+            id,
+            NewTask {
+                step: to,
+                parent: Some(task.id),
+                parent_ns: ns,
+                fanouts: task.fanouts.clone(),
+                frames: task.frames.clone(),
+                iteration: task.iteration,
+                inputs: None,
+                upstream_reused: reused,
+            },
+        );
     }
 }

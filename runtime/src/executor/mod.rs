@@ -176,6 +176,16 @@ pub(crate) struct RunShared {
     pub(crate) lease: Mutex<Option<crate::lease::LeaseKeeper>>,
     pub(crate) holder: String,
     pub(crate) run_lease: Duration,
+    /// The last task id given out. Ids are handed out by whoever decides a task: the
+    /// dispatcher, or a task running its linear successor itself (`dispatcher::run_chain`).
+    pub(crate) last_id: std::sync::atomic::AtomicU64,
+}
+
+impl RunShared {
+    /// Reserves `n` consecutive task ids and returns the first.
+    pub(crate) fn reserve_ids(&self, n: u64) -> u64 {
+        self.last_id.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + 1
+    }
 }
 
 /// The run being resumed: its successful tasks by identity.
@@ -269,6 +279,7 @@ impl PreparedRun {
             lease: Mutex::new(Some(keeper)),
             holder,
             run_lease: opts.run_lease,
+            last_id: std::sync::atomic::AtomicU64::new(0),
         });
         Ok(PreparedRun { shared, max_workers: opts.max_workers.max(1) })
     }

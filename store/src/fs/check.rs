@@ -81,6 +81,42 @@ pub(crate) fn register(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 fn row_sum(ctx: &Context<'_>) -> i64 {
+    let r: rusqlite::Result<i64> = hash_row(|buf| {
+        for i in 0..ctx.len() {
+            feed(buf, ctx.get_raw(i));
+        }
+        Ok(())
+    });
+    // Laying out SQLite's own values cannot fail.
+    r.unwrap_or_default()
+}
+
+/// The checksum `braid_row_sum` gives for these bound values, computed in Rust: the
+/// hot writes (tasks, attempts, artifacts) compute it before their batch reaches the
+/// one writer thread, so the hashing runs beside SQLite instead of inside its thread
+/// (the writer is what bounds a wide foreach; see `records.rs`).
+pub(crate) fn sum_params(params: &[&dyn rusqlite::ToSql]) -> rusqlite::Result<i64> {
+    use rusqlite::types::ToSqlOutput;
+    hash_row(|buf| {
+        for p in params {
+            let out = p.to_sql()?;
+            let v = match &out {
+                ToSqlOutput::Borrowed(v) => *v,
+                ToSqlOutput::Owned(v) => ValueRef::from(v),
+                _ => {
+                    return Err(rusqlite::Error::ToSqlConversionFailure(
+                        "a row checksum covers plain values only (no zero-blobs or arrays)".into(),
+                    ));
+                }
+            };
+            feed(buf, v);
+        }
+        Ok(())
+    })
+}
+
+/// Hashes the row `lay_out` writes into a (reused) buffer.
+fn hash_row(lay_out: impl FnOnce(&mut Vec<u8>) -> rusqlite::Result<()>) -> rusqlite::Result<i64> {
     // The row is laid out in one buffer and hashed in one call: blake3's `update` has a
     // fixed cost per call that, fed field by field (a dozen tiny slices per row), was 8%
     // of all the instructions of a 10,000-branch foreach (callgrind). The hash is the
@@ -91,9 +127,7 @@ fn row_sum(ctx: &Context<'_>) -> i64 {
     BUF.with(|buf| {
         let mut buf = buf.borrow_mut();
         buf.clear();
-        for i in 0..ctx.len() {
-            feed(&mut buf, ctx.get_raw(i));
-        }
+        lay_out(&mut buf)?;
         let bytes = blake3::hash(&buf);
         if buf.capacity() > 1 << 20 {
             // A huge row (a long preview or log line) does not pin its buffer.
@@ -102,7 +136,7 @@ fn row_sum(ctx: &Context<'_>) -> i64 {
         let mut first = [0u8; 8];
         first.copy_from_slice(&bytes.as_bytes()[..8]);
         // 63 bits: a non-negative integer, stored in at most 8 bytes.
-        (u64::from_le_bytes(first) >> 1) as i64
+        Ok((u64::from_le_bytes(first) >> 1) as i64)
     })
 }
 
