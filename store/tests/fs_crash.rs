@@ -294,5 +294,5 @@ async fn a_store_of_schema_version_1_opens_and_gains_run_leases() {
     assert_eq!(store.records.get_run(&flow, new.id).await.unwrap().unwrap().lease, new.lease);
     let conn = rusqlite::Connection::open(root.join("records.sqlite")).unwrap();
     let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(v, 2);
+    assert_eq!(v, 3, "upgraded to the current format");
 }

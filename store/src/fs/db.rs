@@ -17,8 +17,11 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::{Error, Result};
 
 /// The schema. `user_version` says which one a database has: 1 first; 2 added the
-/// run lease (`runs.lease_*`, see [`COLUMNS_SINCE_V1`]).
-const SCHEMA_VERSION: i64 = 2;
+/// run lease (`runs.lease_*`, see [`COLUMNS_SINCE_V1`]); 3 leaves out the attempt row of
+/// a task written succeeded in one write (its row implies it: `records::implied_attempt`),
+/// which an older braid would read as a task with no attempts, so it refuses a format-3
+/// store instead. Upgrading changes no row.
+const SCHEMA_VERSION: i64 = 3;
 /// Columns added to existing tables after version 1, created on open where missing
 /// (a table in [`SCHEMA`] is only created when absent, so it cannot add them itself).
 const COLUMNS_SINCE_V1: &[(&str, &str, &str)] =
