@@ -351,6 +351,7 @@ fn progress_printer(
                 LaunchEvent::MissedTicks { plan, skipped, policy } => {
                     format!("plan {plan}: {skipped} missed tick(s) left out (catch_up = {policy})")
                 }
+                LaunchEvent::Paused { name, reason, .. } => format!("{:<9} {name}: {reason}", "paused"),
                 _ => continue,
             };
             eprintln!("{line}");
@@ -668,6 +669,9 @@ fn print_event(e: &LaunchEvent, json: bool) {
             LaunchEvent::MissedTicks { plan, skipped, policy } => {
                 json!({"event": "missed_ticks", "at": now.to_string(), "plan": plan.as_str(), "left_out": skipped, "catch_up": policy})
             }
+            LaunchEvent::Paused { plan, name, failures, reason } => {
+                json!({"event": "paused", "at": now.to_string(), "plan": plan.as_str(), "name": name, "failures": failures, "reason": reason})
+            }
             _ => return,
         };
         v.to_string()
@@ -686,6 +690,7 @@ fn print_event(e: &LaunchEvent, json: bool) {
             LaunchEvent::MissedTicks { plan, skipped, policy } => {
                 format!("{at} plan {plan}: {skipped} missed tick(s) left out (catch_up = {policy})")
             }
+            LaunchEvent::Paused { name, reason, .. } => format!("{at} paused    {name}: {reason}"),
             _ => return,
         }
     };

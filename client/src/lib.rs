@@ -100,9 +100,10 @@ pub use braid_store::{
     RunRecord, StepSummary, Store, TaskError, TaskEvent, TaskEventKind, TaskKey, TaskRecord,
 };
 
-// Launch plans, read with `Client::plans`, `plan`, `plan_versions`, `launches`, `schedulers`.
+// Launch plans, read with `Client::plans`, `plan`, `plan_versions`, `launches`, `set_states`, `schedulers`.
 pub use braid_store::{
-    LaunchKind, LaunchQuery, LaunchRecord, LaunchState, PlanQuery, PlanRecord, PlanVersion, SchedulerRecord,
+    LaunchKind, LaunchQuery, LaunchRecord, LaunchState, ParamSetState, PlanQuery, PlanRecord, PlanVersion,
+    SchedulerRecord, SetPause,
 };
 
 // A flow's validated graph, from `Flow::graph`.

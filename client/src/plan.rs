@@ -2,7 +2,7 @@
 //! (plan, tick, parameter set) and the run it started) and the running schedulers.
 
 use braid_core::PlanName;
-use braid_store::{LaunchQuery, LaunchRecord, PlanQuery, PlanRecord, PlanVersion, SchedulerRecord};
+use braid_store::{LaunchQuery, LaunchRecord, ParamSetState, PlanQuery, PlanRecord, PlanVersion, SchedulerRecord};
 
 use crate::error::{Error, Result};
 use crate::{Client, rt};
@@ -36,6 +36,16 @@ impl Client {
     /// Launches matching `query` (newest tick first unless it says otherwise).
     pub fn launches(&self, query: &LaunchQuery) -> Result<Vec<LaunchRecord>> {
         rt::call(|| "cannot list launches".to_owned(), self.store().plans.list_launches(query))
+    }
+
+    /// The recorded parameter set states (paused after failures, last resumed) of one
+    /// plan, or of every plan; only the paused ones with `paused_only`.
+    pub fn set_states(&self, plan: Option<&str>, paused_only: bool) -> Result<Vec<ParamSetState>> {
+        let plan = plan.map(PlanName::new).transpose()?;
+        rt::call(
+            || "cannot list the parameter sets' states".to_owned(),
+            self.store().plans.list_set_states(plan.as_ref(), paused_only),
+        )
     }
 
     /// Schedulers and launchers that have sent a heartbeat (live or not: compare

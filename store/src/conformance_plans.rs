@@ -277,3 +277,117 @@ pub async fn launches_updated_conditionally_listed_and_adopted(store: &Store) {
     p.remove_scheduler("sched1").await.unwrap();
     assert!(p.list_schedulers().await.unwrap().is_empty());
 }
+
+/// Conformance check: Deleting plans (by name or label) retires them from listings and
+/// activation, keeps their versions and launches, refuses unknown names all at once, and
+/// registering a deleted name starts a new history whose version numbers continue.
+pub async fn plans_deleted_and_registered_again(store: &Store) {
+    let p = &store.plans;
+    let t = Timestamp::from_micros(100);
+    p.register_plans(
+        vec![
+            draft("d1", 1, &["team=sync"], true),
+            draft("d2", 1, &["team=sync"], true),
+            draft("d3", 1, &["team=other"], true),
+        ],
+        t,
+    )
+    .await
+    .unwrap();
+    p.register_plans(vec![draft("d1", 2, &["team=sync"], true)], t).await.unwrap();
+    assert!(p.claim_launches(vec![launch("d1", 50, "s1", Some("x"))]).await.unwrap()[0]);
+    let sel = PlanSelector::Names(vec![plan_name("d1"), plan_name("nope"), plan_name("gone")]);
+    let e = p.delete_plans(&sel, t).await.unwrap_err();
+    assert!(e.is_not_found() && e.to_string().contains("`nope`") && e.to_string().contains("`gone`"), "{e}");
+    assert!(p.get_plan(&plan_name("d1")).await.unwrap().unwrap().deleted_at.is_none(), "nothing changed");
+
+    let t2 = Timestamp::from_micros(200);
+    let del = p.delete_plans(&PlanSelector::Labels(vec!["team=sync".parse().unwrap()]), t2).await.unwrap();
+    assert_eq!(del, vec![(plan_name("d1"), true), (plan_name("d2"), true)]);
+    let d1 = p.get_plan(&plan_name("d1")).await.unwrap().unwrap();
+    assert_eq!((d1.deleted_at, d1.active, d1.active_since, d1.version), (Some(t2), false, None, 2));
+    let names = |v: Vec<PlanRecord>| v.into_iter().map(|p| p.name.to_string()).collect::<Vec<_>>();
+    assert_eq!(names(p.list_plans(&PlanQuery::default()).await.unwrap()), ["d3"]);
+    let all =
+        p.list_plans(&PlanQuery { include_deleted: true, without_spec: true, ..Default::default() }).await.unwrap();
+    assert_eq!(names(all.clone()), ["d1", "d2", "d3"]);
+    assert_eq!(all[0].deleted_at, Some(t2));
+    // Deleted again by name: selected, unchanged; labels no longer select it.
+    let again = p.delete_plans(&PlanSelector::Names(vec![plan_name("d2")]), t2).await.unwrap();
+    assert_eq!(again, vec![(plan_name("d2"), false)]);
+    let none = p.delete_plans(&PlanSelector::Labels(vec!["team=sync".parse().unwrap()]), t2).await.unwrap();
+    assert!(none.is_empty());
+    // A deleted plan cannot be activated; its launches and versions stay.
+    let e = p.set_plans_active(&PlanSelector::Names(vec![plan_name("d1")]), true, t2).await.unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+    assert!(p.get_launch("d1/50/s1").await.unwrap().is_some());
+    assert_eq!(p.list_plan_versions(&plan_name("d1")).await.unwrap().len(), 2);
+
+    // Registering the name again: a new history, numbering continues, state afresh.
+    let t3 = Timestamp::from_micros(300);
+    let regs = p.register_plans(vec![draft("d1", 2, &["team=sync"], true)], t3).await.unwrap();
+    assert_eq!(regs, vec![Registration::Created { version: 3 }]);
+    let d1 = p.get_plan(&plan_name("d1")).await.unwrap().unwrap();
+    assert_eq!(
+        (d1.deleted_at, d1.active, d1.active_since, d1.created_at, d1.cursor, d1.version),
+        (None, true, Some(t3), t3, None, 3)
+    );
+    assert_eq!(names(p.list_plans(&PlanQuery::default()).await.unwrap()), ["d1", "d3"]);
+}
+
+/// Conformance check: A parameter set is paused only for the plan's current version and
+/// once; resuming returns the pause and records the resume; a new version or a deletion
+/// clears the states; pauses of unknown plans are refused.
+pub async fn parameter_sets_paused_and_resumed(store: &Store) {
+    let p = &store.plans;
+    let t = Timestamp::from_micros(1_000);
+    p.register_plans(vec![draft("ps", 1, &[], true), draft("other", 1, &[], true)], t).await.unwrap();
+    let (r1, r2) = (RunId::generate(), RunId::generate());
+    let pause = SetPause { failures: 2, runs: vec![r2, r1], at: Timestamp::from_micros(1_500) };
+    let ps = plan_name("ps");
+    assert!(!p.pause_set(&ps, "s1", 2, pause.clone()).await.unwrap(), "not the current version");
+    assert!(!p.pause_set(&plan_name("ghost"), "s1", 1, pause.clone()).await.unwrap());
+    assert!(p.pause_set(&ps, "s1", 1, pause.clone()).await.unwrap());
+    assert!(!p.pause_set(&ps, "s1", 1, pause.clone()).await.unwrap(), "paused already");
+    assert!(p.pause_set(&plan_name("other"), "s9", 1, pause.clone()).await.unwrap());
+    let states = p.list_set_states(Some(&ps), true).await.unwrap();
+    assert_eq!(
+        states,
+        vec![ParamSetState {
+            plan: ps.clone(),
+            set_key: "s1".into(),
+            version: 1,
+            paused: Some(pause.clone()),
+            resumed_at: None
+        }]
+    );
+    assert_eq!(p.list_set_states(None, true).await.unwrap().len(), 2);
+
+    // Resume: the pause comes back, the resume is recorded, a set never paused too.
+    let t2 = Timestamp::from_micros(2_000);
+    let resumed = p.resume_sets(&ps, &["s1".into(), "s2".into()], t2).await.unwrap();
+    assert_eq!(resumed, vec![("s1".to_owned(), Some(pause.clone())), ("s2".to_owned(), None)]);
+    assert!(p.list_set_states(Some(&ps), true).await.unwrap().is_empty());
+    let all = p.list_set_states(Some(&ps), false).await.unwrap();
+    assert_eq!(
+        all.iter().map(|s| (s.set_key.as_str(), s.resumed_at)).collect::<Vec<_>>(),
+        [("s1", Some(t2)), ("s2", Some(t2))]
+    );
+    assert!(all.iter().all(|s| s.paused.is_none()));
+    let e = p.resume_sets(&plan_name("ghost"), &["s1".into()], t2).await.unwrap_err();
+    assert!(e.is_not_found() && e.to_string().contains("`ghost`"), "{e}");
+
+    // Paused again, then a new version clears every state of the plan (not the other's).
+    assert!(p.pause_set(&ps, "s1", 1, pause.clone()).await.unwrap());
+    p.register_plans(vec![draft("ps", 1, &[], true)], t2).await.unwrap();
+    assert_eq!(p.list_set_states(Some(&ps), false).await.unwrap().len(), 2, "same content: no new version");
+    p.register_plans(vec![draft("ps", 2, &[], true)], t2).await.unwrap();
+    assert!(p.list_set_states(Some(&ps), false).await.unwrap().is_empty());
+    assert!(p.pause_set(&ps, "s1", 2, pause.clone()).await.unwrap());
+    // Deleting clears them too, and a deleted plan neither pauses nor resumes.
+    let other = plan_name("other");
+    p.delete_plans(&PlanSelector::Names(vec![ps.clone(), other.clone()]), t2).await.unwrap();
+    assert!(p.list_set_states(None, false).await.unwrap().is_empty());
+    assert!(!p.pause_set(&ps, "s1", 2, pause).await.unwrap());
+    assert!(p.resume_sets(&ps, &["s1".into()], t2).await.unwrap_err().is_not_found());
+}

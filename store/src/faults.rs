@@ -423,6 +423,26 @@ impl PlanStore for FaultyPlans {
         self.faults.check(Op::PlanWrite, "plan cursors")?;
         self.inner.advance_cursors(cursors).await
     }
+    async fn delete_plans(&self, selector: &PlanSelector, now: Timestamp) -> Result<Vec<(PlanName, bool)>> {
+        self.faults.check(Op::PlanWrite, "plan deletion")?;
+        self.inner.delete_plans(selector, now).await
+    }
+    async fn pause_set(&self, plan: &PlanName, set_key: &str, version: u32, pause: SetPause) -> Result<bool> {
+        self.faults.check(Op::PlanWrite, "parameter set pause")?;
+        self.inner.pause_set(plan, set_key, version, pause).await
+    }
+    async fn resume_sets(
+        &self,
+        plan: &PlanName,
+        set_keys: &[String],
+        now: Timestamp,
+    ) -> Result<Vec<(String, Option<SetPause>)>> {
+        self.faults.check(Op::PlanWrite, "parameter set resume")?;
+        self.inner.resume_sets(plan, set_keys, now).await
+    }
+    async fn list_set_states(&self, plan: Option<&PlanName>, paused_only: bool) -> Result<Vec<ParamSetState>> {
+        self.inner.list_set_states(plan, paused_only).await
+    }
     async fn claim_launches(&self, launches: Vec<LaunchRecord>) -> Result<Vec<bool>> {
         self.faults.check(Op::PlanWrite, "launch claims")?;
         self.inner.claim_launches(launches).await

@@ -73,8 +73,8 @@ pub use record::{host_name, process_exited, process_holder};
 
 // Plans: the trait, what it stores, and the scheduler's state.
 pub use plan::{
-    LAUNCH_CLAIM_SCOPE, LaunchKind, LaunchQuery, LaunchRecord, LaunchState, PlanDraft, PlanQuery, PlanRecord,
-    PlanSelector, PlanStore, PlanVersion, Registration, SchedulerRecord,
+    LAUNCH_CLAIM_SCOPE, LaunchKind, LaunchQuery, LaunchRecord, LaunchState, ParamSetState, PlanDraft, PlanQuery,
+    PlanRecord, PlanSelector, PlanStore, PlanVersion, Registration, SchedulerRecord, SetPause,
 };
 
 /// The environment variable naming the store when no `--store` flag is given.
@@ -246,7 +246,7 @@ impl Store {
     pub fn open_fs(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref();
         let (blobs, records) = fs::open(root)?;
-        let plans = fs::FsPlans::new(&records);
+        let plans = fs::FsPlans::open(&records)?;
         Ok(Store {
             blobs: Arc::new(blobs),
             records: Arc::new(records),

@@ -8,6 +8,12 @@
 //! [`LaunchRecord`] per launched (plan, tick, parameter set) — created by an
 //! insert-if-absent claim, so a tick launches at most once whoever races for it — and a
 //! heartbeat per running scheduler, so launches held by a dead one can be adopted.
+//!
+//! Two pieces of per-plan state outlive a scheduler: a plan's deletion (`delete_plans`:
+//! it stops launching and leaves listings, its record stays so its runs keep naming it,
+//! and registering the name again starts a new history whose version numbers continue)
+//! and each parameter set's state ([`ParamSetState`]: paused after consecutive failures,
+//! and when it was last resumed). A new version of a plan clears its sets' states.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -66,6 +72,12 @@ pub struct PlanRecord {
     pub active_since: Option<Timestamp>,
     /// The latest tick the scheduler has evaluated (launched or skipped).
     pub cursor: Option<Timestamp>,
+    /// When the plan was deleted ([`PlanStore::delete_plans`]); `None` while it is live.
+    /// A deleted plan is inactive, listed only with [`PlanQuery::include_deleted`], and
+    /// registering its name again starts a new history (created anew, with the next
+    /// version number).
+    #[serde(default)]
+    pub deleted_at: Option<Timestamp>,
 }
 
 /// One version of a plan's content.
@@ -131,6 +143,8 @@ pub struct PlanQuery {
     /// Leave [`PlanRecord::spec`] as `null`: for callers that cache content by version
     /// (a scheduler listing thousands of plans every pass).
     pub without_spec: bool,
+    /// List deleted plans too (their `deleted_at` is set); by default they are left out.
+    pub include_deleted: bool,
 }
 
 /// Which plans an activation changes.
@@ -140,6 +154,34 @@ pub enum PlanSelector {
     Names(Vec<PlanName>),
     /// Every plan carrying all of these labels (at least one label).
     Labels(Vec<Label>),
+}
+
+/// Why a parameter set stopped launching: its last `failures` runs failed in a row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetPause {
+    /// How many consecutive failed runs paused it (the plan's `pause_after_failures`).
+    pub failures: u32,
+    /// The failed runs, newest first.
+    pub runs: Vec<RunId>,
+    /// When it was paused.
+    pub at: Timestamp,
+}
+
+/// The state of one parameter set of a plan, kept across scheduler restarts: whether it
+/// is paused (and why), and when it was last resumed (failures before that do not count
+/// towards a pause). Cleared when the plan gets a new version or is deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParamSetState {
+    /// The plan.
+    pub plan: PlanName,
+    /// The parameter set's key ([`LaunchRecord::set_key`]).
+    pub set_key: String,
+    /// The plan version the state was recorded under.
+    pub version: u32,
+    /// Set while the set is paused: its ticks are recorded as skipped, not launched.
+    pub paused: Option<SetPause>,
+    /// When it was last resumed (`braid plan resume-set`).
+    pub resumed_at: Option<Timestamp>,
 }
 
 /// The `FromStr` error of [`LaunchKind`] and [`LaunchState`]: `Invalid`, naming the type.
@@ -284,6 +326,30 @@ pub trait PlanStore: Send + Sync + fmt::Debug {
     ) -> Result<Vec<(PlanName, bool)>>;
     /// Moves each plan's cursor forward to the given tick (never backwards).
     async fn advance_cursors(&self, cursors: Vec<(PlanName, Timestamp)>) -> Result<()>;
+    /// Deletes every selected plan in one atomic write: `deleted_at` set to `now`, made
+    /// inactive, its parameter sets' states removed; its versions and launches stay (its
+    /// runs keep naming it). Returns the selected plans with whether each changed (false:
+    /// deleted before). Naming a plan never registered is `NotFound` naming every such
+    /// name, and changes nothing; labels select live plans only.
+    async fn delete_plans(&self, selector: &PlanSelector, now: Timestamp) -> Result<Vec<(PlanName, bool)>>;
+
+    /// Pauses a parameter set of a plan at `version`, if the plan is live, still at that
+    /// version, and the set is not paused already; returns whether it was paused by this
+    /// call. Atomic: a concurrent new version or deletion wins.
+    async fn pause_set(&self, plan: &PlanName, set_key: &str, version: u32, pause: SetPause) -> Result<bool>;
+    /// Resumes parameter sets of a live plan in one atomic write: each loses its pause
+    /// and gets `resumed_at = now` (failures before it no longer count). Returns each
+    /// set with the pause it had (`None`: it was not paused). An unknown or deleted plan
+    /// is `NotFound` and changes nothing.
+    async fn resume_sets(
+        &self,
+        plan: &PlanName,
+        set_keys: &[String],
+        now: Timestamp,
+    ) -> Result<Vec<(String, Option<SetPause>)>>;
+    /// The recorded parameter set states of one plan (or of every plan), by plan and set
+    /// key; only the paused ones with `paused_only`.
+    async fn list_set_states(&self, plan: Option<&PlanName>, paused_only: bool) -> Result<Vec<ParamSetState>>;
 
     /// Claims launches: each is inserted only if no launch has its key (the claim is
     /// also recorded in the record store's claims under [`LAUNCH_CLAIM_SCOPE`]). Returns,

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::blob::BlobKey;
 use crate::error::{Error, Result};
-use crate::plan::{LaunchRecord, PlanRecord, PlanVersion};
+use crate::plan::{LaunchRecord, ParamSetState, PlanRecord, PlanVersion, SetPause};
 use crate::record::{
     ArtifactRecord, BlobRef, ElementsRef, ForeachFrame, Page, RunLease, RunRecord, StepSummary, TaskError, TaskEvent,
     TaskKey, TaskRecord,
@@ -297,6 +297,7 @@ pub(crate) struct PlanRow {
     pub(crate) updated_at: i64,
     pub(crate) active_since: Option<i64>,
     pub(crate) cursor: Option<i64>,
+    pub(crate) deleted_at: Option<i64>,
 }
 
 impl PlanRow {
@@ -318,8 +319,54 @@ impl PlanRow {
             updated_at: Timestamp::from_micros(self.updated_at),
             active_since: ts(self.active_since),
             cursor: ts(self.cursor),
+            deleted_at: ts(self.deleted_at),
         })
     }
+}
+
+/// A `plan_sets` row: a parameter set's pause and last resume.
+pub(crate) struct SetStateRow {
+    pub(crate) plan: String,
+    pub(crate) set_key: String,
+    pub(crate) version: i64,
+    pub(crate) paused_at: Option<i64>,
+    pub(crate) failures: Option<i64>,
+    /// The failed runs' ids as a JSON array of strings.
+    pub(crate) runs: Option<String>,
+    pub(crate) resumed_at: Option<i64>,
+}
+
+impl SetStateRow {
+    pub(crate) fn decode(self, location: &str) -> Result<ParamSetState> {
+        let (plan, set_key) = (self.plan, self.set_key);
+        let c = |e: &dyn std::fmt::Display| corrupt(location, format!("parameter set row {plan} {set_key}"), e);
+        let paused = match self.paused_at {
+            Some(at) => {
+                let ids: Vec<String> = serde_json::from_str(self.runs.as_deref().unwrap_or("[]")).map_err(|e| c(&e))?;
+                let runs =
+                    ids.iter().map(|r| RunId::parse(r)).collect::<std::result::Result<_, _>>().map_err(|e| c(&e))?;
+                Some(SetPause {
+                    failures: u32::try_from(self.failures.unwrap_or(0)).map_err(|e| c(&e))?,
+                    runs,
+                    at: Timestamp::from_micros(at),
+                })
+            }
+            None => None,
+        };
+        Ok(ParamSetState {
+            plan: PlanName::new(&plan).map_err(|e| c(&e))?,
+            set_key: set_key.clone(),
+            version: u32::try_from(self.version).map_err(|e| c(&e))?,
+            paused,
+            resumed_at: ts(self.resumed_at),
+        })
+    }
+}
+
+/// The `runs` column of a `plan_sets` row.
+pub(crate) fn pause_runs_json(pause: &SetPause) -> String {
+    let ids: Vec<String> = pause.runs.iter().map(|r| r.to_string()).collect();
+    serde_json::to_string(&ids).unwrap_or_else(|_| "[]".to_owned())
 }
 
 /// A `plan_versions` row.

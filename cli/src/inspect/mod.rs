@@ -1,5 +1,5 @@
 //! The `braid` binary: read-only commands over a store, plus its writes: `tag`, and
-//! `plan activate|deactivate|launch` (a launch is a request a running scheduler starts).
+//! `plan activate|deactivate|delete|resume-set|launch` (a launch is a request a running scheduler starts).
 //!
 //! Every read command takes `--json` and then prints exactly one JSON document on
 //! stdout. Exit codes: 0 ok, 1 not found or another runtime error (`error: ...` on stderr, then a
@@ -166,7 +166,7 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: TagAction,
     },
-    /// Launch plans: list, show, activate, deactivate, launch.
+    /// Launch plans: list, show, activate, deactivate, delete, resume-set, launch.
     Plan {
         #[command(subcommand)]
         action: PlanAction,
@@ -194,6 +194,9 @@ pub(crate) enum PlanAction {
         /// Only plans of this flow.
         #[arg(long)]
         flow: Option<String>,
+        /// Deleted plans too (shown as deleted).
+        #[arg(long)]
+        all: bool,
     },
     /// A plan: versions, schedule and its next ticks in the plan's time zone, inputs,
     /// matrix, and the latest launches of each parameter set.
@@ -218,6 +221,23 @@ pub(crate) enum PlanAction {
         names: Vec<String>,
         #[arg(long = "label", value_parser = parse_label)]
         labels: Vec<Label>,
+    },
+    /// Delete plans by name, or every plan with the labels (one atomic write): they stop
+    /// launching and leave `plan list` (`--all` shows them); their runs keep naming them.
+    /// Applying a deleted plan's file again registers it anew: a new history whose
+    /// version numbers continue.
+    Delete {
+        names: Vec<String>,
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<Label>,
+    },
+    /// Resume paused parameter sets of a plan (`pause_after_failures`): those every
+    /// `--param NAME=VALUE` selects, or every set without `--param`. They launch again
+    /// from their next tick; failures before now no longer count.
+    ResumeSet {
+        name: String,
+        #[arg(long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
     },
     /// Request a launch of a plan now: every parameter set, or those `--param` selects
     /// for a matrix parameter (other `--param`s override defaults; fixed inputs cannot
@@ -320,11 +340,13 @@ pub(crate) fn run(cli: Cli, out: &Out) -> Result<()> {
             TagAction::Remove { run, tags } => tag::tag(&client, TagWriter::from_store(store), out, &run, &tags, false),
         },
         Command::Plan { action } => match action {
-            PlanAction::List { labels, flow } => plan::list(&client, out, &labels, flow.as_deref()),
+            PlanAction::List { labels, flow, all } => plan::list(&client, out, &labels, flow.as_deref(), all),
             PlanAction::Show { name, ticks, runs } => plan::show(&client, out, &name, ticks, runs),
             PlanAction::Activate { names, labels } => plan::set_active(&store, out, &names, &labels, true),
             PlanAction::Deactivate { names, labels } => plan::set_active(&store, out, &names, &labels, false),
             PlanAction::Launch { name, params } => plan::launch(&store, out, &name, &params),
+            PlanAction::Delete { names, labels } => plan::delete(&store, out, &names, &labels),
+            PlanAction::ResumeSet { name, params } => plan::resume_set(&store, out, &name, &params),
         },
         Command::Gc(args) => gc::gc(&store, client.location(), out, &args),
         // Handled above: it reads the store without opening a client.
@@ -336,7 +358,7 @@ pub(crate) fn run(cli: Cli, out: &Out) -> Result<()> {
 /// The store `--store` (or `BRAID_STORE`, else `./.braid`) names, with its blobs where
 /// `--blobs` (or `BRAID_BLOBS`) says; one that does not exist is an error, never created.
 /// Reads go through a [`Client`] over it; only `tag`, `gc` and `plan
-/// activate|deactivate|launch` (and the UI's plan buttons) write to it.
+/// activate|deactivate|delete|resume-set|launch` (and the UI's plan buttons) write to it.
 fn open(global: &Global) -> Result<braid_store::Store> {
     let flag = global.store.as_deref().filter(|s| !s.is_empty());
     let location = braid_store::Store::resolve_location(flag);

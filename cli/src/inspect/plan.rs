@@ -1,4 +1,4 @@
-//! `braid plan list|show|activate|deactivate|launch`.
+//! `braid plan list|show|activate|deactivate|delete|resume-set|launch`.
 //!
 //! `launch` records a launch request in the store (pending launches without a holder);
 //! the next pass of a running `scheduler` of the plan's flow starts them, within its
@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use braid_client::{Client, LaunchQuery, LaunchRecord, PlanQuery, PlanRecord, Timestamp};
+use braid_client::{Client, LaunchQuery, LaunchRecord, ParamSetState, PlanQuery, PlanRecord, SetPause, Timestamp};
 use braid_core::{FlowName, Label, PlanName};
 use braid_runtime::plan::{self, LaunchPlan, PlanSpec};
 use braid_store::{PlanSelector, Store};
@@ -94,6 +94,7 @@ pub(crate) fn plan_json(rec: &PlanRecord, lp: Option<&LaunchPlan>) -> Value {
         "schedule": schedule_json(spec),
         "parameter_sets": lp.map(|p| p.parameter_sets().len()),
         "concurrency": lp.map(|p| p.concurrency().to_string()),
+        "pause_after_failures": lp.and_then(|p| p.pause_after_failures()),
         "catch_up": spec.map(|s| json!(s.catch_up)),
         "catch_up_limit": spec.and_then(|s| s.catch_up_limit),
         "grace": spec.and_then(|s| s.grace.clone()),
@@ -106,22 +107,77 @@ pub(crate) fn plan_json(rec: &PlanRecord, lp: Option<&LaunchPlan>) -> Value {
         "updated_at": rec.updated_at.to_string(),
         "active_since": ts_json(rec.active_since),
         "cursor": ts_json(rec.cursor),
+        "deleted_at": ts_json(rec.deleted_at),
     })
+}
+
+/// Why a paused set is paused, as its skipped ticks say it.
+fn pause_reason(rec: &PlanRecord, lp: Option<&LaunchPlan>, set_key: &str, pause: &SetPause) -> String {
+    match lp.and_then(|p| p.parameter_sets().iter().find(|s| s.key == set_key)) {
+        Some(set) => plan::pause_note(&rec.name, set, pause.failures),
+        None => format!("paused after {} consecutive failures", pause.failures),
+    }
+}
+
+fn pause_json(rec: &PlanRecord, lp: Option<&LaunchPlan>, set_key: &str, pause: &SetPause) -> Value {
+    json!({
+        "failures": pause.failures,
+        "runs": pause.runs.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        "pathspecs": pause.runs.iter().map(|r| format!("{}/{r}", rec.flow)).collect::<Vec<_>>(),
+        "paused_at": pause.at.to_string(),
+        "reason": pause_reason(rec, lp, set_key, pause),
+    })
+}
+
+/// The paused parameter sets of a plan as `plan list --json` and `plan show --json` give
+/// them: each set's key, values and run name, and why it is paused (the failed runs).
+fn paused_sets_json(rec: &PlanRecord, lp: Option<&LaunchPlan>, states: &[&ParamSetState]) -> Value {
+    let v: Vec<Value> = states
+        .iter()
+        .filter_map(|s| {
+            let pause = s.paused.as_ref()?;
+            let set = lp.and_then(|p| p.parameter_sets().iter().find(|p| p.key == s.set_key));
+            let mut o = json!({
+                "key": s.set_key,
+                "values": set.map(|x| json!(x.values)),
+                "run_name": set.map(|x| x.run_name(&rec.name)),
+                "version": s.version,
+            });
+            if let (Value::Object(m), Value::Object(p)) = (&mut o, pause_json(rec, lp, &s.set_key, pause)) {
+                m.extend(p);
+            }
+            Some(o)
+        })
+        .collect();
+    Value::Array(v)
 }
 
 pub(crate) fn parse(rec: &PlanRecord) -> Option<LaunchPlan> {
     LaunchPlan::from_json(&rec.spec).ok()
 }
 
-pub fn list(client: &Client, out: &Out, labels: &[Label], flow: Option<&str>) -> Result<()> {
+pub fn list(client: &Client, out: &Out, labels: &[Label], flow: Option<&str>, all: bool) -> Result<()> {
     let flows = match flow {
         Some(f) => vec![FlowName::new(f).map_err(|e| Error::Usage(e.to_string()))?],
         None => Vec::new(),
     };
-    let plans = client.plans(&PlanQuery { flows, labels: labels.to_vec(), ..Default::default() })?;
+    let plans =
+        client.plans(&PlanQuery { flows, labels: labels.to_vec(), include_deleted: all, ..Default::default() })?;
     let parsed: Vec<Option<LaunchPlan>> = plans.iter().map(parse).collect();
+    let states = client.set_states(None, true)?;
+    let paused_of = |r: &PlanRecord| states.iter().filter(|s| s.plan == r.name).collect::<Vec<_>>();
     if out.json {
-        let v: Vec<Value> = plans.iter().zip(&parsed).map(|(r, p)| plan_json(r, p.as_ref())).collect();
+        let v: Vec<Value> = plans
+            .iter()
+            .zip(&parsed)
+            .map(|(r, p)| {
+                let mut v = plan_json(r, p.as_ref());
+                if let Value::Object(m) = &mut v {
+                    m.insert("paused_sets".into(), paused_sets_json(r, p.as_ref(), &paused_of(r)));
+                }
+                v
+            })
+            .collect();
         return out.json(&Value::Array(v));
     }
     if plans.is_empty() {
@@ -138,13 +194,20 @@ pub fn list(client: &Client, out: &Out, labels: &[Label], flow: Option<&str>) ->
     let mut t = out.table(&["PLAN", "FLOW", "VERSION", "ACTIVE", "SCHEDULE", "SETS", "LABELS", "NEXT TICK"]);
     for (r, p) in plans.iter().zip(&parsed) {
         let tz = zone(p.as_ref());
+        let active = match (r.deleted_at, r.active) {
+            (Some(at), _) => format!("deleted {}", time(at)),
+            (None, true) => "yes".to_owned(),
+            (None, false) => "no".to_owned(),
+        };
+        let sets = p.as_ref().map_or(0, |p| p.parameter_sets().len());
+        let paused = paused_of(r).len();
         t.add_row(vec![
             Cell::new(r.name.as_str()),
             Cell::new(r.flow.as_str()),
             Cell::new(r.version),
-            Cell::new(if r.active { "yes" } else { "no" }),
+            Cell::new(active),
             Cell::new(p.as_ref().and_then(|p| p.schedule()).map_or_else(|| "-".to_owned(), |s| s.describe())),
-            Cell::new(p.as_ref().map_or(0, |p| p.parameter_sets().len())),
+            Cell::new(if paused > 0 { format!("{sets} ({paused} paused)") } else { sets.to_string() }),
             Cell::new(labels_text(r)),
             Cell::new(next_tick(r, p.as_ref()).map_or_else(|| "-".to_owned(), |n| local(n, &tz))),
         ]);
@@ -203,6 +266,9 @@ pub fn show(client: &Client, out: &Out, name: &str, ticks: usize, runs: usize) -
             ..Default::default()
         })?
         .len();
+    let states = client.set_states(Some(name), true)?;
+    let paused: Vec<&ParamSetState> = states.iter().collect();
+    let pause_of = |key: &str| states.iter().find(|s| s.set_key == key).and_then(|s| s.paused.as_ref());
     if out.json {
         let mut v = plan_json(&rec, Some(&lp));
         if let Value::Object(m) = &mut v {
@@ -216,11 +282,13 @@ pub fn show(client: &Client, out: &Out, name: &str, ticks: usize, runs: usize) -
                         "key": s.key,
                         "values": s.values,
                         "run_name": run_name,
+                        "paused": pause_of(&s.key).map(|p| pause_json(&rec, Some(&lp), &s.key, p)),
                         "recent": launches.iter().map(|l| launch_json(client, l, &tz)).collect::<Vec<_>>(),
                     })
                 })
                 .collect();
             m.insert("parameter_set_details".into(), json!(sets));
+            m.insert("paused_sets".into(), paused_sets_json(&rec, Some(&lp), &paused));
             m.insert("pending_launches".into(), json!(pending));
         }
         return out.json(&v);
@@ -248,6 +316,11 @@ pub fn show(client: &Client, out: &Out, name: &str, ticks: usize, runs: usize) -
         ("schedule", lp.schedule().map_or_else(|| "none (manual launches only)".to_owned(), |s| s.describe())),
         ("catch-up", lp.catch_up().to_string()),
         ("concurrency", format!("{} (per parameter set)", lp.concurrency())),
+        (
+            "pause after",
+            lp.pause_after_failures()
+                .map_or_else(|| "never".to_owned(), |n| format!("{n} consecutive failed runs of a parameter set")),
+        ),
         ("labels", if rec.labels.is_empty() { "-".to_owned() } else { labels_text(&rec) }),
         ("fixed", inputs(&spec.fixed)),
         ("defaults", inputs(&spec.defaults)),
@@ -269,6 +342,27 @@ pub fn show(client: &Client, out: &Out, name: &str, ticks: usize, runs: usize) -
     }
     if pending > 0 {
         rows.push(("pending", format!("{pending} launch(es) waiting for a scheduler or their turn")));
+    }
+    if let Some(at) = rec.deleted_at {
+        rows.insert(1, ("deleted", format!("at {} (apply its plan file again to register it anew)", time(at))));
+    }
+    for s in &states {
+        let Some(p) = &s.paused else { continue };
+        let run_name = lp
+            .parameter_sets()
+            .iter()
+            .find(|x| x.key == s.set_key)
+            .map_or_else(|| s.set_key.clone(), |x| x.run_name(lp.name()));
+        let runs: Vec<String> = p.runs.iter().map(|r| format!("{}/{r}", rec.flow)).collect();
+        rows.push((
+            "paused",
+            format!(
+                "{run_name} since {}: {} (failed runs {})",
+                time(p.at),
+                pause_reason(&rec, Some(&lp), &s.set_key, p),
+                runs.join(", ")
+            ),
+        ));
     }
     out.fields(&rows)?;
     if lp.schedule().is_some() {
@@ -380,6 +474,75 @@ pub fn set_active(store: &Store, out: &Out, names: &[String], labels: &[Label], 
 
 fn plan_error(e: plan::PlanError) -> Error {
     if e.is_usage() { Error::Usage(e.to_string()) } else { Error::Failed(e.to_string()) }
+}
+
+/// Deletes the selected plans in one atomic write: `braid plan delete`. Unknown names are
+/// a usage error naming each of them; nothing is deleted then.
+pub fn delete(store: &Store, out: &Out, names: &[String], labels: &[Label]) -> Result<()> {
+    let sel = selector(names, labels)?;
+    let deleted = block_on(plan::delete_plans(store, &sel, Timestamp::now()))?.map_err(|e| match e {
+        plan::PlanError::Store(e) if e.is_not_found() => Error::Usage(e.to_string()),
+        e => plan_error(e),
+    })?;
+    if out.json {
+        let v: Vec<Value> = deleted.iter().map(|(n, c)| json!({"plan": n.as_str(), "changed": c})).collect();
+        return out.json(&json!({"deleted": v}));
+    }
+    if deleted.is_empty() {
+        let what = labels.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(" and ");
+        return out.line(&format!("no plan has {what}; nothing deleted"));
+    }
+    let did: Vec<&str> = deleted.iter().filter(|(_, c)| *c).map(|(n, _)| n.as_str()).collect();
+    let already: Vec<&str> = deleted.iter().filter(|(_, c)| !*c).map(|(n, _)| n.as_str()).collect();
+    let mut line = format!("deleted {} plan(s)", did.len());
+    if !did.is_empty() {
+        line.push_str(&format!(": {}", did.join(", ")));
+    }
+    if !already.is_empty() {
+        line.push_str(&format!(" ({} deleted before: {})", already.len(), already.join(", ")));
+    }
+    out.line(&line)?;
+    out.note("they launch nothing more; their runs keep naming them; `braid plan list --all` shows them");
+    Ok(())
+}
+
+/// Resumes paused parameter sets of a plan: `braid plan resume-set PLAN --param k=v`.
+pub fn resume_set(store: &Store, out: &Out, name: &str, params: &[String]) -> Result<()> {
+    let select = crate::split_params(params).map_err(Error::Usage)?;
+    let resumed = block_on(plan::resume_sets(store, name, &select, Timestamp::now()))?.map_err(plan_error)?;
+    if out.json {
+        let v: Vec<Value> = resumed
+            .iter()
+            .map(|r| {
+                json!({
+                    "key": r.set.key,
+                    "values": r.set.values,
+                    "run_name": r.run_name,
+                    "was_paused": r.pause.is_some(),
+                    "failures": r.pause.as_ref().map(|p| p.failures),
+                    "runs": r.pause.as_ref().map(|p| p.runs.iter().map(|x| x.to_string()).collect::<Vec<_>>()),
+                })
+            })
+            .collect();
+        return out.json(&json!({"plan": name, "resumed": v}));
+    }
+    let was: Vec<String> = resumed
+        .iter()
+        .filter_map(|r| r.pause.as_ref().map(|p| format!("{} (paused after {} failures)", r.run_name, p.failures)))
+        .collect();
+    let not: Vec<&str> = resumed.iter().filter(|r| r.pause.is_none()).map(|r| r.run_name.as_str()).collect();
+    let mut line = format!("resumed {} paused parameter set(s) of plan {name}", was.len());
+    if !was.is_empty() {
+        line.push_str(&format!(": {}", was.join(", ")));
+    }
+    if !not.is_empty() {
+        line.push_str(&format!("; {} not paused (their failure count restarts): {}", not.len(), not.join(", ")));
+    }
+    out.line(&line)?;
+    if !was.is_empty() {
+        out.line("they launch again from their next tick")?;
+    }
+    Ok(())
 }
 
 /// Records a launch request of a plan now (pending launches a running scheduler of the

@@ -7,6 +7,20 @@
 //! that lost its launch (another scheduler adopted it because this one looked dead)
 //! cancels the run it prepared, which never executed. When the run ends the launch
 //! moves to `finished` with the run's status.
+//!
+//! Policies per parameter set: `allow`, `skip`, `queue`, `buffer_one` (like `queue`, at
+//! most one tick waiting) and `cancel_other` (a new tick cancels the set's running run
+//! through the run's cancellation token, then starts once it has ended). A run of another
+//! scheduler replica cannot be cancelled from here: that replica's next pass sees the
+//! newer pending tick of the set and cancels its own run ([`Launcher::cancel_superseded`]),
+//! while the replica holding the new tick waits for it to end, as `queue` would.
+//!
+//! Pause on failure: when a run of a plan with `pause_after_failures = N` fails, the
+//! set's last N finished launches (of the same plan version, ended after the set was
+//! last resumed) are read back; all failed, the set is paused in the store. Scheduled
+//! ticks of a paused set are claimed as always (exactly once) and recorded as skipped
+//! with the pause's note; the scheduler re-reads the paused sets every pass, so a pause
+//! survives restarts and `braid plan resume-set` takes effect within one pass.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -14,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use braid_core::{FlowName, PlanName, RunId, RunStatus, Timestamp};
-use braid_store::{LaunchKind, LaunchQuery, LaunchRecord, LaunchState, SchedulerRecord, Store};
+use braid_store::{LaunchKind, LaunchQuery, LaunchRecord, LaunchState, SchedulerRecord, SetPause, Store};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -106,6 +120,18 @@ pub enum LaunchEvent {
         /// Why it was skipped.
         reason: String,
     },
+    /// A parameter set was paused after consecutive failed runs; its ticks are skipped
+    /// until it is resumed.
+    Paused {
+        /// The plan.
+        plan: PlanName,
+        /// The set's run name, `<plan>_<values>`.
+        name: String,
+        /// How many consecutive runs failed.
+        failures: u32,
+        /// The note its skipped ticks carry (how to resume it).
+        reason: String,
+    },
     /// Missed ticks left out by the catch-up policy.
     MissedTicks {
         /// The plan whose ticks were missed.
@@ -190,8 +216,25 @@ struct State {
     running: usize,
     /// Plans seen inactive by the last pass: their scheduled launches are skipped.
     inactive: HashSet<PlanName>,
+    /// Plans deleted (seen by the last pass): none of their launches start.
+    deleted: HashSet<PlanName>,
+    /// Paused parameter sets and the note their skipped ticks get.
+    paused: HashMap<(PlanName, String), String>,
+    /// The runs of this process, by launch key: what `cancel_other` cancels.
+    runs: HashMap<String, RunHandle>,
     outcomes: Vec<LaunchOutcome>,
     last_heartbeat: Option<jiff::Timestamp>,
+}
+
+/// A run this process started (or is starting), as `cancel_other` finds it.
+struct RunHandle {
+    set: (PlanName, String),
+    tick: Timestamp,
+    /// Whether its plan version's policy is `cancel_other`.
+    cancel_other: bool,
+    cancel: CancellationToken,
+    /// The later tick that cancelled it, once one did.
+    superseded_by: Option<Timestamp>,
 }
 
 /// Starts launches held by this process; see the module docs.
@@ -396,6 +439,119 @@ impl Launcher {
         self.lock().inactive = inactive;
     }
 
+    /// The plans of queued launches, for a pass to find which of them were deleted.
+    pub(crate) fn queued_plans(&self) -> HashSet<PlanName> {
+        self.lock().queue.values().map(|l| l.plan.clone()).collect()
+    }
+
+    pub(crate) fn set_deleted(&self, deleted: HashSet<PlanName>) {
+        self.lock().deleted = deleted;
+    }
+
+    /// Reads the paused parameter sets from the store (every pass: a pause made by
+    /// another process, or a resume, takes effect here within a pass).
+    pub(crate) async fn refresh_paused(&self) -> PlanResult<()> {
+        let states = self.store.plans.list_set_states(None, true).await?;
+        let mut paused = HashMap::with_capacity(states.len());
+        for s in states {
+            let Some(p) = &s.paused else { continue };
+            let note = self.pause_note(&s.plan, s.version, &s.set_key, p.failures).await;
+            paused.insert((s.plan, s.set_key), note);
+        }
+        self.lock().paused = paused;
+        Ok(())
+    }
+
+    async fn pause_note(&self, plan: &PlanName, version: u32, set_key: &str, failures: u32) -> String {
+        let set = match self.plan_version(plan, version).await {
+            Ok(Some(p)) => p.parameter_sets().iter().find(|s| s.key == set_key).cloned(),
+            _ => None,
+        };
+        match set {
+            Some(set) => super::registry::pause_note(plan, &set, failures),
+            None => format!("paused after {failures} consecutive failures; `braid plan resume-set {plan}` resumes it"),
+        }
+    }
+
+    /// After a failed run: pauses its parameter set if the plan says so and the set's
+    /// last `pause_after_failures` finished launches (of this version, ended after the
+    /// set was last resumed) all failed.
+    async fn pause_if_failing(&self, l: &LaunchRecord) {
+        if let Err(e) = self.try_pause(l).await {
+            tracing::error!(launch = %l.key, error = %e, "cannot check whether the parameter set should pause");
+        }
+    }
+
+    async fn try_pause(&self, l: &LaunchRecord) -> PlanResult<()> {
+        let Some(plan) = self.plan_version(&l.plan, l.version).await? else { return Ok(()) };
+        let Some(n) = plan.pause_after_failures() else { return Ok(()) };
+        let resumed = self
+            .store
+            .plans
+            .list_set_states(Some(&l.plan), false)
+            .await?
+            .into_iter()
+            .find(|s| s.set_key == l.set_key)
+            .and_then(|s| s.resumed_at);
+        let q = LaunchQuery {
+            plan: Some(l.plan.clone()),
+            set_key: Some(l.set_key.clone()),
+            states: vec![LaunchState::Finished],
+            limit: n as usize,
+            ..Default::default()
+        };
+        let recent = self.store.plans.list_launches(&q).await?;
+        let failing = recent.len() == n as usize
+            && recent.iter().all(|r| {
+                r.version == l.version
+                    && r.status == Some(RunStatus::Failed)
+                    && resumed.is_none_or(|t| r.updated_at > t)
+            });
+        if !failing {
+            return Ok(());
+        }
+        let pause = SetPause { failures: n, runs: recent.iter().filter_map(|r| r.run).collect(), at: ts(self.now()) };
+        if self.store.plans.pause_set(&l.plan, &l.set_key, l.version, pause).await? {
+            let note = self.pause_note(&l.plan, l.version, &l.set_key, n).await;
+            tracing::warn!(plan = %l.plan, set = %l.set_key, failures = n, "parameter set paused after consecutive failures");
+            self.lock().paused.insert((l.plan.clone(), l.set_key.clone()), note.clone());
+            self.emit(LaunchEvent::Paused { plan: l.plan.clone(), name: l.name.clone(), failures: n, reason: note });
+        }
+        Ok(())
+    }
+
+    /// `cancel_other` across scheduler replicas: cancels this process's runs of
+    /// `cancel_other` sets for which a later tick is pending (claimed by any scheduler).
+    /// One launch query per such run; a pass calls it.
+    pub(crate) async fn cancel_superseded(&self) -> PlanResult<()> {
+        let candidates: Vec<(String, (PlanName, String), Timestamp)> = self
+            .lock()
+            .runs
+            .iter()
+            .filter(|(_, h)| h.cancel_other && h.superseded_by.is_none())
+            .map(|(k, h)| (k.clone(), h.set.clone(), h.tick))
+            .collect();
+        for (key, (plan, set_key), tick) in candidates {
+            let q = LaunchQuery {
+                plan: Some(plan),
+                set_key: Some(set_key),
+                states: vec![LaunchState::Pending],
+                limit: 1,
+                ..Default::default()
+            };
+            let Some(newer) = self.store.plans.list_launches(&q).await?.into_iter().next() else { continue };
+            if newer.kind != LaunchKind::Scheduled || newer.tick <= tick {
+                continue;
+            }
+            if let Some(h) = self.lock().runs.get_mut(&key).filter(|h| h.superseded_by.is_none()) {
+                tracing::info!(launch = %key, newer = %newer.key, "cancelling a run superseded by a later tick (cancel_other)");
+                h.superseded_by = Some(newer.tick);
+                h.cancel.cancel();
+            }
+        }
+        Ok(())
+    }
+
     fn policies(&self) -> HashMap<(PlanName, u32), Concurrency> {
         self.policy.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -485,31 +641,56 @@ impl Launcher {
             }
         }
         let policies = self.policies();
-        let mut start: Vec<(LaunchRecord, OwnedSemaphorePermit)> = Vec::new();
+        let mut start: Vec<(LaunchRecord, OwnedSemaphorePermit, CancellationToken)> = Vec::new();
         let mut skip: Vec<(LaunchRecord, String)> = Vec::new();
         {
             let mut guard = self.lock();
             let st: &mut State = &mut guard;
             // Sets with a launch ahead in the queue that stays: later ticks wait behind it.
             let mut ahead: HashSet<(PlanName, String)> = HashSet::new();
+            // `buffer_one` sets with a tick waiting already: later ticks are skipped.
+            let mut buffered: HashSet<(PlanName, String)> = HashSet::new();
+            // The latest queued scheduled tick of each `cancel_other` set: older ones are
+            // superseded (starting them would only have them cancelled).
+            let mut latest: HashMap<(PlanName, String), (Timestamp, String)> = HashMap::new();
+            for (k, l) in st.queue.iter() {
+                if l.kind == LaunchKind::Scheduled
+                    && policies.get(&(l.plan.clone(), l.version)) == Some(&Concurrency::CancelOther)
+                {
+                    latest.insert((l.plan.clone(), l.set_key.clone()), k.clone());
+                }
+            }
+            let mut cancels: Vec<((PlanName, String), Timestamp)> = Vec::new();
             let mut skips: Vec<((Timestamp, String), String)> = Vec::new();
-            let mut starts: Vec<((Timestamp, String), OwnedSemaphorePermit)> = Vec::new();
+            let mut starts: Vec<((Timestamp, String), OwnedSemaphorePermit, bool)> = Vec::new();
             for (k, l) in st.queue.iter() {
                 let set = (l.plan.clone(), l.set_key.clone());
+                if st.deleted.contains(&l.plan) {
+                    skips.push((k.clone(), "the plan was deleted before this launch started".into()));
+                    continue;
+                }
                 if l.kind == LaunchKind::Scheduled && st.inactive.contains(&l.plan) {
                     skips.push((k.clone(), "the plan was deactivated before this tick launched".into()));
                     continue;
                 }
-                let mut policy = policies.get(&(l.plan.clone(), l.version)).copied().unwrap_or_default();
-                // `skip` drops ticks that come due while a run goes; a backfill or a manual
-                // launch was asked for explicitly, so it waits its turn instead.
-                if policy == Concurrency::Skip && l.kind != LaunchKind::Scheduled {
+                if l.kind == LaunchKind::Scheduled
+                    && let Some(note) = st.paused.get(&set)
+                {
+                    skips.push((k.clone(), note.clone()));
+                    continue;
+                }
+                let declared = policies.get(&(l.plan.clone(), l.version)).copied().unwrap_or_default();
+                let mut policy = declared;
+                // `skip`, `buffer_one` and `cancel_other` are about ticks that come due while a
+                // run goes; a backfill or a manual launch was asked for explicitly, so it waits
+                // its turn instead.
+                if matches!(policy, Concurrency::Skip | Concurrency::BufferOne | Concurrency::CancelOther)
+                    && l.kind != LaunchKind::Scheduled
+                {
                     policy = Concurrency::Queue;
                 }
-                let busy = policy != Concurrency::Allow
-                    && (st.active.get(&set).is_some_and(|n| *n > 0)
-                        || elsewhere.contains(&set)
-                        || ahead.contains(&set));
+                let here = st.active.get(&set).is_some_and(|n| *n > 0);
+                let busy = policy != Concurrency::Allow && (here || elsewhere.contains(&set) || ahead.contains(&set));
                 match policy {
                     Concurrency::Skip if busy => {
                         let reason = "concurrency = \"skip\": the previous run of this parameter set was still going";
@@ -520,6 +701,35 @@ impl Launcher {
                         ahead.insert(set);
                         continue;
                     }
+                    Concurrency::BufferOne if busy => {
+                        if buffered.contains(&set) {
+                            let reason = "concurrency = \"buffer_one\": a run of this parameter set was going and \
+                                          another tick was already waiting";
+                            skips.push((k.clone(), reason.into()));
+                        } else {
+                            buffered.insert(set.clone());
+                            ahead.insert(set);
+                        }
+                        continue;
+                    }
+                    Concurrency::CancelOther => {
+                        if latest.get(&set).is_some_and(|newest| newest != k) {
+                            let reason = "concurrency = \"cancel_other\": a later tick of this parameter set \
+                                          came due before this one started";
+                            skips.push((k.clone(), reason.into()));
+                            continue;
+                        }
+                        if busy {
+                            // Runs of this process are cancelled now; one of another replica
+                            // is cancelled by that replica's next pass. This tick starts once
+                            // the run has ended.
+                            if here {
+                                cancels.push((set.clone(), l.tick));
+                            }
+                            ahead.insert(set);
+                            continue;
+                        }
+                    }
                     _ => {}
                 }
                 // In tick order: when no run may start, later launches wait too.
@@ -527,24 +737,42 @@ impl Launcher {
                 *st.active.entry(set.clone()).or_default() += 1;
                 st.running += 1;
                 ahead.insert(set);
-                starts.push((k.clone(), permit));
+                starts.push((k.clone(), permit, declared == Concurrency::CancelOther));
+            }
+            for (set, tick) in cancels {
+                for (key, h) in st.runs.iter_mut() {
+                    if h.set == set && h.tick < tick && h.superseded_by.is_none() {
+                        tracing::info!(launch = %key, "cancelling a run superseded by a later tick (cancel_other)");
+                        h.superseded_by = Some(tick);
+                        h.cancel.cancel();
+                    }
+                }
             }
             for (k, reason) in skips {
                 if let Some(l) = st.queue.remove(&k) {
                     skip.push((l, reason));
                 }
             }
-            for (k, permit) in starts {
+            for (k, permit, cancel_other) in starts {
                 if let Some(l) = st.queue.remove(&k) {
-                    start.push((l, permit));
+                    let cancel = self.cancel.child_token();
+                    let handle = RunHandle {
+                        set: (l.plan.clone(), l.set_key.clone()),
+                        tick: l.tick,
+                        cancel_other,
+                        cancel: cancel.clone(),
+                        superseded_by: None,
+                    };
+                    st.runs.insert(l.key.clone(), handle);
+                    start.push((l, permit, cancel));
                 }
             }
         }
         for (l, reason) in skip {
             self.skip(l, reason).await?;
         }
-        for (l, permit) in start {
-            self.start(l, permit).await;
+        for (l, permit, cancel) in start {
+            self.start(l, permit, cancel).await;
         }
         Ok(())
     }
@@ -581,6 +809,7 @@ impl Launcher {
 
     fn release(&self, l: &LaunchRecord) {
         let mut s = self.lock();
+        s.runs.remove(&l.key);
         if let Some(n) = s.active.get_mut(&(l.plan.clone(), l.set_key.clone())) {
             *n = n.saturating_sub(1);
         }
@@ -613,7 +842,7 @@ impl Launcher {
     /// next scheduler adopts and starts exactly once: the run id is recorded in the
     /// pending launch before the run exists; an adopter reuses it and takes over the
     /// run record if the dead scheduler had created it but not started it.
-    async fn start(self: &Arc<Self>, mut l: LaunchRecord, permit: OwnedSemaphorePermit) {
+    async fn start(self: &Arc<Self>, mut l: LaunchRecord, permit: OwnedSemaphorePermit, cancel: CancellationToken) {
         crash_point!("launch-claimed");
         let Some(flow) = self.flows.get(&l.flow).cloned() else {
             let note = format!("flow `{}` is not hosted by this process", l.flow);
@@ -646,7 +875,7 @@ impl Launcher {
             meta: self.meta(&l).await,
             env_params: false,
             max_workers: self.opts.run_workers.max(1),
-            cancel: self.cancel.child_token(),
+            cancel,
             ..Default::default()
         };
         let prepared = match PreparedRun::prepare(flow.clone(), self.store.clone(), opts).await {
@@ -699,6 +928,14 @@ impl Launcher {
                 Ok(s) => (s.status, s.error),
                 Err(e) => (RunStatus::Failed, Some(e.to_string())),
             };
+            let superseded = this.lock().runs.get(&started.key).and_then(|h| h.superseded_by);
+            let error = match superseded {
+                Some(t) if status == RunStatus::Cancelled => Some(format!(
+                    "cancelled: the tick {} of this parameter set came due (concurrency = \"cancel_other\")",
+                    t.to_jiff()
+                )),
+                _ => error,
+            };
             let mut finished = started.clone();
             finished.state = LaunchState::Finished;
             finished.status = Some(status);
@@ -714,6 +951,9 @@ impl Launcher {
                     o.state = LaunchState::Finished;
                     o.note = error.clone();
                 }
+            }
+            if status == RunStatus::Failed {
+                this.pause_if_failing(&finished).await;
             }
             this.emit(LaunchEvent::Finished {
                 launch: finished.key.clone(),
@@ -752,6 +992,7 @@ impl Launcher {
         if let Err(e) = self.store.plans.update_launch(&l, LaunchState::Pending, Some(&self.id)).await {
             tracing::error!(launch = %l.key, error = %e, "cannot record a launch that failed to start");
         }
+        self.pause_if_failing(&l).await;
         self.emit(LaunchEvent::Skipped {
             launch: l.key.clone(),
             name: l.name.clone(),

@@ -88,6 +88,26 @@ pub enum PlanError {
         problems: Vec<PlanProblem>,
     },
 
+    /// `--param`s selecting parameter sets of a plan (`braid plan resume-set`) that do
+    /// not fit it: every problem at once.
+    #[error("cannot select parameter sets of plan `{plan}`:\n{}", lines(.problems))]
+    BadSelection {
+        /// The plan.
+        plan: String,
+        /// Every `--param` that does not fit, each naming it.
+        problems: Vec<PlanProblem>,
+    },
+
+    /// A plan that was deleted (`braid plan delete`): it launches nothing until its plan
+    /// file is applied again.
+    #[error("plan `{plan}` was deleted at {at}; apply its plan file again (`plans apply FILE`) to register it anew")]
+    Deleted {
+        /// The plan.
+        plan: String,
+        /// When it was deleted.
+        at: jiff::Timestamp,
+    },
+
     /// A plan file that cannot be read or parsed.
     #[error("plan file {path}: {reason}")]
     File {
@@ -135,6 +155,8 @@ impl PlanError {
                 | PlanError::Rejected { .. }
                 | PlanError::NoLongerFits { .. }
                 | PlanError::BadLaunch { .. }
+                | PlanError::BadSelection { .. }
+                | PlanError::Deleted { .. }
                 | PlanError::File { .. }
                 | PlanError::UnknownPlan { .. }
                 | PlanError::Usage(_)

@@ -46,6 +46,7 @@ pub(crate) const PLAN_KEYS: &[&str] = &[
     "catch_up",
     "catch_up_limit",
     "grace",
+    "pause_after_failures",
 ];
 
 /// Parses plan file text (`source` names it in errors) and validates every plan on its
@@ -258,6 +259,7 @@ every = "15m"
             labels: [("a".to_owned(), "b".to_owned())].into(),
             catch_up_limit: Some(1),
             grace: Some("1m".into()),
+            pause_after_failures: Some(2),
             ..Default::default()
         };
         let serde_json::Value::Object(m) = serde_json::to_value(&spec).unwrap() else { panic!() };

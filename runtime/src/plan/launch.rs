@@ -75,7 +75,7 @@ pub(crate) fn scheduled_launches(
 
 /// Reads a registered plan (latest version) and checks that this binary runs its flow.
 async fn load(store: &Store, flows: &[Arc<Flow>], name: &str) -> PlanResult<(PlanRecord, LaunchPlan, Arc<Flow>)> {
-    let rec = get_plan(store, name).await?;
+    let rec = get_live_plan(store, name).await?;
     let plan = LaunchPlan::from_json(&rec.spec)?;
     let flow = flows.iter().find(|f| f.name() == plan.flow()).cloned().ok_or_else(|| {
         PlanError::Usage(format!(
@@ -116,6 +116,15 @@ pub async fn get_plan(store: &Store, name: &str) -> PlanResult<PlanRecord> {
         format!(" (registered: {}{})", shown.join(", "), if known.len() > 10 { ", ..." } else { "" })
     };
     Err(PlanError::UnknownPlan { plan: name.to_owned(), hint })
+}
+
+/// [`get_plan`], refusing a deleted plan ([`PlanError::Deleted`]).
+pub(crate) async fn get_live_plan(store: &Store, name: &str) -> PlanResult<PlanRecord> {
+    let rec = get_plan(store, name).await?;
+    match rec.deleted_at {
+        Some(at) => Err(PlanError::Deleted { plan: name.to_owned(), at: at.to_jiff() }),
+        None => Ok(rec),
+    }
 }
 
 /// How a backfill goes.
@@ -362,7 +371,7 @@ pub async fn request_launch(
     now: jiff::Timestamp,
     dead_after: std::time::Duration,
 ) -> PlanResult<(Vec<LaunchRecord>, Vec<SchedulerRecord>)> {
-    let rec = get_plan(store, plan).await?;
+    let rec = get_live_plan(store, plan).await?;
     let lp = LaunchPlan::from_json(&rec.spec)?;
     let flow_rec = store.records.get_flow(lp.flow()).await?.ok_or_else(|| {
         PlanError::Usage(format!(

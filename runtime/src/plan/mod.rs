@@ -31,7 +31,10 @@ mod scheduler;
 // Plans: their model, files and registration.
 pub use file::{check_plan_file, check_plan_text, parse_plans};
 pub use model::{CatchUp, CatchUpKind, Concurrency, LaunchPlan, LaunchPlanBuilder, ParamSet, PlanSpec};
-pub use registry::{Registered, register_plans, register_plans_at, set_active};
+pub use registry::{
+    Registered, ResumedSet, delete_plans, pause_note, register_plans, register_plans_at, resume_sets, select_sets,
+    set_active,
+};
 pub use schedule::{CronError, Schedule};
 
 // The scheduler.

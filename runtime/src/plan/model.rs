@@ -33,6 +33,12 @@ pub enum Concurrency {
     Skip,
     /// Launch it when the previous run ends, ticks in order.
     Queue,
+    /// Like `queue`, but at most one tick waits while a run goes: later ticks are
+    /// recorded as skipped, with the reason.
+    BufferOne,
+    /// Cancel the running run (it ends `cancelled`), then launch this tick. Of several
+    /// waiting ticks only the latest launches; the older ones are recorded as skipped.
+    CancelOther,
 }
 
 impl fmt::Display for Concurrency {
@@ -41,6 +47,8 @@ impl fmt::Display for Concurrency {
             Concurrency::Allow => "allow",
             Concurrency::Skip => "skip",
             Concurrency::Queue => "queue",
+            Concurrency::BufferOne => "buffer_one",
+            Concurrency::CancelOther => "cancel_other",
         })
     }
 }
@@ -146,6 +154,11 @@ pub struct PlanSpec {
     /// With `catch_up = "none"`: how late a tick may be and still launch (default 1m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace: Option<String>,
+    /// After this many consecutive failed runs of a parameter set, the set stops
+    /// launching (its ticks are recorded as skipped) until `braid plan resume-set` or a
+    /// new version of the plan. `None`: never paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_after_failures: Option<u32>,
 }
 
 fn yes() -> bool {
@@ -326,6 +339,9 @@ impl LaunchPlan {
             Some(0) => problems.add("catch_up_limit", "must be at least 1"),
             _ => {}
         }
+        if spec.pause_after_failures == Some(0) {
+            problems.add("pause_after_failures", "must be at least 1; leave it out to never pause a parameter set");
+        }
 
         for (section, values) in [("fixed", &spec.fixed), ("defaults", &spec.defaults)] {
             for (k, v) in values {
@@ -381,6 +397,11 @@ impl LaunchPlan {
     /// What happens to ticks missed while no scheduler ran.
     pub fn catch_up(&self) -> CatchUp {
         self.catch_up
+    }
+
+    /// After how many consecutive failed runs a parameter set pauses; `None`: never.
+    pub fn pause_after_failures(&self) -> Option<u32> {
+        self.spec.pause_after_failures
     }
 
     /// Whether the plan is active when first registered.
@@ -740,6 +761,13 @@ impl LaunchPlanBuilder {
         self
     }
 
+    /// Pauses a parameter set after `n` consecutive failed runs (at least 1): its ticks
+    /// are then recorded as skipped until `braid plan resume-set` or a new plan version.
+    pub fn pause_after_failures(mut self, n: u32) -> Self {
+        self.spec.pause_after_failures = Some(n);
+        self
+    }
+
     /// What happens to missed ticks (default [`CatchUp::Latest`]).
     pub fn catch_up(mut self, c: CatchUp) -> Self {
         match c {
@@ -805,6 +833,25 @@ mod tests {
     }
 
     #[test]
+    fn new_policies_read_and_write_as_their_plan_file_words() {
+        let text = r#"
+            [[plan]]
+            name = "p"
+            flow = "f"
+            concurrency = "cancel_other"
+            pause_after_failures = 3
+        "#;
+        let plans = crate::plan::parse_plans(text, "t.toml").unwrap();
+        assert_eq!(plans[0].concurrency(), Concurrency::CancelOther);
+        assert_eq!(plans[0].pause_after_failures(), Some(3));
+        assert_eq!(plans[0].to_json()["concurrency"], "cancel_other");
+        let b = LaunchPlan::builder("p", "f").concurrency(Concurrency::BufferOne).build().unwrap();
+        assert_eq!((b.concurrency().to_string(), b.pause_after_failures()), ("buffer_one".to_owned(), None));
+        // A plan without the new key keeps the content hash it had.
+        assert!(b.to_json().get("pause_after_failures").is_none());
+    }
+
+    #[test]
     fn run_names_stay_readable() {
         let p = LaunchPlan::builder("p", "f").parameter_set([("s", json!("a b/c"))]).build().unwrap();
         assert_eq!(p.parameter_sets()[0].run_name(p.name()), "p_a-b-c");
@@ -827,6 +874,7 @@ mod tests {
             .cron("0 * * *", "Nowhere/Land")
             .matrix("site", Vec::<String>::new())
             .catch_up(CatchUp::All { limit: 0 })
+            .pause_after_failures(0)
             .label("team", "a b")
             .build()
             .unwrap_err()
@@ -837,6 +885,7 @@ mod tests {
             "plan 1bad: timezone: \"Nowhere/Land\"",
             "plan 1bad: matrix.site: is empty",
             "plan 1bad: catch_up_limit: must be at least 1",
+            "plan 1bad: pause_after_failures: must be at least 1",
             "plan 1bad: labels.team: label team=a b",
         ] {
             assert!(e.contains(needle), "{needle:?} missing from {e}");

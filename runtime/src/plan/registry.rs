@@ -1,16 +1,17 @@
-//! Registering plans against the flows a binary hosts, activation, and reading times
-//! people type.
+//! Registering plans against the flows a binary hosts, activation, deletion, resuming
+//! paused parameter sets, and reading times people type.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use braid_core::{FlowName, PlanName, Timestamp};
-use braid_store::{FlowRecord, PlanDraft, PlanSelector, Registration, Store};
+use braid_store::{FlowRecord, PlanDraft, PlanSelector, Registration, SetPause, Store};
 use jiff::civil::{Date, DateTime};
 use jiff::tz::TimeZone;
+use serde_json::Value;
 
 use super::error::{PlanError, PlanProblem, PlanResult};
-use super::model::LaunchPlan;
+use super::model::{LaunchPlan, ParamSet, canonical_json};
 use crate::flow::Flow;
 
 /// What registering one plan did.
@@ -122,6 +123,111 @@ pub async fn set_active(
     now: Timestamp,
 ) -> PlanResult<Vec<(PlanName, bool)>> {
     Ok(store.plans.set_plans_active(selector, active, now).await?)
+}
+
+/// Deletes plans by name or label, in one atomic write: they stop launching (a running
+/// scheduler skips what it had queued of them), leave `braid plan list` (`--all` shows
+/// them), and their runs keep naming them. Registering a deleted name again starts a new
+/// history: version numbers continue, activation, cursor and parameter set states start
+/// afresh. Returns each selected plan and whether it changed (false: deleted before);
+/// unknown names are refused all at once.
+pub async fn delete_plans(store: &Store, selector: &PlanSelector, now: Timestamp) -> PlanResult<Vec<(PlanName, bool)>> {
+    Ok(store.plans.delete_plans(selector, now).await?)
+}
+
+/// The note of a parameter set paused after `failures` consecutive failed runs (its
+/// skipped ticks carry it): starts `paused after N consecutive failures`, then says how
+/// to resume it.
+pub fn pause_note(plan: &PlanName, set: &ParamSet, failures: u32) -> String {
+    let params: String = set.values.iter().map(|(k, v)| format!(" --param {k}={}", param_text(v))).collect();
+    format!("paused after {failures} consecutive failures; `braid plan resume-set {plan}{params}` resumes it")
+}
+
+/// A parameter value as `--param` takes it: strings bare, anything else as JSON.
+fn param_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        v => canonical_json(v),
+    }
+}
+
+/// Whether `text` (a `--param` value) names `v`: its string, its JSON, or JSON equal to it.
+fn names_value(text: &str, v: &Value) -> bool {
+    param_text(v) == text || serde_json::from_str::<Value>(text).is_ok_and(|t| &t == v)
+}
+
+/// The parameter sets of `plan` whose values match every `(name, value)` of `select`
+/// (each name a parameter of its sets, each value one of them); none given: every set.
+/// Every problem at once.
+pub fn select_sets<'p>(plan: &'p LaunchPlan, select: &[(String, String)]) -> PlanResult<Vec<&'p ParamSet>> {
+    let name = plan.name().as_str();
+    let mut problems = Vec::new();
+    let mut sets: Vec<&ParamSet> = plan.parameter_sets().iter().collect();
+    for (k, text) in select {
+        let at = format!("--param {k}={text}");
+        let values: BTreeSet<String> =
+            plan.parameter_sets().iter().filter_map(|s| s.values.get(k)).map(param_text).collect();
+        if values.is_empty() {
+            let params: BTreeSet<&str> =
+                plan.parameter_sets().iter().flat_map(|s| s.values.keys().map(String::as_str)).collect();
+            let known = if params.is_empty() {
+                "the plan has a single parameter set; leave out --param".to_owned()
+            } else {
+                format!("its parameter sets vary {}", params.into_iter().collect::<Vec<_>>().join(", "))
+            };
+            problems.push(PlanProblem::new(name, at, format!("`{k}` is not a parameter of the plan's sets; {known}")));
+            continue;
+        }
+        if !plan.parameter_sets().iter().any(|s| s.values.get(k).is_some_and(|v| names_value(text, v))) {
+            let shown: Vec<String> = values.into_iter().collect();
+            problems.push(PlanProblem::new(
+                name,
+                at,
+                format!("no parameter set has {k} = {text}; its values are {}", shown.join(", ")),
+            ));
+            continue;
+        }
+        sets.retain(|s| s.values.get(k).is_some_and(|v| names_value(text, v)));
+    }
+    if problems.is_empty() && sets.is_empty() {
+        problems.push(PlanProblem::new(name, "", "no parameter set has every value the --params select; drop one"));
+    }
+    if !problems.is_empty() {
+        return Err(PlanError::BadSelection { plan: name.to_owned(), problems });
+    }
+    Ok(sets)
+}
+
+/// A parameter set resumed by [`resume_sets`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResumedSet {
+    /// The set.
+    pub set: ParamSet,
+    /// Its run name, `<plan>_<values>`.
+    pub run_name: String,
+    /// The pause it had; `None`: it was not paused (its failure count restarts anyway).
+    pub pause: Option<SetPause>,
+}
+
+/// Resumes the parameter sets of plan `name` that `select` picks ([`select_sets`]): they
+/// launch again from their next tick, and failures before now no longer count towards a
+/// pause. One atomic write. A deleted or unknown plan is an error.
+pub async fn resume_sets(
+    store: &Store,
+    name: &str,
+    select: &[(String, String)],
+    now: Timestamp,
+) -> PlanResult<Vec<ResumedSet>> {
+    let rec = super::launch::get_live_plan(store, name).await?;
+    let plan = LaunchPlan::from_json(&rec.spec)?;
+    let sets = select_sets(&plan, select)?;
+    let keys: Vec<String> = sets.iter().map(|s| s.key.clone()).collect();
+    let resumed = store.plans.resume_sets(&rec.name, &keys, now).await?;
+    Ok(sets
+        .into_iter()
+        .zip(resumed)
+        .map(|(set, (_, pause))| ResumedSet { set: set.clone(), run_name: set.run_name(plan.name()), pause })
+        .collect())
 }
 
 /// Reads a time as people type it: RFC 3339 with an offset (`2026-03-02T14:00:00Z`,

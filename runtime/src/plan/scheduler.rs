@@ -7,6 +7,11 @@
 //! concurrency policies and the global limit allow. A claim lost to another scheduler
 //! (or to an earlier run of this one) is simply not launched here: that is the whole of
 //! at-most-once, and it holds across restarts because claims live in the store.
+//!
+//! Each pass also re-reads the paused parameter sets (their ticks are claimed and
+//! recorded as skipped), notices plans deleted since their launches were queued (those
+//! launches are skipped), and cancels this scheduler's `cancel_other` runs that a later
+//! tick claimed by another replica supersedes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -210,8 +215,27 @@ impl Scheduler {
         report.adopted = adopted.len() + rescued.len();
         self.d.enqueue(adopted).await;
         self.d.enqueue(rescued).await;
+        self.find_deleted(&records).await?;
+        self.d.refresh_paused().await?;
+        self.d.cancel_superseded().await?;
         self.d.dispatch().await?;
         Ok(report)
+    }
+
+    /// Plans of queued launches that the listing (live plans, by name) lacks and the
+    /// store says were deleted: their launches are skipped, not started.
+    async fn find_deleted(&self, records: &[braid_store::PlanRecord]) -> PlanResult<()> {
+        let mut deleted = HashSet::new();
+        for name in self.d.queued_plans() {
+            if records.binary_search_by(|r| r.name.cmp(&name)).is_ok() {
+                continue;
+            }
+            if self.d.store.plans.get_plan(&name).await?.is_some_and(|p| p.deleted_at.is_some()) {
+                deleted.insert(name);
+            }
+        }
+        self.d.set_deleted(deleted);
+        Ok(())
     }
 
     /// Reads the content of every plan not cached at its version in one query (a cold

@@ -1,9 +1,12 @@
 //! `PlanStore` over the SQLite database (tables `plans`, `plan_versions`,
-//! `plan_labels`, `launches`, `schedulers`; see `db.rs`). Every multi-row change is one
+//! `plan_labels`, `launches`, `schedulers`; see `db.rs`; and `plan_sets` with the column
+//! `plans.deleted_at`, added here on open: see [`migrate`]). Every multi-row change is one
 //! job of the writer, so it commits whole or not at all.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use braid_core::{FlowName, Label, PlanName, Timestamp};
@@ -15,7 +18,74 @@ use super::records::FsRecords;
 use crate::error::{Error, Result};
 use crate::plan::*;
 use crate::record::effective_limit;
-use crate::rows::{LaunchRow, PlanRow, PlanVersionRow};
+use crate::rows::{LaunchRow, PlanRow, PlanVersionRow, SetStateRow, pause_runs_json};
+
+/// What the plan store added to the schema of `db.rs`: a table of parameter set states
+/// (pauses, resumes) and the deletion time of a plan. Created on open where missing, so a
+/// store made by an older braid opens (and an older braid ignores both).
+const PLAN_SETS_TABLE: &str = r#"
+CREATE TABLE IF NOT EXISTS plan_sets (
+    plan        TEXT NOT NULL,
+    set_key     TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    paused_at   INTEGER,
+    failures    INTEGER,
+    runs        TEXT,
+    resumed_at  INTEGER,
+    PRIMARY KEY (plan, set_key)
+) WITHOUT ROWID;
+"#;
+/// Columns added to `db.rs`'s plan tables: (table, column, type).
+const PLAN_COLUMNS_ADDED: &[Column] = &[("plans", "deleted_at", "INTEGER")];
+
+/// A column added to a table: (table, column, type).
+type Column = (&'static str, &'static str, &'static str);
+
+/// Brings the plan tables of the database at `path` up to date in one transaction (a
+/// crash leaves them as they were or done): on its own connection, before the store's
+/// first plan query. Nothing is written when they already are.
+fn migrate(path: &Path) -> Result<()> {
+    let conn = Connection::open(path).map_err(|e| db_err(path, "open to add the plan tables", e))?;
+    conn.busy_timeout(Duration::from_secs(30)).map_err(|e| db_err(path, "set busy timeout", e))?;
+    let missing = |conn: &Connection| -> rusqlite::Result<(bool, Vec<Column>)> {
+        let table: bool = conn.query_row(
+            "SELECT COUNT(*) = 0 FROM sqlite_master WHERE type = 'table' AND name = 'plan_sets'",
+            [],
+            |r| r.get(0),
+        )?;
+        let mut columns = Vec::new();
+        for &(t, c, ty) in PLAN_COLUMNS_ADDED {
+            let present: bool =
+                conn.query_row("SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2", [t, c], |r| r.get(0))?;
+            if !present {
+                columns.push((t, c, ty));
+            }
+        }
+        Ok((table, columns))
+    };
+    let (table, columns) = missing(&conn).map_err(|e| db_err(path, "read the plan tables' schema", e))?;
+    if !table && columns.is_empty() {
+        return Ok(());
+    }
+    let r: rusqlite::Result<()> = (|| {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        // Another process may have added them meanwhile: look again under the lock.
+        let (table, columns) = missing(&conn)?;
+        if table {
+            conn.execute_batch(PLAN_SETS_TABLE)?;
+        }
+        for (t, c, ty) in columns {
+            conn.execute_batch(&format!("ALTER TABLE {t} ADD COLUMN {c} {ty}"))?;
+        }
+        conn.execute_batch("COMMIT")
+    })();
+    r.map_err(|e| {
+        // The error that matters is `e`; an open transaction rolls back when the
+        // connection closes.
+        let _ = conn.execute_batch("ROLLBACK");
+        db_err(path, "add the plan tables (parameter set states, plan deletion)", e)
+    })
+}
 
 /// Plans of an fs store; shares the record database.
 #[derive(Debug, Clone)]
@@ -24,8 +94,11 @@ pub struct FsPlans {
 }
 
 impl FsPlans {
-    pub(crate) fn new(records: &FsRecords) -> Self {
-        FsPlans { db: records.db.clone() }
+    /// The plans of the store whose records are `records`; adds the plan tables an
+    /// older store lacks ([`migrate`]).
+    pub(crate) fn open(records: &FsRecords) -> Result<Self> {
+        migrate(records.db.path())?;
+        Ok(FsPlans { db: records.db.clone() })
     }
 
     fn plan_from_row(&self, row: &Row<'_>, with_spec: bool) -> rusqlite::Result<Result<PlanRecord>> {
@@ -41,6 +114,20 @@ impl FsPlans {
             updated_at: row.get("updated_at")?,
             active_since: row.get("active_since")?,
             cursor: row.get("cursor")?,
+            deleted_at: row.get("deleted_at")?,
+        };
+        Ok(raw.decode(&self.db.location()))
+    }
+
+    fn set_state_from_row(&self, row: &Row<'_>) -> rusqlite::Result<Result<ParamSetState>> {
+        let raw = SetStateRow {
+            plan: row.get("plan")?,
+            set_key: row.get("set_key")?,
+            version: row.get("version")?,
+            paused_at: row.get("paused_at")?,
+            failures: row.get("failures")?,
+            runs: row.get("runs")?,
+            resumed_at: row.get("resumed_at")?,
         };
         Ok(raw.decode(&self.db.location()))
     }
@@ -159,15 +246,37 @@ impl PlanStore for FsPlans {
                     let name = d.name.as_str();
                     let context = || format!("register plan {name}");
                     let res: rusqlite::Result<Registration> = (|| {
-                        let current: Option<(i64, String)> = c
-                            .prepare_cached("SELECT version, hash FROM plans WHERE name = ?1")?
-                            .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
+                        let current: Option<(i64, String, bool)> = c
+                            .prepare_cached("SELECT version, hash, deleted_at IS NOT NULL FROM plans WHERE name = ?1")?
+                            .query_row([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                             .optional()?;
                         let spec = serde_json::to_string(&d.spec).map_err(to_sql_err)?;
                         let labels = labels_json(&d.labels)?;
                         let reg = match current {
-                            Some((v, hash)) if hash == d.hash => return Ok(Registration::Unchanged { version: v as u32 }),
-                            Some((v, _)) => {
+                            Some((v, _, true)) => {
+                                // A new history under the old name: created anew, numbering continues.
+                                c.prepare_cached(
+                                    "UPDATE plans SET flow = ?2, version = ?3, hash = ?4, spec = ?5, labels = ?6, \
+                                     active = ?7, created_at = ?8, updated_at = ?8, active_since = ?9, cursor = NULL, \
+                                     deleted_at = NULL WHERE name = ?1",
+                                )?
+                                .execute(params![
+                                    name,
+                                    d.flow.as_str(),
+                                    v + 1,
+                                    d.hash,
+                                    spec,
+                                    labels,
+                                    d.active,
+                                    now.as_micros(),
+                                    d.active.then_some(now.as_micros()),
+                                ])?;
+                                Registration::Created { version: v as u32 + 1 }
+                            }
+                            Some((v, hash, false)) if hash == d.hash => {
+                                return Ok(Registration::Unchanged { version: v as u32 });
+                            }
+                            Some((v, _, false)) => {
                                 c.prepare_cached(
                                     "UPDATE plans SET flow = ?2, version = ?3, hash = ?4, spec = ?5, labels = ?6, \
                                      updated_at = ?7 WHERE name = ?1",
@@ -199,6 +308,8 @@ impl PlanStore for FsPlans {
                         )?
                         .execute(params![name, reg.version(), d.hash, spec, labels, now.as_micros()])?;
                         put_plan_labels(c, name, &d.labels)?;
+                        // A new version (or history) starts its parameter sets afresh.
+                        c.prepare_cached("DELETE FROM plan_sets WHERE plan = ?1")?.execute([name])?;
                         Ok(reg)
                     })();
                     // An error fails the whole job: the writer rolls every plan back.
@@ -241,7 +352,7 @@ impl PlanStore for FsPlans {
     async fn list_plans(&self, query: &PlanQuery) -> Result<Vec<PlanRecord>> {
         let mut args: Vec<Sql> = Vec::new();
         let columns = if query.without_spec {
-            "name, flow, version, hash, labels, active, created_at, updated_at, active_since, cursor"
+            "name, flow, version, hash, labels, active, created_at, updated_at, active_since, cursor, deleted_at"
         } else {
             "*"
         };
@@ -251,6 +362,9 @@ impl PlanStore for FsPlans {
         sql.push_str(&label_filter(&query.labels, &mut args));
         if let Some(a) = query.active {
             sql.push_str(if a { " AND active = 1" } else { " AND active = 0" });
+        }
+        if !query.include_deleted {
+            sql.push_str(" AND deleted_at IS NULL");
         }
         sql.push_str(" ORDER BY name");
         let rows: Vec<Result<PlanRecord>> = self.db.query("list plans", |c| {
@@ -278,11 +392,15 @@ impl PlanStore for FsPlans {
                     let sql = match &selector {
                         PlanSelector::Names(names) => {
                             let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-                            format!("SELECT name, active FROM plans WHERE 1 = 1{}", in_list("name", &names, &mut args))
+                            format!(
+                                "SELECT name, active FROM plans WHERE deleted_at IS NULL{}",
+                                in_list("name", &names, &mut args)
+                            )
                         }
-                        PlanSelector::Labels(labels) => {
-                            format!("SELECT name, active FROM plans WHERE 1 = 1{}", label_filter(labels, &mut args))
-                        }
+                        PlanSelector::Labels(labels) => format!(
+                            "SELECT name, active FROM plans WHERE deleted_at IS NULL{}",
+                            label_filter(labels, &mut args)
+                        ),
                     };
                     let found: Vec<(String, bool)> = c
                         .prepare(&format!("{sql} ORDER BY name"))?
@@ -340,6 +458,201 @@ impl PlanStore for FsPlans {
                 res.map_err(|e| db_err(&path, "advance plan cursors", e))
             })
             .await
+    }
+
+    async fn delete_plans(&self, selector: &PlanSelector, now: Timestamp) -> Result<Vec<(PlanName, bool)>> {
+        check_selector(selector)?;
+        let path = self.db.path().to_owned();
+        let selector = selector.clone();
+        let rows: Vec<(String, bool)> = self
+            .db
+            .write(move |c| {
+                let res: rusqlite::Result<std::result::Result<Vec<(String, bool)>, Vec<PlanName>>> = (|| {
+                    let mut args: Vec<Sql> = Vec::new();
+                    let sql = match &selector {
+                        PlanSelector::Names(names) => {
+                            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+                            format!(
+                                "SELECT name, deleted_at IS NULL FROM plans WHERE 1 = 1{}",
+                                in_list("name", &names, &mut args)
+                            )
+                        }
+                        PlanSelector::Labels(labels) => format!(
+                            "SELECT name, deleted_at IS NULL FROM plans WHERE deleted_at IS NULL{}",
+                            label_filter(labels, &mut args)
+                        ),
+                    };
+                    let found: Vec<(String, bool)> = c
+                        .prepare(&format!("{sql} ORDER BY name"))?
+                        .query_map(params_from_iter(args.iter()), |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect::<rusqlite::Result<_>>()?;
+                    if let PlanSelector::Names(names) = &selector {
+                        let missing: Vec<PlanName> =
+                            names.iter().filter(|n| !found.iter().any(|(f, _)| f == n.as_str())).cloned().collect();
+                        if !missing.is_empty() {
+                            return Ok(Err(missing));
+                        }
+                    }
+                    let mut upd = c.prepare_cached(
+                        "UPDATE plans SET deleted_at = ?2, active = 0, active_since = NULL WHERE name = ?1",
+                    )?;
+                    let mut sets = c.prepare_cached("DELETE FROM plan_sets WHERE plan = ?1")?;
+                    for (name, live) in &found {
+                        if *live {
+                            upd.execute(params![name, now.as_micros()])?;
+                            sets.execute([name])?;
+                        }
+                    }
+                    Ok(Ok(found))
+                })(
+                );
+                match res.map_err(|e| db_err(&path, "delete plans", e))? {
+                    Ok(rows) => Ok(rows),
+                    Err(missing) => Err(unknown_plans(&missing)),
+                }
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(n, changed)| {
+                Ok((PlanName::new(&n).map_err(|e| self.db.corrupt(format!("plan row {n}"), e))?, changed))
+            })
+            .collect()
+    }
+
+    async fn pause_set(&self, plan: &PlanName, set_key: &str, version: u32, pause: SetPause) -> Result<bool> {
+        let path = self.db.path().to_owned();
+        let (plan, set_key) = (plan.to_string(), set_key.to_owned());
+        let runs = pause_runs_json(&pause);
+        self.db
+            .write(move |c| {
+                let res: rusqlite::Result<bool> = (|| {
+                    let live: Option<i64> = c
+                        .prepare_cached("SELECT version FROM plans WHERE name = ?1 AND deleted_at IS NULL")?
+                        .query_row([&plan], |r| r.get(0))
+                        .optional()?;
+                    if live != Some(i64::from(version)) {
+                        return Ok(false);
+                    }
+                    let paused: Option<Option<i64>> = c
+                        .prepare_cached("SELECT paused_at FROM plan_sets WHERE plan = ?1 AND set_key = ?2")?
+                        .query_row([&plan, &set_key], |r| r.get(0))
+                        .optional()?;
+                    if paused.flatten().is_some() {
+                        return Ok(false);
+                    }
+                    c.prepare_cached(
+                        "INSERT INTO plan_sets (plan, set_key, version, paused_at, failures, runs, resumed_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL) ON CONFLICT (plan, set_key) DO UPDATE SET \
+                         version = excluded.version, paused_at = excluded.paused_at, failures = excluded.failures, \
+                         runs = excluded.runs",
+                    )?
+                    .execute(params![
+                        plan,
+                        set_key,
+                        version,
+                        pause.at.as_micros(),
+                        pause.failures,
+                        runs
+                    ])?;
+                    Ok(true)
+                })();
+                res.map_err(|e| db_err(&path, format!("pause parameter set {set_key} of plan {plan}"), e))
+            })
+            .await
+    }
+
+    async fn resume_sets(
+        &self,
+        plan: &PlanName,
+        set_keys: &[String],
+        now: Timestamp,
+    ) -> Result<Vec<(String, Option<SetPause>)>> {
+        let path = self.db.path().to_owned();
+        let name = plan.clone();
+        let set_keys = set_keys.to_vec();
+        let location = self.db.location();
+        self.db
+            .write(move |c| {
+                let plan = name.as_str();
+                let res: rusqlite::Result<Option<Vec<(String, SetStateRow)>>> = (|| {
+                    let Some(version): Option<i64> = c
+                        .prepare_cached("SELECT version FROM plans WHERE name = ?1 AND deleted_at IS NULL")?
+                        .query_row([plan], |r| r.get(0))
+                        .optional()?
+                    else {
+                        return Ok(None);
+                    };
+                    let mut read = c.prepare_cached(
+                        "SELECT plan, set_key, version, paused_at, failures, runs, resumed_at FROM plan_sets \
+                         WHERE plan = ?1 AND set_key = ?2",
+                    )?;
+                    let mut put = c.prepare_cached(
+                        "INSERT INTO plan_sets (plan, set_key, version, paused_at, failures, runs, resumed_at) \
+                         VALUES (?1, ?2, ?3, NULL, NULL, NULL, ?4) ON CONFLICT (plan, set_key) DO UPDATE SET \
+                         version = excluded.version, paused_at = NULL, failures = NULL, runs = NULL, \
+                         resumed_at = excluded.resumed_at",
+                    )?;
+                    let mut out = Vec::with_capacity(set_keys.len());
+                    for k in &set_keys {
+                        let before = read
+                            .query_row([plan, k.as_str()], |r| {
+                                Ok(SetStateRow {
+                                    plan: r.get(0)?,
+                                    set_key: r.get(1)?,
+                                    version: r.get(2)?,
+                                    paused_at: r.get(3)?,
+                                    failures: r.get(4)?,
+                                    runs: r.get(5)?,
+                                    resumed_at: r.get(6)?,
+                                })
+                            })
+                            .optional()?;
+                        put.execute(params![plan, k, version, now.as_micros()])?;
+                        if let Some(b) = before {
+                            out.push((k.clone(), b));
+                        } else {
+                            out.push((
+                                k.clone(),
+                                SetStateRow {
+                                    plan: plan.to_owned(),
+                                    set_key: k.clone(),
+                                    version,
+                                    paused_at: None,
+                                    failures: None,
+                                    runs: None,
+                                    resumed_at: None,
+                                },
+                            ));
+                        }
+                    }
+                    Ok(Some(out))
+                })();
+                match res.map_err(|e| db_err(&path, format!("resume parameter sets of plan {plan}"), e))? {
+                    None => Err(unknown_plans(std::slice::from_ref(&name))),
+                    Some(rows) => rows
+                        .into_iter()
+                        .map(|(k, row)| Ok((k, row.decode(&location)?.paused)))
+                        .collect::<Result<Vec<_>>>(),
+                }
+            })
+            .await
+    }
+
+    async fn list_set_states(&self, plan: Option<&PlanName>, paused_only: bool) -> Result<Vec<ParamSetState>> {
+        let mut args: Vec<Sql> = Vec::new();
+        let mut sql = String::from("SELECT * FROM plan_sets WHERE 1 = 1");
+        if let Some(p) = plan {
+            args.push(Sql::Text(p.to_string()));
+            sql.push_str(" AND plan = ?1");
+        }
+        if paused_only {
+            sql.push_str(" AND paused_at IS NOT NULL");
+        }
+        sql.push_str(" ORDER BY plan, set_key");
+        let rows: Vec<Result<ParamSetState>> = self.db.query("list parameter set states", |c| {
+            c.prepare_cached(&sql)?.query_map(params_from_iter(args.iter()), |r| self.set_state_from_row(r))?.collect()
+        })?;
+        rows.into_iter().collect()
     }
 
     async fn claim_launches(&self, launches: Vec<LaunchRecord>) -> Result<Vec<bool>> {
@@ -542,5 +855,53 @@ impl PlanStore for FsPlans {
                     .map_err(|e| db_err(&path, "remove scheduler", e))
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::Store;
+
+    fn draft(content: u32) -> PlanDraft {
+        PlanDraft {
+            name: PlanName::new("old").unwrap(),
+            flow: FlowName::new("f").unwrap(),
+            labels: BTreeSet::new(),
+            spec: serde_json::json!({"content": content}),
+            hash: format!("h{content}"),
+            active: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_made_before_plan_deletion_and_pauses_opens_with_its_plans_and_gains_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let t = Timestamp::from_micros(10);
+        {
+            let store = Store::open_fs(&root).unwrap();
+            store.plans.register_plans(vec![draft(1)], t).await.unwrap();
+        }
+        // What an older braid made: no `plan_sets`, no `plans.deleted_at`.
+        let c = Connection::open(root.join(super::super::DB_FILE)).unwrap();
+        c.execute_batch("DROP TABLE plan_sets; ALTER TABLE plans DROP COLUMN deleted_at;").unwrap();
+        drop(c);
+
+        let store = Store::open_fs(&root).unwrap();
+        let name = PlanName::new("old").unwrap();
+        let plan = store.plans.get_plan(&name).await.unwrap().unwrap();
+        assert_eq!((plan.version, plan.deleted_at, plan.active), (1, None, true));
+        let pause = SetPause { failures: 1, runs: vec![], at: t };
+        assert!(store.plans.pause_set(&name, "{}", 1, pause).await.unwrap());
+        assert_eq!(store.plans.list_set_states(None, true).await.unwrap().len(), 1);
+        let deleted = store.plans.delete_plans(&PlanSelector::Names(vec![name.clone()]), t).await.unwrap();
+        assert_eq!(deleted, vec![(name.clone(), true)]);
+        drop(store);
+        // Opening again changes nothing more.
+        let store = Store::open_fs(&root).unwrap();
+        assert_eq!(store.plans.get_plan(&name).await.unwrap().unwrap().deleted_at, Some(t));
     }
 }

@@ -17,6 +17,7 @@ struct Tables {
     versions: BTreeMap<(PlanName, u32), PlanVersion>,
     launches: HashMap<String, LaunchRecord>,
     schedulers: BTreeMap<String, SchedulerRecord>,
+    sets: BTreeMap<(PlanName, String), ParamSetState>,
 }
 
 /// Plans in memory. Claims go through the record store it was made with, so
@@ -64,6 +65,25 @@ impl PlanStore for MemoryPlans {
         for d in drafts {
             let current = staged.get(&d.name).or_else(|| t.plans.get(&d.name)).cloned();
             let (record, reg) = match current {
+                Some(p) if p.deleted_at.is_some() => {
+                    // A new history under the old name: created anew, numbering continues.
+                    let version = p.version + 1;
+                    let rec = PlanRecord {
+                        name: d.name.clone(),
+                        flow: d.flow.clone(),
+                        version,
+                        hash: d.hash.clone(),
+                        spec: d.spec.clone(),
+                        labels: d.labels.clone(),
+                        active: d.active,
+                        created_at: now,
+                        updated_at: now,
+                        active_since: d.active.then_some(now),
+                        cursor: None,
+                        deleted_at: None,
+                    };
+                    (rec, Registration::Created { version })
+                }
                 Some(p) if p.hash == d.hash => {
                     out.push(Registration::Unchanged { version: p.version });
                     continue;
@@ -94,6 +114,7 @@ impl PlanStore for MemoryPlans {
                         updated_at: now,
                         active_since: d.active.then_some(now),
                         cursor: None,
+                        deleted_at: None,
                     };
                     (rec, Registration::Created { version: 1 })
                 }
@@ -108,6 +129,9 @@ impl PlanStore for MemoryPlans {
             });
             staged.insert(d.name, record);
             out.push(reg);
+        }
+        for name in staged.keys() {
+            t.sets.retain(|(plan, _), _| plan != name);
         }
         t.plans.extend(staged);
         for v in new_versions {
@@ -137,6 +161,7 @@ impl PlanStore for MemoryPlans {
             .filter(|p| query.flows.is_empty() || query.flows.contains(&p.flow))
             .filter(|p| has_labels(&p.labels, &query.labels))
             .filter(|p| query.active.is_none_or(|a| p.active == a))
+            .filter(|p| query.include_deleted || p.deleted_at.is_none())
             .map(|p| {
                 let mut p = p.clone();
                 if query.without_spec {
@@ -157,7 +182,8 @@ impl PlanStore for MemoryPlans {
         let mut t = self.lock();
         let names: Vec<PlanName> = match selector {
             PlanSelector::Names(names) => {
-                let missing: Vec<PlanName> = names.iter().filter(|n| !t.plans.contains_key(*n)).cloned().collect();
+                let missing: Vec<PlanName> =
+                    names.iter().filter(|n| t.plans.get(*n).is_none_or(|p| p.deleted_at.is_some())).cloned().collect();
                 if !missing.is_empty() {
                     return Err(unknown_plans(&missing));
                 }
@@ -166,9 +192,12 @@ impl PlanStore for MemoryPlans {
                 n.dedup();
                 n
             }
-            PlanSelector::Labels(labels) => {
-                t.plans.values().filter(|p| has_labels(&p.labels, labels)).map(|p| p.name.clone()).collect()
-            }
+            PlanSelector::Labels(labels) => t
+                .plans
+                .values()
+                .filter(|p| p.deleted_at.is_none() && has_labels(&p.labels, labels))
+                .map(|p| p.name.clone())
+                .collect(),
         };
         let mut out = Vec::with_capacity(names.len());
         for n in names {
@@ -192,6 +221,101 @@ impl PlanStore for MemoryPlans {
             }
         }
         Ok(())
+    }
+
+    async fn delete_plans(&self, selector: &PlanSelector, now: Timestamp) -> Result<Vec<(PlanName, bool)>> {
+        check_selector(selector)?;
+        let mut t = self.lock();
+        let names: Vec<PlanName> = match selector {
+            PlanSelector::Names(names) => {
+                let missing: Vec<PlanName> = names.iter().filter(|n| !t.plans.contains_key(*n)).cloned().collect();
+                if !missing.is_empty() {
+                    return Err(unknown_plans(&missing));
+                }
+                let mut n = names.clone();
+                n.sort();
+                n.dedup();
+                n
+            }
+            PlanSelector::Labels(labels) => t
+                .plans
+                .values()
+                .filter(|p| p.deleted_at.is_none() && has_labels(&p.labels, labels))
+                .map(|p| p.name.clone())
+                .collect(),
+        };
+        let mut out = Vec::with_capacity(names.len());
+        for n in names {
+            if let Some(p) = t.plans.get_mut(&n) {
+                let changed = p.deleted_at.is_none();
+                if changed {
+                    p.deleted_at = Some(now);
+                    p.active = false;
+                    p.active_since = None;
+                }
+                t.sets.retain(|(plan, _), _| plan != &n);
+                out.push((n, changed));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn pause_set(&self, plan: &PlanName, set_key: &str, version: u32, pause: SetPause) -> Result<bool> {
+        let mut t = self.lock();
+        if !t.plans.get(plan).is_some_and(|p| p.deleted_at.is_none() && p.version == version) {
+            return Ok(false);
+        }
+        let key = (plan.clone(), set_key.to_owned());
+        let state = t.sets.entry(key).or_insert_with(|| ParamSetState {
+            plan: plan.clone(),
+            set_key: set_key.to_owned(),
+            version,
+            paused: None,
+            resumed_at: None,
+        });
+        if state.paused.is_some() {
+            return Ok(false);
+        }
+        state.version = version;
+        state.paused = Some(pause);
+        Ok(true)
+    }
+
+    async fn resume_sets(
+        &self,
+        plan: &PlanName,
+        set_keys: &[String],
+        now: Timestamp,
+    ) -> Result<Vec<(String, Option<SetPause>)>> {
+        let mut t = self.lock();
+        let Some(version) = t.plans.get(plan).filter(|p| p.deleted_at.is_none()).map(|p| p.version) else {
+            return Err(unknown_plans(std::slice::from_ref(plan)));
+        };
+        let mut out = Vec::with_capacity(set_keys.len());
+        for k in set_keys {
+            let state = t.sets.entry((plan.clone(), k.clone())).or_insert_with(|| ParamSetState {
+                plan: plan.clone(),
+                set_key: k.clone(),
+                version,
+                paused: None,
+                resumed_at: None,
+            });
+            state.version = version;
+            state.resumed_at = Some(now);
+            out.push((k.clone(), state.paused.take()));
+        }
+        Ok(out)
+    }
+
+    async fn list_set_states(&self, plan: Option<&PlanName>, paused_only: bool) -> Result<Vec<ParamSetState>> {
+        Ok(self
+            .lock()
+            .sets
+            .values()
+            .filter(|s| plan.is_none_or(|p| &s.plan == p))
+            .filter(|s| !paused_only || s.paused.is_some())
+            .cloned()
+            .collect())
     }
 
     async fn claim_launches(&self, launches: Vec<LaunchRecord>) -> Result<Vec<bool>> {

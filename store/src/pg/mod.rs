@@ -207,6 +207,8 @@ ALTER TABLE runs ADD COLUMN lease_deadline BIGINT;
     r#"
 CREATE INDEX runs_by_origin ON runs (origin_run);
 "#,
+    // 4: parameter set states (paused after failures, resumed) and plan deletion.
+    plans::PLAN_SETS_MIGRATION,
 ];
 
 /// The schema version this build writes and reads.

@@ -1,6 +1,6 @@
 //! `PlanStore` over PostgreSQL (tables `plans`, `plan_versions`, `plan_labels`,
-//! `launches`, `schedulers`, and `claims` for launch claims). Every multi-row change is
-//! one transaction.
+//! `launches`, `schedulers`, `plan_sets`, and `claims` for launch claims). Every
+//! multi-row change is one transaction.
 
 use std::collections::HashSet;
 
@@ -14,7 +14,23 @@ use super::{Db, Fail, PgResult};
 use crate::error::{Error, Result};
 use crate::plan::*;
 use crate::record::effective_limit;
-use crate::rows::{LaunchRow, PlanRow, PlanVersionRow};
+use crate::rows::{LaunchRow, PlanRow, PlanVersionRow, SetStateRow, pause_runs_json};
+
+/// The migration (see `MIGRATIONS` in `mod.rs`) adding parameter set states (pauses and
+/// resumes) and plan deletion.
+pub(crate) const PLAN_SETS_MIGRATION: &str = r#"
+ALTER TABLE plans ADD COLUMN deleted_at BIGINT;
+CREATE TABLE plan_sets (
+    plan        TEXT NOT NULL,
+    set_key     TEXT NOT NULL,
+    version     BIGINT NOT NULL,
+    paused_at   BIGINT,
+    failures    BIGINT,
+    runs        TEXT,
+    resumed_at  BIGINT,
+    PRIMARY KEY (plan, set_key)
+);
+"#;
 
 /// Plans of a PostgreSQL store; shares the records' pool.
 #[derive(Debug, Clone)]
@@ -29,9 +45,10 @@ fn json_err(what: String, e: serde_json::Error) -> Fail {
 }
 
 const PLAN_COLUMNS: &str =
-    "name, flow, version, hash, spec, labels, active, created_at, updated_at, active_since, cursor";
+    "name, flow, version, hash, spec, labels, active, created_at, updated_at, active_since, cursor, deleted_at";
 const PLAN_COLUMNS_NO_SPEC: &str =
-    "name, flow, version, hash, labels, active, created_at, updated_at, active_since, cursor";
+    "name, flow, version, hash, labels, active, created_at, updated_at, active_since, cursor, deleted_at";
+const SET_COLUMNS: &str = "plan, set_key, version, paused_at, failures, runs, resumed_at";
 const LAUNCH_COLUMNS: &str = "key, plan, version, flow, kind, tick, set_key, params, name, state, holder, run_id, \
     status, note, created_at, updated_at";
 
@@ -49,8 +66,25 @@ impl PgPlans {
             updated_at: get(row, "updated_at")?,
             active_since: get(row, "active_since")?,
             cursor: get(row, "cursor")?,
+            deleted_at: get(row, "deleted_at")?,
         };
         Ok(raw.decode(self.db.location())?)
+    }
+
+    fn set_row(row: &Row) -> PgResult<SetStateRow> {
+        Ok(SetStateRow {
+            plan: get(row, "plan")?,
+            set_key: get(row, "set_key")?,
+            version: get(row, "version")?,
+            paused_at: get(row, "paused_at")?,
+            failures: get(row, "failures")?,
+            runs: get(row, "runs")?,
+            resumed_at: get(row, "resumed_at")?,
+        })
+    }
+
+    fn corrupt_name(&self, n: &str, e: impl ToString) -> Error {
+        Error::Corrupt { what: format!("plan row {n}"), path: self.db.location().to_owned(), reason: e.to_string() }
     }
 
     fn version_from_row(&self, row: &Row) -> PgResult<PlanVersion> {
@@ -186,17 +220,40 @@ impl PlanStore for PgPlans {
             let mut out = Vec::with_capacity(prepared.len());
             for (d, spec, labels) in prepared {
                 let name = d.name.as_str();
-                let stmt = tx.prepare_cached("SELECT version, hash FROM plans WHERE name = $1 FOR UPDATE").await?;
+                let stmt = tx
+                    .prepare_cached(
+                        "SELECT version, hash, deleted_at IS NOT NULL AS deleted FROM plans WHERE name = $1 FOR UPDATE",
+                    )
+                    .await?;
                 let current = match tx.query_opt(&stmt, &[&name]).await? {
-                    Some(r) => Some((get::<i64>(&r, "version")?, get::<String>(&r, "hash")?)),
+                    Some(r) => {
+                        Some((get::<i64>(&r, "version")?, get::<String>(&r, "hash")?, get::<bool>(&r, "deleted")?))
+                    }
                     None => None,
                 };
                 let reg = match current {
-                    Some((v, hash)) if hash == d.hash => {
+                    Some((v, _, true)) => {
+                        // A new history under the old name: created anew, numbering continues.
+                        let stmt = tx
+                            .prepare_cached(
+                                "UPDATE plans SET flow = $2, version = $3, hash = $4, spec = $5, labels = $6, \
+                                 active = $7, created_at = $8, updated_at = $8, active_since = $9, cursor = NULL, \
+                                 deleted_at = NULL WHERE name = $1",
+                            )
+                            .await?;
+                        let since = d.active.then_some(now);
+                        tx.execute(
+                            &stmt,
+                            &[&name, &d.flow.as_str(), &(v + 1), &d.hash, spec, labels, &d.active, &now, &since],
+                        )
+                        .await?;
+                        Registration::Created { version: v as u32 + 1 }
+                    }
+                    Some((v, hash, false)) if hash == d.hash => {
                         out.push(Registration::Unchanged { version: v as u32 });
                         continue;
                     }
-                    Some((v, _)) => {
+                    Some((v, _, false)) => {
                         let stmt = tx
                             .prepare_cached(
                                 "UPDATE plans SET flow = $2, version = $3, hash = $4, spec = $5, labels = $6, \
@@ -239,6 +296,9 @@ impl PlanStore for PgPlans {
                     )
                     .await?;
                 tx.execute(&stmt, &[&keys, &values, &name]).await?;
+                // A new version (or history) starts its parameter sets afresh.
+                let stmt = tx.prepare_cached("DELETE FROM plan_sets WHERE plan = $1").await?;
+                tx.execute(&stmt, &[&name]).await?;
                 out.push(reg);
             }
             tx.commit().await?;
@@ -299,6 +359,9 @@ impl PlanStore for PgPlans {
         if let Some(a) = query.active {
             sql.push_str(if a { " AND active" } else { " AND NOT active" });
         }
+        if !query.include_deleted {
+            sql.push_str(" AND deleted_at IS NULL");
+        }
         sql.push_str(" ORDER BY name");
         read!(self, "list plans", |c| {
             let stmt = c.prepare_cached(&sql).await?;
@@ -316,12 +379,16 @@ impl PlanStore for PgPlans {
         let (mut keys, mut values) = (Vec::new(), Vec::new());
         let (sql, names): (String, Vec<String>) = match selector {
             PlanSelector::Names(names) => (
-                "SELECT name, active FROM plans WHERE name = ANY($1::text[]) ORDER BY name FOR UPDATE".to_owned(),
+                "SELECT name, active FROM plans WHERE name = ANY($1::text[]) AND deleted_at IS NULL ORDER BY name FOR UPDATE"
+                    .to_owned(),
                 names.iter().map(|n| n.to_string()).collect(),
             ),
             PlanSelector::Labels(labels) => {
                 let filter = label_filter(labels, &mut keys, &mut values);
-                (format!("SELECT name, active FROM plans WHERE TRUE{filter} ORDER BY name FOR UPDATE"), Vec::new())
+                (
+                    format!("SELECT name, active FROM plans WHERE deleted_at IS NULL{filter} ORDER BY name FOR UPDATE"),
+                    Vec::new(),
+                )
             }
         };
         let now = now.as_micros();
@@ -392,6 +459,175 @@ impl PlanStore for PgPlans {
             c.execute(&stmt, &[names, ats]).await?;
             Ok(())
         })
+    }
+
+    async fn delete_plans(&self, selector: &PlanSelector, now: Timestamp) -> Result<Vec<(PlanName, bool)>> {
+        check_selector(selector)?;
+        let (mut keys, mut values) = (Vec::new(), Vec::new());
+        let (sql, names): (String, Vec<String>) = match selector {
+            PlanSelector::Names(names) => (
+                "SELECT name, deleted_at IS NULL AS live FROM plans WHERE name = ANY($1::text[]) ORDER BY name FOR UPDATE"
+                    .to_owned(),
+                names.iter().map(|n| n.to_string()).collect(),
+            ),
+            PlanSelector::Labels(labels) => {
+                let filter = label_filter(labels, &mut keys, &mut values);
+                (
+                    format!(
+                        "SELECT name, deleted_at IS NULL AS live FROM plans WHERE deleted_at IS NULL{filter} \
+                         ORDER BY name FOR UPDATE"
+                    ),
+                    Vec::new(),
+                )
+            }
+        };
+        let now = now.as_micros();
+        let (sql, names, keys, values) = (&sql, &names, &keys, &values);
+        let rows: std::result::Result<Vec<(String, bool)>, Vec<PlanName>> =
+            retry!(self, || "delete plans".to_owned(), |c| {
+                let tx = c.transaction().await?;
+                let stmt = tx.prepare_cached(sql).await?;
+                let found = match selector {
+                    PlanSelector::Names(_) => tx.query(&stmt, &[names]).await?,
+                    PlanSelector::Labels(_) => tx.query(&stmt, &[keys, values]).await?,
+                };
+                let mut found_rows = Vec::with_capacity(found.len());
+                for r in &found {
+                    found_rows.push((get::<String>(r, "name")?, get::<bool>(r, "live")?));
+                }
+                if let PlanSelector::Names(wanted) = selector {
+                    let missing: Vec<PlanName> =
+                        wanted.iter().filter(|n| !found_rows.iter().any(|(f, _)| f == n.as_str())).cloned().collect();
+                    if !missing.is_empty() {
+                        return Ok(Err(missing));
+                    }
+                }
+                let upd = tx
+                    .prepare_cached(
+                        "UPDATE plans SET deleted_at = $2, active = FALSE, active_since = NULL WHERE name = $1",
+                    )
+                    .await?;
+                let sets = tx.prepare_cached("DELETE FROM plan_sets WHERE plan = $1").await?;
+                for (name, live) in &found_rows {
+                    if *live {
+                        tx.execute(&upd, &[name, &now]).await?;
+                        tx.execute(&sets, &[name]).await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(Ok(found_rows))
+            })?;
+        match rows {
+            Ok(rows) => rows
+                .into_iter()
+                .map(|(n, changed)| Ok((PlanName::new(&n).map_err(|e| self.corrupt_name(&n, e))?, changed)))
+                .collect(),
+            Err(missing) => Err(unknown_plans(&missing)),
+        }
+    }
+
+    async fn pause_set(&self, plan: &PlanName, set_key: &str, version: u32, pause: SetPause) -> Result<bool> {
+        let runs = pause_runs_json(&pause);
+        let (plan_s, version, at, failures) =
+            (plan.to_string(), i64::from(version), pause.at.as_micros(), i64::from(pause.failures));
+        let (plan_s, runs) = (&plan_s, &runs);
+        retry!(self, || format!("pause parameter set {set_key} of plan {plan}"), |c| {
+            let tx = c.transaction().await?;
+            // The plan row locked: a concurrent new version or deletion waits, or wins.
+            let stmt = tx
+                .prepare_cached("SELECT version FROM plans WHERE name = $1 AND deleted_at IS NULL FOR UPDATE")
+                .await?;
+            let live = match tx.query_opt(&stmt, &[plan_s]).await? {
+                Some(r) => Some(get::<i64>(&r, "version")?),
+                None => None,
+            };
+            if live != Some(version) {
+                return Ok(false);
+            }
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO plan_sets (plan, set_key, version, paused_at, failures, runs, resumed_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, NULL) ON CONFLICT (plan, set_key) DO UPDATE SET \
+                     version = EXCLUDED.version, paused_at = EXCLUDED.paused_at, failures = EXCLUDED.failures, \
+                     runs = EXCLUDED.runs WHERE plan_sets.paused_at IS NULL",
+                )
+                .await?;
+            let n = tx.execute(&stmt, &[plan_s, &set_key, &version, &at, &failures, runs]).await?;
+            tx.commit().await?;
+            Ok(n == 1)
+        })
+    }
+
+    async fn resume_sets(
+        &self,
+        plan: &PlanName,
+        set_keys: &[String],
+        now: Timestamp,
+    ) -> Result<Vec<(String, Option<SetPause>)>> {
+        let plan_s = plan.to_string();
+        let now = now.as_micros();
+        let (plan_s, set_keys) = (&plan_s, set_keys);
+        let rows: Option<Vec<(String, Option<SetStateRow>)>> =
+            retry!(self, || format!("resume parameter sets of plan {plan}"), |c| {
+                let tx = c.transaction().await?;
+                let stmt = tx
+                    .prepare_cached("SELECT version FROM plans WHERE name = $1 AND deleted_at IS NULL FOR UPDATE")
+                    .await?;
+                let version = match tx.query_opt(&stmt, &[plan_s]).await? {
+                    Some(r) => get::<i64>(&r, "version")?,
+                    None => return Ok(None),
+                };
+                let read = tx
+                    .prepare_cached(&format!(
+                        "SELECT {SET_COLUMNS} FROM plan_sets WHERE plan = $1 AND set_key = $2 FOR UPDATE"
+                    ))
+                    .await?;
+                let put = tx
+                    .prepare_cached(
+                        "INSERT INTO plan_sets (plan, set_key, version, paused_at, failures, runs, resumed_at) \
+                         VALUES ($1, $2, $3, NULL, NULL, NULL, $4) ON CONFLICT (plan, set_key) DO UPDATE SET \
+                         version = EXCLUDED.version, paused_at = NULL, failures = NULL, runs = NULL, \
+                         resumed_at = EXCLUDED.resumed_at",
+                    )
+                    .await?;
+                let mut out = Vec::with_capacity(set_keys.len());
+                for k in set_keys {
+                    let before = match tx.query_opt(&read, &[plan_s, k]).await? {
+                        Some(r) => Some(Self::set_row(&r)?),
+                        None => None,
+                    };
+                    tx.execute(&put, &[plan_s, k, &version, &now]).await?;
+                    out.push((k.clone(), before));
+                }
+                tx.commit().await?;
+                Ok(Some(out))
+            })?;
+        let Some(rows) = rows else {
+            return Err(unknown_plans(std::slice::from_ref(plan)));
+        };
+        rows.into_iter()
+            .map(|(k, row)| {
+                let paused = match row {
+                    Some(r) => r.decode(self.db.location())?.paused,
+                    None => None,
+                };
+                Ok((k, paused))
+            })
+            .collect()
+    }
+
+    async fn list_set_states(&self, plan: Option<&PlanName>, paused_only: bool) -> Result<Vec<ParamSetState>> {
+        let plan_s = plan.map(|p| p.to_string());
+        let sql = format!(
+            "SELECT {SET_COLUMNS} FROM plan_sets WHERE ($1::text IS NULL OR plan = $1){} ORDER BY plan, set_key",
+            if paused_only { " AND paused_at IS NOT NULL" } else { "" }
+        );
+        let (sql, plan_s) = (&sql, &plan_s);
+        let rows: Vec<SetStateRow> = read!(self, "list parameter set states", |c| {
+            let stmt = c.prepare_cached(sql).await?;
+            c.query(&stmt, &[plan_s]).await?.iter().map(Self::set_row).collect()
+        })?;
+        rows.into_iter().map(|r| r.decode(self.db.location())).collect()
     }
 
     async fn claim_launches(&self, launches: Vec<LaunchRecord>) -> Result<Vec<bool>> {
