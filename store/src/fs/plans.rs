@@ -94,6 +94,14 @@ pub struct FsPlans {
 }
 
 impl FsPlans {
+    /// Plan names read back from rows, each with its flag; a name that is not a plan
+    /// name is a corrupt row.
+    fn named(&self, rows: Vec<(String, bool)>) -> Result<Vec<(PlanName, bool)>> {
+        rows.into_iter()
+            .map(|(n, flag)| Ok((PlanName::new(&n).map_err(|e| self.db.corrupt(format!("plan row {n}"), e))?, flag)))
+            .collect()
+    }
+
     /// The plans of the store whose records are `records`; adds the plan tables an
     /// older store lacks ([`migrate`]).
     pub(crate) fn open(records: &FsRecords) -> Result<Self> {
@@ -388,31 +396,10 @@ impl PlanStore for FsPlans {
             .db
             .write(move |c| {
                 let res: rusqlite::Result<std::result::Result<Vec<(String, bool)>, Vec<PlanName>>> = (|| {
-                    let mut args: Vec<Sql> = Vec::new();
-                    let sql = match &selector {
-                        PlanSelector::Names(names) => {
-                            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-                            format!(
-                                "SELECT name, active FROM plans WHERE deleted_at IS NULL{}",
-                                in_list("name", &names, &mut args)
-                            )
-                        }
-                        PlanSelector::Labels(labels) => format!(
-                            "SELECT name, active FROM plans WHERE deleted_at IS NULL{}",
-                            label_filter(labels, &mut args)
-                        ),
+                    let found = match select_plans(c, &selector, "active", false)? {
+                        Ok(found) => found,
+                        Err(missing) => return Ok(Err(missing)),
                     };
-                    let found: Vec<(String, bool)> = c
-                        .prepare(&format!("{sql} ORDER BY name"))?
-                        .query_map(params_from_iter(args.iter()), |r| Ok((r.get(0)?, r.get(1)?)))?
-                        .collect::<rusqlite::Result<_>>()?;
-                    if let PlanSelector::Names(names) = &selector {
-                        let missing: Vec<PlanName> =
-                            names.iter().filter(|n| !found.iter().any(|(f, _)| f == n.as_str())).cloned().collect();
-                        if !missing.is_empty() {
-                            return Ok(Err(missing));
-                        }
-                    }
                     let mut upd =
                         c.prepare_cached("UPDATE plans SET active = ?2, active_since = ?3 WHERE name = ?1")?;
                     let mut out = Vec::with_capacity(found.len());
@@ -432,11 +419,7 @@ impl PlanStore for FsPlans {
                 }
             })
             .await?;
-        rows.into_iter()
-            .map(|(n, changed)| {
-                Ok((PlanName::new(&n).map_err(|e| self.db.corrupt(format!("plan row {n}"), e))?, changed))
-            })
-            .collect()
+        self.named(rows)
     }
 
     async fn advance_cursors(&self, cursors: Vec<(PlanName, Timestamp)>) -> Result<()> {
@@ -468,31 +451,10 @@ impl PlanStore for FsPlans {
             .db
             .write(move |c| {
                 let res: rusqlite::Result<std::result::Result<Vec<(String, bool)>, Vec<PlanName>>> = (|| {
-                    let mut args: Vec<Sql> = Vec::new();
-                    let sql = match &selector {
-                        PlanSelector::Names(names) => {
-                            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-                            format!(
-                                "SELECT name, deleted_at IS NULL FROM plans WHERE 1 = 1{}",
-                                in_list("name", &names, &mut args)
-                            )
-                        }
-                        PlanSelector::Labels(labels) => format!(
-                            "SELECT name, deleted_at IS NULL FROM plans WHERE deleted_at IS NULL{}",
-                            label_filter(labels, &mut args)
-                        ),
+                    let found = match select_plans(c, &selector, "deleted_at IS NULL", true)? {
+                        Ok(found) => found,
+                        Err(missing) => return Ok(Err(missing)),
                     };
-                    let found: Vec<(String, bool)> = c
-                        .prepare(&format!("{sql} ORDER BY name"))?
-                        .query_map(params_from_iter(args.iter()), |r| Ok((r.get(0)?, r.get(1)?)))?
-                        .collect::<rusqlite::Result<_>>()?;
-                    if let PlanSelector::Names(names) = &selector {
-                        let missing: Vec<PlanName> =
-                            names.iter().filter(|n| !found.iter().any(|(f, _)| f == n.as_str())).cloned().collect();
-                        if !missing.is_empty() {
-                            return Ok(Err(missing));
-                        }
-                    }
                     let mut upd = c.prepare_cached(
                         "UPDATE plans SET deleted_at = ?2, active = 0, active_since = NULL WHERE name = ?1",
                     )?;
@@ -512,11 +474,7 @@ impl PlanStore for FsPlans {
                 }
             })
             .await?;
-        rows.into_iter()
-            .map(|(n, changed)| {
-                Ok((PlanName::new(&n).map_err(|e| self.db.corrupt(format!("plan row {n}"), e))?, changed))
-            })
-            .collect()
+        self.named(rows)
     }
 
     async fn pause_set(&self, plan: &PlanName, set_key: &str, version: u32, pause: SetPause) -> Result<bool> {
@@ -856,6 +814,43 @@ impl PlanStore for FsPlans {
             })
             .await
     }
+}
+
+/// Plans a selector picked, each with a flag, or the names it gave that match no plan.
+type Selected = std::result::Result<Vec<(String, bool)>, Vec<PlanName>>;
+
+/// The plans `selector` picks (live ones; by name, deleted ones too when
+/// `names_include_deleted`), each with the boolean column expression `flag`, in name
+/// order; `Err` lists every name given that matches no plan.
+fn select_plans(
+    c: &Connection,
+    selector: &PlanSelector,
+    flag: &str,
+    names_include_deleted: bool,
+) -> rusqlite::Result<Selected> {
+    let mut args: Vec<Sql> = Vec::new();
+    let sql = match selector {
+        PlanSelector::Names(names) => {
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            let live = if names_include_deleted { "1 = 1" } else { "deleted_at IS NULL" };
+            format!("SELECT name, {flag} FROM plans WHERE {live}{}", in_list("name", &names, &mut args))
+        }
+        PlanSelector::Labels(labels) => {
+            format!("SELECT name, {flag} FROM plans WHERE deleted_at IS NULL{}", label_filter(labels, &mut args))
+        }
+    };
+    let found: Vec<(String, bool)> = c
+        .prepare(&format!("{sql} ORDER BY name"))?
+        .query_map(params_from_iter(args.iter()), |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    if let PlanSelector::Names(names) = selector {
+        let missing: Vec<PlanName> =
+            names.iter().filter(|n| !found.iter().any(|(f, _)| f == n.as_str())).cloned().collect();
+        if !missing.is_empty() {
+            return Ok(Err(missing));
+        }
+    }
+    Ok(Ok(found))
 }
 
 #[cfg(test)]

@@ -68,21 +68,7 @@ impl PlanStore for MemoryPlans {
                 Some(p) if p.deleted_at.is_some() => {
                     // A new history under the old name: created anew, numbering continues.
                     let version = p.version + 1;
-                    let rec = PlanRecord {
-                        name: d.name.clone(),
-                        flow: d.flow.clone(),
-                        version,
-                        hash: d.hash.clone(),
-                        spec: d.spec.clone(),
-                        labels: d.labels.clone(),
-                        active: d.active,
-                        created_at: now,
-                        updated_at: now,
-                        active_since: d.active.then_some(now),
-                        cursor: None,
-                        deleted_at: None,
-                    };
-                    (rec, Registration::Created { version })
+                    (new_plan(&d, version, now), Registration::Created { version })
                 }
                 Some(p) if p.hash == d.hash => {
                     out.push(Registration::Unchanged { version: p.version });
@@ -101,23 +87,7 @@ impl PlanStore for MemoryPlans {
                     };
                     (rec, Registration::Updated { version, previous: p.version })
                 }
-                None => {
-                    let rec = PlanRecord {
-                        name: d.name.clone(),
-                        flow: d.flow.clone(),
-                        version: 1,
-                        hash: d.hash.clone(),
-                        spec: d.spec.clone(),
-                        labels: d.labels.clone(),
-                        active: d.active,
-                        created_at: now,
-                        updated_at: now,
-                        active_since: d.active.then_some(now),
-                        cursor: None,
-                        deleted_at: None,
-                    };
-                    (rec, Registration::Created { version: 1 })
-                }
+                None => (new_plan(&d, 1, now), Registration::Created { version: 1 }),
             };
             new_versions.push(PlanVersion {
                 name: d.name.clone(),
@@ -180,25 +150,7 @@ impl PlanStore for MemoryPlans {
     ) -> Result<Vec<(PlanName, bool)>> {
         check_selector(selector)?;
         let mut t = self.lock();
-        let names: Vec<PlanName> = match selector {
-            PlanSelector::Names(names) => {
-                let missing: Vec<PlanName> =
-                    names.iter().filter(|n| t.plans.get(*n).is_none_or(|p| p.deleted_at.is_some())).cloned().collect();
-                if !missing.is_empty() {
-                    return Err(unknown_plans(&missing));
-                }
-                let mut n = names.clone();
-                n.sort();
-                n.dedup();
-                n
-            }
-            PlanSelector::Labels(labels) => t
-                .plans
-                .values()
-                .filter(|p| p.deleted_at.is_none() && has_labels(&p.labels, labels))
-                .map(|p| p.name.clone())
-                .collect(),
-        };
+        let names = selected(&t, selector, false)?;
         let mut out = Vec::with_capacity(names.len());
         for n in names {
             if let Some(p) = t.plans.get_mut(&n) {
@@ -226,24 +178,7 @@ impl PlanStore for MemoryPlans {
     async fn delete_plans(&self, selector: &PlanSelector, now: Timestamp) -> Result<Vec<(PlanName, bool)>> {
         check_selector(selector)?;
         let mut t = self.lock();
-        let names: Vec<PlanName> = match selector {
-            PlanSelector::Names(names) => {
-                let missing: Vec<PlanName> = names.iter().filter(|n| !t.plans.contains_key(*n)).cloned().collect();
-                if !missing.is_empty() {
-                    return Err(unknown_plans(&missing));
-                }
-                let mut n = names.clone();
-                n.sort();
-                n.dedup();
-                n
-            }
-            PlanSelector::Labels(labels) => t
-                .plans
-                .values()
-                .filter(|p| p.deleted_at.is_none() && has_labels(&p.labels, labels))
-                .map(|p| p.name.clone())
-                .collect(),
-        };
+        let names = selected(&t, selector, true)?;
         let mut out = Vec::with_capacity(names.len());
         for n in names {
             if let Some(p) = t.plans.get_mut(&n) {
@@ -410,5 +345,51 @@ impl PlanStore for MemoryPlans {
     async fn remove_scheduler(&self, id: &str) -> Result<()> {
         self.lock().schedulers.remove(id);
         Ok(())
+    }
+}
+
+/// The names of the plans `selector` picks (live ones; by name, deleted ones too when
+/// `names_include_deleted`), in name order; an error lists every name that matches none.
+fn selected(t: &Tables, selector: &PlanSelector, names_include_deleted: bool) -> Result<Vec<PlanName>> {
+    Ok(match selector {
+        PlanSelector::Names(names) => {
+            let missing: Vec<PlanName> = names
+                .iter()
+                .filter(|n| t.plans.get(*n).is_none_or(|p| p.deleted_at.is_some() && !names_include_deleted))
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                return Err(unknown_plans(&missing));
+            }
+            let mut n = names.clone();
+            n.sort();
+            n.dedup();
+            n
+        }
+        PlanSelector::Labels(labels) => t
+            .plans
+            .values()
+            .filter(|p| p.deleted_at.is_none() && has_labels(&p.labels, labels))
+            .map(|p| p.name.clone())
+            .collect(),
+    })
+}
+
+/// The record of a plan registered afresh (new, or its name re-applied after a delete)
+/// as `version`.
+fn new_plan(d: &PlanDraft, version: u32, now: Timestamp) -> PlanRecord {
+    PlanRecord {
+        name: d.name.clone(),
+        flow: d.flow.clone(),
+        version,
+        hash: d.hash.clone(),
+        spec: d.spec.clone(),
+        labels: d.labels.clone(),
+        active: d.active,
+        created_at: now,
+        updated_at: now,
+        active_since: d.active.then_some(now),
+        cursor: None,
+        deleted_at: None,
     }
 }

@@ -376,42 +376,14 @@ impl PlanStore for PgPlans {
         now: Timestamp,
     ) -> Result<Vec<(PlanName, bool)>> {
         check_selector(selector)?;
-        let (mut keys, mut values) = (Vec::new(), Vec::new());
-        let (sql, names): (String, Vec<String>) = match selector {
-            PlanSelector::Names(names) => (
-                "SELECT name, active FROM plans WHERE name = ANY($1::text[]) AND deleted_at IS NULL ORDER BY name FOR UPDATE"
-                    .to_owned(),
-                names.iter().map(|n| n.to_string()).collect(),
-            ),
-            PlanSelector::Labels(labels) => {
-                let filter = label_filter(labels, &mut keys, &mut values);
-                (
-                    format!("SELECT name, active FROM plans WHERE deleted_at IS NULL{filter} ORDER BY name FOR UPDATE"),
-                    Vec::new(),
-                )
-            }
-        };
         let now = now.as_micros();
-        let (sql, names, keys, values) = (&sql, &names, &keys, &values);
         let rows: std::result::Result<Vec<(String, bool)>, Vec<PlanName>> =
             retry!(self, || "activate plans".to_owned(), |c| {
                 let tx = c.transaction().await?;
-                let stmt = tx.prepare_cached(sql).await?;
-                let found = match selector {
-                    PlanSelector::Names(_) => tx.query(&stmt, &[names]).await?,
-                    PlanSelector::Labels(_) => tx.query(&stmt, &[keys, values]).await?,
+                let found_rows = match lock_selected(&tx, selector, "active", false).await? {
+                    Ok(found) => found,
+                    Err(missing) => return Ok(Err(missing)),
                 };
-                let mut found_rows = Vec::with_capacity(found.len());
-                for r in &found {
-                    found_rows.push((get::<String>(r, "name")?, get::<bool>(r, "active")?));
-                }
-                if let PlanSelector::Names(wanted) = selector {
-                    let missing: Vec<PlanName> =
-                        wanted.iter().filter(|n| !found_rows.iter().any(|(f, _)| f == n.as_str())).cloned().collect();
-                    if !missing.is_empty() {
-                        return Ok(Err(missing));
-                    }
-                }
                 let upd = tx.prepare_cached("UPDATE plans SET active = $2, active_since = $3 WHERE name = $1").await?;
                 let mut out = Vec::with_capacity(found_rows.len());
                 let since = active.then_some(now);
@@ -463,45 +435,14 @@ impl PlanStore for PgPlans {
 
     async fn delete_plans(&self, selector: &PlanSelector, now: Timestamp) -> Result<Vec<(PlanName, bool)>> {
         check_selector(selector)?;
-        let (mut keys, mut values) = (Vec::new(), Vec::new());
-        let (sql, names): (String, Vec<String>) = match selector {
-            PlanSelector::Names(names) => (
-                "SELECT name, deleted_at IS NULL AS live FROM plans WHERE name = ANY($1::text[]) ORDER BY name FOR UPDATE"
-                    .to_owned(),
-                names.iter().map(|n| n.to_string()).collect(),
-            ),
-            PlanSelector::Labels(labels) => {
-                let filter = label_filter(labels, &mut keys, &mut values);
-                (
-                    format!(
-                        "SELECT name, deleted_at IS NULL AS live FROM plans WHERE deleted_at IS NULL{filter} \
-                         ORDER BY name FOR UPDATE"
-                    ),
-                    Vec::new(),
-                )
-            }
-        };
         let now = now.as_micros();
-        let (sql, names, keys, values) = (&sql, &names, &keys, &values);
         let rows: std::result::Result<Vec<(String, bool)>, Vec<PlanName>> =
             retry!(self, || "delete plans".to_owned(), |c| {
                 let tx = c.transaction().await?;
-                let stmt = tx.prepare_cached(sql).await?;
-                let found = match selector {
-                    PlanSelector::Names(_) => tx.query(&stmt, &[names]).await?,
-                    PlanSelector::Labels(_) => tx.query(&stmt, &[keys, values]).await?,
+                let found_rows = match lock_selected(&tx, selector, "deleted_at IS NULL", true).await? {
+                    Ok(found) => found,
+                    Err(missing) => return Ok(Err(missing)),
                 };
-                let mut found_rows = Vec::with_capacity(found.len());
-                for r in &found {
-                    found_rows.push((get::<String>(r, "name")?, get::<bool>(r, "live")?));
-                }
-                if let PlanSelector::Names(wanted) = selector {
-                    let missing: Vec<PlanName> =
-                        wanted.iter().filter(|n| !found_rows.iter().any(|(f, _)| f == n.as_str())).cloned().collect();
-                    if !missing.is_empty() {
-                        return Ok(Err(missing));
-                    }
-                }
                 let upd = tx
                     .prepare_cached(
                         "UPDATE plans SET deleted_at = $2, active = FALSE, active_since = NULL WHERE name = $1",
@@ -849,4 +790,48 @@ impl PlanStore for PgPlans {
             Ok(())
         })
     }
+}
+
+/// Plans a selector picked, each with a flag, or the names it gave that match no plan.
+type Selected = std::result::Result<Vec<(String, bool)>, Vec<PlanName>>;
+
+/// The plans `selector` picks (live ones; by name, deleted ones too when
+/// `names_include_deleted`), locked for update in `tx`, each with the boolean expression
+/// `flag`, in name order; `Err` lists every name given that matches no plan.
+async fn lock_selected(
+    tx: &deadpool_postgres::Transaction<'_>,
+    selector: &PlanSelector,
+    flag: &str,
+    names_include_deleted: bool,
+) -> PgResult<Selected> {
+    let found = match selector {
+        PlanSelector::Names(names) => {
+            let live = if names_include_deleted { "" } else { " AND deleted_at IS NULL" };
+            let sql = format!(
+                "SELECT name, {flag} AS flag FROM plans WHERE name = ANY($1::text[]){live} ORDER BY name FOR UPDATE"
+            );
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            tx.query(&tx.prepare_cached(&sql).await?, &[&names]).await?
+        }
+        PlanSelector::Labels(labels) => {
+            let (mut keys, mut values) = (Vec::new(), Vec::new());
+            let filter = label_filter(labels, &mut keys, &mut values);
+            let sql = format!(
+                "SELECT name, {flag} AS flag FROM plans WHERE deleted_at IS NULL{filter} ORDER BY name FOR UPDATE"
+            );
+            tx.query(&tx.prepare_cached(&sql).await?, &[&keys, &values]).await?
+        }
+    };
+    let mut rows = Vec::with_capacity(found.len());
+    for r in &found {
+        rows.push((get::<String>(r, "name")?, get::<bool>(r, "flag")?));
+    }
+    if let PlanSelector::Names(wanted) = selector {
+        let missing: Vec<PlanName> =
+            wanted.iter().filter(|n| !rows.iter().any(|(f, _)| f == n.as_str())).cloned().collect();
+        if !missing.is_empty() {
+            return Ok(Err(missing));
+        }
+    }
+    Ok(Ok(rows))
 }
