@@ -90,8 +90,8 @@ pub use error::{Error, Result};
 // Names, ids, statuses and times, as handles return them and as filters take them.
 pub use braid_core::codec::Preview;
 pub use braid_core::{
-    ArtifactName, Attempt, FlowName, Label, Pathspec, PathspecDepth, PlanName, Progress, RunId, RunRef, RunStatus,
-    StepName, Tag, TaskId, TaskStatus, Timestamp,
+    ArtifactName, Attempt, FlowName, Label, Pathspec, PathspecDepth, PlanName, Progress, ProgressUnits, RunId, RunRef,
+    RunStatus, StepName, Tag, TaskId, TaskStatus, Timestamp,
 };
 
 // The store's records, as the handles' `record()` and detail methods return them.

@@ -54,10 +54,11 @@ pub enum Error {
         reason: String,
     },
 
-    /// A progress report whose percent is not a finite number from 0 to 100.
+    /// A progress report whose percent is not a finite number from 0 to 100, whose
+    /// units do not add up, or whose details are not a small JSON object.
     #[error("invalid progress: {reason}")]
     InvalidProgress {
-        /// What is wrong with the percent.
+        /// What is wrong with the report.
         reason: String,
     },
 

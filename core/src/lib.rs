@@ -9,7 +9,7 @@
 //! - Ids: [`RunId`] (time-sortable, unique across processes), [`TaskId`], [`Attempt`].
 //! - Addresses: [`Pathspec`] (`flow/run/step/task`, `latest` allowed for the run as a
 //!   [`RunRef`]) and how deep one goes ([`PathspecDepth`]).
-//! - Life cycle: [`RunStatus`], [`TaskStatus`], [`Progress`], [`Timestamp`].
+//! - Life cycle: [`RunStatus`], [`TaskStatus`], [`Progress`] ([`ProgressUnits`]), [`Timestamp`].
 //! - [`codec`]: the artifact envelope (bincode payload, type name, optional zstd) and the
 //!   bounded JSON preview made at write time.
 //! - Errors: one [`Error`] for all of the above, and its [`Result`].
@@ -32,4 +32,4 @@ pub use name::{ArtifactName, FlowName, Label, LabelPart, MAX_NAME_LEN, ParamName
 // Addresses.
 pub use pathspec::{Pathspec, PathspecDepth, RunRef};
 // Life cycle.
-pub use status::{Progress, RunStatus, TaskStatus, Timestamp};
+pub use status::{MAX_PROGRESS_DETAILS, MAX_PROGRESS_UNIT, Progress, ProgressUnits, RunStatus, TaskStatus, Timestamp};

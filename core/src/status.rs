@@ -73,13 +73,71 @@ impl TaskStatus {
     }
 }
 
-/// A progress report: percent done (0 to 100) and a message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A progress report: percent done (0 to 100) and a message, and optionally units done
+/// out of a total and a small map of details (what a retried attempt reads back).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     /// How far the task is, 0 to 100 (checked by [`Progress::new`]).
     pub percent: f32,
     /// What it is doing, at most 1024 bytes ([`Progress::new`] cuts a longer one).
     pub message: String,
+    /// Units done out of a total, when the step counts them ([`ProgressUnits::new`]);
+    /// `percent` is then derived from them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units: Option<ProgressUnits>,
+    /// Details the step reported (a JSON object of at most [`MAX_PROGRESS_DETAILS`]
+    /// bytes, checked by [`Progress::check_details`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+/// Units of work done out of a total (`4,500 of 10,000 rows`), and the rate at which
+/// they were done over the attempt so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProgressUnits {
+    /// Units done.
+    pub done: u64,
+    /// Units in all.
+    pub total: u64,
+    /// What is counted (`rows`, `files`), at most 64 bytes, no control characters.
+    pub unit: String,
+    /// Units per second since the attempt's first report in units, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+}
+
+/// Longest unit name kept, in bytes.
+pub const MAX_PROGRESS_UNIT: usize = 64;
+
+/// Most bytes of progress details (as JSON) kept with a task's lease.
+pub const MAX_PROGRESS_DETAILS: usize = 8 * 1024;
+
+impl ProgressUnits {
+    /// Checks `done <= total` and the unit's name (non-empty, short, no control
+    /// characters); the rate is filled in by the runtime.
+    pub fn new(done: u64, total: u64, unit: &str) -> Result<Self> {
+        let mut problems = Vec::new();
+        if done > total {
+            problems.push(format!("done ({done}) is more than total ({total})"));
+        }
+        if unit.is_empty() {
+            problems.push("the unit is empty: name what is counted, such as \"rows\"".to_owned());
+        } else if unit.len() > MAX_PROGRESS_UNIT {
+            problems.push(format!("the unit is {} bytes long; at most {MAX_PROGRESS_UNIT} are allowed", unit.len()));
+        }
+        if unit.chars().any(char::is_control) {
+            problems.push(format!("the unit {unit:?} contains control characters"));
+        }
+        if !problems.is_empty() {
+            return Err(Error::InvalidProgress { reason: problems.join("; ") });
+        }
+        Ok(ProgressUnits { done, total, unit: unit.to_owned(), rate: None })
+    }
+
+    /// Percent done: `done / total` (100 when the total is 0).
+    pub fn percent(&self) -> f32 {
+        if self.total == 0 { 100.0 } else { (self.done as f64 * 100.0 / self.total as f64) as f32 }
+    }
 }
 
 /// Longest progress message kept, in bytes; longer ones are cut at a char boundary.
@@ -104,7 +162,47 @@ impl Progress {
             }
             message.truncate(cut);
         }
-        Ok(Progress { percent, message })
+        Ok(Progress { percent, message, units: None, details: None })
+    }
+
+    /// A report of units done out of a total, its percent derived from them.
+    pub fn of_units(units: ProgressUnits, message: impl Into<String>) -> Result<Self> {
+        let mut p = Progress::new(units.percent(), message)?;
+        p.units = Some(units);
+        Ok(p)
+    }
+
+    /// Checks that `details` is a JSON object of at most [`MAX_PROGRESS_DETAILS`] bytes.
+    pub fn check_details(details: &serde_json::Value) -> Result<()> {
+        if !details.is_object() {
+            return Err(Error::InvalidProgress {
+                reason: format!(
+                    "progress details must be a JSON object (a map of names to values), got {}",
+                    json_kind(details)
+                ),
+            });
+        }
+        let len = serde_json::to_vec(details).map(|v| v.len()).unwrap_or(usize::MAX);
+        if len > MAX_PROGRESS_DETAILS {
+            return Err(Error::InvalidProgress {
+                reason: format!(
+                    "progress details are {len} bytes of JSON; at most {MAX_PROGRESS_DETAILS} are kept with the \
+                     lease: keep large state in an artifact and report only where to find it"
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
     }
 }
 
@@ -166,6 +264,36 @@ impl fmt::Debug for Timestamp {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn units_derive_the_percent_and_refuse_more_done_than_total_naming_every_problem() {
+        let u = ProgressUnits::new(4_500, 10_000, "rows").unwrap();
+        assert_eq!(u.percent(), 45.0);
+        assert_eq!(ProgressUnits::new(0, 0, "rows").unwrap().percent(), 100.0);
+        let p = Progress::of_units(u, "copying").unwrap();
+        assert_eq!((p.percent, p.units.as_ref().map(|u| u.done)), (45.0, Some(4_500)));
+        let e = ProgressUnits::new(11, 10, "").unwrap_err().to_string();
+        assert!(e.contains("done (11) is more than total (10)") && e.contains("the unit is empty"), "{e}");
+        assert!(ProgressUnits::new(1, 2, "a\nb").is_err());
+    }
+
+    #[test]
+    fn details_must_be_a_small_json_object() {
+        Progress::check_details(&serde_json::json!({"offset": 120, "file": "b.csv"})).unwrap();
+        let e = Progress::check_details(&serde_json::json!([1, 2])).unwrap_err().to_string();
+        assert!(e.contains("must be a JSON object") && e.contains("an array"), "{e}");
+        let big = serde_json::json!({ "blob": "x".repeat(MAX_PROGRESS_DETAILS) });
+        let e = Progress::check_details(&big).unwrap_err().to_string();
+        assert!(e.contains("at most 8192"), "{e}");
+    }
+
+    #[test]
+    fn a_report_without_units_or_details_serialises_as_before() {
+        let p = Progress::new(12.5, "m").unwrap();
+        assert_eq!(serde_json::to_string(&p).unwrap(), r#"{"percent":12.5,"message":"m"}"#);
+        let back: Progress = serde_json::from_str(r#"{"percent":12.5,"message":"m"}"#).unwrap();
+        assert_eq!(back, p);
+    }
+
     use super::*;
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use braid_core::codec::{self, EncodedArtifact};
-use braid_core::{ArtifactName, Attempt, Pathspec, Progress, RunId, StepName, TaskId, Timestamp};
+use braid_core::{ArtifactName, Attempt, Pathspec, Progress, ProgressUnits, RunId, StepName, TaskId, Timestamp};
 use braid_store::{ArtifactRecord, ElementsRef, ForeachFrame, LogLine, TaskRecord};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -150,6 +150,9 @@ pub(crate) struct CtxInner {
     pub(crate) inputs: Option<Arc<JoinInputs>>,
     pub(crate) record: Arc<Mutex<TaskRecord>>,
     pub(crate) progress: Mutex<ProgressState>,
+    /// The last report of the attempt before this one (or, in a resumed run, of this
+    /// task's twin in the origin run when that did not succeed).
+    pub(crate) last_progress: Option<Progress>,
     pub(crate) policy: crate::flow::StepPolicy,
 }
 
@@ -487,10 +490,44 @@ impl Ctx {
     /// Reports progress: `percent` from 0 to 100 and a message. Cheap in a hot loop:
     /// reports are coalesced, and each one written also extends the task's lease.
     pub fn progress(&self, percent: f32, message: impl Into<String>) -> Result<()> {
-        let p = Progress::new(percent, message)
+        let mut p = Progress::new(percent, message)
             .map_err(|source| Error::Progress { step: self.inner.step.clone(), source })?;
+        // Details stay until new ones are reported; units go (the percent is no longer theirs).
+        p.details = lock(&self.inner.progress).latest.as_ref().and_then(|l| l.details.clone());
         crate::progress::report(self, Some(p));
         Ok(())
+    }
+
+    /// Reports units done out of a total (`ctx.progress_units(4_500, 10_000, "rows")`):
+    /// the percent is derived from them, the rate (units per second) and the ETA from
+    /// their pace, and the message and details of the last report are kept. Coalesced
+    /// like [`Ctx::progress`]. Fails, naming the step, when `done > total` or the unit is
+    /// empty, longer than 64 bytes, or holds control characters.
+    pub fn progress_units(&self, done: u64, total: u64, unit: &str) -> Result<()> {
+        let err = |source| Error::Progress { step: self.inner.step.clone(), source };
+        let units = ProgressUnits::new(done, total, unit).map_err(err)?;
+        crate::progress::report_units(self, units).map_err(err)
+    }
+
+    /// Reports details of where the attempt is (a JSON object of at most
+    /// [`braid_core::MAX_PROGRESS_DETAILS`] bytes: a cursor, the file being read), kept
+    /// in the same record as the lease, so a heartbeat never drops them, and read back by
+    /// the next attempt with [`Ctx::last_progress`]. Written with the next write that is
+    /// due (at most one per `progress_interval`) and with the task's end.
+    pub fn progress_details(&self, details: impl Serialize) -> Result<()> {
+        let err = |source| Error::Progress { step: self.inner.step.clone(), source };
+        let value = serde_json::to_value(details).map_err(|e| {
+            err(braid_core::Error::InvalidProgress { reason: format!("progress details cannot be serialised: {e}") })
+        })?;
+        crate::progress::report_details(self, value).map_err(err)
+    }
+
+    /// The last progress report (percent, message, units, details) of the attempt before
+    /// this one, when this attempt is a retry of a failed or lost one, or, in a resumed
+    /// run, of the origin run's same task when it did not succeed: where a long job
+    /// picks up (Temporal's heartbeat details). `None` on a first attempt of a fresh run.
+    pub fn last_progress(&self) -> Option<&Progress> {
+        self.inner.last_progress.as_ref()
     }
 
     /// Says "still alive" without new progress: extends the lease.

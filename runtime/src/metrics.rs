@@ -1,10 +1,13 @@
 //! Prometheus metrics of the runs in this process: tasks by status, durations, progress
-//! of running tasks, lease expirations, retries, timeout predictions and stalls.
+//! of running tasks (percent, and units done/total), lease expirations, retries,
+//! timeout predictions and stalls.
 //!
-//! Label sets are bounded: `flow` and `step` everywhere, plus `task` only on the progress
-//! gauge, whose series is removed when the task ends, so finished tasks leave nothing
-//! behind. The flow binary serves [`Metrics::encode`] on `--metrics-addr`.
+//! Label sets are bounded: `flow` and `step` everywhere, plus `task` (and `unit`) only on
+//! the progress gauges, whose series are removed when the task ends, so finished tasks
+//! leave nothing behind. The flow binary serves [`Metrics::encode`] on `--metrics-addr`.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -34,6 +37,16 @@ struct TaskLabels {
     task: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UnitLabels {
+    flow: String,
+    step: String,
+    task: String,
+    unit: String,
+    /// `done` or `total`.
+    of: &'static str,
+}
+
 fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 4.0, 12))
 }
@@ -44,6 +57,9 @@ pub struct Metrics {
     tasks: Family<StatusLabels, Gauge>,
     durations: Family<StepLabels, Histogram, fn() -> Histogram>,
     progress: Family<TaskLabels, Gauge<f64, AtomicU64>>,
+    progress_units: Family<UnitLabels, Gauge>,
+    /// The unit each running task last reported in, so its series go when it ends.
+    units_in_use: Mutex<HashMap<TaskLabels, String>>,
     lease_expirations: Family<StepLabels, Counter>,
     retries: Family<StepLabels, Counter>,
     timeout_predictions: Family<StepLabels, Counter>,
@@ -72,6 +88,12 @@ impl Metrics {
         registry.register("task_duration_seconds", "Duration of finished task attempts", durations.clone());
         let progress = Family::<TaskLabels, Gauge<f64, AtomicU64>>::default();
         registry.register("task_progress_percent", "Last reported progress of running tasks", progress.clone());
+        let progress_units = Family::<UnitLabels, Gauge>::default();
+        registry.register(
+            "task_progress_units",
+            "Units done (of=\"done\") and in all (of=\"total\") last reported by running tasks",
+            progress_units.clone(),
+        );
         let lease_expirations = Family::<StepLabels, Counter>::default();
         registry.register(
             "lease_expirations",
@@ -88,7 +110,18 @@ impl Metrics {
         );
         let stalls = Family::<StepLabels, Counter>::default();
         registry.register("task_stalls", "Attempts whose progress stopped moving for the stall time", stalls.clone());
-        Metrics { registry, tasks, durations, progress, lease_expirations, retries, timeout_predictions, stalls }
+        Metrics {
+            registry,
+            tasks,
+            durations,
+            progress,
+            progress_units,
+            units_in_use: Mutex::new(HashMap::new()),
+            lease_expirations,
+            retries,
+            timeout_predictions,
+            stalls,
+        }
     }
 
     /// The metrics in the OpenMetrics text format (which Prometheus scrapes).
@@ -122,7 +155,33 @@ impl Metrics {
                 .inc();
         }
         self.durations.get_or_create(&Self::step(flow, step)).observe(seconds);
-        self.progress.remove(&TaskLabels { flow: flow.into(), step: step.into(), task: task.into() });
+        let labels = TaskLabels { flow: flow.into(), step: step.into(), task: task.into() };
+        self.progress.remove(&labels);
+        let unit = self.units_in_use.lock().unwrap_or_else(|e| e.into_inner()).remove(&labels);
+        if let Some(unit) = unit {
+            self.remove_units(&labels, unit);
+        }
+    }
+
+    fn unit_labels(t: &TaskLabels, unit: String, of: &'static str) -> UnitLabels {
+        UnitLabels { flow: t.flow.clone(), step: t.step.clone(), task: t.task.clone(), unit, of }
+    }
+
+    fn remove_units(&self, t: &TaskLabels, unit: String) {
+        self.progress_units.remove(&Self::unit_labels(t, unit.clone(), "done"));
+        self.progress_units.remove(&Self::unit_labels(t, unit, "total"));
+    }
+
+    pub(crate) fn progress_units(&self, flow: &str, step: &str, task: &str, unit: &str, done: u64, total: u64) {
+        let labels = TaskLabels { flow: flow.into(), step: step.into(), task: task.into() };
+        let before =
+            self.units_in_use.lock().unwrap_or_else(|e| e.into_inner()).insert(labels.clone(), unit.to_owned());
+        if let Some(old) = before.filter(|old| old != unit) {
+            self.remove_units(&labels, old);
+        }
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.progress_units.get_or_create(&Self::unit_labels(&labels, unit.to_owned(), "done")).set(gauge(done));
+        self.progress_units.get_or_create(&Self::unit_labels(&labels, unit.to_owned(), "total")).set(gauge(total));
     }
 
     pub(crate) fn progress(&self, flow: &str, step: &str, task: &str, percent: f32) {

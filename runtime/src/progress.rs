@@ -11,7 +11,7 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use braid_core::{Progress, Timestamp};
+use braid_core::{Progress, ProgressUnits, Timestamp};
 use braid_store::{Precondition, TaskEvent, TaskEventKind, TaskWrite};
 
 use crate::context::Ctx;
@@ -25,6 +25,9 @@ pub(crate) struct ProgressState {
     written: Option<Progress>,
     /// First report of the attempt: the origin of the rate of progress.
     first: Option<(Instant, f32)>,
+    /// First report in units of the attempt (the unit, and units done then): the origin
+    /// of the rate in units per second.
+    first_units: Option<(Instant, String, u64)>,
     /// When the percent last moved (or the attempt started).
     last_move: Instant,
     stall_warned: bool,
@@ -44,6 +47,7 @@ impl ProgressState {
             last_write: now,
             written: None,
             first: None,
+            first_units: None,
             last_move: now,
             stall_warned: false,
             timeout_warned: false,
@@ -79,7 +83,55 @@ fn to_timestamp(at: Instant) -> Timestamp {
     }
 }
 
+/// Units per second since the attempt's first report in the same unit, once 50 ms have
+/// passed (before that a rate is noise).
+fn units_rate(first: &mut Option<(Instant, String, u64)>, now: Instant, u: &ProgressUnits) -> Option<f64> {
+    match first {
+        Some((t0, unit, d0)) if *unit == u.unit => {
+            let dt = now.duration_since(*t0).as_secs_f64();
+            (dt >= 0.05 && u.done >= *d0).then(|| (u.done - *d0) as f64 / dt)
+        }
+        _ => {
+            *first = Some((now, u.unit.clone(), u.done));
+            None
+        }
+    }
+}
+
+/// A report of units done out of a total: percent derived, the rate filled in, the
+/// latest message and details kept.
+pub(crate) fn report_units(ctx: &Ctx, mut units: ProgressUnits) -> braid_core::Result<()> {
+    let (message, details) = {
+        let mut st = lock(&ctx.inner.progress);
+        units.rate = units_rate(&mut st.first_units, Instant::now(), &units);
+        st.latest.as_ref().map(|l| (l.message.clone(), l.details.clone())).unwrap_or_default()
+    };
+    let mut p = Progress::of_units(units, message)?;
+    p.details = details;
+    report(ctx, Some(p));
+    Ok(())
+}
+
+/// New details for the latest report (percent, message and units kept): written with
+/// the next write that is due, which also extends the lease.
+pub(crate) fn report_details(ctx: &Ctx, details: serde_json::Value) -> braid_core::Result<()> {
+    Progress::check_details(&details)?;
+    let mut p = lock(&ctx.inner.progress).latest.clone().unwrap_or_default();
+    p.details = Some(details);
+    report(ctx, Some(p));
+    Ok(())
+}
+
+/// The latest report and when it was made: what an attempt that ends without success
+/// leaves in its record, even if it was not yet written.
+pub(crate) fn latest(ctx: &Ctx) -> (Option<Progress>, Option<Timestamp>) {
+    let st = lock(&ctx.inner.progress);
+    (st.latest.clone(), st.latest_at)
+}
+
 /// Records a report (or a heartbeat when `p` is `None`) and writes it if it is due.
+/// Every write carries the latest report, details included: a heartbeat that extends
+/// the lease never drops what the step said last.
 pub(crate) fn report(ctx: &Ctx, p: Option<Progress>) {
     let inner = &ctx.inner;
     let policy = &inner.policy;
@@ -121,9 +173,11 @@ pub(crate) fn report(ctx: &Ctx, p: Option<Progress>) {
     drop(st);
     let mut rec = lock(&inner.record);
     rec.lease_deadline = Some(Timestamp::now().plus(policy.lease));
-    if is_progress {
+    if latest.is_some() {
         rec.progress = latest.clone();
         rec.progress_at = latest_at;
+    }
+    if is_progress {
         rec.eta = eta;
         if let Some(p) = &latest {
             rec.push_event(TaskEvent {
@@ -138,7 +192,11 @@ pub(crate) fn report(ctx: &Ctx, p: Option<Progress>) {
     let write = TaskWrite { precondition: Precondition::Attempt(inner.attempt), ..TaskWrite::new(rec.clone()) };
     drop(rec);
     if let (Some(m), Some(p)) = (&inner.shared.metrics, &latest) {
-        m.progress(inner.shared.flow.name().as_str(), inner.step.as_str(), &inner.task.to_string(), p.percent);
+        let (flow, step, task) = (inner.shared.flow.name().as_str(), inner.step.as_str(), inner.task.to_string());
+        m.progress(flow, step, &task, p.percent);
+        if let Some(u) = &p.units {
+            m.progress_units(flow, step, &task, &u.unit, u.done, u.total);
+        }
     }
     inner.shared.persister.write_later(Vec::new(), write);
 }

@@ -832,7 +832,10 @@ pub async fn records_keep_all_fields(store: &Store) {
     t.started_at = Some(Timestamp::from_micros(10));
     t.ended_at = Some(Timestamp::from_micros(20));
     t.lease_deadline = Some(Timestamp::from_micros(30));
-    t.progress = Some(Progress::new(42.5, "halfway").unwrap());
+    let mut p = Progress::of_units(braid_core::ProgressUnits::new(425, 1000, "rows").unwrap(), "halfway").unwrap();
+    p.units.as_mut().unwrap().rate = Some(12.5);
+    p.details = Some(serde_json::json!({"cursor": "row-425", "files": ["a", "b"]}));
+    t.progress = Some(p.clone());
     t.progress_at = Some(Timestamp::from_micros(15));
     t.error = Some(TaskError { kind: "timeout".into(), message: "took too long".into() });
     t.origin = Some((RunId::generate(), TaskId(77)));
@@ -855,6 +858,13 @@ pub async fn records_keep_all_fields(store: &Store) {
     let got = store.records.get_task(&flow(), run.id, TaskId(9)).await.unwrap().unwrap();
     assert_eq!(TaskRecord { revision: 1, ..t }, got);
     assert_eq!(got.foreach_index(), Some(7));
+    // Progress units and details alone (nothing else rarely read) are kept too.
+    let mut only = TaskRecord::new(key(run.id, "start", 10));
+    only.status = TaskStatus::Running;
+    only.progress = Some(p);
+    applied(&store.records.write_tasks(vec![TaskWrite::new(only.clone())]).await.unwrap());
+    let only_got = store.records.get_task(&flow(), run.id, TaskId(10)).await.unwrap().unwrap();
+    assert_eq!(only_got.progress, only.progress, "progress units and details, read back");
 
     let mut art = artifact(store, "xs", 5).await;
     art.elements = Some(ElementsRef { key: BlobKey::of(b"manifest"), len: 12 });

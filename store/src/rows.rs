@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use braid_core::codec::Preview;
 use braid_core::{
-    ArtifactName, Attempt, FlowName, PlanName, Progress, RunId, RunStatus, StepName, Tag, TaskId, TaskStatus, Timestamp,
+    ArtifactName, Attempt, FlowName, PlanName, Progress, ProgressUnits, RunId, RunStatus, StepName, Tag, TaskId,
+    TaskStatus, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +51,12 @@ struct TaskExtra {
     eta: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     events: Vec<TaskEvent>,
+    /// The latest progress report's units and details (its percent and message have
+    /// their own columns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    progress_units: Option<ProgressUnits>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    progress_details: Option<serde_json::Value>,
 }
 
 /// The `extra` column of a task: `None` (SQL `NULL`) when every rarely read field is
@@ -61,6 +68,7 @@ pub(crate) fn task_extra_json(t: &TaskRecord) -> serde_json::Result<Option<Strin
         && t.origin.is_none()
         && t.eta.is_none()
         && t.events.is_empty()
+        && t.progress.as_ref().is_none_or(|p| p.units.is_none() && p.details.is_none())
     {
         return Ok(None);
     }
@@ -71,6 +79,8 @@ pub(crate) fn task_extra_json(t: &TaskRecord) -> serde_json::Result<Option<Strin
         origin: t.origin,
         eta: t.eta,
         events: t.events.clone(),
+        progress_units: t.progress.as_ref().and_then(|p| p.units.clone()),
+        progress_details: t.progress.as_ref().and_then(|p| p.details.clone()),
     };
     serde_json::to_string(&extra).map(Some)
 }
@@ -178,9 +188,12 @@ impl TaskRow {
             started_at: ts(self.started_at),
             ended_at: ts(self.ended_at),
             lease_deadline: ts(self.lease_deadline),
-            progress: self
-                .progress_pct
-                .map(|p| Progress { percent: p as f32, message: self.progress_msg.unwrap_or_default() }),
+            progress: self.progress_pct.map(|p| Progress {
+                percent: p as f32,
+                message: self.progress_msg.unwrap_or_default(),
+                units: extra.progress_units,
+                details: extra.progress_details,
+            }),
             progress_at: ts(self.progress_at),
             error: extra.error,
             origin: extra.origin,

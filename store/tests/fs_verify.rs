@@ -66,7 +66,7 @@ async fn fill(store: &Store, marker: &str) -> (RunRecord, u64) {
     start.status = TaskStatus::Succeeded;
     start.started_at = Some(Timestamp::now());
     start.ended_at = Some(Timestamp::now());
-    start.progress = Some(Progress { percent: 37.5, message: "going".into() });
+    start.progress = Some(Progress { percent: 37.5, message: "going".into(), ..Default::default() });
     start.progress_at = Some(Timestamp::now());
     start.lease_deadline = Some(Timestamp::now());
     start.error = Some(TaskError { kind: "error".into(), message: "caught".into() });
@@ -75,7 +75,7 @@ async fn fill(store: &Store, marker: &str) -> (RunRecord, u64) {
         TaskRecord::new(TaskKey { flow: flow(), run: run.id, step: StepName::new("work").unwrap(), task: TaskId(2) });
     work.parent = Some(TaskId(1));
     work.iteration = 2;
-    work.progress = Some(Progress { percent: 100.0, message: String::new() });
+    work.progress = Some(Progress { percent: 100.0, message: String::new(), ..Default::default() });
     work.foreach_stack = vec![ForeachFrame {
         step: StepName::new("start").unwrap(),
         task: TaskId(1),

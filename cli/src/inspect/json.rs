@@ -65,7 +65,8 @@ fn error(e: Option<&TaskError>) -> Value {
     e.map_or(Value::Null, |e| json!({"kind": e.kind, "message": e.message}))
 }
 
-/// A task as a row of a step: `{id, pathspec, step, index, foreach_stack, iteration,
+/// A task as a row of a step (`progress`: `{percent, message, at, units: {done, total, unit,
+/// rate_per_s} or null, details}`): `{id, pathspec, step, index, foreach_stack, iteration,
 /// status, attempt, created_at, started_at, ended_at, duration_s, progress, eta_s,
 /// error, parent, inputs, origin}`.
 pub fn task(t: &Task) -> Value {
@@ -86,6 +87,13 @@ pub fn task(t: &Task) -> Value {
             "percent": p.percent,
             "message": p.message,
             "at": ts(t.progress_at()),
+            "units": p.units.as_ref().map(|u| json!({
+                "done": u.done,
+                "total": u.total,
+                "unit": u.unit,
+                "rate_per_s": u.rate,
+            })),
+            "details": p.details,
         })),
         "eta_s": secs(t.eta()),
         "lost_reason": t.lost_reason(),
@@ -227,8 +235,18 @@ struct OriginJson {
 #[derive(serde::Serialize)]
 struct ProgressJson<'a> {
     at: Option<Text<Timestamp>>,
+    details: Option<&'a Value>,
     message: &'a str,
     percent: Option<serde_json::Number>,
+    units: Option<UnitsJson<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct UnitsJson<'a> {
+    done: u64,
+    rate_per_s: Option<serde_json::Number>,
+    total: u64,
+    unit: &'a str,
 }
 
 #[derive(serde::Serialize)]
@@ -272,8 +290,15 @@ impl<'a> TaskRow<'a> {
             pathspec: Text(t.key()),
             progress: t.progress().map(|p| ProgressJson {
                 at: t.progress_at().map(Text),
+                details: p.details.as_ref(),
                 message: &p.message,
                 percent: float(f64::from(p.percent)),
+                units: p.units.as_ref().map(|u| UnitsJson {
+                    done: u.done,
+                    rate_per_s: u.rate.and_then(float),
+                    total: u.total,
+                    unit: &u.unit,
+                }),
             }),
             started_at: t.started_at().map(Text),
             status: t.status().as_str(),
@@ -340,7 +365,12 @@ mod tests {
         full.started_at = Some(Timestamp::from_micros(1_700_000_000_123_456));
         full.ended_at = Some(Timestamp::from_micros(1_700_000_001_000_001));
         full.lease_deadline = Some(Timestamp::from_micros(1_700_000_002_000_000));
-        full.progress = Some(Progress { percent: 33.3, message: "a \"quoted\"\nline ✓".into() });
+        full.progress = Some(Progress {
+            percent: 33.3,
+            message: "a \"quoted\"\nline ✓".into(),
+            units: Some(braid_core::ProgressUnits { done: 333, total: 1000, unit: "rows".into(), rate: Some(12.5) }),
+            details: Some(json!({"file": "b\"2\".csv", "offset": 4096})),
+        });
         full.progress_at = Some(Timestamp::from_micros(1_700_000_000_500_000));
         full.eta = Some(Timestamp::from_micros(1_700_000_009_000_000));
         full.error = Some(TaskError { kind: "panic".into(), message: "tab\there".into() });
@@ -366,7 +396,7 @@ mod tests {
         running.status = TaskStatus::Running;
         running.started_at = Some(Timestamp::from_micros(1_700_000_000_000_000));
         running.ended_at = Some(Timestamp::from_micros(1_700_000_000_700_000));
-        running.progress = Some(Progress { percent: 14.3, message: String::new() });
+        running.progress = Some(Progress { percent: 14.3, message: String::new(), ..Default::default() });
         running.progress_at = Some(Timestamp::from_micros(1_700_000_000_333_333));
         let writes = vec![TaskWrite::new(bare), TaskWrite::new(full), TaskWrite::new(running)];
         rt.block_on(store.records.write_tasks(writes)).unwrap();

@@ -494,9 +494,17 @@ pub fn index_text(t: &Task) -> String {
     }
 }
 
+/// `45% 4500/10000 rows, 120.5 rows/s copying (ETA 46s)`: percent, units with their rate
+/// when reported, message, ETA.
 pub fn progress_text(t: &Task) -> Option<String> {
     let p = t.progress()?;
     let mut s = format!("{:.0}%", p.percent);
+    if let Some(u) = &p.units {
+        s.push_str(&format!(" {}/{} {}", u.done, u.total, u.unit));
+        if let Some(rate) = u.rate {
+            s.push_str(&format!(", {} {}/s", rate_text(rate), u.unit));
+        }
+    }
     if !p.message.is_empty() {
         s.push(' ');
         s.push_str(&p.message);
@@ -505,6 +513,22 @@ pub fn progress_text(t: &Task) -> Option<String> {
         s.push_str(&format!(" (ETA {})", output::duration(eta)));
     }
     Some(s)
+}
+
+/// A rate with three significant digits or so: `0.25`, `12.5`, `1234`.
+fn rate_text(rate: f64) -> String {
+    if rate >= 100.0 {
+        format!("{rate:.0}")
+    } else if rate >= 1.0 {
+        format!("{rate:.1}")
+    } else {
+        format!("{rate:.2}")
+    }
+}
+
+/// The details of a task's latest progress report, as compact JSON.
+pub fn details_text(t: &Task) -> Option<String> {
+    t.progress()?.details.as_ref().map(|d| d.to_string())
 }
 
 fn progress_or_error(t: &Task) -> String {
@@ -571,6 +595,9 @@ fn show_task(out: &Out, t: &Task, lines: usize) -> Result<()> {
     if let Some(p) = progress_text(t) {
         let age = t.progress_age().map(|a| format!(", {} ago", duration_opt(Some(a)))).unwrap_or_default();
         fields.push(("progress", format!("{p} (reported {}{age})", time_opt(t.progress_at()))));
+    }
+    if let Some(d) = details_text(t) {
+        fields.push(("details", d));
     }
     if let Some(eta) = t.eta() {
         fields.push(("eta", format!("{} left at the rate so far", duration_opt(Some(eta)))));

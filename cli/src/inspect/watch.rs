@@ -11,7 +11,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::error::{Error, Result};
 use super::output::{self, Out};
-use super::show::{progress_text, show_run};
+use super::show::{details_text, progress_text, show_run};
 
 /// Running tasks shown with a bar of their own at once.
 const TASK_BARS: usize = 8;
@@ -189,9 +189,12 @@ impl View {
             };
             let pct = t.progress().map_or(0.0, |p| p.percent);
             bar.set_position(pct.clamp(0.0, 100.0).round() as u64);
-            bar.set_message(
-                progress_text(t).unwrap_or_else(|| format!("running for {}", output::duration_opt(t.duration()))),
-            );
+            let mut msg =
+                progress_text(t).unwrap_or_else(|| format!("running for {}", output::duration_opt(t.duration())));
+            if let Some(d) = details_text(t) {
+                msg.push_str(&format!(" {}", output::cut(&d, 60)));
+            }
+            bar.set_message(msg);
         }
         Ok(())
     }

@@ -157,6 +157,8 @@ pub fn task_live(t: &Task) -> Value {
         "attempt": t.attempt().0,
         "percent": t.progress().map(|p| p.percent),
         "message": t.progress().map(|p| p.message.clone()),
+        "text": t.progress().map(view::progress_line),
+        "details": t.progress().and_then(|p| p.details.as_ref()).map(view::pretty),
         "eta": view::duration_opt(t.eta()),
         "age": t.progress_age().map(|d| format!("{} ago", view::duration(d))),
         "warnings": t.warnings().iter().map(|w| json!({

@@ -145,7 +145,13 @@ fn schemas() -> Value {
             "id": int(), "pathspec": s(), "step": s(), "index": nullable(int()), "foreach_stack": arr(r("ForeachFrame")),
             "iteration": int(), "status": s(), "attempt": int(), "created_at": s(), "started_at": nullable(s()),
             "ended_at": nullable(s()), "duration_s": nullable(num()),
-            "progress": nullable(obj(&["percent", "message", "at"], json!({"percent": num(), "message": s(), "at": nullable(s())}))),
+            "progress": nullable(obj(&["percent", "message", "at", "units", "details"], json!({
+                "percent": num(), "message": s(), "at": nullable(s()),
+                "units": nullable(obj(&["done", "total", "unit", "rate_per_s"], json!({
+                    "done": int(), "total": int(), "unit": s(), "rate_per_s": nullable(num()),
+                }))),
+                "details": nullable(any_obj()),
+            }))),
             "eta_s": nullable(num()), "warnings": arr(r("Event")), "error": r("TaskError"), "parent": nullable(int()),
             "inputs": arr(int()), "origin": nullable(obj(&["run", "task"], json!({"run": s(), "task": int()}))),
         })),

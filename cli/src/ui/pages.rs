@@ -356,7 +356,10 @@ pub async fn task(
                 h2 { "Progress" }
                 div.progress-line {
                     progress #progress max="100" value=(t.progress().map_or(0.0, |p| p.percent)) {}
-                    span #progress-text { @if let Some(p) = t.progress() { (format!("{:.1}%", p.percent)) " " (p.message) } @else { "no progress reported" } }
+                    span #progress-text { @if let Some(p) = t.progress() { (view::progress_line(p)) } @else { "no progress reported" } }
+                }
+                pre #progress-details.details hidden[t.progress().is_none_or(|p| p.details.is_none())] {
+                    @if let Some(d) = t.progress().and_then(|p| p.details.as_ref()) { (view::pretty(d)) }
                 }
                 p.dim { "ETA " span #eta { (duration_opt(t.eta())) } " · last report " span #progress-age { (t.progress_age().map(|d| format!("{} ago", view::duration(d))).unwrap_or_else(|| "-".into())) } }
                 ul #warnings.warnings {

@@ -106,3 +106,33 @@ mod tests {
         assert_eq!(sclass("a\" onclick=\"x"), "st st-aonclickx");
     }
 }
+
+/// A progress report as one line: `45.0% · 4500/10000 rows · 12.5 rows/s · message`
+/// (plain text: the page escapes it).
+pub fn progress_line(p: &braid_client::Progress) -> String {
+    let mut parts = vec![format!("{:.1}%", p.percent)];
+    if let Some(u) = &p.units {
+        parts.push(format!("{}/{} {}", u.done, u.total, u.unit));
+        if let Some(rate) = u.rate {
+            parts.push(format!("{rate:.1} {}/s", u.unit));
+        }
+    }
+    if !p.message.is_empty() {
+        parts.push(p.message.clone());
+    }
+    parts.join(" · ")
+}
+
+#[cfg(test)]
+mod progress_line_tests {
+    use super::progress_line;
+
+    #[test]
+    fn a_progress_line_shows_units_and_their_rate_before_the_message() {
+        let mut p = braid_client::Progress { percent: 45.0, message: "copying".into(), ..Default::default() };
+        assert_eq!(progress_line(&p), "45.0% · copying");
+        p.units =
+            Some(braid_client::ProgressUnits { done: 4500, total: 10000, unit: "rows".into(), rate: Some(12.25) });
+        assert_eq!(progress_line(&p), "45.0% · 4500/10000 rows · 12.2 rows/s · copying");
+    }
+}

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use braid_core::{FlowName, RunId, RunStatus, StepName, Tag, TaskStatus, Timestamp};
+use braid_core::{FlowName, Progress, RunId, RunStatus, StepName, Tag, TaskStatus, Timestamp};
 use braid_store::{FlowRecord, RunLease, RunRecord, Store, TaskQuery, TaskRecord};
 use tokio_util::sync::CancellationToken;
 
@@ -188,11 +188,13 @@ impl RunShared {
     }
 }
 
-/// The run being resumed: its successful tasks by identity.
+/// The run being resumed: its successful tasks by identity, and the last progress
+/// report of those that did not succeed (for `ctx.last_progress()`).
 pub(crate) struct Origin {
     pub(super) run: RunId,
     pub(super) from: Option<StepName>,
     pub(super) tasks: HashMap<TaskIdentity, TaskRecord>,
+    pub(super) unfinished: HashMap<TaskIdentity, Progress>,
 }
 
 /// What makes a task the "same" task in two runs of one flow.
@@ -397,23 +399,30 @@ async fn load_origin(flow: &Flow, store: &Store, resume: &Resume) -> Result<Orig
         });
     }
     let mut tasks = HashMap::new();
-    let mut q = TaskQuery { status: Some(TaskStatus::Succeeded), limit: 10_000, ..Default::default() };
-    loop {
-        let page = store.records.list_tasks(flow.name(), run, &q).await?;
-        for t in page.items {
-            let id = TaskIdentity {
-                step: t.key.step.clone(),
-                path: t.foreach_stack.iter().map(|f| f.index).collect(),
-                iteration: t.iteration,
-            };
-            tasks.insert(id, t);
-        }
-        match page.next {
-            Some(n) => q.after = Some(n),
-            None => break,
+    let mut unfinished = HashMap::new();
+    for status in [TaskStatus::Succeeded, TaskStatus::Failed, TaskStatus::Lost, TaskStatus::Running] {
+        let mut q = TaskQuery { status: Some(status), limit: 10_000, ..Default::default() };
+        loop {
+            let page = store.records.list_tasks(flow.name(), run, &q).await?;
+            for t in page.items {
+                let id = TaskIdentity {
+                    step: t.key.step.clone(),
+                    path: t.foreach_stack.iter().map(|f| f.index).collect(),
+                    iteration: t.iteration,
+                };
+                if status == TaskStatus::Succeeded {
+                    tasks.insert(id, t);
+                } else if let Some(p) = t.progress {
+                    unfinished.insert(id, p);
+                }
+            }
+            match page.next {
+                Some(n) => q.after = Some(n),
+                None => break,
+            }
         }
     }
-    Ok(Origin { run, from: resume.from.clone(), tasks })
+    Ok(Origin { run, from: resume.from.clone(), tasks, unfinished })
 }
 
 /// Replaces the record of a run that was created but never started (its creator died in

@@ -7,14 +7,14 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use braid_core::{ArtifactName, Attempt, TaskStatus, Timestamp};
+use braid_core::{ArtifactName, Attempt, Progress, TaskStatus, Timestamp};
 use braid_dag::Transition;
 use braid_store::{AttemptRecord, Precondition, TaskError, TaskEvent, TaskEventKind, TaskKey, TaskRecord, TaskWrite};
 use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use super::messages::{NextMove, Outcome, ReadyTask};
-use super::{RunShared, lock};
+use super::{RunShared, TaskIdentity, lock};
 use crate::context::{Ctx, CtxInner, LocalSet};
 use crate::error::{Error, Result};
 use crate::flow::StepBody;
@@ -155,8 +155,10 @@ async fn execute_task(shared: &Arc<RunShared>, task: &ReadyTask) -> Outcome {
     let max_attempts = policy.retries.saturating_add(1);
     let flow = shared.flow.name().as_str();
     let mut attempt = Attempt::FIRST;
-    // Events (progress history, warnings) carry over from one attempt to the next.
+    // Events (progress history, warnings) carry over from one attempt to the next, and
+    // so does the last report, for `ctx.last_progress()`.
     let mut events = Vec::new();
+    let mut last_progress = origin_progress(shared, task);
     loop {
         let permit = tokio::select! {
             p = shared.workers.clone().acquire_owned() => match p {
@@ -195,6 +197,7 @@ async fn execute_task(shared: &Arc<RunShared>, task: &ReadyTask) -> Outcome {
                 inputs: task.inputs.clone(),
                 record: record.clone(),
                 progress: Mutex::new(ProgressState::new()),
+                last_progress: last_progress.take(),
                 policy: policy.clone(),
             }),
         };
@@ -243,8 +246,9 @@ async fn execute_task(shared: &Arc<RunShared>, task: &ReadyTask) -> Outcome {
             TaskStatus::Failed | TaskStatus::Lost if !last => {
                 let e = error.unwrap_or(TaskError { kind: "error".into(), message: String::new() });
                 ctx.log_at("ERROR", format!("attempt {attempt} {} ({}): {}", status, e.kind, e.message));
-                let rec = ended_record(&record, status, ended, &e);
+                let rec = ended_record(&ctx, &record, status, ended, &e);
                 events = rec.events.clone();
+                last_progress = rec.progress.clone();
                 let a = AttemptRecord { attempt, status, started_at: started, ended_at: Some(ended), error: Some(e) };
                 // The attempt's artifacts are dropped: nothing of `ctx` is stored.
                 let w = TaskWrite {
@@ -273,7 +277,7 @@ async fn execute_task(shared: &Arc<RunShared>, task: &ReadyTask) -> Outcome {
             }
             _ => {
                 let e = error.unwrap_or(TaskError { kind: "error".into(), message: String::new() });
-                let rec = ended_record(&record, status, ended, &e);
+                let rec = ended_record(&ctx, &record, status, ended, &e);
                 let a = AttemptRecord {
                     attempt,
                     status,
@@ -302,10 +306,37 @@ async fn execute_task(shared: &Arc<RunShared>, task: &ReadyTask) -> Outcome {
     }
 }
 
+/// The report a resumed task's twin in the origin run left when it did not succeed
+/// (failed, lost, or still marked running when its process died), for its first attempt's
+/// `ctx.last_progress()`.
+fn origin_progress(shared: &RunShared, task: &ReadyTask) -> Option<Progress> {
+    let origin = shared.origin.as_ref()?;
+    if origin.unfinished.is_empty() {
+        return None;
+    }
+    let identity = TaskIdentity {
+        step: task.step.clone(),
+        path: task.frames.iter().map(|f| f.record.index).collect(),
+        iteration: task.iteration,
+    };
+    origin.unfinished.get(&identity).cloned()
+}
+
 /// The record of an attempt that ended without success: status, end, error, no lease,
-/// and for a lost attempt the event that says so.
-fn ended_record(record: &Mutex<TaskRecord>, status: TaskStatus, ended: Timestamp, e: &TaskError) -> TaskRecord {
+/// its latest progress report (written or not), and for a lost attempt the event that
+/// says so.
+fn ended_record(
+    ctx: &Ctx,
+    record: &Mutex<TaskRecord>,
+    status: TaskStatus,
+    ended: Timestamp,
+    e: &TaskError,
+) -> TaskRecord {
     let mut rec = lock(record).clone();
+    if let (Some(p), at) = crate::progress::latest(ctx) {
+        rec.progress = Some(p);
+        rec.progress_at = at;
+    }
     rec.status = status;
     rec.ended_at = Some(ended);
     rec.lease_deadline = None;

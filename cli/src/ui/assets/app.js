@@ -137,8 +137,10 @@
       const d = JSON.parse(ev.data);
       if (d.percent !== null) {
         document.getElementById('progress').value = d.percent;
-        text('progress-text', d.percent.toFixed(1) + '% ' + (d.message || ''));
+        text('progress-text', d.text || (d.percent.toFixed(1) + '% ' + (d.message || '')));
       }
+      const det = document.getElementById('progress-details');
+      if (det && d.details) { det.textContent = d.details; det.hidden = false; }
       text('eta', d.eta);
       text('progress-age', d.age || '-');
       text('task-attempt', String(d.attempt));
