@@ -100,6 +100,8 @@ fn progress_demo() -> braid_runtime::Result<Flow> {
         .step("work", |ctx| async move {
             for i in 0..=40 {
                 ctx.progress(i as f32 * 2.5, format!("chunk {i} of 40"))?;
+                ctx.progress_units(i, 40, "chunks")?;
+                ctx.progress_details(serde_json::json!({ "next_chunk": i + 1 }))?;
                 tracing::info!("chunk {i} done");
                 tokio::time::sleep(Duration::from_millis(150)).await;
             }
@@ -146,7 +148,12 @@ fn a_running_tasks_progress_bar_moves() {
             WAIT,
         );
         let text = b.js("return document.getElementById('progress-text').textContent").as_str().unwrap().to_owned();
-        assert!(text.contains("chunk"), "{text}");
+        assert!(text.contains("chunk") && text.contains("/40 chunks"), "units on the live line: {text}");
+        b.wait_for(
+            "the details, live",
+            "return document.getElementById('progress-details').textContent.includes('next_chunk')",
+            WAIT,
+        );
         b.wait_for(
             "new log lines",
             "return document.getElementById('log').textContent.includes('chunk 20 done')",
