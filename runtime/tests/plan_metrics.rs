@@ -125,6 +125,12 @@ async fn buffer_one_counts_the_dropped_tick_as_skipped_and_the_lag_from_tick_to_
         Some(secs("2026-03-02T03:10:00Z"))
     );
     assert_eq!(value(&text, &format!(r#"braid_plan_consecutive_failures{{{set}}}"#)), Some(0.0));
+
+    // Deactivated: the plan has no next tick any more.
+    let sel = braid_store::PlanSelector::Names(vec![braid_core::PlanName::new("buf").unwrap()]);
+    braid_runtime::plan::set_active(&env.store, &sel, false, Timestamp::from_jiff(env.clock.now())).await.unwrap();
+    s.pass().await.unwrap();
+    assert!(value(&m.encode(), r#"braid_plan_next_tick_timestamp_seconds{plan="buf"}"#).is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -210,7 +210,14 @@ impl Scheduler {
                 m.next_tick(rec.name.as_str(), after);
             }
         }
-        self.cache.lock().unwrap_or_else(|e| e.into_inner()).retain(|name, _| seen.contains(name));
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).retain(|name, _| {
+            let keep = seen.contains(name);
+            if !keep && let Some(m) = &self.d.metrics {
+                // Deactivated or deleted: it has no next tick any more.
+                m.next_tick(name.as_str(), None);
+            }
+            keep
+        });
 
         report.claims = claims.len();
         if !claims.is_empty() {
