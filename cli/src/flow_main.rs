@@ -354,7 +354,8 @@ fn start(flags: StoreFlags, flow: Arc<Flow>, mut opts: RunOptions, common: Commo
         opts.cancel = cancel.clone();
         if let Some(addr) = &common.metrics_addr {
             let metrics = Arc::new(braid_runtime::Metrics::new());
-            match serve_metrics(addr, metrics.clone()).await {
+            let render = metrics.clone();
+            match serve_metrics(addr, Arc::new(move || render.encode())).await {
                 Ok(bound) => eprintln!("metrics at http://{bound}/metrics"),
                 Err(e) => return usage(e),
             }
@@ -399,9 +400,12 @@ fn start(flags: StoreFlags, flow: Arc<Flow>, mut opts: RunOptions, common: Commo
     })
 }
 
-/// Serves `metrics` in the Prometheus text format at `/metrics` on `addr`, in the
-/// background, for as long as the process lives.
-async fn serve_metrics(addr: &str, metrics: Arc<braid_runtime::Metrics>) -> Result<std::net::SocketAddr, String> {
+/// What `/metrics` serves: the current metrics as an OpenMetrics document.
+pub(crate) type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Serves what `render` gives in the Prometheus text format at `/metrics` on `addr`, in
+/// the background, for as long as the process lives (`run` and `scheduler`).
+pub(crate) async fn serve_metrics(addr: &str, render: RenderMetrics) -> Result<std::net::SocketAddr, String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("--metrics-addr {addr}: cannot listen there: {e}"))?;
@@ -409,11 +413,11 @@ async fn serve_metrics(addr: &str, metrics: Arc<braid_runtime::Metrics>) -> Resu
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let metrics = metrics.clone();
+            let render = render.clone();
             async move {
                 (
                     [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-                    metrics.encode(),
+                    render(),
                 )
             }
         }),

@@ -100,6 +100,11 @@ pub(crate) struct SchedulerArgs {
     /// Events as JSON lines on stdout.
     #[arg(long)]
     json: bool,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics: per plan and parameter set
+    /// (`braid_plan_*`) and the task metrics of the runs it starts (e.g. 127.0.0.1:9464;
+    /// port 0 picks one, printed on stderr). Off by default.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
 }
 
 /// `backfill`
@@ -559,7 +564,17 @@ pub(crate) fn scheduler(
         }
     });
     let names: Vec<String> = flows.iter().map(|f| f.name().to_string()).collect();
-    let env = LaunchEnv::new(store.clone(), flows).with_events(tx);
+    let mut env = LaunchEnv::new(store.clone(), flows).with_events(tx);
+    if let Some(addr) = &args.metrics_addr {
+        let tasks = Arc::new(braid_runtime::Metrics::new());
+        let plans = Arc::new(braid_runtime::plan::PlanMetrics::new());
+        let (t, p) = (tasks.clone(), plans.clone());
+        match rt.block_on(crate::flow_main::serve_metrics(addr, Arc::new(move || p.encode_with(&t)))) {
+            Ok(bound) => eprintln!("metrics at http://{bound}/metrics"),
+            Err(e) => return usage(e),
+        }
+        env = env.with_metrics(tasks).with_plan_metrics(plans);
+    }
     let opts = SchedulerOptions {
         dispatch,
         poll: Duration::from_secs_f64(args.poll.clamp(0.01, 3600.0)),

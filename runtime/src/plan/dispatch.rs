@@ -34,6 +34,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::error::PlanResult;
+use super::metrics::{LaunchOutcomeKind, PlanMetrics};
 use super::model::{Concurrency, LaunchPlan};
 use crate::executor::{PreparedRun, RunOptions};
 use crate::failpoint::crash_point;
@@ -255,6 +256,10 @@ pub(crate) struct Launcher {
     pub(crate) changed: Notify,
     events: Option<tokio::sync::mpsc::UnboundedSender<LaunchEvent>>,
     started_at: Timestamp,
+    /// Task metrics of the runs started here.
+    task_metrics: Option<Arc<crate::Metrics>>,
+    /// Plan metrics, updated as launches happen.
+    pub(crate) metrics: Option<Arc<PlanMetrics>>,
 }
 
 impl fmt::Debug for Launcher {
@@ -278,12 +283,36 @@ pub struct LaunchEnv {
     pub events: Option<tokio::sync::mpsc::UnboundedSender<LaunchEvent>>,
     /// Cancelling it cancels the runs started here and starts nothing more (Ctrl-C).
     pub cancel: CancellationToken,
+    /// Where the runs started here count their tasks (`RunOptions::metrics`).
+    pub metrics: Option<Arc<crate::Metrics>>,
+    /// Where launches, runs and ticks are counted per plan and parameter set.
+    pub plan_metrics: Option<Arc<PlanMetrics>>,
 }
 
 impl LaunchEnv {
     /// `flows` on `store`, on the system clock, reporting nothing.
     pub fn new(store: Store, flows: Vec<Arc<Flow>>) -> Self {
-        LaunchEnv { store, flows, clock: Arc::new(SystemClock), events: None, cancel: CancellationToken::new() }
+        LaunchEnv {
+            store,
+            flows,
+            clock: Arc::new(SystemClock),
+            events: None,
+            cancel: CancellationToken::new(),
+            metrics: None,
+            plan_metrics: None,
+        }
+    }
+
+    /// Counts the tasks of the runs started here in `metrics` (as `run --metrics-addr` does).
+    pub fn with_metrics(mut self, metrics: Arc<crate::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Counts launches, runs and ticks per plan and parameter set in `metrics`.
+    pub fn with_plan_metrics(mut self, metrics: Arc<PlanMetrics>) -> Self {
+        self.plan_metrics = Some(metrics);
+        self
     }
 
     /// Reads this clock instead (tests).
@@ -326,6 +355,8 @@ impl Launcher {
             changed: Notify::new(),
             events: env.events.clone(),
             started_at: now,
+            task_metrics: env.metrics.clone(),
+            metrics: env.plan_metrics.clone(),
         }
     }
 
@@ -427,7 +458,11 @@ impl Launcher {
                         next.note =
                             Some(format!("the run was lost with its scheduler {holder}; resume it to complete it"));
                     }
-                    self.store.plans.update_launch(&next, LaunchState::Started, Some(&holder)).await?;
+                    if self.store.plans.update_launch(&next, LaunchState::Started, Some(&holder)).await?
+                        && let Some(m) = &self.metrics
+                    {
+                        m.run_ended(l.plan.as_str(), &l.set_key, r.status_now(), next.updated_at);
+                    }
                 }
                 _ => {}
             }
@@ -789,6 +824,9 @@ impl Launcher {
                 reason: reason.clone(),
             });
             self.record(&l, None);
+            if let Some(m) = &self.metrics {
+                m.launch(l.plan.as_str(), &l.set_key, LaunchOutcomeKind::Skipped);
+            }
         }
         Ok(())
     }
@@ -876,6 +914,7 @@ impl Launcher {
             env_params: false,
             max_workers: self.opts.run_workers.max(1),
             cancel,
+            metrics: self.task_metrics.clone(),
             ..Default::default()
         };
         let prepared = match PreparedRun::prepare(flow.clone(), self.store.clone(), opts).await {
@@ -921,6 +960,12 @@ impl Launcher {
             tick: l.tick.to_jiff(),
         });
         self.record(&started, None);
+        if let Some(m) = &self.metrics {
+            m.launch(l.plan.as_str(), &l.set_key, LaunchOutcomeKind::Started);
+            if l.kind == LaunchKind::Scheduled {
+                m.lag(l.plan.as_str(), l.tick, started.updated_at);
+            }
+        }
         crash_point!("launch-started");
         let this = self.clone();
         tokio::spawn(async move {
@@ -941,8 +986,15 @@ impl Launcher {
             finished.status = Some(status);
             finished.note = error.clone();
             finished.updated_at = ts(this.now());
-            if let Err(e) = this.store.plans.update_launch(&finished, LaunchState::Started, Some(&this.id)).await {
-                tracing::error!(launch = %finished.key, error = %e, "cannot record a finished launch");
+            match this.store.plans.update_launch(&finished, LaunchState::Started, Some(&this.id)).await {
+                Ok(true) => {
+                    if let Some(m) = &this.metrics {
+                        m.run_ended(finished.plan.as_str(), &finished.set_key, status, finished.updated_at);
+                    }
+                }
+                // Another process took the launch over and records its end.
+                Ok(false) => {}
+                Err(e) => tracing::error!(launch = %finished.key, error = %e, "cannot record a finished launch"),
             }
             {
                 let mut s = this.lock();
@@ -989,8 +1041,14 @@ impl Launcher {
         l.status = Some(RunStatus::Failed);
         l.note = Some(note.clone());
         l.updated_at = ts(self.now());
-        if let Err(e) = self.store.plans.update_launch(&l, LaunchState::Pending, Some(&self.id)).await {
-            tracing::error!(launch = %l.key, error = %e, "cannot record a launch that failed to start");
+        match self.store.plans.update_launch(&l, LaunchState::Pending, Some(&self.id)).await {
+            Ok(true) => {
+                if let Some(m) = &self.metrics {
+                    m.launch(l.plan.as_str(), &l.set_key, LaunchOutcomeKind::FailedToStart);
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(launch = %l.key, error = %e, "cannot record a launch that failed to start"),
         }
         self.pause_if_failing(&l).await;
         self.emit(LaunchEvent::Skipped {

@@ -23,6 +23,7 @@ mod dispatch;
 mod error;
 mod file;
 mod launch;
+mod metrics;
 mod model;
 mod registry;
 mod schedule;
@@ -43,6 +44,9 @@ pub use scheduler::{PassReport, Scheduler, SchedulerOptions};
 // Launches: the environment they happen in, backfill and manual launches, what they report.
 pub use dispatch::{Clock, DEAD_AFTER, DispatchOptions, LaunchEnv, LaunchEvent, LaunchOutcome, ManualClock};
 pub use launch::{BackfillOptions, BackfillReport, backfill, get_plan, launch_key, launch_now, request_launch};
+
+// Monitoring.
+pub use metrics::{LaunchOutcomeKind, PlanMetrics, set_label};
 
 // Errors.
 pub use error::{PlanError, PlanProblem, PlanResult};

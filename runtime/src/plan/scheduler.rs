@@ -17,8 +17,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use braid_core::{PlanName, Timestamp};
-use braid_store::{LaunchKind, PlanQuery};
+use braid_core::{PlanName, RunStatus, Timestamp};
+use braid_store::{LaunchKind, LaunchQuery, LaunchState, PlanQuery};
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::{DispatchOptions, LaunchEnv, LaunchEvent, LaunchOutcome, Launcher};
@@ -82,6 +82,8 @@ pub struct Scheduler {
     d: Arc<Launcher>,
     opts: SchedulerOptions,
     cache: Mutex<HashMap<PlanName, Cached>>,
+    /// Whether the plan metrics were read back from the store (first pass).
+    restored: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Cached {
@@ -94,7 +96,7 @@ impl Scheduler {
     /// A scheduler for the flows of `env`.
     pub fn new(env: &LaunchEnv, opts: SchedulerOptions) -> Self {
         let d = Arc::new(Launcher::new(env, "scheduler", opts.dispatch.clone()));
-        Scheduler { d, opts, cache: Mutex::new(HashMap::new()) }
+        Scheduler { d, opts, cache: Mutex::new(HashMap::new()), restored: std::sync::atomic::AtomicBool::new(false) }
     }
 
     /// This scheduler's id (the holder of the launches it claims).
@@ -128,6 +130,7 @@ impl Scheduler {
         self.d.set_inactive(records.iter().filter(|r| !r.active).map(|r| r.name.clone()).collect());
 
         self.load_uncached(&records).await?;
+        self.restore_metrics(&records).await;
         let mut claims = Vec::new();
         let mut cursors = Vec::new();
         let mut seen: HashSet<PlanName> = HashSet::new();
@@ -151,6 +154,9 @@ impl Scheduler {
                     Some(c) => {
                         c.start = start;
                         c.next = schedule.next_after(start.to_jiff());
+                        if let Some(m) = &self.d.metrics {
+                            m.next_tick(rec.name.as_str(), c.next);
+                        }
                         c.next
                     }
                     None => None,
@@ -182,6 +188,11 @@ impl Scheduler {
                     policy: plan.catch_up().to_string(),
                 });
                 tracing::warn!(plan = %rec.name, missed, more, policy = %plan.catch_up(), "missed ticks left out by the catch-up policy");
+                if let Some(m) = &self.d.metrics
+                    && missed > 0
+                {
+                    m.skipped(rec.name.as_str(), plan.parameter_sets().iter().map(|s| s.key.clone()), missed as u64);
+                }
             }
             for tick in chosen {
                 claims.extend(scheduled_launches(&plan, rec.version, LaunchKind::Scheduled, tick, &self.d.id, now_ts));
@@ -195,8 +206,18 @@ impl Scheduler {
                 c.start = Timestamp::from_jiff(latest);
                 c.next = after;
             }
+            if let Some(m) = &self.d.metrics {
+                m.next_tick(rec.name.as_str(), after);
+            }
         }
-        self.cache.lock().unwrap_or_else(|e| e.into_inner()).retain(|name, _| seen.contains(name));
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).retain(|name, _| {
+            let keep = seen.contains(name);
+            if !keep && let Some(m) = &self.d.metrics {
+                // Deactivated or deleted: it has no next tick any more.
+                m.next_tick(name.as_str(), None);
+            }
+            keep
+        });
 
         report.claims = claims.len();
         if !claims.is_empty() {
@@ -220,6 +241,50 @@ impl Scheduler {
         self.d.cancel_superseded().await?;
         self.d.dispatch().await?;
         Ok(report)
+    }
+
+    /// Once per scheduler, on its first pass with plan metrics: reads every set's
+    /// consecutive failures and last success back from the plans' finished launches
+    /// (the newest 1000 of each plan), so the gauges survive a restart. A store error
+    /// is logged and the next pass tries again.
+    async fn restore_metrics(&self, records: &[braid_store::PlanRecord]) {
+        use std::sync::atomic::Ordering;
+        let Some(m) = &self.d.metrics else { return };
+        if self.restored.load(Ordering::Relaxed) {
+            return;
+        }
+        for rec in records {
+            let q = LaunchQuery {
+                plan: Some(rec.name.clone()),
+                states: vec![LaunchState::Finished],
+                limit: 1000,
+                ..Default::default()
+            };
+            let launches = match self.d.store.plans.list_launches(&q).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(plan = %rec.name, error = %e, "cannot read the plan's launches for its metrics; retrying next pass");
+                    return;
+                }
+            };
+            // Newest first: failures count until the first success.
+            let mut sets: HashMap<&str, (i64, Option<Timestamp>)> = HashMap::new();
+            for l in &launches {
+                let e = sets.entry(l.set_key.as_str()).or_default();
+                if e.1.is_some() {
+                    continue;
+                }
+                match l.status {
+                    Some(RunStatus::Succeeded) => e.1 = Some(l.updated_at),
+                    Some(RunStatus::Failed) => e.0 += 1,
+                    _ => {}
+                }
+            }
+            for (key, (failures, last)) in sets {
+                m.restore(rec.name.as_str(), key, failures, last);
+            }
+        }
+        self.restored.store(true, Ordering::Relaxed);
     }
 
     /// Plans of queued launches that the listing (live plans, by name) lacks and the
