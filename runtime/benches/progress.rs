@@ -39,7 +39,9 @@ fn main() {
                     r2.lock().unwrap().push((name, el, r1 - r0, w1 - w0));
                     Ok(())
                 };
-                measure("one progress() call in a hot loop", &mut |i| ctx.progress((i * 100) as f32 / calls as f32, "crunching"))?;
+                measure("one progress() call in a hot loop", &mut |i| {
+                    ctx.progress((i * 100) as f32 / calls as f32, "crunching")
+                })?;
                 measure("one progress_units() call in a hot loop", &mut |i| ctx.progress_units(i, calls, "rows"))?;
                 // Details every 1,000th call, units on the others: how a copy loop reports.
                 measure("one call, units with details every 1,000th", &mut |i| {
