@@ -3,21 +3,16 @@
 //! paused sets, catch-up), launch lag, runs by status, consecutive failures, the last
 //! success read back by a new scheduler, and the next tick.
 
+mod plan_env;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use braid_core::Timestamp;
-use braid_runtime::plan::{
-    CatchUp, Clock, Concurrency, LaunchEnv, LaunchPlan, ManualClock, PlanMetrics, Scheduler, SchedulerOptions,
-    register_plans_at,
-};
+use braid_runtime::plan::{CatchUp, Clock, Concurrency, LaunchPlan, PlanMetrics, Scheduler, SchedulerOptions};
 use braid_runtime::{Flow, Param, ParamType};
-use braid_store::Store;
+use plan_env::*;
 use tokio::sync::Semaphore;
-
-fn t(s: &str) -> jiff::Timestamp {
-    s.parse().unwrap()
-}
 
 /// `data_sync(site_id)`: waits for a permit of `gate` (if given); fails for the site `bad`.
 fn data_sync(gate: Option<Arc<Semaphore>>) -> Arc<Flow> {
@@ -45,29 +40,11 @@ fn data_sync(gate: Option<Arc<Semaphore>>) -> Arc<Flow> {
     )
 }
 
-struct Env {
-    store: Store,
-    flows: Vec<Arc<Flow>>,
-    clock: Arc<ManualClock>,
-}
-
-impl Env {
-    fn new(flow: Arc<Flow>, start: &str) -> Env {
-        Env { store: Store::memory(), flows: vec![flow], clock: Arc::new(ManualClock::new(t(start))) }
-    }
-
-    fn scheduler(&self, metrics: &Arc<PlanMetrics>) -> Scheduler {
-        let env = LaunchEnv::new(self.store.clone(), self.flows.clone())
-            .with_clock(self.clock.clone())
-            .with_plan_metrics(metrics.clone())
-            .with_metrics(Arc::new(braid_runtime::Metrics::new()));
-        Scheduler::new(&env, SchedulerOptions::default())
-    }
-
-    async fn register(&self, plan: LaunchPlan) {
-        let now = Timestamp::from_jiff(self.clock.now());
-        register_plans_at(&self.store, &self.flows, vec![plan], "test", now).await.unwrap();
-    }
+/// A scheduler of `env` that counts into `metrics` (and starts runs with task metrics).
+fn scheduler(env: &Env, metrics: &Arc<PlanMetrics>) -> Scheduler {
+    let launch =
+        env.launch_env().with_plan_metrics(metrics.clone()).with_metrics(Arc::new(braid_runtime::Metrics::new()));
+    Scheduler::new(&launch, SchedulerOptions::default())
 }
 
 /// The value of the series `series` (name and labels exactly), if present.
@@ -82,18 +59,18 @@ fn secs(s: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buffer_one_counts_the_dropped_tick_as_skipped_and_the_lag_from_tick_to_start() {
     let gate = Arc::new(Semaphore::new(0));
-    let env = Env::new(data_sync(Some(gate.clone())), "2026-03-02T00:30:00Z");
-    env.register(
+    let env = Env::memory(data_sync(Some(gate.clone())), "2026-03-02T00:30:00Z");
+    env.register(vec![
         LaunchPlan::builder("buf", "data_sync")
             .every(Duration::from_secs(3600))
             .matrix("site_id", ["s1"])
             .concurrency(Concurrency::BufferOne)
             .build()
             .unwrap(),
-    )
+    ])
     .await;
     let m = Arc::new(PlanMetrics::new());
-    let s = env.scheduler(&m);
+    let s = scheduler(&env, &m);
     // The 01:00 tick starts 5 minutes late; 02:00 waits; 03:00 is dropped.
     for at in ["2026-03-02T01:05:00Z", "2026-03-02T02:00:00Z", "2026-03-02T03:00:00Z"] {
         env.clock.set(t(at));
@@ -135,18 +112,18 @@ async fn buffer_one_counts_the_dropped_tick_as_skipped_and_the_lag_from_tick_to_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_set_counts_skipped_launches_and_a_new_scheduler_reads_failures_and_last_success_back() {
-    let env = Env::new(data_sync(None), "2026-03-02T00:30:00Z");
-    env.register(
+    let env = Env::memory(data_sync(None), "2026-03-02T00:30:00Z");
+    env.register(vec![
         LaunchPlan::builder("sync", "data_sync")
             .every(Duration::from_secs(3600))
             .matrix("site_id", ["bad", "good"])
             .pause_after_failures(2)
             .build()
             .unwrap(),
-    )
+    ])
     .await;
     let m = Arc::new(PlanMetrics::new());
-    let s = env.scheduler(&m);
+    let s = scheduler(&env, &m);
     for at in ["2026-03-02T01:00:00Z", "2026-03-02T02:00:00Z", "2026-03-02T03:00:00Z"] {
         env.clock.set(t(at));
         s.pass().await.unwrap();
@@ -168,7 +145,7 @@ async fn a_paused_set_counts_skipped_launches_and_a_new_scheduler_reads_failures
     s.shutdown(false).await.unwrap();
     drop(s);
     let m = Arc::new(PlanMetrics::new());
-    let s = env.scheduler(&m);
+    let s = scheduler(&env, &m);
     s.pass().await.unwrap();
     let text = m.encode();
     assert_eq!(value(&text, &format!(r#"braid_plan_consecutive_failures{{{bad}}}"#)), Some(2.0), "{text}");
@@ -183,18 +160,18 @@ async fn a_paused_set_counts_skipped_launches_and_a_new_scheduler_reads_failures
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ticks_left_out_by_catch_up_count_as_skipped_for_every_set() {
-    let env = Env::new(data_sync(None), "2026-03-02T00:30:00Z");
-    env.register(
+    let env = Env::memory(data_sync(None), "2026-03-02T00:30:00Z");
+    env.register(vec![
         LaunchPlan::builder("late", "data_sync")
             .every(Duration::from_secs(3600))
             .matrix("site_id", ["a", "b"])
             .catch_up(CatchUp::Latest)
             .build()
             .unwrap(),
-    )
+    ])
     .await;
     let m = Arc::new(PlanMetrics::new());
-    let s = env.scheduler(&m);
+    let s = scheduler(&env, &m);
     // Ticks 01:00 .. 05:00 are due: the latest launches, four are left out.
     env.clock.set(t("2026-03-02T05:30:00Z"));
     s.pass().await.unwrap();

@@ -2,22 +2,18 @@
 //! Overlap policies `buffer_one` and `cancel_other`, pause on failure with
 //! `resume-set`, and deleted plans, on an injected clock.
 
+mod plan_env;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use braid_core::{FlowName, PlanName, RunStatus, Timestamp};
-use braid_runtime::plan::{
-    Clock, Concurrency, DispatchOptions, LaunchEnv, LaunchPlan, ManualClock, PlanError, Scheduler, SchedulerOptions,
-    delete_plans, launch_now, register_plans_at, resume_sets,
-};
+use braid_core::{PlanName, RunStatus};
+use braid_runtime::plan::{Concurrency, DispatchOptions, LaunchPlan, PlanError, delete_plans, launch_now, resume_sets};
 use braid_runtime::{Flow, Param, ParamType};
-use braid_store::{LaunchQuery, LaunchRecord, LaunchState, PlanQuery, PlanSelector, Registration, RunQuery, Store};
+use braid_store::{LaunchRecord, LaunchState, PlanQuery, PlanSelector, Registration};
+use plan_env::*;
 use tokio::sync::Semaphore;
-
-fn t(s: &str) -> jiff::Timestamp {
-    s.parse().unwrap()
-}
 
 /// `data_sync(site_id)`: waits for a permit of `gate` (if given), then fails if `fail`
 /// is set and the site is `bad`.
@@ -47,85 +43,8 @@ fn data_sync(gate: Option<Arc<Semaphore>>, fail: Arc<AtomicBool>) -> Arc<Flow> {
     )
 }
 
-struct Env {
-    store: Store,
-    flows: Vec<Arc<Flow>>,
-    clock: Arc<ManualClock>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Env {
-    fn new(flow: Arc<Flow>, start: &str, fs: bool) -> Env {
-        let (store, dir) = if fs {
-            let dir = tempfile::tempdir().unwrap();
-            (Store::open_fs(dir.path().join("store")).unwrap(), Some(dir))
-        } else {
-            (Store::memory(), None)
-        };
-        Env { store, flows: vec![flow], clock: Arc::new(ManualClock::new(t(start))), _dir: dir }
-    }
-
-    fn launch_env(&self) -> LaunchEnv {
-        LaunchEnv::new(self.store.clone(), self.flows.clone()).with_clock(self.clock.clone())
-    }
-
-    fn scheduler(&self) -> Scheduler {
-        Scheduler::new(&self.launch_env(), SchedulerOptions::default())
-    }
-
-    fn now(&self) -> Timestamp {
-        Timestamp::from_jiff(self.clock.now())
-    }
-
-    async fn register(&self, plans: Vec<LaunchPlan>) -> Vec<Registration> {
-        register_plans_at(&self.store, &self.flows, plans, "test", self.now())
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.outcome)
-            .collect()
-    }
-
-    async fn launches(&self, plan: &str) -> Vec<LaunchRecord> {
-        let q = LaunchQuery {
-            plan: Some(PlanName::new(plan).unwrap()),
-            oldest_first: true,
-            limit: 10_000,
-            ..Default::default()
-        };
-        self.store.plans.list_launches(&q).await.unwrap()
-    }
-
-    async fn set_launches(&self, plan: &str, site: &str) -> Vec<LaunchRecord> {
-        let key = format!("{{\"site_id\":\"{site}\"}}");
-        self.launches(plan).await.into_iter().filter(|l| l.set_key == key).collect()
-    }
-
-    async fn runs(&self) -> Vec<braid_store::RunRecord> {
-        let flow = FlowName::new("data_sync").unwrap();
-        self.store.records.list_runs(&flow, &RunQuery { limit: 10_000, ..Default::default() }).await.unwrap().items
-    }
-
-    /// One pass at `at`, then waits for the runs it started.
-    async fn pass_at(&self, s: &Scheduler, at: &str) {
-        self.clock.set(t(at));
-        s.pass().await.unwrap();
-        s.drain().await.unwrap();
-    }
-}
-
 fn states(ls: &[LaunchRecord]) -> Vec<LaunchState> {
     ls.iter().map(|l| l.state).collect()
-}
-
-async fn wait_for(what: &str, mut cond: impl AsyncFnMut() -> bool) {
-    for _ in 0..1000 {
-        if cond().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 fn hourly(name: &str, c: Concurrency) -> braid_runtime::plan::LaunchPlanBuilder {

@@ -3,6 +3,8 @@
 //! validation, atomic registration, label activation, exactly-once under restart and
 //! with two schedulers on one store, DST days, backfill and manual launches.
 
+mod plan_env;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,14 +16,9 @@ use braid_runtime::plan::{
     set_active,
 };
 use braid_runtime::{Flow, Param, ParamType};
-use braid_store::{
-    LaunchKind, LaunchQuery, LaunchRecord, LaunchState, PlanQuery, PlanSelector, Registration, RunQuery, Store,
-};
+use braid_store::{LaunchKind, LaunchRecord, LaunchState, PlanQuery, PlanSelector, Registration, RunQuery, Store};
+use plan_env::*;
 use tokio::sync::Semaphore;
-
-fn t(s: &str) -> jiff::Timestamp {
-    s.parse().unwrap()
-}
 
 /// `data_sync(site_id: String, full: bool = false)`; when `gate` is given, each run
 /// waits for a permit of it before ending.
@@ -57,89 +54,9 @@ fn hourly(name: &str) -> braid_runtime::plan::LaunchPlanBuilder {
         .label("team", "sync")
 }
 
-struct Env {
-    store: Store,
-    flows: Vec<Arc<Flow>>,
-    clock: Arc<ManualClock>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Env {
-    fn memory(flow: Arc<Flow>, start: &str) -> Env {
-        Env { store: Store::memory(), flows: vec![flow], clock: Arc::new(ManualClock::new(t(start))), _dir: None }
-    }
-
-    fn fs(flow: Arc<Flow>, start: &str) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_fs(dir.path().join("store")).unwrap();
-        Env { store, flows: vec![flow], clock: Arc::new(ManualClock::new(t(start))), _dir: Some(dir) }
-    }
-
-    fn launch_env(&self) -> LaunchEnv {
-        LaunchEnv::new(self.store.clone(), self.flows.clone()).with_clock(self.clock.clone())
-    }
-
-    fn scheduler(&self) -> Scheduler {
-        Scheduler::new(&self.launch_env(), SchedulerOptions::default())
-    }
-
-    async fn register(&self, plans: Vec<LaunchPlan>) -> Vec<Registration> {
-        let now = Timestamp::from_jiff(self.clock.now_ts());
-        register_plans_at(&self.store, &self.flows, plans, "test", now)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.outcome)
-            .collect()
-    }
-
-    async fn launches(&self, plan: &str) -> Vec<LaunchRecord> {
-        let q = LaunchQuery {
-            plan: Some(PlanName::new(plan).unwrap()),
-            oldest_first: true,
-            limit: 10_000,
-            ..Default::default()
-        };
-        self.store.plans.list_launches(&q).await.unwrap()
-    }
-
-    async fn runs(&self) -> Vec<braid_store::RunRecord> {
-        let flow = FlowName::new("data_sync").unwrap();
-        self.store.records.list_runs(&flow, &RunQuery { limit: 10_000, ..Default::default() }).await.unwrap().items
-    }
-
-    /// One pass at `at`, then waits for the runs it started.
-    async fn pass_at(&self, s: &Scheduler, at: &str) -> braid_runtime::plan::PassReport {
-        self.clock.set(t(at));
-        let r = s.pass().await.unwrap();
-        s.drain().await.unwrap();
-        r
-    }
-}
-
-trait NowTs {
-    fn now_ts(&self) -> jiff::Timestamp;
-}
-
-impl NowTs for ManualClock {
-    fn now_ts(&self) -> jiff::Timestamp {
-        braid_runtime::plan::Clock::now(self)
-    }
-}
-
 fn ticks(launches: &[LaunchRecord]) -> Vec<String> {
     let set: BTreeSet<String> = launches.iter().map(|l| l.tick.to_jiff().to_string()).collect();
     set.into_iter().collect()
-}
-
-async fn wait_for(what: &str, mut cond: impl AsyncFnMut() -> bool) {
-    for _ in 0..500 {
-        if cond().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -825,7 +742,7 @@ async fn manual_launches_in_process_and_by_request() {
         &env.store,
         "p",
         &[("site_id".into(), "site3".into())],
-        env.clock.now_ts(),
+        env.now().to_jiff(),
         braid_runtime::plan::DEAD_AFTER,
     )
     .await
