@@ -108,9 +108,14 @@ struct CommonRunArgs {
     #[arg(long)]
     quiet: bool,
     /// Serve Prometheus metrics at http://HOST:PORT/metrics while the run goes
-    /// (e.g. 127.0.0.1:9464). Off by default.
+    /// (e.g. 127.0.0.1:9464). Off by default. Anything but a loopback address needs
+    /// --metrics-token.
     #[arg(long, value_name = "HOST:PORT")]
     metrics_addr: Option<String>,
+    /// A secret every scrape must carry as `Authorization: Bearer TOKEN`; required when
+    /// --metrics-addr is not a loopback address, at least 16 characters.
+    #[arg(long, env = "BRAID_METRICS_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    metrics_token: Option<String>,
 }
 
 /// Runs the flow binary's command line over `flows` (each as its builder returned it,
@@ -355,7 +360,7 @@ fn start(flags: StoreFlags, flow: Arc<Flow>, mut opts: RunOptions, common: Commo
         if let Some(addr) = &common.metrics_addr {
             let metrics = Arc::new(braid_runtime::Metrics::new());
             let render = metrics.clone();
-            match serve_metrics(addr, Arc::new(move || render.encode())).await {
+            match serve_metrics(addr, common.metrics_token.as_deref(), Arc::new(move || render.encode())).await {
                 Ok(bound) => eprintln!("metrics at http://{bound}/metrics"),
                 Err(e) => return usage(e),
             }
@@ -404,21 +409,61 @@ fn start(flags: StoreFlags, flow: Arc<Flow>, mut opts: RunOptions, common: Commo
 pub(crate) type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// Serves what `render` gives in the Prometheus text format at `/metrics` on `addr`, in
-/// the background, for as long as the process lives (`run` and `scheduler`).
-pub(crate) async fn serve_metrics(addr: &str, render: RenderMetrics) -> Result<std::net::SocketAddr, String> {
+/// the background, for as long as the process lives (`run` and `scheduler`). Off loopback
+/// it refuses to start without a `token`; with one, a scrape without
+/// `Authorization: Bearer TOKEN` gets 401.
+pub(crate) async fn serve_metrics(
+    addr: &str,
+    token: Option<&str>,
+    render: RenderMetrics,
+) -> Result<std::net::SocketAddr, String> {
+    let token = token.filter(|t| !t.is_empty());
+    if let Some(t) = token
+        && t.len() < crate::ui::MIN_TOKEN_LEN
+    {
+        return Err(format!(
+            "--metrics-token is {} characters; use at least {} (e.g. `--metrics-token $(head -c 24 /dev/urandom | base64)`)",
+            t.len(),
+            crate::ui::MIN_TOKEN_LEN
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("--metrics-addr {addr}: cannot listen there: {e}"))?;
     let bound = listener.local_addr().map_err(|e| format!("--metrics-addr {addr}: {e}"))?;
+    if !bound.ip().is_loopback() && token.is_none() {
+        return Err(format!(
+            "--metrics-addr {addr} is not a loopback address, so the metrics need a token: pass --metrics-token \
+             TOKEN or set BRAID_METRICS_TOKEN (at least {} characters; scrapers send it as `Authorization: Bearer \
+             TOKEN`), or bind 127.0.0.1",
+            crate::ui::MIN_TOKEN_LEN
+        ));
+    }
+    let token = token.map(|t| blake3::hash(t.as_bytes()));
     let app = axum::Router::new().route(
         "/metrics",
-        axum::routing::get(move || {
+        axum::routing::get(move |headers: axum::http::HeaderMap| {
             let render = render.clone();
             async move {
+                use axum::response::IntoResponse;
+                let given = headers
+                    .get(axum::http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(|t| blake3::hash(t.trim().as_bytes()));
+                if token.is_some_and(|t| given != Some(t)) {
+                    return (
+                        axum::http::StatusCode::UNAUTHORIZED,
+                        [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+                        "this metrics endpoint needs `Authorization: Bearer TOKEN` (the --metrics-token it was started with)\n",
+                    )
+                        .into_response();
+                }
                 (
                     [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
                     render(),
                 )
+                    .into_response()
             }
         }),
     );
@@ -496,5 +541,46 @@ impl LiveView {
     async fn finish(self) {
         self.stop.cancel();
         let _ = self.handle.await;
+    }
+}
+
+#[cfg(test)]
+mod metrics_server_tests {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+
+    use super::serve_metrics;
+
+    fn get(addr: std::net::SocketAddr, auth: Option<&str>) -> String {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let auth = auth.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn off_loopback_the_metrics_need_a_token_and_with_one_every_scrape_must_carry_it() {
+        let render: super::RenderMetrics = Arc::new(|| "braid_up 1\n# EOF\n".to_owned());
+        let e = serve_metrics("0.0.0.0:0", None, render.clone()).await.unwrap_err();
+        assert!(e.contains("not a loopback address") && e.contains("--metrics-token"), "{e}");
+        let e = serve_metrics("127.0.0.1:0", Some("short"), render.clone()).await.unwrap_err();
+        assert!(e.contains("at least 16"), "{e}");
+
+        let open = serve_metrics("127.0.0.1:0", None, render.clone()).await.unwrap();
+        let r = tokio::task::spawn_blocking(move || get(open, None)).await.unwrap();
+        assert!(r.starts_with("HTTP/1.1 200") && r.contains("braid_up 1"), "{r}");
+
+        let token = "a-long-enough-secret-token";
+        let guarded = serve_metrics("127.0.0.1:0", Some(token), render).await.unwrap();
+        let (no, wrong, right) = tokio::task::spawn_blocking(move || {
+            (get(guarded, None), get(guarded, Some("not-the-right-token-at-all")), get(guarded, Some(token)))
+        })
+        .await
+        .unwrap();
+        assert!(no.starts_with("HTTP/1.1 401") && !no.contains("braid_up"), "{no}");
+        assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+        assert!(right.starts_with("HTTP/1.1 200") && right.contains("braid_up 1"), "{right}");
     }
 }

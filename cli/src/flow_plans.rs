@@ -102,9 +102,14 @@ pub(crate) struct SchedulerArgs {
     json: bool,
     /// Serve Prometheus metrics at http://HOST:PORT/metrics: per plan and parameter set
     /// (`braid_plan_*`) and the task metrics of the runs it starts (e.g. 127.0.0.1:9464;
-    /// port 0 picks one, printed on stderr). Off by default.
+    /// port 0 picks one, printed on stderr). Off by default. Anything but a loopback
+    /// address needs --metrics-token.
     #[arg(long, value_name = "HOST:PORT")]
     metrics_addr: Option<String>,
+    /// A secret every scrape must carry as `Authorization: Bearer TOKEN`; required when
+    /// --metrics-addr is not a loopback address, at least 16 characters.
+    #[arg(long, env = "BRAID_METRICS_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    metrics_token: Option<String>,
 }
 
 /// `backfill`
@@ -569,7 +574,11 @@ pub(crate) fn scheduler(
         let tasks = Arc::new(braid_runtime::Metrics::new());
         let plans = Arc::new(braid_runtime::plan::PlanMetrics::new());
         let (t, p) = (tasks.clone(), plans.clone());
-        match rt.block_on(crate::flow_main::serve_metrics(addr, Arc::new(move || p.encode_with(&t)))) {
+        match rt.block_on(crate::flow_main::serve_metrics(
+            addr,
+            args.metrics_token.as_deref(),
+            Arc::new(move || p.encode_with(&t)),
+        )) {
             Ok(bound) => eprintln!("metrics at http://{bound}/metrics"),
             Err(e) => return usage(e),
         }
