@@ -487,13 +487,18 @@ impl Ctx {
         }]);
     }
 
-    /// Reports progress: `percent` from 0 to 100 and a message. Cheap in a hot loop:
-    /// reports are coalesced, and each one written also extends the task's lease.
+    /// Reports progress: `percent` from 0 to 100 and a message (the units and details of
+    /// earlier reports are kept). Cheap in a hot loop: reports are coalesced, and each one
+    /// written also extends the task's lease.
     pub fn progress(&self, percent: f32, message: impl Into<String>) -> Result<()> {
         let mut p = Progress::new(percent, message)
             .map_err(|source| Error::Progress { step: self.inner.step.clone(), source })?;
-        // Details stay until new ones are reported; units go (the percent is no longer theirs).
-        p.details = lock(&self.inner.progress).latest.as_ref().and_then(|l| l.details.clone());
+        // Units and details stay until new ones are reported: a step that sets its message
+        // with `progress` and its counts with `progress_units` keeps both in every write.
+        if let Some(l) = lock(&self.inner.progress).latest.as_ref() {
+            p.units = l.units.clone();
+            p.details = l.details.clone();
+        }
         crate::progress::report(self, Some(p));
         Ok(())
     }
