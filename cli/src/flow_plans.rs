@@ -14,7 +14,7 @@ use braid_core::{RunStatus, Timestamp};
 use braid_runtime::Flow;
 use braid_runtime::plan::{
     self, BackfillOptions, BackfillReport, DispatchOptions, LaunchEnv, LaunchEvent, LaunchOutcome, PlanError,
-    Registered, Scheduler, SchedulerOptions,
+    Registered, Scheduler, SchedulerOptions, SetSource,
 };
 use braid_store::{LaunchRecord, LaunchState, PlanQuery, Registration, Store};
 use clap::{Args, Subcommand};
@@ -264,7 +264,8 @@ fn apply(store: &StoreFlags, flows: Vec<Arc<Flow>>, file: &std::path::Path, dry_
                     "plan": r.plan.as_str(),
                     "flow": r.flow.as_str(),
                     "version": r.outcome.version(),
-                    "parameter_sets": r.sets,
+                    "parameter_sets": (r.sets_from == SetSource::Static).then_some(r.sets),
+                    "sets_from": r.sets_from.to_string(),
                     "active": active,
                     "next_tick": r.next_tick.map(|t| t.to_string()),
                 });
@@ -293,11 +294,14 @@ fn apply_line(r: &Registered, schedule: &str, tz: &str, active: bool) -> String 
         (Some(t), Ok(z)) if active => format!("; next tick {}", local(t, &z)),
         _ => String::new(),
     };
+    let sets = match &r.sets_from {
+        SetSource::Static => format!("{} parameter set(s)", r.sets),
+        other => format!("parameter sets from {other} at each tick"),
+    };
     format!(
-        "plan {}: {what}; flow {}, {schedule}, {} parameter set(s), {}{next}",
+        "plan {}: {what}; flow {}, {schedule}, {sets}, {}{next}",
         r.plan,
         r.flow,
-        r.sets,
         if active { "active" } else { "inactive" }
     )
 }
@@ -362,6 +366,9 @@ fn progress_printer(
                     format!("plan {plan}: {skipped} missed tick(s) left out (catch_up = {policy})")
                 }
                 LaunchEvent::Paused { name, reason, .. } => format!("{:<9} {name}: {reason}", "paused"),
+                LaunchEvent::MatrixFailed { plan, tick, error } => {
+                    format!("{:<9} plan {plan}, tick {tick}: {}", "failed", error.replace('\n', "\n  "))
+                }
                 _ => continue,
             };
             eprintln!("{line}");
@@ -456,6 +463,9 @@ pub(crate) fn backfill(
     } else {
         print_backfill(&report, &tz, args.dry_run);
     }
+    if !report.failed_ticks.is_empty() && !args.dry_run {
+        return ExitCode::from(EXIT_FAILED);
+    }
     exit_for(&report.launched)
 }
 
@@ -487,6 +497,7 @@ fn backfill_json(r: &BackfillReport, tz: &jiff::tz::TimeZone) -> Value {
         "already_launched": r.already.iter().map(|l| already_json(l, tz)).collect::<Vec<_>>(),
         "would_launch": r.would_launch.iter().map(|l| already_json(l, tz)).collect::<Vec<_>>(),
         "handed_over": r.handed_over,
+        "failed_ticks": r.failed_ticks.iter().map(|(t, e)| json!({"tick": t.to_string(), "tick_local": local(*t, tz), "error": e})).collect::<Vec<_>>(),
     })
 }
 
@@ -500,6 +511,9 @@ fn print_backfill(r: &BackfillReport, tz: &jiff::tz::TimeZone, dry_run: bool) {
         r.ticks.len(),
         r.sets
     );
+    for (t, e) in &r.failed_ticks {
+        println!("failed tick {}: {}", local(*t, tz), e.replace('\n', "\n  "));
+    }
     if dry_run {
         for l in &r.would_launch {
             println!("would launch  {}  tick {}", l.name, local(l.tick.to_jiff(), tz));
@@ -632,9 +646,12 @@ pub(crate) fn scheduler(
             }
             if !json {
                 println!(
-                    "one pass: {} plan(s) evaluated, {} launch(es) claimed, {} already claimed, {} adopted, {} missed tick(s) left out",
-                    r.plans, r.won, r.lost, r.adopted, r.missed
+                    "one pass: {} plan(s) evaluated, {} launch(es) claimed, {} already claimed, {} adopted, {} missed tick(s) left out, {} failed tick(s)",
+                    r.plans, r.won, r.lost, r.adopted, r.missed, r.failed_ticks
                 );
+            }
+            if r.failed_ticks > 0 {
+                return ExitCode::from(EXIT_FAILED);
             }
             return exit_for(&outcomes);
         }
@@ -696,6 +713,9 @@ fn print_event(e: &LaunchEvent, json: bool) {
             LaunchEvent::Paused { plan, name, failures, reason } => {
                 json!({"event": "paused", "at": now.to_string(), "plan": plan.as_str(), "name": name, "failures": failures, "reason": reason})
             }
+            LaunchEvent::MatrixFailed { plan, tick, error } => {
+                json!({"event": "failed_tick", "at": now.to_string(), "plan": plan.as_str(), "tick": tick.to_string(), "error": error})
+            }
             _ => return,
         };
         v.to_string()
@@ -715,6 +735,10 @@ fn print_event(e: &LaunchEvent, json: bool) {
                 format!("{at} plan {plan}: {skipped} missed tick(s) left out (catch_up = {policy})")
             }
             LaunchEvent::Paused { name, reason, .. } => format!("{at} paused    {name}: {reason}"),
+            LaunchEvent::MatrixFailed { plan, tick, error } => format!(
+                "{at} failed    plan {plan}  tick {tick}: parameter sets not produced, nothing launched: {}",
+                error.replace('\n', "\n    ")
+            ),
             _ => return,
         }
     };

@@ -100,10 +100,11 @@ pub use braid_store::{
     RunRecord, StepSummary, Store, TaskError, TaskEvent, TaskEventKind, TaskKey, TaskRecord,
 };
 
-// Launch plans, read with `Client::plans`, `plan`, `plan_versions`, `launches`, `set_states`, `schedulers`.
+// Launch plans, read with `Client::plans`, `plan`, `plan_versions`, `launches`, `set_states`,
+// `tick_failures`, `schedulers`.
 pub use braid_store::{
     LaunchKind, LaunchQuery, LaunchRecord, LaunchState, ParamSetState, PlanQuery, PlanRecord, PlanVersion,
-    SchedulerRecord, SetPause,
+    SchedulerRecord, SetPause, TickFailure,
 };
 
 // A flow's validated graph, from `Flow::graph`.

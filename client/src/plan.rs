@@ -2,7 +2,9 @@
 //! (plan, tick, parameter set) and the run it started) and the running schedulers.
 
 use braid_core::PlanName;
-use braid_store::{LaunchQuery, LaunchRecord, ParamSetState, PlanQuery, PlanRecord, PlanVersion, SchedulerRecord};
+use braid_store::{
+    LaunchQuery, LaunchRecord, ParamSetState, PlanQuery, PlanRecord, PlanVersion, SchedulerRecord, TickFailure,
+};
 
 use crate::error::{Error, Result};
 use crate::{Client, rt};
@@ -45,6 +47,17 @@ impl Client {
         rt::call(
             || "cannot list the parameter sets' states".to_owned(),
             self.store().plans.list_set_states(plan.as_ref(), paused_only),
+        )
+    }
+
+    /// The ticks whose parameter sets could not be produced (the plan's `matrix_command`
+    /// or `matrix_fn` failed) of one plan, or of every plan: newest tick first, at most
+    /// `limit` (0: 1000).
+    pub fn tick_failures(&self, plan: Option<&str>, limit: usize) -> Result<Vec<TickFailure>> {
+        let plan = plan.map(PlanName::new).transpose()?;
+        rt::call(
+            || "cannot list the failed ticks".to_owned(),
+            self.store().plans.list_tick_failures(plan.as_ref(), limit),
         )
     }
 

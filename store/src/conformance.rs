@@ -105,7 +105,7 @@ macro_rules! conformance_suite {
                 step_summaries_count_by_status, attempts_recorded, logs_in_order, missing_records, records_keep_all_fields,
                 plans_versioned_by_content, plans_listed_and_activated_by_label, launches_claimed_once_under_concurrency,
                 launches_updated_conditionally_listed_and_adopted, plans_deleted_and_registered_again,
-                parameter_sets_paused_and_resumed, delete_run_removes_everything_under_it_conditionally,
+                parameter_sets_paused_and_resumed, failed_ticks_recorded_once_per_tick, delete_run_removes_everything_under_it_conditionally,
                 artifact_blob_refs_cover_values_and_manifests_in_pages, blobs_listed_and_deleted_by_age);
         }
     };

@@ -391,3 +391,49 @@ pub async fn parameter_sets_paused_and_resumed(store: &Store) {
     assert!(!p.pause_set(&ps, "s1", 2, pause).await.unwrap());
     assert!(p.resume_sets(&ps, &["s1".into()], t2).await.unwrap_err().is_not_found());
 }
+
+/// Conformance check: A tick whose parameter sets could not be produced is recorded once
+/// per (plan, tick): a second failure of that tick counts up and replaces the error,
+/// keeping when it first failed; listing is newest tick first, per plan or for all,
+/// within the limit, and survives the plan's deletion (its history).
+pub async fn failed_ticks_recorded_once_per_tick(store: &Store) {
+    let p = &store.plans;
+    let t = Timestamp::from_micros(1_000);
+    p.register_plans(vec![draft("dyn", 1, &[], true), draft("dyn2", 1, &[], true)], t).await.unwrap();
+    let failure = |plan: &str, tick: i64, error: &str, at: i64| TickFailure {
+        plan: plan_name(plan),
+        version: 1,
+        tick: Timestamp::from_micros(tick),
+        kind: LaunchKind::Scheduled,
+        holder: "scheduler@a".into(),
+        error: error.into(),
+        failures: 1,
+        first_at: Timestamp::from_micros(at),
+        last_at: Timestamp::from_micros(at),
+    };
+    assert!(p.record_tick_failure(&failure("dyn", 3_600, "exit status 3: no sites", 3_601)).await.unwrap());
+    assert!(p.record_tick_failure(&failure("dyn", 7_200, "timed out after 30s", 7_201)).await.unwrap());
+    assert!(p.record_tick_failure(&failure("dyn2", 5_000, "bad json", 5_001)).await.unwrap());
+    // The same tick again, from another replica and a backfill: counted, error replaced.
+    let mut again = failure("dyn", 3_600, "exit status 4: still no sites", 9_000);
+    again.holder = "backfill@b".into();
+    again.kind = LaunchKind::Backfill;
+    assert!(!p.record_tick_failure(&again).await.unwrap());
+
+    let list = p.list_tick_failures(Some(&plan_name("dyn")), 0).await.unwrap();
+    assert_eq!(list.iter().map(|f| f.tick.as_micros()).collect::<Vec<_>>(), [7_200, 3_600], "newest tick first");
+    let first = &list[1];
+    assert_eq!(
+        (first.failures, first.error.as_str(), first.holder.as_str(), first.kind),
+        (2, "exit status 4: still no sites", "backfill@b", LaunchKind::Backfill)
+    );
+    assert_eq!((first.first_at.as_micros(), first.last_at.as_micros()), (3_601, 9_000));
+    assert_eq!(list[0], failure("dyn", 7_200, "timed out after 30s", 7_201), "every field kept");
+    let all = p.list_tick_failures(None, 0).await.unwrap();
+    assert_eq!(all.iter().map(|f| f.tick.as_micros()).collect::<Vec<_>>(), [7_200, 5_000, 3_600]);
+    assert_eq!(p.list_tick_failures(None, 2).await.unwrap().len(), 2, "the limit holds");
+    assert!(p.list_tick_failures(Some(&plan_name("ghost")), 0).await.unwrap().is_empty());
+
+    p.delete_plans(&PlanSelector::Names(vec![plan_name("dyn")]), t).await.unwrap();
+    assert_eq!(p.list_tick_failures(Some(&plan_name("dyn")), 0).await.unwrap().len(), 2, "kept as history");
+}

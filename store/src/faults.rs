@@ -443,6 +443,13 @@ impl PlanStore for FaultyPlans {
     async fn list_set_states(&self, plan: Option<&PlanName>, paused_only: bool) -> Result<Vec<ParamSetState>> {
         self.inner.list_set_states(plan, paused_only).await
     }
+    async fn record_tick_failure(&self, failure: &TickFailure) -> Result<bool> {
+        self.faults.check(Op::PlanWrite, "failed tick")?;
+        self.inner.record_tick_failure(failure).await
+    }
+    async fn list_tick_failures(&self, plan: Option<&PlanName>, limit: usize) -> Result<Vec<TickFailure>> {
+        self.inner.list_tick_failures(plan, limit).await
+    }
     async fn claim_launches(&self, launches: Vec<LaunchRecord>) -> Result<Vec<bool>> {
         self.faults.check(Op::PlanWrite, "launch claims")?;
         self.inner.claim_launches(launches).await

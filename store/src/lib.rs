@@ -74,7 +74,7 @@ pub use record::{host_name, process_exited, process_holder};
 // Plans: the trait, what it stores, and the scheduler's state.
 pub use plan::{
     LAUNCH_CLAIM_SCOPE, LaunchKind, LaunchQuery, LaunchRecord, LaunchState, ParamSetState, PlanDraft, PlanQuery,
-    PlanRecord, PlanSelector, PlanStore, PlanVersion, Registration, SchedulerRecord, SetPause,
+    PlanRecord, PlanSelector, PlanStore, PlanVersion, Registration, SchedulerRecord, SetPause, TickFailure,
 };
 
 /// The environment variable naming the store when no `--store` flag is given.

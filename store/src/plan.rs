@@ -14,6 +14,10 @@
 //! and registering the name again starts a new history whose version numbers continue)
 //! and each parameter set's state ([`ParamSetState`]: paused after consecutive failures,
 //! and when it was last resumed). A new version of a plan clears its sets' states.
+//!
+//! A plan whose parameter sets are produced at each tick (by a command or a function)
+//! can fail to produce them: each such tick is kept as a [`TickFailure`], so the failure
+//! is visible (`braid plan show`) and not a silent gap in the plan's launches.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -184,6 +188,34 @@ pub struct ParamSetState {
     pub resumed_at: Option<Timestamp>,
 }
 
+/// A tick of a plan whose parameter sets could not be produced (its `matrix_command`
+/// failed, timed out or printed something that is not a list of sets; its `matrix_fn`
+/// returned an error): nothing launched for it, and this record says why. One per
+/// (plan, tick): a later failure of the same tick (another scheduler replica, a
+/// backfill) counts up `failures` and replaces the error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TickFailure {
+    /// The plan.
+    pub plan: PlanName,
+    /// The plan version whose parameter sets were asked for.
+    pub version: u32,
+    /// The tick.
+    pub tick: Timestamp,
+    /// What asked for them: a scheduler's pass, a backfill or a manual launch.
+    pub kind: LaunchKind,
+    /// The scheduler (or command) that asked, last.
+    pub holder: String,
+    /// What went wrong, last: the command's exit status and the tail of its stderr, the
+    /// problems of what it printed, or the function's error.
+    pub error: String,
+    /// How many times producing this tick's sets failed.
+    pub failures: u32,
+    /// When it first failed.
+    pub first_at: Timestamp,
+    /// When it last failed.
+    pub last_at: Timestamp,
+}
+
 /// The `FromStr` error of [`LaunchKind`] and [`LaunchState`]: `Invalid`, naming the type.
 fn invalid_word(what: &'static str, input: &str, reason: String) -> Error {
     Error::Invalid { what: format!("{what} {input:?}"), reason }
@@ -350,6 +382,15 @@ pub trait PlanStore: Send + Sync + fmt::Debug {
     /// The recorded parameter set states of one plan (or of every plan), by plan and set
     /// key; only the paused ones with `paused_only`.
     async fn list_set_states(&self, plan: Option<&PlanName>, paused_only: bool) -> Result<Vec<ParamSetState>>;
+
+    /// Records that the parameter sets of `failure.plan` at `failure.tick` could not be
+    /// produced: inserted as given, or, when that tick failed before, its `failures`
+    /// counted up by one and its version, kind, holder, error and `last_at` replaced
+    /// (`first_at` kept). Returns whether this was the tick's first failure.
+    async fn record_tick_failure(&self, failure: &TickFailure) -> Result<bool>;
+    /// The failed ticks of one plan (or of every plan), newest tick first, at most
+    /// `limit` (0 means a backend default of 1000).
+    async fn list_tick_failures(&self, plan: Option<&PlanName>, limit: usize) -> Result<Vec<TickFailure>>;
 
     /// Claims launches: each is inserted only if no launch has its key (the claim is
     /// also recorded in the record store's claims under [`LAUNCH_CLAIM_SCOPE`]). Returns,

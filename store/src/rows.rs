@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::blob::BlobKey;
 use crate::error::{Error, Result};
-use crate::plan::{LaunchRecord, ParamSetState, PlanRecord, PlanVersion, SetPause};
+use crate::plan::{LaunchRecord, ParamSetState, PlanRecord, PlanVersion, SetPause, TickFailure};
 use crate::record::{
     ArtifactRecord, BlobRef, ElementsRef, ForeachFrame, Page, RunLease, RunRecord, StepSummary, TaskError, TaskEvent,
     TaskKey, TaskRecord,
@@ -372,6 +372,37 @@ impl SetStateRow {
             version: u32::try_from(self.version).map_err(|e| c(&e))?,
             paused,
             resumed_at: ts(self.resumed_at),
+        })
+    }
+}
+
+/// A `plan_tick_failures` row.
+pub(crate) struct TickFailureRow {
+    pub(crate) plan: String,
+    pub(crate) tick: i64,
+    pub(crate) version: i64,
+    pub(crate) kind: String,
+    pub(crate) holder: String,
+    pub(crate) error: String,
+    pub(crate) failures: i64,
+    pub(crate) first_at: i64,
+    pub(crate) last_at: i64,
+}
+
+impl TickFailureRow {
+    pub(crate) fn decode(self, location: &str) -> Result<TickFailure> {
+        let plan = self.plan;
+        let c = |e: &dyn std::fmt::Display| corrupt(location, format!("failed tick row {plan} {}", self.tick), e);
+        Ok(TickFailure {
+            plan: PlanName::new(&plan).map_err(|e| c(&e))?,
+            version: u32::try_from(self.version).map_err(|e| c(&e))?,
+            tick: Timestamp::from_micros(self.tick),
+            kind: self.kind.parse().map_err(|e| c(&e))?,
+            holder: self.holder,
+            error: self.error,
+            failures: u32::try_from(self.failures).map_err(|e| c(&e))?,
+            first_at: Timestamp::from_micros(self.first_at),
+            last_at: Timestamp::from_micros(self.last_at),
         })
     }
 }

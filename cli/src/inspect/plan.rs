@@ -7,9 +7,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use braid_client::{Client, LaunchQuery, LaunchRecord, ParamSetState, PlanQuery, PlanRecord, SetPause, Timestamp};
+use braid_client::{
+    Client, LaunchQuery, LaunchRecord, ParamSetState, PlanQuery, PlanRecord, SetPause, TickFailure, Timestamp,
+};
 use braid_core::{FlowName, Label, PlanName};
-use braid_runtime::plan::{self, LaunchPlan, PlanSpec};
+use braid_runtime::plan::{self, LaunchPlan, ParamSet, PlanSpec, SetSource};
 use braid_store::{PlanSelector, Store};
 use comfy_table::Cell;
 use serde_json::{Value, json};
@@ -80,6 +82,53 @@ fn schedule_json(spec: Option<&PlanSpec>) -> Value {
     }
 }
 
+/// Where a plan's parameter sets come from, as `--json` gives it: `{"kind": "static"}`,
+/// `{"kind": "command", "command": [...], "dir": ..., "timeout": "30s"}` or
+/// `{"kind": "function", "timeout": "30s"}`.
+pub(crate) fn sets_from_json(lp: &LaunchPlan) -> Value {
+    match lp.set_source() {
+        SetSource::Command { argv, dir, timeout } => json!({
+            "kind": "command",
+            "command": argv,
+            "dir": dir.map(|d| d.display().to_string()),
+            "timeout": plan::format_duration(timeout),
+        }),
+        SetSource::Function { timeout } => json!({"kind": "function", "timeout": plan::format_duration(timeout)}),
+        _ => json!({"kind": "static"}),
+    }
+}
+
+/// Where a plan's parameter sets come from, in words (`braid plan show`).
+fn sets_from_text(lp: &LaunchPlan) -> String {
+    match lp.set_source() {
+        SetSource::Command { dir, timeout, .. } => format!(
+            "printed by {} at each tick{} (timeout {})",
+            lp.set_source(),
+            dir.map(|d| format!(", run in {}", d.display())).unwrap_or_default(),
+            plan::format_duration(timeout)
+        ),
+        SetSource::Function { timeout } => {
+            format!("returned by the plan's matrix_fn at each tick (timeout {})", plan::format_duration(timeout))
+        }
+        _ => format!("{} (fixed)", lp.parameter_sets().len()),
+    }
+}
+
+/// A failed tick as `plan show --json` gives it.
+pub(crate) fn tick_failure_json(f: &TickFailure, tz: &jiff::tz::TimeZone) -> Value {
+    json!({
+        "tick": f.tick.to_string(),
+        "tick_local": local(f.tick.to_jiff(), tz),
+        "version": f.version,
+        "kind": f.kind.as_str(),
+        "holder": f.holder,
+        "error": f.error,
+        "failures": f.failures,
+        "first_at": f.first_at.to_string(),
+        "last_at": f.last_at.to_string(),
+    })
+}
+
 pub(crate) fn plan_json(rec: &PlanRecord, lp: Option<&LaunchPlan>) -> Value {
     let tz = zone(lp);
     let next = next_tick(rec, lp);
@@ -92,7 +141,8 @@ pub(crate) fn plan_json(rec: &PlanRecord, lp: Option<&LaunchPlan>) -> Value {
         "labels": labels_json(rec),
         "description": spec.and_then(|s| s.description.clone()),
         "schedule": schedule_json(spec),
-        "parameter_sets": lp.map(|p| p.parameter_sets().len()),
+        "parameter_sets": lp.filter(|p| !p.has_dynamic_sets()).map(|p| p.parameter_sets().len()),
+        "sets_from": lp.map(sets_from_json),
         "concurrency": lp.map(|p| p.concurrency().to_string()),
         "pause_after_failures": lp.and_then(|p| p.pause_after_failures()),
         "catch_up": spec.map(|s| json!(s.catch_up)),
@@ -199,7 +249,11 @@ pub fn list(client: &Client, out: &Out, labels: &[Label], flow: Option<&str>, al
             (None, true) => "yes".to_owned(),
             (None, false) => "no".to_owned(),
         };
-        let sets = p.as_ref().map_or(0, |p| p.parameter_sets().len());
+        let sets = match p.as_ref().map(LaunchPlan::set_source) {
+            Some(SetSource::Command { .. }) => "per tick (command)".to_owned(),
+            Some(SetSource::Function { .. }) => "per tick (matrix_fn)".to_owned(),
+            _ => p.as_ref().map_or(0, |p| p.parameter_sets().len()).to_string(),
+        };
         let paused = paused_of(r).len();
         t.add_row(vec![
             Cell::new(r.name.as_str()),
@@ -249,7 +303,21 @@ pub fn show(client: &Client, out: &Out, name: &str, ticks: usize, runs: usize) -
     let upcoming: Vec<jiff::Timestamp> = lp.schedule().map(|s| s.upcoming(from, ticks)).unwrap_or_default();
     let plan_name = PlanName::new(name).map_err(|e| Error::Usage(e.to_string()))?;
     let mut recent: Vec<(String, String, Vec<LaunchRecord>)> = Vec::new();
-    for set in lp.parameter_sets() {
+    // Sets produced at each tick: those the plan launched lately, newest first.
+    let shown_sets: Vec<ParamSet> = if lp.has_dynamic_sets() {
+        let q = LaunchQuery { plan: Some(plan_name.clone()), limit: 1000, ..Default::default() };
+        let mut seen = std::collections::HashSet::new();
+        client
+            .launches(&q)?
+            .into_iter()
+            .filter(|l| seen.insert(l.set_key.clone()))
+            .filter_map(|l| ParamSet::from_key(&l.set_key))
+            .collect()
+    } else {
+        lp.parameter_sets().to_vec()
+    };
+    let failed = client.tick_failures(Some(name), 20)?;
+    for set in &shown_sets {
         let q = LaunchQuery {
             plan: Some(plan_name.clone()),
             set_key: Some(set.key.clone()),
@@ -273,8 +341,7 @@ pub fn show(client: &Client, out: &Out, name: &str, ticks: usize, runs: usize) -
         let mut v = plan_json(&rec, Some(&lp));
         if let Value::Object(m) = &mut v {
             insert_versions_and_ticks(m, &versions, &upcoming, &tz);
-            let sets: Vec<Value> = lp
-                .parameter_sets()
+            let sets: Vec<Value> = shown_sets
                 .iter()
                 .zip(&recent)
                 .map(|(s, (_, run_name, launches))| {
@@ -290,6 +357,7 @@ pub fn show(client: &Client, out: &Out, name: &str, ticks: usize, runs: usize) -
             m.insert("parameter_set_details".into(), json!(sets));
             m.insert("paused_sets".into(), paused_sets_json(&rec, Some(&lp), &paused));
             m.insert("pending_launches".into(), json!(pending));
+            m.insert("failed_ticks".into(), failed.iter().map(|f| tick_failure_json(f, &tz)).collect());
         }
         return out.json(&v);
     }
@@ -322,6 +390,7 @@ pub fn show(client: &Client, out: &Out, name: &str, ticks: usize, runs: usize) -
                 .map_or_else(|| "never".to_owned(), |n| format!("{n} consecutive failed runs of a parameter set")),
         ),
         ("labels", if rec.labels.is_empty() { "-".to_owned() } else { labels_text(&rec) }),
+        ("parameter sets", sets_from_text(&lp)),
         ("fixed", inputs(&spec.fixed)),
         ("defaults", inputs(&spec.defaults)),
     ];
@@ -348,11 +417,8 @@ pub fn show(client: &Client, out: &Out, name: &str, ticks: usize, runs: usize) -
     }
     for s in &states {
         let Some(p) = &s.paused else { continue };
-        let run_name = lp
-            .parameter_sets()
-            .iter()
-            .find(|x| x.key == s.set_key)
-            .map_or_else(|| s.set_key.clone(), |x| x.run_name(lp.name()));
+        let run_name =
+            shown_sets.iter().find(|x| x.key == s.set_key).map_or_else(|| s.set_key.clone(), |x| x.run_name(lp.name()));
         let runs: Vec<String> = p.runs.iter().map(|r| format!("{}/{r}", rec.flow)).collect();
         rows.push((
             "paused",
@@ -387,7 +453,36 @@ pub fn show(client: &Client, out: &Out, name: &str, ticks: usize, runs: usize) -
         ]);
     }
     out.table_out(&vt)?;
-    out.heading(&format!("parameter sets ({}) and their latest launches", lp.parameter_sets().len()))?;
+    if !failed.is_empty() {
+        out.heading(&format!(
+            "failed ticks ({}{}): their parameter sets could not be produced, nothing launched",
+            failed.len(),
+            if failed.len() == 20 { ", the newest" } else { "" }
+        ))?;
+        let mut ft = out.table(&["TICK", "KIND", "VERSION", "FAILURES", "ERROR"]);
+        for f in &failed {
+            ft.add_row(vec![
+                Cell::new(local(f.tick.to_jiff(), &tz)),
+                Cell::new(f.kind.as_str()),
+                Cell::new(f.version),
+                Cell::new(f.failures),
+                Cell::new(f.error.trim()),
+            ]);
+        }
+        out.table_out(&ft)?;
+        if lp.schedule().is_some() {
+            out.line(&format!(
+                "  retry a failed tick with the flow binary: `backfill {} --from TICK --to TICK+1`",
+                rec.name
+            ))?;
+        }
+    }
+    let heading = if lp.has_dynamic_sets() {
+        format!("parameter sets launched lately ({}) and their latest launches", shown_sets.len())
+    } else {
+        format!("parameter sets ({}) and their latest launches", lp.parameter_sets().len())
+    };
+    out.heading(&heading)?;
     let mut st = out.table(&["RUN NAME", "TICK", "KIND", "VERSION", "RUN", "STATUS"]);
     for (_, run_name, launches) in &recent {
         if launches.is_empty() {

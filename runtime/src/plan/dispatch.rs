@@ -34,6 +34,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::error::PlanResult;
+use super::matrix::MatrixFns;
 use super::metrics::{LaunchOutcomeKind, PlanMetrics};
 use super::model::{Concurrency, LaunchPlan};
 use crate::executor::{PreparedRun, RunOptions};
@@ -132,6 +133,17 @@ pub enum LaunchEvent {
         failures: u32,
         /// The note its skipped ticks carry (how to resume it).
         reason: String,
+    },
+    /// The parameter sets of a tick could not be produced (the plan's `matrix_command`
+    /// or `matrix_fn` failed): nothing launched for it; the failure is recorded in the
+    /// store ([`braid_store::TickFailure`]).
+    MatrixFailed {
+        /// The plan.
+        plan: PlanName,
+        /// The tick.
+        tick: jiff::Timestamp,
+        /// What went wrong.
+        error: String,
     },
     /// Missed ticks left out by the catch-up policy.
     MissedTicks {
@@ -260,6 +272,8 @@ pub(crate) struct Launcher {
     task_metrics: Option<Arc<crate::Metrics>>,
     /// Plan metrics, updated as launches happen.
     pub(crate) metrics: Option<Arc<PlanMetrics>>,
+    /// The parameter set functions of plans declared in code.
+    pub(crate) matrix_fns: Arc<MatrixFns>,
 }
 
 impl fmt::Debug for Launcher {
@@ -287,6 +301,8 @@ pub struct LaunchEnv {
     pub metrics: Option<Arc<crate::Metrics>>,
     /// Where launches, runs and ticks are counted per plan and parameter set.
     pub plan_metrics: Option<Arc<PlanMetrics>>,
+    /// The `matrix_fn`s of the plans declared in this binary's code, by plan.
+    pub(crate) matrix_fns: Arc<MatrixFns>,
 }
 
 impl LaunchEnv {
@@ -300,7 +316,23 @@ impl LaunchEnv {
             cancel: CancellationToken::new(),
             metrics: None,
             plan_metrics: None,
+            matrix_fns: Arc::new(MatrixFns::new()),
         }
+    }
+
+    /// The plans declared in this binary's code: the parameter set functions of those
+    /// declared with [`LaunchPlanBuilder::matrix_fn`](super::LaunchPlanBuilder::matrix_fn)
+    /// are called at each of their ticks (a plan read from the store carries only the
+    /// fact that it has one). Plans without a function are ignored here.
+    pub fn with_plans(mut self, plans: &[super::LaunchPlan]) -> Self {
+        let mut fns = (*self.matrix_fns).clone();
+        for p in plans {
+            if let Some(f) = p.matrix_fn() {
+                fns.insert(p.name().clone(), f.clone());
+            }
+        }
+        self.matrix_fns = Arc::new(fns);
+        self
     }
 
     /// Counts the tasks of the runs started here in `metrics` (as `run --metrics-addr` does).
@@ -357,6 +389,7 @@ impl Launcher {
             started_at: now,
             task_metrics: env.metrics.clone(),
             metrics: env.plan_metrics.clone(),
+            matrix_fns: env.matrix_fns.clone(),
         }
     }
 
@@ -499,7 +532,9 @@ impl Launcher {
 
     async fn pause_note(&self, plan: &PlanName, version: u32, set_key: &str, failures: u32) -> String {
         let set = match self.plan_version(plan, version).await {
-            Ok(Some(p)) => p.parameter_sets().iter().find(|s| s.key == set_key).cloned(),
+            Ok(Some(p)) if !p.has_dynamic_sets() => p.parameter_sets().iter().find(|s| s.key == set_key).cloned(),
+            // Sets produced per tick: the key is all there is.
+            Ok(Some(_)) => super::ParamSet::from_key(set_key),
             _ => None,
         };
         match set {
@@ -624,6 +659,53 @@ impl Launcher {
 
     pub(crate) fn take_outcomes(&self) -> Vec<LaunchOutcome> {
         std::mem::take(&mut self.lock().outcomes)
+    }
+
+    /// The parameter sets of `plan` (at `version`) for `tick`, produced if the plan's come
+    /// from a command or a function. A failure is recorded in the store (one row per
+    /// plan and tick, counted), counted in the plan metrics, logged and sent as an
+    /// event; it is returned as `Err` with the recording's own error, if any, logged.
+    pub(crate) async fn produce_sets(
+        &self,
+        plan: &LaunchPlan,
+        version: u32,
+        tick: jiff::Timestamp,
+        kind: braid_store::LaunchKind,
+    ) -> Result<Vec<super::ParamSet>, String> {
+        if !plan.has_dynamic_sets() {
+            return Ok(plan.parameter_sets().to_vec());
+        }
+        let Some(flow) = self.flows.get(plan.flow()) else {
+            return Err(format!("flow `{}` is not hosted by this binary", plan.flow()));
+        };
+        let error = match super::matrix::produce_sets(plan, version, flow.spec(), tick, &self.matrix_fns).await {
+            Ok(sets) => {
+                tracing::debug!(plan = %plan.name(), %tick, sets = sets.len(), "parameter sets produced");
+                return Ok(sets);
+            }
+            Err(e) => e,
+        };
+        tracing::error!(plan = %plan.name(), version, %tick, error = %error, "cannot produce the tick's parameter sets; nothing launched for it");
+        if let Some(m) = &self.metrics {
+            m.matrix_failed(plan.name().as_str());
+        }
+        let now = ts(self.now());
+        let failure = braid_store::TickFailure {
+            plan: plan.name().clone(),
+            version,
+            tick: ts(tick),
+            kind,
+            holder: self.id.clone(),
+            error: error.clone(),
+            failures: 1,
+            first_at: now,
+            last_at: now,
+        };
+        if let Err(e) = self.store.plans.record_tick_failure(&failure).await {
+            tracing::error!(plan = %plan.name(), %tick, error = %e, "cannot record the failed tick");
+        }
+        self.emit(LaunchEvent::MatrixFailed { plan: plan.name().clone(), tick, error: error.clone() });
+        Err(error)
     }
 
     /// The plan version a launch was claimed with (cached).

@@ -98,6 +98,19 @@ pub enum PlanError {
         problems: Vec<PlanProblem>,
     },
 
+    /// The parameter sets of a plan could not be produced for a launch (its
+    /// `matrix_command` or `matrix_fn` failed, or printed sets that do not fit); the
+    /// failure is recorded as a failed tick.
+    #[error("the parameter sets of plan `{plan}` for {tick} could not be produced: {reason}")]
+    Matrix {
+        /// The plan.
+        plan: String,
+        /// The tick (for a manual launch, when it was asked for).
+        tick: jiff::Timestamp,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// A plan that was deleted (`braid plan delete`): it launches nothing until its plan
     /// file is applied again.
     #[error("plan `{plan}` was deleted at {at}; apply its plan file again (`plans apply FILE`) to register it anew")]

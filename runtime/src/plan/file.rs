@@ -40,6 +40,10 @@ pub(crate) const PLAN_KEYS: &[&str] = &[
     "defaults",
     "matrix",
     "parameter_sets",
+    "matrix_command",
+    "matrix_command_dir",
+    "matrix_timeout",
+    "matrix_fn",
     "labels",
     "active",
     "concurrency",
@@ -53,19 +57,30 @@ pub(crate) const PLAN_KEYS: &[&str] = &[
 /// own (names, schedule, labels, matrix, policies). If any plan is invalid, the error
 /// lists every problem of every plan, each naming the plan and the key.
 pub fn parse_plans(text: &str, source: &str) -> PlanResult<Vec<LaunchPlan>> {
-    check(text, source, None)
+    check(text, source, None, None)
 }
 
 /// [`parse_plans`], and every plan checked against the flows of this binary too (its flow
 /// is hosted; its inputs exist, have their types and cover the required parameters),
 /// even a plan that has other problems: one error lists every problem of the file.
 pub fn check_plan_text(text: &str, source: &str, flows: &[Arc<Flow>]) -> PlanResult<Vec<LaunchPlan>> {
-    check(text, source, Some(flows))
+    check(text, source, Some(flows), None)
 }
 
-/// Reads a plan file and checks it ([`check_plan_text`]).
+/// Reads a plan file and checks it ([`check_plan_text`]). A plan's `matrix_command`
+/// runs in the file's directory (or in `matrix_command_dir` taken against it), recorded
+/// as an absolute path, so a scheduler started anywhere finds `./list-sites`.
 pub fn check_plan_file(path: &Path, flows: &[Arc<Flow>]) -> PlanResult<Vec<LaunchPlan>> {
-    check_plan_text(&read(path)?, &path.display().to_string(), flows)
+    let text = read(path)?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let base = std::path::absolute(&parent).map_err(|e| PlanError::File {
+        path: path.display().to_string(),
+        reason: format!("cannot tell its directory: {e}"),
+    })?;
+    check(&text, &path.display().to_string(), Some(flows), Some(&base))
 }
 
 fn read(path: &Path) -> PlanResult<String> {
@@ -73,7 +88,12 @@ fn read(path: &Path) -> PlanResult<String> {
         .map_err(|e| PlanError::File { path: path.display().to_string(), reason: format!("cannot read it: {e}") })
 }
 
-fn check(text: &str, source: &str, flows: Option<&[Arc<Flow>]>) -> PlanResult<Vec<LaunchPlan>> {
+fn check(
+    text: &str,
+    source: &str,
+    flows: Option<&[Arc<Flow>]>,
+    base_dir: Option<&Path>,
+) -> PlanResult<Vec<LaunchPlan>> {
     // A syntax error stops here: one error, with its line and column.
     let file: PlanFile = toml::from_str(text).map_err(|e| PlanError::File {
         path: source.to_owned(),
@@ -104,10 +124,25 @@ fn check(text: &str, source: &str, flows: Option<&[Arc<Flow>]>) -> PlanResult<Ve
             _ => format!("#{} (unnamed)", i + 1),
         };
         let mut found = Problems::new(label.clone());
-        let Some(spec) = spec_from_toml(raw, &mut found) else {
+        let Some(mut spec) = spec_from_toml(raw, &mut found) else {
             problems.extend(found.list);
             continue;
         };
+        if spec.matrix_fn {
+            found.add(
+                "matrix_fn",
+                "is set by `LaunchPlanBuilder::matrix_fn` in Rust; a plan file gives `matrix_command = [\"./list-sites\"]`",
+            );
+        }
+        if let Some(base) = base_dir
+            && !spec.matrix_command.is_empty()
+        {
+            let dir = match &spec.matrix_command_dir {
+                Some(d) => base.join(d),
+                None => base.to_path_buf(),
+            };
+            spec.matrix_command_dir = Some(dir.display().to_string());
+        }
         // The schema and the flow are both checked, whatever the other finds.
         let checked = match LaunchPlan::validate(spec.clone()) {
             Ok(plan) => Some(plan),
@@ -256,6 +291,10 @@ every = "15m"
             defaults: [("a".to_owned(), serde_json::json!(1))].into(),
             matrix: [("a".to_owned(), vec![serde_json::json!(1)])].into(),
             parameter_sets: vec![[("a".to_owned(), serde_json::json!(1))].into()],
+            matrix_command: vec!["x".into()],
+            matrix_command_dir: Some("d".into()),
+            matrix_timeout: Some("1s".into()),
+            matrix_fn: true,
             labels: [("a".to_owned(), "b".to_owned())].into(),
             catch_up_limit: Some(1),
             grace: Some("1m".into()),

@@ -55,17 +55,18 @@ fn record(
     }
 }
 
-/// One pending launch per parameter set of `plan` for `tick`, held by `holder`.
+/// One pending launch per parameter set in `sets` (the plan's, or those produced for
+/// the tick) of `plan` for `tick`, held by `holder`.
 pub(crate) fn scheduled_launches(
     plan: &LaunchPlan,
     version: u32,
     kind: LaunchKind,
     tick: jiff::Timestamp,
+    sets: &[ParamSet],
     holder: &str,
     now: Timestamp,
 ) -> Vec<LaunchRecord> {
-    plan.parameter_sets()
-        .iter()
+    sets.iter()
         .map(|set| {
             let key = launch_key(plan.name(), tick, &set.key);
             record(plan, version, kind, tick, set, key, plan.params_for(set), Some(holder.to_owned()), now)
@@ -162,8 +163,13 @@ pub struct BackfillReport {
     pub to: jiff::Timestamp,
     /// The ticks in `[from, to)`.
     pub ticks: Vec<jiff::Timestamp>,
-    /// Parameter sets per tick.
+    /// Parameter sets per tick (for sets produced at each tick: those of the first tick
+    /// that produced them).
     pub sets: usize,
+    /// Ticks whose parameter sets could not be produced (the plan's `matrix_command` or
+    /// `matrix_fn` failed), with why: nothing launched for them, and (unless a dry run)
+    /// each is recorded as a failed tick.
+    pub failed_ticks: Vec<(jiff::Timestamp, String)>,
     /// Launches this backfill claimed, and how each ended.
     pub launched: Vec<LaunchOutcome>,
     /// Launches someone claimed before (the scheduler, an earlier backfill).
@@ -188,7 +194,7 @@ pub async fn backfill(
     opts: BackfillOptions,
 ) -> PlanResult<BackfillReport> {
     let (store, flows, clock) = (&env.store, &env.flows[..], env.clock.clone());
-    let (rec, lp, _flow) = load(store, flows, plan).await?;
+    let (rec, lp, flow) = load(store, flows, plan).await?;
     let schedule = lp.schedule().ok_or_else(|| {
         PlanError::Usage(format!(
             "plan `{plan}` has no schedule (no `cron` or `every`), so it has no ticks to backfill; launch it by hand with `plans launch {plan}`"
@@ -222,8 +228,24 @@ pub async fn backfill(
     let d = Arc::new(Launcher::new(env, "backfill", opts.dispatch.clone()));
     let now_ts = Timestamp::from_jiff(now);
     let mut launches = Vec::new();
-    for t in &ticks {
-        launches.extend(scheduled_launches(&lp, rec.version, LaunchKind::Backfill, *t, &d.id, now_ts));
+    let mut failed_ticks = Vec::new();
+    let mut sets = lp.parameter_sets().len();
+    for (i, t) in ticks.iter().enumerate() {
+        // A dry run writes nothing, not even a failed tick.
+        let produced = if opts.dry_run {
+            super::matrix::produce_sets(&lp, rec.version, flow.spec(), *t, &d.matrix_fns).await
+        } else {
+            d.produce_sets(&lp, rec.version, *t, LaunchKind::Backfill).await
+        };
+        match produced {
+            Ok(s) => {
+                if lp.has_dynamic_sets() && i == failed_ticks.len() {
+                    sets = s.len();
+                }
+                launches.extend(scheduled_launches(&lp, rec.version, LaunchKind::Backfill, *t, &s, &d.id, now_ts));
+            }
+            Err(e) => failed_ticks.push((*t, e)),
+        }
     }
     let mut report = BackfillReport {
         plan: rec.name.clone(),
@@ -233,7 +255,8 @@ pub async fn backfill(
         from: from_t,
         to: to_t,
         ticks,
-        sets: lp.parameter_sets().len(),
+        sets,
+        failed_ticks,
         launched: Vec::new(),
         already: Vec::new(),
         would_launch: Vec::new(),
@@ -276,11 +299,12 @@ pub(crate) fn manual_launches(
     plan: &LaunchPlan,
     version: u32,
     flow: &FlowSpec,
+    all_sets: &[ParamSet],
     overrides: &[(String, String)],
     now: jiff::Timestamp,
     holder: Option<String>,
 ) -> PlanResult<Vec<LaunchRecord>> {
-    let mut sets: Vec<&ParamSet> = plan.parameter_sets().iter().collect();
+    let mut sets: Vec<&ParamSet> = all_sets.iter().collect();
     let mut extra: BTreeMap<String, Value> = BTreeMap::new();
     let mut given = GivenParams::new(&flow.params);
     let mut problems = Vec::new();
@@ -296,16 +320,15 @@ pub(crate) fn manual_launches(
             ));
             continue;
         }
-        if plan.parameter_sets().iter().any(|s| s.values.contains_key(k)) {
-            let values: Vec<String> = plan
-                .parameter_sets()
+        if all_sets.iter().any(|s| s.values.contains_key(k)) {
+            let values: Vec<String> = all_sets
                 .iter()
                 .filter_map(|s| s.values.get(k).map(|v| v.to_string()))
                 .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
                 .collect();
             sets.retain(|s| s.values.get(k) == Some(&v));
-            if !plan.parameter_sets().iter().any(|s| s.values.get(k) == Some(&v)) {
+            if !all_sets.iter().any(|s| s.values.get(k) == Some(&v)) {
                 problem(format!("the plan has no parameter set with {k} = {v}; its values are {}", values.join(", ")));
             }
         } else {
@@ -346,7 +369,13 @@ pub async fn launch_now(
     let (store, clock) = (&env.store, &env.clock);
     let (rec, lp, flow) = load(store, &env.flows, plan).await?;
     let d = Arc::new(Launcher::new(env, "launch", opts));
-    let launches = manual_launches(&lp, rec.version, flow.spec(), overrides, clock.now(), Some(d.id.clone()))?;
+    let now = clock.now();
+    let sets = d.produce_sets(&lp, rec.version, now, LaunchKind::Manual).await.map_err(|reason| PlanError::Matrix {
+        plan: plan.to_owned(),
+        tick: now,
+        reason,
+    })?;
+    let launches = manual_launches(&lp, rec.version, flow.spec(), &sets, overrides, now, Some(d.id.clone()))?;
     d.cache_plan(rec.version, Arc::new(lp));
     d.heartbeat(true).await?;
     let won = store.plans.claim_launches(launches.clone()).await?;
@@ -373,6 +402,13 @@ pub async fn request_launch(
 ) -> PlanResult<(Vec<LaunchRecord>, Vec<SchedulerRecord>)> {
     let rec = get_live_plan(store, plan).await?;
     let lp = LaunchPlan::from_json(&rec.spec)?;
+    if lp.has_dynamic_sets() {
+        return Err(PlanError::Usage(format!(
+            "plan `{plan}` gets its parameter sets from {} at each launch, which only the flow's binary runs; \
+             launch it with that binary: `plans launch {plan}`",
+            lp.set_source()
+        )));
+    }
     let flow_rec = store.records.get_flow(lp.flow()).await?.ok_or_else(|| {
         PlanError::Usage(format!(
             "flow `{}` has no stored spec; apply the plan file with the flow's binary (`plans apply FILE`) first",
@@ -390,7 +426,7 @@ pub async fn request_launch(
             problems,
         });
     }
-    let launches = manual_launches(&lp, rec.version, &spec, overrides, now, None)?;
+    let launches = manual_launches(&lp, rec.version, &spec, lp.parameter_sets(), overrides, now, None)?;
     store.plans.claim_launches(launches.clone()).await?;
     let now = Timestamp::from_jiff(now);
     let live = store

@@ -23,6 +23,7 @@ mod dispatch;
 mod error;
 mod file;
 mod launch;
+mod matrix;
 mod metrics;
 mod model;
 mod registry;
@@ -31,12 +32,13 @@ mod scheduler;
 
 // Plans: their model, files and registration.
 pub use file::{check_plan_file, check_plan_text, parse_plans};
+pub use matrix::{MAX_MATRIX_OUTPUT, SetSource};
 pub use model::{CatchUp, CatchUpKind, Concurrency, LaunchPlan, LaunchPlanBuilder, ParamSet, PlanSpec};
 pub use registry::{
     Registered, ResumedSet, delete_plans, pause_note, register_plans, register_plans_at, resume_sets, select_sets,
     set_active,
 };
-pub use schedule::{CronError, Schedule};
+pub use schedule::{CronError, Schedule, format_duration};
 
 // The scheduler.
 pub use scheduler::{PassReport, Scheduler, SchedulerOptions};

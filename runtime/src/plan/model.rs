@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::{PlanError, PlanProblem, PlanResult};
+use super::matrix::{DEFAULT_MATRIX_TIMEOUT, MatrixFn, SetSource};
 use super::schedule::{Schedule, format_duration, parse_duration};
 
 /// Most parameter sets one plan may expand to.
@@ -135,6 +136,22 @@ pub struct PlanSpec {
     /// Or an explicit list of parameter sets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parameter_sets: Vec<BTreeMap<String, Value>>,
+    /// Or a command (program and arguments, no shell) run at each tick, printing the
+    /// parameter sets as JSON: an array of sets, or an object of parameter -> values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matrix_command: Vec<String>,
+    /// Where `matrix_command` runs and a relative program is found: the plan file's
+    /// directory (an absolute path filled in when the file is read; a relative one is
+    /// taken against the plan file's directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matrix_command_dir: Option<String>,
+    /// How long `matrix_command` (or a `matrix_fn`) may take, e.g. `10s` (default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matrix_timeout: Option<String>,
+    /// Set by [`LaunchPlanBuilder::matrix_fn`]: the sets come from a function of the
+    /// binary that declared the plan. Not for plan files.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub matrix_fn: bool,
     /// Labels, `key = "value"`, to select plans by (`braid plan activate --label`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -178,9 +195,18 @@ pub struct ParamSet {
 }
 
 impl ParamSet {
-    fn new(values: BTreeMap<String, Value>) -> Self {
+    pub(crate) fn new(values: BTreeMap<String, Value>) -> Self {
         let key = canonical_json(&Value::Object(values.clone().into_iter().collect()));
         ParamSet { key, values }
+    }
+
+    /// The set whose key ([`ParamSet::key`], as a launch records it) is `key`; `None`
+    /// when `key` is not a JSON object.
+    pub fn from_key(key: &str) -> Option<Self> {
+        match serde_json::from_str::<Value>(key) {
+            Ok(Value::Object(m)) => Some(ParamSet::new(m.into_iter().collect())),
+            _ => None,
+        }
     }
 
     /// The readable run name: `<plan>_<values>` in parameter name order, e.g.
@@ -229,6 +255,10 @@ pub struct LaunchPlan {
     labels: BTreeSet<Label>,
     catch_up: CatchUp,
     sets: Vec<ParamSet>,
+    source: SetSource,
+    /// The function of a plan declared with [`LaunchPlanBuilder::matrix_fn`] (a plan read
+    /// back from the store has none: the scheduler's environment supplies it).
+    func: Option<MatrixFn>,
 }
 
 impl LaunchPlan {
@@ -237,6 +267,7 @@ impl LaunchPlan {
         LaunchPlanBuilder {
             spec: PlanSpec { name: name.to_owned(), flow: flow.to_owned(), active: true, ..Default::default() },
             problems: Vec::new(),
+            func: None,
         }
     }
 
@@ -349,12 +380,13 @@ impl LaunchPlan {
                 check_toml_value(&format!("{section}.{k}"), v, &mut problems);
             }
         }
-        let sets = expand_sets(&spec, &mut problems);
+        let source = set_source(&spec, &mut problems);
+        let sets = if source == SetSource::Static { expand_sets(&spec, &mut problems) } else { Vec::new() };
 
         let (Some(name), Some(flow), true) = (name, flow, problems.list.is_empty()) else {
             return Err(problems.list);
         };
-        Ok(LaunchPlan { spec, name, flow, schedule, labels, catch_up, sets })
+        Ok(LaunchPlan { spec, name, flow, schedule, labels, catch_up, sets, source, func: None })
     }
 
     /// Checks the plan against its flow's parameters: each exists, each value has its
@@ -419,9 +451,26 @@ impl LaunchPlan {
         &self.spec.defaults
     }
 
-    /// The parameter sets, in matrix order (the last parameter varies fastest) or as listed.
+    /// The parameter sets, in matrix order (the last parameter varies fastest) or as
+    /// listed; empty for a plan whose sets are produced at each tick ([`Self::set_source`]).
     pub fn parameter_sets(&self) -> &[ParamSet] {
         &self.sets
+    }
+
+    /// Where the parameter sets come from: the plan itself, or a command or function
+    /// run at each tick.
+    pub fn set_source(&self) -> SetSource {
+        self.source.clone()
+    }
+
+    /// Whether the parameter sets are produced at each tick (by a command or a function).
+    pub fn has_dynamic_sets(&self) -> bool {
+        self.source != SetSource::Static
+    }
+
+    /// The function of a plan declared with [`LaunchPlanBuilder::matrix_fn`].
+    pub(crate) fn matrix_fn(&self) -> Option<&MatrixFn> {
+        self.func.as_ref()
     }
 
     /// Every value a run of `set` starts with: fixed, then defaults, then the set's own.
@@ -549,8 +598,12 @@ pub(crate) fn check_flow_spec(spec: &PlanSpec, plan: &str, flow: &FlowSpec) -> V
             }
         }
     }
+    // Sets produced at each tick are checked when they are: what they must cover is not
+    // known before.
+    let dynamic = !spec.matrix_command.is_empty() || spec.matrix_fn;
     let covered = |name: &str| {
-        spec.fixed.contains_key(name)
+        dynamic
+            || spec.fixed.contains_key(name)
             || spec.defaults.contains_key(name)
             || if spec.matrix.is_empty() {
                 !spec.parameter_sets.is_empty() && spec.parameter_sets.iter().all(|s| s.contains_key(name))
@@ -591,7 +644,64 @@ fn check_toml_value(key: &str, v: &Value, problems: &mut Problems) {
     }
 }
 
-fn expand_sets(spec: &PlanSpec, problems: &mut Problems) -> Vec<ParamSet> {
+/// Where a spec's parameter sets come from; every problem of the dynamic keys.
+fn set_source(spec: &PlanSpec, problems: &mut Problems) -> SetSource {
+    let command = !spec.matrix_command.is_empty();
+    let statics = !spec.matrix.is_empty() || !spec.parameter_sets.is_empty();
+    let timeout = match &spec.matrix_timeout {
+        Some(t) => match parse_duration(t) {
+            Ok(d) if d.is_zero() || d > Duration::from_secs(3600) => {
+                problems.add("matrix_timeout", format!("{t:?} is not between 1s and 1h"));
+                DEFAULT_MATRIX_TIMEOUT
+            }
+            Ok(d) => d,
+            Err(e) => {
+                problems.add("matrix_timeout", e);
+                DEFAULT_MATRIX_TIMEOUT
+            }
+        },
+        None => DEFAULT_MATRIX_TIMEOUT,
+    };
+    if command && spec.matrix_fn {
+        problems.add("matrix_command", "give either `matrix_command` or `matrix_fn`, not both");
+    }
+    if (command || spec.matrix_fn) && statics {
+        let which = if command { "matrix_command" } else { "matrix_fn" };
+        problems.add(
+            which,
+            format!(
+                "give either `{which}` (sets produced at each tick) or `matrix`/`parameter_sets` (fixed sets), not both"
+            ),
+        );
+    }
+    if !command && spec.matrix_command_dir.is_some() {
+        problems.add("matrix_command_dir", "applies to `matrix_command` only");
+    }
+    if !command && !spec.matrix_fn && spec.matrix_timeout.is_some() {
+        problems.add("matrix_timeout", "applies to `matrix_command` or `matrix_fn` only");
+    }
+    if command {
+        if spec.matrix_command[0].trim().is_empty() {
+            problems.add("matrix_command", "its first word, the program, is empty; write e.g. [\"./list-sites\"]");
+        }
+        for (i, arg) in spec.matrix_command.iter().enumerate() {
+            if arg.contains('\0') {
+                problems.add(format!("matrix_command[{i}]"), "contains a NUL byte");
+            }
+        }
+        return SetSource::Command {
+            argv: spec.matrix_command.clone(),
+            dir: spec.matrix_command_dir.as_ref().map(std::path::PathBuf::from),
+            timeout,
+        };
+    }
+    if spec.matrix_fn {
+        return SetSource::Function { timeout };
+    }
+    SetSource::Static
+}
+
+pub(crate) fn expand_sets(spec: &PlanSpec, problems: &mut Problems) -> Vec<ParamSet> {
     if !spec.matrix.is_empty() && !spec.parameter_sets.is_empty() {
         problems.add(
             "parameter_sets",
@@ -685,6 +795,7 @@ pub struct LaunchPlanBuilder {
     spec: PlanSpec,
     /// (key, message) of values that could not be made JSON.
     problems: Vec<(String, String)>,
+    func: Option<MatrixFn>,
 }
 
 impl LaunchPlanBuilder {
@@ -748,6 +859,45 @@ impl LaunchPlanBuilder {
         self
     }
 
+    /// Parameter sets produced at each tick by `f`, given the tick: the team's list of
+    /// sites can live in its own system. `f` returns the sets as JSON, an array of sets
+    /// (`json!([{"site_id": "site1"}])`) or an object of parameter -> values
+    /// (`json!({"site_id": ["site1", "site2"]})`), checked against the flow at each
+    /// tick; an error, a panic, a timeout ([`Self::matrix_timeout`]) or sets that do not
+    /// fit fail that tick, recorded as a failed tick (`braid plan show`). `f` runs on a
+    /// blocking thread, so it may block (a database query, an HTTP call).
+    ///
+    /// The function lives in this binary: a scheduler calls it only when its
+    /// [`LaunchEnv`](super::LaunchEnv) was given the plan (`with_plans`).
+    pub fn matrix_fn<F, E>(mut self, f: F) -> Self
+    where
+        F: Fn(jiff::Timestamp) -> Result<Value, E> + Send + Sync + 'static,
+        E: fmt::Display,
+    {
+        self.spec.matrix_fn = true;
+        self.func = Some(MatrixFn(std::sync::Arc::new(move |tick| f(tick).map_err(|e| e.to_string()))));
+        self
+    }
+
+    /// Parameter sets printed at each tick by a command (program and arguments, no
+    /// shell; a relative program with `/` is taken against `dir`, where it also runs).
+    /// What it prints is read like a [`Self::matrix_fn`]'s result.
+    pub fn matrix_command<S: Into<String>>(
+        mut self,
+        argv: impl IntoIterator<Item = S>,
+        dir: Option<&std::path::Path>,
+    ) -> Self {
+        self.spec.matrix_command = argv.into_iter().map(Into::into).collect();
+        self.spec.matrix_command_dir = dir.map(|d| d.display().to_string());
+        self
+    }
+
+    /// How long a [`Self::matrix_fn`] or [`Self::matrix_command`] may take (default 30 s).
+    pub fn matrix_timeout(mut self, timeout: Duration) -> Self {
+        self.spec.matrix_timeout = Some(format_duration(timeout));
+        self
+    }
+
     /// A label to select the plan by (`key=value`); checked by `build`.
     pub fn label(mut self, key: &str, value: &str) -> Self {
         self.spec.labels.insert(key.to_owned(), value.to_owned());
@@ -805,7 +955,7 @@ impl LaunchPlanBuilder {
             problems.add(key, message);
         }
         match LaunchPlan::validate(self.spec) {
-            Ok(p) if problems.list.is_empty() => Ok(p),
+            Ok(p) if problems.list.is_empty() => Ok(LaunchPlan { func: self.func, ..p }),
             Ok(_) => Err(PlanError::Invalid { plan, problems: problems.list }),
             Err(mut found) => {
                 found.extend(problems.list);

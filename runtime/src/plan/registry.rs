@@ -23,8 +23,10 @@ pub struct Registered {
     pub flow: FlowName,
     /// Whether it is new, a new version, or unchanged (and its version).
     pub outcome: Registration,
-    /// How many parameter sets it launches per tick.
+    /// How many parameter sets it launches per tick (0 for sets produced at each tick).
     pub sets: usize,
+    /// Where its parameter sets come from.
+    pub sets_from: super::SetSource,
     /// Its next tick after the registration, if it has a schedule.
     pub next_tick: Option<jiff::Timestamp>,
 }
@@ -82,6 +84,7 @@ pub async fn register_plans_at(
             flow: p.flow().clone(),
             outcome,
             sets: p.parameter_sets().len(),
+            sets_from: p.set_source(),
             next_tick: p.schedule().and_then(|s| s.next_after(now.to_jiff())),
         })
         .collect())
@@ -156,20 +159,22 @@ fn names_value(text: &str, v: &Value) -> bool {
     param_text(v) == text || serde_json::from_str::<Value>(text).is_ok_and(|t| &t == v)
 }
 
-/// The parameter sets of `plan` whose values match every `(name, value)` of `select`
-/// (each name a parameter of its sets, each value one of them); none given: every set.
-/// Every problem at once.
-pub fn select_sets<'p>(plan: &'p LaunchPlan, select: &[(String, String)]) -> PlanResult<Vec<&'p ParamSet>> {
+/// The parameter sets among `all` (the plan's, or those it launched) whose values match
+/// every `(name, value)` of `select` (each name a parameter of its sets, each value one
+/// of them); none given: every set. Every problem at once.
+pub fn select_sets<'p>(
+    plan: &LaunchPlan,
+    all: &'p [ParamSet],
+    select: &[(String, String)],
+) -> PlanResult<Vec<&'p ParamSet>> {
     let name = plan.name().as_str();
     let mut problems = Vec::new();
-    let mut sets: Vec<&ParamSet> = plan.parameter_sets().iter().collect();
+    let mut sets: Vec<&ParamSet> = all.iter().collect();
     for (k, text) in select {
         let at = format!("--param {k}={text}");
-        let values: BTreeSet<String> =
-            plan.parameter_sets().iter().filter_map(|s| s.values.get(k)).map(param_text).collect();
+        let values: BTreeSet<String> = all.iter().filter_map(|s| s.values.get(k)).map(param_text).collect();
         if values.is_empty() {
-            let params: BTreeSet<&str> =
-                plan.parameter_sets().iter().flat_map(|s| s.values.keys().map(String::as_str)).collect();
+            let params: BTreeSet<&str> = all.iter().flat_map(|s| s.values.keys().map(String::as_str)).collect();
             let known = if params.is_empty() {
                 "the plan has a single parameter set; leave out --param".to_owned()
             } else {
@@ -178,7 +183,7 @@ pub fn select_sets<'p>(plan: &'p LaunchPlan, select: &[(String, String)]) -> Pla
             problems.push(PlanProblem::new(name, at, format!("`{k}` is not a parameter of the plan's sets; {known}")));
             continue;
         }
-        if !plan.parameter_sets().iter().any(|s| s.values.get(k).is_some_and(|v| names_value(text, v))) {
+        if !all.iter().any(|s| s.values.get(k).is_some_and(|v| names_value(text, v))) {
             let shown: Vec<String> = values.into_iter().collect();
             problems.push(PlanProblem::new(
                 name,
@@ -220,7 +225,8 @@ pub async fn resume_sets(
 ) -> PlanResult<Vec<ResumedSet>> {
     let rec = super::launch::get_live_plan(store, name).await?;
     let plan = LaunchPlan::from_json(&rec.spec)?;
-    let sets = select_sets(&plan, select)?;
+    let known = known_sets(store, &plan).await?;
+    let sets = select_sets(&plan, &known, select)?;
     let keys: Vec<String> = sets.iter().map(|s| s.key.clone()).collect();
     let resumed = store.plans.resume_sets(&rec.name, &keys, now).await?;
     Ok(sets
@@ -228,6 +234,19 @@ pub async fn resume_sets(
         .zip(resumed)
         .map(|(set, (_, pause))| ResumedSet { set: set.clone(), run_name: set.run_name(plan.name()), pause })
         .collect())
+}
+
+/// The parameter sets of `plan`: its own, or, for sets produced at each tick, those it
+/// has launched (its newest 1000 launches) or has a recorded state for (a paused set).
+pub(crate) async fn known_sets(store: &Store, plan: &LaunchPlan) -> PlanResult<Vec<ParamSet>> {
+    if !plan.has_dynamic_sets() {
+        return Ok(plan.parameter_sets().to_vec());
+    }
+    let mut keys: BTreeSet<String> =
+        store.plans.list_set_states(Some(plan.name()), false).await?.into_iter().map(|s| s.set_key).collect();
+    let q = braid_store::LaunchQuery { plan: Some(plan.name().clone()), limit: 1000, ..Default::default() };
+    keys.extend(store.plans.list_launches(&q).await?.into_iter().map(|l| l.set_key));
+    Ok(keys.iter().filter_map(|k| ParamSet::from_key(k)).collect())
 }
 
 /// Reads a time as people type it: RFC 3339 with an offset (`2026-03-02T14:00:00Z`,

@@ -134,8 +134,8 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from(d).map_err(|e| format!("duration {text:?}: {e}"))
 }
 
-/// Prints a duration the way [`parse_duration`] reads it.
-pub(crate) fn format_duration(d: Duration) -> String {
+/// Prints a duration the way plan files write one (`30s`, `15m`, `1h30m`).
+pub fn format_duration(d: Duration) -> String {
     let s = d.as_secs();
     let parts: Vec<String> = [(s / 86_400, "d"), (s / 3600 % 24, "h"), (s / 60 % 60, "m"), (s % 60, "s")]
         .iter()

@@ -8,6 +8,10 @@
 //! (or to an earlier run of this one) is simply not launched here: that is the whole of
 //! at-most-once, and it holds across restarts because claims live in the store.
 //!
+//! A plan whose parameter sets come from a command or a function gets them produced for
+//! each due tick (a few at a time); a tick they cannot be produced for is recorded as a
+//! failed tick, and the claims of the others go in the same batch.
+//!
 //! Each pass also re-reads the paused parameter sets (their ticks are claimed and
 //! recorded as skipped), notices plans deleted since their launches were queued (those
 //! launches are skipped), and cancels this scheduler's `cancel_other` runs that a later
@@ -19,6 +23,7 @@ use std::time::Duration;
 
 use braid_core::{PlanName, RunStatus, Timestamp};
 use braid_store::{LaunchKind, LaunchQuery, LaunchState, PlanQuery};
+use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::{DispatchOptions, LaunchEnv, LaunchEvent, LaunchOutcome, Launcher};
@@ -28,6 +33,8 @@ use super::model::{CatchUp, LaunchPlan};
 
 /// Most due ticks one plan contributes to a pass (older ones count as missed).
 const MAX_DUE_TICKS: usize = 10_000;
+/// Parameter set commands or functions running at once in a pass.
+const MATRIX_CONCURRENCY: usize = 8;
 
 /// How a scheduler runs. Fields may be added: start from `SchedulerOptions::default()`.
 #[derive(Debug, Clone)]
@@ -64,6 +71,8 @@ pub struct PassReport {
     pub missed: usize,
     /// Pending launches taken over from stopped schedulers or launch requests.
     pub adopted: usize,
+    /// Due ticks whose parameter sets could not be produced (recorded as failed ticks).
+    pub failed_ticks: usize,
     /// The next tick of any plan after this pass.
     pub next_tick: Option<jiff::Timestamp>,
 }
@@ -134,6 +143,8 @@ impl Scheduler {
         let mut claims = Vec::new();
         let mut cursors = Vec::new();
         let mut seen: HashSet<PlanName> = HashSet::new();
+        // (plan, version, tick) whose parameter sets a command or function produces.
+        let mut dynamic: Vec<(Arc<LaunchPlan>, u32, jiff::Timestamp)> = Vec::new();
         for rec in records.iter().filter(|r| r.active) {
             seen.insert(rec.name.clone());
             let Some(start) = rec.cursor.max(rec.active_since) else { continue };
@@ -194,8 +205,20 @@ impl Scheduler {
                     m.skipped(rec.name.as_str(), plan.parameter_sets().iter().map(|s| s.key.clone()), missed as u64);
                 }
             }
-            for tick in chosen {
-                claims.extend(scheduled_launches(&plan, rec.version, LaunchKind::Scheduled, tick, &self.d.id, now_ts));
+            if plan.has_dynamic_sets() {
+                dynamic.extend(chosen.into_iter().map(|tick| (plan.clone(), rec.version, tick)));
+            } else {
+                for tick in chosen {
+                    claims.extend(scheduled_launches(
+                        &plan,
+                        rec.version,
+                        LaunchKind::Scheduled,
+                        tick,
+                        plan.parameter_sets(),
+                        &self.d.id,
+                        now_ts,
+                    ));
+                }
             }
             cursors.push((rec.name.clone(), Timestamp::from_jiff(latest)));
             let after = schedule.next_after(latest);
@@ -218,6 +241,32 @@ impl Scheduler {
             }
             keep
         });
+
+        // Commands and functions run a few at a time: one slow site list does not hold
+        // up every other plan's. A failed tick is recorded (and its cursor moves on:
+        // `backfill` retries it).
+        let produced: Vec<_> = futures_util::stream::iter(dynamic)
+            .map(|(plan, version, tick)| async move {
+                let sets = self.d.produce_sets(&plan, version, tick, LaunchKind::Scheduled).await;
+                (plan, version, tick, sets)
+            })
+            .buffer_unordered(MATRIX_CONCURRENCY)
+            .collect()
+            .await;
+        for (plan, version, tick, sets) in produced {
+            match sets {
+                Ok(sets) => claims.extend(scheduled_launches(
+                    &plan,
+                    version,
+                    LaunchKind::Scheduled,
+                    tick,
+                    &sets,
+                    &self.d.id,
+                    now_ts,
+                )),
+                Err(_) => report.failed_ticks += 1,
+            }
+        }
 
         report.claims = claims.len();
         if !claims.is_empty() {

@@ -1,6 +1,6 @@
 //! `PlanStore` over the SQLite database (tables `plans`, `plan_versions`,
-//! `plan_labels`, `launches`, `schedulers`; see `db.rs`; and `plan_sets` with the column
-//! `plans.deleted_at`, added here on open: see [`migrate`]). Every multi-row change is one
+//! `plan_labels`, `launches`, `schedulers`; see `db.rs`; and `plan_sets`,
+//! `plan_tick_failures` and the column `plans.deleted_at`, added here on open: see [`migrate`]). Every multi-row change is one
 //! job of the writer, so it commits whole or not at all.
 
 use std::collections::BTreeSet;
@@ -18,7 +18,7 @@ use super::records::FsRecords;
 use crate::error::{Error, Result};
 use crate::plan::*;
 use crate::record::effective_limit;
-use crate::rows::{LaunchRow, PlanRow, PlanVersionRow, SetStateRow, pause_runs_json};
+use crate::rows::{LaunchRow, PlanRow, PlanVersionRow, SetStateRow, TickFailureRow, pause_runs_json};
 
 /// What the plan store added to the schema of `db.rs`: a table of parameter set states
 /// (pauses, resumes) and the deletion time of a plan. Created on open where missing, so a
@@ -35,6 +35,25 @@ CREATE TABLE IF NOT EXISTS plan_sets (
     PRIMARY KEY (plan, set_key)
 ) WITHOUT ROWID;
 "#;
+/// Failed ticks of plans whose parameter sets are produced per tick (added with the
+/// same migration as `plan_sets`, checked for on its own).
+const TICK_FAILURES_TABLE: &str = r#"
+CREATE TABLE IF NOT EXISTS plan_tick_failures (
+    plan        TEXT NOT NULL,
+    tick        INTEGER NOT NULL,
+    version     INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    holder      TEXT NOT NULL,
+    error       TEXT NOT NULL,
+    failures    INTEGER NOT NULL,
+    first_at    INTEGER NOT NULL,
+    last_at     INTEGER NOT NULL,
+    PRIMARY KEY (plan, tick)
+) WITHOUT ROWID;
+"#;
+/// The tables the plan store adds: (name, its `CREATE TABLE IF NOT EXISTS`).
+const PLAN_TABLES_ADDED: &[(&str, &str)] =
+    &[("plan_sets", PLAN_SETS_TABLE), ("plan_tick_failures", TICK_FAILURES_TABLE)];
 /// Columns added to `db.rs`'s plan tables: (table, column, type).
 const PLAN_COLUMNS_ADDED: &[Column] = &[("plans", "deleted_at", "INTEGER")];
 
@@ -47,12 +66,18 @@ type Column = (&'static str, &'static str, &'static str);
 fn migrate(path: &Path) -> Result<()> {
     let conn = Connection::open(path).map_err(|e| db_err(path, "open to add the plan tables", e))?;
     conn.busy_timeout(Duration::from_secs(30)).map_err(|e| db_err(path, "set busy timeout", e))?;
-    let missing = |conn: &Connection| -> rusqlite::Result<(bool, Vec<Column>)> {
-        let table: bool = conn.query_row(
-            "SELECT COUNT(*) = 0 FROM sqlite_master WHERE type = 'table' AND name = 'plan_sets'",
-            [],
-            |r| r.get(0),
-        )?;
+    let missing = |conn: &Connection| -> rusqlite::Result<(Vec<&'static str>, Vec<Column>)> {
+        let mut tables = Vec::new();
+        for &(name, create) in PLAN_TABLES_ADDED {
+            let absent: bool = conn.query_row(
+                "SELECT COUNT(*) = 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [name],
+                |r| r.get(0),
+            )?;
+            if absent {
+                tables.push(create);
+            }
+        }
         let mut columns = Vec::new();
         for &(t, c, ty) in PLAN_COLUMNS_ADDED {
             let present: bool =
@@ -61,18 +86,18 @@ fn migrate(path: &Path) -> Result<()> {
                 columns.push((t, c, ty));
             }
         }
-        Ok((table, columns))
+        Ok((tables, columns))
     };
-    let (table, columns) = missing(&conn).map_err(|e| db_err(path, "read the plan tables' schema", e))?;
-    if !table && columns.is_empty() {
+    let (tables, columns) = missing(&conn).map_err(|e| db_err(path, "read the plan tables' schema", e))?;
+    if tables.is_empty() && columns.is_empty() {
         return Ok(());
     }
     let r: rusqlite::Result<()> = (|| {
         conn.execute_batch("BEGIN IMMEDIATE")?;
         // Another process may have added them meanwhile: look again under the lock.
-        let (table, columns) = missing(&conn)?;
-        if table {
-            conn.execute_batch(PLAN_SETS_TABLE)?;
+        let (tables, columns) = missing(&conn)?;
+        for create in tables {
+            conn.execute_batch(create)?;
         }
         for (t, c, ty) in columns {
             conn.execute_batch(&format!("ALTER TABLE {t} ADD COLUMN {c} {ty}"))?;
@@ -83,7 +108,7 @@ fn migrate(path: &Path) -> Result<()> {
         // The error that matters is `e`; an open transaction rolls back when the
         // connection closes.
         let _ = conn.execute_batch("ROLLBACK");
-        db_err(path, "add the plan tables (parameter set states, plan deletion)", e)
+        db_err(path, "add the plan tables (parameter set states, failed ticks, plan deletion)", e)
     })
 }
 
@@ -613,6 +638,80 @@ impl PlanStore for FsPlans {
         rows.into_iter().collect()
     }
 
+    async fn record_tick_failure(&self, failure: &TickFailure) -> Result<bool> {
+        let path = self.db.path().to_owned();
+        let f = failure.clone();
+        self.db
+            .write(move |c| {
+                let res: rusqlite::Result<bool> = (|| {
+                    let inserted =
+                        c.prepare_cached(
+                            "INSERT OR IGNORE INTO plan_tick_failures \
+                             (plan, tick, version, kind, holder, error, failures, first_at, last_at) \
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                        )?
+                        .execute(params![
+                            f.plan.as_str(),
+                            f.tick.as_micros(),
+                            f.version,
+                            f.kind.as_str(),
+                            f.holder,
+                            f.error,
+                            f.failures,
+                            f.first_at.as_micros(),
+                            f.last_at.as_micros()
+                        ])? == 1;
+                    if !inserted {
+                        c.prepare_cached(
+                            "UPDATE plan_tick_failures SET version = ?3, kind = ?4, holder = ?5, error = ?6, \
+                             failures = failures + 1, last_at = ?7 WHERE plan = ?1 AND tick = ?2",
+                        )?
+                        .execute(params![
+                            f.plan.as_str(),
+                            f.tick.as_micros(),
+                            f.version,
+                            f.kind.as_str(),
+                            f.holder,
+                            f.error,
+                            f.last_at.as_micros()
+                        ])?;
+                    }
+                    Ok(inserted)
+                })();
+                res.map_err(|e| db_err(&path, format!("record the failed tick {} of plan {}", f.tick, f.plan), e))
+            })
+            .await
+    }
+
+    async fn list_tick_failures(&self, plan: Option<&PlanName>, limit: usize) -> Result<Vec<TickFailure>> {
+        let mut args: Vec<Sql> = Vec::new();
+        let mut sql = String::from("SELECT * FROM plan_tick_failures");
+        if let Some(p) = plan {
+            args.push(Sql::Text(p.to_string()));
+            sql.push_str(" WHERE plan = ?1");
+        }
+        sql.push_str(&format!(" ORDER BY tick DESC, plan DESC LIMIT {}", effective_limit(limit, 1000)));
+        let rows: Vec<TickFailureRow> = self.db.query("list failed ticks", |c| {
+            c.prepare_cached(&sql)?
+                .query_map(params_from_iter(args.iter()), |r| {
+                    Ok(TickFailureRow {
+                        plan: r.get("plan")?,
+                        tick: r.get("tick")?,
+                        version: r.get("version")?,
+                        kind: r.get("kind")?,
+                        holder: r.get("holder")?,
+                        error: r.get("error")?,
+                        failures: r.get("failures")?,
+                        first_at: r.get("first_at")?,
+                        last_at: r.get("last_at")?,
+                    })
+                })?
+                .collect()
+        })?;
+        let location = self.db.location();
+        rows.into_iter().map(|r| r.decode(&location)).collect()
+    }
+
     async fn claim_launches(&self, launches: Vec<LaunchRecord>) -> Result<Vec<bool>> {
         if launches.is_empty() {
             return Ok(Vec::new());
@@ -880,9 +979,12 @@ mod tests {
             let store = Store::open_fs(&root).unwrap();
             store.plans.register_plans(vec![draft(1)], t).await.unwrap();
         }
-        // What an older braid made: no `plan_sets`, no `plans.deleted_at`.
+        // What an older braid made: no `plan_sets`, no `plan_tick_failures`, no `plans.deleted_at`.
         let c = Connection::open(root.join(super::super::DB_FILE)).unwrap();
-        c.execute_batch("DROP TABLE plan_sets; ALTER TABLE plans DROP COLUMN deleted_at;").unwrap();
+        c.execute_batch(
+            "DROP TABLE plan_sets; DROP TABLE plan_tick_failures; ALTER TABLE plans DROP COLUMN deleted_at;",
+        )
+        .unwrap();
         drop(c);
 
         let store = Store::open_fs(&root).unwrap();
@@ -892,6 +994,18 @@ mod tests {
         let pause = SetPause { failures: 1, runs: vec![], at: t };
         assert!(store.plans.pause_set(&name, "{}", 1, pause).await.unwrap());
         assert_eq!(store.plans.list_set_states(None, true).await.unwrap().len(), 1);
+        let failure = TickFailure {
+            plan: name.clone(),
+            version: 1,
+            tick: t,
+            kind: LaunchKind::Scheduled,
+            holder: "s".into(),
+            error: "e".into(),
+            failures: 1,
+            first_at: t,
+            last_at: t,
+        };
+        assert!(store.plans.record_tick_failure(&failure).await.unwrap());
         let deleted = store.plans.delete_plans(&PlanSelector::Names(vec![name.clone()]), t).await.unwrap();
         assert_eq!(deleted, vec![(name.clone(), true)]);
         drop(store);

@@ -18,6 +18,7 @@ struct Tables {
     launches: HashMap<String, LaunchRecord>,
     schedulers: BTreeMap<String, SchedulerRecord>,
     sets: BTreeMap<(PlanName, String), ParamSetState>,
+    failed_ticks: BTreeMap<(PlanName, Timestamp), TickFailure>,
 }
 
 /// Plans in memory. Claims go through the record store it was made with, so
@@ -251,6 +252,29 @@ impl PlanStore for MemoryPlans {
             .filter(|s| !paused_only || s.paused.is_some())
             .cloned()
             .collect())
+    }
+
+    async fn record_tick_failure(&self, failure: &TickFailure) -> Result<bool> {
+        let mut t = self.lock();
+        match t.failed_ticks.get_mut(&(failure.plan.clone(), failure.tick)) {
+            Some(f) => {
+                *f = TickFailure { failures: f.failures.saturating_add(1), first_at: f.first_at, ..failure.clone() };
+                Ok(false)
+            }
+            None => {
+                t.failed_ticks.insert((failure.plan.clone(), failure.tick), failure.clone());
+                Ok(true)
+            }
+        }
+    }
+
+    async fn list_tick_failures(&self, plan: Option<&PlanName>, limit: usize) -> Result<Vec<TickFailure>> {
+        let t = self.lock();
+        let mut out: Vec<TickFailure> =
+            t.failed_ticks.values().filter(|f| plan.is_none_or(|p| &f.plan == p)).cloned().collect();
+        out.sort_by(|a, b| (b.tick, &b.plan).cmp(&(a.tick, &a.plan)));
+        out.truncate(effective_limit(limit, 1000));
+        Ok(out)
     }
 
     async fn claim_launches(&self, launches: Vec<LaunchRecord>) -> Result<Vec<bool>> {

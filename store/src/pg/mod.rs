@@ -209,6 +209,8 @@ CREATE INDEX runs_by_origin ON runs (origin_run);
 "#,
     // 4: parameter set states (paused after failures, resumed) and plan deletion.
     plans::PLAN_SETS_MIGRATION,
+    // 5: failed ticks of plans whose parameter sets are produced per tick.
+    plans::TICK_FAILURES_MIGRATION,
 ];
 
 /// The schema version this build writes and reads.

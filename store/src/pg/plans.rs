@@ -1,5 +1,5 @@
 //! `PlanStore` over PostgreSQL (tables `plans`, `plan_versions`, `plan_labels`,
-//! `launches`, `schedulers`, `plan_sets`, and `claims` for launch claims). Every
+//! `launches`, `schedulers`, `plan_sets`, `plan_tick_failures`, and `claims` for launch claims). Every
 //! multi-row change is one transaction.
 
 use std::collections::HashSet;
@@ -14,7 +14,7 @@ use super::{Db, Fail, PgResult};
 use crate::error::{Error, Result};
 use crate::plan::*;
 use crate::record::effective_limit;
-use crate::rows::{LaunchRow, PlanRow, PlanVersionRow, SetStateRow, pause_runs_json};
+use crate::rows::{LaunchRow, PlanRow, PlanVersionRow, SetStateRow, TickFailureRow, pause_runs_json};
 
 /// The migration (see `MIGRATIONS` in `mod.rs`) adding parameter set states (pauses and
 /// resumes) and plan deletion.
@@ -29,6 +29,23 @@ CREATE TABLE plan_sets (
     runs        TEXT,
     resumed_at  BIGINT,
     PRIMARY KEY (plan, set_key)
+);
+"#;
+
+/// The migration adding failed ticks (plans whose parameter sets a command or a
+/// function produces at each tick).
+pub(crate) const TICK_FAILURES_MIGRATION: &str = r#"
+CREATE TABLE plan_tick_failures (
+    plan        TEXT NOT NULL,
+    tick        BIGINT NOT NULL,
+    version     BIGINT NOT NULL,
+    kind        TEXT NOT NULL,
+    holder      TEXT NOT NULL,
+    error       TEXT NOT NULL,
+    failures    BIGINT NOT NULL,
+    first_at    BIGINT NOT NULL,
+    last_at     BIGINT NOT NULL,
+    PRIMARY KEY (plan, tick)
 );
 "#;
 
@@ -567,6 +584,63 @@ impl PlanStore for PgPlans {
         let rows: Vec<SetStateRow> = read!(self, "list parameter set states", |c| {
             let stmt = c.prepare_cached(sql).await?;
             c.query(&stmt, &[plan_s]).await?.iter().map(Self::set_row).collect()
+        })?;
+        rows.into_iter().map(|r| r.decode(self.db.location())).collect()
+    }
+
+    async fn record_tick_failure(&self, failure: &TickFailure) -> Result<bool> {
+        let (plan, tick, version) = (failure.plan.to_string(), failure.tick.as_micros(), i64::from(failure.version));
+        let (failures, first_at, last_at) =
+            (i64::from(failure.failures), failure.first_at.as_micros(), failure.last_at.as_micros());
+        let (plan, kind, holder, error) = (&plan, failure.kind.as_str(), &failure.holder, &failure.error);
+        retry!(self, || format!("record the failed tick {} of plan {}", failure.tick, failure.plan), |c| {
+            // `xmax = 0` only for a row this statement inserted.
+            let stmt = c
+                .prepare_cached(
+                    "INSERT INTO plan_tick_failures \
+                     (plan, tick, version, kind, holder, error, failures, first_at, last_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (plan, tick) DO UPDATE SET \
+                     version = EXCLUDED.version, kind = EXCLUDED.kind, holder = EXCLUDED.holder, \
+                     error = EXCLUDED.error, failures = plan_tick_failures.failures + 1, \
+                     last_at = EXCLUDED.last_at RETURNING (xmax = 0) AS inserted",
+                )
+                .await?;
+            let row = c
+                .query_one(&stmt, &[plan, &tick, &version, &kind, holder, error, &failures, &first_at, &last_at])
+                .await?;
+            get::<bool>(&row, "inserted")
+        })
+    }
+
+    async fn list_tick_failures(&self, plan: Option<&PlanName>, limit: usize) -> Result<Vec<TickFailure>> {
+        let plan_s = plan.map(|p| p.to_string());
+        let limit = i64::try_from(effective_limit(limit, 1000)).unwrap_or(i64::MAX);
+        let (plan_s, limit) = (&plan_s, &limit);
+        let rows: Vec<TickFailureRow> = read!(self, "list failed ticks", |c| {
+            let stmt = c
+                .prepare_cached(
+                    "SELECT plan, tick, version, kind, holder, error, failures, first_at, last_at \
+                     FROM plan_tick_failures WHERE ($1::text IS NULL OR plan = $1) \
+                     ORDER BY tick DESC, plan DESC LIMIT $2",
+                )
+                .await?;
+            c.query(&stmt, &[plan_s, limit])
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok(TickFailureRow {
+                        plan: get(r, "plan")?,
+                        tick: get(r, "tick")?,
+                        version: get(r, "version")?,
+                        kind: get(r, "kind")?,
+                        holder: get(r, "holder")?,
+                        error: get(r, "error")?,
+                        failures: get(r, "failures")?,
+                        first_at: get(r, "first_at")?,
+                        last_at: get(r, "last_at")?,
+                    })
+                })
+                .collect()
         })?;
         rows.into_iter().map(|r| r.decode(self.db.location())).collect()
     }

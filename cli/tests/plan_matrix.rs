@@ -1,0 +1,142 @@
+#![allow(clippy::unwrap_used)]
+//! A plan whose sites come from a command, end to end: the example plan file
+//! `cli/examples/sites_inventory.toml` and its `list-sites` script, applied and backfilled
+//! by the flow binary (through `flow_main_from`); a failing command recorded as a failed
+//! tick that `braid plan show` (text and `--json`) shows, and the backfill exits 1.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Output};
+
+use braid_runtime::{Flow, Param, ParamType};
+use serde_json::Value;
+
+/// The `sites` example's flow.
+fn data_sync() -> braid_runtime::Result<Flow> {
+    Flow::builder("data_sync")
+        .param(Param::new("site_id", ParamType::String))
+        .param(Param::new("full", ParamType::Bool).default(false))
+        .step("start", |_ctx| async move { Ok(()) })
+        .next("end")
+        .step("end", |_ctx| async move { Ok(()) })
+        .end()
+        .build()
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
+}
+
+fn flowbin(store: &Path, args: &[&str]) -> ExitCode {
+    let mut all = vec!["sites".to_owned(), "--store".into(), store.display().to_string()];
+    all.extend(args.iter().map(|s| (*s).to_owned()));
+    braid_cli::flow_main_from(all, vec![data_sync()])
+}
+
+fn braid(store: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_braid"))
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .env_remove("BRAID_STORE")
+        .output()
+        .unwrap()
+}
+
+fn braid_json(store: &Path, args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let out = braid(store, &a);
+    assert!(out.status.success(), "braid {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_example_script_is_executable_in_a_fresh_clone() {
+    let mode = std::fs::metadata(examples().join("list-sites")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o111, 0o111, "cli/examples/list-sites must keep mode 755 (git keeps the bit)");
+}
+
+#[test]
+fn a_plan_whose_sites_come_from_a_command_and_a_failing_command_recorded_as_a_failed_tick() {
+    // The example's plan file and script, copied so the test owns `sites.txt`.
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("plans");
+    std::fs::create_dir(&work).unwrap();
+    for f in ["sites_inventory.toml", "list-sites", "sites.txt"] {
+        std::fs::copy(examples().join(f), work.join(f)).unwrap();
+    }
+    let store = dir.path().join(".braid");
+    let file = work.join("sites_inventory.toml");
+    assert_eq!(flowbin(&store, &["plans", "apply", file.to_str().unwrap()]), ExitCode::SUCCESS);
+
+    let show = braid_json(&store, &["plan", "show", "data_sync_inventory"]);
+    assert_eq!(show["parameter_sets"], Value::Null, "not fixed: produced at each tick");
+    assert_eq!(show["sets_from"]["kind"], "command");
+    assert_eq!(show["sets_from"]["command"], serde_json::json!(["./list-sites"]));
+    assert_eq!(show["sets_from"]["dir"], work.display().to_string());
+    assert_eq!(show["sets_from"]["timeout"], "10s");
+
+    // Two hours x the three sites of sites.txt, launched from wherever the binary runs.
+    let bf = ["backfill", "data_sync_inventory", "--from", "2026-03-02T09:00", "--to", "2026-03-02T11:00"];
+    assert_eq!(flowbin(&store, &bf), ExitCode::SUCCESS);
+    let runs = braid_json(&store, &["runs", "data_sync", "--limit", "0"]);
+    let mut names: Vec<&str> = runs.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "data_sync_inventory_site1",
+            "data_sync_inventory_site1",
+            "data_sync_inventory_site2",
+            "data_sync_inventory_site2",
+            "data_sync_inventory_site3",
+            "data_sync_inventory_site3"
+        ]
+    );
+
+    // A site added is a line in sites.txt: the next tick launches it, no `plans apply`.
+    std::fs::write(work.join("sites.txt"), "site1\nsite4\n").unwrap();
+    let bf2 = ["backfill", "data_sync_inventory", "--from", "2026-03-02T11:00", "--to", "2026-03-02T12:00"];
+    assert_eq!(flowbin(&store, &bf2), ExitCode::SUCCESS);
+    let show = braid_json(&store, &["plan", "show", "data_sync_inventory"]);
+    let sets: Vec<&str> =
+        show["parameter_set_details"].as_array().unwrap().iter().map(|s| s["run_name"].as_str().unwrap()).collect();
+    assert!(sets.contains(&"data_sync_inventory_site4"), "{sets:?}");
+
+    // The inventory goes away: the tick fails, is recorded, and the backfill says so.
+    std::fs::remove_file(work.join("sites.txt")).unwrap();
+    let bf3 = ["backfill", "data_sync_inventory", "--from", "2026-03-02T12:00", "--to", "2026-03-02T13:00"];
+    assert_eq!(flowbin(&store, &bf3), ExitCode::from(1));
+    let show = braid_json(&store, &["plan", "show", "data_sync_inventory"]);
+    let failed = show["failed_ticks"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{show}");
+    assert_eq!(failed[0]["tick"], "2026-03-02T17:00:00Z");
+    assert_eq!(failed[0]["tick_local"], "2026-03-02 12:00:00 EST");
+    assert_eq!(failed[0]["kind"], "backfill");
+    assert_eq!(failed[0]["failures"], 1);
+    let error = failed[0]["error"].as_str().unwrap();
+    assert!(error.contains("`./list-sites` exited with status 1"), "{error}");
+    assert!(error.contains("cannot read sites.txt"), "the script's own words are kept: {error}");
+    assert_eq!(braid_json(&store, &["runs", "data_sync", "--limit", "0"]).as_array().unwrap().len(), 8);
+
+    let text = braid(&store, &["plan", "show", "data_sync_inventory"]);
+    assert!(text.status.success());
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("printed by command `./list-sites` at each tick"), "{text}");
+    assert!(text.contains("failed ticks (1)"), "{text}");
+    assert!(text.contains("cannot read sites.txt"), "{text}");
+    let list = braid(&store, &["plan", "list"]);
+    assert!(String::from_utf8_lossy(&list.stdout).contains("per tick (command)"));
+
+    // The same tick again fails again: counted on the same row.
+    assert_eq!(flowbin(&store, &bf3), ExitCode::from(1));
+    let show = braid_json(&store, &["plan", "show", "data_sync_inventory"]);
+    assert_eq!(show["failed_ticks"][0]["failures"], 2);
+
+    // `braid plan launch` cannot run the command (it runs no flow code): it says which does.
+    let out = braid(&store, &["plan", "launch", "data_sync_inventory"]);
+    assert_eq!(out.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("only the flow's binary runs") && e.contains("plans launch data_sync_inventory"), "{e}");
+}
