@@ -124,10 +124,72 @@ pub fn flow_main(flows: Vec<braid_runtime::Result<Flow>>) -> ExitCode {
     flow_main_from(std::env::args_os(), flows)
 }
 
+/// A flow binary with more than flows: launch plans declared in its Rust code (whose
+/// parameter sets may come from a [`LaunchPlanBuilder::matrix_fn`]). `plans apply --code`
+/// registers them; its `scheduler`, `backfill` and `plans launch` call their functions.
+///
+/// ```no_run
+/// # use braid_runtime::{Flow, plan::LaunchPlan};
+/// # fn data_sync() -> braid_runtime::Result<Flow> { unimplemented!() }
+/// let hourly = LaunchPlan::builder("data_sync_from_code", "data_sync")
+///     .cron("0 * * * *", "UTC")
+///     .matrix_fn(|_tick| Ok::<_, String>(serde_json::json!({"site_id": ["site1", "site2"]})))
+///     .build()
+///     .expect("a valid plan");
+/// braid_cli::FlowBinary::new(vec![data_sync()]).plans(vec![hourly]).main();
+/// ```
+///
+/// [`LaunchPlanBuilder::matrix_fn`]: braid_runtime::plan::LaunchPlanBuilder::matrix_fn
+#[derive(Debug)]
+pub struct FlowBinary {
+    flows: Vec<braid_runtime::Result<Flow>>,
+    plans: Vec<braid_runtime::plan::LaunchPlan>,
+}
+
+impl FlowBinary {
+    /// A binary hosting `flows` (each as its builder returned it).
+    pub fn new(flows: Vec<braid_runtime::Result<Flow>>) -> Self {
+        FlowBinary { flows, plans: Vec::new() }
+    }
+
+    /// Launch plans declared in code, served by this binary's `scheduler`.
+    pub fn plans(mut self, plans: Vec<braid_runtime::plan::LaunchPlan>) -> Self {
+        self.plans.extend(plans);
+        self
+    }
+
+    /// Runs the command line of the process.
+    pub fn main(self) -> ExitCode {
+        self.main_from(std::env::args_os())
+    }
+
+    /// Runs an explicit command line (the first argument is the program name), as
+    /// [`flow_main_from`].
+    pub fn main_from<I, T>(self, args: I) -> ExitCode
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        run_main(args, self.flows, &self.plans)
+    }
+}
+
 /// [`flow_main`] with explicit arguments (the first is the program name): for tests and
 /// for binaries that build their argument list themselves. Must not be called from
 /// inside an async runtime: it starts its own.
 pub fn flow_main_from<I, T>(args: I, flows: Vec<braid_runtime::Result<Flow>>) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    run_main(args, flows, &[])
+}
+
+fn run_main<I, T>(
+    args: I,
+    flows: Vec<braid_runtime::Result<Flow>>,
+    code: &[braid_runtime::plan::LaunchPlan],
+) -> ExitCode
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
@@ -144,9 +206,9 @@ where
     let wanted = cli.flow.as_deref();
     let flags = store_flags(&cli);
     match cli.command {
-        FlowCommand::Plans(a) => return crate::flow_plans::plans(flags, wanted, flows, a),
-        FlowCommand::Scheduler(a) => return crate::flow_plans::scheduler(flags, wanted, flows, a),
-        FlowCommand::Backfill(a) => return crate::flow_plans::backfill(flags, wanted, flows, a),
+        FlowCommand::Plans(a) => return crate::flow_plans::plans(flags, wanted, flows, code, a),
+        FlowCommand::Scheduler(a) => return crate::flow_plans::scheduler(flags, wanted, flows, code, a),
+        FlowCommand::Backfill(a) => return crate::flow_plans::backfill(flags, wanted, flows, code, a),
         _ => {}
     }
     match pick_flow(flows, cli.flow.as_deref()) {

@@ -13,8 +13,8 @@ use std::time::Duration;
 use braid_core::{RunStatus, Timestamp};
 use braid_runtime::Flow;
 use braid_runtime::plan::{
-    self, BackfillOptions, BackfillReport, DispatchOptions, LaunchEnv, LaunchEvent, LaunchOutcome, PlanError,
-    Registered, Scheduler, SchedulerOptions, SetSource,
+    self, BackfillOptions, BackfillReport, DispatchOptions, LaunchEnv, LaunchEvent, LaunchOutcome, LaunchPlan,
+    PlanError, Registered, Scheduler, SchedulerOptions, SetSource,
 };
 use braid_store::{LaunchRecord, LaunchState, PlanQuery, Registration, Store};
 use clap::{Args, Subcommand};
@@ -35,9 +35,14 @@ pub(crate) struct PlansArgs {
 enum PlansCommand {
     /// Validate a plan file (TOML) against this binary's flows and register its plans:
     /// all of them, or none if one is invalid. Same content is a no-op; changed
-    /// content makes a new version.
+    /// content makes a new version. `--code` registers the plans declared in this
+    /// binary's Rust code instead.
     Apply {
-        file: PathBuf,
+        #[arg(required_unless_present = "code", conflicts_with = "code")]
+        file: Option<PathBuf>,
+        /// Register the plans this binary declares in code (`FlowBinary::plans`).
+        #[arg(long)]
+        code: bool,
         /// Validate only; register nothing.
         #[arg(long)]
         dry_run: bool,
@@ -193,6 +198,7 @@ pub(crate) fn plans(
     store: StoreFlags,
     wanted: Option<&str>,
     flows: Vec<braid_runtime::Result<Flow>>,
+    code: &[LaunchPlan],
     args: PlansArgs,
 ) -> ExitCode {
     let flows = match hosted(flows, wanted) {
@@ -200,7 +206,13 @@ pub(crate) fn plans(
         Err(code) => return code,
     };
     match args.command {
-        PlansCommand::Apply { file, dry_run, json } => apply(&store, flows, &file, dry_run, json),
+        PlansCommand::Apply { file, code: true, dry_run, json } if file.is_none() => {
+            apply(&store, flows, PlanSource::Code(code), dry_run, json)
+        }
+        PlansCommand::Apply { file: Some(file), dry_run, json, .. } => {
+            apply(&store, flows, PlanSource::File(&file), dry_run, json)
+        }
+        PlansCommand::Apply { .. } => usage("give a plan file, or --code for the plans declared in this binary"),
         PlansCommand::Launch { plan, params, limits, json } => {
             let overrides = match crate::split_params(&params) {
                 Ok(o) => o,
@@ -210,18 +222,34 @@ pub(crate) fn plans(
                 Ok(d) => d,
                 Err(code) => return code,
             };
-            launch(&store, flows, &plan, &overrides, dispatch, json)
+            launch(&store, flows, code, &plan, &overrides, dispatch, json)
         }
     }
 }
 
-fn apply(store: &StoreFlags, flows: Vec<Arc<Flow>>, file: &std::path::Path, dry_run: bool, json: bool) -> ExitCode {
+/// Where `plans apply` takes its plans from.
+enum PlanSource<'a> {
+    File(&'a std::path::Path),
+    Code(&'a [LaunchPlan]),
+}
+
+fn apply(store: &StoreFlags, flows: Vec<Arc<Flow>>, from: PlanSource<'_>, dry_run: bool, json: bool) -> ExitCode {
     // Every problem of every plan, schema and flow alike, in one error.
-    let plans = match plan::check_plan_file(file, &flows) {
-        Ok(p) => p,
-        Err(e) => return plan_error(e),
+    let (plans, source) = match from {
+        PlanSource::File(file) => match plan::check_plan_file(file, &flows) {
+            Ok(p) => (p, file.display().to_string()),
+            Err(e) => return plan_error(e),
+        },
+        PlanSource::Code([]) => {
+            return usage(
+                "this binary declares no plans in code; give a plan file, or declare plans with `FlowBinary::plans`",
+            );
+        }
+        PlanSource::Code(code) => match plan::check_plans_against(&flows, code) {
+            Ok(()) => (code.to_vec(), "code".to_owned()),
+            Err(e) => return plan_error(e),
+        },
     };
-    let source = file.display().to_string();
     if dry_run {
         if json {
             let v: Vec<Value> = plans.iter().map(|p| json!({"plan": p.name().as_str(), "valid": true})).collect();
@@ -395,6 +423,7 @@ async fn cancel_on_ctrl_c<T>(env: &LaunchEnv, fut: impl std::future::Future<Outp
 fn launch(
     store: &StoreFlags,
     flows: Vec<Arc<Flow>>,
+    code: &[LaunchPlan],
     plan_name: &str,
     overrides: &[(String, String)],
     dispatch: DispatchOptions,
@@ -406,7 +435,7 @@ fn launch(
     };
     let tz = plan_zone(&store, &rt, plan_name);
     let (tx, printer) = progress_printer(&rt, json || !std::io::stderr().is_terminal());
-    let mut env = LaunchEnv::new(store, flows);
+    let mut env = LaunchEnv::new(store, flows).with_plans(code);
     if let Some(tx) = tx {
         env = env.with_events(tx);
     }
@@ -435,6 +464,7 @@ pub(crate) fn backfill(
     store: StoreFlags,
     wanted: Option<&str>,
     flows: Vec<braid_runtime::Result<Flow>>,
+    code: &[LaunchPlan],
     args: BackfillArgs,
 ) -> ExitCode {
     let Setup { flows, dispatch, rt, store } = match Setup::new(&store, wanted, flows, &args.limits) {
@@ -443,7 +473,7 @@ pub(crate) fn backfill(
     };
     let quiet = args.quiet || args.json || args.dry_run || !std::io::stderr().is_terminal();
     let (tx, printer) = progress_printer(&rt, quiet);
-    let mut env = LaunchEnv::new(store, flows);
+    let mut env = LaunchEnv::new(store, flows).with_plans(code);
     if let Some(tx) = tx {
         env = env.with_events(tx);
     }
@@ -566,6 +596,7 @@ pub(crate) fn scheduler(
     store: StoreFlags,
     wanted: Option<&str>,
     flows: Vec<braid_runtime::Result<Flow>>,
+    code: &[LaunchPlan],
     args: SchedulerArgs,
 ) -> ExitCode {
     if !(args.poll.is_finite() && args.poll > 0.0) {
@@ -583,7 +614,7 @@ pub(crate) fn scheduler(
         }
     });
     let names: Vec<String> = flows.iter().map(|f| f.name().to_string()).collect();
-    let mut env = LaunchEnv::new(store.clone(), flows).with_events(tx);
+    let mut env = LaunchEnv::new(store.clone(), flows).with_events(tx).with_plans(code);
     if let Some(addr) = &args.metrics_addr {
         let tasks = Arc::new(braid_runtime::Metrics::new());
         let plans = Arc::new(braid_runtime::plan::PlanMetrics::new());

@@ -16,7 +16,7 @@ pub mod inspect;
 mod report;
 pub mod ui;
 
-pub use flow_main::{flow_main, flow_main_from};
+pub use flow_main::{FlowBinary, flow_main, flow_main_from};
 
 /// `--param NAME=VALUE` arguments of a plan launch as (name, text) pairs, or one message
 /// naming every argument that is not `NAME=VALUE`.

@@ -140,3 +140,48 @@ fn a_plan_whose_sites_come_from_a_command_and_a_failing_command_recorded_as_a_fa
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("only the flow's binary runs") && e.contains("plans launch data_sync_inventory"), "{e}");
 }
+
+#[test]
+fn a_binary_declaring_a_plan_in_code_serves_its_matrix_fn() {
+    use braid_runtime::plan::LaunchPlan;
+    let code = || {
+        LaunchPlan::builder("data_sync_code", "data_sync")
+            .cron("0 * * * *", "UTC")
+            .matrix_fn(|tick: jiff::Timestamp| {
+                // The sites of the hour: as many as the hour is odd or even, say.
+                let n = if tick.as_second() % 7200 == 0 { 2 } else { 1 };
+                Ok::<_, String>(serde_json::json!({"site_id": (1..=n).map(|i| format!("s{i}")).collect::<Vec<_>>()}))
+            })
+            .build()
+            .unwrap()
+    };
+    let run = |store: &Path, args: &[&str], with_code: bool| {
+        let mut all = vec!["sites".to_owned(), "--store".into(), store.display().to_string()];
+        all.extend(args.iter().map(|s| (*s).to_owned()));
+        let plans = if with_code { vec![code()] } else { Vec::new() };
+        braid_cli::FlowBinary::new(vec![data_sync()]).plans(plans).main_from(all)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join(".braid");
+    assert_eq!(run(&store, &["plans", "apply", "--code", "--dry-run"], true), ExitCode::SUCCESS);
+    assert!(!store.exists(), "a dry run registers nothing (not even a store)");
+    assert_eq!(run(&store, &["plans", "apply", "--code"], false), ExitCode::from(2), "declares none");
+    assert_eq!(run(&store, &["plans", "apply", "--code"], true), ExitCode::SUCCESS);
+    assert_eq!(run(&store, &["plans", "apply", "--code"], true), ExitCode::SUCCESS, "same content: a no-op");
+    let show = braid_json(&store, &["plan", "show", "data_sync_code"]);
+    assert_eq!((show["version"].as_u64(), show["sets_from"]["kind"].as_str()), (Some(1), Some("function")));
+
+    let bf = ["backfill", "data_sync_code", "--from", "2026-03-02T10:00Z", "--to", "2026-03-02T12:00Z"];
+    assert_eq!(run(&store, &bf, true), ExitCode::SUCCESS);
+    let runs = braid_json(&store, &["runs", "data_sync", "--limit", "0"]);
+    let mut names: Vec<&str> = runs.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["data_sync_code_s1", "data_sync_code_s1", "data_sync_code_s2"]);
+
+    // A binary without the function (an older build) records the tick as failed.
+    let bf = ["backfill", "data_sync_code", "--from", "2026-03-02T12:00Z", "--to", "2026-03-02T13:00Z"];
+    assert_eq!(run(&store, &bf, false), ExitCode::from(1));
+    let show = braid_json(&store, &["plan", "show", "data_sync_code"]);
+    let error = show["failed_ticks"][0]["error"].as_str().unwrap();
+    assert!(error.contains("this binary does not declare"), "{error}");
+}

@@ -316,3 +316,52 @@ fn malformed_and_traversal_paths_get_4xx_pages_that_say_what_was_wrong() {
         }
     }
 }
+
+#[test]
+fn a_plan_whose_sets_come_from_a_command_shows_them_and_its_failed_ticks_escaped() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join(".braid");
+    let script = dir.path().join("list-sites");
+    let write = |body: &str| {
+        std::fs::write(&script, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let plans = dir.path().join("plans.toml");
+    std::fs::write(
+        &plans,
+        "[[plan]]\nname = \"dyn\"\nflow = \"data_sync\"\nevery = \"1h\"\nmatrix_command = [\"./list-sites\"]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        flowbin("sites", &store, &["plans", "apply", plans.to_str().unwrap()], vec![data_sync()]),
+        std::process::ExitCode::SUCCESS
+    );
+    write(r#"echo '[{"site_id": "a"}, {"site_id": "b"}]'"#);
+    let bf = ["backfill", "dyn", "--from", "2026-03-02T09:00Z", "--to", "2026-03-02T10:00Z"];
+    assert_eq!(flowbin("sites", &store, &bf, vec![data_sync()]), std::process::ExitCode::SUCCESS);
+    write(&format!("echo '{XSS}' >&2; exit 4"));
+    let bf = ["backfill", "dyn", "--from", "2026-03-02T10:00Z", "--to", "2026-03-02T11:00Z"];
+    assert_eq!(flowbin("sites", &store, &bf, vec![data_sync()]), std::process::ExitCode::from(1));
+
+    let base = serve(&store, None);
+    let a = agent();
+    let (s, doc) = get(&a, &format!("{base}/api/v1/plans/dyn"));
+    assert_eq!(s, 200);
+    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(doc["sets_from"]["kind"], "command");
+    assert_eq!(doc["parameter_set_details"].as_array().unwrap().len(), 2, "the sets it launched");
+    assert_eq!(doc["failed_ticks"].as_array().unwrap().len(), 1);
+    assert!(doc["failed_ticks"][0]["error"].as_str().unwrap().contains("exited with status 4"));
+    let (_, m) = get(&a, &format!("{base}/api/v1/plans/dyn/matrix"));
+    let m: serde_json::Value = serde_json::from_str(&m).unwrap();
+    assert_eq!(m["rows"].as_array().unwrap().len(), 2, "a row per set launched");
+
+    let (s, page) = get(&a, &format!("{base}/plans/dyn"));
+    assert_eq!(s, 200);
+    assert!(page.contains("id=\"failed-ticks\"") && page.contains("Failed ticks (1)"), "{page}");
+    assert!(page.contains("printed by `./list-sites` at each tick"), "{page}");
+    assert!(!page.contains(XSS), "the command's stderr is escaped");
+    let (_, list) = get(&a, &format!("{base}/plans"));
+    assert!(list.contains("per tick (command)"));
+}

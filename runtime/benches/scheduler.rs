@@ -87,12 +87,23 @@ fn main() {
             "ms",
             format!("{plans} plans, nothing due"),
         );
-        clock.set("2026-03-02T00:59:30Z".parse().unwrap());
-        let start = Instant::now();
-        let r = sched.pass().await.unwrap();
-        let warm = start.elapsed();
-        assert_eq!((r.plans, r.claims), (plans, 0));
-        row("idle pass, warm", warm.as_secs_f64() * 1e3, "ms", format!("{plans} plans, nothing due"));
+        // Warm passes are short and this class of machine is noisy (one pass varies by
+        // ±40% between runs): the median of 15, with the fastest beside it.
+        let mut warm = Vec::new();
+        for i in 0..15 {
+            clock.set(jiff::Timestamp::from_second(t0.as_second() + 1750 + i).unwrap());
+            let start = Instant::now();
+            let r = sched.pass().await.unwrap();
+            warm.push(start.elapsed().as_secs_f64() * 1e3);
+            assert_eq!((r.plans, r.claims), (plans, 0));
+        }
+        warm.sort_by(f64::total_cmp);
+        row(
+            "idle pass, warm (median of 15)",
+            warm[warm.len() / 2],
+            "ms",
+            format!("{plans} plans, nothing due; fastest {:.1} ms", warm[0]),
+        );
 
         clock.set("2026-03-02T01:00:00Z".parse().unwrap());
         let start = Instant::now();

@@ -202,6 +202,22 @@ fn paused_sets_json(rec: &PlanRecord, lp: Option<&LaunchPlan>, states: &[&ParamS
     Value::Array(v)
 }
 
+/// The parameter sets of a plan as readers list them: its own, or, for sets produced at
+/// each tick, those its newest 1000 launches used (newest first).
+pub(crate) fn sets_of(client: &Client, lp: &LaunchPlan) -> Result<Vec<ParamSet>> {
+    if !lp.has_dynamic_sets() {
+        return Ok(lp.parameter_sets().to_vec());
+    }
+    let q = LaunchQuery { plan: Some(lp.name().clone()), limit: 1000, ..Default::default() };
+    let mut seen = std::collections::HashSet::new();
+    Ok(client
+        .launches(&q)?
+        .into_iter()
+        .filter(|l| seen.insert(l.set_key.clone()))
+        .filter_map(|l| ParamSet::from_key(&l.set_key))
+        .collect())
+}
+
 pub(crate) fn parse(rec: &PlanRecord) -> Option<LaunchPlan> {
     LaunchPlan::from_json(&rec.spec).ok()
 }
@@ -304,18 +320,7 @@ pub fn show(client: &Client, out: &Out, name: &str, ticks: usize, runs: usize) -
     let plan_name = PlanName::new(name).map_err(|e| Error::Usage(e.to_string()))?;
     let mut recent: Vec<(String, String, Vec<LaunchRecord>)> = Vec::new();
     // Sets produced at each tick: those the plan launched lately, newest first.
-    let shown_sets: Vec<ParamSet> = if lp.has_dynamic_sets() {
-        let q = LaunchQuery { plan: Some(plan_name.clone()), limit: 1000, ..Default::default() };
-        let mut seen = std::collections::HashSet::new();
-        client
-            .launches(&q)?
-            .into_iter()
-            .filter(|l| seen.insert(l.set_key.clone()))
-            .filter_map(|l| ParamSet::from_key(&l.set_key))
-            .collect()
-    } else {
-        lp.parameter_sets().to_vec()
-    };
+    let shown_sets = sets_of(client, &lp)?;
     let failed = client.tick_failures(Some(name), 20)?;
     for set in &shown_sets {
         let q = LaunchQuery {

@@ -487,16 +487,21 @@ pub fn plan_doc(client: &Client, name: &str) -> UiResult<Value> {
     if let Value::Object(m) = &mut v {
         plan_view::insert_versions_and_ticks(m, &versions, &upcoming, &tz);
         m.insert("timezone".into(), json!(tz.iana_name().unwrap_or("UTC")));
-        let sets: Vec<Value> = lp
-            .as_ref()
-            .map(|p| {
-                p.parameter_sets()
-                    .iter()
-                    .map(|s| json!({"key": s.key, "values": s.values, "run_name": s.run_name(p.name())}))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let paused: std::collections::HashSet<String> =
+            client.set_states(Some(name), true)?.into_iter().map(|s| s.set_key).collect();
+        let sets: Vec<Value> = match &lp {
+            Some(p) => plan_view::sets_of(client, p)?
+                .iter()
+                .map(|s| {
+                    json!({"key": s.key, "values": s.values, "run_name": s.run_name(p.name()), "paused": paused.contains(&s.key)})
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         m.insert("parameter_set_details".into(), json!(sets));
+        let failed: Vec<Value> =
+            client.tick_failures(Some(name), 20)?.iter().map(|f| plan_view::tick_failure_json(f, &tz)).collect();
+        m.insert("failed_ticks".into(), json!(failed));
     }
     Ok(v)
 }
@@ -520,10 +525,13 @@ pub fn matrix_doc(client: &Client, name: &str, ticks: usize) -> UiResult<Value> 
     let lp = plan_view::parse(&rec);
     let tz = plan_view::zone(lp.as_ref());
     let plan_name = PlanName::new(name)?;
-    let sets: Vec<(String, String, BTreeMap<String, Value>)> = lp
-        .as_ref()
-        .map(|p| p.parameter_sets().iter().map(|s| (s.key.clone(), s.run_name(p.name()), s.values.clone())).collect())
-        .unwrap_or_default();
+    let sets: Vec<(String, String, BTreeMap<String, Value>)> = match &lp {
+        Some(p) => plan_view::sets_of(client, p)?
+            .into_iter()
+            .map(|s| (s.key.clone(), s.run_name(p.name()), s.values))
+            .collect(),
+        None => Vec::new(),
+    };
     let per_tick = sets.len().max(1);
     let ticks = ticks.clamp(1, 500);
     // Newest first; enough launches for `ticks` columns of every set.

@@ -34,6 +34,15 @@ fn arr(items: Value) -> Value {
     json!({"type": "array", "items": items})
 }
 
+/// `Plan.sets_from` (its own function: one `json!` of the whole schema would pass the
+/// macro recursion limit).
+fn sets_from_schema() -> Value {
+    json!({
+        "nullable": true, "type": "object",
+        "description": "Where the parameter sets come from: kind `static`, `command` (with `command`, `dir`, `timeout`) or `function`; `parameter_sets` is null unless static",
+    })
+}
+
 fn obj(required: &[&str], props: Value) -> Value {
     json!({"type": "object", "required": required, "properties": props})
 }
@@ -184,12 +193,17 @@ fn schemas() -> Value {
             "grace": {"nullable": true}, "fixed": {"nullable": true}, "defaults": {"nullable": true}, "matrix": {"nullable": true},
             "next_tick": nullable(s()), "next_tick_local": nullable(s()), "created_at": s(), "updated_at": s(),
             "active_since": nullable(s()), "cursor": nullable(s()),
+            "sets_from": sets_from_schema(),
         })),
         "PlanDetail": {"allOf": [r("Plan"), obj(&["versions", "next_ticks", "timezone", "parameter_set_details"], json!({
             "versions": arr(obj(&["version", "hash", "created_at"], json!({"version": int(), "hash": s(), "created_at": s()}))),
             "next_ticks": arr(obj(&["tick", "local"], json!({"tick": s(), "local": s()}))),
             "timezone": s(),
-            "parameter_set_details": arr(obj(&["key", "values", "run_name"], json!({"key": s(), "values": any_obj(), "run_name": s()}))),
+            "parameter_set_details": arr(obj(&["key", "values", "run_name"], json!({"key": s(), "values": any_obj(), "run_name": s(), "paused": {"type": "boolean"}}))),
+            "failed_ticks": arr(obj(&["tick", "tick_local", "kind", "error", "failures"], json!({
+                "tick": s(), "tick_local": s(), "version": int(), "kind": s(), "holder": s(), "error": s(),
+                "failures": int(), "first_at": s(), "last_at": s(),
+            }))),
         }))]},
         "MatrixCell": nullable(obj(&["state", "status", "kind", "run", "flow", "note"], json!({
             "state": s(), "status": nullable(s()), "kind": s(), "run": nullable(s()), "flow": s(), "note": nullable(s()),

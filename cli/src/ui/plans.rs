@@ -71,7 +71,7 @@ pub async fn list(State(st): State<Shared>, Q(q): Q<PlansQuery>, Q(n): Q<Notice>
                                 td { (text(d, "version")) }
                                 td.active { @if active { span.st.st-succeeded { "active" } } @else { span.st.st-pending { "inactive" } } }
                                 td.mono { (schedule_text(d)) }
-                                td { (text(d, "parameter_sets")) }
+                                td { (sets_cell(d)) }
                                 td { @for l in labels_of(d) { span.tag { (l) } " " } }
                                 td { (text(d, "next_tick_local")) }
                                 td { (toggle_form(&st, &name, active)) }
@@ -91,6 +91,34 @@ pub async fn list(State(st): State<Shared>, Q(q): Q<PlansQuery>, Q(n): Q<Notice>
         Ok(page("Launch plans", &[("plans".into(), "/plans".into())], body))
     })
     .await
+}
+
+/// The sets column: how many, or where they come from when produced at each tick.
+fn sets_cell(d: &Value) -> String {
+    match d.get("sets_from").and_then(|f| f.get("kind")).and_then(Value::as_str) {
+        Some("command") => "per tick (command)".to_owned(),
+        Some("function") => "per tick (matrix_fn)".to_owned(),
+        _ => text(d, "parameter_sets"),
+    }
+}
+
+/// Where the sets come from, in words, for the plan page.
+fn sets_from_text(d: &Value) -> Option<String> {
+    let from = d.get("sets_from")?;
+    match from.get("kind").and_then(Value::as_str)? {
+        "command" => {
+            let argv: Vec<String> = from
+                .get("command")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .unwrap_or_default();
+            Some(format!("printed by `{}` at each tick (timeout {})", argv.join(" "), text(from, "timeout")))
+        }
+        "function" => {
+            Some(format!("returned by the plan's matrix_fn at each tick (timeout {})", text(from, "timeout")))
+        }
+        _ => None,
+    }
 }
 
 fn schedule_text(d: &Value) -> String {
@@ -139,6 +167,12 @@ pub async fn show(
         let ticks = arr(&m, "ticks");
         let rows = arr(&m, "rows");
         let sets = arr(&d, "parameter_set_details");
+        let failed = arr(&d, "failed_ticks");
+        let paused_keys: std::collections::HashSet<String> = sets
+            .iter()
+            .filter(|s| s.get("paused").and_then(Value::as_bool).unwrap_or(false))
+            .map(|s| text(s, "key"))
+            .collect();
         let matrix_params: Vec<(String, Vec<Value>)> = d
             .get("matrix")
             .and_then(Value::as_object)
@@ -170,7 +204,7 @@ pub async fn show(
                         tbody {
                             @for r in &rows {
                                 tr {
-                                    th.set title=(text(r, "key")) { (text(r, "run_name")) }
+                                    th.set title=(text(r, "key")) { (text(r, "run_name")) @if paused_keys.contains(&text(r, "key")) { " " span.st.st-failed.paused { "paused" } } }
                                     @for (i, c) in r.get("cells").and_then(Value::as_array).unwrap_or(&empty).iter().enumerate() {
                                         @let tick = ticks.get(i).map(|t| text(t, "local")).unwrap_or_default();
                                         @if c.is_null() { td.cell.none title={(tick) ": no launch"} {} } @else {
@@ -197,6 +231,19 @@ pub async fn show(
                 dt { "fixed inputs" } dd.mono { (text(&d, "fixed")) }
                 dt { "default inputs" } dd.mono { (text(&d, "defaults")) }
                 @if !matrix_params.is_empty() { dt { "matrix" } dd.mono { (text(&d, "matrix")) } }
+                @if let Some(from) = sets_from_text(&d) { dt { "parameter sets" } dd.mono #sets-from { (from) } }
+            }
+            @if !failed.is_empty() {
+                h2 { "Failed ticks (" (failed.len()) ")" }
+                p.dim { "The parameter sets of these ticks could not be produced: nothing launched for them. The flow binary's " code { "backfill" } " retries one." }
+                table #failed-ticks.launches { thead { tr { th { "tick" } th { "kind" } th { "failures" } th { "error" } } } tbody {
+                    @for f in &failed { tr {
+                        td { (text(f, "tick_local")) }
+                        td { (text(f, "kind")) }
+                        td { (text(f, "failures")) }
+                        td { pre.error { (text(f, "error")) } }
+                    } }
+                } }
             }
             h2 { "Next ticks (" (text(&m, "timezone")) ")" @if !active { " — if activated" } }
             ul.ticks { @for t in d.get("next_ticks").and_then(Value::as_array).unwrap_or(&empty) { li { (text(t, "local")) } } }
@@ -219,7 +266,7 @@ pub async fn show(
             h2 { "Parameter sets (" (sets.len()) ")" }
             table { thead { tr { th { "run name" } th { "values" } th {} } } tbody {
                 @for s in &sets { tr {
-                    td { (text(s, "run_name")) }
+                    td { (text(s, "run_name")) @if s.get("paused").and_then(Value::as_bool).unwrap_or(false) { " " span.st.st-failed.paused { "paused" } } }
                     td.mono { (text(s, "values")) }
                     td { a href={"/?plan=" (seg(&name)) "&name=" (seg(&text(s, "run_name")))} { "runs" } }
                 } }

@@ -35,8 +35,8 @@ pub use file::{check_plan_file, check_plan_text, parse_plans};
 pub use matrix::{MAX_MATRIX_OUTPUT, SetSource};
 pub use model::{CatchUp, CatchUpKind, Concurrency, LaunchPlan, LaunchPlanBuilder, ParamSet, PlanSpec};
 pub use registry::{
-    Registered, ResumedSet, delete_plans, pause_note, register_plans, register_plans_at, resume_sets, select_sets,
-    set_active,
+    Registered, ResumedSet, check_plans_against, delete_plans, pause_note, register_plans, register_plans_at,
+    resume_sets, select_sets, set_active,
 };
 pub use schedule::{CronError, Schedule, format_duration};
 

@@ -43,6 +43,14 @@ pub async fn register_plans(
     register_plans_at(store, flows, plans, source, Timestamp::now()).await
 }
 
+/// Checks `plans` (declared in code) against the flows of this binary as
+/// [`register_plans`] does, registering nothing: every problem of every plan in one
+/// error.
+pub fn check_plans_against(flows: &[Arc<Flow>], plans: &[LaunchPlan]) -> PlanResult<()> {
+    let problems = check_plans(flows, plans);
+    if problems.is_empty() { Ok(()) } else { Err(PlanError::rejected("code", plans.len(), problems)) }
+}
+
 /// [`register_plans`] at a given time (tests with an injected clock).
 pub async fn register_plans_at(
     store: &Store,
