@@ -3,10 +3,17 @@
 //! paused sets and deletions that `plan show` and `plan list` (text and `--json`) report.
 
 use std::path::Path;
-use std::process::{Command, ExitCode, Output};
+use std::process::ExitCode;
 
 use braid_runtime::{Flow, Param, ParamType};
 use serde_json::{Value, json};
+
+mod plan_cli;
+use plan_cli::*;
+
+fn flowbin(store: &Path, args: &[&str]) -> ExitCode {
+    flowbin_of(data_sync, store, args)
+}
 
 /// `data_sync(site_id)`: site2 is unreachable (its runs fail).
 fn data_sync() -> braid_runtime::Result<Flow> {
@@ -41,38 +48,6 @@ every = "1h"
 labels = { team = "other" }
 fixed = { site_id = "site1" }
 "#;
-
-fn flowbin(store: &Path, args: &[&str]) -> ExitCode {
-    let mut all = vec!["sites".to_owned(), "--store".into(), store.display().to_string()];
-    all.extend(args.iter().map(|s| (*s).to_owned()));
-    braid_cli::flow_main_from(all, vec![data_sync()])
-}
-
-fn braid(store: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_braid"))
-        .arg("--store")
-        .arg(store)
-        .args(args)
-        .env_remove("BRAID_STORE")
-        .output()
-        .unwrap()
-}
-
-fn braid_json(store: &Path, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.push("--json");
-    let out = braid(store, &a);
-    assert!(out.status.success(), "braid {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn setup() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();

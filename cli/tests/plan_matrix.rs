@@ -6,10 +6,17 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Output};
+use std::process::ExitCode;
 
 use braid_runtime::{Flow, Param, ParamType};
 use serde_json::Value;
+
+mod plan_cli;
+use plan_cli::*;
+
+fn flowbin(store: &Path, args: &[&str]) -> ExitCode {
+    flowbin_of(data_sync, store, args)
+}
 
 /// The `sites` example's flow.
 fn data_sync() -> braid_runtime::Result<Flow> {
@@ -25,30 +32,6 @@ fn data_sync() -> braid_runtime::Result<Flow> {
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
-}
-
-fn flowbin(store: &Path, args: &[&str]) -> ExitCode {
-    let mut all = vec!["sites".to_owned(), "--store".into(), store.display().to_string()];
-    all.extend(args.iter().map(|s| (*s).to_owned()));
-    braid_cli::flow_main_from(all, vec![data_sync()])
-}
-
-fn braid(store: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_braid"))
-        .arg("--store")
-        .arg(store)
-        .args(args)
-        .env_remove("BRAID_STORE")
-        .output()
-        .unwrap()
-}
-
-fn braid_json(store: &Path, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.push("--json");
-    let out = braid(store, &a);
-    assert!(out.status.success(), "braid {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]

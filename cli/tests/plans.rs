@@ -5,12 +5,19 @@
 //! the example plan file `cli/examples/sites.toml`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Output};
+use std::process::{Command, ExitCode};
 
 use braid_runtime::{Flow, Param, ParamType};
 use serde_json::{Value, json};
 
 mod child;
+
+mod plan_cli;
+use plan_cli::*;
+
+fn flowbin(store: &Path, args: &[&str]) -> ExitCode {
+    flowbin_of(data_sync, store, args)
+}
 
 /// The `sites` example's flow.
 fn data_sync() -> braid_runtime::Result<Flow> {
@@ -30,34 +37,6 @@ fn data_sync() -> braid_runtime::Result<Flow> {
 
 fn sites_toml() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sites.toml")
-}
-
-fn flowbin(store: &Path, args: &[&str]) -> ExitCode {
-    let mut all = vec!["sites".to_owned(), "--store".into(), store.display().to_string()];
-    all.extend(args.iter().map(|s| (*s).to_owned()));
-    braid_cli::flow_main_from(all, vec![data_sync()])
-}
-
-fn braid(store: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_braid"))
-        .arg("--store")
-        .arg(store)
-        .args(args)
-        .env_remove("BRAID_STORE")
-        .output()
-        .unwrap()
-}
-
-fn braid_json(store: &Path, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.push("--json");
-    let out = braid(store, &a);
-    assert!(out.status.success(), "braid {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 const FROM: &str = "2026-03-02T09:00";
