@@ -358,8 +358,17 @@ fn tags_are_added_and_removed() {
     assert_eq!(v[0]["id"], f.ok.run.to_string());
     let text = f.text(&["tag", "remove", &format!("fanout/{}", f.ok.run), "nightly"]);
     assert!(text.contains("tags v1.2"), "{text}");
-    let e = f.fails(&["tag", "add", "fanout/latest", "bad tag"], 2);
-    assert!(e.contains("tag"), "{e}");
+    // Tags are text people write, in any language; only what corrupts text is refused.
+    let v = f.json(&["tag", "add", "fanout/latest", "刺身 means sashimi", "owner: data team"]);
+    assert_eq!(v["tags"], json!(["owner: data team", "v1.2", "刺身 means sashimi"]));
+    let v = f.json(&["runs", "fanout", "--tag", "刺身 means sashimi"]);
+    assert_eq!(v[0]["id"], f.ok.run.to_string());
+    let text = f.text(&["show", &format!("fanout/{}", f.ok.run)]);
+    assert!(text.contains(r#""owner: data team", v1.2, "刺身 means sashimi""#), "{text}");
+    let e = f.fails(&["tag", "add", "fanout/latest", "bad\ttag", " padded"], 2);
+    assert!(e.contains("control character U+0009") && e.contains("printable text in any language"), "{e}");
+    let e = f.fails(&["tag", "add", "fanout/latest", &"x".repeat(257)], 2);
+    assert!(e.contains("257 bytes long, the limit is 256"), "{e}");
     let e = f.fails(&["tag", "add", "fanout/latest/work", "x"], 2);
     assert!(e.contains("tags belong to runs"), "{e}");
 }

@@ -4,8 +4,9 @@
 //! [`codec`], whose free functions read best qualified (`codec::encode`, `codec::decode`).
 //!
 //! - Names, validated on construction and safe to use as a path component:
-//!   [`FlowName`], [`StepName`], [`ArtifactName`], [`ParamName`], [`PlanName`], [`Tag`],
-//!   [`Label`] (a `key=value` of two [`LabelPart`]s), at most [`MAX_NAME_LEN`] bytes.
+//!   [`FlowName`], [`StepName`], [`ArtifactName`], [`ParamName`], [`PlanName`],
+//!   [`Label`] (a `key=value` of two [`LabelPart`]s), at most [`MAX_NAME_LEN`] bytes; and
+//!   [`Tag`], printable text in any language up to [`MAX_TAG_LEN`] bytes, never a path.
 //! - Ids: [`RunId`] (time-sortable, unique across processes), [`TaskId`], [`Attempt`].
 //! - Addresses: [`Pathspec`] (`flow/run/step/task`, `latest` allowed for the run as a
 //!   [`RunRef`]) and how deep one goes ([`PathspecDepth`]).
@@ -28,7 +29,9 @@ pub use error::{Error, Result};
 // Ids.
 pub use id::{Attempt, RunId, TaskId};
 // Names.
-pub use name::{ArtifactName, FlowName, Label, LabelPart, MAX_NAME_LEN, ParamName, PlanName, StepName, Tag};
+pub use name::{
+    ArtifactName, FlowName, Label, LabelPart, MAX_NAME_LEN, MAX_TAG_LEN, ParamName, PlanName, StepName, Tag,
+};
 // Addresses.
 pub use pathspec::{Pathspec, PathspecDepth, RunRef};
 // Life cycle.

@@ -1,5 +1,7 @@
 //! Validated names. Names end up in file paths, SQL rows, URLs and metric labels, so
-//! the rules are strict: this is the first line of defence against path traversal.
+//! the rules are strict: this is the first line of defence against path traversal. Tags
+//! are the exception: they are only ever values (rows, escaped in pages and URLs), so
+//! they may be any printable text (see [`Rule::Text`]).
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -10,17 +12,26 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 
-/// Longest name accepted, in bytes (all names are ASCII, so also in characters).
+/// Longest name accepted, in bytes (all names but tags are ASCII, so also in characters).
 pub const MAX_NAME_LEN: usize = 64;
+/// Longest tag accepted, in bytes of UTF-8.
+pub const MAX_TAG_LEN: usize = 256;
 
 /// The two character rules names follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Rule {
     /// `[A-Za-z_][A-Za-z0-9_]*`: flows, steps, artifacts, parameters, plans.
     Identifier,
-    /// `[A-Za-z0-9_][A-Za-z0-9_.-]*` without `..`: tags and labels, which users write
-    /// as free-form words such as `v1.2` or `nightly-eu`.
+    /// `[A-Za-z0-9_][A-Za-z0-9_.-]*` without `..`: labels of launch plans, which
+    /// `--label k=v` selects by, such as `team=sync` or `tier=v1.2`.
     Word,
+    /// Printable text in any script, spaces inside allowed, at most [`MAX_TAG_LEN`]
+    /// bytes: tags, which people write as they speak (`刺身 means sashimi`, `owner: data
+    /// team`). Tags never become paths (they are values in rows and URLs, always
+    /// escaped), so only what corrupts text or fools a reader is refused: control
+    /// characters, bidirectional overrides and isolates (which make a tag display as
+    /// something else), line and paragraph separators, and whitespace at either end.
+    Text,
 }
 
 impl Rule {
@@ -30,7 +41,10 @@ impl Rule {
                 "names must be 1-64 ASCII characters: a letter or `_` first, then letters, digits or `_`"
             }
             Rule::Word => {
-                "tags and labels must be 1-64 ASCII characters: letters, digits, `_`, `-` or `.`, not starting with `.` or `-` and without `..`"
+                "labels must be 1-64 ASCII characters: letters, digits, `_`, `-` or `.`, not starting with `.` or `-` and without `..`"
+            }
+            Rule::Text => {
+                "tags must be 1-256 bytes of printable text in any language (spaces inside are fine), without control or bidirectional-override characters or whitespace at either end"
             }
         }
     }
@@ -42,6 +56,9 @@ pub(crate) fn validate(kind: &'static str, rule: Rule, input: &str) -> Result<()
     if input.is_empty() {
         return Err(fail("it is empty".into()));
     }
+    if rule == Rule::Text {
+        return validate_text(input).map_err(fail);
+    }
     if input.len() > MAX_NAME_LEN {
         return Err(fail(format!("it is {} bytes long, the limit is {MAX_NAME_LEN}", input.len())));
     }
@@ -52,6 +69,8 @@ pub(crate) fn validate(kind: &'static str, rule: Rule, input: &str) -> Result<()
     let allowed = |b: u8| match rule {
         Rule::Identifier => b.is_ascii_alphanumeric() || b == b'_',
         Rule::Word => b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'),
+        // Checked by `validate_text` above.
+        Rule::Text => true,
     };
     if let Some((pos, &b)) = bytes.iter().enumerate().find(|(_, b)| !allowed(**b)) {
         let shown = match b {
@@ -75,6 +94,31 @@ pub(crate) fn validate(kind: &'static str, rule: Rule, input: &str) -> Result<()
             return Err(fail("it contains `..`".into()));
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// The [`Rule::Text`] checks past emptiness: why `input` is refused, if it is.
+fn validate_text(input: &str) -> std::result::Result<(), String> {
+    if input.len() > MAX_TAG_LEN {
+        return Err(format!("it is {} bytes long, the limit is {MAX_TAG_LEN}", input.len()));
+    }
+    let refused = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+    };
+    if let Some((pos, c)) = input.char_indices().find(|&(_, c)| refused(c)) {
+        let what = if c == '\0' {
+            "NUL".to_owned()
+        } else if c.is_control() {
+            format!("control character U+{:04X}", c as u32)
+        } else {
+            format!("invisible formatting character U+{:04X}", c as u32)
+        };
+        return Err(format!("{what} at byte {pos} is not allowed"));
+    }
+    if input.starts_with(char::is_whitespace) || input.ends_with(char::is_whitespace) {
+        return Err("it starts or ends with whitespace; trim it".into());
     }
     Ok(())
 }
@@ -195,8 +239,9 @@ define_name!(
     PlanName, "launch plan name", Rule::Identifier
 );
 define_name!(
-    /// A tag on a run, e.g. `nightly` or `v1.2`.
-    Tag, "tag", Rule::Word
+    /// A tag on a run, e.g. `nightly`, `v1.2`, `owner: data team` or `刺身 means sashimi`:
+    /// printable text in any language, at most [`MAX_TAG_LEN`] bytes.
+    Tag, "tag", Rule::Text
 );
 define_name!(
     /// A label key or value on a launch plan, e.g. `team` or `sync`.
@@ -280,11 +325,41 @@ mod tests {
 
     #[test]
     fn words_allow_dots_and_dashes_but_not_traversal() {
-        Tag::new("v1.2").unwrap();
-        Tag::new("nightly-eu").unwrap();
-        Tag::new("2026").unwrap();
+        LabelPart::new("v1.2").unwrap();
+        LabelPart::new("nightly-eu").unwrap();
+        LabelPart::new("2026").unwrap();
         for bad in ["..", "a..b", ".hidden", "-x", "a/b", "a b", ""] {
-            assert!(Tag::new(bad).is_err(), "{bad:?} accepted");
+            assert!(LabelPart::new(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn tags_are_text_people_write_in_any_language() {
+        for ok in [
+            "nightly",
+            "v1.2",
+            "刺身 means sashimi",
+            "owner: data team",
+            "a/b",
+            "..",
+            "ünïcödé ✓",
+            "x".repeat(256).as_str(),
+        ] {
+            assert_eq!(Tag::new(ok).unwrap().as_str(), ok);
+        }
+        let cases: &[(&str, &str)] = &[
+            ("", "it is empty"),
+            (&"é".repeat(129), "258 bytes long, the limit is 256"),
+            ("a\nb", "control character U+000A at byte 1"),
+            ("a\0b", "NUL at byte 1"),
+            ("evil\u{202E}gpj.exe", "invisible formatting character U+202E at byte 4"),
+            (" padded", "starts or ends with whitespace"),
+            ("padded\t", "control character U+0009"),
+        ];
+        for (bad, reason) in cases {
+            let e = Tag::new(bad).unwrap_err().to_string();
+            assert!(e.contains(reason), "{bad:?}: {e}");
+            assert!(e.contains("printable text in any language"), "{e}");
         }
     }
 
@@ -312,7 +387,11 @@ mod tests {
                 prop_assert!(n.as_str().len() <= MAX_NAME_LEN);
             }
             if let Ok(t) = Tag::new(&s) {
-                prop_assert!(!t.as_str().contains("..") && !t.as_str().contains('/'));
+                prop_assert!(t.as_str().len() <= MAX_TAG_LEN);
+                prop_assert!(!t.as_str().chars().any(char::is_control));
+            }
+            if let Ok(l) = LabelPart::new(&s) {
+                prop_assert!(!l.as_str().contains("..") && !l.as_str().contains('/'));
             }
         }
 

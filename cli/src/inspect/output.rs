@@ -4,7 +4,7 @@
 use std::io::{BufWriter, IsTerminal, StdoutLock, Write};
 use std::time::Duration;
 
-use braid_client::{RunStatus, TaskStatus, Timestamp};
+use braid_client::{RunStatus, Tag, TaskStatus, Timestamp};
 use comfy_table::{Attribute, Cell, Color, ContentArrangement, Table, presets};
 use serde::Serialize;
 use serde_json::ser::{Formatter, PrettyFormatter};
@@ -389,6 +389,19 @@ pub fn cut(s: &str, max: usize) -> String {
     let mut out: String = one_line.chars().take(max.saturating_sub(1)).collect();
     out.push('…');
     out
+}
+
+/// A run's tags for a text line: `nightly, v1.2, "owner: data team"`. Tags are free text,
+/// so one with a space, comma or quote is quoted (and its quotes escaped), and a reader
+/// can tell where each ends; `--json` gives them exactly.
+pub fn tags_text<'a>(tags: impl IntoIterator<Item = &'a Tag>) -> String {
+    tags.into_iter()
+        .map(|t| {
+            let s = t.as_str();
+            if s.contains([' ', ',', '"', '\\']) { format!("{s:?}") } else { s.to_owned() }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

@@ -135,7 +135,7 @@ pub fn runs(
             out.run_status(r.status()),
             Cell::new(time(r.created_at())),
             Cell::new(duration_opt(r.duration())),
-            Cell::new(r.tags().iter().map(|t| t.as_str()).collect::<Vec<_>>().join(",")),
+            Cell::new(output::tags_text(r.tags())),
             Cell::new(params_text(&r)),
             Cell::new(r.name().unwrap_or("")),
         ]);
@@ -261,7 +261,7 @@ fn show_flow(out: &Out, f: &Flow) -> Result<()> {
             out.run_status(r.status()),
             Cell::new(time(r.created_at())),
             Cell::new(duration_opt(r.duration())),
-            Cell::new(r.tags().iter().map(|t| t.as_str()).collect::<Vec<_>>().join(",")),
+            Cell::new(output::tags_text(r.tags())),
         ]);
     }
     out.table_out(&t)
@@ -301,7 +301,7 @@ pub fn show_run(out: &Out, r: &Run) -> Result<()> {
         fields.push(("params", params_text(r)));
     }
     if !r.tags().is_empty() {
-        fields.push(("tags", r.tags().iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")));
+        fields.push(("tags", output::tags_text(r.tags())));
     }
     if let Some(o) = r.origin_run() {
         fields.push(("resumed from", format!("{}/{o}", r.flow_name())));

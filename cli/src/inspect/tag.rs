@@ -16,6 +16,6 @@ pub fn tag(client: &Client, writer: TagWriter, out: &Out, run: &Pathspec, tags: 
     if out.json {
         return out.json(&json::run(&run));
     }
-    let tags = run.tags().iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ");
+    let tags = super::output::tags_text(run.tags());
     out.line(&format!("{}: tags {}", run.pathspec(), if tags.is_empty() { "(none)".to_owned() } else { tags }))
 }

@@ -68,8 +68,8 @@ fn ident() -> Value {
 }
 
 /// A tag or label part.
-fn word() -> Value {
-    json!({"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"})
+fn tag_text() -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": 256, "description": "printable text in any language"})
 }
 
 /// A time filter: RFC 3339 with an offset, or a date.
@@ -238,7 +238,7 @@ pub fn spec() -> Value {
     let run_filters = vec![
         query_param("flow", "Only runs of this flow", ident()),
         query_param("status", "Only runs in this status", statuses(&run_statuses)),
-        query_param("tag", "Only runs with this tag", word()),
+        query_param("tag", "Only runs with this tag", tag_text()),
         query_param("plan", "Only runs this launch plan started", s()),
         query_param("name", "Only runs with this name; a trailing `*` matches a prefix", s()),
         query_param("since", "Only runs created at or after this time (RFC 3339, or a date, UTC)", time()),
