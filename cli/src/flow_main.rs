@@ -58,6 +58,9 @@ enum FlowCommand {
         /// Resume even a run that is still going (its lease is being renewed): both then go on.
         #[arg(long)]
         force: bool,
+        /// A tag for the new run, besides the ones it carries from RUN; repeat for several.
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
         #[command(flatten)]
         common: CommonRunArgs,
     },
@@ -326,15 +329,13 @@ fn dispatch(cli: FlowCli, flow: Arc<Flow>) -> ExitCode {
                     Ok(_) => usage("--param: expected NAME=VALUE"),
                 };
             }
-            for t in &args.tags {
-                match Tag::new(t) {
-                    Ok(t) => opts.tags.push(t),
-                    Err(e) => return usage(format!("--tag: {e}")),
-                }
+            match parse_tags(&args.tags) {
+                Ok(t) => opts.tags = t,
+                Err(code) => return code,
             }
             start(flags, flow, opts, args.common)
         }
-        FlowCommand::Resume { run, from, force, common } => {
+        FlowCommand::Resume { run, from, force, tags, common } => {
             let origin = match run.as_deref().map(RunId::parse).transpose() {
                 Ok(r) => r,
                 Err(e) => return usage(e),
@@ -343,10 +344,24 @@ fn dispatch(cli: FlowCli, flow: Arc<Flow>) -> ExitCode {
                 Ok(f) => f,
                 Err(e) => return usage(format!("--from: {e}")),
             };
-            let opts = RunOptions { resume: Some(Resume { origin, from, force }), ..Default::default() };
+            let tags = match parse_tags(&tags) {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
+            let opts = RunOptions { resume: Some(Resume { origin, from, force }), tags, ..Default::default() };
             start(flags, flow, opts, common)
         }
     }
+}
+
+/// `--tag`s as tags; every one that is not valid is named at once (exit 2).
+fn parse_tags(given: &[String]) -> Result<Vec<Tag>, ExitCode> {
+    let (ok, bad): (Vec<_>, Vec<_>) = given.iter().map(Tag::new).partition(|r| r.is_ok());
+    if bad.is_empty() {
+        return Ok(ok.into_iter().filter_map(|r| r.ok()).collect());
+    }
+    let lines: Vec<String> = bad.into_iter().filter_map(|r| r.err()).map(|e| format!("  --tag: {e}")).collect();
+    Err(usage(format!("{} tag(s) are not valid:\n{}", lines.len(), lines.join("\n"))))
 }
 
 fn check(flow: &Flow) -> ExitCode {

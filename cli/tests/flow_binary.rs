@@ -168,13 +168,24 @@ fn resume_from_the_command_line_reuses_finished_tasks() {
             .end()
             .build()
     };
-    assert_eq!(cli(&store, &["run", "--max-workers", "1"], vec![make(true, runs.clone())]), ExitCode::from(1));
+    // Every bad tag is named at once, and nothing runs.
+    let bad = cli(&store, &["run", "--tag", "a\nb", "--tag", "ok", "--tag", " x"], vec![make(true, runs.clone())]);
+    assert_eq!(bad, ExitCode::from(2));
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+    let run = ["run", "--max-workers", "1", "--tag", "owner: data team", "--tag", "刺身 means sashimi"];
+    assert_eq!(cli(&store, &run, vec![make(true, runs.clone())]), ExitCode::from(1));
     let before = runs.swap(0, Ordering::SeqCst);
-    assert_eq!(cli(&store, &["resume"], vec![make(false, runs.clone())]), ExitCode::SUCCESS);
+    assert_eq!(cli(&store, &["resume", "--tag", "retried"], vec![make(false, runs.clone())]), ExitCode::SUCCESS);
     assert_eq!(runs.load(Ordering::SeqCst), 1, "only the failed branch ran again (first run: {before})");
     let client = Client::open(store.to_str().unwrap()).unwrap();
     let runs = client.flow("again").unwrap().runs().unwrap();
     assert_eq!(runs[0].origin_run(), Some(runs[1].id()));
+    let tags: Vec<&str> = runs[0].tags().iter().map(|t| t.as_str()).collect();
+    assert_eq!(
+        tags,
+        ["owner: data team", "retried", "刺身 means sashimi"],
+        "the origin's tags carried, and the new one"
+    );
     assert_eq!(cli(&store, &["resume", "--from", "nope"], vec![make(false, Arc::default())]), ExitCode::from(2));
 }
 

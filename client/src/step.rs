@@ -88,6 +88,18 @@ impl Step {
         self.client.flow_by_name(&self.flow)?.run_by_id(self.run)
     }
 
+    /// For a step of a resumed run, the same step in the run it resumed (the origin's
+    /// tasks that succeeded there were cloned here); `None` when the run is not a resume
+    /// or the origin never started this step.
+    pub fn origin(&self) -> Result<Option<Step>> {
+        let Some(origin) = self.run()?.origin()? else { return Ok(None) };
+        match origin.step_by_name(&self.summary.step) {
+            Ok(s) => Ok(Some(s)),
+            Err(Error::StepNotStarted { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The step as it is now (new tasks, new counts).
     pub fn refresh(&self) -> Result<Step> {
         self.run()?.step_by_name(&self.summary.step)

@@ -197,6 +197,10 @@ fn flows_and_runs() {
         assert_eq!(steps[1].count(TaskStatus::Succeeded), 4);
         assert_eq!(steps[1].counts().values().sum::<u64>(), 4);
         assert!(steps[1].is_done());
+        assert!(steps[1].origin().unwrap().is_none(), "not a resumed run: no origin step");
+        // The failed run resumes `second`: its steps' origins are second's same steps.
+        let resumed_start = run.step("start").unwrap().origin().unwrap().unwrap();
+        assert_eq!((resumed_start.run_id(), resumed_start.name().as_str()), (second.run, "start"));
         assert!(steps[1].duration().is_some() && steps[1].first_started().is_some() && steps[1].last_ended().is_some());
         assert_eq!(ok.tasks().unwrap().len(), 1 + 4 + 1 + 1);
         assert_eq!(ok.task(second.join).unwrap().step_name(), "join");

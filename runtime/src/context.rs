@@ -198,6 +198,37 @@ impl Ctx {
         self.inner.iteration
     }
 
+    /// The run this run resumes (`resume RUN`), if it is a resumed run: the origin's
+    /// succeeded tasks were cloned, the rest run again here.
+    pub fn origin_run(&self) -> Option<RunId> {
+        self.inner.shared.origin.as_ref().map(|o| o.run)
+    }
+
+    /// Whether this run resumes another ([`Ctx::origin_run`]).
+    pub fn is_resumed(&self) -> bool {
+        self.inner.shared.origin.is_some()
+    }
+
+    /// Tags this task's run with `tag` (printable text, see [`braid_core::Tag`]), at
+    /// once: `braid runs --tag` finds the run while it still goes. Tagging twice is
+    /// one tag. A tag that is not valid is an error naming the step and why.
+    pub async fn add_tag(&self, tag: &str) -> Result<()> {
+        self.update_tags(tag, true).await
+    }
+
+    /// Removes `tag` from this task's run, if it has it.
+    pub async fn remove_tag(&self, tag: &str) -> Result<()> {
+        self.update_tags(tag, false).await
+    }
+
+    async fn update_tags(&self, tag: &str, add: bool) -> Result<()> {
+        let tag = braid_core::Tag::new(tag).map_err(|e| Error::Tag { step: self.inner.step.clone(), source: e })?;
+        let (add, remove) = if add { (vec![tag], Vec::new()) } else { (Vec::new(), vec![tag]) };
+        let shared = &self.inner.shared;
+        shared.store.records.update_tags(shared.flow.name(), shared.run_id, &add, &remove).await?;
+        Ok(())
+    }
+
     /// `flow/run/step/task` of this task.
     pub fn pathspec(&self) -> Pathspec {
         Pathspec::task(

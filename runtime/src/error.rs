@@ -168,6 +168,16 @@ pub enum Error {
         source: braid_core::Error,
     },
 
+    /// A step tagged its run with a tag that is not valid.
+    #[error("step `{step}` cannot tag its run: {source}")]
+    Tag {
+        /// The step that asked.
+        step: StepName,
+        /// What is wrong with the tag.
+        #[source]
+        source: braid_core::Error,
+    },
+
     /// The store failed (reading or writing a run's records or blobs).
     #[error(transparent)]
     Store(#[from] braid_store::Error),

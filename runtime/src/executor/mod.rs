@@ -225,6 +225,7 @@ impl PreparedRun {
         let mut params = crate::params::resolve_params_with(&flow, &opts, Vec::new())?;
         let mut origin = None;
         let mut origin_run = None;
+        let mut origin_tags = std::collections::BTreeSet::new();
         if let Some(resume) = &opts.resume {
             let o = load_origin(&flow, &store, resume).await?;
             if !opts.params.is_empty() || !opts.param_values.is_empty() {
@@ -238,6 +239,7 @@ impl PreparedRun {
                 .await?
                 .ok_or_else(|| Error::Resume { reason: format!("run {}/{} not found", flow.name(), o.run) })?;
             params = rec.params.clone();
+            origin_tags = rec.tags.clone();
             origin_run = Some(o.run);
             origin = Some(o);
         }
@@ -247,6 +249,8 @@ impl PreparedRun {
         let mut run = RunRecord::new(flow.name().clone(), run_id);
         run.params = params.clone();
         run.tags = opts.tags.iter().cloned().collect();
+        // A resumed run carries its origin's tags (as of now), plus any given.
+        run.tags.extend(origin_tags);
         run.origin_run = origin_run;
         run.name = opts.name.clone();
         run.meta = opts.meta.clone();
