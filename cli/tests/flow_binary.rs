@@ -494,3 +494,54 @@ fn a_bad_store_location_is_printed_as_an_error_with_its_cause() {
     assert!(err.starts_with("error: cannot open the store at postgres://localhost/braid\n  caused by: "), "{err}");
     assert!(err.contains("keeps records only: say where its blobs go with --blobs"), "{err}");
 }
+
+#[test]
+fn a_caught_failure_is_shown_as_caught_not_as_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let flow = || {
+        Flow::builder("catching")
+            .step("start", |_ctx| async move { Err("the API said 503".into()) })
+            .retries(1)
+            .catch("end_ex")
+            .next("end")
+            .step("end", |_ctx| async move { Ok(()) })
+            .end()
+            .build()
+    };
+    assert_eq!(cli(&store, &["run"], vec![flow()]), ExitCode::SUCCESS);
+    let braid = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_braid"))
+            .arg("--store")
+            .arg(&store)
+            .args(args)
+            .env_remove("BRAID_STORE")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // The step's rows (streamed) and the task's own document say the same.
+    let step: serde_json::Value = serde_json::from_str(&braid(&["show", "catching/latest/start", "--json"])).unwrap();
+    let row = &step["tasks"][0];
+    let id = row["id"].as_u64().unwrap();
+    let pathspec = format!("catching/latest/start/{id}");
+    let v: serde_json::Value = serde_json::from_str(&braid(&["show", &pathspec, "--json"])).unwrap();
+    let task = if v["task"].is_object() { &v["task"] } else { &v };
+    for t in [row, task] {
+        assert_eq!(t["status"], "succeeded");
+        assert_eq!(t["error"], serde_json::Value::Null, "a caught failure is not the task's error");
+        assert_eq!(
+            t["caught"],
+            serde_json::json!({"artifact": "end_ex", "attempt": 2, "kind": "error", "message": "the API said 503"})
+        );
+    }
+    let text = braid(&["show", &pathspec]);
+    assert!(text.contains("caught") && text.contains("attempt 2 failed (error: the API said 503)"), "{text}");
+    assert!(text.contains("the task succeeded with it in `end_ex`"), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("error")), "{text}");
+    let client = Client::open(store.to_str().unwrap()).unwrap();
+    let t = client.task(&pathspec).unwrap();
+    assert_eq!(t.caught().unwrap().error.message, "the API said 503");
+    assert!(t.error().is_none());
+}

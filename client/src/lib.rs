@@ -96,8 +96,8 @@ pub use braid_core::{
 
 // The store's records, as the handles' `record()` and detail methods return them.
 pub use braid_store::{
-    ArtifactRecord, AttemptRecord, BlobKey, ElementsRef, FlowRecord, ForeachFrame, LogLine, Page, RunLease, RunQuery,
-    RunRecord, StepSummary, Store, TaskError, TaskEvent, TaskEventKind, TaskKey, TaskRecord,
+    ArtifactRecord, AttemptRecord, BlobKey, CaughtFailure, ElementsRef, FlowRecord, ForeachFrame, LogLine, Page,
+    RunLease, RunQuery, RunRecord, StepSummary, Store, TaskError, TaskEvent, TaskEventKind, TaskKey, TaskRecord,
 };
 
 // Launch plans, read with `Client::plans`, `plan`, `plan_versions`, `launches`, `set_states`,

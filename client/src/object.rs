@@ -11,6 +11,9 @@ use crate::task::Task;
 /// What a pathspec names, by its depth: the answer of [`Client::get`](crate::Client::get).
 /// One variant per pathspec depth, so a `match` on it may name each.
 #[derive(Debug, Clone)]
+// One is made per pathspec looked up, never held in bulk; boxing the task would only
+// change the patterns callers write.
+#[allow(clippy::large_enum_variant)]
 pub enum Object {
     /// `flow`.
     Flow(Flow),

@@ -2,7 +2,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use braid_core::{ArtifactName, Attempt, FlowName, Progress, RunId, StepName, TaskId, TaskStatus, Timestamp};
-use braid_store::{AttemptRecord, ForeachFrame, LogLine, TaskError, TaskKey, TaskRecord, VisibleArtifact};
+use braid_store::{
+    AttemptRecord, CaughtFailure, ForeachFrame, LogLine, TaskError, TaskKey, TaskRecord, VisibleArtifact,
+};
 use serde::de::DeserializeOwned;
 
 use crate::artifact::Artifact;
@@ -222,6 +224,12 @@ impl Task {
     /// Why the task (its last attempt) failed.
     pub fn error(&self) -> Option<&TaskError> {
         self.record.error.as_ref()
+    }
+
+    /// The failure its step's `.catch(artifact)` caught, if its last attempt failed:
+    /// the task succeeded (it has no [`Task::error`]) with the failure in `artifact`.
+    pub fn caught(&self) -> Option<&CaughtFailure> {
+        self.record.caught.as_ref()
     }
 
     /// For a task reused by `resume`: the run and task it was cloned from.

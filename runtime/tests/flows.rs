@@ -459,8 +459,14 @@ async fn catch_records_the_failure_and_the_flow_goes_on() {
     let s = run_ok(&flow, &store, &[]).await;
     let start = only_task(&store, "caught", s.run_id, "start").await;
     assert_eq!(start.status, TaskStatus::Succeeded);
-    assert_eq!(start.error.as_ref().unwrap().message, "boom");
+    // Caught, not an error: a succeeded task has no error, it says what it caught.
+    assert!(start.error.is_none(), "{:?}", start.error);
+    let caught = start.caught.as_ref().unwrap();
+    assert_eq!((caught.artifact.as_str(), caught.attempt.0, caught.error.message.as_str()), ("failure", 2, "boom"));
     assert_eq!(start.attempt.0, 2);
+    // Each failed attempt is still in the attempt history.
+    let attempts = store.records.list_attempts(&start.key.flow, start.key.run, start.key.task).await.unwrap();
+    assert_eq!(attempts.iter().map(|a| a.status).collect::<Vec<_>>(), [TaskStatus::Failed, TaskStatus::Failed]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -865,6 +865,17 @@ pub async fn records_keep_all_fields(store: &Store) {
     applied(&store.records.write_tasks(vec![TaskWrite::new(only.clone())]).await.unwrap());
     let only_got = store.records.get_task(&flow(), run.id, TaskId(10)).await.unwrap().unwrap();
     assert_eq!(only_got.progress, only.progress, "progress units and details, read back");
+    // A caught failure alone (a succeeded task with no error) is kept too.
+    let mut caught = TaskRecord::new(key(run.id, "start", 11));
+    caught.status = TaskStatus::Succeeded;
+    caught.caught = Some(CaughtFailure {
+        artifact: "end_ex".into(),
+        attempt: Attempt(3),
+        error: TaskError { kind: "panic".into(), message: "index out of bounds".into() },
+    });
+    applied(&store.records.write_tasks(vec![TaskWrite::new(caught.clone())]).await.unwrap());
+    let caught_got = store.records.get_task(&flow(), run.id, TaskId(11)).await.unwrap().unwrap();
+    assert_eq!((caught_got.caught, caught_got.error), (caught.caught, None), "a caught failure, read back");
 
     let mut art = artifact(store, "xs", 5).await;
     art.elements = Some(ElementsRef { key: BlobKey::of(b"manifest"), len: 12 });

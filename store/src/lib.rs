@@ -62,8 +62,9 @@ pub use dir::DirBlobs;
 
 // Records: the trait, what it stores, how it is queried and written.
 pub use record::{
-    ArtifactRecord, AttemptRecord, ElementsRef, FlowRecord, ForeachFrame, LogLine, RunLease, RunRecord, StepArtifact,
-    StepArtifactRow, StepSummary, TaskError, TaskEvent, TaskEventKind, TaskKey, TaskRecord, VisibleArtifact,
+    ArtifactRecord, AttemptRecord, CaughtFailure, ElementsRef, FlowRecord, ForeachFrame, LogLine, RunLease, RunRecord,
+    StepArtifact, StepArtifactRow, StepSummary, TaskError, TaskEvent, TaskEventKind, TaskKey, TaskRecord,
+    VisibleArtifact,
 };
 pub use record::{BlobRef, Page, RunDeletion, RunQuery, TaskQuery};
 pub use record::{INLINE_VALUE_MAX, MAX_TASK_EVENTS, RecordStore};

@@ -247,8 +247,25 @@ pub struct TaskRecord {
     pub eta: Option<Timestamp>,
     /// The latest progress reports and warnings, oldest first, at most [`MAX_TASK_EVENTS`].
     pub events: Vec<TaskEvent>,
+    /// For a task whose step catches failures (`.catch(artifact)`) and whose last
+    /// attempt failed: that failure, caught. The task succeeded (its `error` is `None`);
+    /// the failure is also the value of `artifact`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caught: Option<CaughtFailure>,
     /// Bumped by every write; the precondition of [`Precondition::Revision`].
     pub revision: u64,
+}
+
+/// A failure that a step's `.catch(artifact)` caught: not an error of the task, which
+/// succeeded, but what its last attempt ran into.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaughtFailure {
+    /// The artifact the failure was stored in (the `.catch` name).
+    pub artifact: String,
+    /// The attempt that failed.
+    pub attempt: Attempt,
+    /// What went wrong.
+    pub error: TaskError,
 }
 
 /// How many events a task record keeps; older ones are dropped first.
@@ -330,6 +347,7 @@ impl TaskRecord {
             origin: None,
             eta: None,
             events: Vec::new(),
+            caught: None,
             revision: 0,
         }
     }

@@ -17,8 +17,8 @@ use crate::blob::BlobKey;
 use crate::error::{Error, Result};
 use crate::plan::{LaunchRecord, ParamSetState, PlanRecord, PlanVersion, SetPause, TickFailure};
 use crate::record::{
-    ArtifactRecord, BlobRef, ElementsRef, ForeachFrame, Page, RunLease, RunRecord, StepSummary, TaskError, TaskEvent,
-    TaskKey, TaskRecord,
+    ArtifactRecord, BlobRef, CaughtFailure, ElementsRef, ForeachFrame, Page, RunLease, RunRecord, StepSummary,
+    TaskError, TaskEvent, TaskKey, TaskRecord,
 };
 
 /// The error for a row of `location` that does not decode.
@@ -57,6 +57,8 @@ struct TaskExtra {
     progress_units: Option<ProgressUnits>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     progress_details: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    caught: Option<CaughtFailure>,
 }
 
 /// The `extra` column of a task: `None` (SQL `NULL`) when every rarely read field is
@@ -68,6 +70,7 @@ pub(crate) fn task_extra_json(t: &TaskRecord) -> serde_json::Result<Option<Strin
         && t.origin.is_none()
         && t.eta.is_none()
         && t.events.is_empty()
+        && t.caught.is_none()
         && t.progress.as_ref().is_none_or(|p| p.units.is_none() && p.details.is_none())
     {
         return Ok(None);
@@ -81,6 +84,7 @@ pub(crate) fn task_extra_json(t: &TaskRecord) -> serde_json::Result<Option<Strin
         events: t.events.clone(),
         progress_units: t.progress.as_ref().and_then(|p| p.units.clone()),
         progress_details: t.progress.as_ref().and_then(|p| p.details.clone()),
+        caught: t.caught.clone(),
     };
     serde_json::to_string(&extra).map(Some)
 }
@@ -199,6 +203,7 @@ impl TaskRow {
             origin: extra.origin,
             eta: extra.eta,
             events: extra.events,
+            caught: extra.caught,
             revision: self.revision as u64,
         })
     }

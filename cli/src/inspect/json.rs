@@ -68,7 +68,7 @@ fn error(e: Option<&TaskError>) -> Value {
 /// A task as a row of a step (`progress`: `{percent, message, at, units: {done, total, unit,
 /// rate_per_s} or null, details}`): `{id, pathspec, step, index, foreach_stack, iteration,
 /// status, attempt, created_at, started_at, ended_at, duration_s, progress, eta_s,
-/// error, parent, inputs, origin}`.
+/// error, caught: {artifact, attempt, kind, message} or null, parent, inputs, origin}`.
 pub fn task(t: &Task) -> Value {
     json!({
         "id": t.id().0,
@@ -100,6 +100,7 @@ pub fn task(t: &Task) -> Value {
         "lease_deadline": ts(t.lease_deadline()),
         "warnings": t.warnings().iter().map(|e| event(e)).collect::<Vec<_>>(),
         "error": error(t.error()),
+        "caught": t.caught().map(|c| json!({"artifact": c.artifact, "attempt": c.attempt.0, "kind": c.error.kind, "message": c.error.message})),
         "parent": t.parent_id().map(|p| p.0),
         "inputs": t.input_ids().iter().map(|i| i.0).collect::<Vec<_>>(),
         "origin": t.origin().map(|(run, task)| json!({"run": run.to_string(), "task": task.0})),
@@ -189,6 +190,7 @@ impl<T: std::fmt::Display> serde::Serialize for Text<T> {
 #[derive(serde::Serialize)]
 pub struct TaskRow<'a> {
     attempt: u32,
+    caught: Option<CaughtJson<'a>>,
     created_at: Text<Timestamp>,
     duration_s: Option<serde_json::Number>,
     ended_at: Option<Text<Timestamp>>,
@@ -209,6 +211,14 @@ pub struct TaskRow<'a> {
     status: &'static str,
     step: &'a str,
     warnings: Vec<EventJson<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct CaughtJson<'a> {
+    artifact: &'a str,
+    attempt: u32,
+    kind: &'a str,
+    message: &'a str,
 }
 
 #[derive(serde::Serialize)]
@@ -263,6 +273,12 @@ impl<'a> TaskRow<'a> {
     pub fn of(t: &'a Task) -> Self {
         TaskRow {
             attempt: t.attempt().0,
+            caught: t.caught().map(|c| CaughtJson {
+                artifact: &c.artifact,
+                attempt: c.attempt.0,
+                kind: &c.error.kind,
+                message: &c.error.message,
+            }),
             created_at: Text(t.created_at()),
             duration_s: t.duration().and_then(|d| float(d.as_secs_f64())),
             ended_at: t.ended_at().map(Text),

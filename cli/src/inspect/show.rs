@@ -614,6 +614,13 @@ fn show_task(out: &Out, t: &Task, lines: usize) -> Result<()> {
     if let Some(e) = t.error() {
         fields.push(("error", out.status_word(&format!("{}: {}", e.kind, e.message), Some(console::Color::Red))));
     }
+    if let Some(c) = t.caught() {
+        let text = format!(
+            "attempt {} failed ({}: {}); the step catches failures, so the task succeeded with it in `{}`",
+            c.attempt, c.error.kind, c.error.message, c.artifact
+        );
+        fields.push(("caught", out.status_word(&text, Some(console::Color::Yellow))));
+    }
     if let Some((run, task)) = t.origin() {
         fields.push(("reused from", format!("{}/{run}/{}/{task}", t.flow_name(), t.step_name())));
     }

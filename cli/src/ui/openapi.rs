@@ -43,6 +43,15 @@ fn sets_from_schema() -> Value {
     })
 }
 
+/// `Task.caught` (its own function, as `sets_from_schema`).
+fn caught_schema() -> Value {
+    json!({
+        "nullable": true, "type": "object",
+        "description": "The failure `.catch(artifact)` caught: the task succeeded (`error` is null)",
+        "properties": {"artifact": {"type": "string"}, "attempt": {"type": "integer"}, "kind": {"type": "string"}, "message": {"type": "string"}},
+    })
+}
+
 fn obj(required: &[&str], props: Value) -> Value {
     json!({"type": "object", "required": required, "properties": props})
 }
@@ -161,7 +170,7 @@ fn schemas() -> Value {
                 }))),
                 "details": nullable(any_obj()),
             }))),
-            "eta_s": nullable(num()), "warnings": arr(r("Event")), "error": r("TaskError"), "parent": nullable(int()),
+            "eta_s": nullable(num()), "warnings": arr(r("Event")), "error": r("TaskError"), "caught": caught_schema(), "parent": nullable(int()),
             "inputs": arr(int()), "origin": nullable(obj(&["run", "task"], json!({"run": s(), "task": int()}))),
         })),
         "TaskPage": obj(&["step", "items", "next"], json!({"step": r("Step"), "items": arr(r("Task")), "next": nullable(s())})),

@@ -370,6 +370,11 @@ pub async fn task(
                 h2 { "Error" }
                 pre.error-message { (e.kind) ": " (e.message) }
             }
+            @if let Some(c) = t.caught() {
+                h2 { "Caught failure" }
+                p.dim { "Attempt " (c.attempt.0) " failed; the step catches failures, so the task succeeded with the failure in " code { (c.artifact) } "." }
+                pre #caught.caught-message { (c.error.kind) ": " (c.error.message) }
+            }
             h2 { "Attempts" }
             table.attempts {
                 thead { tr { th { "attempt" } th { "status" } th { "started" } th { "ended" } th { "duration" } th { "why it ended" } } }

@@ -395,7 +395,13 @@ async fn finish(
         rec.progress = progress.0;
         rec.progress_at = progress.1;
     }
-    rec.error = caught.clone();
+    // A caught failure is not the task's error: the task succeeded, and says what it caught.
+    rec.error = None;
+    rec.caught = caught.clone().map(|error| braid_store::CaughtFailure {
+        artifact: ctx.inner.policy.catch.as_ref().map(|n| n.to_string()).unwrap_or_default(),
+        attempt: rec.attempt,
+        error,
+    });
     let attempt = AttemptRecord {
         attempt: rec.attempt,
         status: if caught.is_some() { TaskStatus::Failed } else { TaskStatus::Succeeded },
