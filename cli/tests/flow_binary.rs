@@ -496,7 +496,7 @@ fn a_bad_store_location_is_printed_as_an_error_with_its_cause() {
 }
 
 #[test]
-fn a_caught_failure_is_shown_as_caught_not_as_an_error() {
+fn a_caught_failure_is_shown_as_caught_and_the_run_says_who_ran_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let flow = || {
@@ -540,6 +540,21 @@ fn a_caught_failure_is_shown_as_caught_not_as_an_error() {
     assert!(text.contains("caught") && text.contains("attempt 2 failed (error: the API said 503)"), "{text}");
     assert!(text.contains("the task succeeded with it in `end_ex`"), "{text}");
     assert!(!text.lines().any(|l| l.starts_with("error")), "{text}");
+    // Who ran it: the user and host are in the run's meta, and `braid runs --user` filters by them.
+    let user = ["BRAID_USER", "USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "unknown".to_owned());
+    let runs: serde_json::Value =
+        serde_json::from_str(&braid(&["runs", "catching", "--user", &user, "--json"])).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+    assert_eq!(runs[0]["meta"]["user"], user.as_str());
+    assert!(runs[0]["meta"]["host"].as_str().is_some_and(|h| !h.is_empty()));
+    let none: serde_json::Value =
+        serde_json::from_str(&braid(&["runs", "catching", "--user", "someone-else", "--json"])).unwrap();
+    assert_eq!(none, serde_json::json!([]));
+    let run_text = braid(&["show", "catching/latest"]);
+    assert!(run_text.contains(&format!("launched by  {user} on ")), "{run_text}");
     let client = Client::open(store.to_str().unwrap()).unwrap();
     let t = client.task(&pathspec).unwrap();
     assert_eq!(t.caught().unwrap().error.message, "the API said 503");

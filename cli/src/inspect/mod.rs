@@ -92,6 +92,10 @@ pub(crate) enum Command {
         /// Only runs a launch plan started (its name, as recorded in the run's meta).
         #[arg(long)]
         plan: Option<String>,
+        /// Only runs this user launched (`user` in the run's meta: `BRAID_USER`, else the
+        /// login name of the process that started it).
+        #[arg(long)]
+        user: Option<String>,
         /// At most this many runs (0 for all).
         #[arg(long, default_value_t = 20)]
         limit: usize,
@@ -321,8 +325,8 @@ pub(crate) fn run(cli: Cli, out: &Out) -> Result<()> {
     match cli.command {
         Command::Flows => show::flows(&client, out),
         Command::Copy { .. } => Err(Error::Usage("copy opens its own stores".into())),
-        Command::Runs { flow, status, tag, name, plan, limit } => {
-            let names = show::NameFilter { name, plan };
+        Command::Runs { flow, status, tag, name, plan, user, limit } => {
+            let names = show::NameFilter { name, plan, user };
             show::runs(&client, out, flow.as_deref(), status, tag, &names, limit)
         }
         Command::Show { pathspec, index, lines, all } => show::show(&client, out, &pathspec, index, lines, all),

@@ -49,11 +49,13 @@ pub struct NameFilter {
     /// Exact, or a prefix when it ends with `*`.
     pub name: Option<String>,
     pub plan: Option<String>,
+    /// The user who launched the run (its meta's `user`).
+    pub user: Option<String>,
 }
 
 impl NameFilter {
     fn is_set(&self) -> bool {
-        self.name.is_some() || self.plan.is_some()
+        self.name.is_some() || self.plan.is_some() || self.user.is_some()
     }
 
     fn matches(&self, r: &Run) -> bool {
@@ -66,13 +68,17 @@ impl NameFilter {
             },
         };
         let plan_ok = self.plan.as_ref().is_none_or(|p| r.meta().get("plan").and_then(Value::as_str) == Some(p));
-        name_ok && plan_ok
+        let user_ok = self.user.as_ref().is_none_or(|u| r.meta().get("user").and_then(Value::as_str) == Some(u));
+        name_ok && plan_ok && user_ok
     }
 
     fn describe(&self) -> Vec<String> {
         let mut parts = Vec::new();
         if let Some(n) = &self.name {
             parts.push(format!("name {n}"));
+        }
+        if let Some(u) = &self.user {
+            parts.push(format!("user {u}"));
         }
         if let Some(p) = &self.plan {
             parts.push(format!("plan {p}"));
@@ -305,6 +311,11 @@ pub fn show_run(out: &Out, r: &Run) -> Result<()> {
     }
     if let Some(o) = r.origin_run() {
         fields.push(("resumed from", format!("{}/{o}", r.flow_name())));
+    }
+    if let Some(user) = r.meta().get("user").and_then(Value::as_str) {
+        let host = r.meta().get("host").and_then(Value::as_str).map(|h| format!(" on {h}")).unwrap_or_default();
+        let by = r.meta().get("launched_by").and_then(Value::as_str).map(|s| format!(" ({s})")).unwrap_or_default();
+        fields.push(("launched by", format!("{user}{host}{by}")));
     }
     if let Some(why) = r.lost_reason() {
         fields.push(("lost", out.status_word(&why, Some(console::Color::Red))));

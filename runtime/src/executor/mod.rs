@@ -197,6 +197,16 @@ pub(crate) struct Origin {
     pub(super) unfinished: HashMap<TaskIdentity, Progress>,
 }
 
+/// The user a run is recorded as launched by: `BRAID_USER` if set (a service account,
+/// CI), else the login name from the environment (`USER`, `LOGNAME`, `USERNAME`), else
+/// `unknown`.
+pub(crate) fn current_user() -> String {
+    ["BRAID_USER", "USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
 /// What makes a task the "same" task in two runs of one flow.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct TaskIdentity {
@@ -254,6 +264,10 @@ impl PreparedRun {
         run.origin_run = origin_run;
         run.name = opts.name.clone();
         run.meta = opts.meta.clone();
+        // Who ran it, unless the caller said: with a shared store, several people's runs
+        // live side by side (`braid runs --user`).
+        run.meta.entry("user").or_insert_with(|| serde_json::Value::String(current_user()));
+        run.meta.entry("host").or_insert_with(|| serde_json::Value::String(braid_store::host_name()));
         let holder = braid_store::process_holder("run");
         run.lease = Some(RunLease::new(holder.clone(), opts.run_lease));
         match store.records.create_run(&run).await {
