@@ -593,3 +593,31 @@ fn a_reader_that_stops_early_ends_the_output_quietly() {
         assert_eq!(stderr(&out), "", "braid {args:?} says nothing about the closed pipe");
     }
 }
+
+#[test]
+fn show_task_names_its_parents_and_children_as_pathspecs() {
+    let f = fixture();
+    let run = f.ok.run;
+    let spec = |step: &str, id: braid_client::TaskId| format!("fanout/{run}/{step}/{id}");
+    let start = f.json(&["show", &spec("start", f.ok.start)]);
+    let children = start["children"].as_array().unwrap();
+    assert_eq!(children.len(), 50, "every branch the foreach started");
+    assert_eq!(children[0], json!({"pathspec": spec("work", f.ok.work[0]), "step": "work", "id": f.ok.work[0].0}));
+    assert_eq!(start["parents"], json!([]));
+    let text = f.text(&["show", &spec("start", f.ok.start)]);
+    assert!(
+        text.contains(&format!("children  {}", spec("work", f.ok.work[0]))) && text.contains("(50 in all"),
+        "{text}"
+    );
+
+    let branch = f.json(&["show", &spec("work", f.ok.work[3])]);
+    assert_eq!(branch["parents"], json!([spec("start", f.ok.start)]));
+    assert_eq!(branch["children"][0]["pathspec"], spec("join", f.ok.join), "the join it fed");
+    let join = f.json(&["show", &spec("join", f.ok.join)]);
+    assert_eq!(join["parents"].as_array().unwrap().len(), 50, "a join's parents are its inputs");
+    assert_eq!(join["children"][0]["pathspec"], spec("end", f.ok.end));
+    let text = f.text(&["show", &spec("join", f.ok.join)]);
+    assert!(text.contains(&format!("inputs    {}", spec("work", f.ok.work[0]))), "{text}");
+    let end = f.text(&["show", &spec("end", f.ok.end)]);
+    assert!(end.contains("children  none"), "{end}");
+}

@@ -110,6 +110,20 @@ pub enum Error {
         known: Vec<String>,
     },
 
+    /// `task.successors(step)` for a step the task's step does not go to.
+    #[error(
+        "step `{step}` does not follow task {task}; {}",
+        known_list("its step goes to", successors, "its step goes to no other step")
+    )]
+    NotASuccessor {
+        /// The task's pathspec.
+        task: String,
+        /// The step asked for.
+        step: String,
+        /// The steps its step goes to.
+        successors: Vec<String>,
+    },
+
     /// The flow declares the step, but the run has not reached it yet.
     #[error(
         "step `{step}` of run {run} has no tasks yet (the flow declares it; the run has not reached it); {}",

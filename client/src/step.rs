@@ -49,6 +49,23 @@ pub struct TaskState {
     pub attempt: Attempt,
 }
 
+/// The steps a transition goes to, in declaration order, each once.
+pub(crate) fn successor_steps(next: &braid_dag::Transition) -> Vec<StepName> {
+    let mut out: Vec<StepName> = Vec::new();
+    let mut push = |s: &StepName| {
+        if !out.contains(s) {
+            out.push(s.clone());
+        }
+    };
+    match next {
+        braid_dag::Transition::Next { to } | braid_dag::Transition::Foreach { to, .. } => push(to),
+        braid_dag::Transition::Split { to } => to.iter().for_each(push),
+        braid_dag::Transition::Switch { cases, .. } => cases.values().for_each(push),
+        _ => {}
+    }
+    out
+}
+
 /// Parents whose visible artifacts a bulk read remembers before it starts over.
 const PARENTS_REMEMBERED: usize = 4096;
 
@@ -98,6 +115,14 @@ impl Step {
             Err(Error::StepNotStarted { .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The steps this step goes to, as the flow's stored spec declares them: the next
+    /// step, every branch of a split, the step of a foreach, every case of a switch (a
+    /// loop's included); none for `end`. Empty when the flow has no stored spec.
+    pub fn child_steps(&self) -> Result<Vec<StepName>> {
+        let Some(graph) = self.client.flow_by_name(&self.flow)?.graph()? else { return Ok(Vec::new()) };
+        Ok(graph.step(self.summary.step.as_str()).map(|s| successor_steps(&s.next)).unwrap_or_default())
     }
 
     /// The step as it is now (new tasks, new counts).

@@ -247,6 +247,54 @@ impl Task {
         self.record.parent.map(|id| self.sibling(id)).transpose()
     }
 
+    /// The tasks this one started: the next step's task of a linear step, every branch
+    /// of a foreach or split, the case a switch took (a loop's next iteration too), and,
+    /// for a branch, the join it fed. In task id order. Found among the tasks of the
+    /// step's successor steps (the flow's stored spec), so it reads those steps' tasks:
+    /// for the task that fanned out a foreach of N items, N tasks.
+    pub fn children(&self) -> Result<Vec<Task>> {
+        let step = self.step()?;
+        let mut out = Vec::new();
+        for next in step.child_steps()? {
+            out.extend(self.children_in(&next)?);
+        }
+        out.sort_by_key(|t| t.id());
+        Ok(out)
+    }
+
+    /// The tasks of step `step` that this one started ([`Task::children`] in one step).
+    pub fn successors(&self, step: &str) -> Result<Vec<Task>> {
+        let step = StepName::new(step)?;
+        let known = self.step()?.child_steps()?;
+        if !known.contains(&step) {
+            return Err(Error::NotASuccessor {
+                task: self.pathspec(),
+                step: step.to_string(),
+                successors: known.iter().map(|s| s.to_string()).collect(),
+            });
+        }
+        self.children_in(&step)
+    }
+
+    fn children_in(&self, step: &StepName) -> Result<Vec<Task>> {
+        let k = &self.record.key;
+        let run = self.run()?;
+        let step = match run.step_by_name(step) {
+            Ok(s) => s,
+            // Not reached (yet): no children there.
+            Err(Error::StepNotStarted { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for t in step.tasks_iter() {
+            let t = t?;
+            if t.record.parent == Some(k.task) || t.record.inputs.contains(&k.task) {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether the task is a join (it received branches).
     pub fn is_join(&self) -> bool {
         !self.record.inputs.is_empty()

@@ -67,6 +67,23 @@ fn foreach_end_to_end() {
         assert_eq!(join.input_ids(), &f.work[..]);
         assert_eq!(join.inputs().unwrap().len(), 50);
         assert_eq!(join.parent_id(), None);
+
+        // Navigating the task graph: children, successors by step, child steps.
+        let ids = |ts: Vec<braid_client::Task>| ts.iter().map(|t| t.id()).collect::<Vec<_>>();
+        let start = client.task_at("fanout/latest/start").unwrap();
+        assert_eq!(ids(start.children().unwrap()), f.work, "every branch of the foreach, in id order");
+        assert_eq!(ids(start.successors("work").unwrap()), f.work);
+        let branch = work.task_by_index(7).unwrap();
+        assert_eq!(ids(branch.children().unwrap()), [f.join], "the join the branch fed");
+        assert_eq!(ids(join.children().unwrap()), [f.end]);
+        assert!(client.task_at("fanout/latest/end").unwrap().children().unwrap().is_empty());
+        let names = |v: Vec<braid_core::StepName>| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(run.step("start").unwrap().child_steps().unwrap()), ["work"]);
+        assert_eq!(names(work.child_steps().unwrap()), ["join"]);
+        assert!(run.step("end").unwrap().child_steps().unwrap().is_empty());
+        let e = branch.successors("end").unwrap_err();
+        assert!(matches!(e, Error::NotASuccessor { .. }) && e.to_string().contains("its step goes to: join"), "{e}");
+
         let e = join.data::<u64>("out").unwrap_err();
         assert!(matches!(e, Error::BranchOnly { branches: 50, .. }), "{e:?}");
         let msg = e.to_string();

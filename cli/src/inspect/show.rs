@@ -549,13 +549,44 @@ fn progress_or_error(t: &Task) -> String {
     }
 }
 
+/// `flow/run/step/id` of task `id` of `t`'s run (its step read from the store).
+fn task_pathspec(t: &Task, id: braid_client::TaskId) -> String {
+    match t.run().and_then(|r| r.task(id)) {
+        Ok(o) => o.pathspec(),
+        Err(_) => format!("{}/{}/?/{id}", t.flow_name(), t.run_id()),
+    }
+}
+
+/// Pathspecs on one line: the first 10, then how many more.
+fn list_text(items: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let mut s = items[..items.len().min(SHOWN)].join(", ");
+    if items.len() > SHOWN {
+        s.push_str(&format!(", … ({} in all; --json lists every one)", items.len()));
+    }
+    s
+}
+
 fn show_task(out: &Out, t: &Task, lines: usize) -> Result<()> {
     let attempts = t.attempts()?;
     let artifacts = t.artifacts()?;
     let input_only = if t.is_join() { t.input_only_names()? } else { Vec::new() };
     let logs = t.log_tail(lines)?;
+    // Where it sits in the graph: the task(s) it came from, and those it started.
+    let children = t.children()?;
+    let parents: Vec<String> = match t.parent_id() {
+        Some(p) => vec![task_pathspec(t, p)],
+        None => t.input_ids().iter().map(|i| task_pathspec(t, *i)).collect(),
+    };
     if out.json {
         let mut v = json::task(t);
+        v["parents"] = json!(parents);
+        v["children"] = Value::Array(
+            children
+                .iter()
+                .map(|c| json!({"pathspec": c.pathspec(), "step": c.step_name().as_str(), "id": c.id().0}))
+                .collect(),
+        );
         v["attempts"] = Value::Array(attempts.iter().map(json::attempt).collect());
         v["artifacts"] = Value::Array(artifacts.iter().map(json::artifact).collect());
         v["input_only"] = json!(input_only.iter().map(|n| n.as_str()).collect::<Vec<_>>());
@@ -635,6 +666,11 @@ fn show_task(out: &Out, t: &Task, lines: usize) -> Result<()> {
     if let Some((run, task)) = t.origin() {
         fields.push(("reused from", format!("{}/{run}/{}/{task}", t.flow_name(), t.step_name())));
     }
+    if !parents.is_empty() {
+        fields.push((if t.is_join() { "inputs" } else { "parent" }, list_text(&parents)));
+    }
+    let child_specs: Vec<String> = children.iter().map(|c| c.pathspec()).collect();
+    fields.push(("children", if child_specs.is_empty() { "none".to_owned() } else { list_text(&child_specs) }));
     out.fields(&fields)?;
 
     if attempts.len() > 1 || attempts.iter().any(|a| a.error.is_some()) {
