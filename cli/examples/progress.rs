@@ -21,8 +21,8 @@ pub fn progress() -> braid_runtime::Result<Flow> {
     Flow::builder("progress")
         .param(Param::new("seconds", ParamType::Float).default(10.0).help("how long the work takes"))
         .param(
-            Param::new("stall_at", ParamType::Json)
-                .default(serde_json::Value::Null)
+            Param::new("stall_at", ParamType::Float)
+                .optional()
                 .help("percent at which the first attempt stops heartbeating (default: never)"),
         )
         .step("start", |ctx| async move {

@@ -386,9 +386,13 @@ fn show(flow: &Flow, mermaid: bool, dot: bool, json: bool) -> ExitCode {
         if !g.params().is_empty() {
             println!("parameters:");
             for p in g.params() {
-                let default = p.default.as_ref().map(|d| format!(" = {d}")).unwrap_or_else(|| " (required)".into());
+                let default = match &p.default {
+                    Some(d) => format!(" = {d}"),
+                    None if p.optional => String::new(),
+                    None => " (required)".into(),
+                };
                 let help = p.help.as_deref().map(|h| format!("  {h}")).unwrap_or_default();
-                println!("  {}: {}{default}{help}", p.name, p.ty);
+                println!("  {}: {}{default}{help}", p.name, p.type_text());
             }
         }
         println!("steps:");

@@ -560,3 +560,31 @@ fn a_caught_failure_is_shown_as_caught_and_the_run_says_who_ran_it() {
     assert_eq!(t.caught().unwrap().error.message, "the API said 503");
     assert!(t.error().is_none());
 }
+
+#[test]
+fn optional_and_list_parameters_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let flow = || {
+        Flow::builder("lists")
+            .param(Param::new("since", ParamType::String).optional())
+            .param(Param::new("sites", ParamType::String).list())
+            .step("start", |ctx| async move {
+                let since: Option<String> = ctx.param("since")?;
+                let sites: Vec<String> = ctx.param("sites")?;
+                ctx.set("got", &(since, sites))?;
+                Ok(())
+            })
+            .next("end")
+            .step("end", |_| async { Ok(()) })
+            .end()
+            .build()
+    };
+    let run = ["run", "--param", "sites=a,b", "--param", "sites=c"];
+    assert_eq!(cli(&store, &run, vec![flow()]), ExitCode::SUCCESS);
+    let client = Client::open(store.to_str().unwrap()).unwrap();
+    let start = client.task_at("lists/latest/start").unwrap();
+    let got: (Option<String>, Vec<String>) = start.data("got").unwrap();
+    assert_eq!(got, (None, vec!["a".to_owned(), "b".to_owned(), "c".to_owned()]));
+    assert_eq!(cli(&store, &["run"], vec![flow()]), ExitCode::from(2), "a required list is required");
+}

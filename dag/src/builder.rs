@@ -197,6 +197,8 @@ fn to_spec(name: &str, params: Vec<Param>, steps: Vec<Decl>) -> Result<FlowSpec,
                     }
                 },
                 help: p.help,
+                optional: p.optional,
+                list: p.list,
             })
         })
         .collect::<Result<_, _>>()?;

@@ -117,6 +117,14 @@ pub struct ParamSpec {
     /// What the parameter is for, for people (`--help`, the UI).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub help: Option<String>,
+    /// May be left out with no default: its value is then `null` (`Option<T>` in a step).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
+    /// A list of values of `ty`, and the separator that splits one `--param` text into
+    /// items (`,` unless the flow says otherwise; empty: no splitting). A repeated
+    /// `--param NAME=...` adds its items to the list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list: Option<String>,
 }
 
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
@@ -124,10 +132,78 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
 }
 
 impl ParamSpec {
-    /// A parameter without a default must be given at launch.
+    /// A parameter without a default that is not optional must be given at launch.
     pub fn is_required(&self) -> bool {
-        self.default.is_none()
+        self.default.is_none() && !self.optional
     }
+
+    /// A parameter of type `ty`, required, single-valued, without help.
+    pub fn new(name: ParamName, ty: ParamType) -> Self {
+        ParamSpec { name, ty, default: None, help: None, optional: false, list: None }
+    }
+
+    /// Whether `value` fits: of the type (every item of it, for a list), or `null` for
+    /// an optional parameter.
+    pub fn accepts(&self, value: &Value) -> bool {
+        shape_accepts(self.ty, self.optional, self.list.is_some(), value)
+    }
+
+    /// What values look like, for messages: `a string`, `a list of items, each an
+    /// integer (i64)`, `a string, or null (it is optional)`.
+    pub fn expected(&self) -> String {
+        shape_expected(self.ty, self.optional, self.list.is_some())
+    }
+
+    /// The type as people read it: `string`, `list of uint (separated by ",")`,
+    /// `string, optional`.
+    pub fn type_text(&self) -> String {
+        let base = match self.list.as_deref() {
+            Some("") => format!("list of {}", self.ty),
+            Some(sep) => format!("list of {} (separated by {sep:?})", self.ty),
+            None => self.ty.to_string(),
+        };
+        if self.optional { format!("{base}, optional") } else { base }
+    }
+
+    /// Parses command-line text: by the type, or, for a list, split on the separator
+    /// (each item trimmed; empty text is an empty list) and each item parsed.
+    fn parse_text(&self, text: &str) -> Result<Value, String> {
+        let Some(sep) = &self.list else { return self.ty.parse_text(text) };
+        if text.trim().is_empty() {
+            return Ok(Value::Array(Vec::new()));
+        }
+        let items: Vec<&str> = if sep.is_empty() { vec![text] } else { text.split(sep.as_str()).collect() };
+        let n = items.len();
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let item = if self.ty == ParamType::String { item.trim() } else { item };
+                self.ty.parse_text(item).map_err(|detail| {
+                    format!(" (item {} of {n}, {item:?}, is not {}{detail})", i + 1, self.ty.expected())
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array)
+    }
+}
+
+/// Whether `value` fits a parameter of type `ty`, optional or not, a list or not.
+pub(crate) fn shape_accepts(ty: ParamType, optional: bool, list: bool, value: &Value) -> bool {
+    if value.is_null() && optional {
+        return true;
+    }
+    match (list, value) {
+        (true, Value::Array(items)) => items.iter().all(|v| ty.accepts(v)),
+        (true, _) => false,
+        (false, v) => ty.accepts(v),
+    }
+}
+
+/// What values of such a parameter look like, for messages.
+pub(crate) fn shape_expected(ty: ParamType, optional: bool, list: bool) -> String {
+    let base = if list { format!("a list of items, each {}", ty.expected()) } else { ty.expected().to_owned() };
+    if optional { format!("{base}, or null (it is optional)") } else { base }
 }
 
 /// A parameter declaration for [`FlowBuilder::param`](crate::FlowBuilder::param). Nothing
@@ -145,12 +221,34 @@ pub struct Param {
     /// `Err` holds why the default could not be serialized.
     pub(crate) default: Option<Result<Value, String>>,
     pub(crate) help: Option<String>,
+    pub(crate) optional: bool,
+    pub(crate) list: Option<String>,
 }
 
 impl Param {
     /// A required parameter `name` of type `ty`, without help text.
     pub fn new(name: &str, ty: ParamType) -> Self {
-        Param { name: name.to_owned(), ty, default: None, help: None }
+        Param { name: name.to_owned(), ty, default: None, help: None, optional: false, list: None }
+    }
+
+    /// Makes the parameter optional without a default: left out, its value is `null`,
+    /// which a step reads as `None` (`ctx.param::<Option<String>>("since")`).
+    pub fn optional(mut self) -> Self {
+        self.optional = true;
+        self
+    }
+
+    /// Makes it a list of values of its type: `--param sites=a,b,c`, or repeated
+    /// `--param sites=a --param sites=b`; a step reads a `Vec` (`ctx.param::<Vec<String>>`).
+    pub fn list(self) -> Self {
+        self.list_separated(",")
+    }
+
+    /// A list whose `--param` text is split on `separator` (empty: never split, so each
+    /// `--param` is one item).
+    pub fn list_separated(mut self, separator: &str) -> Self {
+        self.list = Some(separator.to_owned());
+        self
     }
 
     /// Sets the default value (which makes the parameter optional).
@@ -168,7 +266,14 @@ impl Param {
 
 impl From<ParamSpec> for Param {
     fn from(p: ParamSpec) -> Self {
-        Param { name: p.name.as_str().to_owned(), ty: p.ty, default: p.default.map(Ok), help: p.help }
+        Param {
+            name: p.name.as_str().to_owned(),
+            ty: p.ty,
+            default: p.default.map(Ok),
+            help: p.help,
+            optional: p.optional,
+            list: p.list,
+        }
     }
 }
 
@@ -226,6 +331,8 @@ pub enum ParamProblem {
         param: ParamName,
         /// Its type.
         ty: ParamType,
+        /// What its values look like (the type, a list of it, or null when optional).
+        expected: String,
         /// The value as JSON, shortened when long.
         value: String,
         /// What the value is instead, e.g. `a string`.
@@ -268,8 +375,8 @@ impl fmt::Display for ParamProblem {
             ParamProblem::BadText { param, ty, text, detail } => {
                 write!(f, "parameter `{param}` expects {}, got {}{detail}", ty.expected(), shorten(format!("{text:?}")))
             }
-            ParamProblem::WrongType { param, ty, value, kind } => {
-                write!(f, "{value} is {kind}, the flow's parameter `{param}` is {}", ty.expected())
+            ParamProblem::WrongType { param, expected, value, kind, .. } => {
+                write!(f, "{value} is {kind}, the flow's parameter `{param}` is {expected}")
             }
             ParamProblem::Twice { param, first } => {
                 write!(f, "parameter `{param}` is given twice (first as {first}); keep one")
@@ -353,7 +460,7 @@ impl<'a> ParamCheck<'a> {
     /// Parses command-line text for parameter `name`.
     pub fn parse(&self, name: &str, text: &str) -> Result<Value, ParamProblem> {
         let p = self.declared(name)?;
-        p.ty.parse_text(text).map_err(|detail| ParamProblem::BadText {
+        p.parse_text(text).map_err(|detail| ParamProblem::BadText {
             param: p.name.clone(),
             ty: p.ty,
             text: text.to_owned(),
@@ -364,12 +471,13 @@ impl<'a> ParamCheck<'a> {
     /// Type-checks a JSON value for parameter `name`.
     pub fn check(&self, name: &str, value: &Value) -> Result<&'a ParamSpec, ParamProblem> {
         let p = self.declared(name)?;
-        if p.ty.accepts(value) {
+        if p.accepts(value) {
             Ok(p)
         } else {
             Err(ParamProblem::WrongType {
                 param: p.name.clone(),
                 ty: p.ty,
+                expected: p.expected(),
                 value: shorten(value.to_string()),
                 kind: kind_of(value),
             })
@@ -414,13 +522,13 @@ mod tests {
 
     /// Parses `text` for a flow declaring one parameter `n` of type `ty`.
     fn parse(ty: ParamType, text: &str) -> Result<Value, String> {
-        let declared = [ParamSpec { name: n(), ty, default: None, help: None }];
+        let declared = [ParamSpec::new(n(), ty)];
         ParamCheck::new(&declared).parse("n", text).map_err(|e| e.to_string())
     }
 
     /// Type-checks `value` for a flow declaring one parameter `n` of type `ty`.
     fn check(ty: ParamType, value: Value) -> Result<(), String> {
-        let declared = [ParamSpec { name: n(), ty, default: None, help: None }];
+        let declared = [ParamSpec::new(n(), ty)];
         ParamCheck::new(&declared).check("n", &value).map(|_| ()).map_err(|e| e.to_string())
     }
 
@@ -467,7 +575,7 @@ mod tests {
     #[test]
     fn serde_names_and_null_default() {
         assert_eq!(serde_json::to_string(&ParamType::UInt).unwrap(), "\"uint\"");
-        let spec = ParamSpec { name: n(), ty: ParamType::Json, default: Some(Value::Null), help: None };
+        let spec = ParamSpec { default: Some(Value::Null), ..ParamSpec::new(n(), ParamType::Json) };
         let text = serde_json::to_string(&spec).unwrap();
         let back: ParamSpec = serde_json::from_str(&text).unwrap();
         assert_eq!(back, spec);
@@ -478,12 +586,10 @@ mod tests {
 
     fn declared() -> Vec<ParamSpec> {
         vec![
-            ParamSpec { name: ParamName::new("count").unwrap(), ty: ParamType::UInt, default: None, help: None },
+            ParamSpec::new(ParamName::new("count").unwrap(), ParamType::UInt),
             ParamSpec {
-                name: ParamName::new("site_id").unwrap(),
-                ty: ParamType::String,
                 default: Some(json!("a")),
-                help: None,
+                ..ParamSpec::new(ParamName::new("site_id").unwrap(), ParamType::String)
             },
         ]
     }

@@ -475,11 +475,12 @@ fn check_params(params: &[Param], errors: &mut Vec<ValidationError>) {
             Some((_, c)) => *c += 1,
             None => counts.push((&p.name, 1)),
         }
+        let list = p.list.is_some();
         let bad_default = match &p.default {
             Some(Err(reason)) => Some(reason.clone()),
-            Some(Ok(v)) if !p.ty.accepts(v) => {
+            Some(Ok(v)) if !crate::param::shape_accepts(p.ty, p.optional, list, v) => {
                 let got = crate::param::shorten(v.to_string());
-                Some(format!("expected {}, got {got}", p.ty.expected()))
+                Some(format!("expected {}, got {got}", crate::param::shape_expected(p.ty, p.optional, list)))
             }
             _ => None,
         };

@@ -323,7 +323,7 @@ proptest! {
 
     #[test]
     fn parse_value_never_panics(ty in any_type(), text in prop_oneof![any::<String>(), "[-+0-9.eE]{0,24}", "\\PC{0,40}"]) {
-        let declared = [ParamSpec { name: ParamName::new("p").expect("valid"), ty, default: None, help: None }];
+        let declared = [ParamSpec::new(ParamName::new("p").expect("valid"), ty)];
         let check = ParamCheck::new(&declared);
         match check.parse("p", &text) {
             Ok(v) => prop_assert!(check.check("p", &v).is_ok(), "{ty}: {text:?} -> {v}"),

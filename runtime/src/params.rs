@@ -41,12 +41,30 @@ impl<'a> GivenParams<'a> {
     /// name is reported as unknown each time). Returns the value when it fits.
     pub(crate) fn text(&mut self, name: &str, text: &str) -> Option<Value> {
         let at = format!("--param {name}={text}");
-        if self.check.declared(name).is_ok()
-            && let Some(first) = self.given.get(name)
+        let is_list = self.check.declared(name).is_ok_and(|p| p.list.is_some());
+        if let Some(first) = self.given.get(name)
+            && self.check.declared(name).is_ok()
         {
-            let problem = ParamProblem::Twice { param: name.to_owned(), first: first.clone() };
-            self.problems.push((at, problem));
-            return None;
+            // A list takes a repeated `--param` as more items.
+            if is_list && let Some(Value::Array(have)) = self.values.get(name).cloned() {
+                return match self.check.parse(name, text) {
+                    Ok(Value::Array(more)) => {
+                        let all = Value::Array(have.into_iter().chain(more).collect());
+                        self.values.insert(name.to_owned(), all.clone());
+                        Some(all)
+                    }
+                    Ok(_) => None,
+                    Err(p) => {
+                        self.problems.push((at, p));
+                        None
+                    }
+                };
+            }
+            if !is_list {
+                let problem = ParamProblem::Twice { param: name.to_owned(), first: first.clone() };
+                self.problems.push((at, problem));
+                return None;
+            }
         }
         let parsed = self.check.parse(name, text);
         self.given.entry(name.to_owned()).or_insert_with(|| at.clone());
@@ -153,6 +171,9 @@ pub fn resolve_params_with(
             out.insert(name.to_owned(), f());
         } else if let Some(d) = &spec.default {
             out.insert(name.to_owned(), d.clone());
+        } else if spec.optional {
+            // Left out: `null`, which a step reads as `None`.
+            out.insert(name.to_owned(), Value::Null);
         }
     }
     Ok(out)
@@ -166,7 +187,7 @@ mod tests {
     use serde_json::json;
 
     fn declared() -> Vec<ParamSpec> {
-        let spec = |name: &str, ty, default| ParamSpec { name: ParamName::new(name).unwrap(), ty, default, help: None };
+        let spec = |name: &str, ty, default| ParamSpec { default, ..ParamSpec::new(ParamName::new(name).unwrap(), ty) };
         vec![spec("n", ParamType::UInt, Some(json!(5))), spec("label", ParamType::String, None)]
     }
 

@@ -28,9 +28,12 @@ pub fn dag(client: &Client, out: &Out, flow: &str, mermaid: bool, dot: bool) -> 
     let width = graph.steps().iter().map(|s| label(s).len()).max().unwrap_or(0);
     let mut text = format!("flow {}\n", graph.name());
     for p in graph.params() {
-        let default = p.default.as_ref().map_or(" (required)".to_owned(), |d| format!(" = {d}"));
-        let ty = serde_json::to_value(p.ty).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-        text.push_str(&format!("  param {}: {ty}{default}\n", p.name));
+        let default = match &p.default {
+            Some(d) => format!(" = {d}"),
+            None if p.optional => String::new(),
+            None => " (required)".to_owned(),
+        };
+        text.push_str(&format!("  param {}: {}{default}\n", p.name, p.type_text()));
     }
     for s in graph.steps() {
         let next = match &s.next {
