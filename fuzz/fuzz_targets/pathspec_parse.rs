@@ -1,15 +1,15 @@
 //! Pathspecs and names typed on the command line or read from a store: `Pathspec`,
 //! `RunRef`, `RunId`, `TaskId`, every name validator and `Label`. Properties: no panic;
 //! whatever parses prints back to text that parses to the same value; a valid name is
-//! safe as a path component.
+//! safe as a path component; a valid tag is printable text.
 #![no_main]
 
 use std::fmt::{Debug, Display};
 use std::str::FromStr;
 
 use braid_core::{
-    ArtifactName, FlowName, Label, LabelPart, MAX_NAME_LEN, ParamName, Pathspec, PathspecDepth, PlanName, RunId,
-    RunRef, StepName, Tag, TaskId,
+    ArtifactName, FlowName, Label, LabelPart, MAX_NAME_LEN, MAX_TAG_LEN, ParamName, Pathspec, PathspecDepth, PlanName,
+    RunId, RunRef, StepName, Tag, TaskId,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -35,6 +35,15 @@ fn check_name<T: AsRef<str> + Display>(s: &str, name: Option<T>) {
     assert!(!n.is_empty() && n.len() <= MAX_NAME_LEN, "{s:?}");
     assert!(!n.contains(['/', '\\', '\0']) && !n.contains("..") && n != ".", "{s:?} is a valid name");
     assert!(n.is_ascii() && !n.chars().any(|c| c.is_ascii_control() || c == ' '), "{s:?}");
+}
+
+/// A tag that validates is the input itself: non-empty text of at most `MAX_TAG_LEN`
+/// bytes, without control characters or whitespace at either end.
+fn check_tag(s: &str, t: &str) {
+    assert_eq!(t, s);
+    assert!(!t.is_empty() && t.len() <= MAX_TAG_LEN, "{s:?}");
+    assert!(!t.chars().any(char::is_control), "{s:?} has a control character");
+    assert!(!t.starts_with(char::is_whitespace) && !t.ends_with(char::is_whitespace), "{s:?}");
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -81,12 +90,15 @@ fuzz_target!(|data: &[u8]| {
 
     let tag = round_trip::<Tag>(s);
     let part = round_trip::<LabelPart>(s);
-    assert_eq!(tag.is_some(), part.is_some(), "{s:?}");
+    // Tags are free text (they never become paths); every label part is also a tag.
+    if part.is_some() {
+        assert!(tag.is_some(), "{s:?} is a label part but not a tag");
+    }
     if let Some(t) = &tag {
         let json = serde_json::to_string(t).expect("a tag serializes");
         assert_eq!(&serde_json::from_str::<Tag>(&json).expect("its JSON reads back"), t);
+        check_tag(s, t.as_str());
     }
-    check_name(s, tag);
     check_name(s, part);
     let _ = round_trip::<Label>(s);
 });
