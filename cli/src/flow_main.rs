@@ -132,14 +132,20 @@ pub fn flow_main(flows: Vec<braid_runtime::Result<Flow>>) -> ExitCode {
 /// registers them; its `scheduler`, `backfill` and `plans launch` call their functions.
 ///
 /// ```no_run
-/// # use braid_runtime::{Flow, plan::LaunchPlan};
-/// # fn data_sync() -> braid_runtime::Result<Flow> { unimplemented!() }
+/// use braid_runtime::{Flow, Param, ParamType, plan::LaunchPlan};
+/// let data_sync = Flow::builder("data_sync")
+///     .param(Param::new("site_id", ParamType::String))
+///     .step("start", |_ctx| async move { Ok(()) })
+///     .next("end")
+///     .step("end", |_ctx| async move { Ok(()) })
+///     .end()
+///     .build();
 /// let hourly = LaunchPlan::builder("data_sync_from_code", "data_sync")
 ///     .cron("0 * * * *", "UTC")
 ///     .matrix_fn(|_tick| Ok::<_, String>(serde_json::json!({"site_id": ["site1", "site2"]})))
 ///     .build()
 ///     .expect("a valid plan");
-/// braid_cli::FlowBinary::new(vec![data_sync()]).plans(vec![hourly]).main();
+/// braid_cli::FlowBinary::new(vec![data_sync]).plans(vec![hourly]).main();
 /// ```
 ///
 /// [`LaunchPlanBuilder::matrix_fn`]: braid_runtime::plan::LaunchPlanBuilder::matrix_fn
