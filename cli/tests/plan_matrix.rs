@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use braid_runtime::{Flow, Param, ParamType};
+use braid_runtime::Flow;
 use serde_json::Value;
 
 mod plan_cli;
@@ -20,14 +20,7 @@ fn flowbin(store: &Path, args: &[&str]) -> ExitCode {
 
 /// The `sites` example's flow.
 fn data_sync() -> braid_runtime::Result<Flow> {
-    Flow::builder("data_sync")
-        .param(Param::new("site_id", ParamType::String))
-        .param(Param::new("full", ParamType::Bool).default(false))
-        .step("start", |_ctx| async move { Ok(()) })
-        .next("end")
-        .step("end", |_ctx| async move { Ok(()) })
-        .end()
-        .build()
+    sites_flow()
 }
 
 fn examples() -> PathBuf {

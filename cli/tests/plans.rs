@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-use braid_runtime::{Flow, Param, ParamType};
+use braid_runtime::Flow;
 use serde_json::{Value, json};
 
 mod child;
@@ -21,18 +21,7 @@ fn flowbin(store: &Path, args: &[&str]) -> ExitCode {
 
 /// The `sites` example's flow.
 fn data_sync() -> braid_runtime::Result<Flow> {
-    Flow::builder("data_sync")
-        .param(Param::new("site_id", ParamType::String))
-        .param(Param::new("full", ParamType::Bool).default(false))
-        .step("start", |ctx| async move {
-            let site: String = ctx.param("site_id")?;
-            ctx.set("site", &site)?;
-            Ok(())
-        })
-        .next("end")
-        .step("end", |_ctx| async move { Ok(()) })
-        .end()
-        .build()
+    sites_flow()
 }
 
 fn sites_toml() -> PathBuf {

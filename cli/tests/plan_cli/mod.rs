@@ -7,8 +7,25 @@
 use std::path::Path;
 use std::process::{Command, ExitCode, Output};
 
-use braid_runtime::Flow;
+use braid_runtime::{Flow, Param, ParamType};
 use serde_json::Value;
+
+/// The `sites` example's flow, `data_sync(site_id, full = false)`: its start step sets
+/// `site`.
+pub fn sites_flow() -> braid_runtime::Result<Flow> {
+    Flow::builder("data_sync")
+        .param(Param::new("site_id", ParamType::String))
+        .param(Param::new("full", ParamType::Bool).default(false))
+        .step("start", |ctx| async move {
+            let site: String = ctx.param("site_id")?;
+            ctx.set("site", &site)?;
+            Ok(())
+        })
+        .next("end")
+        .step("end", |_ctx| async move { Ok(()) })
+        .end()
+        .build()
+}
 
 /// The flow binary `sites` hosting `flow`, on `store`, with `args`.
 pub fn flowbin_of(flow: fn() -> braid_runtime::Result<Flow>, store: &Path, args: &[&str]) -> ExitCode {
