@@ -78,7 +78,8 @@ fn ident() -> Value {
 
 /// A tag or label part.
 fn tag_text() -> Value {
-    json!({"type": "string", "minLength": 1, "maxLength": 256, "description": "printable text in any language"})
+    // No `minLength`: an empty `tag=` means no tag filter, as for the other filters.
+    json!({"type": "string", "maxLength": 256, "description": "printable text in any language, at most 256 bytes; empty: any"})
 }
 
 /// A time filter: RFC 3339 with an offset, or a date.
