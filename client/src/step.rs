@@ -60,7 +60,7 @@ pub(crate) fn successor_steps(next: &braid_dag::Transition) -> Vec<StepName> {
     match next {
         braid_dag::Transition::Next { to } | braid_dag::Transition::Foreach { to, .. } => push(to),
         braid_dag::Transition::Split { to } => to.iter().for_each(push),
-        braid_dag::Transition::Switch { cases, .. } => cases.values().for_each(push),
+        braid_dag::Transition::Switch { cases, .. } => cases.values().flat_map(|c| c.steps()).for_each(push),
         _ => {}
     }
     out

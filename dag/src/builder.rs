@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use braid_core::{ArtifactName, FlowName, ParamName, StepName};
 
 use crate::validate::{self, ValidationError, ValidationErrors};
-use crate::{FORMAT_VERSION, FlowGraph, FlowSpec, Param, ParamSpec, StepKind, StepSpec, Transition};
+use crate::{CaseTarget, FORMAT_VERSION, FlowGraph, FlowSpec, Param, ParamSpec, StepKind, StepSpec, Transition};
 
 /// Where a step goes, as written by the flow author: like [`Transition`] but with plain
 /// strings, so declaring cannot fail; `FlowBuilder::build` validates the names.
@@ -25,12 +25,13 @@ pub enum Next {
         /// The step that runs once per item.
         to: String,
     },
-    /// Take the case named by the string value of artifact `on`, as `(case, step)` pairs.
+    /// Take the case named by the string value of artifact `on`, as `(case, steps)`
+    /// pairs: one step, or several that run as a static split closed by a join.
     Switch {
         /// The artifact whose string value picks the case.
         on: String,
-        /// `(case key, step)` pairs, in declaration order.
-        cases: Vec<(String, String)>,
+        /// `(case key, steps)` pairs, in declaration order.
+        cases: Vec<(String, Vec<String>)>,
     },
 }
 
@@ -63,7 +64,26 @@ impl Next {
     {
         Next::Switch {
             on: on.to_owned(),
-            cases: cases.into_iter().map(|(k, t)| (k.as_ref().to_owned(), t.as_ref().to_owned())).collect(),
+            cases: cases.into_iter().map(|(k, t)| (k.as_ref().to_owned(), vec![t.as_ref().to_owned()])).collect(),
+        }
+    }
+
+    /// A switch whose cases may fan out: each case lists its steps, one, or several that
+    /// run as the branches of a static split and meet at a join, e.g.
+    /// `Next::switch_cases("verdict", [("hit", vec!["fast"]), ("miss", vec!["clip", "face"])])`.
+    pub fn switch_cases<I, K, T, S>(on: &str, cases: I) -> Self
+    where
+        I: IntoIterator<Item = (K, T)>,
+        K: AsRef<str>,
+        T: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Next::Switch {
+            on: on.to_owned(),
+            cases: cases
+                .into_iter()
+                .map(|(k, t)| (k.as_ref().to_owned(), t.into_iter().map(|s| s.as_ref().to_owned()).collect()))
+                .collect(),
         }
     }
 }
@@ -90,7 +110,7 @@ impl From<&Transition> for Next {
             Transition::Foreach { over, to } => Next::Foreach { over: over.as_str().to_owned(), to: s(to) },
             Transition::Switch { on, cases } => Next::Switch {
                 on: on.as_str().to_owned(),
-                cases: cases.iter().map(|(k, v)| (k.clone(), s(v))).collect(),
+                cases: cases.iter().map(|(k, v)| (k.clone(), v.steps().iter().map(s).collect())).collect(),
             },
         }
     }
@@ -214,7 +234,14 @@ fn to_spec(name: &str, params: Vec<Param>, steps: Vec<Decl>) -> Result<FlowSpec,
                     on: artifact(on)?,
                     cases: cases
                         .iter()
-                        .map(|(k, v)| Ok((k.clone(), step(v)?)))
+                        .map(|(k, v)| {
+                            let mut to = v.iter().map(|s| step(s)).collect::<Result<Vec<_>, _>>()?;
+                            let target = match to.len() {
+                                1 => CaseTarget::Step(to.remove(0)),
+                                _ => CaseTarget::Split(to),
+                            };
+                            Ok((k.clone(), target))
+                        })
                         .collect::<Result<BTreeMap<_, _>, _>>()?,
                 },
             };

@@ -30,6 +30,8 @@ struct StepInfo {
     fanout_of: Option<StepName>,
     /// Targets of this step's loop-back switch cases.
     loops_to: Vec<StepName>,
+    /// For a switch: the join that closes each case that fans out.
+    case_joins: Vec<(String, StepName)>,
 }
 
 impl FlowGraph {
@@ -80,6 +82,12 @@ impl FlowGraph {
                     join_of: a.join_of.get(i).copied().flatten().map(name),
                     fanout_of: a.fanout_of.get(i).copied().flatten().map(name),
                     loops_to: a.loop_backs.iter().filter(|&&(s, _)| s == i).map(|&(_, t)| name(t)).collect(),
+                    case_joins: a
+                        .case_joins
+                        .iter()
+                        .filter(|(s, _, _)| *s == i)
+                        .map(|(_, case, j)| (case.clone(), name(*j)))
+                        .collect(),
                 }
             })
             .collect();
@@ -136,7 +144,13 @@ impl FlowGraph {
         self.info(fanout)?.join_of.as_ref()
     }
 
-    /// The split or foreach step a join closes.
+    /// The join that closes case `case` of switch `switch`, when that case fans out.
+    pub fn join_of_case(&self, switch: &str, case: &str) -> Option<&StepName> {
+        self.info(switch)?.case_joins.iter().find(|(c, _)| c == case).map(|(_, j)| j)
+    }
+
+    /// The split, foreach or switch step a join closes (a switch for the join of a case
+    /// that fans out).
     pub fn fanout_of(&self, join: &str) -> Option<&StepName> {
         self.info(join)?.fanout_of.as_ref()
     }

@@ -47,7 +47,7 @@ pub use builder::{FlowBuilder, Next};
 pub use param::Param;
 // The graph as data (the JSON spec).
 pub use param::{ParamSpec, ParamType};
-pub use spec::{FORMAT_VERSION, FlowSpec, StepKind, StepSpec, Transition};
+pub use spec::{CaseTarget, FORMAT_VERSION, FlowSpec, StepKind, StepSpec, Transition};
 // The validated graph.
 pub use graph::FlowGraph;
 // Checking parameter values given to a run.

@@ -14,9 +14,10 @@ fn edges(step: &StepSpec) -> Vec<(&str, String)> {
         Transition::Next { to } => vec![(to.as_str(), String::new())],
         Transition::Split { to } => to.iter().map(|t| (t.as_str(), String::new())).collect(),
         Transition::Foreach { over, to } => vec![(to.as_str(), format!("foreach {over}"))],
-        Transition::Switch { on, cases } => {
-            cases.iter().map(|(case, to)| (to.as_str(), format!("{on} = {case}"))).collect()
-        }
+        Transition::Switch { on, cases } => cases
+            .iter()
+            .flat_map(|(case, to)| to.steps().iter().map(move |t| (t.as_str(), format!("{on} = {case}"))))
+            .collect(),
     }
 }
 

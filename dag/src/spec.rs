@@ -37,13 +37,61 @@ pub enum Transition {
     },
     /// The task sets the artifact `on` to a string; the case with that key is taken.
     /// A case that goes back to the switch step or to a step every path to it passes
-    /// through forms a loop.
+    /// through forms a loop. A case may fan out ([`CaseTarget::Split`]): its steps run as
+    /// the branches of a static split, closed by a join.
     Switch {
         /// The artifact whose string value picks the case.
         on: ArtifactName,
-        /// Case key to the step it goes to.
-        cases: BTreeMap<String, StepName>,
+        /// Case key to where it goes.
+        cases: BTreeMap<String, CaseTarget>,
     },
+}
+
+/// Where a switch case goes. Serialized as a step name (`"a"`) or, for a case that
+/// fans out, a list of them (`["clip", "face"]`), so specs without fan-out cases read
+/// as they always did.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+#[non_exhaustive]
+pub enum CaseTarget {
+    /// One step.
+    Step(StepName),
+    /// At least two steps, run as the branches of a static split that one join closes
+    /// (Metaflow's `"miss" -> [clip, face] -> join_miss`).
+    Split(Vec<StepName>),
+}
+
+impl CaseTarget {
+    /// The case's steps: one, or the first step of each branch.
+    pub fn steps(&self) -> &[StepName] {
+        match self {
+            CaseTarget::Step(s) => std::slice::from_ref(s),
+            CaseTarget::Split(to) => to,
+        }
+    }
+
+    /// Whether the case fans out.
+    pub fn is_split(&self) -> bool {
+        matches!(self, CaseTarget::Split(_))
+    }
+}
+
+/// `a`, or `[clip, face]` for a case that fans out.
+impl std::fmt::Display for CaseTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CaseTarget::Step(s) => write!(f, "{s}"),
+            CaseTarget::Split(to) => {
+                write!(f, "[{}]", to.iter().map(StepName::as_str).collect::<Vec<_>>().join(", "))
+            }
+        }
+    }
+}
+
+impl From<StepName> for CaseTarget {
+    fn from(s: StepName) -> Self {
+        CaseTarget::Step(s)
+    }
 }
 
 impl Transition {
@@ -53,7 +101,7 @@ impl Transition {
             Transition::End => Vec::new(),
             Transition::Next { to } | Transition::Foreach { to, .. } => vec![to],
             Transition::Split { to } => to.iter().collect(),
-            Transition::Switch { cases, .. } => cases.values().collect(),
+            Transition::Switch { cases, .. } => cases.values().flat_map(CaseTarget::steps).collect(),
         };
         let mut out: Vec<&StepName> = Vec::with_capacity(all.len());
         for s in all {

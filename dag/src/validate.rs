@@ -6,7 +6,9 @@
 //! through it); the rest of the graph must be acyclic. Then walk it in topological
 //! order carrying each step's stack of open fan-out frames `(fan-out step, branch)`:
 //! a split or foreach pushes a frame for its targets, a join pops the top one, and all
-//! paths into a step must agree on the stack.
+//! paths into a step must agree on the stack. A switch case that fans out is a fan-out
+//! of its own (one per case, so two such cases of one switch have two joins), pushed
+//! for the case's targets only.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
@@ -113,6 +115,32 @@ pub enum ValidationError {
     EmptySwitch {
         /// The switch step.
         step: String,
+    },
+    /// A switch case that goes nowhere (an empty list of steps).
+    EmptyCase {
+        /// The switch step.
+        step: String,
+        /// The case key.
+        case: String,
+    },
+    /// A step that starts a branch of a fan-out case and is also where another case of
+    /// the same switch goes: the step could not tell which it is.
+    SharedCaseTarget {
+        /// The switch step.
+        step: String,
+        /// The step named by both cases.
+        target: String,
+        /// The cases that name it.
+        cases: Vec<String>,
+    },
+    /// A fan-out case that loops back: a loop goes to one step.
+    FanoutCaseLoops {
+        /// The switch step.
+        switch: String,
+        /// The case that fans out.
+        case: String,
+        /// The step it loops back to.
+        target: String,
     },
     /// Steps on a cycle that is not a switch loop.
     Cycle {
@@ -297,6 +325,23 @@ impl fmt::Display for ValidationError {
                 "the switch of step `{step}` has no cases; add at least one, \
                  e.g. `Next::switch(\"choice\", [(\"yes\", \"a\"), (\"no\", \"b\")])`"
             ),
+            E::EmptyCase { step, case } => write!(
+                f,
+                "case `{case}` of the switch of step `{step}` lists no steps; give it one step, \
+                 or several to run as branches that a join closes"
+            ),
+            E::SharedCaseTarget { step, target, cases } => write!(
+                f,
+                "step `{target}` is named by cases {} of the switch of step `{step}`, and one of them fans \
+                 out; a branch of a fan-out case cannot also be where another case goes: give that case \
+                 its own step",
+                ticks(cases)
+            ),
+            E::FanoutCaseLoops { switch, case, target } => write!(
+                f,
+                "case `{case}` of switch `{switch}` fans out and loops back to `{target}`; a case that loops \
+                 goes to one step: loop back to a single step, and fan out from there"
+            ),
             E::Cycle { steps } => write!(
                 f,
                 "steps {} form a cycle that is not a switch loop; only a switch case may go back, \
@@ -445,6 +490,8 @@ pub(crate) struct Analysis {
     pub stacks: Vec<Vec<usize>>,
     pub fanout_of: Vec<Option<usize>>,
     pub join_of: Vec<Option<usize>>,
+    /// `(switch, case, join)` for each fan-out case.
+    pub case_joins: Vec<(usize, String, usize)>,
     pub loop_backs: BTreeSet<(usize, usize)>,
     pub topo: Vec<usize>,
 }
@@ -568,7 +615,8 @@ fn flood(adj: &[Vec<usize>], seeds: impl IntoIterator<Item = usize>, n: usize) -
 
 const NONE: usize = usize::MAX;
 
-/// A frame of open fan-out: the split or foreach step and the branch taken.
+/// A frame of open fan-out: the fan-out (a split or foreach step's index, or `n + k` for
+/// the `k`th fan-out switch case) and the branch taken.
 type Frame = (usize, usize);
 
 struct Graph<'a> {
@@ -582,6 +630,15 @@ struct Graph<'a> {
     broken: Vec<bool>,
     start: Option<usize>,
     end: Option<usize>,
+    /// The switch cases that fan out; fan-out `n + k` is `case_fans[k]`.
+    case_fans: Vec<CaseFan>,
+}
+
+/// A switch case that fans out.
+struct CaseFan {
+    switch: usize,
+    case: String,
+    targets: Vec<usize>,
 }
 
 impl<'a> Graph<'a> {
@@ -615,6 +672,7 @@ impl<'a> Graph<'a> {
         let declared: Vec<String> = (0..n).filter(|&i| first[i]).map(|i| decls[i].name.clone()).collect();
         let mut succ = vec![Vec::new(); n];
         let mut broken = vec![false; n];
+        let mut pending_fans: Vec<(usize, String, Vec<String>)> = Vec::new();
         for i in (0..n).filter(|&i| first[i]) {
             let d = &decls[i];
             let step = &d.name;
@@ -659,13 +717,40 @@ impl<'a> Graph<'a> {
                         errors.push(E::EmptySwitch { step: step.clone() });
                     }
                     let mut keys: Vec<&str> = Vec::new();
-                    for (k, _) in cases {
+                    for (k, to) in cases {
                         if keys.contains(&k.as_str()) {
                             errors.push(E::DuplicateCase { step: step.clone(), case: k.clone() });
                         }
                         keys.push(k);
+                        if to.is_empty() {
+                            errors.push(E::EmptyCase { step: step.clone(), case: k.clone() });
+                        }
+                        let mut seen: Vec<&str> = Vec::new();
+                        for t in to {
+                            if seen.contains(&t.as_str()) {
+                                errors.push(E::DuplicateTarget { step: step.clone(), target: t.clone() });
+                            }
+                            seen.push(t);
+                        }
                     }
-                    cases.iter().map(|(_, t)| t.as_str()).collect()
+                    for (k, to) in cases.iter().filter(|(_, to)| to.len() > 1) {
+                        for t in to {
+                            let named: Vec<String> = cases
+                                .iter()
+                                .filter(|(_, other)| other.contains(t))
+                                .map(|(case, _)| case.clone())
+                                .collect();
+                            if named.len() > 1 && named.first() == Some(k) {
+                                errors.push(E::SharedCaseTarget {
+                                    step: step.clone(),
+                                    target: t.clone(),
+                                    cases: named,
+                                });
+                            }
+                        }
+                        pending_fans.push((i, k.clone(), to.clone()));
+                    }
+                    cases.iter().flat_map(|(_, t)| t.iter().map(String::as_str)).collect()
                 }
             };
             if is_end && !matches!(d.next, Next::End) {
@@ -702,22 +787,61 @@ impl<'a> Graph<'a> {
                 pred[t].push(i);
             }
         }
-        Graph { decls, first, succ, pred, broken, start, end }
+        // A fan-out case whose targets are not all known is left out: the unknown target
+        // is reported, and its branches are not checked.
+        let case_fans = pending_fans
+            .into_iter()
+            .filter_map(|(switch, case, to)| {
+                let targets = to.iter().map(|t| index.get(t.as_str()).copied()).collect::<Option<Vec<usize>>>()?;
+                Some(CaseFan { switch, case, targets })
+            })
+            .collect();
+        Graph { decls, first, succ, pred, broken, start, end, case_fans }
     }
 
     fn name(&self, i: usize) -> String {
         self.decls[i].name.clone()
     }
 
-    fn names(&self, frames: &[Frame]) -> Vec<String> {
-        frames.iter().map(|&(f, _)| self.name(f)).collect()
+    /// The step of fan-out `f`: the split or foreach step, or the switch of a case.
+    fn fan_step(&self, f: usize) -> usize {
+        let n = self.decls.len();
+        if f < n { f } else { self.case_fans[f - n].switch }
     }
 
-    fn fanout_kind(&self, i: usize) -> &'static str {
-        match self.decls[i].next {
+    /// How fan-out `f` is named in a message: its step, and for a case, the case.
+    fn fan_name(&self, f: usize) -> String {
+        let n = self.decls.len();
+        if f < n {
+            self.name(f)
+        } else {
+            let c = &self.case_fans[f - n];
+            format!("{}` case `{}", self.name(c.switch), c.case)
+        }
+    }
+
+    fn names(&self, frames: &[Frame]) -> Vec<String> {
+        frames.iter().map(|&(f, _)| self.fan_name(f)).collect()
+    }
+
+    fn fanout_kind(&self, f: usize) -> &'static str {
+        if f >= self.decls.len() {
+            return "switch";
+        }
+        match self.decls[f].next {
             Next::Foreach { .. } => "foreach",
             _ => "split",
         }
+    }
+
+    /// The fan-out case of switch `s` that `t` starts a branch of: its fan id and branch.
+    fn case_branch(&self, s: usize, t: usize) -> Option<(usize, usize)> {
+        let n = self.decls.len();
+        self.case_fans
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.switch == s)
+            .find_map(|(k, c)| c.targets.iter().position(|&x| x == t).map(|b| (n + k, b)))
     }
 
     fn analyze(&self, errors: &mut Vec<ValidationError>) -> Analysis {
@@ -758,13 +882,14 @@ impl<'a> Graph<'a> {
         self.check_cycles(&fwd, &reachable, errors);
         self.check_path_to_end(&reachable, errors);
         let topo = topological(&fwd, &reachable);
+        let fans = n + self.case_fans.len();
         let mut walk = Walk {
             g: self,
             start,
             incoming: vec![Vec::new(); n],
             stacks: vec![None; n],
             fanout_of: vec![None; n],
-            closers: vec![Vec::new(); n],
+            closers: vec![Vec::new(); fans],
             branches_at: vec![BTreeSet::new(); n],
         };
         walk.run(&topo, &fwd, errors);
@@ -777,18 +902,27 @@ impl<'a> Graph<'a> {
             }
         }
         let mut join_of = vec![None; n];
+        let mut case_joins = Vec::new();
         for (f, joins) in walk.closers.iter().enumerate() {
-            join_of[f] = joins.first().copied();
+            match (f < n, joins.first()) {
+                (true, j) => join_of[f] = j.copied(),
+                (false, Some(&j)) => {
+                    let c = &self.case_fans[f - n];
+                    case_joins.push((c.switch, c.case.clone(), j));
+                }
+                (false, None) => {}
+            }
         }
         Analysis {
             parents,
             stacks: walk
                 .stacks
                 .into_iter()
-                .map(|s| s.unwrap_or_default().into_iter().map(|(f, _)| f).collect())
+                .map(|s| s.unwrap_or_default().into_iter().map(|(f, _)| self.fan_step(f)).collect())
                 .collect(),
-            fanout_of: walk.fanout_of,
+            fanout_of: walk.fanout_of.into_iter().map(|f| f.map(|f| self.fan_step(f))).collect(),
             join_of,
+            case_joins,
             loop_backs,
             topo,
         }
@@ -944,10 +1078,14 @@ impl Walk<'_, '_> {
             let fans_out = matches!(self.g.decls[v].next, Next::Split(_) | Next::Foreach { .. });
             for (branch, &w) in fwd[v].iter().enumerate() {
                 let mut out = stack.clone();
-                if fans_out {
-                    out.push((v, branch));
+                let frame = if fans_out { Some((v, branch)) } else { self.g.case_branch(v, w) };
+                if let Some(frame) = frame {
+                    out.push(frame);
                     if self.g.decls[w].kind == StepKind::Join {
-                        errors.push(ValidationError::EmptyBranch { fanout: self.g.name(v), join: self.g.name(w) });
+                        errors.push(ValidationError::EmptyBranch {
+                            fanout: self.g.fan_name(frame.0),
+                            join: self.g.name(w),
+                        });
                     }
                 }
                 self.incoming[w].push((v, out));
@@ -992,7 +1130,7 @@ impl Walk<'_, '_> {
         if tops.len() > 1 {
             errors.push(ValidationError::JoinOfDifferentFanouts {
                 join: g.name(v),
-                fanouts: tops.iter().map(|&(f, via)| (g.name(f), g.name(via))).collect(),
+                fanouts: tops.iter().map(|&(f, via)| (g.fan_name(f), g.name(via))).collect(),
             });
             return None;
         }
@@ -1030,7 +1168,7 @@ impl Walk<'_, '_> {
         let k = a.iter().zip(b).position(|(x, y)| x != y);
         errors.push(match k {
             Some(k) if a[k].0 == b[k].0 => {
-                ValidationError::BranchesMeet { step: g.name(v), fanout: g.name(a[k].0), from }
+                ValidationError::BranchesMeet { step: g.name(v), fanout: g.fan_name(a[k].0), from }
             }
             _ => ValidationError::MismatchedNesting { step: g.name(v), from, open: [g.names(a), g.names(b)] },
         });
@@ -1038,28 +1176,38 @@ impl Walk<'_, '_> {
 
     fn finish(&self, fwd: &[Vec<usize>], loop_backs: &BTreeSet<(usize, usize)>, errors: &mut Vec<ValidationError>) {
         let g = self.g;
+        let n = g.decls.len();
         for (f, joins) in self.closers.iter().enumerate() {
             if joins.len() > 1 {
                 errors.push(ValidationError::FanoutClosedTwice {
-                    fanout: g.name(f),
+                    fanout: g.fan_name(f),
                     kind: g.fanout_kind(f),
                     joins: joins.iter().map(|&j| g.name(j)).collect(),
                 });
-            } else if let (Some(&j), Next::Split(_)) = (joins.first(), &g.decls[f].next) {
-                let missing: Vec<String> =
-                    (0..fwd[f].len()).filter(|b| !self.branches_at[j].contains(b)).map(|b| g.name(fwd[f][b])).collect();
-                if !missing.is_empty() {
-                    errors.push(ValidationError::MissingBranches { join: g.name(j), split: g.name(f), missing });
-                }
+                continue;
+            }
+            let Some(&j) = joins.first() else { continue };
+            let branches: &[usize] = match (f < n, f.checked_sub(n).and_then(|k| g.case_fans.get(k))) {
+                (true, _) if matches!(g.decls[f].next, Next::Split(_)) => &fwd[f],
+                (false, Some(c)) => &c.targets,
+                _ => continue,
+            };
+            let missing: Vec<String> =
+                (0..branches.len()).filter(|b| !self.branches_at[j].contains(b)).map(|b| g.name(branches[b])).collect();
+            if !missing.is_empty() {
+                errors.push(ValidationError::MissingBranches { join: g.name(j), split: g.fan_name(f), missing });
             }
         }
         if let Some(Some(stack)) = g.end.map(|e| &self.stacks[e]) {
             for &(f, _) in stack {
-                errors.push(ValidationError::UnclosedFanout { fanout: g.name(f), kind: g.fanout_kind(f) });
+                errors.push(ValidationError::UnclosedFanout { fanout: g.fan_name(f), kind: g.fanout_kind(f) });
             }
         }
         for &(s, t) in loop_backs {
-            if g.decls[t].kind == StepKind::Join {
+            if let Some((f, _)) = g.case_branch(s, t) {
+                let case = g.case_fans[f - n].case.clone();
+                errors.push(ValidationError::FanoutCaseLoops { switch: g.name(s), case, target: g.name(t) });
+            } else if g.decls[t].kind == StepKind::Join {
                 errors.push(ValidationError::LoopIntoJoin { switch: g.name(s), target: g.name(t) });
             } else if let (Some(a), Some(b)) = (&self.stacks[s], &self.stacks[t]) {
                 if a != b {

@@ -104,6 +104,117 @@ fn switch_cases_converge_on_a_normal_step() {
     assert!(!g.is_loop_back("start", "a"));
 }
 
+/// Metaflow 2.19's `"miss" -> [clip, face] -> join_miss` next to a case of one step:
+/// both paths meet at `end`, which runs once from whichever path ran.
+fn fanout_case_flow() -> FlowBuilder {
+    flow()
+        .step("start", Next::switch_cases("verdict", [("hit", vec!["fast"]), ("miss", vec!["clip", "face"])]))
+        .step("fast", Next::to("end"))
+        .step("clip", Next::to("join_miss"))
+        .step("face", Next::to("join_miss"))
+        .join("join_miss", Next::to("end"))
+        .step("end", Next::End)
+}
+
+#[test]
+fn a_switch_case_fans_out_and_its_join_meets_the_other_case() {
+    let g = fanout_case_flow().build().unwrap();
+    assert_eq!(g.join_of_case("start", "miss").unwrap(), "join_miss");
+    assert!(g.join_of_case("start", "hit").is_none());
+    assert!(g.join_of("start").is_none());
+    assert_eq!(g.fanout_of("join_miss").unwrap(), "start");
+    assert_eq!(g.fanout_stack("clip"), ["start"]);
+    assert!(g.fanout_stack("fast").is_empty());
+    assert!(g.fanout_stack("join_miss").is_empty());
+    assert_eq!(g.parents("end"), ["fast", "join_miss"]);
+    // The spec writes a fan-out case as a list and a single case as a name, and reads both.
+    let text = g.to_json().unwrap();
+    let back = FlowGraph::from_json(&text).unwrap();
+    assert_eq!(back.spec(), g.spec());
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["steps"][0]["next"]["cases"], serde_json::json!({"hit": "fast", "miss": ["clip", "face"]}));
+}
+
+#[test]
+fn two_fanout_cases_of_one_switch_have_a_join_each() {
+    let g = flow()
+        .step("start", Next::switch_cases("v", [("a", vec!["a1", "a2"]), ("b", vec!["b1", "b2"])]))
+        .step("a1", Next::to("ja"))
+        .step("a2", Next::to("ja"))
+        .join("ja", Next::to("end"))
+        .step("b1", Next::to("jb"))
+        .step("b2", Next::to("jb"))
+        .join("jb", Next::to("end"))
+        .step("end", Next::End)
+        .build()
+        .unwrap();
+    assert_eq!(g.join_of_case("start", "a").unwrap(), "ja");
+    assert_eq!(g.join_of_case("start", "b").unwrap(), "jb");
+    // One step listed alone is a plain case.
+    let single =
+        flow().step("start", Next::switch_cases("v", [("x", ["end"])])).step("end", Next::End).build().unwrap();
+    assert!(matches!(
+        &single.step("start").unwrap().next,
+        crate::Transition::Switch { cases, .. } if cases["x"] == crate::CaseTarget::Step("end".parse().unwrap())
+    ));
+}
+
+#[test]
+fn fanout_case_problems_are_named() {
+    // A branch of the case that never reaches the join, and an empty case.
+    let errs = fails(
+        flow()
+            .step("start", Next::switch_cases("v", [("a", vec!["a1", "a2"]), ("none", vec![])]))
+            .step("a1", Next::to("ja"))
+            .step("a2", Next::to("end"))
+            .join("ja", Next::to("end"))
+            .step("end", Next::End),
+        &["case `none` of the switch of step `start` lists no steps", "`a2`"],
+    );
+    assert!(errs.contains(&E::EmptyCase { step: "start".into(), case: "none".into() }), "{errs:#?}");
+    // A case's branches that are never joined.
+    let e = only(
+        flow()
+            .step("start", Next::switch_cases("v", [("a", vec!["a1", "a2"])]))
+            .step("a1", Next::to("end"))
+            .step("a2", Next::to("end"))
+            .step("end", Next::End),
+        &["branches of split `start` case `a` meet at step `end`", "not a join"],
+    );
+    assert!(matches!(e, E::BranchesMeet { .. }), "{e:?}");
+    // A step both a branch of a fan-out case and another case's target.
+    let errs = fails(
+        flow()
+            .step("start", Next::switch_cases("v", [("a", vec!["a1", "a2"]), ("b", vec!["a1"])]))
+            .step("a1", Next::to("ja"))
+            .step("a2", Next::to("ja"))
+            .join("ja", Next::to("end"))
+            .step("end", Next::End),
+        &["step `a1` is named by cases `a`, `b`"],
+    );
+    assert!(errs.iter().any(|e| matches!(e, E::SharedCaseTarget { target, .. } if target == "a1")), "{errs:#?}");
+    // A fan-out case that loops back.
+    let errs = fails(
+        flow()
+            .step("start", Next::to("head"))
+            .step("head", Next::to("body"))
+            .step("body", Next::switch_cases("v", [("again", vec!["head", "other"]), ("done", vec!["end"])]))
+            .step("other", Next::to("end"))
+            .step("end", Next::End),
+        &["case `again` of switch `body` fans out and loops back to `head`"],
+    );
+    assert!(errs.iter().any(|e| matches!(e, E::FanoutCaseLoops { .. })), "{errs:#?}");
+    // The same branch twice in a case.
+    let errs = fails(
+        flow()
+            .step("start", Next::switch_cases("v", [("a", vec!["a1", "a1"])]))
+            .step("a1", Next::to("end"))
+            .step("end", Next::End),
+        &["`a1` more than once"],
+    );
+    assert!(errs.iter().any(|e| matches!(e, E::DuplicateTarget { .. })), "{errs:#?}");
+}
+
 #[test]
 fn recursive_switch_loop() {
     let g = flow()

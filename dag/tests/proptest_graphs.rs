@@ -14,6 +14,9 @@ enum Block {
     Foreach(Box<Block>),
     /// Cases converging after the switch; `true` adds a case that skips straight ahead.
     Switch(Vec<Block>, bool),
+    /// A switch with one case of a single block and one that fans out into branches
+    /// closed by a join; both continue at the same step.
+    SwitchFan(Box<Block>, Vec<Block>),
     /// The body, then a switch looping back to the body's entry.
     Loop(Box<Block>),
     SelfLoop,
@@ -28,6 +31,8 @@ fn block() -> impl Strategy<Value = Block> {
             inner.clone().prop_map(|b| Block::Foreach(Box::new(b))),
             (prop::collection::vec(inner.clone(), 1..4), any::<bool>())
                 .prop_map(|(cases, skip)| Block::Switch(cases, skip)),
+            (inner.clone(), prop::collection::vec(inner.clone(), 2..4))
+                .prop_map(|(one, fan)| Block::SwitchFan(Box::new(one), fan)),
             inner.prop_map(|b| Block::Loop(Box::new(b))),
         ]
     })
@@ -95,6 +100,19 @@ impl Emit {
                 self.push(&s, StepKind::Normal, Next::switch("choice", cases));
                 s
             }
+            Block::SwitchFan(one, fan) => {
+                let single = self.emit(one, next);
+                let join = self.fresh();
+                self.push(&join, StepKind::Join, Next::to(next));
+                let entries: Vec<String> = fan.iter().map(|b| self.emit(b, &join)).collect();
+                let s = self.fresh();
+                self.push(
+                    &s,
+                    StepKind::Normal,
+                    Next::switch_cases("choice", [("one", vec![single]), ("fan", entries)]),
+                );
+                s
+            }
             Block::Loop(body) => {
                 let l = self.fresh();
                 let entry = self.emit(body, &l);
@@ -144,7 +162,13 @@ fn check_valid(g: &FlowGraph) -> Result<(), TestCaseError> {
         prop_assert!(g.foreach_depth(name) <= g.fanout_stack(name).len());
         if step.kind == StepKind::Join {
             let fan = g.fanout_of(name).expect("every join closes a fan-out");
-            prop_assert_eq!(g.join_of(fan.as_str()).map(|s| s.as_str()), Some(name));
+            let closes = match &g.step(fan.as_str()).expect("the fan-out is a step").next {
+                braid_dag::Transition::Switch { cases, .. } => {
+                    cases.keys().any(|c| g.join_of_case(fan.as_str(), c).is_some_and(|j| j == name))
+                }
+                _ => g.join_of(fan.as_str()).is_some_and(|j| j == name),
+            };
+            prop_assert!(closes, "`{name}` closes `{fan}`, which does not name it as its join");
         }
         for t in step.next.targets() {
             let back = g.is_loop_back(name, t.as_str());
@@ -187,7 +211,7 @@ fn any_next() -> impl Strategy<Value = Next> {
         any_name().prop_map(Next::To),
         prop::collection::vec(any_name(), 0..4).prop_map(Next::Split),
         (artifact.clone(), any_name()).prop_map(|(over, to)| Next::Foreach { over: over.to_owned(), to }),
-        (artifact, prop::collection::vec((any_name(), any_name()), 0..4))
+        (artifact, prop::collection::vec((any_name(), prop::collection::vec(any_name(), 0..3)), 0..4))
             .prop_map(|(on, cases)| { Next::Switch { on: on.to_owned(), cases } }),
     ]
 }
@@ -230,7 +254,7 @@ fn mutate(mut steps: Vec<Decl>, m: &Mutation) -> Vec<Decl> {
                 Next::Foreach { over, .. } => Next::Foreach { over: over.clone(), to },
                 Next::Switch { on, cases } => {
                     let mut cases = cases.clone();
-                    cases.push(("extra".into(), to));
+                    cases.push(("extra".into(), vec![to]));
                     Next::Switch { on: on.clone(), cases }
                 }
             };
@@ -280,7 +304,7 @@ proptest! {
                 Next::End => {}
                 Next::To(t) | Next::Foreach { to: t, .. } => extra.push(t.clone()),
                 Next::Split(ts) => extra.extend(ts.iter().cloned()),
-                Next::Switch { cases, .. } => extra.extend(cases.iter().map(|(_, t)| t.clone())),
+                Next::Switch { cases, .. } => extra.extend(cases.iter().flat_map(|(_, t)| t.iter().cloned())),
             }
         }
         match b.build() {

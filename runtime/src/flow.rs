@@ -376,6 +376,15 @@ impl StepBuilder {
         self.finish(Next::switch(on, cases.iter().copied()))
     }
 
+    /// A switch whose cases may fan out: each case lists one step, or several that run
+    /// as the branches of a static split and meet at a join, as in
+    /// `.switch_cases("verdict", &[("hit", &["fast"]), ("miss", &["clip", "face"])])`
+    /// with `clip` and `face` going to a join. The step after both paths runs once,
+    /// from whichever path ran.
+    pub fn switch_cases(self, on: &str, cases: &[(&str, &[&str])]) -> FlowBuilder {
+        self.finish(Next::switch_cases(on, cases.iter().map(|(k, to)| (*k, to.iter().copied()))))
+    }
+
     /// Ends the flow (only the `end` step).
     pub fn end(self) -> FlowBuilder {
         self.finish(Next::End)

@@ -265,6 +265,108 @@ async fn switch_takes_one_case_and_the_meeting_step_runs_once() {
     assert!(e.contains("start") && e.contains("\"up\"") && e.contains("left, right"), "{e}");
 }
 
+/// Metaflow 2.19's switch with a case that fans out: `miss` runs `clip` and `face` as a
+/// static split closed by `join_miss`; `hit` goes to `fast` alone; `end` runs once from
+/// whichever path ran. `face` fails while `fail` is set.
+fn detector(fail: Arc<AtomicBool>, face_runs: Arc<AtomicU64>) -> Arc<Flow> {
+    Flow::builder("detector")
+        .param(Param::new("verdict", ParamType::String).default("miss"))
+        .step("start", |ctx| async move {
+            let v: String = ctx.param("verdict")?;
+            ctx.set("verdict", &v)?;
+            Ok(())
+        })
+        .switch_cases("verdict", &[("hit", &["fast"]), ("miss", &["clip", "face"])])
+        .step("fast", |ctx| async move {
+            ctx.set("found", &vec!["cached".to_owned()])?;
+            Ok(())
+        })
+        .next("end")
+        .step("clip", |ctx| async move {
+            ctx.set("part", "clip")?;
+            Ok(())
+        })
+        .next("join_miss")
+        .step("face", move |ctx| {
+            let (fail, runs) = (fail.clone(), face_runs.clone());
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                if fail.load(Ordering::SeqCst) {
+                    return Err("face model not loaded".into());
+                }
+                ctx.set("part", "face")?;
+                Ok(())
+            }
+        })
+        .next("join_miss")
+        .join("join_miss", |ctx| async move {
+            let mut found = Vec::new();
+            for i in ctx.inputs()? {
+                found.push(i.get::<String>("part").await?);
+            }
+            ctx.set("found", &found)?;
+            Ok(())
+        })
+        .next("end")
+        .step("end", |ctx| async move {
+            let found: Vec<String> = ctx.get("found").await?;
+            ctx.set("summary", &found.join("+"))?;
+            Ok(())
+        })
+        .end()
+        .build()
+        .map(Arc::new)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_case_that_fans_out_runs_its_branches_and_end_runs_once() {
+    let (store, _d) = fs_store();
+    let flow = detector(Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let miss = run_ok(&flow, &store, &[("verdict", "miss")]).await;
+    assert_eq!(output::<String>(&store, &miss, "end", "summary").await, "clip+face");
+    assert!(tasks(&store, "detector", miss.run_id, "fast").await.is_empty());
+    let start = only_task(&store, "detector", miss.run_id, "start").await;
+    for step in ["clip", "face"] {
+        let t = only_task(&store, "detector", miss.run_id, step).await;
+        assert_eq!(t.parent, Some(start.key.task), "{step} starts from the switch task");
+    }
+    let join = only_task(&store, "detector", miss.run_id, "join_miss").await;
+    assert_eq!(join.inputs.len(), 2);
+    assert_eq!(tasks(&store, "detector", miss.run_id, "end").await.len(), 1);
+
+    let hit = run_ok(&flow, &store, &[("verdict", "hit")]).await;
+    assert_eq!(output::<String>(&store, &hit, "end", "summary").await, "cached");
+    for step in ["clip", "face", "join_miss"] {
+        assert!(tasks(&store, "detector", hit.run_id, step).await.is_empty(), "{step} ran on the hit path");
+    }
+    assert_eq!(tasks(&store, "detector", hit.run_id, "end").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_a_fanout_case_reruns_only_the_branch_that_failed() {
+    let (store, _d) = fs_store();
+    let fail = Arc::new(AtomicBool::new(true));
+    let face_runs = Arc::new(AtomicU64::new(0));
+    let flow = detector(fail.clone(), face_runs.clone());
+    let first = run(&flow, &store, &[]).await;
+    assert_eq!(first.status, RunStatus::Failed);
+    assert!(first.error.as_deref().unwrap_or("").contains("face model not loaded"), "{:?}", first.error);
+    fail.store(false, Ordering::SeqCst);
+    face_runs.store(0, Ordering::SeqCst);
+    let opts = RunOptions {
+        resume: Some(Resume { origin: Some(first.run_id), from: None, force: false }),
+        env_params: false,
+        ..Default::default()
+    };
+    let second = braid_runtime::run(flow.clone(), store.clone(), opts).await.unwrap();
+    assert_ok(&second);
+    assert_eq!(face_runs.load(Ordering::SeqCst), 1);
+    assert_eq!(output::<String>(&store, &second, "end", "summary").await, "clip+face");
+    let clip = only_task(&store, "detector", second.run_id, "clip").await;
+    assert!(clip.origin.is_some(), "clip succeeded the first time: reused, not run again");
+}
+
 fn loop_flow() -> Arc<Flow> {
     Arc::new(
         Flow::builder("looper")

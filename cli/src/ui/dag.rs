@@ -212,7 +212,11 @@ fn edge_label(t: &Transition, target: &str) -> Option<String> {
     match t {
         Transition::Foreach { over, .. } => Some(format!("foreach {over}")),
         Transition::Switch { on, cases } => {
-            let keys: Vec<&str> = cases.iter().filter(|(_, v)| v.as_str() == target).map(|(k, _)| k.as_str()).collect();
+            let keys: Vec<&str> = cases
+                .iter()
+                .filter(|(_, v)| v.steps().iter().any(|s| s.as_str() == target))
+                .map(|(k, _)| k.as_str())
+                .collect();
             Some(format!("{on} = {}", keys.join(" | ")))
         }
         _ => None,

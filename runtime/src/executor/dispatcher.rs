@@ -289,11 +289,7 @@ impl Dispatcher {
                 }
                 Ok(())
             }
-            NextMove::Split(targets) => {
-                let join = graph.join_of(task.step.as_str()).cloned().ok_or_else(|| Error::InvalidFlow {
-                    flow: graph.name().to_string(),
-                    problems: format!("split `{}` has no join", task.step),
-                })?;
+            NextMove::Split { to: targets, join } => {
                 let b = self.open_barrier(&task, &ns, join, targets.len(), reused);
                 for (i, t) in targets.into_iter().enumerate() {
                     let mut fanouts = (*task.fanouts).clone();

@@ -36,9 +36,20 @@ pub(super) struct ReadyTask {
 
 pub(super) enum NextMove {
     End,
-    Go { to: StepName, loop_back: bool },
-    Split(Vec<StepName>),
-    Foreach { to: StepName, over: ArtifactName, elements: Arc<Vec<Vec<u8>>> },
+    Go {
+        to: StepName,
+        loop_back: bool,
+    },
+    /// A static split, or a switch case that fans out, and the join that closes it.
+    Split {
+        to: Vec<StepName>,
+        join: StepName,
+    },
+    Foreach {
+        to: StepName,
+        over: ArtifactName,
+        elements: Arc<Vec<Vec<u8>>>,
+    },
 }
 
 pub(super) enum Outcome {

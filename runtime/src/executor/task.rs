@@ -432,7 +432,7 @@ async fn decide_next(shared: &RunShared, task: &ReadyTask, ns: &Namespace) -> Re
     Ok(match &spec.next {
         Transition::End => NextMove::End,
         Transition::Next { to } => NextMove::Go { to: to.clone(), loop_back: false },
-        Transition::Split { to } => NextMove::Split(to.clone()),
+        Transition::Split { to } => NextMove::Split { to: to.clone(), join: join_of(graph, &task.step, None)? },
         Transition::Foreach { over, to } => {
             let art = ns.get(over.as_str()).ok_or_else(|| Error::Foreach {
                 step: task.step.clone(),
@@ -467,7 +467,7 @@ async fn decide_next(shared: &RunShared, task: &ReadyTask, ns: &Namespace) -> Re
                 serde_json::Value::String(s) => s,
                 other => other.to_string(),
             };
-            let to = cases.get(&value).ok_or_else(|| Error::Switch {
+            let target = cases.get(&value).ok_or_else(|| Error::Switch {
                 step: task.step.clone(),
                 on: on.clone(),
                 reason: format!(
@@ -475,7 +475,36 @@ async fn decide_next(shared: &RunShared, task: &ReadyTask, ns: &Namespace) -> Re
                     cases.keys().cloned().collect::<Vec<_>>().join(", ")
                 ),
             })?;
-            NextMove::Go { to: to.clone(), loop_back: graph.is_loop_back(task.step.as_str(), to.as_str()) }
+            match target {
+                braid_dag::CaseTarget::Split(to) => {
+                    NextMove::Split { to: to.clone(), join: join_of(graph, &task.step, Some(&value))? }
+                }
+                other => {
+                    let to = other.steps().first().cloned().ok_or_else(|| Error::Switch {
+                        step: task.step.clone(),
+                        on: on.clone(),
+                        reason: format!("case {value:?} goes to no step"),
+                    })?;
+                    let loop_back = graph.is_loop_back(task.step.as_str(), to.as_str());
+                    NextMove::Go { to, loop_back }
+                }
+            }
         }
+    })
+}
+
+/// The join that closes the split of `step` (or, with a case, that fan-out case).
+fn join_of(
+    graph: &braid_dag::FlowGraph,
+    step: &braid_core::StepName,
+    case: Option<&str>,
+) -> Result<braid_core::StepName> {
+    let join = match case {
+        None => graph.join_of(step.as_str()),
+        Some(c) => graph.join_of_case(step.as_str(), c),
+    };
+    join.cloned().ok_or_else(|| Error::InvalidFlow {
+        flow: graph.name().to_string(),
+        problems: format!("split `{step}` has no join"),
     })
 }
