@@ -203,6 +203,10 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    if braid_runtime::is_isolated_task() {
+        // Started by this binary to run one attempt of an isolated step: nothing else.
+        braid_runtime::serve_isolated_task(flows.into_iter().filter_map(Result::ok).collect());
+    }
     init_tracing();
     braid_runtime::init_failpoints();
     let cli = match FlowCli::try_parse_from(args) {

@@ -220,7 +220,7 @@ fn show_a_run_a_flow_and_a_task() {
     assert_eq!(join["input_only"], json!(["items", "label", "n", "note", "out"]));
     assert_eq!(join["inputs"].as_array().unwrap().len(), 50);
     let text = f.text(&["show", &format!("fanout/latest/join/{}", f.ok.join.0)]);
-    assert!(text.contains("only in the inputs") && text.contains("50 branch tasks"), "{text}");
+    assert!(text.contains("only in the inputs") && text.contains("(50 in all"), "{text}");
 
     // A failed task shows its error.
     let text = f.text(&["show", &format!("fanout/{}/start/1", f.failed)]);

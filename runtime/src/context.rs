@@ -19,7 +19,18 @@ use crate::progress::ProgressState;
 #[derive(Debug, Clone)]
 pub(crate) struct Frame {
     pub(crate) record: ForeachFrame,
+    /// The items, from item `first` on: all of them (`first` 0) in the process that
+    /// fanned out; only the task's own in an isolated step's process.
     pub(crate) elements: Arc<Vec<Vec<u8>>>,
+    pub(crate) first: u64,
+}
+
+impl Frame {
+    /// The task's item at this level.
+    pub(crate) fn item(&self) -> Option<&Vec<u8>> {
+        let at = self.record.index.checked_sub(self.first)?;
+        self.elements.get(usize::try_from(at).ok()?)
+    }
 }
 
 /// A branch arriving at a join: the task, and everything it saw when it ended.
@@ -350,7 +361,7 @@ impl Ctx {
             what: "`input()`",
             where_: "a task inside a foreach",
         })?;
-        let bytes = frame.elements.get(frame.record.index as usize).ok_or_else(|| Error::Foreach {
+        let bytes = frame.item().ok_or_else(|| Error::Foreach {
             step: frame.record.step.clone(),
             over: frame.record.over.clone(),
             reason: format!("item {} is missing from the stored items", frame.record.index),
@@ -381,7 +392,7 @@ impl Ctx {
                 what: "`outer_input(depth)`",
                 where_: "a task nested at least depth+1 foreach levels deep",
             })?;
-        let bytes = frame.elements.get(frame.record.index as usize).ok_or_else(|| Error::Foreach {
+        let bytes = frame.item().ok_or_else(|| Error::Foreach {
             step: frame.record.step.clone(),
             over: frame.record.over.clone(),
             reason: format!("item {} is missing", frame.record.index),

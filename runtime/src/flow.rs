@@ -74,6 +74,14 @@ pub struct StepPolicy {
     pub progress_min_step: f32,
     /// A task whose percent does not move for this long gets a stall warning.
     pub stall_after: Option<Duration>,
+    /// Whether each attempt runs in a child process of the same binary, so that a crash
+    /// (a segfault, an abort, the out-of-memory killer) fails only that attempt. `None`
+    /// while declaring means the flow's default ([`FlowBuilder::isolated_steps`]); a
+    /// built flow has it decided for every step.
+    pub isolated: Option<bool>,
+    /// For an isolated step: the address space its process may use, in bytes (like
+    /// `ulimit -v`); going past it fails the attempt, saying so.
+    pub memory_limit: Option<u64>,
 }
 
 impl Default for StepPolicy {
@@ -88,7 +96,16 @@ impl Default for StepPolicy {
             progress_interval: Duration::from_secs(1),
             progress_min_step: 1.0,
             stall_after: None,
+            isolated: None,
+            memory_limit: None,
         }
+    }
+}
+
+impl StepPolicy {
+    /// Whether the step's attempts run in their own process.
+    pub fn is_isolated(&self) -> bool {
+        self.isolated == Some(true)
     }
 }
 
@@ -129,6 +146,7 @@ impl Flow {
             computed: Vec::new(),
             problems: Vec::new(),
             max_num_splits: DEFAULT_MAX_NUM_SPLITS,
+            isolated_steps: false,
         }
     }
 
@@ -162,6 +180,7 @@ pub struct FlowBuilder {
     computed: Vec<(String, ComputedDefault)>,
     problems: Vec<String>,
     max_num_splits: u64,
+    isolated_steps: bool,
 }
 
 impl std::fmt::Debug for FlowBuilder {
@@ -187,6 +206,14 @@ impl FlowBuilder {
         self.graph = self.graph.param(Param::new(name, ty).help(help));
         self.computed
             .push((name.to_owned(), Arc::new(move || serde_json::to_value(f()).unwrap_or(serde_json::Value::Null))));
+        self
+    }
+
+    /// Runs every step isolated ([`StepBuilder::isolated`]) unless it says
+    /// [`StepBuilder::in_process`]: each attempt in its own process, as Metaflow runs
+    /// every task.
+    pub fn isolated_steps(mut self) -> Self {
+        self.isolated_steps = true;
         self
     }
 
@@ -244,7 +271,8 @@ impl FlowBuilder {
             return Err(invalid(problems));
         };
         let mut steps = HashMap::new();
-        for (name, imp) in self.bodies {
+        for (name, mut imp) in self.bodies {
+            imp.policy.isolated = Some(imp.policy.isolated.unwrap_or(self.isolated_steps));
             if let Ok(n) = StepName::new(&name) {
                 steps.entry(n).or_insert(imp);
             }
@@ -325,6 +353,33 @@ impl StepBuilder {
     pub fn progress_coalescing(mut self, interval: Duration, min_step: f32) -> Self {
         self.policy.progress_interval = interval;
         self.policy.progress_min_step = min_step;
+        self
+    }
+
+    /// Runs each attempt of this step in a child process of the same binary (the flow
+    /// binary's entry point, or [`crate::serve_isolated_task`], serves it): a crash of the
+    /// step's code (a segfault in a native library, `abort()`, the out-of-memory killer)
+    /// fails only that attempt, with the signal named in the task's error and its log
+    /// lines up to the crash kept; retries and `catch` apply as to any failure. Needs a
+    /// store another process can open (a directory or PostgreSQL, not `memory:`).
+    pub fn isolated(mut self) -> Self {
+        self.policy.isolated = Some(true);
+        self
+    }
+
+    /// Runs this step in the flow's process even when the flow isolates its steps.
+    pub fn in_process(mut self) -> Self {
+        self.policy.isolated = Some(false);
+        self
+    }
+
+    /// Isolates this step ([`StepBuilder::isolated`]) and limits its process's address
+    /// space to `bytes` (like `ulimit -v`; thread stacks and the binary count too, so
+    /// leave room): an attempt that goes past it fails with an error saying it exceeded
+    /// its memory limit.
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.policy.isolated = Some(true);
+        self.policy.memory_limit = Some(bytes);
         self
     }
 

@@ -81,6 +81,7 @@ pub use flow::{Backoff, Flow, FlowBuilder, StepBuilder, StepPolicy};
 
 // Running it.
 pub use executor::{JOIN_INPUTS_IN_MEMORY, PreparedRun, Resume, RunOptions, RunProgress, RunSummary, StepCounts};
+pub use executor::{is_isolated_task, serve_isolated_task};
 pub use failpoint::init_failpoints;
 pub use lease::RUN_LEASE;
 pub use logs::{TaskLogLayer, task_log_layer};

@@ -44,6 +44,14 @@ pub enum PersistError {
 
 type Reply = oneshot::Sender<Result<WriteOutcome, PersistError>>;
 
+/// What a [`Persister::forwarding`] hands on.
+pub(crate) enum Forwarded {
+    /// The task's record as the attempt last wrote it (progress, events, lease).
+    Task(Box<braid_store::TaskRecord>),
+    /// Log lines of the attempt.
+    Logs(Vec<LogLine>),
+}
+
 enum Job {
     Write { blobs: Vec<Vec<u8>>, write: Box<TaskWrite>, reply: Option<Reply> },
     Logs(Vec<LogLine>),
@@ -60,6 +68,17 @@ pub(crate) struct Persister {
     drained: Arc<Notify>,
     /// The first failure of a write nobody waited for; it fails the run.
     failure: Arc<Mutex<Option<PersistError>>>,
+    /// Set for [`Persister::forwarding`]: where everything goes instead of the writer.
+    forward: Option<Forward>,
+}
+
+#[derive(Clone)]
+struct Forward(Arc<dyn Fn(Forwarded) + Send + Sync>);
+
+impl std::fmt::Debug for Forward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Forward")
+    }
 }
 
 impl std::fmt::Debug for Job {
@@ -75,7 +94,23 @@ impl Persister {
         let backlog = Arc::new(AtomicUsize::new(0));
         let drained = Arc::new(Notify::new());
         tokio::spawn(writer(store, rx, failure.clone(), backlog.clone(), drained.clone()));
-        Persister { tx, backlog, drained, failure }
+        Persister { tx, backlog, drained, failure, forward: None }
+    }
+
+    /// A persister that writes nothing itself: every task record and log line is handed
+    /// to `forward` at once, in the calling thread (so a process that crashes right
+    /// after a log line has already passed it on), and a flush has nothing to wait for.
+    /// An isolated step's process uses one to send what its attempt writes to the
+    /// process that runs the flow.
+    pub(crate) fn forwarding(forward: impl Fn(Forwarded) + Send + Sync + 'static) -> Self {
+        let (tx, _) = mpsc::unbounded_channel::<Job>();
+        Persister {
+            tx,
+            backlog: Arc::new(AtomicUsize::new(0)),
+            drained: Arc::new(Notify::new()),
+            failure: Arc::new(Mutex::new(None)),
+            forward: Some(Forward(Arc::new(forward))),
+        }
     }
 
     /// Waits while the writer is more than [`MAX_BACKLOG`] task writes behind: called
@@ -100,6 +135,10 @@ impl Persister {
 
     /// Queues a write and waits until it is committed.
     pub(crate) async fn write(&self, blobs: Vec<Vec<u8>>, write: TaskWrite) -> Result<WriteOutcome> {
+        if let Some(f) = &self.forward {
+            (f.0)(Forwarded::Task(Box::new(write.task)));
+            return Ok(WriteOutcome::Applied { revision: 0 });
+        }
         let (reply, rx) = oneshot::channel();
         self.backlog.fetch_add(1, Ordering::AcqRel);
         self.tx
@@ -117,6 +156,10 @@ impl Persister {
     /// child's records never become durable before its parent's). A failure is kept
     /// and fails the run.
     pub(crate) fn write_later(&self, blobs: Vec<Vec<u8>>, write: TaskWrite) {
+        if let Some(f) = &self.forward {
+            (f.0)(Forwarded::Task(Box::new(write.task)));
+            return;
+        }
         self.backlog.fetch_add(1, Ordering::AcqRel);
         if self.tx.send(Job::Write { blobs, write: Box::new(write), reply: None }).is_err() {
             let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
@@ -125,6 +168,10 @@ impl Persister {
     }
 
     pub(crate) fn logs(&self, lines: Vec<LogLine>) {
+        if let Some(f) = &self.forward {
+            (f.0)(Forwarded::Logs(lines));
+            return;
+        }
         // Sending fails only once the writer has stopped, which every task write then
         // reports (`write_later` records it as the run's failure): a log line cannot be
         // kept where its run's records cannot.

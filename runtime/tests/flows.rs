@@ -981,3 +981,21 @@ async fn a_run_holds_a_lease_while_it_goes_and_none_once_it_ends() {
     let done = store.records.get_run(&f, summary.run_id).await.unwrap().unwrap();
     assert_eq!((done.status, done.lease), (RunStatus::Succeeded, None));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_step_on_a_memory_store_fails_saying_why() {
+    let flow = Arc::new(
+        Flow::builder("isolated_mem")
+            .step("start", |_ctx| async move { Ok(()) })
+            .isolated()
+            .next("end")
+            .step("end", |_ctx| async move { Ok(()) })
+            .end()
+            .build()
+            .unwrap(),
+    );
+    let s = run(&flow, &braid_store::Store::memory(), &[]).await;
+    assert_eq!(s.status, RunStatus::Failed);
+    let e = s.error.unwrap();
+    assert!(e.contains("step `start` is isolated") && e.contains("memory store") && e.contains("--store DIR"), "{e}");
+}

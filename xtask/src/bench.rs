@@ -27,8 +27,9 @@ const SECTIONS: &[(&str, &str)] = &[
     ("client", "3. client"),
     ("progress", "4. progress"),
     ("scheduler", "5. scheduler"),
-    ("remote", "6. PostgreSQL + S3 beside fs (throwaway servers on this machine; not in --quick)"),
-    ("reads", "7. reads through `braid` over a wide step (each command in its own process, stdout to /dev/null)"),
+    ("isolation", "6. isolated steps (each attempt in its own process)"),
+    ("remote", "7. PostgreSQL + S3 beside fs (throwaway servers on this machine; not in --quick)"),
+    ("reads", "8. reads through `braid` over a wide step (each command in its own process, stdout to /dev/null)"),
 ];
 
 /// The scheduler's figure; a placeholder row says it is missing until a bench measures it.

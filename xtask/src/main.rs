@@ -102,13 +102,14 @@ fn ci() -> Result<(), String> {
 /// Every benchmark `cargo xtask bench` runs, as (package, bench target), in this order.
 /// Each is a `harness = false` bench that takes `--quick` and `--json-out FILE` and
 /// writes its results there as a JSON array of rows `{section, name, value, unit, note}`
-/// (`section`: orchestration, store, client, progress, scheduler or reads; `value` a number or
+/// (`section`: orchestration, store, client, progress, scheduler, isolation or reads; `value` a number or
 /// null). A bench that writes no file has its printed output shown under the table.
 const BENCHES: &[(&str, &str)] = &[
     ("braidflow-cli", "orchestration"),
     ("braidflow-store", "store"),
     ("braidflow-runtime", "progress"),
     ("braidflow-runtime", "scheduler"),
+    ("braidflow-runtime", "isolation"),
     ("braidflow-cli", "remote"),
     ("braidflow-cli", "reads"),
 ];

@@ -622,15 +622,6 @@ fn show_task(out: &Out, t: &Task, lines: usize) -> Result<()> {
     if t.iteration() > 0 {
         fields.push(("iteration", t.iteration().to_string()));
     }
-    if let Some(p) = t.parent()? {
-        fields.push(("parent", p.pathspec()));
-    }
-    if t.is_join() {
-        let ids = t.input_ids();
-        let shown: Vec<String> = ids.iter().take(10).map(|i| i.to_string()).collect();
-        let more = if ids.len() > 10 { ", …" } else { "" };
-        fields.push(("inputs", format!("{} branch tasks: {}{more}", ids.len(), shown.join(", "))));
-    }
     fields.push(("started", time_opt(t.started_at())));
     fields.push(("ended", time_opt(t.ended_at())));
     fields.push(("duration", duration_opt(t.duration())));

@@ -190,7 +190,11 @@ impl Dispatcher {
         fanouts.push(Fanout { barrier: p.barrier, branch: i });
         let mut frames = Vec::with_capacity(p.frames.len() + 1);
         frames.extend_from_slice(&p.frames);
-        frames.push(Frame { record: ForeachFrame { index: i as u64, ..p.over.clone() }, elements: p.elements.clone() });
+        frames.push(Frame {
+            record: ForeachFrame { index: i as u64, ..p.over.clone() },
+            elements: p.elements.clone(),
+            first: 0,
+        });
         let id = TaskId(p.first_id + i as u64);
         let (to, parent, parent_ns, iteration, reused) =
             (p.to.clone(), p.parent, p.parent_ns.clone(), p.iteration, p.reused);

@@ -7,8 +7,11 @@
 //! assigned in creation order, so foreach branches get consecutive ids in index order.
 
 mod dispatcher;
+mod isolate;
 mod messages;
 mod task;
+
+pub use isolate::{is_isolated_task, serve_isolated_task};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

@@ -75,7 +75,7 @@ async fn reuse_task(shared: &Arc<RunShared>, task: &ReadyTask, origin: &TaskReco
     Ok(Outcome::Succeeded { ns, next, reused: true })
 }
 
-enum AttemptEnd {
+pub(super) enum AttemptEnd {
     Ok,
     Failed(TaskError),
     Cancelled,
@@ -93,7 +93,12 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-async fn run_body(body: &StepBody, ctx: Ctx, timeout: Option<Duration>, cancel: &CancellationToken) -> AttemptEnd {
+pub(super) async fn run_body(
+    body: &StepBody,
+    ctx: Ctx,
+    timeout: Option<Duration>,
+    cancel: &CancellationToken,
+) -> AttemptEnd {
     let sink =
         crate::logs::SinkGuard::register(&ctx.inner.shared.persister, ctx.run_id(), ctx.task_id(), ctx.attempt());
     let span = tracing::info_span!("braid_task", braid_sink = sink.0, step = %ctx.step(), task = %ctx.task_id());
@@ -201,7 +206,11 @@ async fn execute_task(shared: &Arc<RunShared>, task: &ReadyTask) -> Outcome {
                 policy: policy.clone(),
             }),
         };
-        let end = run_body(&step_impl.body, ctx.clone(), policy.timeout, &shared.cancel).await;
+        let end = if policy.is_isolated() {
+            super::isolate::run_isolated(&ctx, policy, &shared.cancel).await
+        } else {
+            run_body(&step_impl.body, ctx.clone(), policy.timeout, &shared.cancel).await
+        };
         drop(permit);
         let ended = Timestamp::now();
         let last = attempt.0 >= max_attempts;
