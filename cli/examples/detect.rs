@@ -3,7 +3,7 @@
 //! runs once from whichever path ran.
 //!
 //! `cargo run --example detect -- run --param verdict=miss`, then
-//! `braid show detect/latest/start` (its children are the two branches) and
+//! `braid show detect/latest/start/1` (its children are the two branches) and
 //! `braid dag detect` (the graph: `hit → fast, miss → [clip, face]`).
 
 use std::process::ExitCode;

@@ -172,3 +172,51 @@ fn an_isolated_crash_is_caught_like_any_failure() {
     assert!(start.caught().unwrap().error.message.contains("SIGABRT"));
     assert_eq!(client.task_at("catcher/latest/end").unwrap().data::<String>("kind").unwrap(), "crash");
 }
+
+#[test]
+fn isolated_attempts_run_against_postgres_and_s3_as_against_a_directory() {
+    let (Some(pg), Some(s3)) = (braid_store::test_servers::postgres(), braid_store::test_servers::s3()) else {
+        return;
+    };
+    let (db, bucket) = (pg.fresh_database(), s3.fresh_bucket());
+    let args =
+        ["flowbin", "--store", &db, "--blobs", &bucket, "run", "--quiet", "--flow", "isolated", "--param", "n=3"];
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["as_flow_binary", "--exact", "--nocapture", "--test-threads=1", "--quiet"])
+        .env(child::CHILD_ARGS, serde_json::to_string(&args).unwrap())
+        .envs(s3.env())
+        .env_remove("BRAID_STORE")
+        .env_remove("BRAID_BLOBS")
+        .output()
+        .unwrap();
+    let braid_pg = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_braid"))
+            .args(["--store", &db, "--blobs", &bucket])
+            .args(args)
+            .envs(s3.env())
+            .output()
+            .unwrap();
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    assert!(
+        out.status.success(),
+        "{}\nthe first branch's log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        braid_pg(&["logs", "isolated/latest/work/2"])
+    );
+    let show = Command::new(env!("CARGO_BIN_EXE_braid"))
+        .args(["--store", &db, "--blobs", &bucket, "show", "isolated/latest/work", "--json"])
+        .envs(s3.env())
+        .output()
+        .unwrap();
+    assert!(show.status.success(), "{}", String::from_utf8_lossy(&show.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    let attempts: Vec<u64> = v["tasks"].as_array().unwrap().iter().map(|t| t["attempt"].as_u64().unwrap()).collect();
+    assert_eq!(attempts, [1, 2, 1], "branch 1 crashed once and its retry succeeded: {v}");
+    let join = Command::new(env!("CARGO_BIN_EXE_braid"))
+        .args(["--store", &db, "--blobs", &bucket, "show", "isolated/latest/join", "--json"])
+        .envs(s3.env())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&join.stdout).contains("succeeded"), "{}", String::from_utf8_lossy(&join.stdout));
+}

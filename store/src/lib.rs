@@ -212,6 +212,8 @@ pub struct Store {
     pub plans: Arc<dyn PlanStore>,
     location: String,
     blobs_location: Option<String>,
+    /// The location another process opens this store with (credentials kept).
+    reopen: Option<String>,
 }
 
 impl Store {
@@ -224,6 +226,7 @@ impl Store {
             records,
             location: MEMORY_LOCATION.into(),
             blobs_location: None,
+            reopen: None,
         }
     }
 
@@ -237,7 +240,9 @@ impl Store {
         location: impl Into<String>,
         blobs_location: Option<String>,
     ) -> Self {
-        Store { blobs, records, plans, location: location.into(), blobs_location }
+        let location: String = location.into();
+        let reopen = (location != MEMORY_LOCATION).then(|| location.clone());
+        Store { blobs, records, plans, location, blobs_location, reopen }
     }
 
     /// Opens the fs store rooted at `root`, creating it if `root` does not exist (its
@@ -254,6 +259,7 @@ impl Store {
             plans: Arc::new(plans),
             location: root.display().to_string(),
             blobs_location: None,
+            reopen: Some(std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf()).display().to_string()),
         })
     }
 
@@ -325,6 +331,7 @@ impl Store {
             plans: Arc::new(plans),
             location: pg::redact(url),
             blobs_location: Some(blobs_text.to_owned()),
+            reopen: Some(url.to_owned()),
         })
     }
 
@@ -369,9 +376,18 @@ impl Store {
         }
     }
 
-    /// Where this store lives, as given when it was opened.
+    /// Where this store lives, as given when it was opened (a PostgreSQL password
+    /// shown as `***`): for messages.
     pub fn location(&self) -> &str {
         &self.location
+    }
+
+    /// The location another process opens this same store with ([`Store::connect`],
+    /// with [`Store::blobs_location`]): an fs store's absolute path, a PostgreSQL URL with
+    /// its credentials (never show it). `None` for a memory store, which lives in this
+    /// process only.
+    pub fn reopen_location(&self) -> Option<&str> {
+        self.reopen.as_deref()
     }
 }
 
@@ -405,5 +421,19 @@ fn both(a: Error, b: Error) -> Error {
             Error::Location { location: la, problems: pa }
         }
         (a, _) => a,
+    }
+}
+
+#[cfg(test)]
+mod reopen_tests {
+    use super::Store;
+
+    #[test]
+    fn another_process_reopens_an_fs_store_by_its_absolute_path_and_cannot_reopen_memory() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let store = Store::open_fs(dir.path().join("s")).unwrap_or_else(|e| panic!("open: {e}"));
+        let again = store.reopen_location().map(std::path::PathBuf::from);
+        assert!(again.as_ref().is_some_and(|p| p.is_absolute() && p.ends_with("s")), "{again:?}");
+        assert_eq!(Store::memory().reopen_location(), None);
     }
 }

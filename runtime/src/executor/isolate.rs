@@ -31,9 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use braid_core::{ArtifactName, Attempt, FlowName, Progress, RunId, StepName, TaskId};
-use braid_store::{
-    ArtifactRecord, ForeachFrame, LogLine, Precondition, StoreLocation, TaskError, TaskRecord, TaskWrite,
-};
+use braid_store::{ArtifactRecord, ForeachFrame, LogLine, Precondition, TaskError, TaskRecord, TaskWrite};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -187,7 +185,7 @@ static NEXT_SOCKET: AtomicU64 = AtomicU64::new(0);
 /// Runs one attempt of `ctx`'s task in a child process and says how it ended.
 pub(super) async fn run_isolated(ctx: &Ctx, policy: &StepPolicy, cancel: &CancellationToken) -> AttemptEnd {
     let shared = &ctx.inner.shared;
-    if let Ok(StoreLocation::Memory) = StoreLocation::parse(shared.store.location()) {
+    let Some(store_location) = shared.store.reopen_location().map(str::to_owned) else {
         return failed(
             "isolation",
             format!(
@@ -196,10 +194,10 @@ pub(super) async fn run_isolated(ctx: &Ctx, policy: &StepPolicy, cancel: &Cancel
                 ctx.step()
             ),
         );
-    }
+    };
     // What the task inherits (and a join's branches) must be readable by the child.
     shared.persister.flush().await;
-    let spec = match spec_of(ctx, policy).await {
+    let spec = match spec_of(ctx, policy, store_location).await {
         Ok(s) => s,
         Err(e) => return failed("isolation", format!("preparing the isolated attempt failed: {e}")),
     };
@@ -450,7 +448,7 @@ fn crashed(
     failed("crash", format!("the step's process {how}{printed}"))
 }
 
-async fn spec_of(ctx: &Ctx, policy: &StepPolicy) -> crate::error::Result<TaskSpec> {
+async fn spec_of(ctx: &Ctx, policy: &StepPolicy, store: String) -> crate::error::Result<TaskSpec> {
     let inner = &ctx.inner;
     let shared = &inner.shared;
     let mut frames = Vec::with_capacity(inner.frames.len());
@@ -486,7 +484,7 @@ async fn spec_of(ctx: &Ctx, policy: &StepPolicy) -> crate::error::Result<TaskSpe
         attempt: inner.attempt,
         iteration: inner.iteration,
         params: shared.params.clone(),
-        store: shared.store.location().to_owned(),
+        store,
         blobs: shared.store.blobs_location().map(str::to_owned),
         origin_run: ctx.origin_run(),
         parent_ns: records_of(&inner.parent_ns),
@@ -593,7 +591,7 @@ fn child_main(flows: Vec<Flow>) -> std::result::Result<(), String> {
 async fn child_attempt(flow: Arc<Flow>, spec: TaskSpec, to_parent: ToParent) -> std::result::Result<Message, String> {
     let store = braid_store::Store::connect(&spec.store, spec.blobs.as_deref())
         .await
-        .map_err(|e| format!("cannot open the store at {}: {e}", spec.store))?;
+        .map_err(|e| format!("cannot open the run's store: {e}"))?;
     let step_impl =
         flow.steps.get(&spec.step).ok_or_else(|| format!("flow `{}` has no step `{}`", spec.flow, spec.step))?;
     let forward = to_parent.clone();
