@@ -441,7 +441,18 @@ async fn labels_activate_and_deactivate_many_plans_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_across_a_restart_and_a_crash() {
-    let env = Env::fs(data_sync(None), "2026-03-02T13:30:00Z");
+    exactly_once_across_a_restart_and_a_crash_in(Env::fs(data_sync(None), "2026-03-02T13:30:00Z")).await;
+}
+
+/// The same on PostgreSQL: the schedulers could be on different machines, and the one
+/// that died is seen dead by its heartbeat's age alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_across_a_restart_and_a_crash_on_postgres() {
+    let Some(env) = Env::postgres(data_sync(None), "2026-03-02T13:30:00Z").await else { return };
+    exactly_once_across_a_restart_and_a_crash_in(env).await;
+}
+
+async fn exactly_once_across_a_restart_and_a_crash_in(env: Env) {
     env.register(vec![hourly("p").catch_up(CatchUp::All { limit: 10 }).build().unwrap()]).await;
     let first = env.scheduler();
     env.pass_at(&first, "2026-03-02T14:00:05Z").await;
@@ -521,11 +532,26 @@ async fn exactly_once_across_a_restart_and_a_crash() {
 async fn two_schedulers_on_one_store_launch_each_tick_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
+    // Two opens of the store: two writers, as two processes would have.
+    two_schedulers_launch_each_tick_once(Store::open_fs(&path).unwrap(), Store::open_fs(&path).unwrap()).await;
+}
+
+/// Two scheduler replicas on PostgreSQL, each with its own connections, as on two
+/// machines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_schedulers_on_postgres_launch_each_tick_once() {
+    let (Some(pg), Some(s3)) = (braid_store::test_servers::postgres(), braid_store::test_servers::s3()) else {
+        return;
+    };
+    let (db, bucket) = (pg.fresh_database(), s3.fresh_bucket());
+    let a = plan_env::postgres_store(Some((&db, &bucket))).await.unwrap();
+    let b = plan_env::postgres_store(Some((&db, &bucket))).await.unwrap();
+    two_schedulers_launch_each_tick_once(a, b).await;
+}
+
+async fn two_schedulers_launch_each_tick_once(a_store: Store, b_store: Store) {
     let flow = data_sync(None);
     let clock = Arc::new(ManualClock::new(t("2026-03-02T00:30:00Z")));
-    // Two opens of the store: two writers, as two processes would have.
-    let a_store = Store::open_fs(&path).unwrap();
-    let b_store = Store::open_fs(&path).unwrap();
     register_plans_at(
         &a_store,
         std::slice::from_ref(&flow),

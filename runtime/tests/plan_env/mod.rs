@@ -40,6 +40,14 @@ impl Env {
         Env { store, flows: vec![flow], clock: Arc::new(ManualClock::new(t(start))), _dir: Some(dir) }
     }
 
+    /// On a fresh database of the throwaway PostgreSQL server with blobs in a fresh bucket
+    /// of the throwaway S3 server (`braid_store::test_servers`); `None` when this machine
+    /// has neither (a `skipped:` line says so).
+    pub async fn postgres(flow: Arc<Flow>, start: &str) -> Option<Env> {
+        let store = postgres_store(None).await?;
+        Some(Env { store, flows: vec![flow], clock: Arc::new(ManualClock::new(t(start))), _dir: None })
+    }
+
     /// [`Env::fs`] when `fs`, else [`Env::memory`].
     pub fn new(flow: Arc<Flow>, start: &str, fs: bool) -> Env {
         if fs { Env::fs(flow, start) } else { Env::memory(flow, start) }
@@ -111,4 +119,16 @@ pub async fn wait_for(what: &str, mut cond: impl AsyncFnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("timed out waiting for {what}");
+}
+
+/// A PostgreSQL + S3 store on the throwaway servers: a fresh database and bucket, or
+/// another connection to `same` (`(database, bucket)`), as a second process would open.
+pub async fn postgres_store(same: Option<(&str, &str)>) -> Option<Store> {
+    use braid_store::test_servers;
+    let (pg, s3) = (test_servers::postgres()?, test_servers::s3()?);
+    let (db, bucket) = match same {
+        Some((db, bucket)) => (db.to_owned(), bucket.to_owned()),
+        None => (pg.fresh_database(), s3.fresh_bucket()),
+    };
+    Some(braid_store::conformance::pg_s3_store(&db, &bucket).await)
 }
