@@ -18,6 +18,7 @@ use tokio::io::AsyncReadExt;
 use crate::*;
 
 pub use crate::conformance_plans::*;
+pub use crate::conformance_queue::*;
 
 /// A store under test and whatever keeps it alive (a temp directory).
 #[derive(Debug)]
@@ -74,6 +75,7 @@ pub async fn pg_s3_store(db: &str, bucket: &str) -> Store {
         .await
         .expect("open s3 blobs")
         .with_refresh_after(std::time::Duration::ZERO);
+    let queue = Arc::new(records.queue());
     Store::from_parts(
         Arc::new(blobs),
         Arc::new(records),
@@ -81,6 +83,7 @@ pub async fn pg_s3_store(db: &str, bucket: &str) -> Store {
         crate::pg::redact(db),
         Some(bucket.to_owned()),
     )
+    .with_queue(queue)
 }
 
 /// Expands to one test per check for a backend.
@@ -106,7 +109,9 @@ macro_rules! conformance_suite {
                 plans_versioned_by_content, plans_listed_and_activated_by_label, launches_claimed_once_under_concurrency,
                 launches_updated_conditionally_listed_and_adopted, plans_deleted_and_registered_again,
                 parameter_sets_paused_and_resumed, failed_ticks_recorded_once_per_tick, delete_run_removes_everything_under_it_conditionally,
-                artifact_blob_refs_cover_values_and_manifests_in_pages, blobs_listed_and_deleted_by_age);
+                artifact_blob_refs_cover_values_and_manifests_in_pages, blobs_listed_and_deleted_by_age,
+                queue_claims_by_priority_then_age_once, queue_claims_under_concurrency,
+                queue_leases_expire_and_fence_the_old_holder);
         }
     };
     (@tests $harness:expr; $($check:ident),+) => {

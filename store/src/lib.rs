@@ -37,6 +37,7 @@ pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod pg;
 mod plan;
+mod queue;
 mod record;
 mod rows;
 #[cfg(feature = "s3")]
@@ -48,6 +49,8 @@ pub mod test_servers;
 pub mod conformance;
 #[cfg(feature = "conformance")]
 mod conformance_plans;
+#[cfg(feature = "conformance")]
+mod conformance_queue;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -58,7 +61,10 @@ pub use error::{Error, Result};
 
 // Blobs.
 pub use blob::{BlobInfo, BlobKey, BlobReader, BlobStore};
+
+// The task queue workers claim from.
 pub use dir::DirBlobs;
+pub use queue::{Claim, MemoryQueue, QueueCounts, QueuedTask, TaskQueue};
 
 // Records: the trait, what it stores, how it is queried and written.
 pub use record::{
@@ -214,6 +220,8 @@ pub struct Store {
     blobs_location: Option<String>,
     /// The location another process opens this store with (credentials kept).
     reopen: Option<String>,
+    /// The task queue, where the backend has one.
+    queue: Option<Arc<dyn TaskQueue>>,
 }
 
 impl Store {
@@ -227,6 +235,7 @@ impl Store {
             location: MEMORY_LOCATION.into(),
             blobs_location: None,
             reopen: None,
+            queue: Some(Arc::new(MemoryQueue::default())),
         }
     }
 
@@ -242,7 +251,7 @@ impl Store {
     ) -> Self {
         let location: String = location.into();
         let reopen = (location != MEMORY_LOCATION).then(|| location.clone());
-        Store { blobs, records, plans, location, blobs_location, reopen }
+        Store { blobs, records, plans, location, blobs_location, reopen, queue: None }
     }
 
     /// Opens the fs store rooted at `root`, creating it if `root` does not exist (its
@@ -260,6 +269,7 @@ impl Store {
             location: root.display().to_string(),
             blobs_location: None,
             reopen: Some(std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf()).display().to_string()),
+            queue: None,
         })
     }
 
@@ -325,7 +335,9 @@ impl Store {
             (Err(a), Err(b)) => return Err(both(a, b)),
             (Err(e), _) | (_, Err(e)) => return Err(e),
         };
+        let queue: Arc<dyn TaskQueue> = Arc::new(records.queue());
         Ok(Store {
+            queue: Some(queue),
             blobs: blob_store,
             records: Arc::new(records),
             plans: Arc::new(plans),
@@ -380,6 +392,19 @@ impl Store {
     /// shown as `***`): for messages.
     pub fn location(&self) -> &str {
         &self.location
+    }
+
+    /// The task queue workers claim from: PostgreSQL's and memory's; `None` for an fs
+    /// store (workers on many machines need a shared database).
+    pub fn queue(&self) -> Option<&Arc<dyn TaskQueue>> {
+        self.queue.as_ref()
+    }
+
+    /// This store with `queue` as its task queue (for stores made with
+    /// [`Store::from_parts`]).
+    pub fn with_queue(mut self, queue: Arc<dyn TaskQueue>) -> Self {
+        self.queue = Some(queue);
+        self
     }
 
     /// The location another process opens this same store with ([`Store::connect`],

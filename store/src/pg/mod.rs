@@ -20,6 +20,7 @@
 //! the fs backend, so both backends read the same values back bit for bit.
 
 mod plans;
+mod queue;
 mod records;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Config, NoTls};
 
 pub use plans::PgPlans;
+pub use queue::PgQueue;
 pub use records::PgRecords;
 
 use crate::error::{Error, Result};
@@ -211,6 +213,8 @@ CREATE INDEX runs_by_origin ON runs (origin_run);
     plans::PLAN_SETS_MIGRATION,
     // 5: failed ticks of plans whose parameter sets are produced per tick.
     plans::TICK_FAILURES_MIGRATION,
+    // 6: the task queue workers claim from.
+    queue::QUEUE_MIGRATION,
 ];
 
 /// The schema version this build writes and reads.

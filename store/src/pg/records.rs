@@ -37,6 +37,11 @@ pub(crate) struct Stats {
 }
 
 impl PgRecords {
+    /// The task queue in the same database.
+    pub fn queue(&self) -> super::PgQueue {
+        super::PgQueue { db: self.db.clone() }
+    }
+
     pub(crate) fn new(db: Db) -> Self {
         PgRecords { db, stats: Arc::new(Stats { next_analyze: AtomicU64::new(2_000), ..Default::default() }) }
     }

@@ -1,0 +1,117 @@
+//! The task queue's part of the conformance suite: every backend with a queue
+//! ([`Store::queue`]) passes these; a backend without one (fs) has nothing to check.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use braid_core::{FlowName, RunId, TaskId, Timestamp};
+
+use crate::*;
+
+fn queued(queue: &str, run: RunId, task: u64, priority: i32) -> QueuedTask {
+    let mut t = QueuedTask::new(queue, FlowName::new("conf").unwrap(), run, TaskId(task));
+    t.priority = priority;
+    t.payload = serde_json::json!({ "task": task });
+    t
+}
+
+const T0: Timestamp = Timestamp(1_800_000_000_000_000);
+
+fn at(secs: u64) -> Timestamp {
+    T0.plus(Duration::from_secs(secs))
+}
+
+/// Claims come highest priority first, then in queue order; a task queued twice is
+/// queued once; a claimed task is not claimed again while its lease holds.
+pub async fn queue_claims_by_priority_then_age_once(store: &Store) {
+    let Some(q) = store.queue() else { return };
+    let run = RunId::generate();
+    let tasks =
+        vec![queued("q1", run, 1, 0), queued("q1", run, 2, 5), queued("q1", run, 3, 0), queued("q1", run, 4, 5)];
+    q.enqueue(tasks.clone()).await.unwrap();
+    q.enqueue(vec![queued("q1", run, 2, 9), queued("other", run, 9, 0)]).await.unwrap();
+    assert_eq!(q.counts("q1", at(0)).await.unwrap(), QueueCounts { ready: 4, claimed: 0 });
+    let first = q.claim("q1", "w1", 3, Duration::from_secs(30), at(0)).await.unwrap();
+    let ids: Vec<u64> = first.iter().map(|c| c.task.task.0).collect();
+    assert_eq!(ids, [2, 4, 1], "priority 5 first (in queue order), then the oldest");
+    assert_eq!(first[0].task.priority, 5, "the second enqueue of task 2 changed nothing");
+    assert_eq!(first[0].task.payload, serde_json::json!({ "task": 2 }));
+    assert!(first.iter().all(|c| c.worker == "w1" && c.dispatches == 1 && c.lease_deadline == at(30)));
+    let rest = q.claim("q1", "w2", 10, Duration::from_secs(30), at(1)).await.unwrap();
+    assert_eq!(rest.iter().map(|c| c.task.task.0).collect::<Vec<_>>(), [3]);
+    assert!(q.claim("q1", "w2", 10, Duration::from_secs(30), at(2)).await.unwrap().is_empty());
+    assert_eq!(q.counts("q1", at(2)).await.unwrap(), QueueCounts { ready: 0, claimed: 4 });
+    let tokens: BTreeSet<u64> = first.iter().chain(&rest).map(|c| c.token).collect();
+    assert_eq!(tokens.len(), 4, "every claim has its own token");
+    for c in first.iter().chain(&rest) {
+        assert!(q.finish(c.token).await.unwrap());
+    }
+    assert_eq!(q.counts("q1", at(3)).await.unwrap(), QueueCounts::default(), "finished rows are gone");
+    assert_eq!(q.counts("other", at(3)).await.unwrap(), QueueCounts { ready: 1, claimed: 0 });
+}
+
+/// Workers claiming at once never get the same task, and together get every one.
+pub async fn queue_claims_under_concurrency(store: &Store) {
+    let Some(q) = store.queue() else { return };
+    let run = RunId::generate();
+    q.enqueue((1..=300).map(|i| queued("busy", run, i, (i % 3) as i32)).collect()).await.unwrap();
+    let mut workers = Vec::new();
+    for w in 0..6 {
+        let q: Arc<dyn TaskQueue> = q.clone();
+        workers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let batch = q.claim("busy", &format!("w{w}"), 7, Duration::from_secs(60), at(0)).await.unwrap();
+                if batch.is_empty() {
+                    return got;
+                }
+                got.extend(batch.into_iter().map(|c| (c.task.task.0, c.token)));
+            }
+        }));
+    }
+    let mut tasks = BTreeSet::new();
+    let mut tokens = BTreeSet::new();
+    for w in workers {
+        for (task, token) in w.await.unwrap() {
+            assert!(tasks.insert(task), "task {task} claimed twice");
+            assert!(tokens.insert(token), "token {token} handed out twice");
+        }
+    }
+    assert_eq!(tasks.len(), 300);
+}
+
+/// A lease that runs out makes the task claimable again, with a new, larger token and
+/// its dispatch counted; the old holder's token is refused for everything after that.
+/// Heartbeats extend only the caller's own live claims, all in one call.
+pub async fn queue_leases_expire_and_fence_the_old_holder(store: &Store) {
+    let Some(q) = store.queue() else { return };
+    let run = RunId::generate();
+    q.enqueue(vec![queued("lease", run, 1, 0), queued("lease", run, 2, 0)]).await.unwrap();
+    let old = q.claim("lease", "w1", 2, Duration::from_secs(10), at(0)).await.unwrap();
+    let (a, b) = (old[0].token, old[1].token);
+    // A heartbeat at 5 s extends both to 15 s; another worker's heartbeat extends nothing.
+    assert_eq!(q.extend("w1", &[a, b], Duration::from_secs(10), at(5)).await.unwrap(), [a.min(b), a.max(b)]);
+    assert!(q.extend("w2", &[a, b], Duration::from_secs(10), at(5)).await.unwrap().is_empty());
+    assert!(q.claim("lease", "w2", 5, Duration::from_secs(10), at(14)).await.unwrap().is_empty(), "still held at 14 s");
+    // w1 goes quiet; at 16 s both leases have run out and w2 takes the tasks over.
+    let new = q.claim("lease", "w2", 5, Duration::from_secs(10), at(16)).await.unwrap();
+    assert_eq!(new.len(), 2);
+    assert!(new.iter().all(|c| c.dispatches == 2 && c.worker == "w2" && c.token > a.max(b)), "{new:?}");
+    // w1 comes back: its heartbeat, its result and its hand-back are all refused.
+    assert!(q.extend("w1", &[a, b], Duration::from_secs(10), at(17)).await.unwrap().is_empty());
+    assert!(!q.finish(a).await.unwrap(), "a stale token finishes nothing");
+    assert!(!q.release(b).await.unwrap(), "a stale token hands nothing back");
+    assert_eq!(q.counts("lease", at(17)).await.unwrap(), QueueCounts { ready: 0, claimed: 2 });
+    // A draining worker hands a task back: ready at once, for anyone.
+    assert!(q.release(new[1].token).await.unwrap());
+    let again = q.claim("lease", "w3", 5, Duration::from_secs(10), at(18)).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].task.task, again[0].dispatches), (new[1].task.task, 3));
+    assert!(q.finish(new[0].token).await.unwrap());
+    assert!(q.finish(again[0].token).await.unwrap());
+    assert!(!q.finish(again[0].token).await.unwrap(), "finished once");
+    assert_eq!(q.counts("lease", at(19)).await.unwrap(), QueueCounts::default());
+}

@@ -1,0 +1,200 @@
+//! The PostgreSQL task queue: one row per queued task, deleted when it finishes, so the
+//! table holds only what waits or runs; claims take rows with `FOR UPDATE SKIP LOCKED`
+//! (concurrent workers skip each other's rows instead of waiting on them) and stamp each
+//! with a token from a sequence, the fencing token every later call must name.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use braid_core::{FlowName, RunId, TaskId, Timestamp};
+use tokio_postgres::Row;
+
+use super::records::{get, read, retry};
+use super::{Db, Fail, PgResult};
+use crate::error::{Error, Result};
+use crate::queue::{Claim, QueueCounts, QueuedTask, TaskQueue};
+
+/// Migration 6: the task queue. The partial index serves the claim of ready rows in
+/// priority order; the second finds expired leases without reading the waiting rows.
+pub(crate) const QUEUE_MIGRATION: &str = r#"
+CREATE SEQUENCE task_queue_tokens;
+CREATE TABLE task_queue (
+    flow           TEXT NOT NULL,
+    run_id         TEXT NOT NULL,
+    task_id        BIGINT NOT NULL,
+    queue          TEXT NOT NULL,
+    priority       INTEGER NOT NULL,
+    payload        TEXT NOT NULL,
+    seq            BIGSERIAL NOT NULL,
+    token          BIGINT,
+    worker         TEXT,
+    lease_deadline BIGINT,
+    dispatches     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (flow, run_id, task_id)
+);
+CREATE INDEX task_queue_ready ON task_queue (queue, priority DESC, seq) WHERE token IS NULL;
+CREATE INDEX task_queue_leased ON task_queue (queue, lease_deadline) WHERE token IS NOT NULL;
+CREATE UNIQUE INDEX task_queue_by_token ON task_queue (token) WHERE token IS NOT NULL;
+"#;
+
+/// The queue of a PostgreSQL store ([`PgRecords::queue`](super::PgRecords::queue)).
+#[derive(Debug, Clone)]
+pub struct PgQueue {
+    pub(crate) db: Db,
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+fn claim_of(row: &Row) -> PgResult<Claim> {
+    let flow: String = get(row, "flow")?;
+    let run: String = get(row, "run_id")?;
+    let bad = |what: &str, reason: String| Fail::Store(Error::Invalid { what: what.to_owned(), reason });
+    let payload: String = get(row, "payload")?;
+    let mut task = QueuedTask::new(
+        get::<String>(row, "queue")?,
+        FlowName::new(&flow).map_err(|e| bad("a queued task's flow", e.to_string()))?,
+        run.parse::<RunId>().map_err(|e| bad("a queued task's run", e.to_string()))?,
+        TaskId(get::<i64>(row, "task_id")? as u64),
+    );
+    task.priority = get(row, "priority")?;
+    task.payload = serde_json::from_str(&payload).map_err(|e| bad("a queued task's payload", e.to_string()))?;
+    Ok(Claim {
+        task,
+        token: get::<i64>(row, "token")? as u64,
+        worker: get(row, "worker")?,
+        lease_deadline: Timestamp::from_micros(get(row, "lease_deadline")?),
+        dispatches: get::<i32>(row, "dispatches")? as u32,
+    })
+}
+
+#[async_trait]
+impl TaskQueue for PgQueue {
+    async fn enqueue(&self, tasks: Vec<QueuedTask>) -> Result<()> {
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let mut cols: (Vec<String>, Vec<String>, Vec<i64>, Vec<String>, Vec<i32>, Vec<String>) = Default::default();
+        for t in &tasks {
+            let payload = serde_json::to_string(&t.payload).map_err(|e| Error::Invalid {
+                what: format!("the payload of task {}", t.task),
+                reason: e.to_string(),
+            })?;
+            cols.0.push(t.flow.to_string());
+            cols.1.push(t.run.to_string());
+            cols.2.push(t.task.0 as i64);
+            cols.3.push(t.queue.clone());
+            cols.4.push(t.priority);
+            cols.5.push(payload);
+        }
+        let n = tasks.len();
+        let cols = &cols;
+        retry!(self, || format!("queue {n} tasks"), |c| {
+            let stmt = c
+                .prepare_cached(
+                    "INSERT INTO task_queue (flow, run_id, task_id, queue, priority, payload) \
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::int[], $6::text[]) \
+                     ORDER BY 1 ON CONFLICT DO NOTHING",
+                )
+                .await?;
+            c.execute(&stmt, &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5]).await?;
+            Ok(())
+        })
+    }
+
+    async fn claim(
+        &self,
+        queue: &str,
+        worker: &str,
+        max: usize,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<Vec<Claim>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        let (now_us, deadline) = (now.as_micros(), now.as_micros().saturating_add(micros(lease)));
+        retry!(self, || format!("claim tasks of queue {queue}"), |c| {
+            // Ready rows and expired leases, each through its own index, in one order.
+            let stmt = c
+                .prepare_cached(
+                    "WITH picked AS ( \
+                       SELECT flow, run_id, task_id FROM task_queue \
+                       WHERE queue = $1 AND (token IS NULL OR lease_deadline < $2) \
+                       ORDER BY priority DESC, seq LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                     UPDATE task_queue q SET token = nextval('task_queue_tokens'), worker = $4, \
+                       lease_deadline = $5, dispatches = q.dispatches + 1 \
+                     FROM picked WHERE q.flow = picked.flow AND q.run_id = picked.run_id AND q.task_id = picked.task_id \
+                     RETURNING q.flow, q.run_id, q.task_id, q.queue, q.priority, q.payload, q.seq, q.token, \
+                       q.worker, q.lease_deadline, q.dispatches",
+                )
+                .await?;
+            let rows = c.query(&stmt, &[&queue, &now_us, &limit, &worker, &deadline]).await?;
+            let mut claims: Vec<(i32, i64, Claim)> = Vec::with_capacity(rows.len());
+            for r in &rows {
+                claims.push((get(r, "priority")?, get(r, "seq")?, claim_of(r)?));
+            }
+            claims.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            Ok(claims.into_iter().map(|(_, _, c)| c).collect())
+        })
+    }
+
+    async fn extend(&self, worker: &str, tokens: &[u64], lease: Duration, now: Timestamp) -> Result<Vec<u64>> {
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = tokens.iter().map(|t| *t as i64).collect();
+        let (now_us, deadline) = (now.as_micros(), now.as_micros().saturating_add(micros(lease)));
+        let ids = &ids;
+        retry!(self, || format!("extend the leases of worker {worker}"), |c| {
+            let stmt = c
+                .prepare_cached(
+                    "UPDATE task_queue SET lease_deadline = $1 \
+                     WHERE token = ANY($2) AND worker = $3 AND lease_deadline >= $4 RETURNING token",
+                )
+                .await?;
+            let rows = c.query(&stmt, &[&deadline, ids, &worker, &now_us]).await?;
+            let mut out =
+                rows.iter().map(|r| get::<i64>(r, "token").map(|t| t as u64)).collect::<PgResult<Vec<_>>>()?;
+            out.sort_unstable();
+            Ok(out)
+        })
+    }
+
+    async fn finish(&self, token: u64) -> Result<bool> {
+        let id = token as i64;
+        retry!(self, || format!("finish the queued task of claim {token}"), |c| {
+            let stmt = c.prepare_cached("DELETE FROM task_queue WHERE token = $1").await?;
+            Ok(c.execute(&stmt, &[&id]).await? == 1)
+        })
+    }
+
+    async fn release(&self, token: u64) -> Result<bool> {
+        let id = token as i64;
+        retry!(self, || format!("hand back the queued task of claim {token}"), |c| {
+            let stmt = c
+                .prepare_cached(
+                    "UPDATE task_queue SET token = NULL, worker = NULL, lease_deadline = NULL WHERE token = $1",
+                )
+                .await?;
+            Ok(c.execute(&stmt, &[&id]).await? == 1)
+        })
+    }
+
+    async fn counts(&self, queue: &str, now: Timestamp) -> Result<QueueCounts> {
+        let now_us = now.as_micros();
+        read!(self, format!("count the tasks of queue {queue}"), |c| {
+            let row = c
+                .query_one(
+                    "SELECT count(*) FILTER (WHERE token IS NULL OR lease_deadline < $2) AS ready, \
+                            count(*) FILTER (WHERE token IS NOT NULL AND lease_deadline >= $2) AS claimed \
+                     FROM task_queue WHERE queue = $1",
+                    &[&queue, &now_us],
+                )
+                .await?;
+            Ok(QueueCounts { ready: get::<i64>(&row, "ready")? as u64, claimed: get::<i64>(&row, "claimed")? as u64 })
+        })
+    }
+}

@@ -1,0 +1,236 @@
+//! The task queue that workers on many machines claim tasks from ([`TaskQueue`]).
+//!
+//! A queued task is claimed by one worker at a time, under a lease its heartbeats
+//! extend ([`TaskQueue::extend`], one call for everything a worker holds). Each claim
+//! gets a *fencing token* that never repeats (a sequence, not the attempt number), and
+//! every later call about the claim names it: once a lease has expired and another
+//! worker has claimed the task, the first worker's token is stale, so nothing it does
+//! with it is applied (`extend` leaves it out, `finish` and `release` say `false`). A
+//! task whose lease expired is claimable again, with its dispatch count up by one
+//! (lost re-dispatches are counted apart from a step's own retries). A finished task's
+//! row is deleted, so the queue holds only what is waiting or running.
+//!
+//! Backends: PostgreSQL (`FOR UPDATE SKIP LOCKED`, feature `postgres`) and memory (for
+//! tests and single-process use); an fs store has no queue (workers need a shared
+//! database), and [`Store::queue`](crate::Store::queue) is `None` there.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use braid_core::{FlowName, RunId, TaskId, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// A task waiting in a queue. Fields may be added: build it with [`QueuedTask::new`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct QueuedTask {
+    /// The named queue it waits in (`worker --queue Q` claims from one).
+    pub queue: String,
+    /// The task: flow, run and id (a task is queued at most once at a time).
+    pub flow: FlowName,
+    /// The run.
+    pub run: RunId,
+    /// The task's id in the run.
+    pub task: TaskId,
+    /// Higher first; among equals, the order they were queued in.
+    pub priority: i32,
+    /// What a worker needs to run it (the executor's business, kept as given).
+    pub payload: serde_json::Value,
+}
+
+impl QueuedTask {
+    /// Task `task` of `flow`/`run` in `queue`, priority 0, no payload.
+    pub fn new(queue: impl Into<String>, flow: FlowName, run: RunId, task: TaskId) -> Self {
+        QueuedTask { queue: queue.into(), flow, run, task, priority: 0, payload: serde_json::Value::Null }
+    }
+}
+
+/// A worker's hold on a queued task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Claim {
+    /// The task claimed.
+    pub task: QueuedTask,
+    /// The fencing token of this claim: unique across the queue and larger than every
+    /// token handed out before it.
+    pub token: u64,
+    /// Who holds it.
+    pub worker: String,
+    /// When the hold ends unless extended.
+    pub lease_deadline: Timestamp,
+    /// How many times the task has been claimed, this claim included: above 1, earlier
+    /// holders lost it (their leases expired) or handed it back.
+    pub dispatches: u32,
+}
+
+/// How many tasks a queue holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct QueueCounts {
+    /// Waiting to be claimed (lease expired included).
+    pub ready: u64,
+    /// Held under a lease that has not expired.
+    pub claimed: u64,
+}
+
+/// A queue of tasks that workers claim under leases with fencing tokens.
+#[async_trait]
+pub trait TaskQueue: Send + Sync + std::fmt::Debug {
+    /// Queues tasks; a task already queued (same flow, run and id) is left as it is.
+    async fn enqueue(&self, tasks: Vec<QueuedTask>) -> Result<()>;
+
+    /// Claims up to `max` tasks of `queue` for `worker` until `now + lease`: the
+    /// highest priority first, then the oldest; tasks whose lease expired before `now`
+    /// count as waiting. Two workers claiming at once never get the same task.
+    async fn claim(&self, queue: &str, worker: &str, max: usize, lease: Duration, now: Timestamp)
+    -> Result<Vec<Claim>>;
+
+    /// Extends to `now + lease` every claim of `worker` among `tokens` that is still its
+    /// own and not expired; returns the tokens extended (a missing one was lost).
+    async fn extend(&self, worker: &str, tokens: &[u64], lease: Duration, now: Timestamp) -> Result<Vec<u64>>;
+
+    /// Removes the task of claim `token`, done; `false` (nothing changed) when the
+    /// token is not the task's current claim (another worker took it over).
+    async fn finish(&self, token: u64) -> Result<bool>;
+
+    /// Hands the task of claim `token` back, ready at once for another worker (a
+    /// draining worker); `false` when the token is stale.
+    async fn release(&self, token: u64) -> Result<bool>;
+
+    /// How many tasks `queue` holds at `now`.
+    async fn counts(&self, queue: &str, now: Timestamp) -> Result<QueueCounts>;
+}
+
+/// The memory backend's queue: one lock over a map.
+#[derive(Debug, Default)]
+pub struct MemoryQueue {
+    inner: std::sync::Mutex<MemoryQueueState>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryQueueState {
+    /// By (flow, run, task): the task, its queue order, its claim.
+    rows: std::collections::BTreeMap<(FlowName, RunId, TaskId), Row>,
+    next_seq: u64,
+    next_token: u64,
+}
+
+#[derive(Debug)]
+struct Row {
+    task: QueuedTask,
+    seq: u64,
+    claim: Option<(u64, String, Timestamp)>,
+    dispatches: u32,
+}
+
+impl MemoryQueue {
+    fn state(&self) -> std::sync::MutexGuard<'_, MemoryQueueState> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn ready(row: &Row, now: Timestamp) -> bool {
+    row.claim.as_ref().is_none_or(|(_, _, deadline)| *deadline < now)
+}
+
+#[async_trait]
+impl TaskQueue for MemoryQueue {
+    async fn enqueue(&self, tasks: Vec<QueuedTask>) -> Result<()> {
+        let mut st = self.state();
+        for task in tasks {
+            let key = (task.flow.clone(), task.run, task.task);
+            if st.rows.contains_key(&key) {
+                continue;
+            }
+            st.next_seq += 1;
+            let seq = st.next_seq;
+            st.rows.insert(key, Row { task, seq, claim: None, dispatches: 0 });
+        }
+        Ok(())
+    }
+
+    async fn claim(
+        &self,
+        queue: &str,
+        worker: &str,
+        max: usize,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<Vec<Claim>> {
+        let mut st = self.state();
+        let mut picked: Vec<(i32, u64, (FlowName, RunId, TaskId))> = st
+            .rows
+            .iter()
+            .filter(|(_, r)| r.task.queue == queue && ready(r, now))
+            .map(|(k, r)| (r.task.priority, r.seq, k.clone()))
+            .collect();
+        picked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        picked.truncate(max);
+        let deadline = now.plus(lease);
+        let mut out = Vec::with_capacity(picked.len());
+        for (_, _, key) in picked {
+            st.next_token += 1;
+            let token = st.next_token;
+            let Some(row) = st.rows.get_mut(&key) else { continue };
+            row.claim = Some((token, worker.to_owned(), deadline));
+            row.dispatches += 1;
+            out.push(Claim {
+                task: row.task.clone(),
+                token,
+                worker: worker.to_owned(),
+                lease_deadline: deadline,
+                dispatches: row.dispatches,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn extend(&self, worker: &str, tokens: &[u64], lease: Duration, now: Timestamp) -> Result<Vec<u64>> {
+        let mut st = self.state();
+        let mut out = Vec::new();
+        for row in st.rows.values_mut() {
+            if let Some((token, holder, deadline)) = &mut row.claim
+                && holder == worker
+                && tokens.contains(token)
+                && *deadline >= now
+            {
+                *deadline = now.plus(lease);
+                out.push(*token);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    async fn finish(&self, token: u64) -> Result<bool> {
+        let mut st = self.state();
+        let key = st.rows.iter().find(|(_, r)| r.claim.as_ref().is_some_and(|c| c.0 == token)).map(|(k, _)| k.clone());
+        Ok(key.is_some_and(|k| st.rows.remove(&k).is_some()))
+    }
+
+    async fn release(&self, token: u64) -> Result<bool> {
+        let mut st = self.state();
+        match st.rows.values_mut().find(|r| r.claim.as_ref().is_some_and(|c| c.0 == token)) {
+            Some(row) => {
+                row.claim = None;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn counts(&self, queue: &str, now: Timestamp) -> Result<QueueCounts> {
+        let st = self.state();
+        let mut c = QueueCounts::default();
+        for r in st.rows.values().filter(|r| r.task.queue == queue) {
+            if ready(r, now) {
+                c.ready += 1;
+            } else {
+                c.claimed += 1;
+            }
+        }
+        Ok(c)
+    }
+}
