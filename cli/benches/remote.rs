@@ -131,13 +131,77 @@ fn client_rows(label: &str, store_10k: Store, store_100k: Store) -> Vec<Value> {
     rows
 }
 
+/// The task queue on PostgreSQL: 20,000 trivial tasks queued in batches of 1,000, then
+/// claimed in batches of 100 and finished one by one by 1, 2 and 4 concurrent claimers
+/// (each its own pooled connection, as workers would be): tasks through the queue per
+/// second. No step runs: this is the queue's own ceiling.
+async fn queue_rows(queue: Arc<dyn braid_store::TaskQueue>) -> Vec<Value> {
+    const N: u64 = 20_000;
+    let mut rows = Vec::new();
+    for claimers in [1usize, 2, 4] {
+        let run = RunId::generate();
+        let name = format!("bench{claimers}");
+        let t0 = Instant::now();
+        for from in (0..N).step_by(1000) {
+            let batch = (from..from + 1000)
+                .map(|t| braid_store::QueuedTask::new(name.as_str(), "bench".parse().unwrap(), run, TaskId(t)))
+                .collect();
+            queue.enqueue(batch).await.unwrap();
+        }
+        let enqueued = t0.elapsed();
+        let t0 = Instant::now();
+        let mut handles = Vec::new();
+        for w in 0..claimers {
+            let (queue, name) = (queue.clone(), name.clone());
+            handles.push(tokio::spawn(async move {
+                let mut done = 0u64;
+                loop {
+                    let now = braid_core::Timestamp::now();
+                    let claims = queue.claim(&name, &format!("w{w}"), 100, Duration::from_secs(30), now).await.unwrap();
+                    if claims.is_empty() {
+                        return done;
+                    }
+                    for c in claims {
+                        assert!(queue.finish(c.token).await.unwrap());
+                        done += 1;
+                    }
+                }
+            }));
+        }
+        let mut total = 0;
+        for h in handles {
+            total += h.await.unwrap();
+        }
+        let el = t0.elapsed();
+        assert_eq!(total, N);
+        if claimers == 1 {
+            rows.push(row(
+                "PostgreSQL queue: tasks queued",
+                Some(N as f64 / enqueued.as_secs_f64()),
+                "tasks/s",
+                format!("{N} in batches of 1,000 in {:.2} s", enqueued.as_secs_f64()),
+            ));
+        }
+        rows.push(row(
+            format!("PostgreSQL queue: claimed and finished, {claimers} claimer(s)"),
+            Some(N as f64 / el.as_secs_f64()),
+            "tasks/s",
+            format!("{N} tasks, claims of 100, one finish each, in {:.2} s", el.as_secs_f64()),
+        ));
+    }
+    rows
+}
+
 fn main() {
     let mut quick = false;
+    // Measures the records and the queue, not the foreach runs and reads (for a quick look).
+    let mut only_queue = false;
     let mut json_out: Option<PathBuf> = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => quick = true,
+            "--only-queue" => only_queue = true,
             "--json-out" => json_out = it.next().map(PathBuf::from),
             _ => {}
         }
@@ -165,6 +229,12 @@ fn main() {
         rows.extend(record_rows("fs", fs.records.as_ref()).await);
         let pg_store = pg_s3(pg, s3).await;
         rows.extend(record_rows("PostgreSQL", pg_store.records.as_ref()).await);
+        eprintln!("remote: task queue");
+        let (records, _) = braid_store::pg::open(&pg.fresh_database()).await.unwrap();
+        rows.extend(queue_rows(Arc::new(records.queue())).await);
+        if only_queue {
+            return (Vec::new(), Vec::new());
+        }
         let mut fs_stores = Vec::new();
         let mut pg_stores = Vec::new();
         for n in [10_000u64, 100_000] {
@@ -185,6 +255,11 @@ fn main() {
         }
         (fs_stores, pg_stores)
     });
+    if only_queue {
+        drop(rt);
+        emit(&rows, json_out.as_deref());
+        return;
+    }
     eprintln!("remote: client reads");
     let [fs10, fs100]: [Store; 2] = fs_stores.try_into().unwrap();
     let [pg10, pg100]: [Store; 2] = pg_stores.try_into().unwrap();
