@@ -111,7 +111,7 @@ macro_rules! conformance_suite {
                 parameter_sets_paused_and_resumed, failed_ticks_recorded_once_per_tick, delete_run_removes_everything_under_it_conditionally,
                 artifact_blob_refs_cover_values_and_manifests_in_pages, blobs_listed_and_deleted_by_age,
                 queue_claims_by_priority_then_age_once, queue_claims_under_concurrency,
-                queue_leases_expire_and_fence_the_old_holder);
+                queue_leases_expire_and_fence_the_old_holder, queue_wakes_a_waiting_worker);
         }
     };
     (@tests $harness:expr; $($check:ident),+) => {

@@ -115,3 +115,36 @@ pub async fn queue_leases_expire_and_fence_the_old_holder(store: &Store) {
     assert!(!q.finish(again[0].token).await.unwrap(), "finished once");
     assert_eq!(q.counts("lease", at(19)).await.unwrap(), QueueCounts::default());
 }
+
+/// A worker waiting for work is woken when a task is queued or handed back, well before
+/// its timeout; with nothing queued it waits the timeout out (its polling fallback).
+pub async fn queue_wakes_a_waiting_worker(store: &Store) {
+    let Some(q) = store.queue() else { return };
+    // The first wait starts PostgreSQL's listener, which wakes everyone once connected
+    // (it may have missed notifications); after that, nothing queued waits the timeout.
+    q.wait("wake", Duration::from_millis(300)).await;
+    let t0 = std::time::Instant::now();
+    q.wait("wake", Duration::from_millis(300)).await;
+    assert!(t0.elapsed() >= Duration::from_millis(250), "{:?}", t0.elapsed());
+    let run = RunId::generate();
+    for round in 0..2u64 {
+        let waiter = {
+            let q = q.clone();
+            tokio::spawn(async move {
+                let t0 = std::time::Instant::now();
+                q.wait("wake", Duration::from_secs(20)).await;
+                t0.elapsed()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if round == 0 {
+            q.enqueue(vec![queued("wake", run, 1, 0)]).await.unwrap();
+        } else {
+            // A hand-back wakes waiters too.
+            let c = q.claim("wake", "w1", 1, Duration::from_secs(30), Timestamp::now()).await.unwrap();
+            assert!(q.release(c[0].token).await.unwrap());
+        }
+        let waited = waiter.await.unwrap();
+        assert!(waited < Duration::from_secs(10), "round {round}: woken only by the timeout ({waited:?})");
+    }
+}

@@ -101,12 +101,51 @@ pub trait TaskQueue: Send + Sync + std::fmt::Debug {
 
     /// How many tasks `queue` holds at `now`.
     async fn counts(&self, queue: &str, now: Timestamp) -> Result<QueueCounts>;
+
+    /// Waits until a task may be waiting in `queue` (one was queued or handed back since
+    /// the call began), or `timeout` passed: an idle worker calls it between claims, and
+    /// claims again either way (the timeout is the polling fallback, and what finds
+    /// expired leases; a wake-up may also come with nothing new, e.g. when PostgreSQL's
+    /// listener has just connected). PostgreSQL wakes it through `LISTEN`/`NOTIFY`.
+    async fn wait(&self, queue: &str, timeout: Duration);
 }
 
 /// The memory backend's queue: one lock over a map.
 #[derive(Debug, Default)]
 pub struct MemoryQueue {
     inner: std::sync::Mutex<MemoryQueueState>,
+    wake: Wake,
+}
+
+/// Wakes the waiters of a queue: one [`tokio::sync::Notify`] per queue name.
+#[derive(Debug, Default)]
+pub(crate) struct Wake(std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Notify>>>);
+
+impl Wake {
+    fn of(&self, queue: &str) -> std::sync::Arc<tokio::sync::Notify> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(queue.to_owned()).or_default().clone()
+    }
+
+    /// Wakes every waiter of every queue.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn wake_all(&self) {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for n in m.values() {
+            n.notify_waiters();
+        }
+    }
+
+    /// Wakes every waiter of `queue`.
+    pub(crate) fn wake(&self, queue: &str) {
+        self.of(queue).notify_waiters();
+    }
+
+    /// Waits for [`Wake::wake`] of `queue`, at most `timeout`.
+    pub(crate) async fn wait(&self, queue: &str, timeout: Duration) {
+        let n = self.of(queue);
+        let _ = tokio::time::timeout(timeout, n.notified()).await;
+    }
 }
 
 #[derive(Debug, Default)]
@@ -146,7 +185,9 @@ impl TaskQueue for MemoryQueue {
             }
             st.next_seq += 1;
             let seq = st.next_seq;
+            let queue = task.queue.clone();
             st.rows.insert(key, Row { task, seq, claim: None, dispatches: 0 });
+            self.wake.wake(&queue);
         }
         Ok(())
     }
@@ -215,6 +256,7 @@ impl TaskQueue for MemoryQueue {
         match st.rows.values_mut().find(|r| r.claim.as_ref().is_some_and(|c| c.0 == token)) {
             Some(row) => {
                 row.claim = None;
+                self.wake.wake(&row.task.queue);
                 Ok(true)
             }
             None => Ok(false),
@@ -232,5 +274,9 @@ impl TaskQueue for MemoryQueue {
             }
         }
         Ok(c)
+    }
+
+    async fn wait(&self, queue: &str, timeout: Duration) {
+        self.wake.wait(queue, timeout).await;
     }
 }

@@ -226,6 +226,8 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 pub(crate) struct Db {
     pool: Pool,
     location: Arc<str>,
+    /// For a connection of its own outside the pool (the queue's `LISTEN`).
+    config: Config,
 }
 
 impl std::fmt::Debug for Db {
@@ -458,7 +460,8 @@ async fn connect(shown: &str, config: Config) -> Result<Db> {
             });
         }
     }
-    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let manager =
+        Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     let pool = Pool::builder(manager)
         .max_size(POOL_SIZE)
         .runtime(Runtime::Tokio1)
@@ -467,7 +470,7 @@ async fn connect(shown: &str, config: Config) -> Result<Db> {
         .recycle_timeout(Some(CONNECT_TIMEOUT))
         .build()
         .map_err(|e| location_error(shown, format!("cannot be used: {e}")))?;
-    Ok(Db { pool, location: shown.into() })
+    Ok(Db { pool, location: shown.into(), config })
 }
 
 /// Why migrating failed.

@@ -1,18 +1,24 @@
 //! The PostgreSQL task queue: one row per queued task, deleted when it finishes, so the
 //! table holds only what waits or runs; claims take rows with `FOR UPDATE SKIP LOCKED`
 //! (concurrent workers skip each other's rows instead of waiting on them) and stamp each
-//! with a token from a sequence, the fencing token every later call must name.
+//! with a token from a sequence, the fencing token every later call must name. Queueing
+//! or handing back a task sends `NOTIFY braid_queue, '<queue>'` in the same statement;
+//! waiting workers hear it through one `LISTEN` connection per store handle, outside the
+//! pool, reconnected when it drops (a wait then falls back to its timeout).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use braid_core::{FlowName, RunId, TaskId, Timestamp};
-use tokio_postgres::Row;
+use futures_util::StreamExt;
+use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use super::records::{get, read, retry};
 use super::{Db, Fail, PgResult};
 use crate::error::{Error, Result};
-use crate::queue::{Claim, QueueCounts, QueuedTask, TaskQueue};
+use crate::queue::{Claim, QueueCounts, QueuedTask, TaskQueue, Wake};
 
 /// Migration 6: the task queue. The partial index serves the claim of ready rows in
 /// priority order; the second finds expired leases without reading the waiting rows.
@@ -37,10 +43,75 @@ CREATE INDEX task_queue_leased ON task_queue (queue, lease_deadline) WHERE token
 CREATE UNIQUE INDEX task_queue_by_token ON task_queue (token) WHERE token IS NOT NULL;
 "#;
 
+/// The channel queued tasks are announced on; the payload is the queue's name.
+const CHANNEL: &str = "braid_queue";
+
 /// The queue of a PostgreSQL store ([`PgRecords::queue`](super::PgRecords::queue)).
 #[derive(Debug, Clone)]
 pub struct PgQueue {
     pub(crate) db: Db,
+    wake: Arc<Wake>,
+    listening: Arc<AtomicBool>,
+}
+
+impl PgQueue {
+    pub(crate) fn new(db: Db) -> Self {
+        PgQueue { db, wake: Arc::default(), listening: Arc::default() }
+    }
+
+    /// Starts the `LISTEN` connection once: it wakes this handle's waiters for each
+    /// notification, and every waiter after a reconnect (notifications sent while it was
+    /// down are lost). It ends when the handle is gone.
+    fn listen(&self) {
+        if self.listening.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (config, wake, location) =
+            (self.db.config.clone(), Arc::downgrade(&self.wake), self.db.location().to_owned());
+        tokio::spawn(async move {
+            loop {
+                match config.connect(NoTls).await {
+                    Ok((client, mut connection)) => {
+                        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+                        let driver = tokio::spawn(async move {
+                            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                            while let Some(m) = messages.next().await {
+                                match m {
+                                    Ok(AsyncMessage::Notification(n)) => {
+                                        if tx.send(n.payload().to_owned()).is_err() {
+                                            return;
+                                        }
+                                    }
+                                    Ok(_) => {}
+                                    Err(_) => return,
+                                }
+                            }
+                        });
+                        match client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+                            Ok(()) => {
+                                if let Some(w) = wake.upgrade() {
+                                    w.wake_all();
+                                }
+                                while let Some(queue) = rx.recv().await {
+                                    let Some(w) = wake.upgrade() else { return };
+                                    w.wake(&queue);
+                                }
+                            }
+                            Err(e) => tracing::debug!(store = %location, error = %e, "cannot LISTEN for queued tasks"),
+                        }
+                        driver.abort();
+                    }
+                    Err(e) => {
+                        tracing::debug!(store = %location, error = %e, "no connection to LISTEN for queued tasks")
+                    }
+                }
+                if wake.strong_count() == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
 }
 
 fn micros(d: Duration) -> i64 {
@@ -93,12 +164,14 @@ impl TaskQueue for PgQueue {
         retry!(self, || format!("queue {n} tasks"), |c| {
             let stmt = c
                 .prepare_cached(
-                    "INSERT INTO task_queue (flow, run_id, task_id, queue, priority, payload) \
-                     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::int[], $6::text[]) \
-                     ORDER BY 1 ON CONFLICT DO NOTHING",
+                    "WITH added AS ( \
+                       INSERT INTO task_queue (flow, run_id, task_id, queue, priority, payload) \
+                       SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::int[], $6::text[]) \
+                       ORDER BY 1 ON CONFLICT DO NOTHING RETURNING queue) \
+                     SELECT pg_notify('braid_queue', q) FROM (SELECT DISTINCT queue AS q FROM added) d",
                 )
                 .await?;
-            c.execute(&stmt, &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5]).await?;
+            c.query(&stmt, &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5]).await?;
             Ok(())
         })
     }
@@ -176,10 +249,12 @@ impl TaskQueue for PgQueue {
         retry!(self, || format!("hand back the queued task of claim {token}"), |c| {
             let stmt = c
                 .prepare_cached(
-                    "UPDATE task_queue SET token = NULL, worker = NULL, lease_deadline = NULL WHERE token = $1",
+                    "WITH back AS (UPDATE task_queue SET token = NULL, worker = NULL, lease_deadline = NULL \
+                       WHERE token = $1 RETURNING queue) \
+                     SELECT pg_notify('braid_queue', queue) FROM back",
                 )
                 .await?;
-            Ok(c.execute(&stmt, &[&id]).await? == 1)
+            Ok(c.query(&stmt, &[&id]).await?.len() == 1)
         })
     }
 
@@ -196,5 +271,10 @@ impl TaskQueue for PgQueue {
                 .await?;
             Ok(QueueCounts { ready: get::<i64>(&row, "ready")? as u64, claimed: get::<i64>(&row, "claimed")? as u64 })
         })
+    }
+
+    async fn wait(&self, queue: &str, timeout: Duration) {
+        self.listen();
+        self.wake.wait(queue, timeout).await;
     }
 }

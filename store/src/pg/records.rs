@@ -39,7 +39,7 @@ pub(crate) struct Stats {
 impl PgRecords {
     /// The task queue in the same database.
     pub fn queue(&self) -> super::PgQueue {
-        super::PgQueue { db: self.db.clone() }
+        super::PgQueue::new(self.db.clone())
     }
 
     pub(crate) fn new(db: Db) -> Self {
