@@ -147,4 +147,15 @@ pub async fn queue_wakes_a_waiting_worker(store: &Store) {
         let waited = waiter.await.unwrap();
         assert!(waited < Duration::from_secs(10), "round {round}: woken only by the timeout ({waited:?})");
     }
+    // A task queued after a claim found nothing and before the worker waits: the wait
+    // returns at once instead of missing it.
+    let c = q.claim("wake", "w1", 10, Duration::from_secs(30), Timestamp::now()).await.unwrap();
+    assert!(q.finish(c[0].token).await.unwrap());
+    assert!(q.claim("wake", "w1", 10, Duration::from_secs(30), Timestamp::now()).await.unwrap().is_empty());
+    q.enqueue(vec![queued("wake", run, 2, 0)]).await.unwrap();
+    // (PostgreSQL's notification comes back through the listener: give it a moment.)
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t0 = std::time::Instant::now();
+    q.wait("wake", Duration::from_secs(20)).await;
+    assert!(t0.elapsed() < Duration::from_secs(10), "the wake-up before the wait was lost");
 }

@@ -117,12 +117,27 @@ pub struct MemoryQueue {
     wake: Wake,
 }
 
-/// Wakes the waiters of a queue: one [`tokio::sync::Notify`] per queue name.
+/// Wakes the waiters of a queue: per queue name, a [`tokio::sync::Notify`] and a flag
+/// saying a task came since the last claim began, so that a wake-up between a claim that
+/// found nothing and the `wait` after it is not lost (the wait returns at once).
 #[derive(Debug, Default)]
-pub(crate) struct Wake(std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Notify>>>);
+pub(crate) struct Wake(std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<QueueWake>>>);
+
+#[derive(Debug, Default)]
+pub(crate) struct QueueWake {
+    notify: tokio::sync::Notify,
+    pending: std::sync::atomic::AtomicBool,
+}
+
+impl QueueWake {
+    fn wake(&self) {
+        self.pending.store(true, std::sync::atomic::Ordering::Release);
+        self.notify.notify_waiters();
+    }
+}
 
 impl Wake {
-    fn of(&self, queue: &str) -> std::sync::Arc<tokio::sync::Notify> {
+    fn of(&self, queue: &str) -> std::sync::Arc<QueueWake> {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         m.entry(queue.to_owned()).or_default().clone()
     }
@@ -131,20 +146,35 @@ impl Wake {
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn wake_all(&self) {
         let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        for n in m.values() {
-            n.notify_waiters();
+        for w in m.values() {
+            w.wake();
         }
     }
 
     /// Wakes every waiter of `queue`.
     pub(crate) fn wake(&self, queue: &str) {
-        self.of(queue).notify_waiters();
+        self.of(queue).wake();
     }
 
-    /// Waits for [`Wake::wake`] of `queue`, at most `timeout`.
+    /// Called as a claim of `queue` begins: what came before it, the claim sees.
+    pub(crate) fn claiming(&self, queue: &str) {
+        self.of(queue).pending.store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Waits for [`Wake::wake`] of `queue`, at most `timeout`; at once when one came
+    /// since the last claim began.
     pub(crate) async fn wait(&self, queue: &str, timeout: Duration) {
-        let n = self.of(queue);
-        let _ = tokio::time::timeout(timeout, n.notified()).await;
+        let w = self.of(queue);
+        let notified = w.notify.notified();
+        tokio::pin!(notified);
+        // Registered before the flag is read: a wake-up in between still ends the wait.
+        notified.as_mut().enable();
+        if w.pending.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        let _ = tokio::time::timeout(timeout, notified).await;
+        // Woken (or timed out): the claim that follows sees whatever came.
+        w.pending.store(false, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -200,6 +230,7 @@ impl TaskQueue for MemoryQueue {
         lease: Duration,
         now: Timestamp,
     ) -> Result<Vec<Claim>> {
+        self.wake.claiming(queue);
         let mut st = self.state();
         let mut picked: Vec<(i32, u64, (FlowName, RunId, TaskId))> = st
             .rows

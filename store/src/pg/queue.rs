@@ -187,6 +187,7 @@ impl TaskQueue for PgQueue {
         if max == 0 {
             return Ok(Vec::new());
         }
+        self.wake.claiming(queue);
         let limit = i64::try_from(max).unwrap_or(i64::MAX);
         let (now_us, deadline) = (now.as_micros(), now.as_micros().saturating_add(micros(lease)));
         retry!(self, || format!("claim tasks of queue {queue}"), |c| {
