@@ -515,7 +515,18 @@ pub fn is_isolated_task() -> bool {
 /// `main`:
 ///
 /// ```no_run
-/// # fn my_flow() -> braid_runtime::Result<braid_runtime::Flow> { unimplemented!() }
+/// use braid_runtime::Flow;
+///
+/// fn my_flow() -> braid_runtime::Result<Flow> {
+///     Flow::builder("native")
+///         .step_blocking("start", |_ctx| Ok(())) // calls into a C library
+///         .isolated()
+///         .next("end")
+///         .step("end", |_ctx| async move { Ok(()) })
+///         .end()
+///         .build()
+/// }
+///
 /// fn main() -> std::process::ExitCode {
 ///     if braid_runtime::is_isolated_task() {
 ///         braid_runtime::serve_isolated_task(my_flow().into_iter().collect());
