@@ -17,7 +17,7 @@ mod isolated_example;
 
 #[test]
 fn as_flow_binary() {
-    child::serve(|| vec![isolated_example::isolated(), stopper(), catcher()]);
+    child::serve(|| vec![isolated_example::isolated(), stopper(), catcher(), segfault()]);
 }
 
 /// An isolated step that always segfaults-by-abort, and catches it: the flow goes on
@@ -33,6 +33,29 @@ fn catcher() -> braid_runtime::Result<braid_runtime::Flow> {
             ctx.set("kind", &crash.kind)?;
             Ok(())
         })
+        .end()
+        .build()
+}
+
+/// An isolated step whose process gets SIGSEGV, as from a bad pointer in a native
+/// library. Sent with `kill` (safe Rust has no way to fault), twice: Rust's own SIGSEGV
+/// handler (for stack overflows) takes the first, puts the default action back and
+/// returns; a real fault then faults again at the same instruction, a `kill` does not.
+fn segfault() -> braid_runtime::Result<braid_runtime::Flow> {
+    braid_runtime::Flow::builder("segfault")
+        .step_blocking("start", |ctx| {
+            ctx.log("calling the native library");
+            let pid = std::process::id().to_string();
+            for _ in 0..2 {
+                Command::new("kill").args(["-SEGV", &pid]).status()?;
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            std::thread::sleep(std::time::Duration::from_secs(10));
+            Ok(())
+        })
+        .isolated()
+        .next("end")
+        .step("end", |_ctx| async move { Ok(()) })
         .end()
         .build()
 }
@@ -219,4 +242,20 @@ fn isolated_attempts_run_against_postgres_and_s3_as_against_a_directory() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&join.stdout).contains("succeeded"), "{}", String::from_utf8_lossy(&join.stdout));
+}
+
+#[test]
+fn a_segfault_in_an_isolated_step_fails_the_task_naming_it_and_keeps_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let out = child::flow_binary(&store, &["run", "--quiet", "--flow", "segfault"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "the run failed, the flow binary did not crash: {err}");
+    assert!(err.contains("killed by signal 11 (SIGSEGV, segmentation fault)"), "{err}");
+    let client = Client::open(store.to_str().unwrap()).unwrap();
+    let start = client.task_at("segfault/latest/start").unwrap();
+    assert_eq!(start.status(), TaskStatus::Failed);
+    assert_eq!(start.error().unwrap().kind, "crash");
+    let logs: Vec<String> = start.logs().unwrap().into_iter().map(|l| l.line).collect();
+    assert!(logs.iter().any(|l| l == "calling the native library"), "{logs:?}");
 }
