@@ -13,6 +13,8 @@ use braid_runtime::{Flow, Param, ParamType};
 
 mod child;
 
+mod braid_cmd;
+
 #[path = "../examples/fanout/flow.rs"]
 mod fanout_flow;
 use fanout_flow::fanout;
@@ -515,17 +517,7 @@ fn a_caught_failure_is_shown_as_caught_and_the_run_says_who_ran_it() {
             .build()
     };
     assert_eq!(cli(&store, &["run"], vec![flow()]), ExitCode::SUCCESS);
-    let braid = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_braid"))
-            .arg("--store")
-            .arg(&store)
-            .args(args)
-            .env_remove("BRAID_STORE")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let braid = |args: &[&str]| braid_cmd::braid(&store, args);
     // The step's rows (streamed) and the task's own document say the same.
     let step: serde_json::Value = serde_json::from_str(&braid(&["show", "catching/latest/start", "--json"])).unwrap();
     let row = &step["tasks"][0];

@@ -9,7 +9,9 @@ use std::process::Command;
 
 use braid_client::{Client, RunStatus, TaskStatus};
 
+mod braid_cmd;
 mod child;
+use braid_cmd::braid;
 
 #[allow(dead_code)]
 #[path = "../examples/isolated.rs"]
@@ -81,18 +83,6 @@ fn stopper() -> braid_runtime::Result<braid_runtime::Flow> {
         .step("end", |_ctx| async move { Ok(()) })
         .end()
         .build()
-}
-
-fn braid(store: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_braid"))
-        .arg("--store")
-        .arg(store)
-        .args(args)
-        .env_remove("BRAID_STORE")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]

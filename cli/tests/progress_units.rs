@@ -3,9 +3,11 @@
 //! details, whose first attempt hangs and is declared lost; the retry reads where it was
 //! (`ctx.last_progress()`), and `braid show` prints units, rate and details.
 
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 use braid_client::Client;
+
+mod braid_cmd;
 
 #[allow(dead_code)]
 #[path = "../examples/progress.rs"]
@@ -32,17 +34,7 @@ fn a_lost_attempt_is_picked_up_at_its_last_row_and_braid_show_prints_units_and_d
     assert_eq!((units.done, units.total, units.unit.as_str()), (30, 30, "rows"));
     assert_eq!(p.details.as_ref().unwrap()["row"], 30);
 
-    let braid = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_braid"))
-            .arg("--store")
-            .arg(&store)
-            .args(args)
-            .env_remove("BRAID_STORE")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "braid {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let braid = |args: &[&str]| braid_cmd::braid(&store, args);
     let path = format!("progress/latest/start/{}", task.id());
     let text = braid(&["show", &path]);
     assert!(text.contains("100% 30/30 rows"), "{text}");

@@ -2,9 +2,11 @@
 //! The `detect` example end to end: a switch case that fans out, run by the flow binary,
 //! drawn by `braid dag FLOW`, navigated by `braid show TASK` and the client.
 
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 use braid_client::Client;
+
+mod braid_cmd;
 
 #[allow(dead_code)]
 #[path = "../examples/detect.rs"]
@@ -23,17 +25,7 @@ fn a_fanout_case_runs_both_branches_and_braid_shows_them_as_the_switch_tasks_chi
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     run_flow(&store, "miss");
-    let braid = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_braid"))
-            .arg("--store")
-            .arg(&store)
-            .args(args)
-            .env_remove("BRAID_STORE")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let braid = |args: &[&str]| braid_cmd::braid(&store, args);
     let graph = braid(&["dag", "detect"]);
     assert!(graph.contains("hit → fast, miss → [clip, face]"), "{graph}");
 
