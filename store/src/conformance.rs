@@ -105,13 +105,14 @@ macro_rules! conformance_suite {
                 runs_newest_first_paged_and_filtered, run_leases_say_lost_when_they_run_out, run_tags, tasks_written_listed_and_paged, task_preconditions,
                 conditional_updates_under_concurrency, claims_under_concurrency, artifact_visibility_and_bulk_reads,
                 step_artifacts_paged_in_index_order,
-                step_summaries_count_by_status, attempts_recorded, logs_in_order, missing_records, records_keep_all_fields,
+                step_summaries_count_by_status, attempts_recorded, logs_in_order, missing_records, records_keep_all_fields, task_claims_fence_an_earlier_worker,
                 plans_versioned_by_content, plans_listed_and_activated_by_label, launches_claimed_once_under_concurrency,
                 launches_updated_conditionally_listed_and_adopted, plans_deleted_and_registered_again,
                 parameter_sets_paused_and_resumed, failed_ticks_recorded_once_per_tick, delete_run_removes_everything_under_it_conditionally,
                 artifact_blob_refs_cover_values_and_manifests_in_pages, blobs_listed_and_deleted_by_age,
                 queue_claims_by_priority_then_age_once, queue_claims_under_concurrency,
-                queue_leases_expire_and_fence_the_old_holder, queue_wakes_a_waiting_worker);
+                queue_leases_expire_and_fence_the_old_holder, queue_wakes_a_waiting_worker,
+                queue_completes_with_one_reply_per_current_claim);
         }
     };
     (@tests $harness:expr; $($check:ident),+) => {
@@ -454,6 +455,46 @@ pub async fn task_preconditions(store: &Store) {
     b.precondition = Precondition::Absent;
     let out = store.records.write_tasks(vec![a, b]).await.unwrap();
     assert!(out[0].is_applied() && !out[1].is_applied(), "{out:?}");
+}
+
+/// Conformance check: a worker's writes name their claim (`Precondition::Claim`): a
+/// later claim's write takes the task over, and from then on the earlier claim's writes
+/// are refused as `StaleClaim` (fenced), in a batch or alone; the claim is kept in the
+/// record.
+pub async fn task_claims_fence_an_earlier_worker(store: &Store) {
+    let run = new_run(store).await;
+    let mut rec = TaskRecord::new(key(run.id, "s", 1));
+    rec.status = TaskStatus::Pending;
+    applied(&store.records.write_tasks(vec![TaskWrite::new(rec.clone())]).await.unwrap());
+    let claim = |token: u64, percent: f32| {
+        let mut r = rec.clone();
+        r.status = TaskStatus::Running;
+        r.dispatch = Some(TaskDispatch::new(token, format!("worker-{token}"), (token / 10) as u32));
+        r.progress = Some(Progress::new(percent, "working").unwrap());
+        let mut w = TaskWrite::new(r);
+        w.precondition = Precondition::Claim { attempt: Attempt(1), token };
+        w
+    };
+    applied(&store.records.write_tasks(vec![claim(10, 1.0)]).await.unwrap());
+    applied(&store.records.write_tasks(vec![claim(10, 2.0)]).await.unwrap());
+    // The task was dispatched again: claim 20 writes, and claim 10 is fenced off.
+    applied(&store.records.write_tasks(vec![claim(20, 3.0)]).await.unwrap());
+    let out = store.records.write_tasks(vec![claim(10, 50.0), claim(20, 4.0)]).await.unwrap();
+    match &out[0] {
+        WriteOutcome::Rejected { reason } => {
+            assert!(matches!(reason, Rejection::StaleClaim { token: 10, current: 20, .. }), "{reason:?}");
+            assert!(reason.is_fenced(), "{reason}");
+        }
+        o => panic!("a write of the earlier claim applied: {o:?}"),
+    }
+    assert!(out[1].is_applied(), "{out:?}");
+    let got = store.records.get_task(&flow(), run.id, TaskId(1)).await.unwrap().unwrap();
+    assert_eq!(got.dispatch, Some(TaskDispatch::new(20, "worker-20", 2)));
+    assert_eq!(got.progress.map(|p| p.percent), Some(4.0));
+    // A claim of another attempt is refused as that.
+    let mut other = claim(30, 5.0);
+    other.precondition = Precondition::Claim { attempt: Attempt(2), token: 30 };
+    assert!(!store.records.write_tasks(vec![other]).await.unwrap()[0].is_applied());
 }
 
 /// Conformance check: Of many concurrent writes on one revision exactly one applies.

@@ -159,3 +159,61 @@ pub async fn queue_wakes_a_waiting_worker(store: &Store) {
     q.wait("wake", Duration::from_secs(20)).await;
     assert!(t0.elapsed() < Duration::from_secs(10), "the wake-up before the wait was lost");
 }
+
+/// Completing a claim removes its task and leaves one reply for the task's run, in
+/// queue order, until acknowledged; a stale claim completes nothing; a reply wakes the
+/// run's waiter; clearing a run removes what it still had queued.
+pub async fn queue_completes_with_one_reply_per_current_claim(store: &Store) {
+    let Some(q) = store.queue() else { return };
+    let (run, other) = (RunId::generate(), RunId::generate());
+    q.enqueue(vec![queued("rq", run, 1, 0), queued("rq", run, 2, 0), queued("rq", other, 1, 0)]).await.unwrap();
+    let claims = q.claim("rq", "w1", 3, Duration::from_secs(5), at(0)).await.unwrap();
+    assert_eq!(claims.len(), 3);
+    let (t1, t2) = (claims[0].token, claims[1].token);
+    // Task 1's lease runs out and another worker takes it: the first claim is stale.
+    let again = q.claim("rq", "w2", 1, Duration::from_secs(5), at(10)).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].dispatches, 2);
+    let retaken = again[0].clone();
+    let stale = claims.iter().find(|c| c.task.task == retaken.task.task && c.task.run == retaken.task.run).unwrap();
+    assert!(!q.complete(stale.token, serde_json::json!({ "from": "stale" })).await.unwrap(), "a stale claim completed");
+    let waiter = {
+        let q = q.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            q.wait_replies(run, Duration::from_secs(20)).await;
+            started.elapsed()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let live: Vec<&Claim> = claims.iter().filter(|c| c.token != stale.token).collect();
+    for c in &live {
+        assert!(q.complete(c.token, serde_json::json!({ "task": c.task.task.0 })).await.unwrap());
+    }
+    assert!(
+        q.complete(retaken.token, serde_json::json!({ "task": retaken.task.task.0, "retaken": true })).await.unwrap()
+    );
+    let waited = waiter.await.unwrap();
+    assert!(waited < Duration::from_secs(10), "a reply did not wake the run's waiter ({waited:?})");
+    let mine = q.replies(run, 10).await.unwrap();
+    assert_eq!(mine.len(), 2, "{mine:?}");
+    assert!(mine.iter().all(|r| r.run == run));
+    assert!(mine.windows(2).all(|w| w[0].seq < w[1].seq), "oldest first: {mine:?}");
+    assert!(mine.iter().all(|r| r.body.get("from").is_none()), "the stale claim's reply was kept: {mine:?}");
+    let tokens: BTreeSet<u64> = mine.iter().map(|r| r.token).collect();
+    assert!(tokens.iter().all(|t| [t1, t2, retaken.token].contains(t)), "{tokens:?}");
+    // Unacknowledged replies are read again; acknowledged ones are gone (twice is fine).
+    assert_eq!(q.replies(run, 10).await.unwrap(), mine);
+    assert_eq!(q.replies(run, 1).await.unwrap(), mine[..1]);
+    let seqs: Vec<u64> = mine.iter().map(|r| r.seq).collect();
+    q.ack_replies(run, &seqs).await.unwrap();
+    q.ack_replies(run, &seqs).await.unwrap();
+    assert!(q.replies(run, 10).await.unwrap().is_empty());
+    assert_eq!(q.replies(other, 10).await.unwrap().len(), 1, "the other run's reply is its own");
+    // Clearing a run removes its queued tasks and replies, and nothing of other runs.
+    q.enqueue(vec![queued("rq", run, 7, 0), queued("rq", other, 8, 0)]).await.unwrap();
+    assert_eq!(q.clear_run(run).await.unwrap(), 1);
+    assert_eq!(q.counts("rq", at(20)).await.unwrap(), QueueCounts { ready: 1, claimed: 0 });
+    assert_eq!(q.clear_run(other).await.unwrap(), 1);
+    assert!(q.replies(other, 10).await.unwrap().is_empty());
+}

@@ -64,12 +64,12 @@ pub use blob::{BlobInfo, BlobKey, BlobReader, BlobStore};
 
 // The task queue workers claim from.
 pub use dir::DirBlobs;
-pub use queue::{Claim, MemoryQueue, QueueCounts, QueuedTask, TaskQueue};
+pub use queue::{Claim, MemoryQueue, QueueCounts, QueuedTask, Reply, TaskQueue};
 
 // Records: the trait, what it stores, how it is queried and written.
 pub use record::{
     ArtifactRecord, AttemptRecord, CaughtFailure, ElementsRef, FlowRecord, ForeachFrame, LogLine, RunLease, RunRecord,
-    StepArtifact, StepArtifactRow, StepSummary, TaskError, TaskEvent, TaskEventKind, TaskKey, TaskRecord,
+    StepArtifact, StepArtifactRow, StepSummary, TaskDispatch, TaskError, TaskEvent, TaskEventKind, TaskKey, TaskRecord,
     VisibleArtifact,
 };
 pub use record::{BlobRef, Page, RunDeletion, RunQuery, TaskQuery};

@@ -65,6 +65,29 @@ pub struct Claim {
     pub dispatches: u32,
 }
 
+/// What a worker leaves for the process that runs a task's run when it finishes the
+/// task ([`TaskQueue::complete`]): how the attempt went, as that process reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Reply {
+    /// The run.
+    pub run: RunId,
+    /// The task.
+    pub task: TaskId,
+    /// The claim it completed.
+    pub token: u64,
+    /// Its place among the run's replies (what [`TaskQueue::ack_replies`] names).
+    pub seq: u64,
+    /// What the worker said (the executor's business, kept as given).
+    pub body: serde_json::Value,
+}
+
+/// The name [`Wake`] keys the waiters of `run`'s replies by (queue names are validated
+/// names, which cannot hold a `/`).
+pub(crate) fn reply_key(run: RunId) -> String {
+    format!("reply/{run}")
+}
+
 /// How many tasks a queue holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -98,6 +121,29 @@ pub trait TaskQueue: Send + Sync + std::fmt::Debug {
     /// Hands the task of claim `token` back, ready at once for another worker (a
     /// draining worker); `false` when the token is stale.
     async fn release(&self, token: u64) -> Result<bool>;
+
+    /// Finishes claim `token` and leaves `body` for the task's run, as one step: the
+    /// task's row is deleted and the [`Reply`] stored only if the claim is the task's
+    /// current one; `false` (nothing changed) when it is stale, so a worker whose claim
+    /// was taken over can never deliver a result.
+    async fn complete(&self, token: u64, body: serde_json::Value) -> Result<bool>;
+
+    /// Up to `max` replies for `run`, oldest first. They stay until acknowledged
+    /// ([`TaskQueue::ack_replies`]), so a reader that fails (or a statement whose answer
+    /// was lost with the connection) reads them again.
+    async fn replies(&self, run: RunId, max: usize) -> Result<Vec<Reply>>;
+
+    /// Removes the replies `seqs` of `run`, read and applied; removing one twice is no error.
+    async fn ack_replies(&self, run: RunId, seqs: &[u64]) -> Result<()>;
+
+    /// Waits until a reply for `run` may be waiting, or `timeout` passed (as
+    /// [`TaskQueue::wait`] does for a queue).
+    async fn wait_replies(&self, run: RunId, timeout: Duration);
+
+    /// Removes every queued task and reply of `run` (it ended, or was cancelled), and
+    /// returns how many tasks were still queued or claimed. A worker that still runs one
+    /// of them can no longer finish or complete it.
+    async fn clear_run(&self, run: RunId) -> Result<u64>;
 
     /// How many tasks `queue` holds at `now`.
     async fn counts(&self, queue: &str, now: Timestamp) -> Result<QueueCounts>;
@@ -182,6 +228,7 @@ impl Wake {
 struct MemoryQueueState {
     /// By (flow, run, task): the task, its queue order, its claim.
     rows: std::collections::BTreeMap<(FlowName, RunId, TaskId), Row>,
+    replies: std::collections::HashMap<RunId, std::collections::VecDeque<Reply>>,
     next_seq: u64,
     next_token: u64,
 }
@@ -292,6 +339,48 @@ impl TaskQueue for MemoryQueue {
             }
             None => Ok(false),
         }
+    }
+
+    async fn complete(&self, token: u64, body: serde_json::Value) -> Result<bool> {
+        let mut st = self.state();
+        let key = st.rows.iter().find(|(_, r)| r.claim.as_ref().is_some_and(|c| c.0 == token)).map(|(k, _)| k.clone());
+        let Some(row) = key.and_then(|k| st.rows.remove(&k)) else { return Ok(false) };
+        let run = row.task.run;
+        st.next_seq += 1;
+        let seq = st.next_seq;
+        st.replies.entry(run).or_default().push_back(Reply { run, task: row.task.task, token, seq, body });
+        drop(st);
+        self.wake.wake(&reply_key(run));
+        Ok(true)
+    }
+
+    async fn replies(&self, run: RunId, max: usize) -> Result<Vec<Reply>> {
+        self.wake.claiming(&reply_key(run));
+        let st = self.state();
+        Ok(st.replies.get(&run).map(|q| q.iter().take(max).cloned().collect()).unwrap_or_default())
+    }
+
+    async fn ack_replies(&self, run: RunId, seqs: &[u64]) -> Result<()> {
+        let mut st = self.state();
+        if let Some(q) = st.replies.get_mut(&run) {
+            q.retain(|r| !seqs.contains(&r.seq));
+            if q.is_empty() {
+                st.replies.remove(&run);
+            }
+        }
+        Ok(())
+    }
+
+    async fn wait_replies(&self, run: RunId, timeout: Duration) {
+        self.wake.wait(&reply_key(run), timeout).await;
+    }
+
+    async fn clear_run(&self, run: RunId) -> Result<u64> {
+        let mut st = self.state();
+        let before = st.rows.len();
+        st.rows.retain(|(_, r, _), _| *r != run);
+        st.replies.remove(&run);
+        Ok((before - st.rows.len()) as u64)
     }
 
     async fn counts(&self, queue: &str, now: Timestamp) -> Result<QueueCounts> {

@@ -252,8 +252,34 @@ pub struct TaskRecord {
     /// the failure is also the value of `artifact`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caught: Option<CaughtFailure>,
+    /// For an attempt a worker runs: its claim on the task queue (fencing token, worker,
+    /// how many earlier dispatches were lost). `None` for an attempt run in-process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatch: Option<TaskDispatch>,
     /// Bumped by every write; the precondition of [`Precondition::Revision`].
     pub revision: u64,
+}
+
+/// Which worker runs an attempt, under which claim of the task queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TaskDispatch {
+    /// The claim's fencing token: every write of the attempt names it
+    /// ([`Precondition::Claim`]), so a worker whose claim was taken over writes nothing.
+    pub token: u64,
+    /// Who holds the claim (`worker@host:pid`).
+    pub worker: String,
+    /// How many earlier dispatches of this attempt were lost (their worker died or
+    /// stopped heartbeating, and the queue handed the task to another): counted apart
+    /// from the step's own retries, which are for failures.
+    pub lost: u32,
+}
+
+impl TaskDispatch {
+    /// The claim `token` of `worker`, after `lost` lost dispatches.
+    pub fn new(token: u64, worker: impl Into<String>, lost: u32) -> Self {
+        TaskDispatch { token, worker: worker.into(), lost }
+    }
 }
 
 /// A failure that a step's `.catch(artifact)` caught: not an error of the task, which
@@ -348,6 +374,7 @@ impl TaskRecord {
             eta: None,
             events: Vec::new(),
             caught: None,
+            dispatch: None,
             revision: 0,
         }
     }
@@ -522,6 +549,16 @@ pub enum Precondition {
     /// Applies only if the stored record's attempt is this one and it is not finished:
     /// the fencing check of a lease holder.
     Attempt(Attempt),
+    /// [`Precondition::Attempt`], and the stored record's claim token (its
+    /// [`TaskDispatch::token`]) is absent or not above `token`: the fencing check of a
+    /// worker's attempt. Tokens grow with every claim, so once another worker has
+    /// claimed the task and written, the earlier holder's writes are refused.
+    Claim {
+        /// The attempt that writes.
+        attempt: Attempt,
+        /// Its claim's fencing token.
+        token: u64,
+    },
 }
 
 /// A task write: the record, the artifacts it set (replacing any set before by this
@@ -611,6 +648,19 @@ pub enum Rejection {
         /// How it ended.
         status: TaskStatus,
     },
+    /// [`Precondition::Claim`]: another worker's claim (a larger token) holds the task;
+    /// this one's lease expired and the task was dispatched again.
+    #[error(
+        "stale claim {token} of task {key}: claim {current} holds it (the lease expired and another worker took the task)"
+    )]
+    StaleClaim {
+        /// The task, as `flow/run/step/task`.
+        key: String,
+        /// The token of the claim that wrote.
+        token: u64,
+        /// The token of the claim that holds the task.
+        current: u64,
+    },
     /// Not sent: a later write of the same task in the same batch replaced it.
     #[error("superseded by a later write of task {key}")]
     Superseded {
@@ -622,7 +672,7 @@ pub enum Rejection {
 impl Rejection {
     /// A late write from an attempt that lost its lease: refused by the fencing token.
     pub fn is_fenced(&self) -> bool {
-        matches!(self, Rejection::StaleAttempt { .. } | Rejection::AttemptEnded { .. })
+        matches!(self, Rejection::StaleAttempt { .. } | Rejection::AttemptEnded { .. } | Rejection::StaleClaim { .. })
     }
 }
 
@@ -839,23 +889,32 @@ pub(crate) struct StoredTask {
     pub(crate) revision: u64,
     pub(crate) attempt: braid_core::Attempt,
     pub(crate) status: braid_core::TaskStatus,
+    /// The claim token of a worker's attempt ([`TaskDispatch::token`]).
+    pub(crate) token: Option<u64>,
 }
 
 impl StoredTask {
     pub(crate) fn of(t: &TaskRecord) -> Self {
-        StoredTask { revision: t.revision, attempt: t.attempt, status: t.status }
+        StoredTask {
+            revision: t.revision,
+            attempt: t.attempt,
+            status: t.status,
+            token: t.dispatch.as_ref().map(|d| d.token),
+        }
     }
 }
 
 /// Shared by backends: checks a precondition against the stored task; `Some(why)` when
 /// it does not hold.
-pub(crate) fn check_precondition(key: &TaskKey, stored: Option<StoredTask>, pre: Precondition) -> Option<Rejection> {
-    let key = || key.to_string();
+pub(crate) fn check_precondition(task: &TaskKey, stored: Option<StoredTask>, pre: Precondition) -> Option<Rejection> {
+    let key = || task.to_string();
     match (pre, stored) {
         (Precondition::None, _) => None,
         (Precondition::Absent, None) => None,
         (Precondition::Absent, Some(s)) => Some(Rejection::Exists { key: key(), revision: s.revision }),
-        (Precondition::Revision(_), None) | (Precondition::Attempt(_), None) => Some(Rejection::Missing { key: key() }),
+        (Precondition::Revision(_) | Precondition::Attempt(_) | Precondition::Claim { .. }, None) => {
+            Some(Rejection::Missing { key: key() })
+        }
         (Precondition::Revision(r), Some(s)) => {
             (s.revision != r).then(|| Rejection::RevisionMismatch { key: key(), expected: r, stored: s.revision })
         }
@@ -867,6 +926,15 @@ pub(crate) fn check_precondition(key: &TaskKey, stored: Option<StoredTask>, pre:
             } else {
                 None
             }
+        }
+        (Precondition::Claim { attempt, token }, Some(s)) => {
+            check_precondition(task, Some(s), Precondition::Attempt(attempt)).or_else(|| {
+                s.token.filter(|&current| current > token).map(|current| Rejection::StaleClaim {
+                    key: key(),
+                    token,
+                    current,
+                })
+            })
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::plan::{LaunchRecord, ParamSetState, PlanRecord, PlanVersion, SetPause, TickFailure};
 use crate::record::{
     ArtifactRecord, BlobRef, CaughtFailure, ElementsRef, ForeachFrame, Page, RunLease, RunRecord, StepSummary,
-    TaskError, TaskEvent, TaskKey, TaskRecord,
+    TaskDispatch, TaskError, TaskEvent, TaskKey, TaskRecord,
 };
 
 /// The error for a row of `location` that does not decode.
@@ -59,6 +59,10 @@ struct TaskExtra {
     progress_details: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     caught: Option<CaughtFailure>,
+    /// A worker's claim; the backends read its token (`$.dispatch.token`) for
+    /// [`Precondition::Claim`](crate::Precondition::Claim).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dispatch: Option<TaskDispatch>,
 }
 
 /// The `extra` column of a task: `None` (SQL `NULL`) when every rarely read field is
@@ -71,6 +75,7 @@ pub(crate) fn task_extra_json(t: &TaskRecord) -> serde_json::Result<Option<Strin
         && t.eta.is_none()
         && t.events.is_empty()
         && t.caught.is_none()
+        && t.dispatch.is_none()
         && t.progress.as_ref().is_none_or(|p| p.units.is_none() && p.details.is_none())
     {
         return Ok(None);
@@ -85,6 +90,7 @@ pub(crate) fn task_extra_json(t: &TaskRecord) -> serde_json::Result<Option<Strin
         progress_units: t.progress.as_ref().and_then(|p| p.units.clone()),
         progress_details: t.progress.as_ref().and_then(|p| p.details.clone()),
         caught: t.caught.clone(),
+        dispatch: t.dispatch.clone(),
     };
     serde_json::to_string(&extra).map(Some)
 }
@@ -204,6 +210,7 @@ impl TaskRow {
             eta: extra.eta,
             events: extra.events,
             caught: extra.caught,
+            dispatch: extra.dispatch,
             revision: self.revision as u64,
         })
     }

@@ -474,7 +474,8 @@ impl<'c> WriteStatements<'c> {
                 "INSERT INTO tasks ({TASK_INSERT_COLUMNS}) VALUES {NINETEEN_VALUES} ON CONFLICT (run_id, task_id) DO NOTHING"
             ))?,
             replace: c.prepare_cached(&format!("INSERT OR REPLACE INTO tasks ({TASK_INSERT_COLUMNS}) VALUES {NINETEEN_VALUES}"))?,
-            lookup: c.prepare_cached("SELECT revision, attempt, status FROM tasks WHERE run_id = ?1 AND task_id = ?2")?,
+            lookup: c.prepare_cached("SELECT revision, attempt, status, json_extract(extra, '$.dispatch.token') FROM tasks \
+                 WHERE run_id = ?1 AND task_id = ?2")?,
             delete_artifacts: c.prepare_cached("DELETE FROM artifacts WHERE run_id = ?1 AND task_id = ?2")?,
             insert_artifact: c.prepare_cached(
                 "INSERT INTO artifacts (run_id, task_id, name, blob_key, type_name, size, preview, preview_cut, \
@@ -510,6 +511,7 @@ fn stored_task_with(
                 revision: r.get::<_, i64>(0)? as u64,
                 attempt: Attempt(r.get::<_, i64>(1)? as u32),
                 status: status.parse().unwrap_or(TaskStatus::Failed),
+                token: r.get::<_, Option<i64>>(3)?.map(|t| t as u64),
             })
         })
         .optional()

@@ -215,6 +215,7 @@ CREATE INDEX runs_by_origin ON runs (origin_run);
     plans::TICK_FAILURES_MIGRATION,
     // 6: the task queue workers claim from.
     queue::QUEUE_MIGRATION,
+    queue::REPLIES_MIGRATION,
 ];
 
 /// The schema version this build writes and reads.

@@ -18,7 +18,7 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 use super::records::{get, read, retry};
 use super::{Db, Fail, PgResult};
 use crate::error::{Error, Result};
-use crate::queue::{Claim, QueueCounts, QueuedTask, TaskQueue, Wake};
+use crate::queue::{Claim, QueueCounts, QueuedTask, Reply, TaskQueue, Wake, reply_key};
 
 /// Migration 6: the task queue. The partial index serves the claim of ready rows in
 /// priority order; the second finds expired leases without reading the waiting rows.
@@ -41,6 +41,19 @@ CREATE TABLE task_queue (
 CREATE INDEX task_queue_ready ON task_queue (queue, priority DESC, seq) WHERE token IS NULL;
 CREATE INDEX task_queue_leased ON task_queue (queue, lease_deadline) WHERE token IS NOT NULL;
 CREATE UNIQUE INDEX task_queue_by_token ON task_queue (token) WHERE token IS NOT NULL;
+"#;
+
+/// Migration 7: the replies workers leave for the process that runs a task's run
+/// (`TaskQueue::complete`), taken oldest first by that process.
+pub(crate) const REPLIES_MIGRATION: &str = r#"
+CREATE TABLE task_replies (
+    seq     BIGSERIAL PRIMARY KEY,
+    run_id  TEXT NOT NULL,
+    task_id BIGINT NOT NULL,
+    token   BIGINT NOT NULL,
+    body    TEXT NOT NULL
+);
+CREATE INDEX task_replies_by_run ON task_replies (run_id, seq);
 "#;
 
 /// The channel queued tasks are announced on; the payload is the queue's name.
@@ -256,6 +269,85 @@ impl TaskQueue for PgQueue {
                 )
                 .await?;
             Ok(c.query(&stmt, &[&id]).await?.len() == 1)
+        })
+    }
+
+    async fn complete(&self, token: u64, body: serde_json::Value) -> Result<bool> {
+        let id = token as i64;
+        let body = serde_json::to_string(&body)
+            .map_err(|e| Error::Invalid { what: format!("the reply of claim {token}"), reason: e.to_string() })?;
+        let body = &body;
+        retry!(self, || format!("complete the queued task of claim {token}"), |c| {
+            // One statement: the claim's row goes and its reply comes, or neither.
+            let stmt = c
+                .prepare_cached(
+                    "WITH done AS (DELETE FROM task_queue WHERE token = $1 RETURNING run_id, task_id, token), \
+                     added AS (INSERT INTO task_replies (run_id, task_id, token, body) \
+                       SELECT run_id, task_id, token, $2 FROM done RETURNING run_id) \
+                     SELECT pg_notify('braid_queue', 'reply/' || run_id) FROM added",
+                )
+                .await?;
+            Ok(c.query(&stmt, &[&id, body]).await?.len() == 1)
+        })
+    }
+
+    async fn replies(&self, run: RunId, max: usize) -> Result<Vec<Reply>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        self.wake.claiming(&reply_key(run));
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        let run_s = run.to_string();
+        read!(self, format!("read the replies of run {run}"), |c| {
+            let rows = c
+                .query(
+                    "SELECT seq, task_id, token, body FROM task_replies WHERE run_id = $1 ORDER BY seq LIMIT $2",
+                    &[&run_s, &limit],
+                )
+                .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let body: String = get(r, "body")?;
+                let body = serde_json::from_str(&body).map_err(|e| {
+                    Fail::Store(Error::Invalid { what: format!("a reply of run {run}"), reason: e.to_string() })
+                })?;
+                out.push(Reply {
+                    run,
+                    task: TaskId(get::<i64>(r, "task_id")? as u64),
+                    token: get::<i64>(r, "token")? as u64,
+                    seq: get::<i64>(r, "seq")? as u64,
+                    body,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    async fn ack_replies(&self, run: RunId, seqs: &[u64]) -> Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = seqs.iter().map(|s| *s as i64).collect();
+        let ids = &ids;
+        retry!(self, || format!("remove {} replies of run {run}", ids.len()), |c| {
+            let stmt = c.prepare_cached("DELETE FROM task_replies WHERE seq = ANY($1)").await?;
+            c.execute(&stmt, &[ids]).await?;
+            Ok(())
+        })
+    }
+
+    async fn wait_replies(&self, run: RunId, timeout: Duration) {
+        self.listen();
+        self.wake.wait(&reply_key(run), timeout).await;
+    }
+
+    async fn clear_run(&self, run: RunId) -> Result<u64> {
+        let run_s = run.to_string();
+        let run_s = &run_s;
+        retry!(self, || format!("clear the queue of run {run}"), |c| {
+            let tasks = c.execute("DELETE FROM task_queue WHERE run_id = $1", &[run_s]).await?;
+            c.execute("DELETE FROM task_replies WHERE run_id = $1", &[run_s]).await?;
+            Ok(tasks)
         })
     }
 

@@ -272,6 +272,7 @@ struct Stored {
     revision: u64,
     attempt: Attempt,
     status: TaskStatus,
+    token: Option<u64>,
 }
 
 /// A task write as it was decided: rejected, or applied as an insert or an update.
@@ -296,7 +297,8 @@ async fn write_round(
     });
     let lock = tx
         .prepare_cached(
-            "SELECT t.run_id, t.task_id, t.revision, t.attempt, t.status FROM tasks t \
+            "SELECT t.run_id, t.task_id, t.revision, t.attempt, t.status, \
+             (t.extra::jsonb -> 'dispatch' ->> 'token')::int8 AS claim_token FROM tasks t \
              JOIN unnest($1::text[], $2::int8[]) AS k(run_id, task_id) ON t.run_id = k.run_id AND t.task_id = k.task_id \
              ORDER BY t.run_id, t.task_id FOR UPDATE OF t",
         )
@@ -318,6 +320,7 @@ async fn write_round(
                     revision: get::<i64>(&row, "revision")? as u64,
                     attempt: Attempt(get::<i64>(&row, "attempt")? as u32),
                     status: status.parse().unwrap_or(TaskStatus::Failed),
+                    token: get::<Option<i64>>(&row, "claim_token")?.map(|t| t as u64),
                 },
             );
         }
@@ -328,7 +331,8 @@ async fn write_round(
         for (&i, (run, task)) in pending.iter().zip(runs.iter().zip(&tasks)) {
             let w = writes[i];
             let s = stored.get(&(run.clone(), *task));
-            let check = s.map(|s| StoredTask { revision: s.revision, attempt: s.attempt, status: s.status });
+            let check =
+                s.map(|s| StoredTask { revision: s.revision, attempt: s.attempt, status: s.status, token: s.token });
             let decision = match check_precondition(&w.task.key, check, w.precondition) {
                 Some(reason) => Decision::Rejected(reason),
                 None => match s {
