@@ -82,6 +82,9 @@ enum FlowCommand {
     Scheduler(crate::flow_plans::SchedulerArgs),
     /// Launch the ticks of a plan in the past interval [--from, --to), through the scheduler's claims.
     Backfill(crate::flow_plans::BackfillArgs),
+    /// Run the step bodies of any run of this binary's flows (all of them, or `--flow`),
+    /// claimed from the store's task queue (PostgreSQL); SIGTERM drains.
+    Worker(crate::flow_worker::WorkerArgs),
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +122,23 @@ struct CommonRunArgs {
     /// --metrics-addr is not a loopback address, at least 16 characters.
     #[arg(long, env = "BRAID_METRICS_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     metrics_token: Option<String>,
+    /// Where the step bodies run: `workers` (`myflow worker` processes claim them from
+    /// the store's queue; the default on PostgreSQL) or `process` (this process; the
+    /// default on a directory store).
+    #[arg(long, value_enum, value_name = "WHERE")]
+    on: Option<On>,
+    /// With --on workers: the queue of the tasks whose step names none (default `default`).
+    #[arg(long, value_name = "QUEUE")]
+    queue: Option<String>,
+}
+
+/// Where a run's step bodies run (`--on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum On {
+    /// In this process.
+    Process,
+    /// On workers sharing the store.
+    Workers,
 }
 
 /// Runs the flow binary's command line over `flows` (each as its builder returned it,
@@ -222,6 +242,7 @@ where
         FlowCommand::Plans(a) => return crate::flow_plans::plans(flags, wanted, flows, code, a),
         FlowCommand::Scheduler(a) => return crate::flow_plans::scheduler(flags, wanted, flows, code, a),
         FlowCommand::Backfill(a) => return crate::flow_plans::backfill(flags, wanted, flows, code, a),
+        FlowCommand::Worker(a) => return crate::flow_worker::worker(flags, wanted, flows, a),
         _ => {}
     }
     match pick_flow(flows, cli.flow.as_deref()) {
@@ -318,7 +339,9 @@ fn pick_flow(flows: Vec<braid_runtime::Result<Flow>>, wanted: Option<&str>) -> R
 fn dispatch(cli: FlowCli, flow: Arc<Flow>) -> ExitCode {
     let flags = store_flags(&cli);
     match cli.command {
-        FlowCommand::Plans(_) | FlowCommand::Scheduler(_) | FlowCommand::Backfill(_) => ExitCode::from(EXIT_USAGE),
+        FlowCommand::Plans(_) | FlowCommand::Scheduler(_) | FlowCommand::Backfill(_) | FlowCommand::Worker(_) => {
+            ExitCode::from(EXIT_USAGE)
+        }
         FlowCommand::Check => check(&flow),
         FlowCommand::Show { mermaid, dot, json } => show(&flow, mermaid, dot, json),
         FlowCommand::Run(args) => {
@@ -446,6 +469,23 @@ fn start(flags: StoreFlags, flow: Arc<Flow>, mut opts: RunOptions, common: Commo
             Ok(s) => s,
             Err(code) => return code,
         };
+        let on_workers = match common.on {
+            Some(On::Workers) => true,
+            Some(On::Process) => false,
+            None => store.queue().is_some(),
+        };
+        match (on_workers, &common.queue) {
+            (true, q) => {
+                let queue = q.clone().unwrap_or_else(|| braid_runtime::DEFAULT_QUEUE.to_owned());
+                eprintln!(
+                    "on workers: tasks wait in queue `{queue}` (start some with `{} worker --store ... --queue {queue}`)",
+                    program_name()
+                );
+                opts.execution = braid_runtime::Execution::Workers { queue };
+            }
+            (false, Some(_)) => return usage("--queue is for runs on workers; add --on workers"),
+            (false, None) => {}
+        }
         let cancel = CancellationToken::new();
         opts.cancel = cancel.clone();
         if let Some(addr) = &common.metrics_addr {
@@ -462,7 +502,8 @@ fn start(flags: StoreFlags, flow: Arc<Flow>, mut opts: RunOptions, common: Commo
             Err(
                 e @ (braid_runtime::Error::Param { .. }
                 | braid_runtime::Error::Params(_)
-                | braid_runtime::Error::Resume { .. }),
+                | braid_runtime::Error::Resume { .. }
+                | braid_runtime::Error::Worker { .. }),
             ) => return fail(&e, EXIT_USAGE),
             Err(e) => return fail(&e, EXIT_FAILED),
         };
@@ -494,6 +535,15 @@ fn start(flags: StoreFlags, flow: Arc<Flow>, mut opts: RunOptions, common: Commo
             Err(e) => fail(&e, EXIT_FAILED),
         }
     })
+}
+
+/// The name this program was started as, for the commands it suggests.
+pub(crate) fn program_name() -> String {
+    std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "myflow".to_owned())
 }
 
 /// What `/metrics` serves: the current metrics as an OpenMetrics document.

@@ -12,6 +12,7 @@
 
 mod flow_main;
 mod flow_plans;
+mod flow_worker;
 pub mod inspect;
 mod report;
 pub mod ui;

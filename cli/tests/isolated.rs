@@ -192,8 +192,10 @@ fn isolated_attempts_run_against_postgres_and_s3_as_against_a_directory() {
         return;
     };
     let (db, bucket) = (pg.fresh_database(), s3.fresh_bucket());
-    let args =
-        ["flowbin", "--store", &db, "--blobs", &bucket, "run", "--quiet", "--flow", "isolated", "--param", "n=3"];
+    let args = [
+        "flowbin", "--store", &db, "--blobs", &bucket, "run", "--on", "process", "--quiet", "--flow", "isolated",
+        "--param", "n=3",
+    ];
     let out = Command::new(std::env::current_exe().unwrap())
         .args(["as_flow_binary", "--exact", "--nocapture", "--test-threads=1", "--quiet"])
         .env(child::CHILD_ARGS, serde_json::to_string(&args).unwrap())

@@ -165,6 +165,20 @@ pub(crate) struct CtxInner {
     /// task's twin in the origin run when that did not succeed).
     pub(crate) last_progress: Option<Progress>,
     pub(crate) policy: crate::flow::StepPolicy,
+    /// For an attempt a worker runs: its queue claim's fencing token, named by every
+    /// write of the attempt ([`CtxInner::precondition`]).
+    pub(crate) claim: Option<u64>,
+}
+
+impl CtxInner {
+    /// What every write of this attempt's task record must satisfy: the attempt is
+    /// still the task's current one (and, on a worker, its claim is).
+    pub(crate) fn precondition(&self) -> braid_store::Precondition {
+        match self.claim {
+            Some(token) => braid_store::Precondition::Claim { attempt: self.attempt, token },
+            None => braid_store::Precondition::Attempt(self.attempt),
+        }
+    }
 }
 
 /// The context of one attempt at a task. Cheap to clone; move it into async blocks.

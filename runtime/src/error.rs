@@ -178,6 +178,13 @@ pub enum Error {
         source: braid_core::Error,
     },
 
+    /// A worker, or a run on workers, cannot start as asked.
+    #[error("workers: {reason}")]
+    Worker {
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+
     /// The store failed (reading or writing a run's records or blobs).
     #[error(transparent)]
     Store(#[from] braid_store::Error),

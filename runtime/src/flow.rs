@@ -82,6 +82,11 @@ pub struct StepPolicy {
     /// For an isolated step: the address space its process may use, in bytes (like
     /// `ulimit -v`); going past it fails the attempt, saying so.
     pub memory_limit: Option<u64>,
+    /// For a run on workers: the queue its tasks wait in (`worker --queue Q` claims
+    /// from one); `None` is the run's queue (`default` unless `run --queue` says).
+    pub queue: Option<String>,
+    /// For a run on workers: among the tasks waiting in a queue, higher first.
+    pub priority: i32,
 }
 
 impl Default for StepPolicy {
@@ -98,6 +103,8 @@ impl Default for StepPolicy {
             stall_after: None,
             isolated: None,
             memory_limit: None,
+            queue: None,
+            priority: 0,
         }
     }
 }
@@ -380,6 +387,20 @@ impl StepBuilder {
     pub fn memory_limit(mut self, bytes: u64) -> Self {
         self.policy.isolated = Some(true);
         self.policy.memory_limit = Some(bytes);
+        self
+    }
+
+    /// On workers, this step's tasks wait in queue `name` (e.g. `gpu`), claimed only by
+    /// workers started with `--queue name`.
+    pub fn queue(mut self, name: &str) -> Self {
+        self.policy.queue = Some(name.to_owned());
+        self
+    }
+
+    /// On workers, this step's waiting tasks are claimed before those of lower priority
+    /// in the same queue (default 0).
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.policy.priority = priority;
         self
     }
 

@@ -80,8 +80,11 @@ pub use error::{BoxError, StepResult};
 pub use flow::{Backoff, Flow, FlowBuilder, StepBuilder, StepPolicy};
 
 // Running it.
+pub use executor::{Execution, is_isolated_task, serve_isolated_task};
 pub use executor::{JOIN_INPUTS_IN_MEMORY, PreparedRun, Resume, RunOptions, RunProgress, RunSummary, StepCounts};
-pub use executor::{is_isolated_task, serve_isolated_task};
+// Running on many machines: workers claim a run's tasks from the store's queue.
+pub use executor::{CLAIM_LEASE, DEFAULT_QUEUE, MAX_DISPATCHES, valid_queue_name};
+pub use executor::{WorkerOptions, WorkerReport, WorkerStop, run_worker};
 pub use failpoint::init_failpoints;
 pub use lease::RUN_LEASE;
 pub use logs::{TaskLogLayer, task_log_layer};

@@ -64,6 +64,20 @@ pub struct Metrics {
     retries: Family<StepLabels, Counter>,
     timeout_predictions: Family<StepLabels, Counter>,
     stalls: Family<StepLabels, Counter>,
+    worker: WorkerCounters,
+}
+
+/// What a worker process counts (`worker --metrics-addr`).
+#[derive(Default)]
+struct WorkerCounters {
+    claimed: Counter,
+    held: Gauge,
+    completed: Counter,
+    stale_results: Counter,
+    stale_writes: Counter,
+    claims_lost: Counter,
+    handed_back: Counter,
+    runs_adopted: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -110,7 +124,41 @@ impl Metrics {
         );
         let stalls = Family::<StepLabels, Counter>::default();
         registry.register("task_stalls", "Attempts whose progress stopped moving for the stall time", stalls.clone());
+        let worker = WorkerCounters::default();
+        registry.register("worker_claims", "Task attempts this worker claimed from the queue", worker.claimed.clone());
+        registry.register("worker_tasks_held", "Task attempts this worker holds now", worker.held.clone());
+        registry.register(
+            "worker_completed",
+            "Task attempts this worker ran and completed its claim of",
+            worker.completed.clone(),
+        );
+        registry.register(
+            "worker_stale_results",
+            "Results refused because the claim had been taken over (its lease expired first)",
+            worker.stale_results.clone(),
+        );
+        registry.register(
+            "worker_stale_writes",
+            "Record writes refused by their fencing check (a lost or taken-over attempt writing late)",
+            worker.stale_writes.clone(),
+        );
+        registry.register(
+            "worker_claims_lost",
+            "Claims a heartbeat found taken over or expired (the attempt was stopped)",
+            worker.claims_lost.clone(),
+        );
+        registry.register(
+            "worker_handed_back",
+            "Claims handed back to the queue unfinished (a worker draining)",
+            worker.handed_back.clone(),
+        );
+        registry.register(
+            "worker_runs_adopted",
+            "Runs whose driving process died and that this worker took over",
+            worker.runs_adopted.clone(),
+        );
         Metrics {
+            worker,
             registry,
             tasks,
             durations,
@@ -122,6 +170,42 @@ impl Metrics {
             timeout_predictions,
             stalls,
         }
+    }
+
+    pub(crate) fn worker_claimed(&self, n: u64) {
+        self.worker.claimed.inc_by(n);
+    }
+
+    pub(crate) fn worker_held(&self, n: usize) {
+        self.worker.held.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn worker_completed(&self) {
+        self.worker.completed.inc();
+    }
+
+    pub(crate) fn worker_stale_result(&self) {
+        self.worker.stale_results.inc();
+    }
+
+    /// Sets the count of fenced writes to `total` (the worker's writer counts them).
+    pub(crate) fn worker_stale_writes(&self, total: u64) {
+        let now = self.worker.stale_writes.get();
+        if total > now {
+            self.worker.stale_writes.inc_by(total - now);
+        }
+    }
+
+    pub(crate) fn worker_claims_lost(&self, n: u64) {
+        self.worker.claims_lost.inc_by(n);
+    }
+
+    pub(crate) fn worker_handed_back(&self) {
+        self.worker.handed_back.inc();
+    }
+
+    pub(crate) fn worker_run_adopted(&self) {
+        self.worker.runs_adopted.inc();
     }
 
     /// The metrics in the OpenMetrics text format (which Prometheus scrapes).

@@ -4,7 +4,7 @@
 //! thousands.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use braid_core::{RunId, TaskId};
@@ -70,6 +70,9 @@ pub(crate) struct Persister {
     failure: Arc<Mutex<Option<PersistError>>>,
     /// Set for [`Persister::forwarding`]: where everything goes instead of the writer.
     forward: Option<Forward>,
+    /// How many writes were refused by their fencing check (late writes of attempts
+    /// that were lost or taken over).
+    fenced: Arc<AtomicU64>,
 }
 
 #[derive(Clone)]
@@ -89,12 +92,24 @@ impl std::fmt::Debug for Job {
 
 impl Persister {
     pub(crate) fn start(store: Store) -> Self {
+        Self::start_with(store, false)
+    }
+
+    /// A writer for a worker, which writes the records of many runs' attempts: a write
+    /// its precondition refuses is that attempt's business (logged and counted as
+    /// fenced), never a failure of the writer, which goes on for the other attempts.
+    pub(crate) fn start_for_worker(store: Store) -> Self {
+        Self::start_with(store, true)
+    }
+
+    fn start_with(store: Store, lenient: bool) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let failure = Arc::new(Mutex::new(None));
         let backlog = Arc::new(AtomicUsize::new(0));
         let drained = Arc::new(Notify::new());
-        tokio::spawn(writer(store, rx, failure.clone(), backlog.clone(), drained.clone()));
-        Persister { tx, backlog, drained, failure, forward: None }
+        let fenced = Arc::new(AtomicU64::new(0));
+        tokio::spawn(writer(store, rx, failure.clone(), backlog.clone(), drained.clone(), fenced.clone(), lenient));
+        Persister { tx, backlog, drained, failure, forward: None, fenced }
     }
 
     /// A persister that writes nothing itself: every task record and log line is handed
@@ -110,6 +125,7 @@ impl Persister {
             drained: Arc::new(Notify::new()),
             failure: Arc::new(Mutex::new(None)),
             forward: Some(Forward(Arc::new(forward))),
+            fenced: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -126,6 +142,11 @@ impl Persister {
             }
             notified.await;
         }
+    }
+
+    /// How many writes their fencing check refused so far.
+    pub(crate) fn fenced_writes(&self) -> u64 {
+        self.fenced.load(Ordering::Relaxed)
     }
 
     /// Why a write nobody waited for failed, if one did.
@@ -194,6 +215,8 @@ async fn writer(
     failure: Arc<Mutex<Option<PersistError>>>,
     backlog: Arc<AtomicUsize>,
     drained: Arc<Notify>,
+    fenced: Arc<AtomicU64>,
+    lenient: bool,
 ) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
@@ -209,7 +232,13 @@ async fn writer(
         if let Some(cause) = poisoned {
             refuse_successes(&mut jobs, &cause);
         }
-        if let Err(e) = write_batch(&store, &mut jobs).await {
+        if let Err(e) = write_batch(&store, &mut jobs, &fenced, lenient).await {
+            if lenient {
+                tracing::warn!(error = %e, "a worker's write batch failed");
+                backlog.fetch_sub(writes, Ordering::AcqRel);
+                drained.notify_waiters();
+                continue;
+            }
             failure.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
         }
         backlog.fetch_sub(writes, Ordering::AcqRel);
@@ -240,7 +269,12 @@ fn refuse_successes(jobs: &mut Vec<Job>, cause: &PersistError) {
 }
 
 /// Writes one batch; `Err` for a failure that no waiting caller was told about.
-async fn write_batch(store: &Store, jobs: &mut Vec<Job>) -> Result<(), PersistError> {
+async fn write_batch(
+    store: &Store,
+    jobs: &mut Vec<Job>,
+    fenced_count: &AtomicU64,
+    lenient: bool,
+) -> Result<(), PersistError> {
     let mut blobs = Vec::new();
     let mut writes: Vec<TaskWrite> = Vec::new();
     // Writes whose caller waits for the outcome (few: ends of attempts that must be
@@ -342,7 +376,8 @@ async fn write_batch(store: &Store, jobs: &mut Vec<Job>) -> Result<(), PersistEr
             for &i in &unwatched_results {
                 if let Some(WriteOutcome::Rejected { reason }) = index_map[i].and_then(|k| outcomes.get(k)) {
                     let Some(&(run, task, attempt)) = unwatched_keys.get(&i) else { continue };
-                    if reason.is_fenced() {
+                    if reason.is_fenced() || lenient {
+                        fenced_count.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(%run, %task, %attempt, %reason, "late write from a lost attempt rejected");
                         fenced.push(LogLine {
                             run,

@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use braid_core::{Progress, ProgressUnits, Timestamp};
-use braid_store::{Precondition, TaskEvent, TaskEventKind, TaskWrite};
+use braid_store::{TaskEvent, TaskEventKind, TaskWrite};
 
 use crate::context::Ctx;
 
@@ -189,7 +189,7 @@ pub(crate) fn report(ctx: &Ctx, p: Option<Progress>) {
             });
         }
     }
-    let write = TaskWrite { precondition: Precondition::Attempt(inner.attempt), ..TaskWrite::new(rec.clone()) };
+    let write = TaskWrite { precondition: inner.precondition(), ..TaskWrite::new(rec.clone()) };
     drop(rec);
     if let (Some(m), Some(p)) = (&inner.shared.metrics, &latest) {
         let (flow, step, task) = (inner.shared.flow.name().as_str(), inner.step.as_str(), inner.task.to_string());
@@ -208,7 +208,7 @@ fn warn(ctx: &Ctx, kind: TaskEventKind, message: String) {
     let mut rec = lock(&inner.record);
     let percent = rec.progress.as_ref().map(|p| p.percent);
     rec.push_event(TaskEvent { at: Timestamp::now(), attempt: inner.attempt, kind, percent, message });
-    let write = TaskWrite { precondition: Precondition::Attempt(inner.attempt), ..TaskWrite::new(rec.clone()) };
+    let write = TaskWrite { precondition: inner.precondition(), ..TaskWrite::new(rec.clone()) };
     drop(rec);
     inner.shared.persister.write_later(Vec::new(), write);
 }

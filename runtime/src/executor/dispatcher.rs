@@ -434,6 +434,12 @@ fn ready_task(shared: &RunShared, id: TaskId, new: NewTask) -> ReadyTask {
             .map(|r| Box::new(r.clone())),
         _ => None,
     };
+    // A run taken over from its dead driver reuses its own tasks in place, by their ids
+    // (the id reserved for it is left unused).
+    let id = match (&reuse, &shared.origin) {
+        (Some(r), Some(o)) if o.run == shared.run_id => r.key.task,
+        _ => id,
+    };
     ReadyTask { id, step, parent, parent_ns, fanouts, frames, iteration, inputs, reuse }
 }
 

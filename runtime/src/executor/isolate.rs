@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use braid_core::{ArtifactName, Attempt, FlowName, Progress, RunId, StepName, TaskId};
-use braid_store::{ArtifactRecord, ForeachFrame, LogLine, Precondition, TaskError, TaskRecord, TaskWrite};
+use braid_store::{ArtifactRecord, ForeachFrame, LogLine, TaskError, TaskRecord, TaskWrite};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -94,33 +94,33 @@ impl StderrKept {
 
 /// What the child needs to run one attempt.
 #[derive(Debug, Serialize, Deserialize)]
-struct TaskSpec {
-    flow: FlowName,
-    step: StepName,
-    run: RunId,
-    task: TaskId,
-    attempt: Attempt,
-    iteration: u32,
-    params: BTreeMap<String, serde_json::Value>,
-    store: String,
-    blobs: Option<String>,
-    origin_run: Option<RunId>,
+pub(super) struct TaskSpec {
+    pub(super) flow: FlowName,
+    pub(super) step: StepName,
+    pub(super) run: RunId,
+    pub(super) task: TaskId,
+    pub(super) attempt: Attempt,
+    pub(super) iteration: u32,
+    pub(super) params: BTreeMap<String, serde_json::Value>,
+    pub(super) store: String,
+    pub(super) blobs: Option<String>,
+    pub(super) origin_run: Option<RunId>,
     /// The records of every artifact the task inherits.
-    parent_ns: Vec<ArtifactRecord>,
+    pub(super) parent_ns: Vec<ArtifactRecord>,
     /// Each foreach level's record and the task's item at that level.
-    frames: Vec<(ForeachFrame, Vec<u8>)>,
+    pub(super) frames: Vec<(ForeachFrame, Vec<u8>)>,
     inputs: Option<InputsSpec>,
-    record: TaskRecord,
-    last_progress: Option<Progress>,
-    max_num_splits: u64,
-    join_inputs_in_memory: usize,
-    memory_limit: Option<u64>,
+    pub(super) record: TaskRecord,
+    pub(super) last_progress: Option<Progress>,
+    pub(super) max_num_splits: u64,
+    pub(super) join_inputs_in_memory: usize,
+    pub(super) memory_limit: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 struct InputsSpec {
-    inherited: Vec<ArtifactRecord>,
-    branches: Vec<BranchSpec>,
+    pub(super) inherited: Vec<ArtifactRecord>,
+    pub(super) branches: Vec<BranchSpec>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -149,7 +149,7 @@ enum Message {
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
-enum End {
+pub(super) enum End {
     Ok,
     Failed { error: TaskError },
     Cancelled,
@@ -160,12 +160,12 @@ fn records_of(ns: &Namespace) -> Vec<ArtifactRecord> {
     ns.names().iter().filter_map(|n| ns.get(n.as_str()).map(|a| a.record.clone())).collect()
 }
 
-fn namespace_of(records: Vec<ArtifactRecord>) -> Arc<Namespace> {
+pub(super) fn namespace_of(records: Vec<ArtifactRecord>) -> Arc<Namespace> {
     let own = records.into_iter().map(|r| (r.name.clone(), Arc::new(ArtRef::new(r)))).collect();
     Namespace::extend(&Arc::new(Namespace::new()), own)
 }
 
-fn failed(kind: &str, message: String) -> AttemptEnd {
+pub(super) fn failed(kind: &str, message: String) -> AttemptEnd {
     AttemptEnd::Failed(TaskError { kind: kind.to_owned(), message })
 }
 
@@ -359,7 +359,7 @@ fn receive(ctx: &Ctx, line: &str) -> Option<AttemptEnd> {
             if let (Some(m), Some(p)) = (&shared.metrics, &rec.progress) {
                 m.progress(shared.flow.name().as_str(), inner.step.as_str(), &inner.task.to_string(), p.percent);
             }
-            let write = TaskWrite { precondition: Precondition::Attempt(inner.attempt), ..TaskWrite::new(rec.clone()) };
+            let write = TaskWrite { precondition: inner.precondition(), ..TaskWrite::new(rec.clone()) };
             drop(rec);
             shared.persister.write_later(Vec::new(), write);
             None
@@ -448,7 +448,7 @@ fn crashed(
     failed("crash", format!("the step's process {how}{printed}"))
 }
 
-async fn spec_of(ctx: &Ctx, policy: &StepPolicy, store: String) -> crate::error::Result<TaskSpec> {
+pub(super) async fn spec_of(ctx: &Ctx, policy: &StepPolicy, store: String) -> crate::error::Result<TaskSpec> {
     let inner = &ctx.inner;
     let shared = &inner.shared;
     let mut frames = Vec::with_capacity(inner.frames.len());
@@ -603,17 +603,34 @@ async fn child_attempt(flow: Arc<Flow>, spec: TaskSpec, to_parent: ToParent) -> 
     let store = braid_store::Store::connect(&spec.store, spec.blobs.as_deref())
         .await
         .map_err(|e| format!("cannot open the run's store: {e}"))?;
-    let step_impl =
-        flow.steps.get(&spec.step).ok_or_else(|| format!("flow `{}` has no step `{}`", spec.flow, spec.step))?;
     let forward = to_parent.clone();
     let persister = Persister::forwarding(move |f| match f {
         Forwarded::Task(record) => forward.send(&Message::Task { record }),
         Forwarded::Logs(lines) => forward.send(&Message::Logs { lines }),
     });
     let cancel = CancellationToken::new();
+    let ctx = attempt_ctx(flow.clone(), spec, store.clone(), persister, None, None, &cancel)?;
+    let (end, sets) = run_attempt(&flow, &ctx, &store, &cancel, false).await;
+    Ok(Message::Done { end, sets })
+}
+
+/// The context of one attempt of `spec`'s task, run in this process for another that
+/// runs the flow: an isolated step's child, or a worker (with its claim's token).
+pub(super) fn attempt_ctx(
+    flow: Arc<Flow>,
+    spec: TaskSpec,
+    store: braid_store::Store,
+    persister: Persister,
+    claim: Option<u64>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+    cancel: &CancellationToken,
+) -> std::result::Result<Ctx, String> {
+    let step_impl =
+        flow.steps.get(&spec.step).ok_or_else(|| format!("flow `{}` has no step `{}`", spec.flow, spec.step))?;
+    let policy = step_impl.policy.clone();
     let shared = Arc::new(RunShared {
         flow: flow.clone(),
-        store: store.clone(),
+        store,
         run_id: spec.run,
         params: spec.params,
         persister,
@@ -628,11 +645,12 @@ async fn child_attempt(flow: Arc<Flow>, spec: TaskSpec, to_parent: ToParent) -> 
         max_num_splits: spec.max_num_splits,
         join_inputs_in_memory: spec.join_inputs_in_memory,
         workers: Arc::new(tokio::sync::Semaphore::new(1)),
-        metrics: None,
+        metrics,
         lease: Mutex::new(None),
         holder: braid_store::process_holder("isolated"),
         run_lease: crate::RUN_LEASE,
         last_id: AtomicU64::new(0),
+        remote: None,
     });
     let frames = spec
         .frames
@@ -656,7 +674,7 @@ async fn child_attempt(flow: Arc<Flow>, spec: TaskSpec, to_parent: ToParent) -> 
             .collect();
         Arc::new(JoinInputs::new(branches, namespace_of(i.inherited)))
     });
-    let ctx = Ctx {
+    Ok(Ctx {
         inner: Arc::new(CtxInner {
             shared,
             step: spec.step,
@@ -670,10 +688,31 @@ async fn child_attempt(flow: Arc<Flow>, spec: TaskSpec, to_parent: ToParent) -> 
             record: Arc::new(Mutex::new(spec.record)),
             progress: Mutex::new(ProgressState::new()),
             last_progress: spec.last_progress,
-            policy: step_impl.policy.clone(),
+            policy,
+            claim,
         }),
+    })
+}
+
+/// Runs the body of `ctx`'s attempt (in a child process when `isolate` and the step is
+/// isolated) and, when it succeeded, stores the blobs of what it set; says how it ended,
+/// with the records of what it set.
+pub(super) async fn run_attempt(
+    flow: &Flow,
+    ctx: &Ctx,
+    store: &braid_store::Store,
+    cancel: &CancellationToken,
+    isolate: bool,
+) -> (End, Vec<ArtifactRecord>) {
+    let Some(step_impl) = flow.steps.get(&ctx.inner.step) else {
+        let error = TaskError { kind: "error".into(), message: format!("step `{}` has no function", ctx.inner.step) };
+        return (End::Failed { error }, Vec::new());
     };
-    let end = run_body(&step_impl.body, ctx.clone(), step_impl.policy.timeout, &cancel).await;
+    let end = if isolate && step_impl.policy.is_isolated() {
+        run_isolated(ctx, &step_impl.policy, cancel).await
+    } else {
+        run_body(&step_impl.body, ctx.clone(), step_impl.policy.timeout, cancel).await
+    };
     let end = match end {
         AttemptEnd::Ok => End::Ok,
         AttemptEnd::Failed(error) => End::Failed { error },
@@ -682,7 +721,7 @@ async fn child_attempt(flow: Arc<Flow>, spec: TaskSpec, to_parent: ToParent) -> 
     };
     let sets: BTreeMap<ArtifactName, LocalSet> = std::mem::take(&mut *lock(&ctx.inner.sets));
     if !matches!(end, End::Ok) {
-        return Ok(Message::Done { end, sets: Vec::new() });
+        return (end, Vec::new());
     }
     let mut blobs = Vec::new();
     let mut records = Vec::with_capacity(sets.len());
@@ -695,7 +734,7 @@ async fn child_attempt(flow: Arc<Flow>, spec: TaskSpec, to_parent: ToParent) -> 
     {
         let error =
             TaskError { kind: "error".into(), message: format!("storing the artifacts the step set failed: {e}") };
-        return Ok(Message::Done { end: End::Failed { error }, sets: Vec::new() });
+        return (End::Failed { error }, Vec::new());
     }
-    Ok(Message::Done { end: End::Ok, sets: records })
+    (End::Ok, records)
 }

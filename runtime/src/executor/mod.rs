@@ -6,12 +6,33 @@
 //! hands back an outcome; what passes between the two is in `messages.rs`. Task ids are
 //! assigned in creation order, so foreach branches get consecutive ids in index order.
 
+mod adopt;
 mod dispatcher;
 mod isolate;
 mod messages;
+mod remote;
 mod task;
+mod worker;
 
 pub use isolate::{is_isolated_task, serve_isolated_task};
+pub use remote::{CLAIM_LEASE, DEFAULT_QUEUE, MAX_DISPATCHES, valid_queue_name};
+pub use worker::{WorkerOptions, WorkerReport, WorkerStop, run_worker};
+
+/// Where a run's step bodies execute.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Execution {
+    /// In this process, on tokio (isolated steps in child processes of it).
+    #[default]
+    InProcess,
+    /// On workers (`myflow worker`) that claim the run's tasks from the store's queue
+    /// (PostgreSQL); this process keeps the run's routing, under the run's lease, and a
+    /// worker takes the run over if this process dies.
+    Workers {
+        /// The queue of the run's tasks whose step names none.
+        queue: String,
+    },
+}
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -70,6 +91,8 @@ pub struct RunOptions {
     /// memory does not grow with every artifact of every branch (default
     /// [`crate::JOIN_INPUTS_IN_MEMORY`]).
     pub join_inputs_in_memory: usize,
+    /// Where the step bodies run: in this process (the default) or on workers.
+    pub execution: Execution,
 }
 
 impl Default for RunOptions {
@@ -90,6 +113,7 @@ impl Default for RunOptions {
             run_lease: crate::lease::RUN_LEASE,
             run_id: None,
             join_inputs_in_memory: JOIN_INPUTS_IN_MEMORY,
+            execution: Execution::InProcess,
         }
     }
 }
@@ -182,6 +206,8 @@ pub(crate) struct RunShared {
     /// The last task id given out. Ids are handed out by whoever decides a task: the
     /// dispatcher, or a task running its linear successor itself (`dispatcher::run_chain`).
     pub(crate) last_id: std::sync::atomic::AtomicU64,
+    /// For a run on workers: where its attempts go, and their replies come from.
+    pub(crate) remote: Option<Arc<remote::Remote>>,
 }
 
 impl RunShared {
@@ -256,6 +282,26 @@ impl PreparedRun {
             origin_run = Some(o.run);
             origin = Some(o);
         }
+        let queue = match &opts.execution {
+            Execution::InProcess => None,
+            Execution::Workers { queue: name } => {
+                let Some(q) = store.queue().cloned() else {
+                    return Err(Error::Worker {
+                        reason: format!(
+                            "`--on workers` needs a store with a task queue, and {} has none: run workers and the \
+                             flow on PostgreSQL (--store postgres://...), or run in this process (--on process)",
+                            store.location()
+                        ),
+                    });
+                };
+                if !remote::valid_queue_name(name) {
+                    return Err(Error::Worker {
+                        reason: format!("queue {name:?}: a queue name is 1 to 64 ASCII letters, digits, `-` or `_`"),
+                    });
+                }
+                Some((q, name.clone()))
+            }
+        };
         let spec = serde_json::to_value(flow.graph.spec())
             .map_err(|e| Error::InvalidFlow { flow: flow.name().to_string(), problems: e.to_string() })?;
         store.records.put_flow(FlowRecord { name: flow.name().clone(), spec, updated_at: Timestamp::now() }).await?;
@@ -271,6 +317,11 @@ impl PreparedRun {
         // live side by side (`braid runs --user`).
         run.meta.entry("user").or_insert_with(|| serde_json::Value::String(current_user()));
         run.meta.entry("host").or_insert_with(|| serde_json::Value::String(braid_store::host_name()));
+        if let Some((_, name)) = &queue {
+            // Whoever adopts the run if this process dies reads these.
+            run.meta.insert("on".into(), serde_json::Value::String("workers".into()));
+            run.meta.insert("queue".into(), serde_json::Value::String(name.clone()));
+        }
         let holder = braid_store::process_holder("run");
         run.lease = Some(RunLease::new(holder.clone(), opts.run_lease));
         match store.records.create_run(&run).await {
@@ -303,6 +354,7 @@ impl PreparedRun {
             holder,
             run_lease: opts.run_lease,
             last_id: std::sync::atomic::AtomicU64::new(0),
+            remote: queue.map(|(q, name)| remote::Remote::start(q, run_id, name)),
         });
         Ok(PreparedRun { shared, max_workers: opts.max_workers.max(1) })
     }
@@ -326,13 +378,17 @@ impl PreparedRun {
             Error::Store(braid_store::Error::NotFound { what: format!("run {flow_name}/{}", shared.run_id) })
         })?;
         run.status = RunStatus::Running;
-        run.started_at = Some(Timestamp::now());
+        // An adopted run keeps when it first started.
+        run.started_at.get_or_insert_with(Timestamp::now);
         run.lease = Some(RunLease::new(shared.holder.clone(), shared.run_lease));
         run = shared.store.records.update_run(&run).await?;
 
         let mut dispatcher = Dispatcher::new(shared.clone(), self.max_workers);
         dispatcher.run().await;
         shared.persister.flush().await;
+        if let Some(r) = &shared.remote {
+            r.stop(shared.run_id).await;
+        }
         if let Some(e) = shared.persister.failure() {
             dispatcher.fail(Error::Records(e));
         }

@@ -60,6 +60,12 @@ async fn reuse_task(shared: &Arc<RunShared>, task: &ReadyTask, origin: &TaskReco
         &task.parent_ns,
         arts.iter().map(|a| (a.name.clone(), Arc::new(ArtRef::new(a.clone())))).collect(),
     );
+    if o.run == shared.run_id {
+        // A run taken over from its dead driver: the task is already this run's, as
+        // stored (same id); nothing to write.
+        let next = decide_next(shared, task, &ns).await?;
+        return Ok(Outcome::Succeeded { ns, next, reused: true });
+    }
     let mut rec = base_record(shared, task);
     rec.status = TaskStatus::Succeeded;
     rec.attempt = origin.attempt;
@@ -165,20 +171,30 @@ async fn execute_task(shared: &Arc<RunShared>, task: &ReadyTask) -> Outcome {
     let mut events = Vec::new();
     let mut last_progress = origin_progress(shared, task);
     loop {
-        let permit = tokio::select! {
-            p = shared.workers.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return Outcome::Cancelled,
+        // On workers, the bound on what runs at once is theirs: here a task only waits.
+        let permit = match &shared.remote {
+            Some(_) => None,
+            None => tokio::select! {
+                p = shared.workers.clone().acquire_owned() => match p {
+                    Ok(p) => Some(p),
+                    Err(_) => return Outcome::Cancelled,
+                },
+                _ = shared.cancel.cancelled() => return Outcome::Cancelled,
             },
-            _ = shared.cancel.cancelled() => return Outcome::Cancelled,
         };
-        let started = Timestamp::now();
+        let mut started = Timestamp::now();
         let clock = Instant::now();
         let mut rec = base_record(shared, task);
         rec.status = TaskStatus::Running;
         rec.attempt = attempt;
         rec.started_at = Some(started);
         rec.lease_deadline = Some(started.plus(policy.lease));
+        if shared.remote.is_some() {
+            // Queued: the worker that claims it says when it starts, under its own lease.
+            rec.status = TaskStatus::Pending;
+            rec.started_at = None;
+            rec.lease_deadline = None;
+        }
         rec.events = std::mem::take(&mut events);
         let running_attempt =
             AttemptRecord { attempt, status: TaskStatus::Running, started_at: started, ended_at: None, error: None };
@@ -204,9 +220,14 @@ async fn execute_task(shared: &Arc<RunShared>, task: &ReadyTask) -> Outcome {
                 progress: Mutex::new(ProgressState::new()),
                 last_progress: last_progress.take(),
                 policy: policy.clone(),
+                claim: None,
             }),
         };
-        let end = if policy.is_isolated() {
+        let end = if let Some(remote) = &shared.remote {
+            let end = super::remote::run_remote(&ctx, policy, &shared.cancel, remote).await;
+            started = lock(&record).started_at.unwrap_or(started);
+            end
+        } else if policy.is_isolated() {
             super::isolate::run_isolated(&ctx, policy, &shared.cancel).await
         } else {
             run_body(&step_impl.body, ctx.clone(), policy.timeout, &shared.cancel).await
