@@ -104,6 +104,9 @@ pub fn task(t: &Task) -> Value {
         "parent": t.parent_id().map(|p| p.0),
         "inputs": t.input_ids().iter().map(|i| i.0).collect::<Vec<_>>(),
         "origin": t.origin().map(|(run, task)| json!({"run": run.to_string(), "task": task.0})),
+        "retries": t.attempt().0.saturating_sub(1),
+        "worker": t.record().dispatch.as_ref().map(|d| d.worker.as_str()),
+        "lost_dispatches": t.record().dispatch.as_ref().map_or(0, |d| d.lost),
     })
 }
 
@@ -202,15 +205,18 @@ pub struct TaskRow<'a> {
     inputs: Vec<u64>,
     iteration: u32,
     lease_deadline: Option<Text<Timestamp>>,
+    lost_dispatches: u32,
     lost_reason: Option<String>,
     origin: Option<OriginJson>,
     parent: Option<u64>,
     pathspec: Text<&'a braid_client::TaskKey>,
     progress: Option<ProgressJson<'a>>,
+    retries: u32,
     started_at: Option<Text<Timestamp>>,
     status: &'static str,
     step: &'a str,
     warnings: Vec<EventJson<'a>>,
+    worker: Option<&'a str>,
 }
 
 #[derive(serde::Serialize)]
@@ -300,6 +306,7 @@ impl<'a> TaskRow<'a> {
             inputs: t.input_ids().iter().map(|i| i.0).collect(),
             iteration: t.iteration(),
             lease_deadline: t.lease_deadline().map(Text),
+            lost_dispatches: t.record().dispatch.as_ref().map_or(0, |d| d.lost),
             lost_reason: t.lost_reason(),
             origin: t.origin().map(|(run, task)| OriginJson { run: Text(run), task: task.0 }),
             parent: t.parent_id().map(|p| p.0),
@@ -316,6 +323,7 @@ impl<'a> TaskRow<'a> {
                     unit: &u.unit,
                 }),
             }),
+            retries: t.attempt().0.saturating_sub(1),
             started_at: t.started_at().map(Text),
             status: t.status().as_str(),
             step: t.step_name().as_str(),
@@ -330,6 +338,7 @@ impl<'a> TaskRow<'a> {
                     percent: e.percent.and_then(|p| float(f64::from(p))),
                 })
                 .collect(),
+            worker: t.record().dispatch.as_ref().map(|d| d.worker.as_str()),
         }
     }
 }

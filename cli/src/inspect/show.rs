@@ -641,6 +641,24 @@ fn show_task(out: &Out, t: &Task, lines: usize) -> Result<()> {
             out.status_word(&format!("attempt {}: {} ({})", w.attempt, w.message, w.at), Some(console::Color::Yellow)),
         ));
     }
+    if let Some(d) = &t.record().dispatch {
+        fields.push(("worker", format!("{} (claim {})", d.worker, d.token)));
+        if d.lost > 0 {
+            fields.push((
+                "redispatched",
+                out.status_word(
+                    &format!(
+                        "{} time(s): the worker holding attempt {} stopped heartbeating and the queue gave it to \
+                         another (lost dispatches are not retries: {} retries of the step's own were used)",
+                        d.lost,
+                        t.attempt(),
+                        t.attempt().0.saturating_sub(1)
+                    ),
+                    Some(console::Color::Yellow),
+                ),
+            ));
+        }
+    }
     if let Some(why) = t.lost_reason() {
         fields.push(("lost", out.status_word(&why, Some(console::Color::Red))));
     }

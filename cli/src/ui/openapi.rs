@@ -173,6 +173,7 @@ fn schemas() -> Value {
             }))),
             "eta_s": nullable(num()), "warnings": arr(r("Event")), "error": r("TaskError"), "caught": caught_schema(), "parent": nullable(int()),
             "inputs": arr(int()), "origin": nullable(obj(&["run", "task"], json!({"run": s(), "task": int()}))),
+            "retries": int(), "worker": nullable(s()), "lost_dispatches": int(),
         })),
         "TaskPage": obj(&["step", "items", "next"], json!({"step": r("Step"), "items": arr(r("Task")), "next": nullable(s())})),
         "Attempt": obj(&["attempt", "status", "started_at", "ended_at", "duration_s", "error"], json!({

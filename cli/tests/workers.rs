@@ -1,0 +1,417 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Runs on workers, as a user runs them: PostgreSQL records and S3 blobs on throwaway
+//! servers (`braid_store::test_servers`; a machine without them skips these), worker
+//! processes of a flow binary (this test binary, started again as one), and `run`
+//! launched from another process. Every test kills something: a worker (`kill -9`), a
+//! worker's clock (SIGSTOP past its lease, then SIGCONT), or the process that launched
+//! the run; the run must still finish with each task's result committed once.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use braid_runtime::{Flow, Param, ParamType};
+use serde_json::Value;
+
+#[allow(dead_code)]
+mod child;
+
+#[path = "../examples/fanout/flow.rs"]
+mod fanout_flow;
+
+#[test]
+fn as_flow_binary() {
+    child::serve(|| vec![fanout_flow::fanout(), slow()]);
+}
+
+/// A foreach over `0..n` whose `work` tasks take `ms` each, reporting progress as they
+/// go from a blocking thread (so a stopped-and-resumed worker keeps writing after its
+/// claim is gone), under a 2 s lease; the join sums the squares.
+fn slow() -> braid_runtime::Result<Flow> {
+    Flow::builder("slow")
+        .param(Param::new("n", ParamType::UInt).default(12u64))
+        .param(Param::new("ms", ParamType::UInt).default(300u64))
+        .step("start", |ctx| async move {
+            let n: u64 = ctx.param("n")?;
+            ctx.set("items", &(0..n).collect::<Vec<u64>>())?;
+            Ok(())
+        })
+        .foreach("items", "work")
+        .step_blocking("work", |ctx| {
+            let x: u64 = ctx.input()?;
+            let ms: u64 = ctx.param("ms")?;
+            for k in 0..10u8 {
+                ctx.progress(f32::from(k) * 10.0, format!("squaring {x}"))?;
+                std::thread::sleep(Duration::from_millis(ms / 10));
+            }
+            ctx.set("out", &(x * x))?;
+            Ok(())
+        })
+        .lease(Duration::from_secs(2))
+        .next("join")
+        .join("join", |ctx| async move {
+            let mut total = 0u64;
+            for input in ctx.inputs_iter()? {
+                total += input.get::<u64>("out").await?;
+            }
+            ctx.set("total", &total)?;
+            Ok(())
+        })
+        .next("end")
+        .step("end", |_ctx| async move { Ok(()) })
+        .end()
+        .build()
+}
+
+fn squares(n: u64) -> u64 {
+    (0..n).map(|x| x * x).sum()
+}
+
+/// A fresh database and bucket on the test servers, and the processes started on them.
+struct Cluster {
+    db: String,
+    bucket: String,
+    env: Vec<(&'static str, String)>,
+    dir: tempfile::TempDir,
+    workers: Vec<(Child, PathBuf)>,
+}
+
+impl Cluster {
+    fn new() -> Option<Cluster> {
+        let (pg, s3) = (braid_store::test_servers::postgres()?, braid_store::test_servers::s3()?);
+        Some(Cluster {
+            db: pg.fresh_database(),
+            bucket: s3.fresh_bucket(),
+            env: s3.env(),
+            dir: tempfile::tempdir().unwrap(),
+            workers: Vec::new(),
+        })
+    }
+
+    /// The flow binary with `args` after `--store DB --blobs BUCKET`.
+    fn flow_binary(&self, args: &[&str]) -> Command {
+        let mut all =
+            vec!["flowbin".to_owned(), "--store".into(), self.db.clone(), "--blobs".into(), self.bucket.clone()];
+        all.extend(args.iter().map(|s| (*s).to_owned()));
+        let mut c = Command::new(std::env::current_exe().unwrap());
+        c.args(["as_flow_binary", "--exact", "--nocapture", "--test-threads=1", "--quiet"])
+            .env(child::CHILD_ARGS, serde_json::to_string(&all).unwrap())
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env_remove("BRAID_STORE")
+            .env_remove("BRAID_BLOBS");
+        c
+    }
+
+    /// Starts a worker (`worker ARGS`) logging to its own file; returns its index.
+    fn worker(&mut self, args: &[&str]) -> usize {
+        let i = self.workers.len();
+        let log = self.dir.path().join(format!("worker-{i}.log"));
+        let mut all = vec!["worker"];
+        all.extend_from_slice(args);
+        let child = self
+            .flow_binary(&all)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        self.workers.push((child, log));
+        i
+    }
+
+    fn worker_pid(&self, i: usize) -> String {
+        self.workers[i].0.id().to_string()
+    }
+
+    fn worker_log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.workers[i].1).unwrap_or_default()
+    }
+
+    /// Sends `signal` to worker `i`.
+    fn signal(&self, i: usize, signal: &str) {
+        let ok = Command::new("kill").args([signal, &self.worker_pid(i)]).status().unwrap().success();
+        assert!(ok, "kill {signal} worker {i}");
+    }
+
+    /// SIGTERMs every worker still running and waits for each: a drained worker exits 0.
+    fn drain_all(&mut self) -> Vec<String> {
+        let mut logs = Vec::new();
+        for i in 0..self.workers.len() {
+            if self.workers[i].0.try_wait().unwrap().is_none() {
+                self.signal(i, "-TERM");
+                let status = self.workers[i].0.wait().unwrap();
+                assert!(status.success(), "a drained worker exits 0: {status}\n{}", self.worker_log(i));
+            }
+            logs.push(self.worker_log(i));
+        }
+        logs
+    }
+
+    /// `braid ARGS` on the cluster's store.
+    fn braid(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_braid"))
+            .args(["--store", &self.db, "--blobs", &self.bucket])
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap()
+    }
+
+    fn braid_json(&self, args: &[&str]) -> Value {
+        let out = self.braid(args);
+        assert!(out.status.success(), "braid {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// The run's status as `braid runs` sees it.
+    fn run_status(&self, flow: &str, run: &str) -> String {
+        let v = self.braid_json(&["show", &format!("{flow}/{run}"), "--json"]);
+        v["status"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Waits until `f` holds (checked every 100 ms), at most `secs`.
+    fn wait_for(&self, what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The `work` tasks of a run, from `braid show FLOW/RUN/work --json`.
+    fn work_tasks(&self, flow: &str, run: &str) -> Vec<Value> {
+        self.braid_json(&["show", &format!("{flow}/{run}/work",), "--json"])["tasks"].as_array().unwrap().clone()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (c, _) in &mut self.workers {
+            let _ = Command::new("kill").args(["-CONT", &c.id().to_string()]).stderr(Stdio::null()).status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn run_id(out: &Output) -> String {
+    let text = stdout(out);
+    let line = text.lines().find(|l| l.ends_with(" started")).unwrap_or_else(|| panic!("no run started: {text}"));
+    line.trim_end_matches(" started").rsplit('/').next().unwrap().to_owned()
+}
+
+fn total(c: &Cluster, flow: &str, run: &str) -> u64 {
+    let v = c.braid_json(&["artifact", &format!("{flow}/{run}/join"), "total", "--json"]);
+    v["value"].as_u64().or_else(|| v.as_u64()).unwrap_or_else(|| panic!("no total in {v}"))
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default().trim().to_owned()
+}
+
+#[test]
+fn a_foreach_of_1000_tasks_over_3_workers_runs_every_task_once_and_the_join_total_is_right() {
+    let Some(mut c) = Cluster::new() else { return };
+    for _ in 0..3 {
+        c.worker(&["--concurrency", "8"]);
+    }
+    // On PostgreSQL a run goes to the workers unless told otherwise.
+    let out = c.flow_binary(&["run", "--quiet", "--flow", "fanout", "--param", "n=1000"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("on workers"), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = run_id(&out);
+    assert_eq!(total(&c, "fanout", &run), squares(1000));
+    let tasks = c.work_tasks("fanout", &run);
+    assert_eq!(tasks.len(), 1000);
+    let mut workers = std::collections::BTreeSet::new();
+    for t in &tasks {
+        assert_eq!(t["status"], "succeeded", "{t}");
+        assert_eq!(t["attempt"], 1, "{t}");
+        assert_eq!(t["lost_dispatches"], 0, "{t}");
+        workers.insert(t["worker"].as_str().expect("a worker ran it").to_owned());
+    }
+    assert_eq!(workers.len(), 3, "the three workers shared the tasks: {workers:?}");
+    // Each worker completed what it claimed, and together exactly the run's 1,003 tasks.
+    let logs = c.drain_all();
+    let mut completed = 0;
+    for log in &logs {
+        let line = log.lines().find(|l| l.starts_with("worker stopped:")).unwrap_or_else(|| panic!("{log}"));
+        let n = |what: &str| -> u64 {
+            let at = line.find(what).unwrap_or_else(|| panic!("{what} in {line}"));
+            line[..at].trim_end().rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        assert_eq!(n(" claimed"), n(" completed"), "{line}");
+        assert_eq!(n(" stale results"), 0, "{line}");
+        completed += n(" completed");
+    }
+    assert_eq!(completed, 1003, "start, 1,000 branches, join and end, each once: {logs:?}");
+}
+
+#[test]
+fn a_worker_killed_mid_task_loses_its_tasks_to_another_and_nothing_is_committed_twice() {
+    let Some(mut c) = Cluster::new() else { return };
+    let doomed = c.worker(&["--concurrency", "4"]);
+    let run_file = c.dir.path().join("run-id");
+    let run_file_s = run_file.display().to_string();
+    let launcher = c
+        .flow_binary(&["run", "--quiet", "--flow", "slow", "--param", "n=16", "--run-id-file", &run_file_s])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.wait_for("the run id", 30, || !read(&run_file).is_empty());
+    let run = read(&run_file);
+    // Once the doomed worker holds running branches, kill it and start another.
+    c.wait_for("branches running on the first worker", 30, || {
+        c.work_tasks("slow", &run).iter().any(|t| t["status"] == "running")
+    });
+    c.signal(doomed, "-KILL");
+    let _ = c.workers[doomed].0.wait();
+    let killed_at = Instant::now();
+    c.worker(&["--concurrency", "4"]);
+    let out = launcher.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(total(&c, "slow", &run), squares(16));
+    let tasks = c.work_tasks("slow", &run);
+    assert_eq!(tasks.len(), 16, "no branch was made twice");
+    let redispatched: Vec<&Value> = tasks.iter().filter(|t| t["lost_dispatches"] == 1).collect();
+    assert!(!redispatched.is_empty(), "the killed worker's branches ran again elsewhere: {tasks:?}");
+    for t in &tasks {
+        assert_eq!(t["status"], "succeeded", "{t}");
+        assert_eq!(t["attempt"], 1, "a lost dispatch is not a retry of the step: {t}");
+    }
+    // Each branch's `out` is stored once.
+    let outs = c.braid_json(&["artifact", &format!("slow/{run}/work"), "out", "--json"]);
+    let outs = outs.as_array().or_else(|| outs["values"].as_array()).cloned().unwrap_or_default();
+    assert_eq!(outs.len(), 16, "{outs:?}");
+    let show = c.braid(&["show", &format!("slow/{run}/work/{}", redispatched[0]["id"])]);
+    let text = stdout(&show);
+    assert!(text.contains("redispatched") && text.contains("1 time"), "{text}");
+    assert!(killed_at.elapsed() < Duration::from_secs(60), "the run finished soon after the kill");
+    c.drain_all();
+}
+
+#[test]
+fn a_worker_stopped_past_its_lease_finds_its_late_writes_refused_and_counted() {
+    let Some(mut c) = Cluster::new() else { return };
+    let stopped = c.worker(&["--concurrency", "1", "--metrics-addr", "127.0.0.1:0"]);
+    let run_file = c.dir.path().join("run-id");
+    let run_file_s = run_file.display().to_string();
+    let launcher = c
+        .flow_binary(&[
+            "run",
+            "--quiet",
+            "--flow",
+            "slow",
+            "--param",
+            "n=1",
+            "--param",
+            "ms=6000",
+            "--run-id-file",
+            &run_file_s,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.wait_for("the run id", 30, || !read(&run_file).is_empty());
+    let run = read(&run_file);
+    c.wait_for("the branch running", 30, || c.work_tasks("slow", &run).iter().any(|t| t["status"] == "running"));
+    std::thread::sleep(Duration::from_millis(300));
+    c.signal(stopped, "-STOP");
+    // Its 2 s lease runs out; another worker claims the branch and runs it to the end.
+    c.worker(&["--concurrency", "1"]);
+    let out = launcher.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(total(&c, "slow", &run), 0);
+    let task = &c.work_tasks("slow", &run)[0];
+    assert_eq!(task["lost_dispatches"], 1, "{task}");
+    // The stopped worker comes back: its thread goes on reporting progress, and every
+    // write is refused by the fencing check, logged in the task's log and counted.
+    c.signal(stopped, "-CONT");
+    let addr = {
+        let log = c.worker_log(stopped);
+        let line = log.lines().find(|l| l.starts_with("metrics at http://")).unwrap_or_else(|| panic!("{log}"));
+        line.trim_start_matches("metrics at http://").trim_end_matches("/metrics").to_owned()
+    };
+    let scrape = |name: &str| -> f64 {
+        let body = ureq_get(&addr);
+        body.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    c.wait_for("the late writes counted", 30, || scrape("braid_worker_stale_writes_total") >= 1.0);
+    c.wait_for("the lost claim counted", 30, || scrape("braid_worker_claims_lost_total") >= 1.0);
+    let logs = c.braid(&["logs", &format!("slow/{run}/work/{}", task["id"])]);
+    let logs = stdout(&logs);
+    assert!(logs.contains("late write from attempt 1 rejected"), "{logs}");
+    // Nothing it wrote landed: the task is as the other worker ended it.
+    let after = &c.work_tasks("slow", &run)[0];
+    assert_eq!(after["status"], "succeeded");
+    assert_eq!(after["worker"], task["worker"], "{after}");
+    assert_eq!(after["progress"], task["progress"], "{after}");
+    c.drain_all();
+}
+
+#[test]
+fn killing_the_process_that_launched_a_run_leaves_it_to_a_worker_that_finishes_it() {
+    let Some(mut c) = Cluster::new() else { return };
+    c.worker(&["--concurrency", "4"]);
+    c.worker(&["--concurrency", "4"]);
+    let run_file = c.dir.path().join("run-id");
+    let run_file_s = run_file.display().to_string();
+    let launcher = c
+        .flow_binary(&[
+            "run",
+            "--quiet",
+            "--flow",
+            "slow",
+            "--param",
+            "n=24",
+            "--param",
+            "ms=200",
+            "--run-id-file",
+            &run_file_s,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    c.wait_for("the run id", 30, || !read(&run_file).is_empty());
+    let run = read(&run_file);
+    c.wait_for("branches done", 30, || c.work_tasks("slow", &run).iter().any(|t| t["status"] == "succeeded"));
+    let mut launcher = launcher;
+    launcher.kill().unwrap();
+    let _ = launcher.wait();
+    c.wait_for("the run to finish without its launcher", 60, || c.run_status("slow", &run) == "succeeded");
+    assert_eq!(total(&c, "slow", &run), squares(24));
+    let tasks = c.work_tasks("slow", &run);
+    let succeeded: Vec<u64> = {
+        let mut v: Vec<u64> =
+            tasks.iter().filter(|t| t["status"] == "succeeded").map(|t| t["index"].as_u64().unwrap()).collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(succeeded, (0..24).collect::<Vec<u64>>(), "each branch succeeded exactly once");
+    let show = c.braid_json(&["show", &format!("slow/{run}"), "--json"]);
+    let adopted = &show["meta"]["adopted"];
+    assert!(adopted.as_array().is_some_and(|a| a.len() == 1), "the run says who adopted it: {show}");
+    c.drain_all();
+}
+
+/// `GET http://ADDR/metrics`, with nothing but std.
+fn ureq_get(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return String::new() };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
+}
