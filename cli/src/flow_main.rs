@@ -134,11 +134,22 @@ struct CommonRunArgs {
 
 /// Where a run's step bodies run (`--on`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum On {
+pub(crate) enum On {
     /// In this process.
     Process,
     /// On workers sharing the store.
     Workers,
+}
+
+impl On {
+    /// Whether runs go to workers: as `--on` says, else when the store has a queue.
+    pub(crate) fn workers(on: Option<On>, store: &Store) -> bool {
+        match on {
+            Some(On::Workers) => true,
+            Some(On::Process) => false,
+            None => store.queue().is_some(),
+        }
+    }
 }
 
 /// Runs the flow binary's command line over `flows` (each as its builder returned it,
@@ -469,11 +480,7 @@ fn start(flags: StoreFlags, flow: Arc<Flow>, mut opts: RunOptions, common: Commo
             Ok(s) => s,
             Err(code) => return code,
         };
-        let on_workers = match common.on {
-            Some(On::Workers) => true,
-            Some(On::Process) => false,
-            None => store.queue().is_some(),
-        };
+        let on_workers = On::workers(common.on, &store);
         match (on_workers, &common.queue) {
             (true, q) => {
                 let queue = q.clone().unwrap_or_else(|| braid_runtime::DEFAULT_QUEUE.to_owned());

@@ -73,6 +73,10 @@ struct Limits {
     /// Tasks running at once within each run (default: the number of cores).
     #[arg(long)]
     max_workers: Option<usize>,
+    /// Where the launched runs' step bodies run: `workers` (the default on PostgreSQL:
+    /// `myflow worker` processes claim them) or `process` (this process).
+    #[arg(long, value_enum, value_name = "WHERE")]
+    on: Option<crate::flow_main::On>,
 }
 
 impl Limits {
@@ -87,6 +91,15 @@ impl Limits {
             None => {}
         }
         Ok(d)
+    }
+
+    /// Where the launched runs go, once the store is known.
+    fn execution(&self, store: &Store) -> braid_runtime::Execution {
+        if crate::flow_main::On::workers(self.on, store) {
+            braid_runtime::Execution::Workers { queue: braid_runtime::DEFAULT_QUEUE.to_owned() }
+        } else {
+            braid_runtime::Execution::InProcess
+        }
     }
 }
 
@@ -180,8 +193,9 @@ impl Setup {
         limits: &Limits,
     ) -> Result<Setup, ExitCode> {
         let flows = hosted(flows, wanted)?;
-        let dispatch = limits.dispatch()?;
+        let mut dispatch = limits.dispatch()?;
         let (rt, store) = runtime_and_store(flags)?;
+        dispatch.execution = limits.execution(&store);
         Ok(Setup { flows, dispatch, rt, store })
     }
 }
@@ -222,7 +236,7 @@ pub(crate) fn plans(
                 Ok(d) => d,
                 Err(code) => return code,
             };
-            launch(&store, flows, code, &plan, &overrides, dispatch, json)
+            launch(&store, flows, code, &plan, &overrides, (dispatch, &limits), json)
         }
     }
 }
@@ -426,13 +440,14 @@ fn launch(
     code: &[LaunchPlan],
     plan_name: &str,
     overrides: &[(String, String)],
-    dispatch: DispatchOptions,
+    (mut dispatch, limits): (DispatchOptions, &Limits),
     json: bool,
 ) -> ExitCode {
     let (rt, store) = match runtime_and_store(store) {
         Ok(r) => r,
         Err(c) => return c,
     };
+    dispatch.execution = limits.execution(&store);
     let tz = plan_zone(&store, &rt, plan_name);
     let (tx, printer) = progress_printer(&rt, json || !std::io::stderr().is_terminal());
     let mut env = LaunchEnv::new(store, flows).with_plans(code);

@@ -12,15 +12,18 @@
 //! - `dev-servers`: starts a throwaway PostgreSQL and S3 server (moto) on 127.0.0.1 and
 //!   prints the `BRAID_STORE` / `BRAID_BLOBS` / `AWS_*` exports that point braid at them;
 //!   they stop with Ctrl-C. Shells out to the store crate's `dev_servers` example.
+//! - `cluster [--workers N] [--example NAME]`: those servers plus N workers of a flow
+//!   example (`fanout`), with the commands to try a run on them (see `cluster.rs`).
 
 mod bench;
 mod chaos;
+mod cluster;
 mod fuzz;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask <ci | bench [--quick] [--json FILE] [--peer metaflow] | chaos [--runs N] [--n ITEMS] [--seed S] | fuzz [--smoke] [--seconds N] [TARGET...] | dev-servers>";
+const USAGE: &str = "usage: cargo xtask <ci | bench [--quick] [--json FILE] [--peer metaflow] | chaos [--runs N] [--n ITEMS] [--seed S] | fuzz [--smoke] [--seconds N] [TARGET...] | dev-servers | cluster [--workers N] [--example NAME]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,6 +33,7 @@ fn main() -> ExitCode {
         Some("chaos") => chaos::chaos(&args[1..]),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("dev-servers") => dev_servers(),
+        Some("cluster") => cluster::cluster(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())

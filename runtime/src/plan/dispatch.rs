@@ -206,6 +206,8 @@ pub struct DispatchOptions {
     /// A holder silent for this long is dead: its pending launches are adopted
     /// (default [`DEAD_AFTER`]).
     pub dead_after: Duration,
+    /// Where the launched runs' step bodies run (in this process unless set to workers).
+    pub execution: crate::Execution,
 }
 
 impl Default for DispatchOptions {
@@ -215,6 +217,7 @@ impl Default for DispatchOptions {
             run_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             heartbeat: Duration::from_secs(5),
             dead_after: DEAD_AFTER,
+            execution: crate::Execution::InProcess,
         }
     }
 }
@@ -997,6 +1000,7 @@ impl Launcher {
             max_workers: self.opts.run_workers.max(1),
             cancel,
             metrics: self.task_metrics.clone(),
+            execution: self.opts.execution.clone(),
             ..Default::default()
         };
         let prepared = match PreparedRun::prepare(flow.clone(), self.store.clone(), opts).await {
