@@ -30,6 +30,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("isolation", "6. isolated steps (each attempt in its own process)"),
     ("remote", "7. PostgreSQL + S3 beside fs (throwaway servers on this machine; not in --quick)"),
     ("reads", "8. reads through `braid` over a wide step (each command in its own process, stdout to /dev/null)"),
+    ("workers", "9. runs on workers through PostgreSQL (worker processes on this machine; not in --quick)"),
 ];
 
 /// The scheduler's figure; a placeholder row says it is missing until a bench measures it.

@@ -116,4 +116,5 @@ const BENCHES: &[(&str, &str)] = &[
     ("braidflow-runtime", "isolation"),
     ("braidflow-cli", "remote"),
     ("braidflow-cli", "reads"),
+    ("braidflow-cli", "workers"),
 ];
