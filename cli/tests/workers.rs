@@ -21,7 +21,21 @@ mod fanout_flow;
 
 #[test]
 fn as_flow_binary() {
-    child::serve(|| vec![fanout_flow::fanout(), slow()]);
+    child::serve(|| vec![fanout_flow::fanout(), slow(), big()]);
+}
+
+/// One step that sets a value too big to travel inline in its artifact row (over 1 KiB),
+/// so the worker running it must put a blob.
+fn big() -> braid_runtime::Result<Flow> {
+    Flow::builder("big")
+        .step("start", |ctx| async move {
+            ctx.set("payload", &"x".repeat(4096))?;
+            Ok(())
+        })
+        .next("end")
+        .step("end", |_ctx| async move { Ok(()) })
+        .end()
+        .build()
 }
 
 /// A foreach over `0..n` whose `work` tasks take `ms` each, reporting progress as they
@@ -90,8 +104,12 @@ impl Cluster {
 
     /// The flow binary with `args` after `--store DB --blobs BUCKET`.
     fn flow_binary(&self, args: &[&str]) -> Command {
-        let mut all =
-            vec!["flowbin".to_owned(), "--store".into(), self.db.clone(), "--blobs".into(), self.bucket.clone()];
+        self.flow_binary_with(&self.bucket, args)
+    }
+
+    /// [`Cluster::flow_binary`] with blobs at `blobs`.
+    fn flow_binary_with(&self, blobs: &str, args: &[&str]) -> Command {
+        let mut all = vec!["flowbin".to_owned(), "--store".into(), self.db.clone(), "--blobs".into(), blobs.to_owned()];
         all.extend(args.iter().map(|s| (*s).to_owned()));
         let mut c = Command::new(std::env::current_exe().unwrap());
         c.args(["as_flow_binary", "--exact", "--nocapture", "--test-threads=1", "--quiet"])
@@ -104,12 +122,22 @@ impl Cluster {
 
     /// Starts a worker (`worker ARGS`) logging to its own file; returns its index.
     fn worker(&mut self, args: &[&str]) -> usize {
+        self.start_worker(&self.bucket.clone(), &[], args)
+    }
+
+    /// [`Cluster::worker`] with more environment variables.
+    fn worker_env(&mut self, env: &[(&str, &str)], args: &[&str]) -> usize {
+        self.start_worker(&self.bucket.clone(), env, args)
+    }
+
+    fn start_worker(&mut self, blobs: &str, env: &[(&str, &str)], args: &[&str]) -> usize {
         let i = self.workers.len();
         let log = self.dir.path().join(format!("worker-{i}.log"));
         let mut all = vec!["worker"];
         all.extend_from_slice(args);
         let child = self
-            .flow_binary(&all)
+            .flow_binary_with(blobs, &all)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -173,14 +201,23 @@ impl Cluster {
     fn wait_for(&self, what: &str, secs: u64, mut f: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(secs);
         while !f() {
-            assert!(Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+            if Instant::now() >= deadline {
+                let logs: Vec<String> = (0..self.workers.len()).map(|i| self.worker_log(i)).collect();
+                panic!("timed out after {secs}s waiting for {what}; the workers said: {logs:#?}");
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     /// The `work` tasks of a run, from `braid show FLOW/RUN/work --json`.
+    /// (None yet while the run has not reached `work`.)
     fn work_tasks(&self, flow: &str, run: &str) -> Vec<Value> {
-        self.braid_json(&["show", &format!("{flow}/{run}/work",), "--json"])["tasks"].as_array().unwrap().clone()
+        let out = self.braid(&["show", &format!("{flow}/{run}/work"), "--json"]);
+        if !out.status.success() {
+            return Vec::new();
+        }
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["tasks"].as_array().cloned().unwrap_or_default()
     }
 }
 
@@ -402,6 +439,82 @@ fn killing_the_process_that_launched_a_run_leaves_it_to_a_worker_that_finishes_i
     let show = c.braid_json(&["show", &format!("slow/{run}"), "--json"]);
     let adopted = &show["meta"]["adopted"];
     assert!(adopted.as_array().is_some_and(|a| a.len() == 1), "the run says who adopted it: {show}");
+    c.drain_all();
+}
+
+#[test]
+fn connections_dropped_by_postgresql_mid_run_are_made_again_and_the_run_finishes() {
+    let Some(mut c) = Cluster::new() else { return };
+    c.worker(&["--concurrency", "4"]);
+    c.worker(&["--concurrency", "4"]);
+    let run_file = c.dir.path().join("run-id");
+    let run_file_s = run_file.display().to_string();
+    let launcher = c
+        .flow_binary(&[
+            "run",
+            "--quiet",
+            "--flow",
+            "slow",
+            "--param",
+            "n=24",
+            "--param",
+            "ms=400",
+            "--run-id-file",
+            &run_file_s,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.wait_for("the run id", 30, || !read(&run_file).is_empty());
+    let run = read(&run_file);
+    c.wait_for("branches done", 30, || c.work_tasks("slow", &run).iter().any(|t| t["status"] == "succeeded"));
+    // What a restart does to its clients, three times: every connection of the
+    // database (the driver's, the workers', their LISTEN connections) is cut.
+    let pg = braid_store::test_servers::postgres().unwrap();
+    let db_name = c.db.rsplit('/').next().unwrap().to_owned();
+    for _ in 0..3 {
+        let out = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &pg.port.to_string(), "-U", "braid", "-d", "postgres", "-qAt", "-c"])
+            .arg(format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{db_name}' AND pid <> pg_backend_pid()"
+            ))
+            .env("PGPASSWORD", braid_store::test_servers::PG_PASSWORD)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    let out = launcher.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the run went on after its connections were cut: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(total(&c, "slow", &run), squares(24));
+    let tasks = c.work_tasks("slow", &run);
+    assert_eq!(tasks.len(), 24);
+    assert!(tasks.iter().all(|t| t["status"] == "succeeded"), "{tasks:?}");
+    c.drain_all();
+}
+
+#[test]
+fn a_worker_whose_blob_put_fails_fails_the_attempt_cleanly_naming_it() {
+    let Some(mut c) = Cluster::new() else { return };
+    // Every blob put of this worker's attempts fails (after the blob store's own retries
+    // of transient errors, which a fault injected here skips).
+    c.worker_env(&[("FAILPOINTS", "attempt_blob_put=return")], &["--concurrency", "2"]);
+    let out = c.flow_binary(&["run", "--quiet", "--flow", "big"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = run_id(&out);
+    let t = c.braid_json(&["show", &format!("big/{run}/start"), "--json"]);
+    let task = t["tasks"].as_array().map_or(&t, |a| &a[0]).clone();
+    assert_eq!(task["status"], "failed", "{task}");
+    let message = task["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("storing the artifacts the step set failed"), "{task}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("step `start`") && err.contains("storing the artifacts"), "{err}");
+    // The worker is fine and took nothing else down: it drains and exits 0.
     c.drain_all();
 }
 

@@ -729,12 +729,25 @@ pub(super) async fn run_attempt(
         blobs.extend(set.new_blobs);
         records.push(set.art.record.clone());
     }
-    if !blobs.is_empty()
-        && let Err(e) = store.blobs.put_many(blobs).await
-    {
-        let error =
-            TaskError { kind: "error".into(), message: format!("storing the artifacts the step set failed: {e}") };
-        return (End::Failed { error }, Vec::new());
+    if !blobs.is_empty() {
+        // (Transient S3 failures are retried by the blob store; what gets here is not.)
+        let put = match injected_put_failure() {
+            Some(why) => Err(why),
+            None => store.blobs.put_many(blobs).await.map(drop).map_err(|e| e.to_string()),
+        };
+        if let Err(e) = put {
+            let error =
+                TaskError { kind: "error".into(), message: format!("storing the artifacts the step set failed: {e}") };
+            return (End::Failed { error }, Vec::new());
+        }
     }
     (End::Ok, records)
+}
+
+/// A test's way to make the blob put of an attempt run out of process fail
+/// (`FAILPOINTS=attempt_blob_put=return`, `failpoints` feature).
+fn injected_put_failure() -> Option<String> {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!("attempt_blob_put", |_| Some("injected failure (FAILPOINTS=attempt_blob_put)".to_owned()));
+    None
 }
