@@ -518,6 +518,40 @@ fn a_worker_whose_blob_put_fails_fails_the_attempt_cleanly_naming_it() {
     c.drain_all();
 }
 
+#[test]
+fn a_capped_queue_runs_at_most_its_limit_at_once_over_every_worker() {
+    let Some(mut c) = Cluster::new() else { return };
+    let set = c.braid(&["queue", "limit", "default", "1"]);
+    assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    let queues = c.braid_json(&["queues", "--json"]);
+    assert_eq!(queues["queues"][0]["name"], "default", "{queues}");
+    assert_eq!(queues["queues"][0]["limit"], 1, "{queues}");
+    c.worker(&["--concurrency", "4"]);
+    c.worker(&["--concurrency", "4"]);
+    let out =
+        c.flow_binary(&["run", "--quiet", "--flow", "slow", "--param", "n=4", "--param", "ms=200"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = run_id(&out);
+    // Seconds of the day, from `…THH:MM:SS.ffffffZ` (the run is seconds long).
+    let secs = |v: &Value| -> f64 {
+        let t = v.as_str().unwrap().split('T').nth(1).unwrap().trim_end_matches('Z');
+        t.split(':').map(|p| p.parse::<f64>().unwrap()).fold(0.0, |acc, p| acc * 60.0 + p)
+    };
+    let mut spans: Vec<(f64, f64)> =
+        c.work_tasks("slow", &run).iter().map(|t| (secs(&t["started_at"]), secs(&t["ended_at"]))).collect();
+    spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert_eq!(spans.len(), 4);
+    for w in spans.windows(2) {
+        // The end is recorded by the launching process once the worker's reply is in,
+        // a few ms after the worker let go; two tasks at once would overlap by ~200 ms.
+        assert!(w[1].0 > w[0].1 - 0.1, "two tasks of a queue capped at 1 overlapped: {spans:?}");
+    }
+    let bad = c.braid(&["queue", "limit", "default", "many"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("`none` to lift the cap"));
+    c.drain_all();
+}
+
 /// `GET http://ADDR/metrics`, with nothing but std.
 fn ureq_get(addr: &str) -> String {
     use std::io::{Read, Write};

@@ -112,7 +112,7 @@ macro_rules! conformance_suite {
                 artifact_blob_refs_cover_values_and_manifests_in_pages, blobs_listed_and_deleted_by_age,
                 queue_claims_by_priority_then_age_once, queue_claims_under_concurrency,
                 queue_leases_expire_and_fence_the_old_holder, queue_wakes_a_waiting_worker,
-                queue_completes_with_one_reply_per_current_claim);
+                queue_completes_with_one_reply_per_current_claim, queue_caps_claims_at_its_limit);
         }
     };
     (@tests $harness:expr; $($check:ident),+) => {

@@ -217,3 +217,46 @@ pub async fn queue_completes_with_one_reply_per_current_claim(store: &Store) {
     assert_eq!(q.clear_run(other).await.unwrap(), 1);
     assert!(q.replies(other, 10).await.unwrap().is_empty());
 }
+
+/// A capped queue hands out at most its cap of claims at once, over every worker and
+/// under concurrent claims; a finished or expired claim makes room; lifting the cap
+/// hands out the rest; `queues` lists counts and caps.
+pub async fn queue_caps_claims_at_its_limit(store: &Store) {
+    let Some(q) = store.queue() else { return };
+    let run = RunId::generate();
+    q.enqueue((1..=40).map(|i| queued("capped", run, i, 0)).collect()).await.unwrap();
+    q.set_limit("capped", Some(3)).await.unwrap();
+    let mut handles = Vec::new();
+    for w in 0..8 {
+        let q = q.clone();
+        handles.push(tokio::spawn(async move {
+            q.claim("capped", &format!("w{w}"), 5, Duration::from_secs(30), at(0)).await.unwrap()
+        }));
+    }
+    let mut claims = Vec::new();
+    for h in handles {
+        claims.extend(h.await.unwrap());
+    }
+    assert_eq!(claims.len(), 3, "eight workers claiming at once got {} claims under a cap of 3", claims.len());
+    assert!(q.claim("capped", "w9", 5, Duration::from_secs(30), at(1)).await.unwrap().is_empty());
+    assert!(q.finish(claims[0].token).await.unwrap());
+    assert_eq!(
+        q.claim("capped", "w9", 5, Duration::from_secs(30), at(1)).await.unwrap().len(),
+        1,
+        "a finished claim makes room"
+    );
+    // Past their leases, the claims leave room too.
+    assert_eq!(q.claim("capped", "w9", 5, Duration::from_secs(30), at(100)).await.unwrap().len(), 3);
+    let listed = q.queues(at(100)).await.unwrap();
+    let capped = listed.iter().find(|i| i.name == "capped").unwrap();
+    assert_eq!(capped.limit, Some(3));
+    assert_eq!(capped.counts, QueueCounts { ready: 36, claimed: 3 });
+    q.set_limit("capped", None).await.unwrap();
+    assert_eq!(q.claim("capped", "w9", 100, Duration::from_secs(30), at(101)).await.unwrap().len(), 36);
+    q.set_limit("idle", Some(1)).await.unwrap();
+    let listed = q.queues(at(101)).await.unwrap();
+    assert!(listed.iter().any(|i| i.name == "idle" && i.limit == Some(1) && i.counts == QueueCounts::default()));
+    assert!(listed.iter().any(|i| i.name == "capped" && i.limit.is_none()));
+    q.set_limit("idle", None).await.unwrap();
+    q.clear_run(run).await.unwrap();
+}

@@ -64,7 +64,7 @@ pub use blob::{BlobInfo, BlobKey, BlobReader, BlobStore};
 
 // The task queue workers claim from.
 pub use dir::DirBlobs;
-pub use queue::{Claim, MemoryQueue, QueueCounts, QueuedTask, Reply, TaskQueue};
+pub use queue::{Claim, MemoryQueue, QueueCounts, QueueInfo, QueuedTask, Reply, TaskQueue};
 
 // Records: the trait, what it stores, how it is queried and written.
 pub use record::{

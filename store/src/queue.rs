@@ -98,6 +98,18 @@ pub struct QueueCounts {
     pub claimed: u64,
 }
 
+/// One queue, as [`TaskQueue::queues`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct QueueInfo {
+    /// Its name.
+    pub name: String,
+    /// What it holds.
+    pub counts: QueueCounts,
+    /// How many of its tasks may be claimed at once, if capped.
+    pub limit: Option<u32>,
+}
+
 /// A queue of tasks that workers claim under leases with fencing tokens.
 #[async_trait]
 pub trait TaskQueue: Send + Sync + std::fmt::Debug {
@@ -144,6 +156,14 @@ pub trait TaskQueue: Send + Sync + std::fmt::Debug {
     /// returns how many tasks were still queued or claimed. A worker that still runs one
     /// of them can no longer finish or complete it.
     async fn clear_run(&self, run: RunId) -> Result<u64>;
+
+    /// Caps how many tasks of `queue` are claimed at once, over every worker (`None`
+    /// lifts the cap): a claim past it gets fewer tasks, or none. A cap below what is
+    /// claimed already takes nothing back; it holds once those finish.
+    async fn set_limit(&self, queue: &str, limit: Option<u32>) -> Result<()>;
+
+    /// Every queue that holds tasks or has a cap, by name, with its counts at `now`.
+    async fn queues(&self, now: Timestamp) -> Result<Vec<QueueInfo>>;
 
     /// How many tasks `queue` holds at `now`.
     async fn counts(&self, queue: &str, now: Timestamp) -> Result<QueueCounts>;
@@ -229,6 +249,7 @@ struct MemoryQueueState {
     /// By (flow, run, task): the task, its queue order, its claim.
     rows: std::collections::BTreeMap<(FlowName, RunId, TaskId), Row>,
     replies: std::collections::HashMap<RunId, std::collections::VecDeque<Reply>>,
+    limits: std::collections::BTreeMap<String, u32>,
     next_seq: u64,
     next_token: u64,
 }
@@ -286,7 +307,14 @@ impl TaskQueue for MemoryQueue {
             .map(|(k, r)| (r.task.priority, r.seq, k.clone()))
             .collect();
         picked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        picked.truncate(max);
+        let room = match st.limits.get(queue) {
+            Some(&limit) => {
+                let held = st.rows.values().filter(|r| r.task.queue == queue && !ready(r, now)).count();
+                (limit as usize).saturating_sub(held)
+            }
+            None => usize::MAX,
+        };
+        picked.truncate(max.min(room));
         let deadline = now.plus(lease);
         let mut out = Vec::with_capacity(picked.len());
         for (_, _, key) in picked {
@@ -381,6 +409,41 @@ impl TaskQueue for MemoryQueue {
         st.rows.retain(|(_, r, _), _| *r != run);
         st.replies.remove(&run);
         Ok((before - st.rows.len()) as u64)
+    }
+
+    async fn set_limit(&self, queue: &str, limit: Option<u32>) -> Result<()> {
+        let mut st = self.state();
+        match limit {
+            Some(l) => st.limits.insert(queue.to_owned(), l),
+            None => st.limits.remove(queue),
+        };
+        drop(st);
+        self.wake.wake(queue);
+        Ok(())
+    }
+
+    async fn queues(&self, now: Timestamp) -> Result<Vec<QueueInfo>> {
+        let st = self.state();
+        let mut out: std::collections::BTreeMap<String, QueueInfo> = std::collections::BTreeMap::new();
+        for (name, &limit) in &st.limits {
+            out.insert(
+                name.clone(),
+                QueueInfo { name: name.clone(), counts: QueueCounts::default(), limit: Some(limit) },
+            );
+        }
+        for r in st.rows.values() {
+            let q = out.entry(r.task.queue.clone()).or_insert_with(|| QueueInfo {
+                name: r.task.queue.clone(),
+                counts: QueueCounts::default(),
+                limit: None,
+            });
+            if ready(r, now) {
+                q.counts.ready += 1;
+            } else {
+                q.counts.claimed += 1;
+            }
+        }
+        Ok(out.into_values().collect())
     }
 
     async fn counts(&self, queue: &str, now: Timestamp) -> Result<QueueCounts> {

@@ -15,6 +15,7 @@ pub(crate) mod json;
 mod logs;
 pub(crate) mod output;
 pub(crate) mod plan;
+mod queue;
 mod show;
 mod tag;
 mod verify;
@@ -186,6 +187,25 @@ pub(crate) enum Command {
     /// Serve the web UI and the JSON API (/api/v1) over the store, on 127.0.0.1:8080
     /// unless told otherwise.
     Ui(crate::ui::UiArgs),
+    /// The task queues of a PostgreSQL store: tasks ready and claimed, and each cap.
+    Queues,
+    /// A task queue: `limit QUEUE N` caps how many of its tasks are claimed at once over
+    /// every worker (`none` lifts the cap).
+    Queue {
+        #[command(subcommand)]
+        action: QueueAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum QueueAction {
+    /// Cap how many of QUEUE's tasks run at once, over every worker.
+    Limit {
+        /// The queue (`default`, or what a step's `.queue(name)` names).
+        queue: String,
+        /// At most this many tasks claimed at once, or `none`.
+        limit: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -356,12 +376,16 @@ pub(crate) fn run(cli: Cli, out: &Out) -> Result<()> {
         // Handled above: it reads the store without opening a client.
         Command::Verify => Ok(()),
         Command::Ui(args) => crate::ui::serve(store, &args),
+        Command::Queues => queue::queues(&store, out),
+        Command::Queue { action: QueueAction::Limit { queue: name, limit } } => {
+            queue::limit(&store, out, &name, &limit)
+        }
     }
 }
 
 /// The store `--store` (or `BRAID_STORE`, else `./.braid`) names, with its blobs where
 /// `--blobs` (or `BRAID_BLOBS`) says; one that does not exist is an error, never created.
-/// Reads go through a [`Client`] over it; only `tag`, `gc` and `plan
+/// Reads go through a [`Client`] over it; only `tag`, `gc`, `queue limit` and `plan
 /// activate|deactivate|delete|resume-set|launch` (and the UI's plan buttons) write to it.
 fn open(global: &Global) -> Result<braid_store::Store> {
     let flag = global.store.as_deref().filter(|s| !s.is_empty());

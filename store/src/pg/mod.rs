@@ -216,6 +216,7 @@ CREATE INDEX runs_by_origin ON runs (origin_run);
     // 6: the task queue workers claim from.
     queue::QUEUE_MIGRATION,
     queue::REPLIES_MIGRATION,
+    queue::LIMITS_MIGRATION,
 ];
 
 /// The schema version this build writes and reads.

@@ -18,7 +18,7 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 use super::records::{get, read, retry};
 use super::{Db, Fail, PgResult};
 use crate::error::{Error, Result};
-use crate::queue::{Claim, QueueCounts, QueuedTask, Reply, TaskQueue, Wake, reply_key};
+use crate::queue::{Claim, QueueCounts, QueueInfo, QueuedTask, Reply, TaskQueue, Wake, reply_key};
 
 /// Migration 6: the task queue. The partial index serves the claim of ready rows in
 /// priority order; the second finds expired leases without reading the waiting rows.
@@ -54,6 +54,14 @@ CREATE TABLE task_replies (
     body    TEXT NOT NULL
 );
 CREATE INDEX task_replies_by_run ON task_replies (run_id, seq);
+"#;
+
+/// Migration 8: caps on how many tasks of a queue are claimed at once.
+pub(crate) const LIMITS_MIGRATION: &str = r#"
+CREATE TABLE task_queue_limits (
+    queue       TEXT PRIMARY KEY,
+    max_claimed INTEGER NOT NULL
+);
 "#;
 
 /// The channel queued tasks are announced on; the payload is the queue's name.
@@ -204,8 +212,34 @@ impl TaskQueue for PgQueue {
         let limit = i64::try_from(max).unwrap_or(i64::MAX);
         let (now_us, deadline) = (now.as_micros(), now.as_micros().saturating_add(micros(lease)));
         retry!(self, || format!("claim tasks of queue {queue}"), |c| {
+            // A capped queue: the cap's row is locked first, in a statement of its own,
+            // so that the count of what is claimed (read by the next statement, with a
+            // fresh snapshot) includes every claim committed before ours.
+            let tx = c.transaction().await?;
+            let capped = tx
+                .query_opt("SELECT max_claimed FROM task_queue_limits WHERE queue = $1 FOR UPDATE", &[&queue])
+                .await?;
+            let limit = match capped {
+                None => limit,
+                Some(row) => {
+                    let cap: i32 = get(&row, "max_claimed")?;
+                    let held = tx
+                        .query_one(
+                            "SELECT count(*) AS n FROM task_queue \
+                             WHERE queue = $1 AND token IS NOT NULL AND lease_deadline >= $2",
+                            &[&queue, &now_us],
+                        )
+                        .await?;
+                    let held: i64 = get(&held, "n")?;
+                    limit.min((i64::from(cap) - held).max(0))
+                }
+            };
+            if limit == 0 {
+                tx.commit().await?;
+                return Ok(Vec::new());
+            }
             // Ready rows and expired leases, each through its own index, in one order.
-            let stmt = c
+            let stmt = tx
                 .prepare_cached(
                     "WITH picked AS ( \
                        SELECT flow, run_id, task_id FROM task_queue \
@@ -218,7 +252,8 @@ impl TaskQueue for PgQueue {
                        q.worker, q.lease_deadline, q.dispatches",
                 )
                 .await?;
-            let rows = c.query(&stmt, &[&queue, &now_us, &limit, &worker, &deadline]).await?;
+            let rows = tx.query(&stmt, &[&queue, &now_us, &limit, &worker, &deadline]).await?;
+            tx.commit().await?;
             let mut claims: Vec<(i32, i64, Claim)> = Vec::with_capacity(rows.len());
             for r in &rows {
                 claims.push((get(r, "priority")?, get(r, "seq")?, claim_of(r)?));
@@ -348,6 +383,58 @@ impl TaskQueue for PgQueue {
             let tasks = c.execute("DELETE FROM task_queue WHERE run_id = $1", &[run_s]).await?;
             c.execute("DELETE FROM task_replies WHERE run_id = $1", &[run_s]).await?;
             Ok(tasks)
+        })
+    }
+
+    async fn set_limit(&self, queue: &str, limit: Option<u32>) -> Result<()> {
+        retry!(self, || format!("set the cap of queue {queue}"), |c| {
+            match limit {
+                Some(l) => {
+                    let l = i32::try_from(l).unwrap_or(i32::MAX);
+                    c.execute(
+                        "INSERT INTO task_queue_limits (queue, max_claimed) VALUES ($1, $2) \
+                         ON CONFLICT (queue) DO UPDATE SET max_claimed = EXCLUDED.max_claimed",
+                        &[&queue, &l],
+                    )
+                    .await?;
+                }
+                None => {
+                    c.execute("DELETE FROM task_queue_limits WHERE queue = $1", &[&queue]).await?;
+                }
+            }
+            // A raised cap may let waiting workers claim at once.
+            c.execute("SELECT pg_notify('braid_queue', $1)", &[&queue]).await?;
+            Ok(())
+        })
+    }
+
+    async fn queues(&self, now: Timestamp) -> Result<Vec<QueueInfo>> {
+        let now_us = now.as_micros();
+        read!(self, "list the queues".to_owned(), |c| {
+            let rows = c
+                .query(
+                    "SELECT coalesce(q.queue, l.queue) AS name, coalesce(q.ready, 0) AS ready, \
+                            coalesce(q.claimed, 0) AS claimed, l.max_claimed \
+                     FROM (SELECT queue, \
+                             count(*) FILTER (WHERE token IS NULL OR lease_deadline < $1) AS ready, \
+                             count(*) FILTER (WHERE token IS NOT NULL AND lease_deadline >= $1) AS claimed \
+                           FROM task_queue GROUP BY queue) q \
+                     FULL JOIN task_queue_limits l ON l.queue = q.queue ORDER BY 1",
+                    &[&now_us],
+                )
+                .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in &rows {
+                out.push(QueueInfo {
+                    name: get(r, "name")?,
+                    counts: QueueCounts {
+                        ready: get::<i64>(r, "ready")? as u64,
+                        claimed: get::<i64>(r, "claimed")? as u64,
+                    },
+                    limit: get::<Option<i32>>(r, "max_claimed")?.map(|l| l.max(0) as u32),
+                });
+            }
+            Ok(out)
         })
     }
 
