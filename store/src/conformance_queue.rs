@@ -210,6 +210,24 @@ pub async fn queue_completes_with_one_reply_per_current_claim(store: &Store) {
     q.ack_replies(run, &seqs).await.unwrap();
     assert!(q.replies(run, 10).await.unwrap().is_empty());
     assert_eq!(q.replies(other, 10).await.unwrap().len(), 1, "the other run's reply is its own");
+    // Many at once: one answer per claim, in order; a stale one stores nothing.
+    q.enqueue(vec![queued("rq", run, 4, 0), queued("rq", run, 5, 0)]).await.unwrap();
+    let two = q.claim("rq", "w1", 2, Duration::from_secs(5), at(30)).await.unwrap();
+    assert_eq!(two.len(), 2);
+    let answers = q
+        .complete_many(vec![
+            (two[0].token, serde_json::json!({ "n": 4 })),
+            (stale.token, serde_json::json!({ "from": "stale" })),
+            (two[1].token, serde_json::json!({ "n": 5 })),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(answers, [true, false, true]);
+    let many = q.replies(run, 10).await.unwrap();
+    assert_eq!(many.len(), 2, "{many:?}");
+    assert!(many.iter().all(|r| r.body.get("n").is_some()), "{many:?}");
+    q.ack_replies(run, &many.iter().map(|r| r.seq).collect::<Vec<_>>()).await.unwrap();
+    assert!(q.complete_many(Vec::new()).await.unwrap().is_empty());
     // Clearing a run removes its queued tasks and replies, and nothing of other runs.
     q.enqueue(vec![queued("rq", run, 7, 0), queued("rq", other, 8, 0)]).await.unwrap();
     assert_eq!(q.clear_run(run).await.unwrap(), 1);

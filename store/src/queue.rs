@@ -140,6 +140,16 @@ pub trait TaskQueue: Send + Sync + std::fmt::Debug {
     /// was taken over can never deliver a result.
     async fn complete(&self, token: u64, body: serde_json::Value) -> Result<bool>;
 
+    /// [`TaskQueue::complete`] for many claims at once (a worker's completions of the
+    /// moment, in one statement where the backend can); one answer per claim, in order.
+    async fn complete_many(&self, done: Vec<(u64, serde_json::Value)>) -> Result<Vec<bool>> {
+        let mut out = Vec::with_capacity(done.len());
+        for (token, body) in done {
+            out.push(self.complete(token, body).await?);
+        }
+        Ok(out)
+    }
+
     /// Up to `max` replies for `run`, oldest first. They stay until acknowledged
     /// ([`TaskQueue::ack_replies`]), so a reader that fails (or a statement whose answer
     /// was lost with the connection) reads them again.

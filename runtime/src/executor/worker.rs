@@ -110,6 +110,9 @@ struct WorkerShared {
     metrics: Option<Arc<Metrics>>,
     held: Mutex<HashMap<u64, Held>>,
     counts: Counts,
+    /// Completions waiting for the completer, which sends them many per statement.
+    completions:
+        tokio::sync::mpsc::UnboundedSender<(u64, serde_json::Value, tokio::sync::oneshot::Sender<Option<bool>>)>,
 }
 
 #[derive(Default)]
@@ -159,7 +162,10 @@ pub async fn run_worker(
             reason: format!("--queue {:?}: a queue name is 1 to 64 ASCII letters, digits, `-` or `_`", opts.queue),
         });
     }
+    let (completions, completed) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(completer(queue.clone(), completed));
     let shared = Arc::new(WorkerShared {
+        completions,
         flows: flows.into_iter().map(|f| (f.name().clone(), f)).collect(),
         persister: Persister::start_for_worker(store.clone()),
         store,
@@ -187,7 +193,21 @@ pub async fn run_worker(
         if stop.drain.is_cancelled() {
             break;
         }
-        let free = concurrency.saturating_sub(attempts.len());
+        let mut free = concurrency.saturating_sub(attempts.len());
+        // While busy, claim in batches: a slot that just opened waits up to 2 ms for
+        // others, so a burst of trivial tasks costs one claim statement per few tasks,
+        // not one each.
+        if free > 0 && free < concurrency.div_ceil(4) && !attempts.is_empty() {
+            let _ = tokio::time::timeout(Duration::from_millis(2), async {
+                while concurrency.saturating_sub(attempts.len()) < concurrency.div_ceil(4) {
+                    if attempts.join_next().await.is_none() {
+                        break;
+                    }
+                }
+            })
+            .await;
+            free = concurrency.saturating_sub(attempts.len());
+        }
         if free > 0 {
             match queue.claim(&opts.queue, &shared.holder, free, opts.lease, Timestamp::now()).await {
                 Ok(claims) if !claims.is_empty() => {
@@ -257,6 +277,33 @@ pub async fn run_worker(
     };
     tracing::info!(?report, "worker stopped");
     Ok(report)
+}
+
+/// Completes the claims the attempts hand it, as many per statement as have come (one
+/// round trip for a burst of trivial tasks instead of one each); `None` answers a
+/// completion the store could not take.
+async fn completer(
+    queue: Arc<dyn TaskQueue>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(u64, serde_json::Value, tokio::sync::oneshot::Sender<Option<bool>>)>,
+) {
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        let (done, answers): (Vec<(u64, serde_json::Value)>, Vec<_>) =
+            batch.drain(..).map(|(token, body, tx)| ((token, body), tx)).unzip();
+        match queue.complete_many(done).await {
+            Ok(results) => {
+                for (tx, ok) in answers.into_iter().zip(results) {
+                    let _ = tx.send(Some(ok));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not complete claims; their leases will expire and the tasks run again");
+                for tx in answers {
+                    let _ = tx.send(None);
+                }
+            }
+        }
+    }
 }
 
 /// Records `claim` as held, with the lease its heartbeats renew it by.
@@ -487,14 +534,18 @@ async fn complete(shared: &WorkerShared, token: u64, reply: WorkerReply) {
             return;
         }
     };
-    match shared.queue.complete(token, body).await {
-        Ok(true) => {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if shared.completions.send((token, body, tx)).is_err() {
+        return;
+    }
+    match rx.await.ok().flatten() {
+        Some(true) => {
             shared.counts.completed.fetch_add(1, Ordering::Relaxed);
             if let Some(m) = &shared.metrics {
                 m.worker_completed();
             }
         }
-        Ok(false) => {
+        Some(false) => {
             tracing::warn!(
                 worker = %shared.holder,
                 token,
@@ -506,8 +557,7 @@ async fn complete(shared: &WorkerShared, token: u64, reply: WorkerReply) {
                 m.worker_stale_result();
             }
         }
-        Err(e) => {
-            tracing::warn!(token, error = %e, "could not complete a claim; its lease will expire and the task run again")
-        }
+        // The completer said why.
+        None => {}
     }
 }

@@ -326,6 +326,43 @@ impl TaskQueue for PgQueue {
         })
     }
 
+    async fn complete_many(&self, done: Vec<(u64, serde_json::Value)>) -> Result<Vec<bool>> {
+        if done.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tokens: Vec<i64> = done.iter().map(|(t, _)| *t as i64).collect();
+        let mut bodies = Vec::with_capacity(done.len());
+        for (token, body) in &done {
+            bodies.push(
+                serde_json::to_string(body).map_err(|e| Error::Invalid {
+                    what: format!("the reply of claim {token}"),
+                    reason: e.to_string(),
+                })?,
+            );
+        }
+        let n = done.len();
+        let (tokens, bodies) = (&tokens, &bodies);
+        let applied: std::collections::HashSet<i64> = retry!(self, || format!("complete {n} queued tasks"), |c| {
+            // One statement: each current claim's row goes and its reply comes; one
+            // notification per run that got replies.
+            let stmt = c
+                .prepare_cached(
+                    "WITH input AS (SELECT * FROM unnest($1::int8[], $2::text[]) AS i(token, body)), \
+                         done AS (DELETE FROM task_queue q USING input i WHERE q.token = i.token \
+                           RETURNING q.run_id, q.task_id, q.token, i.body), \
+                         added AS (INSERT INTO task_replies (run_id, task_id, token, body) \
+                           SELECT run_id, task_id, token, body FROM done RETURNING run_id, token), \
+                         notified AS (SELECT count(pg_notify('braid_queue', 'reply/' || r)) AS n \
+                           FROM (SELECT DISTINCT run_id AS r FROM added) d) \
+                         SELECT a.token FROM added a CROSS JOIN notified",
+                )
+                .await?;
+            let rows = c.query(&stmt, &[tokens, bodies]).await?;
+            rows.iter().map(|r| get::<i64>(r, "token")).collect::<PgResult<_>>()
+        })?;
+        Ok(tokens.iter().map(|t| applied.contains(t)).collect())
+    }
+
     async fn replies(&self, run: RunId, max: usize) -> Result<Vec<Reply>> {
         if max == 0 {
             return Ok(Vec::new());
