@@ -495,6 +495,30 @@ fn a_capped_queue_runs_at_most_its_limit_at_once_over_every_worker() {
     c.drain_all();
 }
 
+#[test]
+fn a_draining_worker_hands_back_what_outlasts_its_grace_and_exits_0() {
+    let Some(mut c) = Cluster::new() else { return };
+    let draining = c.worker(&["--concurrency", "1", "--grace", "1"]);
+    let (launcher, run) = c.launch(&["run", "--quiet", "--flow", "slow", "--param", "n=1", "--param", "ms=3000"]);
+    c.wait_for("the branch running", 30, || c.work_tasks("slow", &run).iter().any(|t| t["status"] == "running"));
+    c.signal(draining, "-TERM");
+    let stopped = Instant::now();
+    let status = c.workers[draining].0.wait().unwrap();
+    assert!(status.success(), "{status}: {}", c.worker_log(draining));
+    assert!(stopped.elapsed() < Duration::from_secs(10), "it left within its grace: {:?}", stopped.elapsed());
+    let log = c.worker_log(draining);
+    assert!(log.contains("1 handed back"), "{log}");
+    // Another worker takes the handed-back task at once, not after a lease.
+    c.worker(&["--concurrency", "1"]);
+    let out = launcher.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(total(&c, "slow", &run), 0);
+    let task = &c.work_tasks("slow", &run)[0];
+    assert_eq!(task["attempt"], 1, "handing back is not a failure: {task}");
+    assert_eq!(task["lost_dispatches"], 0, "nor a lost dispatch: {task}");
+    c.drain_all();
+}
+
 /// `GET http://ADDR/metrics`, with nothing but std.
 fn ureq_get(addr: &str) -> String {
     use std::io::{Read, Write};

@@ -109,7 +109,8 @@ pub async fn queue_leases_expire_and_fence_the_old_holder(store: &Store) {
     assert!(q.release(new[1].token).await.unwrap());
     let again = q.claim("lease", "w3", 5, Duration::from_secs(10), at(18)).await.unwrap();
     assert_eq!(again.len(), 1);
-    assert_eq!((again[0].task.task, again[0].dispatches), (new[1].task.task, 3));
+    // A hand-back is not a lost dispatch: the count is as before the handed-back claim.
+    assert_eq!((again[0].task.task, again[0].dispatches), (new[1].task.task, 2));
     assert!(q.finish(new[0].token).await.unwrap());
     assert!(q.finish(again[0].token).await.unwrap());
     assert!(!q.finish(again[0].token).await.unwrap(), "finished once");

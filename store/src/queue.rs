@@ -60,8 +60,9 @@ pub struct Claim {
     pub worker: String,
     /// When the hold ends unless extended.
     pub lease_deadline: Timestamp,
-    /// How many times the task has been claimed, this claim included: above 1, earlier
-    /// holders lost it (their leases expired) or handed it back.
+    /// How many times the task has been claimed, this claim included, not counting
+    /// claims handed back ([`TaskQueue::release`]): above 1, earlier holders lost it
+    /// (their leases expired).
     pub dispatches: u32,
 }
 
@@ -372,6 +373,7 @@ impl TaskQueue for MemoryQueue {
         match st.rows.values_mut().find(|r| r.claim.as_ref().is_some_and(|c| c.0 == token)) {
             Some(row) => {
                 row.claim = None;
+                row.dispatches = row.dispatches.saturating_sub(1);
                 self.wake.wake(&row.task.queue);
                 Ok(true)
             }

@@ -298,8 +298,8 @@ impl TaskQueue for PgQueue {
         retry!(self, || format!("hand back the queued task of claim {token}"), |c| {
             let stmt = c
                 .prepare_cached(
-                    "WITH back AS (UPDATE task_queue SET token = NULL, worker = NULL, lease_deadline = NULL \
-                       WHERE token = $1 RETURNING queue) \
+                    "WITH back AS (UPDATE task_queue SET token = NULL, worker = NULL, lease_deadline = NULL, \
+                       dispatches = greatest(dispatches - 1, 0) WHERE token = $1 RETURNING queue) \
                      SELECT pg_notify('braid_queue', queue) FROM back",
                 )
                 .await?;
