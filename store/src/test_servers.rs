@@ -39,6 +39,32 @@ pub struct PgServer {
     pub dir: PathBuf,
 }
 
+impl PgServer {
+    /// Restarts the server the way an operator does (`pg_ctl restart -m fast`): every
+    /// client's connection is closed, connecting is refused until it is back, and it
+    /// comes back on the same port with the same data. Returns once it takes queries.
+    /// For a server of one's own ([`private_postgres`]): the shared one's other users
+    /// would see the outage too.
+    pub fn restart(&self) {
+        let bin = bin_dir().unwrap_or_default();
+        let out = as_postgres_user(&bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("postgres-restarted.log"))
+            .args(["restart", "-m", "fast", "-w", "-t", "60"])
+            .stdin(Stdio::null())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => wait_for_query(&bin, self.port, &self.dir.join("postgres-restarted.log")),
+            Ok(o) => {
+                panic!("pg_ctl restart: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+            }
+            Err(e) => panic!("run pg_ctl: {e}"),
+        }
+    }
+}
+
 /// A running throwaway S3 server (moto).
 #[derive(Debug)]
 pub struct S3Server {
@@ -67,6 +93,16 @@ pub fn postgres() -> Option<&'static PgServer> {
             SAID.get_or_init(|| loud(&format!("skipped: install postgresql ({reason})")));
             None
         }
+    }
+}
+
+/// A PostgreSQL server of the caller's own, started now and stopped when the process
+/// ends, for a test that restarts it ([`PgServer::restart`]); `None` as [`postgres`].
+pub fn private_postgres() -> Option<PgServer> {
+    postgres()?;
+    match start_postgres() {
+        Ok(s) => Some(s),
+        Err(reason) => panic!("a second postgres did not start: {reason}"),
     }
 }
 
@@ -207,6 +243,18 @@ fn wait_for_port(port: u16, what: &str, log: &Path) -> Result<(), String> {
     Err(format!("{what} did not listen on 127.0.0.1:{port} within 60 s; its log:\n{log}"))
 }
 
+/// `program` run as the `postgres` user when this process is root (PostgreSQL's
+/// programs refuse to run as root), else as this user.
+fn as_postgres_user(program: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=postgres", "--regid=postgres", "--init-groups"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
 fn start_postgres() -> Result<PgServer, String> {
     let Some(bin) = bin_dir().filter(|b| b.join("initdb").is_file() && b.join("postgres").is_file()) else {
         return Err(
@@ -221,15 +269,6 @@ fn start_postgres() -> Result<PgServer, String> {
     let data = dir.join("data");
     let pwfile = dir.join("pw");
     std::fs::write(&pwfile, PG_PASSWORD).map_err(|e| e.to_string())?;
-    let as_user = |program: &Path| -> Command {
-        if root {
-            let mut c = Command::new("setpriv");
-            c.args(["--reuid=postgres", "--regid=postgres", "--init-groups"]).arg(program);
-            c
-        } else {
-            Command::new(program)
-        }
-    };
     if root {
         let ok = Command::new("chown").args(["-R", "postgres:"]).arg(&dir).status().map(|s| s.success());
         if !matches!(ok, Ok(true)) {
@@ -240,7 +279,7 @@ fn start_postgres() -> Result<PgServer, String> {
             );
         }
     }
-    let out = as_user(&bin.join("initdb"))
+    let out = as_postgres_user(&bin.join("initdb"))
         .arg("-D")
         .arg(&data)
         .args(["-U", PG_USER, "-E", "UTF8", "--no-sync", "--auth-local=trust", "--auth-host=scram-sha-256"])
@@ -258,13 +297,23 @@ fn start_postgres() -> Result<PgServer, String> {
         "{run} \"$BIN/postgres\" -D \"$DIR/data\" -k \"$DIR\" -h 127.0.0.1 -p {port} -c fsync=off -c synchronous_commit=off \
          -c full_page_writes=off -c max_connections=300 -c shared_buffers=128MB >\"$DIR/postgres.log\" 2>&1 &\npg=$!"
     );
-    let stop = "kill -INT $pg 2>/dev/null; wait $pg; rm -rf \"$DIR\"";
-    watchdog(&start, stop, &[("BIN", bin.display().to_string()), ("DIR", dir.display().to_string())])
+    // `pg_ctl stop` reaches the server whichever process started it last (a restart
+    // starts a new one); the `kill` covers one that never wrote its pid file.
+    let stop = format!(
+        "{run} \"$BIN/pg_ctl\" -D \"$DIR/data\" stop -m fast -w >/dev/null 2>&1; kill -INT $pg 2>/dev/null; wait $pg; rm -rf \"$DIR\""
+    );
+    watchdog(&start, &stop, &[("BIN", bin.display().to_string()), ("DIR", dir.display().to_string())])
         .map_err(|e| format!("start postgres: {e}"))?;
     if let Err(e) = wait_for_port(port, "postgres", &log) {
         panic!("{e}");
     }
-    // Listening is not ready: wait until a query goes through.
+    wait_for_query(&bin, port, &log);
+    Ok(PgServer { port, dir })
+}
+
+/// Waits until a query on `port` goes through (listening is not ready), panicking with
+/// the server's log after 30 s.
+fn wait_for_query(bin: &Path, port: u16, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ok = Command::new(bin.join("psql"))
@@ -291,12 +340,11 @@ fn start_postgres() -> Result<PgServer, String> {
         if Instant::now() > deadline {
             panic!(
                 "postgres on port {port} never answered; log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
+                std::fs::read_to_string(log).unwrap_or_default()
             );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Ok(PgServer { port, dir })
 }
 
 fn start_moto() -> Result<S3Server, String> {

@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used)]
 //! What the PostgreSQL and S3 backends need beyond the shared suite: two store handles
-//! on one database (two machines) racing, schema migrations, a corrupted object named
+//! on one database (two machines) racing, a server restart ridden out, schema migrations, a corrupted object named
 //! by its key, and bad locations refused with what is wrong. Against this process's
 //! throwaway servers (`braid_store::test_servers`); a machine without them prints one
 //! `skipped:` line and passes.
@@ -121,6 +121,38 @@ async fn many_writers_on_many_handles_keep_every_batch_whole() {
     assert_eq!(tasks.len(), 200);
     // 20 writes of each task applied one after another: revisions 1..=20, none lost.
     assert!(tasks.iter().all(|t| t.revision == 20), "{:?}", tasks.iter().map(|t| t.revision).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_whose_server_restarts_connects_again_and_loses_nothing() {
+    // A server of this test's own: a restart cuts every client of the server.
+    let Some(pg) = test_servers::private_postgres() else { return };
+    let Some(s3) = test_servers::s3() else { return };
+    let store = pg_s3_store(&pg.fresh_database(), &s3.fresh_bucket()).await;
+    let run = RunRecord::new(flow(), RunId::generate());
+    store.records.create_run(&run).await.unwrap();
+    let task = |t: u64| {
+        TaskWrite::new(TaskRecord::new(TaskKey {
+            flow: flow(),
+            run: run.id,
+            step: braid_core::StepName::new("s").unwrap(),
+            task: TaskId(t),
+        }))
+    };
+    store.records.write_tasks((0..10).map(task).collect()).await.unwrap();
+    // Writes go on while the server stops, is down and starts: each finds its
+    // connection dead or refused and runs again on a new one once the server is back.
+    let restart = tokio::task::spawn_blocking(move || pg.restart());
+    let mut next = 10;
+    while !restart.is_finished() || next < 20 {
+        let out = store.records.write_tasks(vec![task(next)]).await.unwrap();
+        assert!(out.iter().all(|o| o.is_applied()), "{out:?}");
+        next += 1;
+    }
+    restart.await.unwrap();
+    assert_eq!(store.records.get_run(&flow(), run.id).await.unwrap().map(|r| r.id), Some(run.id));
+    let tasks = store.records.list_tasks(&flow(), run.id, &TaskQuery::default()).await.unwrap().items;
+    assert_eq!(tasks.len(), next as usize, "the writes before, during and after the restart are all there");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,11 @@
 //! - **Bulk writes** are batched: `write_tasks` of thousands of records is a handful of
 //!   statements over `UNNEST`ed arrays, not a round trip per row.
 //! - **Connections** come from a pool ([`POOL_SIZE`]); connecting gives up after
-//!   [`CONNECT_TIMEOUT`] with the host and port it tried.
+//!   [`CONNECT_TIMEOUT`] with the host and port it tried. A call whose connection the
+//!   server dropped (a restart, a failover) runs again on a new one, for up to
+//!   [`RECONNECT_FOR`]: every transaction is whole or absent, and the writes run again
+//!   are conditional (inserts-if-absent, fenced by a claim token), so a second run does
+//!   not write twice.
 //!
 //! Timestamps are stored as microseconds since the epoch (`BIGINT`), ids and keys as in
 //! the fs backend, so both backends read the same values back bit for bit.
@@ -44,6 +48,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const POOL_SIZE: usize = 16;
 /// How many times a transaction that deadlocked or lost a race is run again.
 const MAX_RETRIES: u32 = 16;
+/// How long a call goes on trying when the server dropped its connections (a restart,
+/// a failover, `pg_terminate_backend`) before it fails: long enough for a server to
+/// restart, short enough that a server that is gone for good is reported.
+pub const RECONNECT_FOR: Duration = Duration::from_secs(60);
 /// The advisory lock key migrations hold (any constant; "braid" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0062_7261_6964;
 
@@ -287,6 +295,50 @@ impl Fail {
                 || *c == SqlState::UNIQUE_VIOLATION
         )
     }
+}
+
+impl Fail {
+    /// A failure of the connection rather than of the statement: the server closed it
+    /// or is shutting down or starting up, or the socket broke. Running the call again
+    /// on a new connection can cure it.
+    pub(crate) fn connection_lost(&self) -> bool {
+        match self {
+            Fail::Pg(e) | Fail::Pool(PoolError::Backend(e)) => pg_connection_lost(e),
+            // Making a new connection timed out: the server is not back yet.
+            Fail::Pool(PoolError::Timeout(deadpool_postgres::TimeoutType::Create)) => true,
+            _ => false,
+        }
+    }
+}
+
+fn pg_connection_lost(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(code) = e.code() {
+        // Class 08: connection exceptions; 57P01-03: the server shuts down or starts.
+        return code.code().starts_with("08")
+            || *code == SqlState::ADMIN_SHUTDOWN
+            || *code == SqlState::CRASH_SHUTDOWN
+            || *code == SqlState::CANNOT_CONNECT_NOW;
+    }
+    // No server code: a broken or refused socket is an I/O error underneath.
+    std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+}
+
+/// When a call that lost its connection is run again: soon, then less often, until
+/// [`RECONNECT_FOR`] has passed since the first loss (`false`: give up).
+pub(crate) async fn reconnect_backoff(db: &Db, since: &mut Option<std::time::Instant>, lost: u32) -> bool {
+    let first = *since.get_or_insert_with(std::time::Instant::now);
+    if first.elapsed() >= RECONNECT_FOR {
+        return false;
+    }
+    if lost == 1 {
+        tracing::warn!(store = %db.location, "the connection to PostgreSQL was lost; connecting again");
+    }
+    let wait = Duration::from_millis(50u64.saturating_mul(1 << lost.min(5))).min(Duration::from_secs(1));
+    tokio::time::sleep(wait).await;
+    true
 }
 
 impl Db {

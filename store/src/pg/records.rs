@@ -83,38 +83,58 @@ fn id_i64(t: TaskId) -> i64 {
 
 type Param<'a> = &'a (dyn ToSql + Sync);
 
-/// Runs `$body` with `$c`, a pooled connection; errors name `$ctx`.
+/// Runs `$body` with `$c`, a pooled connection; errors name `$ctx`. A body whose
+/// connection was lost runs again on a new one (see `Fail::connection_lost`).
 macro_rules! read {
     ($self:ident, $ctx:expr, |$c:ident| $body:block) => {{
-        match $self.db.conn().await {
-            Err(e) => Err($self.db.err($ctx, e)),
-            Ok(conn) => {
-                let $c = &conn;
-                let r: PgResult<_> = async { $body }.await;
-                r.map_err(|e| $self.db.err($ctx, e))
+        let (mut lost, mut since) = (0u32, None);
+        loop {
+            let r: PgResult<_> = match $self.db.conn().await {
+                Err(e) => Err(e),
+                Ok(conn) => {
+                    let $c = &conn;
+                    async { $body }.await
+                }
+            };
+            match r {
+                Err(e) if e.connection_lost() => {
+                    lost += 1;
+                    if !super::reconnect_backoff(&$self.db, &mut since, lost).await {
+                        break Err($self.db.err($ctx, e));
+                    }
+                }
+                r => break r.map_err(|e| $self.db.err($ctx, e)),
             }
         }
     }};
 }
 
 /// Runs `$body` with `$c`, a pooled connection (`&mut`), again when it failed in a way
-/// a second run can cure (a deadlock, a lost unique race: see `Fail::retryable`). The
-/// body does its writes in one transaction, so a failed run left nothing behind.
-/// `$ctx` is a closure naming the operation for errors.
+/// a second run can cure: a deadlock or a lost unique race (see `Fail::retryable`), or
+/// a lost connection (see `Fail::connection_lost`), on a new one. The body does its
+/// writes in one transaction, so a failed run left nothing behind. `$ctx` is a closure
+/// naming the operation for errors.
 macro_rules! retry {
     ($self:ident, $ctx:expr, |$c:ident| $body:block) => {{
-        let mut tries = 0u32;
+        let (mut tries, mut lost, mut since) = (0u32, 0u32, None);
         loop {
-            let mut conn = match $self.db.conn().await {
-                Ok(c) => c,
-                Err(e) => break Err($self.db.err(($ctx)(), e)),
+            let r: PgResult<_> = match $self.db.conn().await {
+                Err(e) => Err(e),
+                Ok(mut conn) => {
+                    let $c = &mut conn;
+                    async { $body }.await
+                }
             };
-            let $c = &mut conn;
-            let r: PgResult<_> = async { $body }.await;
             match r {
                 Err(e) if e.retryable() && tries < super::MAX_RETRIES => {
                     tries += 1;
                     super::backoff(&$self.db, tries).await;
+                }
+                Err(e) if e.connection_lost() => {
+                    lost += 1;
+                    if !super::reconnect_backoff(&$self.db, &mut since, lost).await {
+                        break Err($self.db.err(($ctx)(), e));
+                    }
                 }
                 r => break r.map_err(|e| $self.db.err(($ctx)(), e)),
             }
