@@ -160,6 +160,20 @@ fn records_of(ns: &Namespace) -> Vec<ArtifactRecord> {
     ns.names().iter().filter_map(|n| ns.get(n.as_str()).map(|a| a.record.clone())).collect()
 }
 
+/// The records of `ns` for a task that only reads them, without their previews: the
+/// task reads values by key, and routing on a value (a switch) happens where the run is
+/// driven, on its own records. A preview is up to 2 KB of the value's JSON (a foreach's
+/// list is one), and every branch of a foreach carries its parent's records: without
+/// them a trivial branch's queued payload is 1 KB instead of 3.3 KB, under PostgreSQL's
+/// 2 KB threshold for compressing and moving a row's values out of line.
+fn records_to_read(ns: &Namespace) -> Vec<ArtifactRecord> {
+    let mut records = records_of(ns);
+    for r in &mut records {
+        r.preview = braid_core::codec::Preview { text: String::new(), truncated: true };
+    }
+    records
+}
+
 pub(super) fn namespace_of(records: Vec<ArtifactRecord>) -> Arc<Namespace> {
     let own = records.into_iter().map(|r| (r.name.clone(), Arc::new(ArtRef::new(r)))).collect();
     Namespace::extend(&Arc::new(Namespace::new()), own)
@@ -487,7 +501,7 @@ pub(super) async fn spec_of(ctx: &Ctx, policy: &StepPolicy, store: String) -> cr
         store,
         blobs: shared.store.blobs_location().map(str::to_owned),
         origin_run: ctx.origin_run(),
-        parent_ns: records_of(&inner.parent_ns),
+        parent_ns: records_to_read(&inner.parent_ns),
         frames,
         inputs,
         record: lock(&inner.record).clone(),

@@ -225,6 +225,20 @@ CREATE INDEX runs_by_origin ON runs (origin_run);
     queue::QUEUE_MIGRATION,
     queue::REPLIES_MIGRATION,
     queue::LIMITS_MIGRATION,
+    // 9: room in each page for a row's next version, so that updating a task or an
+    // attempt (running, then ended: two updates of each row) is a HOT update that
+    // writes no index entry. Measured on a 10,000-task run on workers: 21% of the
+    // task updates were HOT at the default of 100, 54% at 80. And the queue's tables,
+    // where every row dies within seconds, vacuumed after every 1,000 dead rows, not
+    // after 20% of the table, without the cost-based pauses.
+    r#"
+ALTER TABLE tasks SET (fillfactor = 80);
+ALTER TABLE attempts SET (fillfactor = 80);
+ALTER TABLE task_queue SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000,
+    autovacuum_vacuum_cost_delay = 0);
+ALTER TABLE task_replies SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000,
+    autovacuum_vacuum_cost_delay = 0);
+"#,
 ];
 
 /// The schema version this build writes and reads.

@@ -238,21 +238,42 @@ impl TaskQueue for PgQueue {
                 tx.commit().await?;
                 return Ok(Vec::new());
             }
-            // Ready rows and expired leases, each through its own index, in one order.
-            let stmt = tx
-                .prepare_cached(
-                    "WITH picked AS ( \
-                       SELECT flow, run_id, task_id FROM task_queue \
-                       WHERE queue = $1 AND (token IS NULL OR lease_deadline < $2) \
-                       ORDER BY priority DESC, seq LIMIT $3 FOR UPDATE SKIP LOCKED) \
-                     UPDATE task_queue q SET token = nextval('task_queue_tokens'), worker = $4, \
-                       lease_deadline = $5, dispatches = q.dispatches + 1 \
+            // Expired leases first (few, and waiting longest), then ready rows by
+            // priority: each statement walks its own partial index in its order and
+            // stops at the limit. A hot queue table is mostly dead rows between
+            // vacuums, and its statistics (empty when created) make the planner scan it
+            // whole and sort: measured, five 10,000-task runs on one database took 5.2,
+            // 6.5, 8.8, 11.1 and 14.5 s, each claim reading every dead row of the runs
+            // before. Hence no sequential scans in this transaction.
+            tx.batch_execute("SET LOCAL enable_seqscan = off").await?;
+            let update = |pick: &str| {
+                format!(
+                    "WITH picked AS ({pick} FOR UPDATE SKIP LOCKED) \
+                     UPDATE task_queue q SET token = nextval('task_queue_tokens'), worker = $3, \
+                       lease_deadline = $4, dispatches = q.dispatches + 1 \
                      FROM picked WHERE q.flow = picked.flow AND q.run_id = picked.run_id AND q.task_id = picked.task_id \
                      RETURNING q.flow, q.run_id, q.task_id, q.queue, q.priority, q.payload, q.seq, q.token, \
-                       q.worker, q.lease_deadline, q.dispatches",
+                       q.worker, q.lease_deadline, q.dispatches"
                 )
+            };
+            let expired = tx
+                .prepare_cached(&update(
+                    "SELECT flow, run_id, task_id FROM task_queue \
+                     WHERE queue = $1 AND token IS NOT NULL AND lease_deadline < $5 \
+                     ORDER BY lease_deadline LIMIT $2",
+                ))
                 .await?;
-            let rows = tx.query(&stmt, &[&queue, &now_us, &limit, &worker, &deadline]).await?;
+            let mut rows = tx.query(&expired, &[&queue, &limit, &worker, &deadline, &now_us]).await?;
+            let rest = limit - rows.len() as i64;
+            if rest > 0 {
+                let ready = tx
+                    .prepare_cached(&update(
+                        "SELECT flow, run_id, task_id FROM task_queue \
+                         WHERE queue = $1 AND token IS NULL ORDER BY priority DESC, seq LIMIT $2",
+                    ))
+                    .await?;
+                rows.extend(tx.query(&ready, &[&queue, &rest, &worker, &deadline]).await?);
+            }
             tx.commit().await?;
             let mut claims: Vec<(i32, i64, Claim)> = Vec::with_capacity(rows.len());
             for r in &rows {
