@@ -485,7 +485,7 @@ fn start(flags: StoreFlags, flow: Arc<Flow>, mut opts: RunOptions, common: Commo
             (true, q) => {
                 let queue = q.clone().unwrap_or_else(|| braid_runtime::DEFAULT_QUEUE.to_owned());
                 eprintln!(
-                    "on workers: tasks wait in queue `{queue}` (start some with `{} worker --store ... --queue {queue}`)",
+                    "on workers: this run's tasks go to queue `{queue}`, for workers started with `{} worker --store ... --queue {queue}` (without one, the run waits)",
                     program_name()
                 );
                 opts.execution = braid_runtime::Execution::Workers { queue };
