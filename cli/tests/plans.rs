@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used)]
-//! Launch plans end to end on an fs store: the flow binary's `plans apply`, `backfill`,
+//! Launch plans end to end on an fs store (and the scheduler crash points on PostgreSQL
+//! too): the flow binary's `plans apply`, `backfill`,
 //! `plans launch` and `scheduler --once` (through `flow_main_from`), and the `braid`
 //! binary's `plan list|show|activate|deactivate|launch` and `runs --name/--plan`, with
 //! the example plan file `cli/examples/sites.toml`.
@@ -213,55 +214,113 @@ fn manual_launches_and_usage_errors() {
 }
 
 const CRASH_STORE_ENV: &str = "BRAID_TEST_CRASH_SCHEDULER_STORE";
+/// Arguments before and after `scheduler --once` in the crash test's child (JSON: two
+/// lists), e.g. `--blobs` and `--on`.
+const CRASH_ARGS_ENV: &str = "BRAID_TEST_CRASH_SCHEDULER_ARGS";
 
 /// Entry point of the child process of the scheduler crash test; does nothing otherwise.
 #[test]
 fn crash_scheduler_child() {
     let Ok(store) = std::env::var(CRASH_STORE_ENV) else { return };
-    let code = flowbin(Path::new(&store), &["scheduler", "--once", "--max-runs", "1"]);
+    let (mut args, after): (Vec<String>, Vec<String>) =
+        std::env::var(CRASH_ARGS_ENV).map(|a| serde_json::from_str(&a).unwrap()).unwrap_or_default();
+    args.extend(["scheduler", "--once", "--max-runs", "1"].map(str::to_owned));
+    args.extend(after);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let code = flowbin(Path::new(&store), &args);
     // Reaching here means the crash point did not fire: say so through the exit code.
     std::process::exit(if code == ExitCode::SUCCESS { 10 } else { 11 });
 }
 
 #[test]
 fn a_scheduler_killed_between_claiming_and_starting_leaves_a_launch_started_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join(".braid");
+    killed_scheduler_replicas(&store, &[], &[]);
+}
+
+/// The same on PostgreSQL, with the scheduler's runs in its own process: replicas on
+/// one database, one dying at each crash point, the next adopting what it claimed.
+#[test]
+fn a_scheduler_replica_killed_mid_tick_on_postgres_leaves_each_launch_started_exactly_once() {
+    let Some(pg) = braid_store::test_servers::postgres() else { return };
+    let blobs = tempfile::tempdir().unwrap();
+    let blobs = format!("file://{}", blobs.path().display());
+    let db = pg.fresh_database();
+    killed_scheduler_replicas(Path::new(&db), &["--blobs", &blobs], &["--on", "process"]);
+}
+
+/// For each crash point of a launch: a scheduler process (`FLOW_ARGS scheduler --once
+/// SCHEDULER_ARGS`) dies there, and the next scheduler pass starts the launch exactly once.
+fn killed_scheduler_replicas(store: &Path, flow_args: &[&str], scheduler_args: &[&str]) {
     let points = ["launch-claimed", "launch-run-id-recorded", "launch-run-created", "launch-started"];
-    for point in points {
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join(".braid");
-        assert_eq!(flowbin(&store, &["plans", "apply", sites_toml().to_str().unwrap()]), ExitCode::SUCCESS);
-        braid_json(&store, &["plan", "launch", "data_sync_hourly", "--param", "site_id=site1"]);
+    let with = |args: &[&str]| -> Vec<String> {
+        flow_args
+            .iter()
+            .chain(args)
+            .chain(scheduler_args.iter().filter(|_| args[0] == "scheduler"))
+            .map(|s| (*s).to_owned())
+            .collect()
+    };
+    let flowbin_with = |args: &[&str]| {
+        let all = with(args);
+        flowbin(store, &all.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let braid_with = |args: &[&str]| {
+        let mut all: Vec<&str> = flow_args.to_vec();
+        all.extend_from_slice(args);
+        braid_json(store, &all)
+    };
+    let sites = sites_toml();
+    assert_eq!(flowbin_with(&["plans", "apply", sites.to_str().unwrap()]), ExitCode::SUCCESS);
+    for (round, point) in points.into_iter().enumerate() {
+        braid_with(&["plan", "launch", "data_sync_hourly", "--param", "site_id=site1"]);
 
         // A scheduler process dies (abort: no destructor runs) at the crash point.
+        let child_args = (flow_args, scheduler_args);
         let child = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "crash_scheduler_child", "--test-threads", "1", "--nocapture"])
-            .env(CRASH_STORE_ENV, &store)
+            .env(CRASH_STORE_ENV, store)
+            .env(CRASH_ARGS_ENV, serde_json::to_string(&child_args).unwrap())
             .env("FAILPOINTS", format!("{point}=return"))
             .output()
             .unwrap();
-        assert!(child.status.code().is_none(), "{point}: the child was killed by its crash point: {:?}", child.status);
+        assert!(
+            child.status.code().is_none(),
+            "{point}: the child was killed by its crash point: {:?} {}",
+            child.status,
+            String::from_utf8_lossy(&child.stderr)
+        );
 
         // Restarted, a scheduler on the same machine sees that process gone, adopts the
         // launch at once and starts it exactly once.
-        assert_eq!(flowbin(&store, &["scheduler", "--once"]), ExitCode::SUCCESS, "{point}");
-        let runs = braid_json(&store, &["runs", "data_sync", "--limit", "0"]);
+        assert_eq!(flowbin_with(&["scheduler", "--once"]), ExitCode::SUCCESS, "{point}");
+        let runs = braid_with(&["runs", "data_sync", "--limit", "0"]);
         let runs = runs.as_array().unwrap();
-        let summary: Vec<(&str, &str)> =
-            runs.iter().map(|r| (r["name"].as_str().unwrap(), r["status"].as_str().unwrap())).collect();
-        assert_eq!(summary, [("data_sync_hourly_site1", "succeeded")], "{point}: one run, started once");
-        let show = braid_json(&store, &["plan", "show", "data_sync_hourly"]);
-        let recent = &show["parameter_set_details"][0]["recent"];
-        assert_eq!(recent.as_array().unwrap().len(), 1, "{point}: {recent}");
+        assert_eq!(runs.len(), round + 1, "{point}: one more run, started once: {runs:?}");
+        let newest = &runs[0];
         assert_eq!(
-            (&recent[0]["state"], &recent[0]["status"]),
-            (&json!("finished"), &json!("succeeded")),
+            (newest["name"].as_str(), newest["status"].as_str()),
+            (Some("data_sync_hourly_site1"), Some("succeeded")),
+            "{point}"
+        );
+        let show = braid_with(&["plan", "show", "data_sync_hourly"]);
+        let recent = &show["parameter_set_details"][0]["recent"];
+        // The latest few launches, newest first, each started once and finished.
+        assert!(
+            recent
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|l| (&l["state"], &l["status"]) == (&json!("finished"), &json!("succeeded"))),
             "{point}: {recent}"
         );
-        assert_eq!(recent[0]["run"].as_str(), runs[0]["id"].as_str(), "{point}: the launch names its run");
+        assert_eq!(recent[0]["run"].as_str(), newest["id"].as_str(), "{point}: the launch names its run");
 
         // Another pass starts nothing more.
-        assert_eq!(flowbin(&store, &["scheduler", "--once"]), ExitCode::SUCCESS);
-        assert_eq!(braid_json(&store, &["runs", "data_sync", "--limit", "0"]).as_array().unwrap().len(), 1, "{point}");
+        assert_eq!(flowbin_with(&["scheduler", "--once"]), ExitCode::SUCCESS);
+        let again = braid_with(&["runs", "data_sync", "--limit", "0"]);
+        assert_eq!(again.as_array().unwrap().len(), round + 1, "{point}");
     }
 }
 
