@@ -119,7 +119,8 @@ pub trait TaskQueue: Send + Sync + std::fmt::Debug {
 
     /// Claims up to `max` tasks of `queue` for `worker` until `now + lease`: the
     /// highest priority first, then the oldest; tasks whose lease expired before `now`
-    /// count as waiting. Two workers claiming at once never get the same task.
+    /// count as waiting (a backend may take them before the others: they have waited
+    /// longest). Two workers claiming at once never get the same task.
     async fn claim(&self, queue: &str, worker: &str, max: usize, lease: Duration, now: Timestamp)
     -> Result<Vec<Claim>>;
 

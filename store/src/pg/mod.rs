@@ -309,9 +309,7 @@ impl Fail {
                 || *c == SqlState::UNIQUE_VIOLATION
         )
     }
-}
 
-impl Fail {
     /// A failure of the connection rather than of the statement: the server closed it
     /// or is shutting down or starting up, or the socket broke. Running the call again
     /// on a new connection can cure it.
